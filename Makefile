@@ -1,0 +1,70 @@
+# Loyalty Funnel: developer entry points. `make help` lists them.
+# Everything installs what it needs on a fresh machine: the virtualenv from pyproject.toml, Kafka's jars
+# from Maven Central (deploy/kafka/pom.xml), PostgreSQL from Debian's packages when missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# pip re-runs only when pyproject.toml changes.
+INSTALL_STAMP := $(VENV)/.install-stamp
+KAFKA_LIBS := .run/kafka-libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.make-stamp
+DEVSTACK := $(PY) -m deploy.devstack
+
+.PHONY: help install kafka-jars postgres up down status lint test demo bench
+
+help:
+	@echo "make install     virtualenv in $(VENV) with the project and its dev tools"
+	@echo "make up          start Kafka, Postgres, an SMTP sink and the three services (returns when ready)"
+	@echo "make status      what is running"
+	@echo "make down        stop everything make up started"
+	@echo "make demo        make up, then replay a simulated storefront and print the funnel report"
+	@echo "make lint        ruff and mypy"
+	@echo "make test        lint, then every test against a real Kafka, Postgres and SMTP server"
+	@echo "make bench       the benchmark"
+
+install: $(INSTALL_STAMP)
+
+$(INSTALL_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+kafka-jars: $(KAFKA_STAMP)
+
+# Order-only on install: reinstalling Python packages does not change which jars Kafka needs.
+$(KAFKA_STAMP): deploy/kafka/pom.xml | $(INSTALL_STAMP)
+	$(DEVSTACK) kafka-jars
+	touch $@
+
+postgres: | $(INSTALL_STAMP)
+	$(DEVSTACK) postgres-binaries
+
+up: install kafka-jars postgres
+	$(DEVSTACK) up
+
+# No install here: without a virtualenv nothing can have been started.
+down:
+	@if [ -x $(PY) ]; then $(DEVSTACK) down; else echo "no $(VENV): nothing to stop"; fi
+
+status:
+	@if [ -x $(PY) ]; then $(DEVSTACK) status; else echo "no $(VENV): nothing running"; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services deploy tests
+
+test: install kafka-jars postgres
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest
+
+demo: up
+	$(PY) -m deploy.demo
+
+bench:
+	@echo "make bench is not implemented yet (issue 6)" >&2
+	@exit 1

@@ -1,0 +1,206 @@
+"""A real PostgreSQL server in a directory of our own, run as an unprivileged user when we are root."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.devstack.process import ManagedProcess, StackError, ensure_port_free, port_is_open, run_checked
+from deploy.devstack.system import ensure_apt_packages, ensure_system_user, is_root
+
+HOST = "127.0.0.1"
+SYSTEM_USER = "loyaltyfunnel"
+SUPERUSER = "postgres"
+SUPERUSER_PASSWORD = "postgres"  # loopback-only development server  # noqa: S105
+DATABASE = "loyalty"
+ROLE = "loyalty"
+ROLE_PASSWORD = "loyalty"  # noqa: S105 - the documented development credentials
+# The kernel limits a unix socket path to 107 bytes; past that we serve over TCP only.
+_MAX_SOCKET_DIR = 90
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _bindir_candidates() -> list[Path]:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("postgres")
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    return [p for p in found if (p / "postgres").is_file() and (p / "initdb").is_file()]
+
+
+def ensure_postgres_binaries() -> Path:
+    """The directory holding postgres/initdb/psql, installing Debian's postgresql package if missing."""
+    candidates = _bindir_candidates()
+    if not candidates:
+        ensure_apt_packages(["postgresql"], why="the local stack runs a PostgreSQL server")
+        candidates = _bindir_candidates()
+    if not candidates:
+        raise StackError("PostgreSQL was installed but no postgres/initdb binaries were found")
+    return candidates[0]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    process: ManagedProcess
+    port: int
+    run_dir: Path
+    bindir: Path
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the application database, as DATABASE_URL expects it."""
+        return self.database_url(DATABASE)
+
+    def database_url(self, database: str) -> str:
+        return f"postgresql+asyncpg://{ROLE}:{ROLE_PASSWORD}@{HOST}:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres", **variables: str) -> str:
+        """Run SQL as the superuser over TCP (works whoever we are, root included).
+
+        variables are psql variables, quoted safely in the SQL as :'name' (literal) or :"name" (identifier).
+        """
+        env = {**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD, "PGCONNECT_TIMEOUT": "5"}
+        argv = [str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"]
+        argv += ["-h", HOST, "-p", str(self.port), "-U", SUPERUSER, "-d", database]
+        for key, value in variables.items():
+            argv += ["-v", f"{key}={value}"]
+        argv += ["-f", "-"]
+        return run_checked(argv, what="psql", env=env, input_text=sql, timeout=60)
+
+    def create_database(self, name: str) -> str:
+        """Create database `name` owned by the application role if absent; return its URL."""
+        if not _NAME.match(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        self.psql(
+            "SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n",
+            db=name,
+            role=ROLE,
+        )
+        return self.database_url(name)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        return self.process.stop(timeout)
+
+
+def postgres_process(run_dir: Path, log_file: Path | None = None) -> ManagedProcess:
+    # SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients instead of waiting for them.
+    return ManagedProcess(
+        "postgres", run_dir / "postgres.pid", log_file or run_dir / "postgres.log", stop_signal=signal.SIGINT
+    )
+
+
+def _owned_dir(path: Path, user: str | None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if user is not None:
+        shutil.chown(path, user, user)
+    return path
+
+
+def _initdb(bindir: Path, data: Path, run_dir: Path, user: str | None, fast: bool) -> None:
+    pwfile = run_dir / "superuser.pw"
+    pwfile.write_text(SUPERUSER_PASSWORD + "\n")
+    if user is not None:
+        shutil.chown(pwfile, user, user)
+    argv = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}"]
+    # Password (SCRAM) over TCP; trust only on the socket, which sits in a directory only we can enter.
+    argv += ["--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C"]
+    if fast:
+        argv.append("--no-sync")
+    try:
+        run_checked(argv, what="initdb", user=user, cwd=run_dir, timeout=300)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def _server_argv(bindir: Path, data: Path, socket_dir: Path | None, port: int, fast: bool) -> list[str]:
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(port),
+        "unix_socket_directories": str(socket_dir) if socket_dir else "",
+        "max_connections": "200",
+        "log_min_messages": "warning",
+    }
+    if fast:
+        # Only the throwaway test server: durability is traded for speed, a crash loses the data.
+        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    argv = [str(bindir / "postgres"), "-D", str(data)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    return argv
+
+
+def start_postgres(
+    run_dir: Path,
+    port: int,
+    *,
+    log_file: Path | None = None,
+    fast: bool = False,
+    timeout: float = 60.0,
+    die_with_parent: bool = False,
+) -> PostgresServer:
+    """Start (or find running) the server whose data lives in run_dir, with database `loyalty` ready.
+
+    fast: fsync off and friends, for the test fixture's throwaway server only.
+    """
+    run_dir = run_dir.resolve()
+    bindir = ensure_postgres_binaries()
+    user = ensure_system_user(SYSTEM_USER) if is_root() else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        # The server runs as `user`, which must be able to reach its directories.
+        run_dir.chmod(0o755)
+    process = postgres_process(run_dir, log_file)
+    server = PostgresServer(process, port, run_dir, bindir)
+    if not process.is_running():
+        ensure_port_free(HOST, port, "postgres")
+        data = run_dir / "data"
+        if not (data / "PG_VERSION").is_file():
+            _owned_dir(data, user)
+            _initdb(bindir, data, run_dir, user, fast)
+        socket_dir: Path | None = run_dir / "socket"
+        if socket_dir is not None and len(str(socket_dir)) <= _MAX_SOCKET_DIR:
+            _owned_dir(socket_dir, user)
+        else:
+            socket_dir = None
+        process.start(
+            _server_argv(bindir, data, socket_dir, port, fast),
+            cwd=run_dir,
+            user=user,
+            die_with_parent=die_with_parent,
+        )
+    process.wait_for_port(HOST, port, timeout)
+    # The port opens a moment before the server accepts logins ("the database system is starting up").
+    process.wait_until(lambda: _accepts_logins(server), "the server accepted logins", timeout)
+    _ensure_role_and_database(server)
+    return server
+
+
+def _accepts_logins(server: PostgresServer) -> bool:
+    if not port_is_open(HOST, server.port):
+        return False
+    try:
+        server.psql("SELECT 1")
+    except StackError:
+        return False
+    return True
+
+
+def _ensure_role_and_database(server: PostgresServer) -> None:
+    # psql does not interpolate variables inside a DO body, hence format() + \gexec.
+    server.psql(
+        "SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'password') "
+        "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role')\\gexec\n",
+        role=ROLE,
+        password=ROLE_PASSWORD,
+    )
+    server.create_database(DATABASE)

@@ -1,0 +1,93 @@
+"""Publishing canonical events to Kafka: answer only after the broker acknowledged, fail fast otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+
+from shared.events import StorefrontEvent, encode_event
+from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
+from shared.logging import get_logger
+from shared.settings import KafkaSettings
+from shared.workers import sleep_backoff
+
+log = get_logger(__name__)
+
+PUBLISHED = Counter("ingest_events_published_total", "Events acknowledged by Kafka", ["source", "type"])
+PUBLISH_FAILURES = Counter(
+    "ingest_publish_failures_total", "Publishes that Kafka did not acknowledge in time"
+)
+
+
+class PublishUnavailable(Exception):
+    """Kafka did not acknowledge in time; the sender must retry (HTTP 503)."""
+
+
+class Publisher(Protocol):
+    async def connect_forever(self) -> None: ...
+    async def publish(self, event: StorefrontEvent) -> None: ...
+    async def reachable(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class EventPublisher:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        timeout_seconds: float,
+    ) -> None:
+        self._settings = settings
+        self._factory = producer_factory
+        self._timeout = timeout_seconds
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def connect_forever(self) -> None:
+        """Connect, retrying with backoff, so the service starts (unready) while Kafka is still down."""
+        attempt = 0
+        while self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+                await ensure_topics(self._settings, [STOREFRONT_EVENTS])
+            except (KafkaError, OSError) as exc:
+                await producer.stop()
+                log.warning("kafka_connect_failed", attempt=attempt, error=str(exc))
+                await sleep_backoff(attempt)
+                attempt += 1
+                continue
+            self._producer = producer
+            log.info("kafka_connected")
+
+    async def publish(self, event: StorefrontEvent) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishUnavailable("not connected to Kafka yet")
+        try:
+            async with asyncio.timeout(self._timeout):
+                await producer.send_and_wait(
+                    STOREFRONT_EVENTS, value=encode_event(event), key=event.partition_key.encode()
+                )
+        except (TimeoutError, KafkaError) as exc:
+            # The record may still be delivered later by the producer's own retries; that is safe because
+            # the event id makes a second copy (from the sender's retry) a no-op downstream.
+            PUBLISH_FAILURES.inc()
+            raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
+        PUBLISHED.labels(event.source.value, event.type).inc()
+
+    async def reachable(self) -> bool:
+        return self._producer is not None and await kafka_reachable(self._producer)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,40 @@
+"""One batch of funnel events -> one transaction: customers' contact state and the messages to send."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier.adapters import repository
+from services.notifier.domain.flows import Skipped, plan
+from shared.funnel_events import FunnelEvent
+
+PLANNED = Counter(
+    "notifier_messages_planned_total", "Messages planned by flow and outcome", ["flow", "outcome"]
+)
+
+
+class MessagePlanner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Callable[[], datetime],
+        on_messages_due: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._on_messages_due = on_messages_due
+
+    async def __call__(self, events: Sequence[FunnelEvent]) -> None:
+        now = self._clock()
+        planned = [item for event in events for item in plan(event, now)]
+        async with self._engine.begin() as conn:
+            await repository.upsert_customers(conn, ((e.store_id, e.profile) for e in events))
+            due = await repository.record_planned(conn, planned, now)
+        for item in planned:
+            PLANNED.labels(item.flow.name, item.reason if isinstance(item, Skipped) else "planned").inc()
+        if due:
+            self._on_messages_due()

@@ -1,0 +1,49 @@
+"""Database helpers: engine and session factories, a readiness probe, and Alembic runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.settings import DatabaseSettings
+
+
+def build_engine(settings: DatabaseSettings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        # A dead server must fail a request quickly, not hang it.
+        connect_args={"timeout": 5, "command_timeout": 30},
+    )
+
+
+def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def database_reachable(engine: AsyncEngine, within_seconds: float = 2.0) -> bool:
+    try:
+        async with asyncio.timeout(within_seconds), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except (TimeoutError, OSError, DBAPIError, OperationalError):
+        return False
+
+
+def alembic_config(script_location: Path, database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_to_head(script_location: Path, database_url: str) -> None:
+    """Run a service's Alembic history up to head (synchronous: call it outside any running event loop)."""
+    command.upgrade(alembic_config(script_location, database_url), "head")

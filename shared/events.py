@@ -1,0 +1,262 @@
+"""The canonical storefront event: the versioned contract on topic `storefront-events`.
+
+Every source (Shopify, WooCommerce, Segment, our own API) is translated into one of these envelopes by
+ingest; the segmenter consumes nothing else. Version 1 may gain optional fields; anything that would break
+a consumer gets a new `schema_version`. Unknown fields are ignored so that older consumers keep working
+while a newer producer is rolled out.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2, ge=0)]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class Source(StrEnum):
+    SHOPIFY = "shopify"
+    WOOCOMMERCE = "woocommerce"
+    SEGMENT = "segment"
+    API = "api"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Customer(_Model):
+    """Who the event is about, as far as the source knows. At least one identifier is required."""
+
+    store_customer_id: ShortText | None = None
+    anonymous_id: ShortText | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+    phone: Annotated[str, Field(max_length=40)] | None = None
+    first_name: Annotated[str, Field(max_length=255)] | None = None
+    last_name: Annotated[str, Field(max_length=255)] | None = None
+    locale: Annotated[str, Field(max_length=35)] | None = None
+    city: Annotated[str, Field(max_length=255)] | None = None
+    country: Annotated[str, Field(max_length=255)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    birthday: date | None = None
+    accepts_marketing: bool | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _normalise_email(cls, value: str | None) -> str | None:
+        # One customer, one email: identity resolution compares the trimmed, lower-cased form.
+        if value is None:
+            return None
+        value = value.strip().lower()
+        return value or None
+
+    @model_validator(mode="after")
+    def _has_identifier(self) -> Customer:
+        if not (self.store_customer_id or self.anonymous_id or self.email):
+            raise ValueError("customer needs store_customer_id, anonymous_id or email")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The per-store customer key: the store's id when known, else the anonymous id, else the email."""
+        if self.store_customer_id:
+            return self.store_customer_id
+        if self.anonymous_id:
+            return f"anon:{self.anonymous_id}"
+        return f"email:{self.email}"
+
+
+class LineItem(_Model):
+    product_id: ShortText
+    variant_id: ShortText | None = None
+    sku: Annotated[str, Field(max_length=255)] | None = None
+    title: Annotated[str, Field(max_length=1000)] | None = None
+    category: Annotated[str, Field(max_length=255)] | None = None
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    price: Money = Decimal("0")
+
+
+class CustomerUpserted(_Model):
+    created_at: AwareDatetime | None = None
+
+
+class OrderPlaced(_Model):
+    order_id: ShortText
+    total: Money
+    currency: CurrencyCode
+    line_items: tuple[LineItem, ...] = ()
+    cart_id: ShortText | None = None
+    discount_codes: tuple[ShortText, ...] = ()
+
+
+class OrderRefunded(_Model):
+    order_id: ShortText
+    amount: Money
+    currency: CurrencyCode
+    cancelled: bool = False
+
+
+class CartUpdated(_Model):
+    cart_id: ShortText
+    line_items: tuple[LineItem, ...] = ()
+    total: Money = Decimal("0")
+    currency: CurrencyCode
+    recovery_url: Annotated[str, Field(max_length=2000)] | None = None
+    completed: bool = False
+
+
+class ProductViewed(_Model):
+    product: LineItem
+
+
+class SurveyScale(StrEnum):
+    AFFECTIVE = "affective"
+    CONATIVE = "conative"
+    ACTION = "action"
+    COGNITIVE = "cognitive"
+
+
+class SurveyAnswer(_Model):
+    statement_id: ShortText
+    scale: SurveyScale | None = None
+    agree: bool | None = None
+    score: Annotated[int, Field(ge=1, le=5)] | None = None
+
+    @model_validator(mode="after")
+    def _agree_or_score(self) -> SurveyAnswer:
+        if self.agree is None and self.score is None:
+            raise ValueError("an answer needs `agree` or a 1-5 `score`")
+        return self
+
+
+class SurveyAnswered(_Model):
+    survey_id: ShortText
+    answers: tuple[SurveyAnswer, ...] = ()
+    csat: Annotated[int, Field(ge=1, le=5)] | None = None
+    ces: Annotated[int, Field(ge=1, le=7)] | None = None
+    nps: Annotated[int, Field(ge=0, le=10)] | None = None
+
+
+class IdentityLinked(_Model):
+    previous_id: ShortText
+    previous_kind: Literal["anonymous_id", "store_customer_id", "email"] = "anonymous_id"
+
+
+class CustomerErased(_Model):
+    scope: Literal["customer", "shop"] = "customer"
+
+
+class Custom(_Model):
+    name: ShortText
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Envelope(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Annotated[str, Field(min_length=1, max_length=200)]
+    store_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    customer: Customer
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
+    source: Source
+
+    @property
+    def partition_key(self) -> str:
+        """Kafka key: one customer's events land on one partition, so they are processed in order."""
+        return f"{self.store_id}:{self.customer.key}"
+
+
+class CustomerUpsertedEvent(_Envelope):
+    type: Literal["customer_upserted"] = "customer_upserted"
+    payload: CustomerUpserted = CustomerUpserted()
+
+
+class OrderPlacedEvent(_Envelope):
+    type: Literal["order_placed"] = "order_placed"
+    payload: OrderPlaced
+
+
+class OrderRefundedEvent(_Envelope):
+    type: Literal["order_refunded"] = "order_refunded"
+    payload: OrderRefunded
+
+
+class CartUpdatedEvent(_Envelope):
+    type: Literal["cart_updated"] = "cart_updated"
+    payload: CartUpdated
+
+
+class CartAbandonedEvent(_Envelope):
+    type: Literal["cart_abandoned"] = "cart_abandoned"
+    payload: CartUpdated
+
+
+class ProductViewedEvent(_Envelope):
+    type: Literal["product_viewed"] = "product_viewed"
+    payload: ProductViewed
+
+
+class SurveyAnsweredEvent(_Envelope):
+    type: Literal["survey_answered"] = "survey_answered"
+    payload: SurveyAnswered
+
+
+class IdentityLinkedEvent(_Envelope):
+    type: Literal["identity_linked"] = "identity_linked"
+    payload: IdentityLinked
+
+
+class CustomerErasedEvent(_Envelope):
+    type: Literal["customer_erased"] = "customer_erased"
+    payload: CustomerErased = CustomerErased()
+
+
+class CustomEvent(_Envelope):
+    type: Literal["custom"] = "custom"
+    payload: Custom
+
+
+StorefrontEvent = Annotated[
+    CustomerUpsertedEvent
+    | OrderPlacedEvent
+    | OrderRefundedEvent
+    | CartUpdatedEvent
+    | CartAbandonedEvent
+    | ProductViewedEvent
+    | SurveyAnsweredEvent
+    | IdentityLinkedEvent
+    | CustomerErasedEvent
+    | CustomEvent,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[StorefrontEvent] = TypeAdapter(StorefrontEvent)
+
+
+def encode_event(event: StorefrontEvent) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def decode_event(raw: bytes | str) -> StorefrontEvent:
+    """Parse one message value; raises pydantic.ValidationError for anything that is not a v1 event."""
+    return _ADAPTER.validate_json(raw)
+
+
+def storefront_event_json_schema() -> dict[str, Any]:
+    return _ADAPTER.json_schema()

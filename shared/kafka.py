@@ -1,0 +1,120 @@
+"""Kafka helpers: topic names, client factories with our durability settings, topic creation, probes.
+
+Clients are built by the entry points (lifespan / main) and passed down; nothing here connects at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.settings import KafkaSettings
+
+ClientT = TypeVar("ClientT", AIOKafkaProducer, AIOKafkaConsumer)
+
+STOREFRONT_EVENTS = "storefront-events"
+FUNNEL_EVENTS = "funnel-events"
+
+# Headers put on a dead-lettered message, so an operator can find and replay the original.
+DLQ_REASON = "dlq.reason"
+DLQ_TOPIC = "dlq.original.topic"
+DLQ_PARTITION = "dlq.original.partition"
+DLQ_OFFSET = "dlq.original.offset"
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def build_producer(settings: KafkaSettings, client_id: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    # acks=all + idempotence: an acknowledged event is on every in-sync replica, and producer retries
+    # never write it twice.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=200,
+    )
+
+
+def build_consumer(
+    settings: KafkaSettings,
+    group_id: str,
+    topics: Sequence[str],
+    client_id: str,
+    *,
+    max_poll_records: int = 500,
+) -> AIOKafkaConsumer:
+    # Offsets are committed by hand, after the database transaction that holds the batch's effects.
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=max_poll_records,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+    )
+
+
+async def ensure_topics(
+    settings: KafkaSettings, topics: Sequence[str], *, partitions: int | None = None
+) -> None:
+    """Create the topics a service writes to; an existing topic is left as it is."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=topic,
+                num_partitions=partitions or settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+            for topic in topics
+            if topic not in existing
+        ]
+        if missing:
+            # Another instance may create one between our list and create; that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def kafka_reachable(producer: AIOKafkaProducer, within_seconds: float = 2.0) -> bool:
+    """True when a broker answers a metadata request now (not merely when we once connected)."""
+    try:
+        async with asyncio.timeout(within_seconds):
+            return bool(await producer.client.fetch_all_metadata())
+    except (TimeoutError, KafkaError, OSError):
+        return False
+
+
+async def start_forever(factory: Callable[[], ClientT], what: str, log: Any) -> ClientT:
+    """Start a Kafka client, retrying with backoff: a service boots (unready) while Kafka is still down."""
+    attempt = 0
+    while True:
+        client = factory()
+        try:
+            await client.start()
+        except (KafkaError, OSError) as exc:
+            await client.stop()
+            log.warning("kafka_connect_failed", client=what, attempt=attempt, error=str(exc))
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(attempt, 10)))
+            attempt += 1
+            continue
+        log.info("kafka_connected", client=what)
+        return client

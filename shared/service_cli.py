@@ -1,0 +1,68 @@
+"""The command line every database-backed service shares: `serve` and `migrate`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import typer
+from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
+
+from shared.cli import serve as serve_app
+from shared.db import upgrade_to_head
+from shared.logging import configure_logging, get_logger
+
+
+class _ServiceSettings(Protocol):
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def log_level(self) -> str: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=_ServiceSettings)
+
+
+def service_cli(
+    name: str,
+    help_text: str,
+    settings_factory: Callable[[], SettingsT],
+    app_factory: Callable[[SettingsT], FastAPI],
+    address: Callable[[SettingsT], tuple[str, int]],
+    migrations: Path,
+) -> typer.Typer:
+    cli = typer.Typer(help=help_text, no_args_is_help=True)
+
+    @cli.command()
+    def serve() -> None:
+        """Serve the HTTP API and run the background consumers."""
+        settings = settings_factory()
+        configure_logging(name, settings.log_level)
+        host, port = address(settings)
+        serve_app(app_factory(settings), host, port)
+
+    @cli.command()
+    def migrate(
+        wait_seconds: float = typer.Option(60.0, help="How long to wait for Postgres to accept connections."),
+    ) -> None:
+        """Apply this service's Alembic migrations (schema and version table of its own)."""
+        settings = settings_factory()
+        configure_logging(name, settings.log_level)
+        log = get_logger(name)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                upgrade_to_head(migrations, settings.database_url)
+            except (OperationalError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("migrate_waiting_for_postgres", error=type(exc).__name__)
+                time.sleep(1)
+                continue
+            log.info("migrated", service=name)
+            return
+
+    return cli

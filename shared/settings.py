@@ -1,0 +1,49 @@
+"""Typed settings pieces shared by every service.
+
+The environment names (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, SMTP_HOST, SMTP_PORT, STORES_FILE) are a
+contract with `make up`, docker compose and outside checks, so the pieces read them unprefixed; each
+service composes the pieces it needs into one settings class of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Env(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+
+class KafkaSettings(_Env):
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Partitions bound how many consumer instances can share a topic; 6 lets a small cluster scale out.
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+
+
+class DatabaseSettings(_Env):
+    database_url: str = "postgresql+asyncpg://loyalty:loyalty@127.0.0.1:55432/loyalty"
+    database_pool_size: int = Field(default=10, ge=1)
+
+
+class StoresSettings(_Env):
+    stores_file: Path = REPO_ROOT / "deploy" / "stores.dev.yaml"
+
+
+class SmtpSettings(_Env):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = 10.0
+
+
+class RuntimeSettings(_Env):
+    environment: Literal["development", "production", "test"] = "development"
+    log_level: str = "INFO"

@@ -1,0 +1,197 @@
+"""What every HTTP service shares: errors with the field at fault, health/readiness, metrics, store auth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.stores import StoreConfig, StoreRegistry
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template and status",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape: a machine code, a sentence, and the fields at fault."""
+
+    error: str
+    detail: str
+    errors: list[FieldError] = []
+
+
+class ApiError(Exception):
+    """A business error that knows its HTTP status (raised by routes, rendered by the handler below)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.body = ErrorBody(error=error, detail=detail, errors=errors or [])
+        self.headers = headers
+
+
+def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=body.model_dump(), headers=headers)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """`("body", "customer", "email")` -> `customer.email`; list indexes become `[i]`."""
+    parts: list[str] = []
+    for item in loc:
+        if item in ("body", "query", "path", "header") and not parts:
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "body"
+
+
+def validation_errors(raw_errors: Any) -> list[FieldError]:
+    return [
+        FieldError(field=field_path(e.get("loc", ())), message=str(e.get("msg", "invalid")))
+        for e in raw_errors
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status_code, exc.body, exc.headers)
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = validation_errors(exc.errors())
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        return error_response(422, ErrorBody(error="validation_error", detail=detail, errors=errors))
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        body = ErrorBody(error=_status_code_name(exc.status_code), detail=str(exc.detail))
+        return error_response(exc.status_code, body, dict(exc.headers) if exc.headers else None)
+
+    async def on_dependency_down(_: Request, exc: Exception) -> Response:
+        # Postgres or Kafka went away mid-request: say so (503) and let the client retry.
+        body = ErrorBody(
+            error="dependency_unavailable", detail=f"a dependency is unavailable: {type(exc).__name__}"
+        )
+        return error_response(503, body, {"Retry-After": "5"})
+
+    for transient in (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError, KafkaError):
+        app.add_exception_handler(transient, on_dependency_down)
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+
+def _status_code_name(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
+        status, "error"
+    )
+
+
+def install_metrics_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the raw path: customer ids must not explode metric cardinality.
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(template, request.method, str(response.status_code)).inc()
+        return response
+
+
+def ops_router(readiness: ReadinessCheck) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is up and serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: Kafka and Postgres are reachable",
+        responses={503: {"description": "a dependency is unreachable"}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "unavailable", **checks},
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+_bearer = HTTPBearer(auto_error=False, description="The store's API key")
+
+
+def require_store(
+    request: Request,
+    store_id: str,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> StoreConfig:
+    """Resolve `{store_id}` and check the Bearer API key: unknown store 404, wrong or missing key 401."""
+    registry: StoreRegistry = request.app.state.stores
+    store = registry.get(store_id)
+    if store is None:
+        raise ApiError(404, "store_not_found", f"unknown store {store_id!r}")
+    if credentials is None or not store.accepts_api_key(credentials.credentials):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong API key for this store",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return store
+
+
+StoreDep = Annotated[StoreConfig, Depends(require_store)]
+
+COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong API key"},
+    404: {"model": ErrorBody, "description": "unknown store or resource"},
+    422: {"model": ErrorBody, "description": "invalid parameter (the field is named)"},
+    503: {"model": ErrorBody, "description": "a dependency (Kafka or Postgres) is down"},
+}

@@ -1,0 +1,50 @@
+"""Background workers (consumers, relays, schedulers) that live beside an HTTP server in one process.
+
+A worker that dies must not leave a zombie process that answers /healthz but consumes nothing: the
+supervisor logs the crash and asks the server to shut down, and the process exits non-zero so the
+process supervisor (compose, systemd, Kubernetes) restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class WorkerGroup:
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failed = False
+
+    def start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._on_done)
+        self._tasks.append(task)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            log.info("worker_finished", worker=task.get_name())
+            return
+        log.critical("worker_crashed", worker=task.get_name(), exc_info=exc)
+        self.failed = True
+        signal.raise_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+
+async def sleep_backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> None:
+    """Bounded exponential backoff for reconnect loops."""
+    await asyncio.sleep(min(cap, base * (2 ** min(attempt, 10))))

@@ -1,0 +1,64 @@
+"""The three services as separate processes, as `make up` runs them, against the test session's own
+Kafka, PostgreSQL and SMTP server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.devstack.process import ManagedProcess
+from shared.settings import REPO_ROOT
+from tests.fixtures.stack import SmtpServer, free_ports
+
+SERVICES = ("ingest", "segmenter", "notifier")
+
+
+@dataclass(frozen=True)
+class RunningServices:
+    ingest: str
+    segmenter: str
+    notifier: str
+    env: dict[str, str]
+    logs: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def services(
+    kafka_bootstrap: str, postgres_url: str, smtp_server: SmtpServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServices]:
+    run_dir = tmp_path_factory.mktemp("services")
+    ports = dict(zip(SERVICES, free_ports(3), strict=True))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DATABASE_URL": postgres_url,
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "STORES_FILE": str(REPO_ROOT / "deploy" / "stores.dev.yaml"),
+        "ENVIRONMENT": "test",
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    for name in ("segmenter", "notifier"):
+        subprocess.run([sys.executable, "-m", f"services.{name}", "migrate"], env=env, cwd=REPO_ROOT, check=True)
+    processes = {
+        name: ManagedProcess(name, run_dir / f"{name}.pid", run_dir / f"{name}.log") for name in SERVICES
+    }
+    try:
+        for name, process in processes.items():
+            process.start([sys.executable, "-m", f"services.{name}", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True)
+        for name, process in processes.items():
+            process.wait_for_http(f"http://127.0.0.1:{ports[name]}/readyz", timeout=90)
+        yield RunningServices(
+            **{name: f"http://127.0.0.1:{port}" for name, port in ports.items()},
+            env=env,
+            logs={name: p.logfile for name, p in processes.items()},
+        )
+    finally:
+        for process in reversed(processes.values()):
+            process.stop(timeout=15)

@@ -1,0 +1,145 @@
+"""A signed Shopify order becomes exactly one personalised email, through real Kafka, Postgres and SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.ingest.sources import shopify
+from shared.kafka import STOREFRONT_EVENTS
+from tests.e2e.conftest import RunningServices
+from tests.fixtures.stack import SmtpServer
+from tests.payloads import load
+
+pytestmark = pytest.mark.e2e
+
+API = {"Authorization": "Bearer demo-api-key"}
+
+
+def _order_for_new_customer() -> tuple[str, str, bytes]:
+    """A realistic orders/create body for a customer no other test uses; returns (customer id, email, body)."""
+    payload = load("shopify/orders_create.json")
+    customer_id = str(uuid.uuid4().int % 10**17)
+    email = f"maria.{customer_id}@example.com"
+    payload["id"] = int(customer_id) + 1
+    payload["email"] = email
+    payload["customer"].update({"id": int(customer_id), "email": email, "first_name": "María", "last_name": "Ortega"})
+    payload["customer"]["default_address"]["city"] = "Valencia"
+    # A live order is minutes old; a stale one is (rightly) never emailed, as a backfill would not be.
+    now = datetime.now(UTC).isoformat()
+    payload.update(created_at=now, processed_at=now, updated_at=now)
+    return customer_id, email, json.dumps(payload).encode()
+
+
+def _signed(body: bytes, *, secret: str = "demo-shopify-secret", event_id: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+        "X-Shopify-Hmac-Sha256": shopify.sign(secret, body),
+        "X-Shopify-Event-Id": event_id or str(uuid.uuid4()),
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-API-Version": "2026-10",
+    }
+
+
+def _to(smtp: SmtpServer, email: str) -> list[str]:
+    return [m["Subject"] for m in smtp.messages if m["To"] == email]
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.1)
+
+
+async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
+    text = (await client.get(f"{url}/metrics")).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def _end_offsets(kafka_bootstrap: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(STOREFRONT_EVENTS, p) for p in consumer.partitions_for_topic(STOREFRONT_EVENTS) or ()]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_signed_order_sends_exactly_one_personalised_email(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    customer_id, email, body = _order_for_new_customer()
+    headers = _signed(body)
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+
+        async def one_email() -> bool:
+            return len(_to(smtp_server, email)) >= 1
+
+        await _eventually(one_email, 10, "the welcome email reached the SMTP server")
+        [subject] = _to(smtp_server, email)
+        assert "María" in subject
+        [message] = [m for m in smtp_server.messages if m["To"] == email]
+        text = message.get_body(preferencelist=("plain",))
+        assert text is not None
+        assert "Hi María," in text.get_content()
+        assert "Valencia" in text.get_content()
+
+        # The same delivery again (Shopify retries with the same X-Shopify-Event-Id): still one email.
+        duplicates_before = await _metric(client, services.segmenter, "segmenter_duplicate_events_total")
+        again = await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
+        assert again.status_code == 200
+
+        async def redelivery_seen() -> bool:
+            now = await _metric(client, services.segmenter, "segmenter_duplicate_events_total")
+            return now > duplicates_before
+
+        await _eventually(redelivery_seen, 10, "the segmenter saw the redelivered event")
+        await asyncio.sleep(1.0)  # give a (wrong) second email time to arrive
+        assert len(_to(smtp_server, email)) == 1
+
+        profile = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
+        assert profile.status_code == 200
+        assert profile.json()["stage"] == "first_time"
+        assert profile.json()["orders_count"] == 1
+        assert [t["to_stage"] for t in profile.json()["transitions"]] == ["first_time"]
+
+        notes = await client.get(f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications", headers=API)
+        assert notes.status_code == 200
+        assert [(n["flow"], n["status"]) for n in notes.json()] == [("welcome", "sent")]
+
+
+async def test_bad_signature_gets_401_and_nothing_reaches_kafka(services: RunningServices, kafka_bootstrap: str) -> None:
+    _, _, body = _order_for_new_customer()
+    before = await _end_offsets(kafka_bootstrap)
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{services.ingest}/webhooks/shopify", content=body, headers=_signed(body, secret="not-the-secret")
+        )
+    assert response.status_code == 401
+    assert await _end_offsets(kafka_bootstrap) == before
+
+
+async def test_store_api_requires_the_stores_key(services: RunningServices) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        wrong = await client.get(f"{services.segmenter}/v1/stores/demo/customers/1", headers={"Authorization": "Bearer x"})
+        unknown_store = await client.get(f"{services.segmenter}/v1/stores/nope/customers/1", headers=API)
+        unknown_customer = await client.get(f"{services.notifier}/v1/stores/demo/customers/nobody/notifications", headers=API)
+    assert wrong.status_code == 401
+    assert unknown_store.status_code == 404
+    assert unknown_customer.status_code == 404
