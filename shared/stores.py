@@ -104,7 +104,8 @@ class StoreRegistry:
             try:
                 stores.append(StoreConfig.model_validate({"store_id": store_id, **(body or {})}))
             except ValidationError as exc:
-                raise StoreRegistryError(f"{path}: store {store_id!r} is invalid: {exc}") from exc
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise StoreRegistryError(f"{path}: store {store_id!r} is invalid: {problems}") from exc
         registry = cls(stores)
         if not allow_placeholder_secrets:
             registry._refuse_placeholders()

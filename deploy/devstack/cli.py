@@ -198,23 +198,27 @@ def _service_env() -> dict[str, str]:
 
 
 def _up_services(env: dict[str, str], timeout: float) -> None:
-    pending: list[tuple[Service, ManagedProcess, float | None]] = []
-    for service in SERVICES:
-        process = service.process()
-        if process.is_running():
-            _say_running(process)
-            pending.append((service, process, None))
-            continue
+    to_start = [service for service in SERVICES if not service.process().is_running()]
+    for service in to_start:
         ensure_port_free(HOST, service.port, service.name)
+    # Every schema is in place before any service starts: one may read what another's events produce.
+    for service in to_start:
         if service.name in MIGRATED:
             _migrate(service, env)
-        process.start([sys.executable, "-m", service.module, "serve"], env=env, cwd=REPO_ROOT)
-        pending.append((service, process, time.monotonic()))
+    started: dict[str, float] = {}
+    for service in SERVICES:
+        process = service.process()
+        if service in to_start:
+            process.start([sys.executable, "-m", service.module, "serve"], env=env, cwd=REPO_ROOT)
+            started[service.name] = time.monotonic()
+        else:
+            _say_running(process)
     deadline = time.monotonic() + timeout
-    for service, process, began in pending:
+    for service in SERVICES:
+        process = service.process()
         process.wait_for_http(f"{service.base_url}/readyz", max(deadline - time.monotonic(), 1.0))
-        if began is not None:
-            _say_started(process, began, "ready")
+        if service.name in started:
+            _say_started(process, started[service.name], "ready")
 
 
 def _print_urls() -> None:

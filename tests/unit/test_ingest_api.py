@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -150,7 +149,3 @@ async def test_ops_endpoints(client: httpx.AsyncClient) -> None:
     assert "http_requests_total" in metrics
     spec = (await client.get("/openapi.json")).json()
     assert "/webhooks/shopify" in spec["paths"]
-
-
-def test_dev_registry_path_exists() -> None:
-    assert Path(REPO_ROOT / "deploy" / "stores.dev.yaml").is_file()
