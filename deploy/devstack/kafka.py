@@ -8,6 +8,7 @@ import concurrent.futures
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable
@@ -107,6 +108,15 @@ def _render_properties(run_dir: Path, port: int, controller_port: int, internal_
     return target
 
 
+def _configured_port(run_dir: Path) -> int | None:
+    try:
+        text = (run_dir / "server.properties").read_text()
+    except FileNotFoundError:
+        return None
+    found = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+)", text, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
 def _cluster_id(run_dir: Path) -> str:
     """A stable cluster id per run_dir, in the form StorageTool expects (url-safe base64 of a UUID)."""
     path = run_dir / "cluster-id"
@@ -174,6 +184,11 @@ def start_kafka(
     process = kafka_process(run_dir, log_file)
     broker = KafkaBroker(process, port, controller_port, run_dir)
     if process.is_running():
+        running_port = _configured_port(run_dir)
+        if running_port != port:
+            raise StackError(
+                f"the broker of {run_dir} is already running, on port {running_port}, not {port}"
+            )
         process.wait_until(lambda: broker_answers(broker.bootstrap_servers), "the broker answered", timeout)
         return broker
     ensure_port_free(HOST, port, "kafka")

@@ -161,7 +161,13 @@ def start_postgres(
         run_dir.chmod(0o755)
     process = postgres_process(run_dir, log_file)
     server = PostgresServer(process, port, run_dir, bindir)
-    if not process.is_running():
+    if process.is_running():
+        running_port = _running_port(run_dir / "data")
+        if running_port not in (None, port):
+            raise StackError(
+                f"the server of {run_dir} is already running, on port {running_port}, not {port}"
+            )
+    else:
         ensure_port_free(HOST, port, "postgres")
         data = run_dir / "data"
         if not (data / "PG_VERSION").is_file():
@@ -183,6 +189,15 @@ def start_postgres(
     process.wait_until(lambda: _accepts_logins(server), "the server accepted logins", timeout)
     _ensure_role_and_database(server)
     return server
+
+
+def _running_port(data: Path) -> int | None:
+    """The port in postmaster.pid (its fourth line), which the running server wrote."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        return int(lines[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _accepts_logins(server: PostgresServer) -> bool:

@@ -130,22 +130,25 @@ class ManagedProcess:
         with self.logfile.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                # Its own session: Ctrl-C in the terminal that ran `make up` must not reach the stack,
-                # and its process group is what stop() cleans up.
-                start_new_session=True,
-                # Only a prctl() call, which is safe between fork and exec.
-                preexec_fn=preexec,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
-            )
+            try:
+                popen = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                    # Its own session: Ctrl-C in the terminal that ran `make up` must not reach the stack,
+                    # and its process group is what stop() cleans up.
+                    start_new_session=True,
+                    # Only a prctl() call, which is safe between fork and exec.
+                    preexec_fn=preexec,
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
+                )
+            except OSError as exc:
+                raise StackError(f"{self.name}: could not run {argv[0]}: {exc}") from exc
         started = None
         for _ in range(50):
             started = _start_time(popen.pid)
