@@ -45,13 +45,20 @@ def services(
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
     for name in ("segmenter", "notifier"):
-        subprocess.run([sys.executable, "-m", f"services.{name}", "migrate"], env=env, cwd=REPO_ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", f"services.{name}", "migrate"], env=env, cwd=REPO_ROOT, check=True
+        )
     processes = {
         name: ManagedProcess(name, run_dir / f"{name}.pid", run_dir / f"{name}.log") for name in SERVICES
     }
     try:
         for name, process in processes.items():
-            process.start([sys.executable, "-m", f"services.{name}", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True)
+            process.start(
+                [sys.executable, "-m", f"services.{name}", "serve"],
+                env=env,
+                cwd=REPO_ROOT,
+                die_with_parent=True,
+            )
         for name, process in processes.items():
             process.wait_for_http(f"http://127.0.0.1:{ports[name]}/readyz", timeout=90)
         yield RunningServices(

@@ -31,7 +31,9 @@ def _order_for_new_customer() -> tuple[str, str, bytes]:
     email = f"maria.{customer_id}@example.com"
     payload["id"] = int(customer_id) + 1
     payload["email"] = email
-    payload["customer"].update({"id": int(customer_id), "email": email, "first_name": "María", "last_name": "Ortega"})
+    payload["customer"].update(
+        {"id": int(customer_id), "email": email, "first_name": "María", "last_name": "Ortega"}
+    )
     payload["customer"]["default_address"]["city"] = "Valencia"
     # A live order is minutes old; a stale one is (rightly) never emailed, as a backfill would not be.
     now = datetime.now(UTC).isoformat()
@@ -39,7 +41,9 @@ def _order_for_new_customer() -> tuple[str, str, bytes]:
     return customer_id, email, json.dumps(payload).encode()
 
 
-def _signed(body: bytes, *, secret: str = "demo-shopify-secret", event_id: str | None = None) -> dict[str, str]:
+def _signed(
+    body: bytes, *, secret: str = "demo-shopify-secret", event_id: str | None = None
+) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "X-Shopify-Topic": "orders/create",
@@ -73,7 +77,10 @@ async def _end_offsets(kafka_bootstrap: str) -> int:
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(STOREFRONT_EVENTS, p) for p in consumer.partitions_for_topic(STOREFRONT_EVENTS) or ()]
+        partitions = [
+            TopicPartition(STOREFRONT_EVENTS, p)
+            for p in consumer.partitions_for_topic(STOREFRONT_EVENTS) or ()
+        ]
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
@@ -113,23 +120,31 @@ async def test_signed_order_sends_exactly_one_personalised_email(
         await asyncio.sleep(1.0)  # give a (wrong) second email time to arrive
         assert len(_to(smtp_server, email)) == 1
 
-        profile = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
+        profile = await client.get(
+            f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API
+        )
         assert profile.status_code == 200
         assert profile.json()["stage"] == "first_time"
         assert profile.json()["orders_count"] == 1
         assert [t["to_stage"] for t in profile.json()["transitions"]] == ["first_time"]
 
-        notes = await client.get(f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications", headers=API)
+        notes = await client.get(
+            f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications", headers=API
+        )
         assert notes.status_code == 200
         assert [(n["flow"], n["status"]) for n in notes.json()] == [("welcome", "sent")]
 
 
-async def test_bad_signature_gets_401_and_nothing_reaches_kafka(services: RunningServices, kafka_bootstrap: str) -> None:
+async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
+    services: RunningServices, kafka_bootstrap: str
+) -> None:
     _, _, body = _order_for_new_customer()
     before = await _end_offsets(kafka_bootstrap)
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(
-            f"{services.ingest}/webhooks/shopify", content=body, headers=_signed(body, secret="not-the-secret")
+            f"{services.ingest}/webhooks/shopify",
+            content=body,
+            headers=_signed(body, secret="not-the-secret"),
         )
     assert response.status_code == 401
     assert await _end_offsets(kafka_bootstrap) == before
@@ -137,9 +152,13 @@ async def test_bad_signature_gets_401_and_nothing_reaches_kafka(services: Runnin
 
 async def test_store_api_requires_the_stores_key(services: RunningServices) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
-        wrong = await client.get(f"{services.segmenter}/v1/stores/demo/customers/1", headers={"Authorization": "Bearer x"})
+        wrong = await client.get(
+            f"{services.segmenter}/v1/stores/demo/customers/1", headers={"Authorization": "Bearer x"}
+        )
         unknown_store = await client.get(f"{services.segmenter}/v1/stores/nope/customers/1", headers=API)
-        unknown_customer = await client.get(f"{services.notifier}/v1/stores/demo/customers/nobody/notifications", headers=API)
+        unknown_customer = await client.get(
+            f"{services.notifier}/v1/stores/demo/customers/nobody/notifications", headers=API
+        )
     assert wrong.status_code == 401
     assert unknown_store.status_code == 404
     assert unknown_customer.status_code == 404

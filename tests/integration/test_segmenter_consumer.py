@@ -34,7 +34,11 @@ def _order(store_id: str, customer: str, n: int) -> OrderPlacedEvent:
         {
             "event_id": f"{store_id}-{customer}-order-{n}",
             "store_id": store_id,
-            "customer": {"store_customer_id": customer, "email": f"{customer}@example.com", "first_name": "Kim"},
+            "customer": {
+                "store_customer_id": customer,
+                "email": f"{customer}@example.com",
+                "first_name": "Kim",
+            },
             "occurred_at": T0 + timedelta(days=n),
             "received_at": T0 + timedelta(days=n),
             "source": "api",
@@ -55,7 +59,10 @@ async def _send(producer: AIOKafkaProducer, topic: str, events: Sequence[Storefr
 
 
 def _pipeline(
-    kafka_bootstrap: str, topic: str, group: str, handle: Callable[[Sequence[StorefrontEvent]], Awaitable[Any]]
+    kafka_bootstrap: str,
+    topic: str,
+    group: str,
+    handle: Callable[[Sequence[StorefrontEvent]], Awaitable[Any]],
 ) -> ConsumerPipeline[StorefrontEvent]:
     return ConsumerPipeline(
         name=f"test-{group}",
@@ -72,7 +79,9 @@ def _pipeline(
     )
 
 
-async def _run_until(pipeline: ConsumerPipeline[Any], done: Callable[[], Awaitable[bool]], within: float = 30) -> None:
+async def _run_until(
+    pipeline: ConsumerPipeline[Any], done: Callable[[], Awaitable[bool]], within: float = 30
+) -> None:
     task = asyncio.create_task(pipeline.run_forever())
     try:
         deadline = asyncio.get_running_loop().time() + within
@@ -99,7 +108,9 @@ async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
             ).scalar_one(),
             "outbox": (
                 await conn.execute(
-                    select(func.count()).where(func.convert_from(outbox.c.key, "UTF8").startswith(f"{store_id}:"))
+                    select(func.count()).where(
+                        func.convert_from(outbox.c.key, "UTF8").startswith(f"{store_id}:")
+                    )
                 )
             ).scalar_one(),
         }
@@ -123,7 +134,9 @@ async def test_a_redelivered_batch_changes_nothing(
     kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
 ) -> None:
     topic = await _topic(kafka_bootstrap)
-    await _send(producer, topic, [_order(store_id, "c1", 1), _order(store_id, "c1", 2), _order(store_id, "c2", 1)])
+    await _send(
+        producer, topic, [_order(store_id, "c1", 1), _order(store_id, "c1", 2), _order(store_id, "c2", 1)]
+    )
     processor = FunnelProcessor(engine)
 
     async def all_processed() -> bool:

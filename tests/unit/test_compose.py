@@ -35,7 +35,9 @@ def test_kafka_is_apache_kafka_3_9_in_kraft_mode(compose: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize(("name", "port"), APP_PORTS.items())
-def test_services_publish_their_design_port_and_variables(compose: dict[str, Any], name: str, port: int) -> None:
+def test_services_publish_their_design_port_and_variables(
+    compose: dict[str, Any], name: str, port: int
+) -> None:
     service = compose["services"][name]
     assert f"127.0.0.1:{port}:{port}" in service["ports"]
     env = service["environment"]

@@ -46,7 +46,9 @@ def test_customer_without_email_is_skipped() -> None:
 
 def test_other_stage_changes_plan_nothing_yet() -> None:
     event = _stage_changed()
-    repeat = event.model_copy(update={"payload": event.payload.model_copy(update={"to_stage": LoyaltyStage.REPEAT})})
+    repeat = event.model_copy(
+        update={"payload": event.payload.model_copy(update={"to_stage": LoyaltyStage.REPEAT})}
+    )
     assert plan(repeat, repeat.occurred_at) == []
 
 
@@ -71,7 +73,9 @@ def test_welcome_renders_name_city_and_escapes_html() -> None:
 
 
 def test_welcome_without_name_or_city_never_renders_blank_or_none() -> None:
-    rendered = TemplateRenderer().render("welcome", "de-DE", {"customer": {}, "store": {"name": "Demo Store"}})
+    rendered = TemplateRenderer().render(
+        "welcome", "de-DE", {"customer": {}, "store": {"name": "Demo Store"}}
+    )
     assert rendered.subject == "Thank you for your order!"
     assert rendered.text.startswith("Hi there,")
     for part in (rendered.subject, rendered.text, rendered.html):

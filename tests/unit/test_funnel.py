@@ -21,7 +21,12 @@ def order(event_id: str, order_id: str, *, at: datetime = T0, total: str = "50.0
         {
             "event_id": event_id,
             "store_id": "demo",
-            "customer": {"store_customer_id": "c1", "email": "Ann@Example.com", "first_name": "Ann", "city": "Lyon"},
+            "customer": {
+                "store_customer_id": "c1",
+                "email": "Ann@Example.com",
+                "first_name": "Ann",
+                "city": "Lyon",
+            },
             "occurred_at": at,
             "received_at": at,
             "source": "shopify",

@@ -46,7 +46,9 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
-    settings = IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml", ingest_max_body_bytes=64 * 1024)
+    settings = IngestSettings(
+        stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml", ingest_max_body_bytes=64 * 1024
+    )
     app = create_app(settings, publisher=publisher)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -54,7 +56,9 @@ async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-def _headers(body: bytes, *, topic: str = "orders/create", secret: str = SECRET, event_id: str = "ev-1") -> dict[str, str]:
+def _headers(
+    body: bytes, *, topic: str = "orders/create", secret: str = SECRET, event_id: str = "ev-1"
+) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "X-Shopify-Topic": topic,
@@ -75,7 +79,9 @@ async def test_signed_order_is_published(client: httpx.AsyncClient, publisher: F
     assert event.store_id == "demo"
 
 
-async def test_bad_signature_is_401_and_publishes_nothing(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+async def test_bad_signature_is_401_and_publishes_nothing(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
     body = json.dumps(load("shopify/orders_create.json")).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body, secret="wrong"))
     assert response.status_code == 401
@@ -123,15 +129,21 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, publisher: 
     assert publisher.published == []
 
 
-async def test_unused_topic_is_acknowledged_not_published(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+async def test_unused_topic_is_acknowledged_not_published(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
     body = b'{"id": 1}'
-    response = await client.post("/webhooks/shopify", content=body, headers=_headers(body, topic="products/update"))
+    response = await client.post(
+        "/webhooks/shopify", content=body, headers=_headers(body, topic="products/update")
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "ignored"
     assert publisher.published == []
 
 
-async def test_kafka_down_is_503_with_retry_after(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+async def test_kafka_down_is_503_with_retry_after(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
     publisher.available = False
     body = json.dumps(load("shopify/orders_create.json")).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))

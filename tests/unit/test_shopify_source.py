@@ -29,7 +29,11 @@ def test_signature_matches_shopify_scheme_and_rejects_tampering() -> None:
 
 def test_orders_create_becomes_order_placed() -> None:
     event = shopify.to_canonical(
-        "orders/create", load("shopify/orders_create.json"), store_id="demo", event_id="shopify:ev1", received_at=NOW
+        "orders/create",
+        load("shopify/orders_create.json"),
+        store_id="demo",
+        event_id="shopify:ev1",
+        received_at=NOW,
     )
     assert isinstance(event, OrderPlacedEvent)
     assert event.customer.store_customer_id == "115310627314723954"
@@ -59,7 +63,11 @@ def test_guest_order_is_keyed_by_email() -> None:
 
 def test_customers_create_becomes_customer_upserted() -> None:
     event = shopify.to_canonical(
-        "customers/create", load("shopify/customers_create.json"), store_id="demo", event_id="e", received_at=NOW
+        "customers/create",
+        load("shopify/customers_create.json"),
+        store_id="demo",
+        event_id="e",
+        received_at=NOW,
     )
     assert isinstance(event, CustomerUpsertedEvent)
     assert event.customer.store_customer_id == "706405506930370084"
@@ -84,4 +92,7 @@ def test_order_without_any_identifier_is_rejected() -> None:
 
 
 def test_unused_topic_is_none() -> None:
-    assert shopify.to_canonical("products/update", json.loads("{}"), store_id="d", event_id="e", received_at=NOW) is None
+    assert (
+        shopify.to_canonical("products/update", json.loads("{}"), store_id="d", event_id="e", received_at=NOW)
+        is None
+    )

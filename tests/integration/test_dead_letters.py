@@ -1,0 +1,109 @@
+"""Poison messages go to `<topic>.dlq` with their origin; a flood of them stops the consumer instead."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.segmenter.entrypoints.processor import FunnelProcessor
+from shared.consumer import ConsumerPipeline, DlqLimit, DlqLimitExceeded
+from shared.events import StorefrontEvent, decode_event
+from shared.examples import example_files
+from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
+from shared.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+async def _topics(kafka_bootstrap: str) -> str:
+    topic = f"poison-test-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(
+        KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), [topic, dlq_topic(topic)], partitions=1
+    )
+    return topic
+
+
+def _pipeline(
+    kafka_bootstrap: str, topic: str, producer: AIOKafkaProducer, handle: FunnelProcessor, limit: int = 100
+) -> ConsumerPipeline[StorefrontEvent]:
+    return ConsumerPipeline(
+        name="dlq-test",
+        consumer_factory=lambda: AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id="g",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        ),
+        dlq_producer=lambda: producer,
+        decode=decode_event,
+        handle=handle,
+        dlq_limit=DlqLimit(max_consecutive_invalid=limit),
+    )
+
+
+async def _read_all(
+    kafka_bootstrap: str, topic: str, count: int
+) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[tuple[bytes | None, dict[str, bytes]]] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    found.extend((r.value, dict(r.headers)) for r in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_poison_goes_to_the_dlq_with_its_origin_and_good_events_still_count(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    topic = await _topics(kafka_bootstrap)
+    [good_path] = [p for p in example_files("storefront-events") if p.stem == "order_placed"]
+    good = decode_event(good_path.read_bytes()).model_copy(
+        update={"store_id": store_id, "event_id": f"{store_id}-1"}
+    )
+    await producer.send_and_wait(topic, b"{not json", key=b"k")
+    await producer.send_and_wait(topic, good.model_dump_json().encode(), key=good.partition_key.encode())
+    await producer.send_and_wait(topic, b'{"schema_version": 1, "type": "order_placed"}', key=b"k")
+
+    handled: list[int] = []
+
+    class Counting(FunnelProcessor):
+        async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
+            handled.append(len(events))
+            await super().__call__(events)
+
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, Counting(engine))
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        dead = await _read_all(kafka_bootstrap, dlq_topic(topic), 2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 20)
+    assert sum(handled) == 1
+    assert [value for value, _ in dead] == [b"{not json", b'{"schema_version": 1, "type": "order_placed"}']
+    first, second = (headers for _, headers in dead)
+    assert first[DLQ_TOPIC] == topic.encode()
+    assert (first[DLQ_PARTITION], first[DLQ_OFFSET]) == (b"0", b"0")
+    assert second[DLQ_OFFSET] == b"2"
+    assert b"validation error" in second[DLQ_REASON]
+
+
+async def test_a_flood_of_poison_stops_the_consumer_instead_of_dead_lettering_it_all(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine
+) -> None:
+    topic = await _topics(kafka_bootstrap)
+    for n in range(5):
+        await producer.send_and_wait(topic, f"garbage {n}".encode(), key=b"k")
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, FunnelProcessor(engine), limit=3)
+    with pytest.raises(DlqLimitExceeded):
+        await asyncio.wait_for(pipeline.run_forever(), 30)
