@@ -6,8 +6,8 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -25,7 +25,7 @@ API = {"Authorization": "Bearer demo-api-key"}
 
 
 def _order_for_new_customer() -> tuple[str, str, bytes]:
-    """A realistic orders/create body for a customer no other test uses; returns (customer id, email, body)."""
+    """A realistic orders/create body for a customer no other test uses: (customer id, email, body)."""
     payload = load("shopify/orders_create.json")
     customer_id = str(uuid.uuid4().int % 10**17)
     email = f"maria.{customer_id}@example.com"

@@ -62,7 +62,7 @@ async def _rows(engine: AsyncEngine, store_id: str) -> list[tuple[str, str, int]
                 messages.c.store_id == store_id
             )
         )
-        return [tuple(r) for r in result.all()]  # type: ignore[misc]
+        return [(r.flow, r.status, r.attempts) for r in result.all()]
 
 
 async def _plan(engine: AsyncEngine, events: Sequence[FunnelEvent]) -> None:

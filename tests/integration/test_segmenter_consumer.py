@@ -140,7 +140,8 @@ async def test_a_redelivered_batch_changes_nothing(
     processor = FunnelProcessor(engine)
 
     async def all_processed() -> bool:
-        return (await _state(engine, store_id))["processed"] == 3
+        processed: int = (await _state(engine, store_id))["processed"]
+        return processed == 3
 
     await _run_until(_pipeline(kafka_bootstrap, topic, "first", processor), all_processed)
     before = await _state(engine, store_id)
