@@ -159,6 +159,7 @@ def start_postgres(
     if user is not None:
         # The server runs as `user`, which must be able to reach its directories.
         run_dir.chmod(0o755)
+        _check_reachable(run_dir, user)
     process = postgres_process(run_dir, log_file)
     server = PostgresServer(process, port, run_dir, bindir)
     if process.is_running():
@@ -189,6 +190,16 @@ def start_postgres(
     process.wait_until(lambda: _accepts_logins(server), "the server accepted logins", timeout)
     _ensure_role_and_database(server)
     return server
+
+
+def _check_reachable(run_dir: Path, user: str) -> None:
+    try:
+        run_checked(["test", "-x", str(run_dir)], what="", user=user, timeout=10)
+    except StackError as exc:
+        raise StackError(
+            f"PostgreSQL runs as the unprivileged user {user!r}, which cannot reach {run_dir}: "
+            "a parent directory is closed to other users (chmod o+x it, or move the checkout)"
+        ) from exc
 
 
 def _running_port(data: Path) -> int | None:

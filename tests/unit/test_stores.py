@@ -16,11 +16,12 @@ def test_development_registry_defines_the_demo_store_as_designed() -> None:
     demo = registry.get("demo")
     assert demo is not None
     assert registry.by_shop_domain("Demo.MyShopify.com ") is demo
-    assert (
-        demo.shopify is not None and demo.shopify.webhook_secret.get_secret_value() == "demo-shopify-secret"
-    )
-    assert demo.woocommerce is not None and demo.woocommerce.site_url == "https://demo-woo.example.com/"
-    assert demo.segment is not None and demo.segment.write_key.get_secret_value() == "demo-write-key"
+    assert demo.shopify is not None
+    assert demo.shopify.webhook_secret.get_secret_value() == "demo-shopify-secret"
+    assert demo.woocommerce is not None
+    assert demo.woocommerce.site_url == "https://demo-woo.example.com/"
+    assert demo.segment is not None
+    assert demo.segment.write_key.get_secret_value() == "demo-write-key"
     assert demo.accepts_api_key("demo-api-key")
     assert not demo.accepts_api_key("demo-api-key ")
     assert demo.timezone == "UTC"
