@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.devstack.postgres import PostgresServer
 from deploy.devstack.process import ManagedProcess
 from shared.settings import REPO_ROOT
 from tests.fixtures.stack import SmtpServer, free_ports
@@ -30,14 +31,20 @@ class RunningServices:
 
 @pytest.fixture(scope="session")
 def services(
-    kafka_bootstrap: str, postgres_url: str, smtp_server: SmtpServer, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    postgres_server: PostgresServer,
+    smtp_server: SmtpServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServices]:
     run_dir = tmp_path_factory.mktemp("services")
+    # A database of their own: the running services' relay and sender must not take the integration
+    # tests' outbox rows and messages.
+    database_url = postgres_server.create_database("e2e")
     ports = dict(zip(SERVICES, free_ports(3), strict=True))
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": database_url,
         "SMTP_HOST": smtp_server.host,
         "SMTP_PORT": str(smtp_server.port),
         "STORES_FILE": str(REPO_ROOT / "deploy" / "stores.dev.yaml"),

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.ingest.sources import shopify
 from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.conftest import RunningServices
 from tests.fixtures.stack import SmtpServer
+from tests.kafka_helpers import end_offsets
 from tests.payloads import load
 
 pytestmark = pytest.mark.e2e
@@ -72,20 +72,6 @@ async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def _end_offsets(kafka_bootstrap: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(STOREFRONT_EVENTS, p)
-            for p in consumer.partitions_for_topic(STOREFRONT_EVENTS) or ()
-        ]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-
-
 async def test_signed_order_sends_exactly_one_personalised_email(
     services: RunningServices, smtp_server: SmtpServer
 ) -> None:
@@ -139,7 +125,7 @@ async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
     services: RunningServices, kafka_bootstrap: str
 ) -> None:
     _, _, body = _order_for_new_customer()
-    before = await _end_offsets(kafka_bootstrap)
+    before = await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS)
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(
             f"{services.ingest}/webhooks/shopify",
@@ -147,7 +133,7 @@ async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
             headers=_signed(body, secret="not-the-secret"),
         )
     assert response.status_code == 401
-    assert await _end_offsets(kafka_bootstrap) == before
+    assert await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS) == before
 
 
 async def test_store_api_requires_the_stores_key(services: RunningServices) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +19,7 @@ from shared.consumer import ConsumerPipeline
 from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
+from tests.kafka_helpers import committed
 
 pytestmark = pytest.mark.integration
 
@@ -116,20 +117,6 @@ async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
         }
 
 
-async def _committed(kafka_bootstrap: str, topic: str, group: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches cluster metadata, so the partitions below are known
-        partitions = consumer.partitions_for_topic(topic) or set()
-        total = 0
-        for p in partitions:
-            total += await consumer.committed(TopicPartition(topic, p)) or 0
-        return total
-    finally:
-        await consumer.stop()
-
-
 async def test_a_redelivered_batch_changes_nothing(
     kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
 ) -> None:
@@ -179,11 +166,11 @@ async def test_offsets_are_committed_only_after_the_database_commit(
         await asyncio.wait_for(task, 30)
     crashed = await _state(engine, store_id)
     assert crashed["processed"] >= 1
-    assert await _committed(kafka_bootstrap, topic, "g") == 0
+    assert await committed(kafka_bootstrap, topic, "g") == 0
 
     # Restarted, the same group gets the batch again: the database dedupes it, then offsets move.
     async def offsets_committed() -> bool:
-        return await _committed(kafka_bootstrap, topic, "g") == 2
+        return await committed(kafka_bootstrap, topic, "g") == 2
 
     await _run_until(_pipeline(kafka_bootstrap, topic, "g", processor), offsets_committed)
     after = await _state(engine, store_id)
@@ -206,4 +193,4 @@ async def test_a_failure_before_the_database_commit_leaves_no_trace(
     with pytest.raises(SimulatedCrash):
         await asyncio.wait_for(task, 30)
     assert (await _state(engine, store_id))["processed"] == 0
-    assert await _committed(kafka_bootstrap, topic, "g") == 0
+    assert await committed(kafka_bootstrap, topic, "g") == 0

@@ -1,0 +1,40 @@
+"""Reading a topic's shape and offsets from the broker, for assertions."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
+    assert found, f"topic {topic} has no partitions (does it exist?)"
+    return found
+
+
+async def end_offsets(bootstrap: str, topic: str) -> int:
+    """How many records were ever written to the topic (the sum of its partitions' end offsets)."""
+    tps = await partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, topic: str, group: str) -> int:
+    """The sum of the group's committed offsets over the topic's partitions (0 where none)."""
+    tps = await partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([await consumer.committed(tp) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
