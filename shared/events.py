@@ -47,6 +47,9 @@ class Customer(_Model):
     store_customer_id: ShortText | None = None
     anonymous_id: ShortText | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
+    # Some source events name only the order (Shopify's refunds/create): the customer is whoever placed it,
+    # which the segmenter knows.
+    placed_order_id: ShortText | None = None
     phone: Annotated[str, Field(max_length=40)] | None = None
     first_name: Annotated[str, Field(max_length=255)] | None = None
     last_name: Annotated[str, Field(max_length=255)] | None = None
@@ -68,8 +71,8 @@ class Customer(_Model):
 
     @model_validator(mode="after")
     def _has_identifier(self) -> Customer:
-        if not (self.store_customer_id or self.anonymous_id or self.email):
-            raise ValueError("customer needs store_customer_id, anonymous_id or email")
+        if not (self.store_customer_id or self.anonymous_id or self.email or self.placed_order_id):
+            raise ValueError("customer needs store_customer_id, anonymous_id, email or placed_order_id")
         return self
 
     @property
@@ -79,7 +82,9 @@ class Customer(_Model):
             return self.store_customer_id
         if self.anonymous_id:
             return f"anon:{self.anonymous_id}"
-        return f"email:{self.email}"
+        if self.email:
+            return f"email:{self.email}"
+        return f"order:{self.placed_order_id}"
 
 
 class LineItem(_Model):
@@ -113,7 +118,11 @@ class OrderRefunded(_Model):
 
 
 class CartUpdated(_Model):
+    """An open cart or checkout. `snapshot` lists the whole cart; `added`/`removed` only the items that
+    changed (Segment's Product Added / Product Removed), to be applied to what the segmenter knows."""
+
     cart_id: ShortText
+    action: Literal["snapshot", "added", "removed"] = "snapshot"
     line_items: tuple[LineItem, ...] = ()
     total: Money = Decimal("0")
     currency: CurrencyCode
@@ -158,7 +167,13 @@ class IdentityLinked(_Model):
     previous_kind: Literal["anonymous_id", "store_customer_id", "email"] = "anonymous_id"
 
 
+# The customer key of a shop-wide erasure (Shopify's shop/redact): every customer of the store.
+SHOP_WIDE = "*"
+
+
 class CustomerErased(_Model):
+    """`customer` scope: erase one customer. `shop` scope (customer.store_customer_id == SHOP_WIDE): all."""
+
     scope: Literal["customer", "shop"] = "customer"
 
 

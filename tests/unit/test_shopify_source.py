@@ -87,7 +87,7 @@ def test_order_without_any_identifier_is_rejected() -> None:
     payload = load("shopify/orders_create.json")
     payload["customer"] = None
     payload["email"] = None
-    with pytest.raises(ValidationError, match="store_customer_id, anonymous_id or email"):
+    with pytest.raises(ValidationError, match="store_customer_id, anonymous_id, email or placed_order_id"):
         shopify.to_canonical("orders/create", payload, store_id="demo", event_id="e", received_at=NOW)
 
 
