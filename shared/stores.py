@@ -6,6 +6,7 @@ deploy instead of the first webhook.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterator
 from datetime import timedelta
@@ -90,6 +91,13 @@ class StoreRegistry:
         if len(self._by_id) != len(stores):
             raise StoreRegistryError("duplicate store_id in the registry")
         self._by_shop = {s.shopify.shop_domain: s for s in stores if s.shopify is not None}
+        self._by_woo_site = {
+            _site_key(s.woocommerce.site_url): s for s in stores if s.woocommerce is not None
+        }
+        # Indexed by a digest, so looking a presented key up does not compare secrets byte by byte.
+        self._by_write_key = {
+            _digest(s.segment.write_key.get_secret_value()): s for s in stores if s.segment is not None
+        }
 
     @classmethod
     def load(cls, path: Path, *, allow_placeholder_secrets: bool = True) -> StoreRegistry:
@@ -124,5 +132,20 @@ class StoreRegistry:
     def by_shop_domain(self, shop_domain: str) -> StoreConfig | None:
         return self._by_shop.get(shop_domain.strip().lower())
 
+    def by_woocommerce_site(self, site_url: str) -> StoreConfig | None:
+        return self._by_woo_site.get(_site_key(site_url))
+
+    def by_write_key(self, write_key: str) -> StoreConfig | None:
+        return self._by_write_key.get(_digest(write_key))
+
     def __iter__(self) -> Iterator[StoreConfig]:
         return iter(self._by_id.values())
+
+
+def _site_key(url: str) -> str:
+    """WooCommerce sends its home URL with or without the trailing slash, in any case of host."""
+    return url.strip().lower().rstrip("/")
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()

@@ -1,23 +1,52 @@
-"""Reading request bodies with a size limit enforced while streaming, before the whole body is in memory."""
+"""Reading request bodies within limits, enforced while streaming, before the whole body is in memory.
+
+Segment's libraries may gzip their bodies; the limit applies to the decompressed size too, so a small
+compressed "bomb" cannot expand into memory.
+"""
 
 from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
 
 from fastapi import Request
 
 from shared.web import ApiError
 
 
+def _too_large(limit: int, what: str) -> ApiError:
+    return ApiError(413, "payload_too_large", f"{what} exceeds the limit of {limit} bytes")
+
+
 async def read_limited_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413, "payload_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes"
-        )
+        raise _too_large(limit, f"body of {declared} bytes")
+    gzipped = request.headers.get("content-encoding", "").strip().lower() == "gzip"
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16) if gzipped else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            if inflater is not None:
+                # Never inflate more than the limit allows, whatever the compression ratio.
+                chunk = inflater.decompress(chunk, limit + 1 - size)
+                if inflater.unconsumed_tail:
+                    raise _too_large(limit, "decompressed body")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, "decompressed body" if gzipped else "body")
+            chunks.append(chunk)
+        if inflater is not None:
+            chunks.append(inflater.flush())
+    except zlib.error as exc:
+        raise ApiError(400, "bad_encoding", f"body is not valid gzip: {exc}") from exc
     return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc

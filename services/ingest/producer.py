@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -30,7 +30,7 @@ class PublishUnavailable(Exception):
 
 class Publisher(Protocol):
     async def connect_forever(self) -> None: ...
-    async def publish(self, event: StorefrontEvent) -> None: ...
+    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None: ...
     async def reachable(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -68,21 +68,27 @@ class EventPublisher:
             self._producer = producer
             log.info("kafka_connected")
 
-    async def publish(self, event: StorefrontEvent) -> None:
+    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("not connected to Kafka yet")
         try:
             async with asyncio.timeout(self._timeout):
-                await producer.send_and_wait(
-                    STOREFRONT_EVENTS, value=encode_event(event), key=event.partition_key.encode()
-                )
+                # Hand every record to the producer first, then wait: they travel in shared batches.
+                acks = [
+                    await producer.send(
+                        STOREFRONT_EVENTS, value=encode_event(e), key=e.partition_key.encode()
+                    )
+                    for e in events
+                ]
+                await asyncio.gather(*acks)
         except (TimeoutError, KafkaError) as exc:
-            # The record may still be delivered later by the producer's own retries; that is safe because
+            # Records may still be delivered later by the producer's own retries; that is safe because
             # the event id makes a second copy (from the sender's retry) a no-op downstream.
             PUBLISH_FAILURES.inc()
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
-        PUBLISHED.labels(event.source.value, event.type).inc()
+        for event in events:
+            PUBLISHED.labels(event.source.value, event.type).inc()
 
     async def reachable(self) -> bool:
         return self._producer is not None and await kafka_reachable(self._producer)

@@ -12,3 +12,10 @@ class IngestSettings(KafkaSettings, StoresSettings, RuntimeSettings):
     ingest_publish_timeout_seconds: float = Field(default=2.5, gt=0, le=4.5)
     # Shopify caps webhook bodies far below this; anything larger is refused before it is read in full.
     ingest_max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Segment's documented limits for its HTTP Tracking API.
+    segment_max_event_bytes: int = Field(default=32 * 1024, ge=1024)
+    segment_max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
+    segment_max_batch_events: int = Field(default=2500, ge=1)
+    # Per store and per ingest instance; a batch costs one token per event.
+    ingest_rate_limit_per_second: float = Field(default=5000, gt=0)
+    ingest_rate_limit_burst: float = Field(default=10000, ge=1)

@@ -17,7 +17,7 @@ from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.conftest import RunningServices
 from tests.fixtures.stack import SmtpServer
 from tests.kafka_helpers import end_offsets
-from tests.payloads import load
+from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ API = {"Authorization": "Bearer demo-api-key"}
 
 def _order_for_new_customer() -> tuple[str, str, bytes]:
     """A realistic orders/create body for a customer no other test uses: (customer id, email, body)."""
-    payload = load("shopify/orders_create.json")
+    payload = source_example("shopify", "orders.create__order_with_customer")
     customer_id = str(uuid.uuid4().int % 10**17)
     email = f"maria.{customer_id}@example.com"
     payload["id"] = int(customer_id) + 1

@@ -14,7 +14,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from shared.settings import REPO_ROOT
 from tests.fixtures.stack import free_ports
-from tests.payloads import load
+from tests.payloads import source_example
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ async def ingest_without_kafka() -> AsyncIterator[httpx.AsyncClient]:
 async def test_kafka_down_means_503_with_retry_after_well_inside_shopifys_timeout(
     ingest_without_kafka: httpx.AsyncClient,
 ) -> None:
-    body = json.dumps(load("shopify/orders_create.json")).encode()
+    body = json.dumps(source_example("shopify", "orders.create__order_with_customer")).encode()
     headers = {
         "X-Shopify-Topic": "orders/create",
         "X-Shopify-Shop-Domain": "demo.myshopify.com",

@@ -1,4 +1,8 @@
-"""Realistic storefront payloads, modelled on the platforms' documented samples, and their signing."""
+"""Realistic storefront payloads, modelled on the platforms' documented samples.
+
+Source samples that every mapper must handle live in shared/examples/sources/<source>/<topic>__<name>.json
+(the topic's '/' written as '.'); test-only payloads live beside this file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.examples import EXAMPLES_DIR
+
 PAYLOADS_DIR = Path(__file__).resolve().parent
+SOURCES_DIR = EXAMPLES_DIR / "sources"
 
 
 def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((PAYLOADS_DIR / name).read_text())
     return data
+
+
+def source_example(source: str, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SOURCES_DIR / source / f"{name}.json").read_text())
+    return data
+
+
+def source_examples(source: str) -> list[tuple[str, Path]]:
+    """(topic or call kind, file) for every example of a source, the topic taken from the file name."""
+    return [
+        (p.stem.split("__")[0].replace(".", "/") if source == "shopify" else p.stem.split("__")[0], p)
+        for p in sorted((SOURCES_DIR / source).glob("*.json"))
+    ]

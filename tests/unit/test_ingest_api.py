@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from shared.events import StorefrontEvent
 from shared.settings import REPO_ROOT
-from tests.payloads import load
+from tests.payloads import source_example
 
 SECRET = "demo-shopify-secret"
 
@@ -27,10 +27,10 @@ class FakePublisher:
     async def connect_forever(self) -> None:
         return None
 
-    async def publish(self, event: StorefrontEvent) -> None:
+    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
         if not self.available:
             raise PublishUnavailable("down")
-        self.published.append(event)
+        self.published.extend(events)
 
     async def reachable(self) -> bool:
         return self.available
@@ -70,7 +70,7 @@ def _headers(
 
 
 async def test_signed_order_is_published(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
-    body = json.dumps(load("shopify/orders_create.json")).encode()
+    body = json.dumps(source_example("shopify", "orders.create__order_with_customer")).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "accepted", "event_id": "shopify:ev-1"}
@@ -82,7 +82,7 @@ async def test_signed_order_is_published(client: httpx.AsyncClient, publisher: F
 async def test_bad_signature_is_401_and_publishes_nothing(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
-    body = json.dumps(load("shopify/orders_create.json")).encode()
+    body = json.dumps(source_example("shopify", "orders.create__order_with_customer")).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body, secret="wrong"))
     assert response.status_code == 401
     assert response.json()["error"] == "bad_signature"
@@ -98,7 +98,7 @@ async def test_unknown_shop_is_401(client: httpx.AsyncClient) -> None:
 
 
 async def test_invalid_payload_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
-    payload = load("shopify/orders_create.json")
+    payload = source_example("shopify", "orders.create__order_with_customer")
     payload["currency"] = "dollars"
     body = json.dumps(payload).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
@@ -145,7 +145,7 @@ async def test_kafka_down_is_503_with_retry_after(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
     publisher.available = False
-    body = json.dumps(load("shopify/orders_create.json")).encode()
+    body = json.dumps(source_example("shopify", "orders.create__order_with_customer")).encode()
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"

@@ -10,8 +10,17 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.sources import shopify
-from shared.events import CustomerUpsertedEvent, OrderPlacedEvent, decode_event, encode_event
-from tests.payloads import load
+from shared.events import (
+    SHOP_WIDE,
+    CartUpdatedEvent,
+    CustomerErasedEvent,
+    CustomerUpsertedEvent,
+    OrderPlacedEvent,
+    OrderRefundedEvent,
+    decode_event,
+    encode_event,
+)
+from tests.payloads import source_example
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 
@@ -30,7 +39,7 @@ def test_signature_matches_shopify_scheme_and_rejects_tampering() -> None:
 def test_orders_create_becomes_order_placed() -> None:
     event = shopify.to_canonical(
         "orders/create",
-        load("shopify/orders_create.json"),
+        source_example("shopify", "orders.create__order_with_customer"),
         store_id="demo",
         event_id="shopify:ev1",
         received_at=NOW,
@@ -52,7 +61,7 @@ def test_orders_create_becomes_order_placed() -> None:
 
 
 def test_guest_order_is_keyed_by_email() -> None:
-    payload = load("shopify/orders_create.json")
+    payload = source_example("shopify", "orders.create__order_with_customer")
     payload["customer"] = None
     event = shopify.to_canonical("orders/create", payload, store_id="demo", event_id="e", received_at=NOW)
     assert event is not None
@@ -64,7 +73,7 @@ def test_guest_order_is_keyed_by_email() -> None:
 def test_customers_create_becomes_customer_upserted() -> None:
     event = shopify.to_canonical(
         "customers/create",
-        load("shopify/customers_create.json"),
+        source_example("shopify", "customers.create__new_customer"),
         store_id="demo",
         event_id="e",
         received_at=NOW,
@@ -76,7 +85,7 @@ def test_customers_create_becomes_customer_upserted() -> None:
 
 
 def test_invalid_order_names_the_field() -> None:
-    payload = load("shopify/orders_create.json")
+    payload = source_example("shopify", "orders.create__order_with_customer")
     payload["total_price"] = "lots"
     with pytest.raises(ValidationError) as info:
         shopify.to_canonical("orders/create", payload, store_id="demo", event_id="e", received_at=NOW)
@@ -84,7 +93,7 @@ def test_invalid_order_names_the_field() -> None:
 
 
 def test_order_without_any_identifier_is_rejected() -> None:
-    payload = load("shopify/orders_create.json")
+    payload = source_example("shopify", "orders.create__order_with_customer")
     payload["customer"] = None
     payload["email"] = None
     with pytest.raises(ValidationError, match="store_customer_id, anonymous_id, email or placed_order_id"):
@@ -96,3 +105,87 @@ def test_unused_topic_is_none() -> None:
         shopify.to_canonical("products/update", json.loads("{}"), store_id="d", event_id="e", received_at=NOW)
         is None
     )
+
+
+def _map(topic: str, example: str) -> object:
+    return shopify.to_canonical(
+        topic, source_example("shopify", example), store_id="demo", event_id="e", received_at=NOW
+    )
+
+
+def test_orders_updated_is_the_same_order_placed() -> None:
+    event = _map("orders/updated", "orders.updated__fulfilled")
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.payload.order_id == "820982911946154508"
+
+
+def test_orders_cancelled_is_a_full_refund_marked_cancelled() -> None:
+    event = _map("orders/cancelled", "orders.cancelled__cancelled_order")
+    assert isinstance(event, OrderRefundedEvent)
+    assert event.payload.cancelled is True
+    assert str(event.payload.amount) == "403.00"
+    assert event.customer.store_customer_id == "115310627314723954"
+    assert event.occurred_at.isoformat() == "2026-11-22T10:00:00-05:00"
+
+
+def test_refund_names_the_order_so_the_segmenter_can_find_the_customer() -> None:
+    event = _map("refunds/create", "refunds.create__partial_refund")
+    assert isinstance(event, OrderRefundedEvent)
+    assert event.customer.placed_order_id == "820982911946154508"
+    assert event.partition_key == "demo:order:820982911946154508"
+    assert (str(event.payload.amount), event.payload.currency, event.payload.cancelled) == (
+        "199.00",
+        "USD",
+        False,
+    )
+
+
+def test_checkout_becomes_an_open_cart_with_its_recovery_url() -> None:
+    event = _map("checkouts/create", "checkouts.create__abandoned_checkout")
+    assert isinstance(event, CartUpdatedEvent)
+    assert event.payload.cart_id == "123123123"
+    assert event.payload.completed is False
+    assert event.payload.recovery_url is not None
+    assert event.payload.recovery_url.endswith("/recover?key=8f5c28b1cc3b4f00")
+    assert [(i.product_id, i.quantity) for i in event.payload.line_items] == [
+        ("632910392", 1),
+        ("921728736", 2),
+    ]
+    assert str(event.payload.total) == "597.00"
+    assert event.customer.store_customer_id == "603851970716743426"
+    assert event.customer.accepts_marketing is False
+
+
+def test_a_completed_checkout_closes_the_cart() -> None:
+    payload = source_example("shopify", "checkouts.create__abandoned_checkout")
+    payload["completed_at"] = "2026-11-22T18:05:00-05:00"
+    event = shopify.to_canonical("checkouts/update", payload, store_id="demo", event_id="e", received_at=NOW)
+    assert isinstance(event, CartUpdatedEvent)
+    assert event.payload.completed is True
+
+
+def test_an_anonymous_checkout_is_acknowledged_not_produced() -> None:
+    payload = source_example("shopify", "checkouts.create__abandoned_checkout")
+    payload["customer"] = None
+    payload["email"] = None
+    assert (
+        shopify.to_canonical("checkouts/create", payload, store_id="demo", event_id="e", received_at=NOW)
+        is None
+    )
+
+
+def test_customer_update_carries_marketing_consent() -> None:
+    event = _map("customers/update", "customers.update__consent_given")
+    assert isinstance(event, CustomerUpsertedEvent)
+    assert event.customer.accepts_marketing is True
+    assert event.customer.city == "Toronto"
+
+
+def test_privacy_webhooks() -> None:
+    erased = _map("customers/redact", "customers.redact__customer")
+    assert isinstance(erased, CustomerErasedEvent)
+    assert (erased.customer.store_customer_id, erased.payload.scope) == ("191167", "customer")
+    shop = _map("shop/redact", "shop.redact__shop")
+    assert isinstance(shop, CustomerErasedEvent)
+    assert (shop.customer.store_customer_id, shop.payload.scope) == (SHOP_WIDE, "shop")
+    assert _map("customers/data_request", "customers.data_request__request") is None

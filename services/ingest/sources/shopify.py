@@ -16,17 +16,38 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events import (
+    SHOP_WIDE,
+    CartUpdated,
+    CartUpdatedEvent,
     Customer,
+    CustomerErased,
+    CustomerErasedEvent,
     CustomerUpserted,
     CustomerUpsertedEvent,
     LineItem,
     OrderPlaced,
     OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
     Source,
     StorefrontEvent,
 )
 
-HANDLED_TOPICS = frozenset({"orders/create", "customers/create", "customers/update"})
+ORDER_TOPICS = frozenset({"orders/create", "orders/updated"})
+CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
+CUSTOMER_TOPICS = frozenset({"customers/create", "customers/update"})
+# Shopify's mandatory privacy webhooks: every app must answer them.
+PRIVACY_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+HANDLED_TOPICS = (
+    ORDER_TOPICS
+    | CHECKOUT_TOPICS
+    | CUSTOMER_TOPICS
+    | PRIVACY_TOPICS
+    | {
+        "orders/cancelled",
+        "refunds/create",
+    }
+)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -69,7 +90,9 @@ class ShopifyCustomer(_Model):
 
 
 class ShopifyLineItem(_Model):
-    id: int
+    # Checkout line items have a string `key` instead of an `id`.
+    id: int | None = None
+    key: str | None = None
     product_id: int | None = None
     variant_id: int | None = None
     sku: str | None = None
@@ -86,6 +109,8 @@ class ShopifyOrder(_Model):
     id: int
     email: str | None = None
     created_at: AwareDatetime
+    updated_at: AwareDatetime | None = None
+    cancelled_at: AwareDatetime | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total_price: Annotated[Decimal, Field(ge=0)]
     customer_locale: str | None = None
@@ -96,6 +121,53 @@ class ShopifyOrder(_Model):
     customer: ShopifyCustomer | None = None
     shipping_address: ShopifyAddress | None = None
     billing_address: ShopifyAddress | None = None
+
+
+class ShopifyCheckout(_Model):
+    token: str
+    cart_token: str | None = None
+    email: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime | None = None
+    completed_at: AwareDatetime | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    total_price: Annotated[Decimal, Field(ge=0)]
+    abandoned_checkout_url: str | None = None
+    customer_locale: str | None = None
+    buyer_accepts_marketing: bool | None = None
+    line_items: list[ShopifyLineItem] = []
+    customer: ShopifyCustomer | None = None
+    shipping_address: ShopifyAddress | None = None
+    billing_address: ShopifyAddress | None = None
+
+
+class ShopifyTransaction(_Model):
+    kind: str
+    status: str | None = None
+    amount: Annotated[Decimal, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+
+
+class ShopifyRefund(_Model):
+    id: int
+    order_id: int
+    created_at: AwareDatetime
+    transactions: list[ShopifyTransaction] = []
+
+
+class ShopifyPrivacyCustomer(_Model):
+    id: int | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class ShopifyCustomerRedact(_Model):
+    shop_domain: str
+    customer: ShopifyPrivacyCustomer
+
+
+class ShopifyShopRedact(_Model):
+    shop_domain: str
 
 
 def _accepts_marketing(customer: ShopifyCustomer) -> bool | None:
@@ -130,7 +202,7 @@ def _customer(
 def _line_item(item: ShopifyLineItem) -> LineItem:
     return LineItem(
         # Custom line items have no product; the line item id keeps them distinct.
-        product_id=str(item.product_id) if item.product_id is not None else f"line:{item.id}",
+        product_id=str(item.product_id) if item.product_id is not None else f"line:{item.id or item.key}",
         variant_id=str(item.variant_id) if item.variant_id is not None else None,
         sku=item.sku or None,
         title=item.title,
@@ -142,37 +214,33 @@ def _line_item(item: ShopifyLineItem) -> LineItem:
 def to_canonical(
     topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
 ) -> StorefrontEvent | None:
-    """Translate one webhook; None for a topic we acknowledge but do not use.
+    """Translate one webhook; None for a topic (or a payload) we acknowledge but do not use.
 
     Raises pydantic.ValidationError naming the field when the payload is not what the topic promises.
     """
-    common = {
+    common: dict[str, Any] = {
         "event_id": event_id,
         "store_id": store_id,
         "received_at": received_at,
         "source": Source.SHOPIFY,
     }
-    if topic == "orders/create":
+    if topic in ORDER_TOPICS:
+        return _order_placed(ShopifyOrder.model_validate(payload), common)
+    if topic == "orders/cancelled":
         order = ShopifyOrder.model_validate(payload)
-        return OrderPlacedEvent(
+        return OrderRefundedEvent(
             **common,
-            customer=_customer(
-                order.customer,
-                email=order.email,
-                locale=order.customer_locale,
-                address=order.shipping_address or order.billing_address,
-            ),
-            occurred_at=order.created_at,
-            payload=OrderPlaced(
-                order_id=str(order.id),
-                total=order.total_price,
-                currency=order.currency,
-                line_items=tuple(_line_item(i) for i in order.line_items),
-                cart_id=order.cart_token or order.checkout_token,
-                discount_codes=tuple(d.code for d in order.discount_codes),
+            customer=_order_customer(order),
+            occurred_at=order.cancelled_at or order.updated_at or received_at,
+            payload=OrderRefunded(
+                order_id=str(order.id), amount=order.total_price, currency=order.currency, cancelled=True
             ),
         )
-    if topic in ("customers/create", "customers/update"):
+    if topic == "refunds/create":
+        return _refund(ShopifyRefund.model_validate(payload), common)
+    if topic in CHECKOUT_TOPICS:
+        return _cart_updated(ShopifyCheckout.model_validate(payload), common)
+    if topic in CUSTOMER_TOPICS:
         customer = ShopifyCustomer.model_validate(payload)
         return CustomerUpsertedEvent(
             **common,
@@ -180,4 +248,92 @@ def to_canonical(
             occurred_at=customer.updated_at or customer.created_at or received_at,
             payload=CustomerUpserted(created_at=customer.created_at),
         )
+    if topic == "customers/redact":
+        redact = ShopifyCustomerRedact.model_validate(payload)
+        who = redact.customer
+        return CustomerErasedEvent(
+            **common,
+            customer=Customer(store_customer_id=str(who.id) if who.id is not None else None, email=who.email),
+            occurred_at=received_at,
+            payload=CustomerErased(scope="customer"),
+        )
+    if topic == "shop/redact":
+        ShopifyShopRedact.model_validate(payload)
+        return CustomerErasedEvent(
+            **common,
+            customer=Customer(store_customer_id=SHOP_WIDE),
+            occurred_at=received_at,
+            payload=CustomerErased(scope="shop"),
+        )
+    # customers/data_request is answered by the store owner from our API; nothing flows downstream.
     return None
+
+
+def _order_customer(order: ShopifyOrder) -> Customer:
+    return _customer(
+        order.customer,
+        email=order.email,
+        locale=order.customer_locale,
+        address=order.shipping_address or order.billing_address,
+    )
+
+
+def _order_placed(order: ShopifyOrder, common: dict[str, Any]) -> OrderPlacedEvent:
+    # orders/updated maps to the same event: the segmenter counts an order id once, and the update may
+    # carry fresher customer details.
+    return OrderPlacedEvent(
+        **common,
+        customer=_order_customer(order),
+        occurred_at=order.created_at,
+        payload=OrderPlaced(
+            order_id=str(order.id),
+            total=order.total_price,
+            currency=order.currency,
+            line_items=tuple(_line_item(i) for i in order.line_items),
+            cart_id=order.cart_token or order.checkout_token,
+            discount_codes=tuple(d.code for d in order.discount_codes),
+        ),
+    )
+
+
+def _refund(refund: ShopifyRefund, common: dict[str, Any]) -> OrderRefundedEvent:
+    # A refund names its order, not its customer: the segmenter resolves the customer from the order.
+    money = [t for t in refund.transactions if t.kind == "refund" and t.status in (None, "success")]
+    currencies = {t.currency for t in money if t.currency}
+    return OrderRefundedEvent(
+        **common,
+        customer=Customer(placed_order_id=str(refund.order_id)),
+        occurred_at=refund.created_at,
+        payload=OrderRefunded(
+            order_id=str(refund.order_id),
+            amount=sum((t.amount for t in money), Decimal("0")),
+            currency=currencies.pop() if len(currencies) == 1 else "XXX",
+        ),
+    )
+
+
+def _cart_updated(checkout: ShopifyCheckout, common: dict[str, Any]) -> CartUpdatedEvent | None:
+    if checkout.customer is None and not checkout.email:
+        # An anonymous checkout cannot be recovered by email; acknowledged, not produced.
+        return None
+    customer = _customer(
+        checkout.customer,
+        email=checkout.email,
+        locale=checkout.customer_locale,
+        address=checkout.shipping_address or checkout.billing_address,
+    )
+    if customer.accepts_marketing is None and checkout.buyer_accepts_marketing is not None:
+        customer = customer.model_copy(update={"accepts_marketing": checkout.buyer_accepts_marketing})
+    return CartUpdatedEvent(
+        **common,
+        customer=customer,
+        occurred_at=checkout.updated_at or checkout.created_at,
+        payload=CartUpdated(
+            cart_id=checkout.token,
+            total=checkout.total_price,
+            currency=checkout.currency,
+            line_items=tuple(_line_item(i) for i in checkout.line_items),
+            recovery_url=checkout.abandoned_checkout_url,
+            completed=checkout.completed_at is not None,
+        ),
+    )

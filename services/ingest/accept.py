@@ -1,0 +1,71 @@
+"""The one path every source takes once its events are parsed: checks, rate limit, publish, count."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter
+
+from services.ingest.producer import Publisher, PublishUnavailable
+from services.ingest.ratelimit import RateLimiter
+from shared.events import StorefrontEvent
+from shared.logging import get_logger
+from shared.web import ApiError, FieldError
+
+log = get_logger(__name__)
+
+ACCEPTED = Counter("ingest_events_accepted_total", "Events acknowledged to the sender", ["source", "type"])
+RATE_LIMITED = Counter(
+    "ingest_rate_limited_total", "Requests refused by the per-store rate limit", ["source"]
+)
+
+RETRY_AFTER_SECONDS = "5"
+MAX_CLOCK_AHEAD = timedelta(days=1)
+
+
+def reject_future(events: Sequence[StorefrontEvent], received_at: datetime, field_prefix: str = "") -> None:
+    """A timestamp more than a day ahead is a broken clock or a forgery; it would bend every time rule."""
+    bad = [
+        FieldError(
+            field=f"{field_prefix}{'[' + str(i) + '].' if len(events) > 1 else ''}timestamp",
+            message="more than one day in the future",
+        )
+        for i, event in enumerate(events)
+        if event.occurred_at - received_at > MAX_CLOCK_AHEAD
+    ]
+    if bad:
+        raise ApiError(
+            422, "timestamp_in_future", "event time is more than one day in the future", errors=bad
+        )
+
+
+def check_rate(limiter: RateLimiter, store_id: str, source: str, cost: int) -> None:
+    wait = limiter.take(store_id, cost, time.monotonic())
+    if wait > 0:
+        RATE_LIMITED.labels(source).inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"store {store_id!r} is over its event rate; retry later",
+            headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+        )
+
+
+async def publish(publisher: Publisher, events: Sequence[StorefrontEvent], source: str) -> None:
+    """Answer only once Kafka acknowledged every event; otherwise 503 and the sender retries all of them."""
+    if not events:
+        return
+    try:
+        await publisher.publish_many(events)
+    except PublishUnavailable as exc:
+        log.warning("publish_unavailable", source=source, events=len(events), error=str(exc))
+        raise ApiError(
+            503,
+            "kafka_unavailable",
+            "the events were not stored; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        ) from exc
+    for event in events:
+        ACCEPTED.labels(source, event.type).inc()

@@ -1,0 +1,30 @@
+"""What the routes share, built once in the lifespan and reached through the request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import Request
+
+from services.ingest.producer import Publisher
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.settings import IngestSettings
+from shared.stores import StoreRegistry
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    settings: IngestSettings
+    stores: StoreRegistry
+    publisher: Publisher
+    limiter: RateLimiter
+    clock: Clock
+
+
+def context(request: Request) -> IngestContext:
+    ctx: IngestContext = request.app.state.ingest
+    return ctx

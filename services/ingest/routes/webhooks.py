@@ -1,0 +1,154 @@
+"""Storefront platforms' webhooks: Shopify and WooCommerce."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+
+from services.ingest.accept import check_rate, publish, reject_future
+from services.ingest.body import parse_json, read_limited_body
+from services.ingest.context import context
+from services.ingest.sources import shopify, woocommerce
+from shared.events import StorefrontEvent
+from shared.logging import get_logger
+from shared.web import ApiError, ErrorBody, validation_errors
+
+log = get_logger(__name__)
+
+WEBHOOKS = Counter(
+    "ingest_webhooks_total", "Webhooks received, by source, topic and outcome", ["source", "topic", "outcome"]
+)
+
+router = APIRouter(tags=["webhooks"])
+
+
+class Accepted(BaseModel):
+    status: str
+    event_id: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "body is not JSON, or a required header is missing"},
+    401: {"model": ErrorBody, "description": "unknown shop or bad signature"},
+    413: {"model": ErrorBody, "description": "body too large"},
+    422: {"model": ErrorBody, "description": "payload does not fit the topic (the field is named)"},
+    429: {"model": ErrorBody, "description": "the store is over its rate; retry after Retry-After"},
+    503: {"model": ErrorBody, "description": "Kafka did not acknowledge; retry after Retry-After"},
+}
+
+
+def _invalid(source: str, topic: str, exc: ValidationError) -> ApiError:
+    WEBHOOKS.labels(source, topic, "invalid").inc()
+    errors = validation_errors(exc.errors())
+    return ApiError(
+        422, "invalid_payload", "; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors=errors
+    )
+
+
+async def _accept(
+    request: Request, source: str, topic: str, store_id: str, event: StorefrontEvent | None
+) -> Accepted:
+    ctx = context(request)
+    if event is None:
+        WEBHOOKS.labels(source, topic, "ignored").inc()
+        return Accepted(status="ignored")
+    reject_future([event], event.received_at)
+    check_rate(ctx.limiter, store_id, source, 1)
+    await publish(ctx.publisher, [event], source)
+    WEBHOOKS.labels(source, topic, "accepted").inc()
+    log.info("event_accepted", store_id=store_id, event_id=event.event_id, type=event.type)
+    return Accepted(status="accepted", event_id=event.event_id)
+
+
+@router.post(
+    "/webhooks/shopify", summary="Receive a Shopify webhook", response_model=Accepted, responses=ERRORS
+)
+async def shopify_webhook(
+    request: Request,
+    x_shopify_topic: Annotated[str, Header()],
+    x_shopify_shop_domain: Annotated[str, Header()],
+    x_shopify_hmac_sha256: Annotated[str | None, Header()] = None,
+    x_shopify_event_id: Annotated[str | None, Header()] = None,
+    x_shopify_webhook_id: Annotated[str | None, Header()] = None,
+) -> Accepted:
+    """Orders, refunds, checkouts, customers and the privacy topics of a Shopify shop, known by its domain
+    and its signature. A topic we do not use is acknowledged (200, status `ignored`) so Shopify stops
+    retrying it. The event id is X-Shopify-Event-Id (the same on every retry), else X-Shopify-Webhook-Id."""
+    ctx = context(request)
+    body = await read_limited_body(request, ctx.settings.ingest_max_body_bytes)
+    store = ctx.stores.by_shop_domain(x_shopify_shop_domain)
+    if store is None or store.shopify is None:
+        raise ApiError(401, "unknown_shop", "no store is registered for this X-Shopify-Shop-Domain")
+    if not shopify.signature_is_valid(
+        store.shopify.webhook_secret.get_secret_value(), body, x_shopify_hmac_sha256
+    ):
+        WEBHOOKS.labels("shopify", "any", "bad_signature").inc()
+        raise ApiError(401, "bad_signature", "X-Shopify-Hmac-Sha256 does not match the body")
+    delivery = x_shopify_event_id or x_shopify_webhook_id
+    if not delivery:
+        raise ApiError(400, "missing_header", "X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required")
+    topic = x_shopify_topic if x_shopify_topic in shopify.HANDLED_TOPICS else "other"
+    payload = parse_json(body)
+    try:
+        event = shopify.to_canonical(
+            x_shopify_topic,
+            payload,
+            store_id=store.store_id,
+            event_id=f"shopify:{delivery}",
+            received_at=ctx.clock(),
+        )
+    except ValidationError as exc:
+        raise _invalid("shopify", topic, exc) from exc
+    return await _accept(request, "shopify", topic, store.store_id, event)
+
+
+@router.post(
+    "/webhooks/woocommerce",
+    summary="Receive a WooCommerce webhook",
+    response_model=Accepted,
+    responses=ERRORS,
+)
+async def woocommerce_webhook(
+    request: Request,
+    content_type: Annotated[str | None, Header()] = None,
+    x_wc_webhook_source: Annotated[str | None, Header()] = None,
+    x_wc_webhook_topic: Annotated[str | None, Header()] = None,
+    x_wc_webhook_signature: Annotated[str | None, Header()] = None,
+    x_wc_webhook_delivery_id: Annotated[str | None, Header()] = None,
+) -> Accepted:
+    """Orders and customers of a WooCommerce site, known by X-WC-Webhook-Source and its signature (base64
+    HMAC-SHA256 of the raw body). The ping WooCommerce sends when a webhook is saved (a form-encoded
+    `webhook_id=<n>`, unsigned) is answered 200 so the webhook can be activated; it produces nothing."""
+    ctx = context(request)
+    body = await read_limited_body(request, ctx.settings.ingest_max_body_bytes)
+    if woocommerce.is_ping(content_type, body):
+        WEBHOOKS.labels("woocommerce", "ping", "accepted").inc()
+        return Accepted(status="pong")
+    if not x_wc_webhook_source or not x_wc_webhook_topic:
+        raise ApiError(400, "missing_header", "X-WC-Webhook-Source and X-WC-Webhook-Topic are required")
+    store = ctx.stores.by_woocommerce_site(x_wc_webhook_source)
+    if store is None or store.woocommerce is None:
+        raise ApiError(401, "unknown_site", "no store is registered for this X-WC-Webhook-Source")
+    if not woocommerce.signature_is_valid(
+        store.woocommerce.webhook_secret.get_secret_value(), body, x_wc_webhook_signature
+    ):
+        WEBHOOKS.labels("woocommerce", "any", "bad_signature").inc()
+        raise ApiError(401, "bad_signature", "X-WC-Webhook-Signature does not match the body")
+    if not x_wc_webhook_delivery_id:
+        raise ApiError(400, "missing_header", "X-WC-Webhook-Delivery-ID is required")
+    topic = x_wc_webhook_topic if x_wc_webhook_topic in woocommerce.HANDLED_TOPICS else "other"
+    payload = parse_json(body)
+    try:
+        event = woocommerce.to_canonical(
+            x_wc_webhook_topic,
+            payload,
+            store_id=store.store_id,
+            event_id=f"woocommerce:{x_wc_webhook_delivery_id}",
+            received_at=ctx.clock(),
+        )
+    except ValidationError as exc:
+        raise _invalid("woocommerce", topic, exc) from exc
+    return await _accept(request, "woocommerce", topic, store.store_id, event)

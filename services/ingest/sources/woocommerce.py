@@ -1,0 +1,304 @@
+"""WooCommerce webhooks: signature check, ping detection and translation to canonical events. Pure: no I/O,
+no clock.
+
+WooCommerce (includes/class-wc-webhook.php, `WC_Webhook::deliver`) posts the REST API v3 representation of the
+resource as JSON with X-WC-Webhook-Source (the site's home URL), -Topic (e.g. `order.updated`), -Resource,
+-Event, -Signature (base64 HMAC-SHA256 of the raw body), -ID and -Delivery-ID. Dates in that representation
+come twice: `date_*` in the site's timezone and `date_*_gmt` in UTC, both without an offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import re
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.events import (
+    Customer,
+    CustomerUpserted,
+    CustomerUpsertedEvent,
+    LineItem,
+    OrderPlaced,
+    OrderPlacedEvent,
+    OrderRefunded,
+    OrderRefundedEvent,
+    Source,
+    StorefrontEvent,
+)
+
+ORDER_TOPICS = frozenset({"order.created", "order.updated"})
+CUSTOMER_TOPICS = frozenset({"customer.created", "customer.updated"})
+HANDLED_TOPICS = ORDER_TOPICS | CUSTOMER_TOPICS
+
+# The money has been taken (or, for on-hold, promised by an offline method such as a bank transfer): a
+# purchase. Anything else (pending, failed, draft, checkout-draft, trash, or a plugin's own status) is not one
+# yet; WooCommerce sends order.updated again when the status moves on.
+PAID_STATUSES = frozenset({"processing", "completed", "on-hold"})
+REFUNDED = "refunded"
+CANCELLED = "cancelled"
+
+# Found in WooCommerce's source (woocommerce/woocommerce, includes/class-wc-webhook.php, `deliver_ping`):
+# when a webhook is created or activated, WooCommerce POSTs the plain string `webhook_id=<id>` with only a
+# User-Agent of its own. None of the X-WC-Webhook-* headers is added to it (no Source, Topic, Signature or
+# Delivery-ID), so it cannot be authenticated and must be recognised by its body alone. The Content-Type is
+# left to WordPress's HTTP transport, which sends application/x-www-form-urlencoded (with `; charset=UTF-8`
+# from the fsockopen transport). Anything but a 200 makes WooCommerce refuse to activate the webhook.
+_PING_BODY = re.compile(rb"webhook_id=\d{1,20}")
+_FORM = "application/x-www-form-urlencoded"
+
+_CENT = Decimal("0.01")
+# Far above any real order, low enough that rounding to cents can never exceed decimal's precision.
+_MAX_AMOUNT = Decimal(10) ** 12
+_MAX_ID = 2**63 - 1
+
+
+def sign(secret: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def signature_is_valid(secret: str, body: bytes, presented: str | None) -> bool:
+    if not presented:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), presented.strip().encode())
+
+
+def is_ping(content_type: str | None, body: bytes) -> bool:
+    """True for the unsigned ping WooCommerce sends when a webhook is saved; it carries no event."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    # A proxy or a `woocommerce_webhook_http_args` filter may drop the Content-Type; a JSON body can never
+    # look like `webhook_id=1`, so the body alone is enough then.
+    if media_type not in ("", _FORM):
+        return False
+    return _PING_BODY.fullmatch(body.strip()) is not None
+
+
+def _as_utc(value: datetime) -> datetime:
+    # `*_gmt` fields are UTC without an offset; should a plugin ever send one, honour it.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. year 1 with a positive offset
+        raise ValueError("date is out of range") from exc
+
+
+def _cents(value: Decimal) -> Decimal:
+    # Line prices are total/quantity as a float (3.3333333333) and some stores keep 3 decimals; the
+    # canonical Money holds cents. copy_abs: "-0.00" passes ge=0 but should not reach consumers signed.
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP).copy_abs()
+
+
+GmtDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Amount = Annotated[Decimal, Field(ge=0, le=_MAX_AMOUNT, allow_inf_nan=False), AfterValidator(_cents)]
+WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
+
+
+class _Model(BaseModel):
+    # WooCommerce and its plugins add fields (meta_data, _links...); we read what we need and ignore the rest.
+    model_config = ConfigDict(extra="ignore")
+
+
+class WooAddress(_Model):
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    city: str | None = None
+    country: str | None = None
+
+
+class WooLineItem(_Model):
+    id: WooId
+    name: str | None = None
+    product_id: WooId = 0
+    variation_id: WooId = 0
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    sku: str | None = None
+    price: Amount | None = None
+    total: Amount | None = None
+
+
+class WooCouponLine(_Model):
+    code: str
+
+
+class WooOrder(_Model):
+    id: Annotated[int, Field(ge=1, le=_MAX_ID)]
+    status: str
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    date_created_gmt: GmtDatetime
+    date_modified_gmt: GmtDatetime | None = None
+    date_paid_gmt: GmtDatetime | None = None
+    date_completed_gmt: GmtDatetime | None = None
+    total: Amount
+    customer_id: WooId = 0
+    billing: WooAddress | None = None
+    shipping: WooAddress | None = None
+    line_items: list[WooLineItem] = []
+    coupon_lines: list[WooCouponLine] = []
+    # `refunds` is not read: see _order for why the total is the refunded amount.
+    cart_hash: str | None = None
+
+
+class WooCustomer(_Model):
+    id: Annotated[int, Field(ge=1, le=_MAX_ID)]
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    date_created_gmt: GmtDatetime | None = None
+    date_modified_gmt: GmtDatetime | None = None
+    billing: WooAddress | None = None
+    shipping: WooAddress | None = None
+
+
+def _text(*candidates: str | None) -> str | None:
+    # WooCommerce sends "" for every field nobody filled in; an empty string is not a fact about anyone.
+    for value in candidates:
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def _customer(
+    *,
+    customer_id: int,
+    email: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    billing: WooAddress | None,
+    shipping: WooAddress | None,
+    placed_order_id: str | None = None,
+) -> Customer:
+    # Billing is what the buyer typed about themselves; shipping may be a gift's recipient, so it only fills
+    # what billing leaves empty.
+    bill = billing or WooAddress()
+    ship = shipping or WooAddress()
+    return Customer(
+        store_customer_id=str(customer_id) if customer_id > 0 else None,
+        email=_text(email, bill.email),
+        placed_order_id=placed_order_id,
+        first_name=_text(first_name, bill.first_name, ship.first_name),
+        last_name=_text(last_name, bill.last_name, ship.last_name),
+        phone=_text(bill.phone, ship.phone),
+        city=_text(bill.city, ship.city),
+        country=_text(bill.country, ship.country),
+        # WooCommerce core records no marketing consent; None leaves what another source said untouched.
+        accepts_marketing=None,
+    )
+
+
+def _order_customer(order: WooOrder, *, placed_order_id: str | None = None) -> Customer:
+    return _customer(
+        customer_id=order.customer_id,
+        email=None,
+        first_name=None,
+        last_name=None,
+        billing=order.billing,
+        shipping=order.shipping,
+        placed_order_id=placed_order_id,
+    )
+
+
+def _line_item(item: WooLineItem) -> LineItem:
+    if item.product_id > 0:
+        product_id = str(item.product_id)
+    elif item.variation_id > 0:
+        product_id = str(item.variation_id)
+    else:
+        # The product was deleted since (WooCommerce then reports 0); the line item id keeps it distinct.
+        product_id = f"line:{item.id}"
+    if item.price is not None:
+        price = item.price
+    elif item.total is not None:
+        price = _cents(item.total / item.quantity)
+    else:
+        price = Decimal("0")
+    return LineItem(
+        product_id=product_id,
+        variant_id=str(item.variation_id) if item.variation_id > 0 else None,
+        sku=_text(item.sku),
+        # The REST API returns product names HTML-escaped ("Hoodie &ndash; Blue").
+        title=html.unescape(title) if (title := _text(item.name)) else None,
+        quantity=item.quantity,
+        price=price,
+    )
+
+
+def to_canonical(
+    topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
+) -> StorefrontEvent | None:
+    """Translate one webhook; None for a topic (or an order status) we acknowledge but do not use.
+
+    Raises pydantic.ValidationError naming the field when the payload is not what the topic promises.
+    """
+    common: dict[str, Any] = {
+        "event_id": event_id,
+        "store_id": store_id,
+        "received_at": received_at,
+        "source": Source.WOOCOMMERCE,
+    }
+    if topic in ORDER_TOPICS:
+        return _order(WooOrder.model_validate(payload), common)
+    if topic in CUSTOMER_TOPICS:
+        customer = WooCustomer.model_validate(payload)
+        return CustomerUpsertedEvent(
+            **common,
+            customer=_customer(
+                customer_id=customer.id,
+                email=customer.email,
+                first_name=customer.first_name,
+                last_name=customer.last_name,
+                billing=customer.billing,
+                shipping=customer.shipping,
+            ),
+            occurred_at=customer.date_modified_gmt or customer.date_created_gmt or received_at,
+            payload=CustomerUpserted(created_at=customer.date_created_gmt),
+        )
+    return None
+
+
+def _order(order: WooOrder, common: dict[str, Any]) -> StorefrontEvent | None:
+    # The status decides, whichever of order.created / order.updated carried it: most payment gateways create
+    # the order as `pending` and only a later order.updated says `processing`.
+    status = order.status.removeprefix("wc-")
+    if status in PAID_STATUSES:
+        # Placed when the buyer checked out, not when the order was last touched: a note added to a year-old
+        # order must not look like a fresh purchase (or trigger a post-purchase flow). The segmenter counts an
+        # order id once, so later updates of the same order change nothing.
+        return OrderPlacedEvent(
+            **common,
+            customer=_order_customer(order),
+            occurred_at=order.date_created_gmt,
+            payload=OrderPlaced(
+                order_id=str(order.id),
+                total=order.total,
+                currency=order.currency,
+                line_items=tuple(_line_item(i) for i in order.line_items),
+                cart_id=_text(order.cart_hash),
+                discount_codes=tuple(code for c in order.coupon_lines if (code := _text(c.code))),
+            ),
+        )
+    if status in (REFUNDED, CANCELLED):
+        # WooCommerce moves an order to `refunded` only once it is refunded in full (a partial refund leaves
+        # the status alone), so the order total is the amount. `cancelled` also ends unpaid orders whose hold
+        # timed out; the segmenter ignores a refund of an order id it never counted. placed_order_id lets
+        # it find the customer of a guest order that has no email.
+        return OrderRefundedEvent(
+            **common,
+            customer=_order_customer(order, placed_order_id=str(order.id)),
+            occurred_at=order.date_modified_gmt or order.date_created_gmt,
+            payload=OrderRefunded(
+                order_id=str(order.id),
+                amount=order.total,
+                currency=order.currency,
+                cancelled=status == CANCELLED,
+            ),
+        )
+    return None

@@ -1,0 +1,217 @@
+"""Segment's HTTP Tracking API contract: auth, gzip, limits, all-or-nothing batches, rate limit."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.ingest.api import create_app
+from services.ingest.producer import PublishUnavailable
+from services.ingest.settings import IngestSettings
+from shared.events import StorefrontEvent
+from shared.settings import REPO_ROOT
+from tests.payloads import source_example
+
+NOW = datetime(2026, 11, 21, 10, 0, 20, tzinfo=UTC)
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"demo-write-key:").decode()}
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[StorefrontEvent] = []
+
+    async def connect_forever(self) -> None:
+        return None
+
+    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
+        if any(e.customer.store_customer_id == "kafka-down" for e in events):
+            raise PublishUnavailable("down")
+        self.published.extend(events)
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def _client(publisher: FakePublisher, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml", **overrides)
+    app = create_app(settings, publisher=publisher, clock=lambda: NOW)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in _client(publisher):
+        yield http
+
+
+def _identify() -> dict[str, Any]:
+    payload = source_example("segment", "identify__signup")
+    payload.pop("writeKey", None)
+    return payload
+
+
+def _track() -> dict[str, Any]:
+    payload = source_example("segment", "track__order_completed")
+    payload.pop("writeKey", None)
+    return payload
+
+
+async def test_identify_with_basic_auth(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post("/v1/identify", json=_identify(), headers=BASIC)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True}
+    assert [e.type for e in publisher.published] == ["customer_upserted", "identity_linked"]
+    assert publisher.published[0].event_id == "segment:" + _identify()["messageId"]
+
+
+async def test_write_key_in_the_body(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post("/v1/track", json={**_track(), "writeKey": "demo-write-key"})
+    assert response.status_code == 200, response.text
+    assert [e.type for e in publisher.published] == ["order_placed"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()}, {"Authorization": "Basic !!"}],
+)
+async def test_no_or_unknown_write_key_is_401(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    response = await client.post("/v1/track", json=_track(), headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unknown_write_key"
+
+
+async def test_gzip_bodies_are_accepted(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    body = gzip.compress(json.dumps(_track()).encode())
+    headers = {**BASIC, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    response = await client.post("/v1/track", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(publisher.published) == 1
+
+
+async def test_a_gzip_bomb_is_refused_without_inflating_it(client: httpx.AsyncClient) -> None:
+    bomb = gzip.compress(b'{"pad": "' + b"0" * 5_000_000 + b'"}')
+    assert len(bomb) < 32 * 1024
+    headers = {**BASIC, "Content-Encoding": "gzip"}
+    response = await client.post("/v1/track", content=bomb, headers=headers)
+    assert response.status_code == 413
+
+
+async def test_broken_gzip_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/track", content=b"not gzip", headers={**BASIC, "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_encoding"
+
+
+async def test_event_over_32_kb_is_413_naming_the_limit(client: httpx.AsyncClient) -> None:
+    payload = {**_track(), "properties": {"pad": "x" * 40_000}}
+    response = await client.post("/v1/track", json=payload, headers=BASIC)
+    assert response.status_code == 413
+    assert "32768" in response.json()["detail"]
+
+
+async def test_invalid_field_is_422_naming_it(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    payload = _track()
+    del payload["messageId"]
+    response = await client.post("/v1/track", json=payload, headers=BASIC)
+    assert response.status_code == 422
+    assert "messageId" in [e["field"] for e in response.json()["errors"]]
+    assert publisher.published == []
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/track", content=b'{"type": "track",', headers=BASIC)
+    assert response.status_code == 400
+
+
+async def test_a_timestamp_more_than_a_day_ahead_is_refused(client: httpx.AsyncClient) -> None:
+    payload = {**_track(), "timestamp": (NOW + timedelta(days=2)).isoformat()}
+    response = await client.post("/v1/track", json=payload, headers=BASIC)
+    assert response.status_code == 422
+    assert any(e["field"].endswith("timestamp") for e in response.json()["errors"])
+
+
+def _batch(n: int) -> dict[str, Any]:
+    track = _track()
+    return {"batch": [{**track, "messageId": f"m-{i}"} for i in range(n)]}
+
+
+async def test_batch_is_published_whole(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post(
+        "/v1/batch", json=source_example("segment", "batch__server_session"), headers=BASIC
+    )
+    assert response.status_code == 200, response.text
+    assert len(publisher.published) >= 3
+
+
+async def test_a_batch_with_bad_events_is_rejected_whole_listing_each(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    payload = _batch(5)
+    del payload["batch"][1]["messageId"]
+    payload["batch"][3]["userId"] = None
+    payload["batch"][3].pop("anonymousId", None)
+    response = await client.post("/v1/batch", json=payload, headers=BASIC)
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert any(f.startswith("batch[1]") for f in fields)
+    assert any(f.startswith("batch[3]") for f in fields)
+    assert publisher.published == []
+
+
+async def test_batch_over_2500_events_is_413(publisher: FakePublisher) -> None:
+    async for client in _client(publisher, segment_max_batch_bytes=5_000_000):
+        response = await client.post("/v1/batch", json=_batch(2501), headers=BASIC)
+        assert response.status_code == 413
+        assert "2500" in response.json()["detail"]
+
+
+async def test_batch_over_500_kb_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/batch", json=_batch(400), headers=BASIC)
+    assert len(json.dumps(_batch(400))) > 500 * 1024
+    assert response.status_code == 413
+
+
+async def test_over_the_rate_is_429_with_retry_after(publisher: FakePublisher) -> None:
+    async for client in _client(publisher, ingest_rate_limit_per_second=1, ingest_rate_limit_burst=3):
+        responses = [await client.post("/v1/batch", json=_batch(2), headers=BASIC) for _ in range(3)]
+        assert [r.status_code for r in responses] == [200, 429, 429]
+        assert int(responses[-1].headers["Retry-After"]) >= 1
+        # One token is left: a single event still fits.
+        assert (await client.post("/v1/track", json=_track(), headers=BASIC)).status_code == 200
+
+
+async def test_kafka_down_is_503(client: httpx.AsyncClient) -> None:
+    payload = {**_track(), "userId": "kafka-down"}
+    response = await client.post("/v1/track", json=payload, headers=BASIC)
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+
+
+async def test_openapi_documents_the_segment_bodies_and_survey_properties(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/v1/identify", "/v1/track", "/v1/page", "/v1/alias", "/v1/batch"):
+        ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.split("/")[-1] in spec["components"]["schemas"]
+    text = json.dumps(spec)
+    for name in ("survey_id", "statement_id", "csat", "ces", "nps"):
+        assert name in text
