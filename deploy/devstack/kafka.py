@@ -199,7 +199,15 @@ def start_kafka(
     java = ["java", *JVM_OPTIONS, f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}", "-cp", classpath]
     if not (run_dir / "data" / "meta.properties").is_file():
         run_checked(
-            [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(run_dir), "-c", str(properties)],
+            # `--cluster-id=ID`, not `-t ID`: a base64 id may start with '-', which argparse reads as an option.
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={_cluster_id(run_dir)}",
+                "-c",
+                str(properties),
+            ],
             what="formatting the Kafka log directory",
             env=_java_env(),
             timeout=120,

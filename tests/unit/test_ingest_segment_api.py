@@ -45,9 +45,10 @@ class FakePublisher:
 async def _client(publisher: FakePublisher, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     settings = IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml", **overrides)
     app = create_app(settings, publisher=publisher, clock=lambda: NOW)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://ingest"
-    ) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as http,
+    ):
         yield http
 
 

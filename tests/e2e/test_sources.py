@@ -1,0 +1,206 @@
+"""WooCommerce and Segment (through Segment's own Python library) reach the funnel; one delivery sent twice
+has one effect; and no personal data reaches the services' logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from segment.analytics.client import Client as SegmentClient
+
+from services.ingest.sources import woocommerce
+from shared.events import decode_event
+from shared.kafka import STOREFRONT_EVENTS
+from tests.e2e.conftest import RunningServices
+from tests.fixtures.stack import SmtpServer
+from tests.payloads import source_example
+
+pytestmark = pytest.mark.e2e
+
+API = {"Authorization": "Bearer demo-api-key"}
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _profile(client: httpx.AsyncClient, services: RunningServices, customer_id: str) -> dict[str, Any]:
+    response = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
+    return response.json() if response.status_code == 200 else {}
+
+
+def _woo_order(customer_number: int, email: str) -> bytes:
+    order = source_example("woocommerce", "order.created__processing")
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0).isoformat()
+    order.update(
+        id=customer_number * 10, customer_id=customer_number, date_created_gmt=now, date_modified_gmt=now
+    )
+    order["billing"].update(email=email, first_name="Camille", city="Lyon")
+    return json.dumps(order).encode()
+
+
+def _woo_headers(body: bytes, delivery: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Source": "https://demo-woo.example.com/",
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Resource": "order",
+        "X-WC-Webhook-Event": "created",
+        "X-WC-Webhook-Signature": woocommerce.sign("demo-woo-secret", body),
+        "X-WC-Webhook-ID": "7",
+        "X-WC-Webhook-Delivery-ID": delivery,
+    }
+
+
+async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    number = uuid.uuid4().int % 10**9
+    email = f"camille.{number}@example.com"
+    body = _woo_order(number, email)
+    headers = _woo_headers(body, delivery=uuid.uuid4().hex)
+    async with httpx.AsyncClient(timeout=10) as client:
+        ping = await client.post(
+            f"{services.ingest}/webhooks/woocommerce",
+            content=b"webhook_id=7",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert ping.status_code == 200
+        for _ in range(2):
+            response = await client.post(
+                f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
+            )
+            assert response.status_code == 200, response.text
+
+        async def first_time() -> bool:
+            return (await _profile(client, services, str(number))).get("stage") == "first_time"
+
+        await _eventually(first_time, 10, "the WooCommerce customer reached first_time")
+        await smtp_server.wait_for_async(1)
+
+        async def emailed() -> bool:
+            return any(m["To"] == email for m in smtp_server.messages)
+
+        await _eventually(emailed, 10, "the welcome email for the WooCommerce customer")
+        await asyncio.sleep(1.0)
+        profile = await _profile(client, services, str(number))
+    assert profile["orders_count"] == 1
+    assert [m["Subject"] for m in smtp_server.messages if m["To"] == email] == [
+        "Thank you for your order, Camille!"
+    ]
+
+
+async def _events_for(kafka_bootstrap: str, user_id: str, count: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        STOREFRONT_EVENTS, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        assert record.value is not None
+                        event = decode_event(record.value)
+                        if event.customer.store_customer_id == user_id:
+                            found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_the_official_segment_library_reaches_kafka_unchanged(
+    services: RunningServices, kafka_bootstrap: str
+) -> None:
+    user_id = f"seg-{uuid.uuid4().hex[:10]}"
+    errors: list[Any] = []
+    client = SegmentClient(
+        "demo-write-key",
+        host=services.ingest,
+        sync_mode=True,
+        gzip=True,
+        on_error=lambda e, b: errors.append(e),
+    )
+
+    def send() -> None:
+        client.identify(
+            user_id, {"email": f"{user_id}@Example.com", "firstName": "Ana"}, anonymous_id="anon-1"
+        )
+        client.track(
+            user_id,
+            "Order Completed",
+            {
+                "order_id": f"{user_id}-o1",
+                "total": 39.9,
+                "currency": "EUR",
+                "products": [{"product_id": "p1", "price": 39.9}],
+            },
+        )
+        client.track(user_id, "Newsletter Signed Up", {"list": "weekly"})
+        client.flush()
+
+    await asyncio.to_thread(send)
+    assert errors == []
+    events = await _events_for(kafka_bootstrap, user_id, 4)
+    assert sorted(e.type for e in events) == [
+        "custom",
+        "customer_upserted",
+        "identity_linked",
+        "order_placed",
+    ]
+    upserted = next(e for e in events if e.type == "customer_upserted")
+    assert upserted.customer.email == f"{user_id}@example.com"
+    order = next(e for e in events if e.type == "order_placed")
+    assert str(order.payload.total) == "39.90"
+    assert all(e.event_id.startswith("segment:") for e in events)
+
+
+async def test_the_same_segment_message_twice_has_one_effect(services: RunningServices) -> None:
+    user_id = f"seg-{uuid.uuid4().hex[:10]}"
+    message = {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": user_id,
+        "event": "Order Completed",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "properties": {"order_id": f"{user_id}-o1", "total": "20.00", "currency": "USD"},
+        "writeKey": "demo-write-key",
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(2):
+            assert (await client.post(f"{services.ingest}/v1/track", json=message)).status_code == 200
+        second = {
+            **message,
+            "messageId": str(uuid.uuid4()),
+            "properties": {**message["properties"], "order_id": "x"},
+        }
+        assert (await client.post(f"{services.ingest}/v1/track", json=second)).status_code == 200
+
+        async def repeat() -> bool:
+            return (await _profile(client, services, user_id)).get("orders_count") == 2
+
+        # The third (a different order) is processed after the duplicate: once it counts, the duplicate has too.
+        await _eventually(repeat, 10, "both distinct orders were counted")
+        assert (await _profile(client, services, user_id))["stage"] == "repeat"
+
+
+def test_no_personal_data_in_the_logs(services: RunningServices, smtp_server: SmtpServer) -> None:
+    emails = {m["To"] for m in smtp_server.messages}
+    assert emails, "runs after tests that sent emails"
+    for name, path in services.logs.items():
+        text = path.read_text()
+        for email in emails:
+            assert email not in text, f"{name} logged an email address"
+        for personal in ("Camille", "María", "Valencia", "Durand"):
+            assert personal not in text, f"{name} logged {personal!r}"
