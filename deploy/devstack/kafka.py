@@ -199,7 +199,7 @@ def start_kafka(
     java = ["java", *JVM_OPTIONS, f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}", "-cp", classpath]
     if not (run_dir / "data" / "meta.properties").is_file():
         run_checked(
-            # `--cluster-id=ID`, not `-t ID`: a base64 id may start with '-', which argparse reads as an option.
+            # `--cluster-id=ID`, not `-t ID`: a base64 id may start with '-', taken for an option.
             [
                 *java,
                 "kafka.tools.StorageTool",

@@ -168,7 +168,7 @@ async def test_the_official_segment_library_reaches_kafka_unchanged(
 
 async def test_the_same_segment_message_twice_has_one_effect(services: RunningServices) -> None:
     user_id = f"seg-{uuid.uuid4().hex[:10]}"
-    message = {
+    message: dict[str, Any] = {
         "type": "track",
         "messageId": str(uuid.uuid4()),
         "userId": user_id,
@@ -190,7 +190,7 @@ async def test_the_same_segment_message_twice_has_one_effect(services: RunningSe
         async def repeat() -> bool:
             return (await _profile(client, services, user_id)).get("orders_count") == 2
 
-        # The third (a different order) is processed after the duplicate: once it counts, the duplicate has too.
+        # The different order is processed after the duplicate: once it counts, so has the duplicate.
         await _eventually(repeat, 10, "both distinct orders were counted")
         assert (await _profile(client, services, user_id))["stage"] == "repeat"
 
