@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.ingest.sources import shopify
@@ -20,7 +24,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
-from tests.payloads import source_example
+from tests.payloads import source_example, source_examples
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 
@@ -189,3 +193,41 @@ def test_privacy_webhooks() -> None:
     assert isinstance(shop, CustomerErasedEvent)
     assert (shop.customer.store_customer_id, shop.payload.scope) == (SHOP_WIDE, "shop")
     assert _map("customers/data_request", "customers.data_request__request") is None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+EXAMPLES = {topic: path for topic, path in source_examples("shopify")}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), topic=st.sampled_from(sorted(EXAMPLES)))
+def test_a_real_payload_with_any_field_replaced_maps_or_names_the_field(
+    data: st.DataObject, topic: str
+) -> None:
+    # Replacing one field (top level or nested) of a real payload reaches every branch of the mapping; the
+    # only acceptable failure is a ValidationError, which the API turns into a 422 naming the field.
+    payload = json.loads(EXAMPLES[topic].read_text())
+    target: dict[str, Any] = payload
+    for nested in ("customer", "line_items", "transactions"):
+        child = payload.get(nested)
+        if isinstance(child, list) and child and isinstance(child[0], dict):
+            child = child[0]
+        if isinstance(child, dict) and data.draw(st.booleans()):
+            target = child
+            break
+    target[data.draw(st.sampled_from(sorted(target)))] = data.draw(JSON)
+    with contextlib.suppress(ValidationError):
+        shopify.to_canonical(topic, payload, store_id="demo", event_id="e", received_at=NOW)
+
+
+@settings(max_examples=200, deadline=None)
+@given(topic=st.sampled_from(sorted(shopify.HANDLED_TOPICS)), payload=JSON)
+def test_arbitrary_json_maps_or_raises_validation_error(topic: str, payload: Any) -> None:
+    with contextlib.suppress(ValidationError):
+        shopify.to_canonical(topic, payload, store_id="demo", event_id="e", received_at=NOW)
