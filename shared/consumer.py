@@ -14,10 +14,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, start_forever
 from shared.logging import get_logger
-from shared.transient import is_transient
+from shared.transient import is_bad_data, is_transient
 from shared.workers import sleep_backoff
 
 log = get_logger(__name__)
@@ -103,30 +104,53 @@ class ConsumerPipeline(Generic[T]):
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         with BATCH_SECONDS.labels(self._name).time():
-            valid: list[T] = []
+            valid: list[tuple[ConsumerRecord[bytes, bytes], T]] = []
             invalid: list[Invalid] = []
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
                 for record in batches[tp]:
                     try:
                         if record.value is None:
                             raise ValueError("message has no value")
-                        valid.append(self._decode(record.value))
+                        valid.append((record, self._decode(record.value)))
                         self._consecutive_invalid = 0
                     except (ValidationError, ValueError) as exc:
-                        invalid.append(Invalid(record, _reason(exc)))
-                        self._consecutive_invalid += 1
-                        if self._consecutive_invalid > self._dlq_limit.max_consecutive_invalid:
-                            raise DlqLimitExceeded(
-                                f"{self._consecutive_invalid} invalid messages in a row on {tp}; "
-                                f"last: {_reason(exc)}"
-                            ) from exc
+                        self._poisoned(invalid, Invalid(record, _reason(exc)), exc)
             if valid:
-                await self._handle_with_retry(valid)
+                try:
+                    await self._handle_with_retry([value for _, value in valid])
+                except Exception as exc:
+                    if not is_bad_data(exc):
+                        raise
+                    await self._isolate(valid, invalid)
             if invalid:
                 await self._dead_letter(invalid)
             await self._commit(consumer, batches)
-        CONSUMED.labels(self._name, "processed").inc(len(valid))
+        CONSUMED.labels(self._name, "processed").inc(sum(len(r) for r in batches.values()) - len(invalid))
         CONSUMED.labels(self._name, "dead_lettered").inc(len(invalid))
+
+    def _poisoned(self, invalid: list[Invalid], item: Invalid, exc: BaseException) -> None:
+        invalid.append(item)
+        self._consecutive_invalid += 1
+        if self._consecutive_invalid > self._dlq_limit.max_consecutive_invalid:
+            raise DlqLimitExceeded(
+                f"{self._consecutive_invalid} invalid messages in a row on "
+                f"{item.record.topic}/{item.record.partition}; last: {item.reason}"
+            ) from exc
+
+    async def _isolate(
+        self, valid: list[tuple[ConsumerRecord[bytes, bytes], T]], invalid: list[Invalid]
+    ) -> None:
+        """The database refused the batch's data: handle its messages one by one, so only the message(s)
+        it refuses go to the dead-letter topic and the rest of the batch still counts."""
+        log.warning("batch_refused_isolating", consumer=self._name, messages=len(valid))
+        for record, value in valid:
+            try:
+                await self._handle_with_retry([value])
+                self._consecutive_invalid = 0
+            except Exception as exc:
+                if not is_bad_data(exc):
+                    raise
+                self._poisoned(invalid, Invalid(record, f"refused by the database: {_reason(exc)}"), exc)
 
     async def _handle_with_retry(self, valid: list[T]) -> None:
         attempt = 0
@@ -193,6 +217,10 @@ class ConsumerPipeline(Generic[T]):
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError):
+        # The driver's message only: SQLAlchemy's own text carries the statement's parameters (personal data).
+        message = str(exc.orig).splitlines()[0] if str(exc.orig) else ""
+        return f"{type(exc.orig).__name__}: {message[:300]}"
     if isinstance(exc, ValidationError):
         errors = exc.errors()
         if not errors:

@@ -40,6 +40,24 @@ class Source(StrEnum):
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; refusing it at the edge keeps it from poisoning a consumer.
+        if _has_nul(value):
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
 
 class Customer(_Model):
     """Who the event is about, as far as the source knows. At least one identifier is required."""

@@ -27,7 +27,16 @@ class Health(StrEnum):
 
 
 class SurveyLevel(StrEnum):
+    """How far up the loyalty scales a customer's survey answers go: affective < conative < action."""
+
     NONE = "none"
     AFFECTIVE = "affective"
     CONATIVE = "conative"
     ACTION = "action"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_ORDER.index(self)
+
+
+_LEVEL_ORDER = list(SurveyLevel)

@@ -7,12 +7,13 @@ reads the segmenter's tables.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.funnel import Health, LoyaltyStage
+from shared.funnel import Health, LoyaltyStage, SurveyLevel
 
 SCHEMA_VERSION: Literal[1] = 1
 _NAMESPACE = uuid.UUID("6f1f7d2e-4a43-4b8e-9a55-0c7b3f1d2a10")
@@ -39,12 +40,62 @@ class ProfileSnapshot(_Model):
     currency: str | None = None
     first_order_at: AwareDatetime | None = None
     last_order_at: AwareDatetime | None = None
+    survey_level: SurveyLevel = SurveyLevel.NONE
+    birthday: date | None = None
+    average_order_value: Decimal | None = None
+    median_days_between_orders: float | None = None
+    favourite_categories: tuple[str, ...] = ()
+    last_products: tuple[ProductRef, ...] = ()
+
+
+class ProductRef(_Model):
+    product_id: str
+    title: str | None = None
+    category: str | None = None
 
 
 class StageChanged(_Model):
     from_stage: LoyaltyStage
     to_stage: LoyaltyStage
     reason: str
+
+
+class HealthChanged(_Model):
+    from_health: Health
+    to_health: Health
+    reason: str
+
+
+class CartItem(_Model):
+    product_id: str
+    title: str | None = None
+    category: str | None = None
+    quantity: int = 1
+    price: Decimal = Decimal("0")
+
+
+class CartAbandoned(_Model):
+    cart_id: str
+    items: tuple[CartItem, ...] = ()
+    total: Decimal = Decimal("0")
+    currency: str | None = None
+    recovery_url: str | None = None
+    last_activity_at: AwareDatetime
+    source: Literal["timer", "storefront"]
+
+
+class SurveyScored(_Model):
+    survey_id: str
+    level: SurveyLevel
+    agreed: dict[str, int] = Field(default_factory=dict, description="statements agreed with, per scale")
+    csat: int | None = None
+    ces: int | None = None
+    nps: int | None = None
+
+
+class BirthdayDue(_Model):
+    birthday: date
+    days_before: int
 
 
 class _Envelope(_Model):
@@ -66,11 +117,41 @@ class StageChangedEvent(_Envelope):
     payload: StageChanged
 
 
+class HealthChangedEvent(_Envelope):
+    type: Literal["health_changed"] = "health_changed"
+    payload: HealthChanged
+
+
+class CartAbandonedEvent(_Envelope):
+    type: Literal["cart_abandoned"] = "cart_abandoned"
+    payload: CartAbandoned
+
+
+class SurveyScoredEvent(_Envelope):
+    type: Literal["survey_scored"] = "survey_scored"
+    payload: SurveyScored
+
+
+class BirthdayDueEvent(_Envelope):
+    type: Literal["birthday_due"] = "birthday_due"
+    payload: BirthdayDue
+
+
 class CustomerErasedFunnelEvent(_Envelope):
+    """Personal data of this customer (or, with customer_id SHOP_WIDE, of the whole store) must go."""
+
     type: Literal["customer_erased"] = "customer_erased"
 
 
-FunnelEvent = Annotated[StageChangedEvent | CustomerErasedFunnelEvent, Field(discriminator="type")]
+FunnelEvent = Annotated[
+    StageChangedEvent
+    | HealthChangedEvent
+    | CartAbandonedEvent
+    | SurveyScoredEvent
+    | BirthdayDueEvent
+    | CustomerErasedFunnelEvent,
+    Field(discriminator="type"),
+]
 
 _ADAPTER: TypeAdapter[FunnelEvent] = TypeAdapter(FunnelEvent)
 

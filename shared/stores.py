@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from shared.funnel_rules import FunnelRules
 
 StoreId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
@@ -50,12 +51,6 @@ class EmailConfig(_Model):
     from_name: str = "Our store"
 
 
-class TimerConfig(_Model):
-    """Production defaults; the development registry shortens them so a demo shows every flow in a minute."""
-
-    cart_abandonment: timedelta = timedelta(hours=1)
-
-
 class StoreConfig(_Model):
     store_id: StoreId
     name: str
@@ -66,7 +61,9 @@ class StoreConfig(_Model):
     woocommerce: WooCommerceConfig | None = None
     segment: SegmentConfig | None = None
     email: EmailConfig = EmailConfig()
-    timers: TimerConfig = TimerConfig()
+    # Production defaults live in FunnelRules; the development registry shortens the timers so a demo
+    # shows every flow within a minute.
+    funnel: FunnelRules = FunnelRules()
 
     def accepts_api_key(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.api_key.get_secret_value().encode())

@@ -112,7 +112,9 @@ async def test_signed_order_sends_exactly_one_personalised_email(
         assert profile.status_code == 200
         assert profile.json()["stage"] == "first_time"
         assert profile.json()["orders_count"] == 1
-        assert [t["to_stage"] for t in profile.json()["transitions"]] == ["first_time"]
+        assert [(t["dimension"], t["to_value"]) for t in profile.json()["transitions"]] == [
+            ("stage", "first_time")
+        ]
 
         notes = await client.get(
             f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications", headers=API

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints.processor import FunnelProcessor
@@ -16,6 +17,8 @@ from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
 from shared.settings import KafkaSettings
+from shared.stores import StoreRegistry
+from tests.kafka_helpers import committed
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +85,7 @@ async def test_poison_goes_to_the_dlq_with_its_origin_and_good_events_still_coun
             handled.append(len(events))
             await super().__call__(events)
 
-    pipeline = _pipeline(kafka_bootstrap, topic, producer, Counting(engine))
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, Counting(engine, StoreRegistry([])))
     task = asyncio.create_task(pipeline.run_forever())
     try:
         dead = await _read_all(kafka_bootstrap, dlq_topic(topic), 2)
@@ -104,6 +107,58 @@ async def test_a_flood_of_poison_stops_the_consumer_instead_of_dead_lettering_it
     topic = await _topics(kafka_bootstrap)
     for n in range(5):
         await producer.send_and_wait(topic, f"garbage {n}".encode(), key=b"k")
-    pipeline = _pipeline(kafka_bootstrap, topic, producer, FunnelProcessor(engine), limit=3)
+    pipeline = _pipeline(
+        kafka_bootstrap, topic, producer, FunnelProcessor(engine, StoreRegistry([])), limit=3
+    )
     with pytest.raises(DlqLimitExceeded):
         await asyncio.wait_for(pipeline.run_forever(), 30)
+
+
+class RefusesPoison(FunnelProcessor):
+    """The real processor, plus a real database refusal (SQLSTATE 22012) for one message."""
+
+    async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
+        if any("poison" in e.event_id for e in events):
+            async with self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1 / 0"))
+        await super().__call__(events)
+
+
+async def test_a_message_the_database_refuses_is_isolated_and_dead_lettered_alone(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    topic = await _topics(kafka_bootstrap)
+    [good_path] = [p for p in example_files("storefront-events") if p.stem == "order_placed"]
+    template = decode_event(good_path.read_bytes())
+    events = [
+        template.model_copy(update={"store_id": store_id, "event_id": f"{store_id}-{n}"})
+        for n in ("a", "poison", "b")
+    ]
+    for event in events:
+        await producer.send_and_wait(
+            topic, event.model_dump_json().encode(), key=event.partition_key.encode()
+        )
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, RefusesPoison(engine, StoreRegistry([])))
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        [(value, headers)] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
+
+        async def committed_all() -> int:
+            return await committed(kafka_bootstrap, topic, "g")
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while await committed_all() < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 20)
+    assert value is not None
+    assert decode_event(value).event_id == f"{store_id}-poison"
+    assert b"refused by the database" in headers[DLQ_REASON]
+    async with engine.connect() as conn:
+        processed = await conn.execute(
+            text("SELECT event_id FROM segmenter.processed_events WHERE store_id = :s ORDER BY event_id"),
+            {"s": store_id},
+        )
+        assert list(processed.scalars()) == [f"{store_id}-a", f"{store_id}-b"]

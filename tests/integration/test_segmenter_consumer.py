@@ -19,6 +19,7 @@ from shared.consumer import ConsumerPipeline
 from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
+from shared.stores import StoreRegistry
 from tests.kafka_helpers import committed
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def _order(store_id: str, customer: str, n: int) -> OrderPlacedEvent:
             "occurred_at": T0 + timedelta(days=n),
             "received_at": T0 + timedelta(days=n),
             "source": "api",
-            "payload": {"order_id": f"o{n}", "total": "10.00", "currency": "EUR"},
+            "payload": {"order_id": f"{customer}-o{n}", "total": "10.00", "currency": "EUR"},
         }
     )
 
@@ -124,7 +125,7 @@ async def test_a_redelivered_batch_changes_nothing(
     await _send(
         producer, topic, [_order(store_id, "c1", 1), _order(store_id, "c1", 2), _order(store_id, "c2", 1)]
     )
-    processor = FunnelProcessor(engine)
+    processor = FunnelProcessor(engine, StoreRegistry([]))
 
     async def all_processed() -> bool:
         processed: int = (await _state(engine, store_id))["processed"]
@@ -155,7 +156,7 @@ async def test_offsets_are_committed_only_after_the_database_commit(
 ) -> None:
     topic = await _topic(kafka_bootstrap)
     await _send(producer, topic, [_order(store_id, "c1", 1), _order(store_id, "c2", 1)])
-    processor = FunnelProcessor(engine)
+    processor = FunnelProcessor(engine, StoreRegistry([]))
 
     async def crash_after_commit(events: Sequence[StorefrontEvent]) -> None:
         await processor(events)  # the transaction commits here...

@@ -1,123 +1,378 @@
+"""The funnel's rules as pure functions of (profile, event, rules), with the clock passed in."""
+
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.segmenter.domain.funnel import decide
+from services.segmenter.domain.funnel import (
+    BIRTHDAY_TIMER,
+    HEALTH_TIMER,
+    Decision,
+    decide,
+    decide_timer,
+    identifiers_of,
+    merge,
+    next_birthday_reminder,
+)
+from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
-from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event
+from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
-from shared.funnel import LoyaltyStage
-from shared.funnel_events import StageChangedEvent
+from shared.funnel import Health, LoyaltyStage, SurveyLevel
+from shared.funnel_rules import FunnelRules
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+RULES = FunnelRules()
+_seq = iter(range(10**9))
 
 
-def order(event_id: str, order_id: str, *, at: datetime = T0, total: str = "50.00") -> OrderPlacedEvent:
-    return OrderPlacedEvent.model_validate(
-        {
-            "event_id": event_id,
-            "store_id": "demo",
-            "customer": {
-                "store_customer_id": "c1",
-                "email": "Ann@Example.com",
-                "first_name": "Ann",
-                "city": "Lyon",
-            },
-            "occurred_at": at,
-            "received_at": at,
-            "source": "shopify",
-            "payload": {"order_id": order_id, "total": total, "currency": "EUR"},
-        }
+def ev(
+    kind: str, payload: dict[str, Any] | None = None, *, at: datetime = T0, **customer: Any
+) -> StorefrontEvent:
+    """A canonical event with a unique id; the customer defaults to store customer id c1."""
+    who = customer or {"store_customer_id": "c1"}
+    body = {
+        "event_id": f"e{next(_seq)}",
+        "type": kind,
+        "store_id": "demo",
+        "customer": who,
+        "occurred_at": at.isoformat(),
+        "received_at": at.isoformat(),
+        "source": "api",
+    }
+    if payload is not None:
+        body["payload"] = payload
+    return decode_event(json.dumps(body))
+
+
+def order(
+    order_id: str, *, at: datetime = T0, total: str = "50.00", products: tuple[str, ...] = ("p1",), **who: Any
+) -> StorefrontEvent:
+    items = [
+        {"product_id": p, "title": p.upper(), "category": "tea" if p != "p9" else "mugs", "price": "10"}
+        for p in products
+    ]
+    return ev(
+        "order_placed",
+        {"order_id": order_id, "total": total, "currency": "EUR", "line_items": items},
+        at=at,
+        **who,
     )
 
 
-def test_first_order_makes_a_prospect_first_time() -> None:
-    decision = decide(None, order("e1", "o1"))
-    assert decision.profile.stage == LoyaltyStage.FIRST_TIME
-    assert decision.profile.orders_count == 1
-    assert decision.profile.email == "ann@example.com"
-    [transition] = decision.transitions
-    assert (transition.from_stage, transition.to_stage) == (LoyaltyStage.PROSPECT, LoyaltyStage.FIRST_TIME)
-    [event] = decision.funnel_events
-    assert isinstance(event, StageChangedEvent)
-    assert event.payload.to_stage == LoyaltyStage.FIRST_TIME
+def run(
+    *events: StorefrontEvent, profile: Profile | None = None, rules: FunnelRules = RULES
+) -> tuple[Profile, list[Decision]]:
+    decisions = []
+    for event in events:
+        d = decide(profile, event, rules, profile.customer_id if profile else event.customer.key)
+        decisions.append(d)
+        profile = d.profile
+    assert profile is not None
+    return profile, decisions
+
+
+def stage_moves(decisions: list[Decision]) -> list[str]:
+    return [t.to_value for d in decisions for t in d.transitions if t.dimension == "stage"]
+
+
+# -- stages -----------------------------------------------------------------------------------------------
+
+
+def test_first_order_first_time_then_repeat() -> None:
+    profile, decisions = run(
+        ev("customer_upserted", email="Ann@Example.com", first_name="Ann", store_customer_id="c1"),
+        order("o1"),
+        order("o2", at=T0 + timedelta(days=20)),
+    )
+    assert stage_moves(decisions) == ["first_time", "repeat"]
+    assert profile.orders_count == 2
+    assert str(profile.total_spent) == "100.00"
+    assert profile.email == "ann@example.com"
+    [event] = decisions[1].funnel_events
+    assert event.type == "stage_changed"
     assert event.profile.first_name == "Ann"
-    assert event.profile.city == "Lyon"
-    assert event.caused_by == "e1"
-
-
-def test_second_order_makes_a_repeat_customer() -> None:
-    first = decide(None, order("e1", "o1", total="10.00"))
-    second = decide(first.profile, order("e2", "o2", at=T0 + timedelta(days=20), total="15.50"))
-    assert second.profile.stage == LoyaltyStage.REPEAT
-    assert second.profile.orders_count == 2
-    assert str(second.profile.total_spent) == "25.50"
-    assert second.profile.first_order_at == T0
-    assert second.profile.last_order_at == T0 + timedelta(days=20)
-    assert [t.to_stage for t in second.transitions] == [LoyaltyStage.REPEAT]
+    assert event.caused_by == decisions[1].cause
 
 
 def test_the_same_order_under_a_new_delivery_changes_nothing() -> None:
-    first = decide(None, order("e1", "o1"))
-    again = decide(first.profile, order("e1-retry", "o1"))
-    assert again.profile == first.profile
-    assert again.transitions == ()
-    assert again.funnel_events == ()
+    profile, _ = run(order("o1"))
+    again, [d] = run(order("o1"), profile=profile)
+    assert again == profile
+    assert (d.transitions, d.funnel_events) == ([], [])
 
 
-def test_an_out_of_order_older_order_keeps_first_and_last_order_right() -> None:
-    later = decide(None, order("e2", "o2", at=T0 + timedelta(days=5)))
-    earlier = decide(later.profile, order("e1", "o1", at=T0))
-    assert earlier.profile.first_order_at == T0
-    assert earlier.profile.last_order_at == T0 + timedelta(days=5)
-
-
-def test_customer_update_without_orders_keeps_a_prospect_and_emits_nothing() -> None:
-    event = decode_event(json.dumps(_example("customer_upserted")))
-    decision = decide(None, event)
-    assert decision.profile.stage == LoyaltyStage.PROSPECT
-    assert decision.funnel_events == ()
-    assert decision.profile.accepts_marketing is True
-
-
-def test_missing_fields_in_a_later_event_do_not_erase_known_facts() -> None:
-    known = decide(None, order("e1", "o1")).profile
-    sparse = OrderPlacedEvent.model_validate(
-        {
-            "event_id": "e2",
-            "store_id": "demo",
-            "customer": {"store_customer_id": "c1"},
-            "occurred_at": T0,
-            "received_at": T0,
-            "source": "api",
-            "payload": {"order_id": "o2", "total": "1.00", "currency": "EUR"},
-        }
+def test_loyal_at_three_orders_within_a_year() -> None:
+    _, decisions = run(
+        order("o1"), order("o2", at=T0 + timedelta(days=100)), order("o3", at=T0 + timedelta(days=200))
     )
-    assert decide(known, sparse).profile.first_name == "Ann"
+    assert stage_moves(decisions) == ["first_time", "repeat", "loyal"]
 
 
-def test_orders_never_move_a_customer_backwards() -> None:
-    loyal = Profile(store_id="demo", customer_id="c1", stage=LoyaltyStage.LOYAL, orders_count=3)
-    decision = decide(loyal, order("e9", "o9"))
-    assert decision.profile.stage == LoyaltyStage.LOYAL
-    assert decision.transitions == ()
+def test_three_orders_spread_over_more_than_a_year_stay_repeat() -> None:
+    _, decisions = run(
+        order("o1"), order("o2", at=T0 + timedelta(days=300)), order("o3", at=T0 + timedelta(days=400))
+    )
+    assert stage_moves(decisions) == ["first_time", "repeat"]
 
 
-def _example(name: str) -> dict[str, object]:
-    [path] = [p for p in example_files("storefront-events") if p.stem == name]
-    data: dict[str, object] = json.loads(path.read_text())
-    return data
+def survey(*agreed: str, **scores: int) -> StorefrontEvent:
+    answers = [{"statement_id": s, "agree": True} for s in agreed]
+    return ev("survey_answered", {"survey_id": "loyalty-3part", "answers": answers, **scores})
+
+
+def test_two_orders_and_a_conative_answer_make_loyal() -> None:
+    profile, decisions = run(
+        order("o1"), order("o2", at=T0 + timedelta(days=1)), survey("conative.buy_again")
+    )
+    assert stage_moves(decisions) == ["first_time", "repeat", "loyal"]
+    assert profile.survey_level == SurveyLevel.CONATIVE
+    assert [e.type for e in decisions[-1].funnel_events] == ["survey_scored", "stage_changed"]
+
+
+def test_an_action_answer_makes_a_repeat_customer_an_advocate_but_not_a_first_timer() -> None:
+    _, first_timer = run(order("o1"), survey("action.recommend"))
+    assert stage_moves(first_timer) == ["first_time"]
+    _, repeat = run(order("o1"), order("o2"), survey("action.recommend"))
+    assert stage_moves(repeat) == ["first_time", "repeat", "advocate"]
+
+
+def test_a_referral_makes_a_repeat_customer_an_advocate() -> None:
+    referral = ev("custom", {"name": "Referral Completed", "properties": {}})
+    profile, decisions = run(order("o1"), order("o2"), referral)
+    assert stage_moves(decisions)[-1] == "advocate"
+    assert profile.referrals == 1
+
+
+def test_store_rules_change_the_thresholds() -> None:
+    strict = FunnelRules.model_validate({"first_time_orders": 1, "repeat_orders": 3, "loyal": {"orders": 5}})
+    _, decisions = run(order("o1"), order("o2"), order("o3"), rules=strict)
+    assert stage_moves(decisions) == ["first_time", "repeat"]
+
+
+def test_rules_must_climb() -> None:
+    with pytest.raises(ValueError, match="climb"):
+        FunnelRules.model_validate({"first_time_orders": 2, "repeat_orders": 2})
+
+
+def test_a_full_refund_corrects_the_stage_down_and_nothing_else_does() -> None:
+    profile, _ = run(order("o1"), order("o2"))
+    assert profile.stage == LoyaltyStage.REPEAT
+    refunded, [d] = run(
+        ev("order_refunded", {"order_id": "o2", "amount": "50.00", "currency": "EUR"}), profile=profile
+    )
+    assert refunded.stage == LoyaltyStage.FIRST_TIME
+    assert refunded.orders_count == 1
+    assert [t.reason for t in d.transitions] == ["1 order"]
+    partial, [p] = run(
+        ev("order_refunded", {"order_id": "o1", "amount": "10.00", "currency": "EUR"}), profile=profile
+    )
+    assert partial.stage == LoyaltyStage.REPEAT
+    assert str(partial.total_spent) == "90.00"
+    assert p.transitions == []
+
+
+def test_a_refund_of_an_unknown_order_changes_nothing() -> None:
+    profile, _ = run(order("o1"))
+    after, [d] = run(
+        ev("order_refunded", {"order_id": "zz", "amount": "5.00", "currency": "EUR"}), profile=profile
+    )
+    assert after.orders == profile.orders
+    assert d.funnel_events == []
+
+
+def test_profile_figures() -> None:
+    profile, _ = run(
+        order("o1", products=("p1", "p9")),
+        order("o2", at=T0 + timedelta(days=10), products=("p2",)),
+        order("o3", at=T0 + timedelta(days=30), products=("p1",), total="20.00"),
+    )
+    assert profile.median_days_between_orders == 15.0
+    assert str(profile.average_order_value) == "40.00"
+    assert profile.favourite_categories == ("tea", "mugs")
+    assert [p.product_id for p in profile.last_products] == ["p1", "p2", "p9"]
+
+
+# -- health and timers ------------------------------------------------------------------------------------
+
+
+def test_an_order_schedules_the_health_check_at_the_store_default() -> None:
+    _, [d] = run(order("o1"))
+    assert d.timers[HEALTH_TIMER] == T0 + timedelta(days=90)
+
+
+def test_health_goes_at_risk_then_lapsed_when_its_timers_fire_then_active_on_the_next_order() -> None:
+    profile, _ = run(order("o1"))
+    due = T0 + timedelta(days=90)
+    at_risk = decide_timer(profile, HEALTH_TIMER, due, now=due, rules=RULES)
+    assert at_risk.profile.health == Health.AT_RISK
+    assert [e.type for e in at_risk.funnel_events] == ["health_changed"]
+    assert at_risk.funnel_events[0].occurred_at == due
+    lapse_due = at_risk.timers[HEALTH_TIMER]
+    assert lapse_due == T0 + timedelta(days=180)
+    lapsed = decide_timer(at_risk.profile, HEALTH_TIMER, lapse_due, now=lapse_due, rules=RULES)
+    assert lapsed.profile.health == Health.LAPSED
+    assert lapsed.timers[HEALTH_TIMER] is None
+    back, [d] = run(order("o2", at=lapse_due + timedelta(days=1)), profile=lapsed.profile)
+    assert back.health == Health.ACTIVE
+    assert [(t.dimension, t.to_value) for t in d.transitions] == [("stage", "repeat"), ("health", "active")]
+
+
+def test_a_customer_with_a_slow_rhythm_is_at_risk_later() -> None:
+    profile, _ = run(
+        order("o1"), order("o2", at=T0 + timedelta(days=70)), order("o3", at=T0 + timedelta(days=140))
+    )
+    _, [d] = run(order("o4", at=T0 + timedelta(days=210)), profile=profile)
+    assert d.timers[HEALTH_TIMER] == T0 + timedelta(days=210 + 140)  # 2 x the 70-day median beats 90 days
+
+
+def test_a_backfilled_old_timer_transitions_at_its_due_time_not_now() -> None:
+    profile, _ = run(order("o1"))
+    now = T0 + timedelta(days=400)
+    d = decide_timer(profile, HEALTH_TIMER, T0 + timedelta(days=90), now=now, rules=RULES)
+    assert d.transitions[0].occurred_at == T0 + timedelta(days=90)
+
+
+# -- carts --------------------------------------------------------------------------------------------------
+
+
+def cart(
+    cart_id: str = "k1", action: str = "snapshot", *, at: datetime = T0, completed: bool = False, **who: Any
+) -> StorefrontEvent:
+    return ev(
+        "cart_updated",
+        {
+            "cart_id": cart_id,
+            "action": action,
+            "currency": "EUR",
+            "total": "20.00",
+            "recovery_url": "https://shop.example/cart/k1",
+            "completed": completed,
+            "line_items": [{"product_id": "p1", "quantity": 2, "price": "10.00"}],
+        },
+        at=at,
+        **who,
+    )
+
+
+def test_a_cart_opens_a_timer_that_abandons_it() -> None:
+    profile, [d] = run(cart())
+    due = d.timers["cart:k1"]
+    assert due == T0 + RULES.cart_abandonment
+    assert due is not None
+    fired = decide_timer(profile, "cart:k1", due, now=due, rules=RULES)
+    [abandoned] = fired.funnel_events
+    assert abandoned.type == "cart_abandoned"
+    assert abandoned.payload.recovery_url == "https://shop.example/cart/k1"
+    assert [i.quantity for i in abandoned.payload.items] == [2]
+    assert fired.timers["cart:k1"] is None
+
+
+def test_activity_pushes_the_cart_timer_back() -> None:
+    _, decisions = run(cart(), cart(action="added", at=T0 + timedelta(minutes=30)))
+    assert decisions[-1].timers["cart:k1"] == T0 + timedelta(minutes=30) + RULES.cart_abandonment
+    assert decisions[-1].profile.carts[0].items[0].quantity == 4
+
+
+def test_an_order_or_a_completed_checkout_closes_the_cart() -> None:
+    _, ordered = run(cart(), order("o1"))
+    assert ordered[-1].timers["cart:k1"] is None
+    assert ordered[-1].profile.carts == ()
+    _, completed = run(cart(), cart(completed=True))
+    assert completed[-1].timers["cart:k1"] is None
+
+
+def test_an_explicit_abandonment_never_doubles_with_the_timer() -> None:
+    explicit = ev("cart_abandoned", {"cart_id": "k1", "currency": "EUR", "total": "20.00"})
+    profile, decisions = run(cart(), explicit)
+    assert [e.type for e in decisions[-1].funnel_events] == ["cart_abandoned"]
+    assert decisions[-1].timers["cart:k1"] is None
+    due = T0 + RULES.cart_abandonment
+    assert decide_timer(profile, "cart:k1", due, now=due, rules=RULES).funnel_events == []
+    _, [again] = run(explicit, profile=profile)
+    assert again.funnel_events == []
+
+
+# -- surveys and birthdays ----------------------------------------------------------------------------------
+
+
+def test_survey_level_is_the_highest_scale_agreed_with_and_cognitive_weighs_nothing() -> None:
+    answers = [
+        {"statement_id": "affective.really_like", "agree": True},
+        {"statement_id": "conative.buy_again", "score": 4},
+        {"statement_id": "action.recommend", "score": 3},
+        {"statement_id": "cognitive.better_value", "agree": True},
+    ]
+    profile, [d] = run(ev("survey_answered", {"survey_id": "s", "answers": answers, "csat": 2, "nps": 9}))
+    assert profile.survey_level == SurveyLevel.CONATIVE
+    [scored] = d.funnel_events
+    assert scored.payload.agreed == {"affective": 1, "conative": 1}  # type: ignore[union-attr]
+    assert scored.payload.csat == 2  # type: ignore[union-attr]
+
+
+def test_birthday_reminders_every_year() -> None:
+    assert next_birthday_reminder(date(1990, 3, 14), 7, T0) == datetime(2026, 3, 7, tzinfo=UTC)
+    assert next_birthday_reminder(date(1990, 1, 3), 7, T0) == datetime(2026, 12, 27, tzinfo=UTC)
+    assert next_birthday_reminder(date(2000, 2, 29), 0, T0) == datetime(2026, 2, 28, tzinfo=UTC)
+    profile, [d] = run(ev("customer_upserted", store_customer_id="c1", birthday="1990-03-14"))
+    due = d.timers[BIRTHDAY_TIMER]
+    assert due is not None
+    fired = decide_timer(profile, BIRTHDAY_TIMER, due, now=due, rules=RULES)
+    assert [e.type for e in fired.funnel_events] == ["birthday_due"]
+    assert fired.timers[BIRTHDAY_TIMER] == datetime(2027, 3, 7, tzinfo=UTC)
+
+
+# -- identity and erasure -----------------------------------------------------------------------------------
+
+
+def test_resolution_prefers_the_store_id_and_merges_whatever_else_the_event_names() -> None:
+    known = {"anon:a1": "anon:a1", "email:x@y.z": "email:x@y.z"}
+    r = resolve(["id:42", "email:x@y.z", "anon:a1"], known)
+    assert (r.customer_id, r.absorbed) == ("42", ("anon:a1", "email:x@y.z"))
+    assert resolve(["anon:new"], {}).customer_id == "anon:new"
+    assert resolve(["email:x@y.z", "anon:a1"], known).customer_id == "email:x@y.z"
+
+
+def test_merging_keeps_both_histories_and_is_order_independent() -> None:
+    anon, _ = run(
+        cart(anonymous_id="a1"), ev("product_viewed", {"product": {"product_id": "p1"}}, anonymous_id="a1")
+    )
+    anon = anon.model_copy(update={"customer_id": "anon:a1"})
+    known, _ = run(order("o1"))
+    merged = merge(known, anon)
+    assert [c.cart_id for c in merged.carts] == ["k1"]
+    assert merged.orders_count == 1
+    assert set(merged.identifiers) >= {"id:c1", "anon:a1"}
+    twice = merge(merged, anon)
+    assert twice.orders == merged.orders
+    assert twice.carts == merged.carts
+
+
+def test_erasure_removes_personal_data_and_keeps_the_aggregates() -> None:
+    profile, _ = run(
+        order("o1", email="ann@example.com", first_name="Ann", city="Lyon", store_customer_id="c1")
+    )
+    erased, [d] = run(ev("customer_erased", {"scope": "customer"}), profile=profile)
+    assert (erased.email, erased.first_name, erased.city) == (None, None, None)
+    assert erased.identifiers == ("id:c1", "order:o1")
+    assert erased.orders_count == 1
+    assert erased.stage == LoyaltyStage.FIRST_TIME
+    assert [e.type for e in d.funnel_events] == ["customer_erased"]
+
+
+def test_identifiers_of_an_event() -> None:
+    event = ev("customer_upserted", store_customer_id="9", email="A@B.c", anonymous_id="z")
+    assert identifiers_of(event.customer) == ["id:9", "email:a@b.c", "anon:z"]
 
 
 @pytest.mark.parametrize("path", example_files("storefront-events"), ids=lambda p: p.stem)
 def test_every_storefront_example_goes_through_the_funnel_decision(path: Path) -> None:
-    event: StorefrontEvent = decode_event(path.read_bytes())
-    decision = decide(None, event)
-    assert decision.profile.customer_id == event.customer.key
-    assert decision.profile.store_id == event.store_id
-    expected = LoyaltyStage.FIRST_TIME if event.type == "order_placed" else LoyaltyStage.PROSPECT
-    assert decision.profile.stage == expected
+    event = decode_event(path.read_bytes())
+    d = decide(None, event, RULES, event.customer.key)
+    assert d.profile.store_id == event.store_id
+    assert all(e.caused_by == event.event_id for e in d.funnel_events)

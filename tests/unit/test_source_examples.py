@@ -13,6 +13,7 @@ import pytest
 from services.ingest.sources import segment, shopify, woocommerce
 from services.segmenter.domain.funnel import decide
 from shared.events import StorefrontEvent, decode_event, encode_event
+from shared.funnel_rules import FunnelRules
 from tests.payloads import source_examples
 
 RECEIVED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -49,5 +50,5 @@ def test_example_maps_to_canonical_events_the_segmenter_accepts(source: str, top
     events = _map(source, topic, json.loads(path.read_text()))
     for event in events:
         assert decode_event(encode_event(event)) == event
-        decision = decide(None, event)
+        decision = decide(None, event, FunnelRules(), event.customer.key)
         assert decision.profile.store_id == "demo"

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.funnel_rules import FunnelRules
 from shared.settings import REPO_ROOT
-from shared.stores import StoreRegistry, StoreRegistryError, TimerConfig
+from shared.stores import StoreRegistry, StoreRegistryError
 
 DEV = REPO_ROOT / "deploy" / "stores.dev.yaml"
 
@@ -25,7 +26,7 @@ def test_development_registry_defines_the_demo_store_as_designed() -> None:
     assert demo.accepts_api_key("demo-api-key")
     assert not demo.accepts_api_key("demo-api-key ")
     assert demo.timezone == "UTC"
-    assert demo.timers.cart_abandonment == timedelta(seconds=20)
+    assert demo.funnel.cart_abandonment == timedelta(seconds=20)
 
 
 def test_production_refuses_placeholder_secrets() -> None:
@@ -46,4 +47,4 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_production_defaults_live_in_code() -> None:
-    assert TimerConfig().cart_abandonment == timedelta(hours=1)
+    assert FunnelRules().cart_abandonment == timedelta(hours=1)

@@ -115,19 +115,19 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _bounded(max_length: int) -> Any:
-    return StringConstraints(max_length=max_length)
-
-
 Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
-Id = Annotated[Annotated[str, _bounded(MAX_ID)] | None, BeforeValidator(_blank_is_none)]
-ShortText = Annotated[Annotated[str, _bounded(255)] | None, BeforeValidator(_blank_is_none)]
-LongText = Annotated[Annotated[str, _bounded(1000)] | None, BeforeValidator(_blank_is_none)]
-Url = Annotated[Annotated[str, _bounded(2000)] | None, BeforeValidator(_blank_is_none)]
-Email = Annotated[Annotated[str, _bounded(320)] | None, BeforeValidator(_blank_is_none)]
-Phone = Annotated[Annotated[str, _bounded(40)] | None, BeforeValidator(_blank_is_none)]
-Locale = Annotated[Annotated[str, _bounded(35)] | None, BeforeValidator(_blank_is_none)]
-TimeZone = Annotated[Annotated[str, _bounded(64)] | None, BeforeValidator(_blank_is_none)]
+Id = Annotated[Annotated[str, StringConstraints(max_length=MAX_ID)] | None, BeforeValidator(_blank_is_none)]
+ShortText = Annotated[
+    Annotated[str, StringConstraints(max_length=255)] | None, BeforeValidator(_blank_is_none)
+]
+LongText = Annotated[
+    Annotated[str, StringConstraints(max_length=1000)] | None, BeforeValidator(_blank_is_none)
+]
+Url = Annotated[Annotated[str, StringConstraints(max_length=2000)] | None, BeforeValidator(_blank_is_none)]
+Email = Annotated[Annotated[str, StringConstraints(max_length=320)] | None, BeforeValidator(_blank_is_none)]
+Phone = Annotated[Annotated[str, StringConstraints(max_length=40)] | None, BeforeValidator(_blank_is_none)]
+Locale = Annotated[Annotated[str, StringConstraints(max_length=35)] | None, BeforeValidator(_blank_is_none)]
+TimeZone = Annotated[Annotated[str, StringConstraints(max_length=64)] | None, BeforeValidator(_blank_is_none)]
 Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
 Birthday = Annotated[datetime | date, AfterValidator(_as_date)]
 Amount = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False), AfterValidator(_to_cents)]
@@ -285,9 +285,9 @@ class TrackCall(_Call):
 class PageCall(_Call):
     """`POST /v1/page`: a page view, kept as a custom "Page Viewed" event."""
 
-    name: Annotated[Annotated[str, _bounded(MAX_PAGE_NAME)] | None, BeforeValidator(_blank_is_none)] = Field(
-        None, description='Name of the page; the event is named "Page Viewed: <name>".'
-    )
+    name: Annotated[
+        Annotated[str, StringConstraints(max_length=MAX_PAGE_NAME)] | None, BeforeValidator(_blank_is_none)
+    ] = Field(None, description='Name of the page; the event is named "Page Viewed: <name>".')
     category: Text = Field(None, description="Category of the page.")
     properties: dict[str, Any] | None = Field(
         None, description="Properties of the page (url, path, title, referrer...); context.page fills gaps."
@@ -632,16 +632,22 @@ def _identity_errors(call: _Call, *, user_id_required: bool) -> list[tuple[str, 
 def _occurred_at(
     call: _Call, received_at: datetime, batch_sent_at: datetime | None
 ) -> tuple[datetime, list[tuple[str, str]]]:
-    """Segment's rule: `timestamp` if given, else originalTimestamp corrected for the device's clock skew."""
-    field, occurred_at = "timestamp", call.timestamp or received_at
+    """Segment's rule: `timestamp` if given, else originalTimestamp corrected for the device's clock skew,
+    else the time of receipt. Errors name the field the time came from."""
     sent_at = call.sent_at or batch_sent_at
-    if call.timestamp is None and call.original_timestamp is not None:
+    if call.timestamp is not None:
+        field, occurred_at = "timestamp", call.timestamp
+    elif call.original_timestamp is None:
+        return received_at, []
+    elif sent_at is None:
         field, occurred_at = "originalTimestamp", call.original_timestamp
-        if sent_at is not None:
-            try:
-                occurred_at = received_at - (sent_at - call.original_timestamp)
-            except OverflowError:
-                return received_at, [(field, "is too far from sentAt")]
+    else:
+        # sentAt and our receipt are the same instant on two clocks: their gap is the device's skew.
+        field = "originalTimestamp"
+        try:
+            occurred_at = received_at - (sent_at - call.original_timestamp)
+        except OverflowError:
+            return received_at, [(field, "is too far from sentAt to correct the device's clock")]
     if occurred_at - received_at > MAX_CLOCK_AHEAD:
         return received_at, [(field, f"is in the future ({occurred_at.isoformat()})")]
     return occurred_at, []

@@ -136,3 +136,16 @@ async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) 
         .order_by(messages.c.created_at, messages.c.id)
     )
     return list(rows.all())
+
+
+async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str | None) -> None:
+    """Erasure: remove personal data of one customer (or, with None, of every customer of the store).
+
+    Message rows stay (with flow, status and times) so per-flow counts keep adding up."""
+    who_c = [customers.c.store_id == store_id]
+    who_m = [messages.c.store_id == store_id]
+    if customer_id is not None:
+        who_c.append(customers.c.customer_id == customer_id)
+        who_m.append(messages.c.customer_id == customer_id)
+    await conn.execute(update(customers).where(*who_c).values(email=None, accepts_marketing=None))
+    await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.segmenter.adapters.tables import outbox, processed_events, profiles, transitions
-from services.segmenter.domain.profile import Profile, Transition
-from shared.funnel import Health, LoyaltyStage
+from services.segmenter.adapters.tables import (
+    copurchases,
+    identities,
+    orders,
+    outbox,
+    processed_events,
+    profiles,
+    timers,
+    transitions,
+)
+from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_events import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
 
 CustomerKey = tuple[str, str]
+# Postgres allows 65,535 bind parameters per statement; stay well below with multi-row inserts.
+_CHUNK = 2000
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
 
 
 async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]]) -> set[str]:
@@ -24,112 +40,214 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
 
     A duplicate changes nothing: this is what makes redelivery harmless.
     """
-    if not events:
-        return set()
-    stmt = (
-        insert(processed_events)
-        .values([{"event_id": event_id, "store_id": store_id} for event_id, store_id in events])
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(processed_events.c.event_id)
-    )
-    return set((await conn.execute(stmt)).scalars())
+    claimed: set[str] = set()
+    rows = [{"event_id": event_id, "store_id": store_id} for event_id, store_id in events]
+    for chunk in _chunks(rows):
+        stmt = (
+            insert(processed_events)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(processed_events.c.event_id)
+        )
+        claimed.update((await conn.execute(stmt)).scalars())
+    return claimed
 
 
-def _profile_from_row(row: Any) -> Profile:
-    return Profile(
-        store_id=row.store_id,
-        customer_id=row.customer_id,
-        stage=LoyaltyStage(row.stage),
-        health=Health(row.health),
-        email=row.email,
-        first_name=row.first_name,
-        last_name=row.last_name,
-        phone=row.phone,
-        locale=row.locale,
-        city=row.city,
-        country=row.country,
-        timezone=row.timezone,
-        accepts_marketing=row.accepts_marketing,
-        orders_count=row.orders_count,
-        total_spent=Decimal(row.total_spent),
-        currency=row.currency,
-        first_order_at=row.first_order_at,
-        last_order_at=row.last_order_at,
-        order_ids=tuple(row.order_ids),
+async def load_identities(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    stmt = select(identities).where(tuple_(identities.c.store_id, identities.c.identifier).in_(wanted))
+    return {(r.store_id, r.identifier): r.customer_id for r in (await conn.execute(stmt)).all()}
+
+
+async def save_identities(conn: AsyncConnection, rows: dict[tuple[str, str], str]) -> None:
+    values = [{"store_id": s, "identifier": i, "customer_id": c} for (s, i), c in sorted(rows.items())]
+    for chunk in _chunks(values):
+        stmt = insert(identities).values(chunk)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store_id", "identifier"], set_={"customer_id": stmt.excluded.customer_id}
+            )
+        )
+
+
+async def forget_identities(
+    conn: AsyncConnection, store_id: str, customer_id: str, *, keep: Sequence[str]
+) -> None:
+    await conn.execute(
+        delete(identities).where(
+            identities.c.store_id == store_id,
+            identities.c.customer_id == customer_id,
+            identities.c.identifier.not_in(list(keep)),
+        )
     )
+
+
+def _profile(row: Any) -> Profile:
+    return Profile.model_validate(row.facts)
 
 
 async def load_profiles_for_update(
-    conn: AsyncConnection, keys: Iterable[CustomerKey]
+    conn: AsyncConnection, keys: Iterable[CustomerKey], *, skip_locked: bool = False
 ) -> dict[CustomerKey, Profile]:
     # Sorted, so two instances locking overlapping customers (during a rebalance) cannot deadlock.
     wanted = sorted(set(keys))
     if not wanted:
         return {}
     stmt = (
-        select(profiles)
+        select(profiles.c.facts)
         .where(tuple_(profiles.c.store_id, profiles.c.customer_id).in_(wanted))
         .order_by(profiles.c.store_id, profiles.c.customer_id)
+        .with_for_update(skip_locked=skip_locked)
+    )
+    found = (_profile(r) for r in (await conn.execute(stmt)).all())
+    return {(p.store_id, p.customer_id): p for p in found}
+
+
+async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -> list[Profile]:
+    stmt = (
+        select(profiles.c.facts)
+        .where(profiles.c.store_id == store_id, profiles.c.merged_into.is_(None))
+        .order_by(profiles.c.customer_id)
         .with_for_update()
     )
-    rows = (await conn.execute(stmt)).all()
-    return {(row.store_id, row.customer_id): _profile_from_row(row) for row in rows}
+    return [_profile(r) for r in (await conn.execute(stmt)).all()]
 
 
-def _profile_row(profile: Profile) -> dict[str, Any]:
+def _profile_row(p: Profile) -> dict[str, Any]:
     return {
-        "store_id": profile.store_id,
-        "customer_id": profile.customer_id,
-        "stage": profile.stage.value,
-        "health": profile.health.value,
-        "email": profile.email,
-        "first_name": profile.first_name,
-        "last_name": profile.last_name,
-        "phone": profile.phone,
-        "locale": profile.locale,
-        "city": profile.city,
-        "country": profile.country,
-        "timezone": profile.timezone,
-        "accepts_marketing": profile.accepts_marketing,
-        "orders_count": profile.orders_count,
-        "total_spent": profile.total_spent,
-        "currency": profile.currency,
-        "first_order_at": profile.first_order_at,
-        "last_order_at": profile.last_order_at,
-        "order_ids": list(profile.order_ids),
+        "store_id": p.store_id,
+        "customer_id": p.customer_id,
+        "stage": p.stage.value,
+        "health": p.health.value,
+        "email": p.email,
+        "orders_count": p.orders_count,
+        "total_spent": p.total_spent,
+        "first_order_at": p.first_order_at,
+        "last_order_at": p.last_order_at,
+        "survey_level": p.survey_level.value,
+        "merged_into": p.merged_into,
+        "facts": p.model_dump(mode="json"),
     }
 
 
 async def save_profiles(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
     rows = [_profile_row(p) for p in changed]
-    if not rows:
-        return
-    stmt = insert(profiles).values(rows)
-    columns = {c: stmt.excluded[c] for c in rows[0] if c not in ("store_id", "customer_id")}
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["store_id", "customer_id"], set_={**columns, "updated_at": func.now()}
+    for chunk in _chunks(rows):
+        stmt = insert(profiles).values(chunk)
+        columns = {c: stmt.excluded[c] for c in chunk[0] if c not in ("store_id", "customer_id")}
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=["store_id", "customer_id"], set_=columns)
         )
-    )
 
 
-async def add_transitions(
-    conn: AsyncConnection, store_customer: Iterable[tuple[Profile, Transition]]
-) -> None:
+async def save_orders(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
+    # Keyed by order id: should two sources of one store reuse an id, the last profile written wins here
+    # rather than failing the batch.
+    by_key = {
+        (p.store_id, o.order_id): {
+            "store_id": p.store_id,
+            "order_id": o.order_id,
+            "customer_id": p.customer_id,
+            "placed_at": o.placed_at,
+            "total": o.total,
+            "refunded": o.refunded,
+            "counts": o.counts,
+        }
+        for p in changed
+        for o in p.orders
+    }
+    for chunk in _chunks(list(by_key.values())):
+        stmt = insert(orders).values(chunk)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store_id", "order_id"],
+                set_={
+                    c: stmt.excluded[c] for c in ("customer_id", "placed_at", "total", "refunded", "counts")
+                },
+            )
+        )
+
+
+async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str, OrderFact]]) -> None:
+    pairs: Counter[tuple[str, str, str]] = Counter()
+    titles: dict[tuple[str, str], str | None] = {}
+    for store_id, order in new_orders:
+        products = {p.product_id: p for p in order.products}
+        for a in products:
+            for b, other in products.items():
+                if a != b:
+                    pairs[(store_id, a, b)] += 1
+                    titles[(store_id, b)] = other.title
     rows = [
+        {"store_id": s, "product_id": a, "other_product_id": b, "orders": n, "title": titles[(s, b)]}
+        for (s, a, b), n in sorted(pairs.items())
+    ]
+    for chunk in _chunks(rows):
+        stmt = insert(copurchases).values(chunk)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store_id", "product_id", "other_product_id"],
+                set_={"orders": copurchases.c.orders + stmt.excluded.orders, "title": stmt.excluded.title},
+            )
+        )
+
+
+async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, Transition]]) -> None:
+    values = [
         {
-            "store_id": profile.store_id,
-            "customer_id": profile.customer_id,
-            "from_stage": t.from_stage.value,
-            "to_stage": t.to_stage.value,
+            "store_id": p.store_id,
+            "customer_id": p.customer_id,
+            "dimension": t.dimension,
+            "from_value": t.from_value,
+            "to_value": t.to_value,
             "reason": t.reason,
             "event_id": t.event_id,
             "occurred_at": t.occurred_at,
         }
-        for profile, t in store_customer
+        for p, t in rows
     ]
-    if rows:
-        await conn.execute(transitions.insert(), rows)
+    for chunk in _chunks(values):
+        await conn.execute(transitions.insert(), chunk)
+
+
+async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str], datetime | None]) -> None:
+    """Set (or move) each timer to its due time; delete those whose due time is None."""
+    due = [
+        {"store_id": s, "customer_id": c, "kind": k, "due_at": at}
+        for (s, c, k), at in sorted(changes.items())
+        if at
+    ]
+    gone = sorted(key for key, at in changes.items() if at is None)
+    for chunk in _chunks(due):
+        stmt = insert(timers).values(chunk)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store_id", "customer_id", "kind"], set_={"due_at": stmt.excluded.due_at}
+            )
+        )
+    for start in range(0, len(gone), _CHUNK):
+        await conn.execute(
+            delete(timers).where(
+                tuple_(timers.c.store_id, timers.c.customer_id, timers.c.kind).in_(
+                    gone[start : start + _CHUNK]
+                )
+            )
+        )
+
+
+async def repoint_merged(conn: AsyncConnection, store_id: str, absorbed: str, survivor: str) -> None:
+    """Everything recorded under the absorbed customer now belongs to the survivor; histories are kept."""
+    for table in (transitions, orders, identities):
+        await conn.execute(
+            update(table)
+            .where(table.c.store_id == store_id, table.c.customer_id == absorbed)
+            .values(customer_id=survivor)
+        )
+    await conn.execute(delete(timers).where(timers.c.store_id == store_id, timers.c.customer_id == absorbed))
 
 
 async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) -> int:
@@ -137,18 +255,60 @@ async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) ->
         {"topic": FUNNEL_EVENTS, "key": e.partition_key.encode(), "value": encode_funnel_event(e)}
         for e in events
     ]
-    if rows:
-        await conn.execute(outbox.insert(), rows)
+    for chunk in _chunks(rows):
+        await conn.execute(outbox.insert(), chunk)
     return len(rows)
 
 
+async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
+    """Due timers, locked; SKIP LOCKED lets several instances fire timers without waiting on each other."""
+    stmt = (
+        select(timers)
+        .where(timers.c.due_at <= now)
+        .order_by(timers.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await conn.execute(stmt)).all())
+
+
+async def next_timer_due(conn: AsyncConnection) -> datetime | None:
+    due: datetime | None = (
+        await conn.execute(select(timers.c.due_at).order_by(timers.c.due_at).limit(1))
+    ).scalar()
+    return due
+
+
+# -- reads for the API ------------------------------------------------------------------------------------
+
+
 async def get_profile(conn: AsyncConnection, store_id: str, customer_id: str) -> Profile | None:
-    row = (
-        await conn.execute(
-            select(profiles).where(profiles.c.store_id == store_id, profiles.c.customer_id == customer_id)
-        )
-    ).first()
-    return _profile_from_row(row) if row is not None else None
+    """A customer by id, by a merged-away id, or by any identifier ("anon:..", "email:..")."""
+    key = customer_id
+    for _ in range(5):  # follow merges; a chain is never long
+        row = (
+            await conn.execute(
+                select(profiles.c.facts, profiles.c.merged_into).where(
+                    profiles.c.store_id == store_id, profiles.c.customer_id == key
+                )
+            )
+        ).first()
+        if row is None:
+            mapped = (
+                await conn.execute(
+                    select(identities.c.customer_id).where(
+                        identities.c.store_id == store_id, identities.c.identifier == key
+                    )
+                )
+            ).scalar()
+            if mapped is None:
+                return None
+            key = mapped
+            continue
+        if row.merged_into is None:
+            return Profile.model_validate(row.facts)
+        key = row.merged_into
+    return None
 
 
 async def get_transitions(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Transition]:
@@ -161,8 +321,9 @@ async def get_transitions(conn: AsyncConnection, store_id: str, customer_id: str
     ).all()
     return [
         Transition(
-            from_stage=LoyaltyStage(r.from_stage),
-            to_stage=LoyaltyStage(r.to_stage),
+            dimension=r.dimension,
+            from_value=r.from_value,
+            to_value=r.to_value,
             reason=r.reason,
             occurred_at=r.occurred_at,
             event_id=r.event_id,

@@ -1,4 +1,8 @@
-"""The segmenter's tables, in its own schema `segmenter`. Alembic's history is the source of truth for DDL."""
+"""The segmenter's tables, in its own schema `segmenter`. Alembic's history is the source of truth for DDL.
+
+A profile's facts are one JSONB document (the domain model, so a merge or a replay writes it whole); the
+columns beside it are projections kept for queries and indexes (funnel counts, email look-ups, retention).
+"""
 
 from __future__ import annotations
 
@@ -35,26 +39,30 @@ profiles = Table(
     "profiles",
     metadata,
     Column("store_id", String(64), primary_key=True),
-    Column("customer_id", String(255), primary_key=True),
+    Column("customer_id", String(400), primary_key=True),
     Column("stage", String(20), nullable=False),
     Column("health", String(20), nullable=False),
     Column("email", String(320)),
-    Column("first_name", String(255)),
-    Column("last_name", String(255)),
-    Column("phone", String(40)),
-    Column("locale", String(35)),
-    Column("city", String(255)),
-    Column("country", String(255)),
-    Column("timezone", String(64)),
-    Column("accepts_marketing", Boolean),
     Column("orders_count", Integer, nullable=False),
     Column("total_spent", Numeric(14, 2), nullable=False),
-    Column("currency", String(3)),
     Column("first_order_at", DateTime(timezone=True)),
     Column("last_order_at", DateTime(timezone=True)),
-    Column("order_ids", JSONB, nullable=False),
+    Column("survey_level", String(20), nullable=False),
+    Column("merged_into", String(400)),
+    Column("facts", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_profiles_store_email", "store_id", "email"),
+    Index("ix_profiles_store_stage_health", "store_id", "stage", "health"),
+)
+
+# identifier ("id:<store id>", "email:<address>", "anon:<id>", "order:<order id>") -> the customer it names.
+identities = Table(
+    "identities",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("identifier", String(400), primary_key=True),
+    Column("customer_id", String(400), nullable=False),
+    Index("ix_identities_customer", "store_id", "customer_id"),
 )
 
 transitions = Table(
@@ -62,13 +70,54 @@ transitions = Table(
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("store_id", String(64), nullable=False),
-    Column("customer_id", String(255), nullable=False),
-    Column("from_stage", String(20), nullable=False),
-    Column("to_stage", String(20), nullable=False),
+    Column("customer_id", String(400), nullable=False),
+    Column("dimension", String(10), nullable=False),
+    Column("from_value", String(20), nullable=False),
+    Column("to_value", String(20), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("event_id", String(200), nullable=False),
+    Column("event_id", Text, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Index("ix_transitions_customer", "store_id", "customer_id", "occurred_at"),
+    Index("ix_transitions_store_time", "store_id", "occurred_at"),
+)
+
+# Durable timers (health checks, cart abandonment, birthdays): one row per customer and kind, fired by
+# wall time from an index on due_at; several instances share them with FOR UPDATE SKIP LOCKED.
+timers = Table(
+    "timers",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_id", String(400), primary_key=True),
+    Column("kind", String(300), primary_key=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Index("ix_timers_due", "due_at"),
+)
+
+# One row per order, for retention figures over date ranges (a projection of the profiles' facts).
+orders = Table(
+    "orders",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", String(255), primary_key=True),
+    Column("customer_id", String(400), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("refunded", Numeric(14, 2), nullable=False),
+    Column("counts", Boolean, nullable=False),
+    Index("ix_orders_store_time", "store_id", "placed_at"),
+    Index("ix_orders_customer", "store_id", "customer_id"),
+)
+
+# How often two products were bought in the same order, both directions, for recommendations.
+copurchases = Table(
+    "copurchases",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("product_id", String(255), primary_key=True),
+    Column("other_product_id", String(255), primary_key=True),
+    Column("orders", Integer, nullable=False),
+    Column("title", Text),
+    Index("ix_copurchases_rank", "store_id", "product_id", "orders"),
 )
 
 outbox = Table(

@@ -1,27 +1,85 @@
-"""One batch of storefront events -> one transaction: dedupe records, profiles, transitions, outbox rows."""
+"""One batch of storefront events -> one transaction: dedupe records, identity resolution, profiles,
+transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
-from services.segmenter.domain.funnel import decide
-from services.segmenter.domain.profile import Profile, Transition
-from shared.events import StorefrontEvent
+from services.segmenter.domain.funnel import Decision, after_merge, decide, erase, identifiers_of, merge
+from services.segmenter.domain.identity import resolve
+from services.segmenter.domain.profile import OrderFact, Profile, Transition
+from shared.events import SHOP_WIDE, CustomerErasedEvent, OrderRefundedEvent, StorefrontEvent
 from shared.funnel_events import FunnelEvent
+from shared.funnel_rules import FunnelRules
+from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
     "segmenter_duplicate_events_total", "Events skipped because their id was already processed"
 )
-TRANSITIONS = Counter("segmenter_transitions_total", "Funnel stage transitions", ["to_stage"])
+TRANSITIONS = Counter("segmenter_transitions_total", "Funnel transitions", ["dimension", "to"])
+MERGES = Counter("segmenter_profile_merges_total", "Profiles found to be one customer and merged")
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Changes:
+    """Everything a batch (or a round of timers) changes, written in one go at the end of the transaction."""
+
+    profiles: dict[Key, Profile] = field(default_factory=dict)
+    transitions: list[tuple[Profile, Transition]] = field(default_factory=list)
+    funnel_events: list[FunnelEvent] = field(default_factory=list)
+    timers: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    identities: dict[Key, str] = field(default_factory=dict)
+    new_orders: list[tuple[str, OrderFact]] = field(default_factory=list)
+    merges: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def record(self, decision: Decision) -> None:
+        p = decision.profile
+        self.profiles[(p.store_id, p.customer_id)] = p
+        for identifier in p.identifiers:
+            self.identities[(p.store_id, identifier)] = p.customer_id
+        self.transitions.extend((p, t) for t in decision.transitions)
+        self.funnel_events.extend(decision.funnel_events)
+        for kind, due in decision.timers.items():
+            self.timers[(p.store_id, p.customer_id, kind)] = due
+        self.new_orders.extend((p.store_id, o) for o in decision.new_orders)
+
+    async def write(self, conn: AsyncConnection) -> int:
+        await repository.save_profiles(conn, self.profiles.values())
+        for store_id, absorbed, survivor in self.merges:
+            await repository.repoint_merged(conn, store_id, absorbed, survivor)
+        await repository.save_identities(conn, self.identities)
+        # An erased customer can no longer be found by email or anonymous id.
+        for p in self.profiles.values():
+            if p.erased:
+                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
+        await repository.save_orders(conn, (p for p in self.profiles.values() if p.merged_into is None))
+        await repository.add_copurchases(conn, self.new_orders)
+        await repository.add_transitions(conn, self.transitions)
+        await repository.apply_timers(conn, self.timers)
+        for _, t in self.transitions:
+            TRANSITIONS.labels(t.dimension, t.to_value).inc()
+        return await repository.add_to_outbox(conn, self.funnel_events)
+
+
+def rules_for(stores: StoreRegistry, store_id: str) -> FunnelRules:
+    store = stores.get(store_id)
+    return store.funnel if store is not None else FunnelRules()
 
 
 class FunnelProcessor:
-    def __init__(self, engine: AsyncEngine, on_outbox_written: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, stores: StoreRegistry, on_outbox_written: Callable[[], None] = lambda: None
+    ) -> None:
         self._engine = engine
+        self._stores = stores
         self._on_outbox_written = on_outbox_written
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
@@ -36,23 +94,74 @@ class FunnelProcessor:
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
                 return
-            profiles = await repository.load_profiles_for_update(
-                conn, ((e.store_id, e.customer.key) for e in fresh)
-            )
-            changed: dict[tuple[str, str], Profile] = {}
-            transitions: list[tuple[Profile, Transition]] = []
-            funnel_events: list[FunnelEvent] = []
-            # Events arrive in partition order, so one customer's events are decided in the order sent.
-            for event in fresh:
-                key = (event.store_id, event.customer.key)
-                decision = decide(profiles.get(key), event)
-                profiles[key] = changed[key] = decision.profile
-                transitions.extend((decision.profile, t) for t in decision.transitions)
-                funnel_events.extend(decision.funnel_events)
-            await repository.save_profiles(conn, changed.values())
-            await repository.add_transitions(conn, transitions)
-            written = await repository.add_to_outbox(conn, funnel_events)
-        for _, transition in transitions:
-            TRANSITIONS.labels(transition.to_stage.value).inc()
+            written = await self._apply(conn, fresh)
         if written:
             self._on_outbox_written()
+
+    async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> int:
+        wanted = {(e.store_id, i) for e in events for i in identifiers_of(e.customer)}
+        known = await repository.load_identities(conn, wanted)
+        candidates = {(s, c) for (s, _), c in known.items()}
+        candidates |= {(e.store_id, resolve(identifiers_of(e.customer), {}).customer_id) for e in events}
+        loaded = await repository.load_profiles_for_update(conn, candidates)
+        changes = Changes()
+        for event in events:
+            if isinstance(event, CustomerErasedEvent) and event.customer.store_customer_id == SHOP_WIDE:
+                await self._erase_shop(conn, event, changes, loaded)
+                continue
+            self._apply_one(event, known, loaded, changes)
+        return await changes.write(conn)
+
+    def _apply_one(
+        self, event: StorefrontEvent, known: dict[Key, str], loaded: dict[Key, Profile], changes: Changes
+    ) -> None:
+        store_id = event.store_id
+        rules = rules_for(self._stores, store_id)
+        ids = identifiers_of(event.customer)
+        resolution = resolve(ids, {i: c for (s, i), c in known.items() if s == store_id})
+        survivor_key = (store_id, resolution.customer_id)
+        if survivor_key not in loaded and isinstance(event, OrderRefundedEvent):
+            return  # a refund for a customer (and so an order) we never saw changes nothing
+        profile = loaded.get(survivor_key)
+        for absorbed_id in resolution.absorbed:
+            absorbed = loaded.get((store_id, absorbed_id))
+            if absorbed is None or absorbed.merged_into is not None:
+                continue
+            MERGES.inc()
+            base = profile or absorbed.model_copy(
+                update={"customer_id": resolution.customer_id, "identifiers": ()}
+            )
+            merged = merge(base, absorbed)
+            tombstone = absorbed.model_copy(update={"merged_into": resolution.customer_id})
+            loaded[(store_id, absorbed_id)] = tombstone
+            changes.profiles[(store_id, absorbed_id)] = tombstone
+            changes.merges.append((store_id, absorbed_id, resolution.customer_id))
+            decision = after_merge(merged, rules, event.event_id, event.occurred_at)
+            changes.record(decision)
+            profile = decision.profile
+        decision = decide(profile, event, rules, resolution.customer_id)
+        loaded[survivor_key] = decision.profile
+        changes.record(decision)
+        for identifier in (
+            decision.profile.identifiers if decision.profile.erased else (*ids, *decision.profile.identifiers)
+        ):
+            known[(store_id, identifier)] = resolution.customer_id
+            changes.identities[(store_id, identifier)] = resolution.customer_id
+
+    async def _erase_shop(
+        self, conn: AsyncConnection, event: CustomerErasedEvent, changes: Changes, loaded: dict[Key, Profile]
+    ) -> None:
+        """Shopify's shop/redact: the store uninstalled us; erase every customer's personal data."""
+        for stored in await repository.load_store_profiles_for_update(conn, event.store_id):
+            profile = loaded.get((stored.store_id, stored.customer_id), stored)
+            d = Decision(profile=profile, cause=event.event_id, at=event.occurred_at)
+            erase(d)
+            d.funnel_events.clear()  # one shop-wide erasure event below, not one per customer
+            loaded[(profile.store_id, profile.customer_id)] = d.profile
+            changes.record(d)
+        erased = Decision(
+            profile=Profile(store_id=event.store_id, customer_id=SHOP_WIDE), cause=event.event_id
+        )
+        erased.at = event.occurred_at
+        erase(erased)
+        changes.funnel_events.extend(erased.funnel_events)

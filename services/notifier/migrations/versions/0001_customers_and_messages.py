@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "customers",
         sa.Column("store_id", sa.String(64), primary_key=True),
-        sa.Column("customer_id", sa.String(255), primary_key=True),
+        sa.Column("customer_id", sa.String(400), primary_key=True),
         sa.Column("email", sa.String(320)),
         sa.Column("accepts_marketing", sa.Boolean),
         sa.Column("stage", sa.String(20), nullable=False),
@@ -34,7 +34,7 @@ def upgrade() -> None:
         "messages",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("store_id", sa.String(64), nullable=False),
-        sa.Column("customer_id", sa.String(255), nullable=False),
+        sa.Column("customer_id", sa.String(400), nullable=False),
         sa.Column("flow", sa.String(64), nullable=False),
         sa.Column("trigger_event_id", sa.String(200), nullable=False),
         sa.Column("channel", sa.String(20), nullable=False, server_default="email"),

@@ -1,0 +1,43 @@
+"""Which profile an event belongs to, when a customer is known by several identifiers. Pure.
+
+An event names its customer by some of: the store's customer id, an email, an anonymous id, an order id.
+Each identifier maps to at most one profile. When an event's identifiers point at several profiles, they are
+one customer: all merge into a survivor chosen by a fixed rank (a store customer id first, then an email,
+then an anonymous id, then an order), so the outcome does not depend on which event arrived first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_RANK = {"email:": 1, "anon:": 2, "order:": 3}
+
+
+def customer_id_for(identifier: str) -> str:
+    """The customer id a profile would get if this identifier were its first: "id:42" -> "42"."""
+    return identifier.removeprefix("id:")
+
+
+def _rank(customer_id: str) -> tuple[int, str]:
+    for prefix, rank in _RANK.items():
+        if customer_id.startswith(prefix):
+            return rank, customer_id
+    return 0, customer_id
+
+
+@dataclass(frozen=True)
+class Resolution:
+    customer_id: str
+    absorbed: tuple[str, ...]  # other profiles that turned out to be the same customer
+
+
+def resolve(identifiers: Iterable[str], known: Mapping[str, str]) -> Resolution:
+    """`known`: identifier -> customer id for identifiers already seen (in this store)."""
+    ids = list(identifiers)
+    candidates = {known[i] for i in ids if i in known}
+    candidates |= {customer_id_for(i) for i in ids if i.startswith("id:")}
+    if not candidates:
+        candidates = {customer_id_for(ids[0])}
+    survivor = min(candidates, key=_rank)
+    return Resolution(survivor, tuple(sorted(candidates - {survivor})))

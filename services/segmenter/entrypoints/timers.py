@@ -1,0 +1,104 @@
+"""The timer worker: fires due timers (health checks, cart abandonment, birthdays) by wall time.
+
+Timers live in Postgres with an index on due_at, so nothing scans all customers and nothing is lost on a
+restart. Several instances share the work: timers and then their profiles are locked with SKIP LOCKED, so a
+worker never waits on a profile the consumer holds (and so can never deadlock with it); a skipped timer is
+simply picked up on the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.segmenter.adapters import repository
+from services.segmenter.domain.funnel import decide_timer
+from services.segmenter.entrypoints.processor import Changes, rules_for
+from shared.logging import get_logger
+from shared.stores import StoreRegistry
+from shared.transient import is_transient
+from shared.workers import sleep_backoff
+
+log = get_logger(__name__)
+
+FIRED = Counter("segmenter_timers_fired_total", "Timers fired, by kind", ["kind"])
+
+
+def _kind_label(kind: str) -> str:
+    return "cart" if kind.startswith("cart:") else kind
+
+
+class TimerWorker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        stores: StoreRegistry,
+        clock: Callable[[], datetime],
+        *,
+        batch_size: int = 500,
+        max_sleep_seconds: float = 1.0,
+        on_outbox_written: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._stores = stores
+        self._clock = clock
+        self._batch_size = batch_size
+        self._max_sleep = max_sleep_seconds
+        self._on_outbox_written = on_outbox_written
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                fired = await self.fire_due()
+                attempt = 0
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("timers_retry", attempt=attempt, error=type(exc).__name__)
+                await sleep_backoff(attempt)
+                attempt += 1
+                continue
+            if fired < self._batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._max_sleep)
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now (one transaction); return how many fired."""
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            due = await repository.claim_due_timers(conn, now, self._batch_size)
+            if not due:
+                return 0
+            keys = {(t.store_id, t.customer_id) for t in due}
+            profiles = await repository.load_profiles_for_update(conn, keys, skip_locked=True)
+            changes = Changes()
+            fired = 0
+            for timer in due:
+                key = (timer.store_id, timer.customer_id)
+                profile = profiles.get(key)
+                if profile is None:
+                    continue  # the consumer holds this profile right now: fire it next round
+                decision = decide_timer(
+                    profile, timer.kind, timer.due_at, now, rules_for(self._stores, timer.store_id)
+                )
+                # A fired timer is done unless the decision set it again (the next health check, next year).
+                decision.timers.setdefault(timer.kind, None)
+                profiles[key] = decision.profile
+                changes.record(decision)
+                fired += 1
+                FIRED.labels(_kind_label(timer.kind)).inc()
+            written = await changes.write(conn)
+        if written:
+            self._on_outbox_written()
+        return fired
