@@ -83,6 +83,11 @@ class ConsumerPipeline(Generic[T]):
     def running(self) -> bool:
         return self._consumer is not None
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this instance holds now (empty before it joined its group)."""
+        consumer = self._consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
     async def run_forever(self) -> None:
         self._consumer = await start_forever(self._consumer_factory, self._name, log)
         try:

@@ -43,10 +43,15 @@ class _Model(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL; refusing it at the edge keeps it from poisoning a consumer.
-        if _has_nul(value):
-            raise ValueError("must not contain NUL (\\u0000) characters")
-        return value
+        return reject_nul(value)
+
+
+def reject_nul(value: Any) -> Any:
+    """Field validator body: PostgreSQL text cannot hold NUL, so refusing it at the edge keeps such a value
+    from poisoning a consumer downstream. Source models use it too, so the error names the source's field."""
+    if _has_nul(value):
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
 
 
 def _has_nul(value: Any) -> bool:

@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -53,6 +54,7 @@ from shared.events import (
     SurveyAnswered,
     SurveyAnsweredEvent,
     SurveyScale,
+    reject_nul,
 )
 
 CallKind = Literal["identify", "track", "page", "alias"]
@@ -139,6 +141,11 @@ class _Model(BaseModel):
     # Segment bodies carry much we do not use (context.device, integrations...); read what we need.
     # Ids and numbers arrive as either JSON type, so numbers are accepted where a string is expected.
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 # --- Common fields ------------------------------------------------------------------------------------------

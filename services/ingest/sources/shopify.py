@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared.events import (
     SHOP_WIDE,
@@ -31,6 +31,7 @@ from shared.events import (
     OrderRefundedEvent,
     Source,
     StorefrontEvent,
+    reject_nul,
 )
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/updated"})
@@ -63,6 +64,11 @@ def signature_is_valid(secret: str, body: bytes, presented: str | None) -> bool:
 class _Model(BaseModel):
     # Shopify adds fields over API versions; we read what we need and ignore the rest.
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class ShopifyAddress(_Model):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from shared.events import (
     Customer,
@@ -31,6 +31,7 @@ from shared.events import (
     OrderRefundedEvent,
     Source,
     StorefrontEvent,
+    reject_nul,
 )
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
@@ -103,6 +104,11 @@ WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
 class _Model(BaseModel):
     # WooCommerce and its plugins add fields (meta_data, _links...); we read what we need and ignore the rest.
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class WooAddress(_Model):

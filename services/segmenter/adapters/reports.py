@@ -53,6 +53,7 @@ async def retention(
 ) -> dict[str, Any]:
     begin = await _active_at(conn, store_id, start, window)
     finish = await _active_at(conn, store_id, end, window)
+    # New customers: first order after the start (an order exactly at the start already counts in B).
     firsts = (
         select(orders.c.customer_id, func.min(orders.c.placed_at).label("first"))
         .where(orders.c.store_id == store_id, orders.c.counts)
@@ -62,7 +63,7 @@ async def retention(
     new = int(
         (
             await conn.execute(
-                select(func.count()).select_from(firsts).where(firsts.c.first >= start, firsts.c.first <= end)
+                select(func.count()).select_from(firsts).where(firsts.c.first > start, firsts.c.first <= end)
             )
         ).scalar_one()
     )

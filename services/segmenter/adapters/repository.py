@@ -35,21 +35,21 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
         yield rows[start : start + _CHUNK]
 
 
-async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]]) -> set[str]:
-    """Record (event_id, store_id) pairs; return the ids seen for the first time.
+async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Record (event_id, store_id) pairs; return the (store_id, event_id) pairs seen for the first time.
 
     A duplicate changes nothing: this is what makes redelivery harmless.
     """
-    claimed: set[str] = set()
+    claimed: set[tuple[str, str]] = set()
     rows = [{"event_id": event_id, "store_id": store_id} for event_id, store_id in events]
     for chunk in _chunks(rows):
         stmt = (
             insert(processed_events)
             .values(chunk)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(processed_events.c.event_id)
+            .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
+            .returning(processed_events.c.store_id, processed_events.c.event_id)
         )
-        claimed.update((await conn.execute(stmt)).scalars())
+        claimed.update((r.store_id, r.event_id) for r in (await conn.execute(stmt)).all())
     return claimed
 
 

@@ -30,8 +30,8 @@ metadata = MetaData(schema=SCHEMA)
 processed_events = Table(
     "processed_events",
     metadata,
+    Column("store_id", String(64), primary_key=True),
     Column("event_id", String(200), primary_key=True),
-    Column("store_id", String(64), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

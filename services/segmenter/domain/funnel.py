@@ -20,6 +20,7 @@ from shared.events import (
     Customer,
     CustomerErasedEvent,
     CustomEvent,
+    IdentityLinkedEvent,
     OrderPlacedEvent,
     OrderRefundedEvent,
     StorefrontEvent,
@@ -98,6 +99,21 @@ def identifiers_of(customer: Customer) -> list[str]:
         found.append(f"anon:{customer.anonymous_id}")
     if customer.placed_order_id:
         found.append(f"order:{customer.placed_order_id}")
+    return found
+
+
+_LINK_PREFIX = {"anonymous_id": "anon:", "store_customer_id": "id:", "email": "email:"}
+
+
+def event_identifiers(event: StorefrontEvent) -> list[str]:
+    """The identifiers of the event's customer, plus the one an identity link says is theirs too."""
+    found = identifiers_of(event.customer)
+    if isinstance(event, IdentityLinkedEvent):
+        link = event.payload
+        previous = link.previous_id.strip().lower() if link.previous_kind == "email" else link.previous_id
+        linked = f"{_LINK_PREFIX[link.previous_kind]}{previous}"
+        if linked not in found:
+            found.append(linked)
     return found
 
 
@@ -345,6 +361,11 @@ def decide(profile: Profile | None, event: StorefrontEvent, rules: FunnelRules, 
         return d
     had_birthday = current.birthday
     d.profile = _with_contact(current, event.customer)
+    linked = [
+        i for i in event_identifiers(event) if i not in d.profile.identifiers and not i.startswith("order:")
+    ]
+    if linked:
+        d.profile = d.profile.model_copy(update={"identifiers": (*d.profile.identifiers, *linked)})
     if isinstance(event, OrderPlacedEvent):
         _on_order(d, event, rules)
     elif isinstance(event, OrderRefundedEvent):

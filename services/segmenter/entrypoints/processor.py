@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
-from services.segmenter.domain.funnel import Decision, after_merge, decide, erase, identifiers_of, merge
+from services.segmenter.domain.funnel import Decision, after_merge, decide, erase, event_identifiers, merge
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.events import SHOP_WIDE, CustomerErasedEvent, OrderRefundedEvent, StorefrontEvent
@@ -53,17 +53,18 @@ class Changes:
 
     async def write(self, conn: AsyncConnection) -> int:
         await repository.save_profiles(conn, self.profiles.values())
-        for store_id, absorbed, survivor in self.merges:
-            await repository.repoint_merged(conn, store_id, absorbed, survivor)
         await repository.save_identities(conn, self.identities)
-        # An erased customer can no longer be found by email or anonymous id.
-        for p in self.profiles.values():
-            if p.erased:
-                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
         await repository.save_orders(conn, (p for p in self.profiles.values() if p.merged_into is None))
         await repository.add_copurchases(conn, self.new_orders)
         await repository.add_transitions(conn, self.transitions)
         await repository.apply_timers(conn, self.timers)
+        # Last: rows this batch wrote under an absorbed id (before the event that linked it) move too.
+        for store_id, absorbed, survivor in self.merges:
+            await repository.repoint_merged(conn, store_id, absorbed, survivor)
+        # An erased customer can no longer be found by email or anonymous id.
+        for p in self.profiles.values():
+            if p.erased:
+                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
         for _, t in self.transitions:
             TRANSITIONS.labels(t.dimension, t.to_value).inc()
         return await repository.add_to_outbox(conn, self.funnel_events)
@@ -88,8 +89,8 @@ class FunnelProcessor:
             fresh: list[StorefrontEvent] = []
             for event in events:
                 # `discard` also drops a second copy of the same id inside this batch.
-                if event.event_id in first_seen:
-                    first_seen.discard(event.event_id)
+                if (event.store_id, event.event_id) in first_seen:
+                    first_seen.discard((event.store_id, event.event_id))
                     fresh.append(event)
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
@@ -99,10 +100,10 @@ class FunnelProcessor:
             self._on_outbox_written()
 
     async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> int:
-        wanted = {(e.store_id, i) for e in events for i in identifiers_of(e.customer)}
+        wanted = {(e.store_id, i) for e in events for i in event_identifiers(e)}
         known = await repository.load_identities(conn, wanted)
         candidates = {(s, c) for (s, _), c in known.items()}
-        candidates |= {(e.store_id, resolve(identifiers_of(e.customer), {}).customer_id) for e in events}
+        candidates |= {(e.store_id, resolve(event_identifiers(e), {}).customer_id) for e in events}
         loaded = await repository.load_profiles_for_update(conn, candidates)
         changes = Changes()
         for event in events:
@@ -117,7 +118,7 @@ class FunnelProcessor:
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
-        ids = identifiers_of(event.customer)
+        ids = event_identifiers(event)
         resolution = resolve(ids, {i: c for (s, i), c in known.items() if s == store_id})
         survivor_key = (store_id, resolution.customer_id)
         if survivor_key not in loaded and isinstance(event, OrderRefundedEvent):

@@ -240,7 +240,7 @@ class RetentionReport(BaseModel):
     active_window_days: int
     B: int = Field(description="customers counting at the start of the period")
     E: int = Field(description="customers counting at the end of the period")
-    N: int = Field(description="new customers: first order within the period")
+    N: int = Field(description="new customers: first order after the start and on or before the end")
     crr: float | None = Field(description="customer retention rate, (E - N) / B x 100; null when B is 0")
     repeat_purchase_rate: float | None = Field(
         description="share of customers ordering in the period who ordered at least twice in it, in %"

@@ -27,8 +27,8 @@ def _now() -> sa.sql.elements.TextClause:
 def upgrade() -> None:
     op.create_table(
         "processed_events",
+        sa.Column("store_id", sa.String(64), primary_key=True),
         sa.Column("event_id", sa.String(200), primary_key=True),
-        sa.Column("store_id", sa.String(64), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=_now()),
         schema=SCHEMA,
     )
