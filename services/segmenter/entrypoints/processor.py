@@ -70,9 +70,12 @@ class Changes:
         return await repository.add_to_outbox(conn, self.funnel_events)
 
 
+_DEFAULT_RULES = FunnelRules()
+
+
 def rules_for(stores: StoreRegistry, store_id: str) -> FunnelRules:
     store = stores.get(store_id)
-    return store.funnel if store is not None else FunnelRules()
+    return store.funnel if store is not None else _DEFAULT_RULES
 
 
 class FunnelProcessor:
@@ -101,8 +104,12 @@ class FunnelProcessor:
 
     async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> int:
         wanted = {(e.store_id, i) for e in events for i in event_identifiers(e)}
-        known = await repository.load_identities(conn, wanted)
-        candidates = {(s, c) for (s, _), c in known.items()}
+        found = await repository.load_identities(conn, wanted)
+        candidates = {(s, c) for (s, _), c in found.items()}
+        # identifier -> customer, per store: what resolution consults (and updates) event after event.
+        known: dict[str, dict[str, str]] = {}
+        for (store, identifier), customer in found.items():
+            known.setdefault(store, {})[identifier] = customer
         candidates |= {(e.store_id, resolve(event_identifiers(e), {}).customer_id) for e in events}
         loaded = await repository.load_profiles_for_update(conn, candidates)
         changes = Changes()
@@ -114,12 +121,17 @@ class FunnelProcessor:
         return await changes.write(conn)
 
     def _apply_one(
-        self, event: StorefrontEvent, known: dict[Key, str], loaded: dict[Key, Profile], changes: Changes
+        self,
+        event: StorefrontEvent,
+        known: dict[str, dict[str, str]],
+        loaded: dict[Key, Profile],
+        changes: Changes,
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
         ids = event_identifiers(event)
-        resolution = resolve(ids, {i: c for (s, i), c in known.items() if s == store_id})
+        in_store = known.setdefault(store_id, {})
+        resolution = resolve(ids, in_store)
         survivor_key = (store_id, resolution.customer_id)
         if survivor_key not in loaded and isinstance(event, OrderRefundedEvent):
             return  # a refund for a customer (and so an order) we never saw changes nothing
@@ -146,7 +158,7 @@ class FunnelProcessor:
         for identifier in (
             decision.profile.identifiers if decision.profile.erased else (*ids, *decision.profile.identifiers)
         ):
-            known[(store_id, identifier)] = resolution.customer_id
+            in_store[identifier] = resolution.customer_id
             changes.identities[(store_id, identifier)] = resolution.customer_id
 
     async def _erase_shop(
