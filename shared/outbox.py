@@ -9,7 +9,6 @@ customer's funnel events keep their order however many instances run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
@@ -18,15 +17,14 @@ from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.logging import get_logger
-from shared.transient import is_transient
-from shared.workers import sleep_backoff
+from shared.workers import Poller
 
 log = get_logger(__name__)
 
 RELAYED = Counter("outbox_relayed_total", "Outbox rows published to Kafka", ["outbox"])
 
 
-class OutboxRelay:
+class OutboxRelay(Poller):
     def __init__(
         self,
         *,
@@ -38,36 +36,15 @@ class OutboxRelay:
         batch_size: int = 1000,
         idle_poll_seconds: float = 0.5,
     ) -> None:
+        super().__init__(f"outbox-{name}", batch_size, idle_poll_seconds)
         self._name = name
         self._engine = engine
         self._table = table
         self._producer = producer
         self._lock_key = lock_key
-        self._batch_size = batch_size
-        self._idle_poll = idle_poll_seconds
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        """Called after a commit that wrote outbox rows, so they go out now rather than at the next poll."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                published = await self.publish_batch()
-                attempt = 0
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("outbox_retry", outbox=self._name, attempt=attempt, error=type(exc).__name__)
-                await sleep_backoff(attempt)
-                attempt += 1
-                continue
-            if published < self._batch_size:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+    async def step(self) -> int:
+        return await self.publish_batch()
 
     async def publish_batch(self) -> int:
         producer = self._producer()

@@ -8,11 +8,13 @@ process supervisor (compose, systemd, Kubernetes) restarts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 from shared.logging import get_logger
+from shared.transient import is_transient
 
 log = get_logger(__name__)
 
@@ -48,3 +50,43 @@ class WorkerGroup:
 async def sleep_backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> None:
     """Bounded exponential backoff for reconnect loops."""
     await asyncio.sleep(min(cap, base * (2 ** min(attempt, 10))))
+
+
+class Poller:
+    """A worker that repeats a step (publish an outbox batch, fire due timers, send due messages): again at
+    once while the step does a full batch, otherwise after `idle_seconds` or as soon as `wake()` is called.
+    Transient failures (database or broker away) are retried with backoff; anything else crashes the
+    worker, so the process says so instead of idling as a zombie."""
+
+    def __init__(self, name: str, batch_size: int, idle_seconds: float) -> None:
+        self._poller_name = name
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def step(self) -> int:
+        """Do one batch of work; return how many items it handled."""
+        raise NotImplementedError
+
+    async def run_forever(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                handled = await self.step()
+                attempt = 0
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning(
+                    "worker_retry", worker=self._poller_name, attempt=attempt, error=type(exc).__name__
+                )
+                await sleep_backoff(attempt)
+                attempt += 1
+                continue
+            if handled < self._batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_seconds)

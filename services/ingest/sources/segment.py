@@ -26,11 +26,11 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from services.ingest.sources.base import SourceModel
 from shared.events import (
     CartUpdated,
     CartUpdatedEvent,
@@ -54,7 +54,6 @@ from shared.events import (
     SurveyAnswered,
     SurveyAnsweredEvent,
     SurveyScale,
-    reject_nul,
 )
 
 CallKind = Literal["identify", "track", "page", "alias"]
@@ -137,15 +136,10 @@ Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
 Currency = Annotated[Annotated[str, AfterValidator(_currency_code)] | None, BeforeValidator(_blank_is_none)]
 
 
-class _Model(BaseModel):
+class _Model(SourceModel):
     # Segment bodies carry much we do not use (context.device, integrations...); read what we need.
     # Ids and numbers arrive as either JSON type, so numbers are accepted where a string is expected.
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return reject_nul(value)
 
 
 # --- Common fields ------------------------------------------------------------------------------------------

@@ -6,15 +6,13 @@ and names the delivery with X-Shopify-Event-Id (the same id on every retry of on
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field
 
+from services.ingest.sources.base import SourceModel, hmac_sha256_base64, signature_matches
 from shared.events import (
     SHOP_WIDE,
     CartUpdated,
@@ -31,7 +29,6 @@ from shared.events import (
     OrderRefundedEvent,
     Source,
     StorefrontEvent,
-    reject_nul,
 )
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/updated"})
@@ -51,24 +48,12 @@ HANDLED_TOPICS = (
 )
 
 
-def sign(secret: str, body: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+sign = hmac_sha256_base64
+signature_is_valid = signature_matches
 
 
-def signature_is_valid(secret: str, body: bytes, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return hmac.compare_digest(sign(secret, body).encode(), presented.strip().encode())
-
-
-class _Model(BaseModel):
-    # Shopify adds fields over API versions; we read what we need and ignore the rest.
-    model_config = ConfigDict(extra="ignore")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return reject_nul(value)
+class _Model(SourceModel):
+    pass
 
 
 class ShopifyAddress(_Model):
@@ -122,8 +107,8 @@ class ShopifyOrder(_Model):
     customer_locale: str | None = None
     cart_token: str | None = None
     checkout_token: str | None = None
-    line_items: list[ShopifyLineItem] = []
-    discount_codes: list[ShopifyDiscountCode] = []
+    line_items: tuple[ShopifyLineItem, ...] = ()
+    discount_codes: tuple[ShopifyDiscountCode, ...] = ()
     customer: ShopifyCustomer | None = None
     shipping_address: ShopifyAddress | None = None
     billing_address: ShopifyAddress | None = None
@@ -141,7 +126,7 @@ class ShopifyCheckout(_Model):
     abandoned_checkout_url: str | None = None
     customer_locale: str | None = None
     buyer_accepts_marketing: bool | None = None
-    line_items: list[ShopifyLineItem] = []
+    line_items: tuple[ShopifyLineItem, ...] = ()
     customer: ShopifyCustomer | None = None
     shipping_address: ShopifyAddress | None = None
     billing_address: ShopifyAddress | None = None
@@ -158,7 +143,7 @@ class ShopifyRefund(_Model):
     id: int
     order_id: int
     created_at: AwareDatetime
-    transactions: list[ShopifyTransaction] = []
+    transactions: tuple[ShopifyTransaction, ...] = ()
 
 
 class ShopifyPrivacyCustomer(_Model):

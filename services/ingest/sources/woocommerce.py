@@ -9,17 +9,15 @@ come twice: `date_*` in the site's timezone and `date_*_gmt` in UTC, both withou
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import html
 import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field
 
+from services.ingest.sources.base import SourceModel, hmac_sha256_base64, signature_matches
 from shared.events import (
     Customer,
     CustomerUpserted,
@@ -31,7 +29,6 @@ from shared.events import (
     OrderRefundedEvent,
     Source,
     StorefrontEvent,
-    reject_nul,
 )
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
@@ -60,14 +57,8 @@ _MAX_AMOUNT = Decimal(10) ** 12
 _MAX_ID = 2**63 - 1
 
 
-def sign(secret: str, body: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def signature_is_valid(secret: str, body: bytes, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return hmac.compare_digest(sign(secret, body).encode(), presented.strip().encode())
+sign = hmac_sha256_base64
+signature_is_valid = signature_matches
 
 
 def is_ping(content_type: str | None, body: bytes) -> bool:
@@ -101,14 +92,8 @@ Amount = Annotated[Decimal, Field(ge=0, le=_MAX_AMOUNT, allow_inf_nan=False), Af
 WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
 
 
-class _Model(BaseModel):
-    # WooCommerce and its plugins add fields (meta_data, _links...); we read what we need and ignore the rest.
-    model_config = ConfigDict(extra="ignore")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return reject_nul(value)
+class _Model(SourceModel):
+    pass
 
 
 class WooAddress(_Model):
@@ -147,8 +132,8 @@ class WooOrder(_Model):
     customer_id: WooId = 0
     billing: WooAddress | None = None
     shipping: WooAddress | None = None
-    line_items: list[WooLineItem] = []
-    coupon_lines: list[WooCouponLine] = []
+    line_items: tuple[WooLineItem, ...] = ()
+    coupon_lines: tuple[WooCouponLine, ...] = ()
     # `refunds` is not read: see _order for why the total is the refunded amount.
     cart_hash: str | None = None
 

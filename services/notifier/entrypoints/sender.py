@@ -7,7 +7,6 @@ and such a row is never picked up again: a customer may miss a message after a c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +20,7 @@ from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender,
 from services.notifier.adapters.templates import TemplateRenderer
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
-from shared.transient import is_transient
-from shared.workers import sleep_backoff
+from shared.workers import Poller
 
 log = get_logger(__name__)
 
@@ -36,7 +34,7 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempt - 1)))
 
 
-class MessageSender:
+class MessageSender(Poller):
     def __init__(
         self,
         *,
@@ -54,31 +52,12 @@ class MessageSender:
         self._renderer = renderer
         self._smtp = smtp
         self._clock = clock
+        super().__init__("sender", batch_size, idle_poll_seconds)
         self._batch_size = batch_size
         self._max_attempts = max_attempts
-        self._idle_poll = idle_poll_seconds
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                handled = await self.send_due()
-                attempt = 0
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("sender_retry", attempt=attempt, error=type(exc).__name__)
-                await sleep_backoff(attempt)
-                attempt += 1
-                continue
-            if handled < self._batch_size:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+    async def step(self) -> int:
+        return await self.send_due()
 
     async def send_due(self) -> int:
         async with self._engine.begin() as conn:

@@ -8,8 +8,6 @@ simply picked up on the next round.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -21,8 +19,7 @@ from services.segmenter.domain.funnel import decide_timer
 from services.segmenter.entrypoints.processor import Changes, rules_for
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
-from shared.transient import is_transient
-from shared.workers import sleep_backoff
+from shared.workers import Poller
 
 log = get_logger(__name__)
 
@@ -33,7 +30,7 @@ def _kind_label(kind: str) -> str:
     return "cart" if kind.startswith("cart:") else kind
 
 
-class TimerWorker:
+class TimerWorker(Poller):
     def __init__(
         self,
         engine: AsyncEngine,
@@ -47,31 +44,12 @@ class TimerWorker:
         self._engine = engine
         self._stores = stores
         self._clock = clock
+        super().__init__("timers", batch_size, max_sleep_seconds)
         self._batch_size = batch_size
-        self._max_sleep = max_sleep_seconds
         self._on_outbox_written = on_outbox_written
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                fired = await self.fire_due()
-                attempt = 0
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("timers_retry", attempt=attempt, error=type(exc).__name__)
-                await sleep_backoff(attempt)
-                attempt += 1
-                continue
-            if fired < self._batch_size:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._max_sleep)
+    async def step(self) -> int:
+        return await self.fire_due()
 
     async def fire_due(self) -> int:
         """Fire every timer due now (one transaction); return how many fired."""
