@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Literal
 
 from services.segmenter.domain import carts, health
 from services.segmenter.domain.profile import CartFact, OrderFact, Profile, SurveyFact, Transition
@@ -134,22 +135,26 @@ def _with_contact(profile: Profile, customer: Customer) -> Profile:
 # -- stage and health ----------------------------------------------------------------------------------
 
 
+def _record(d: Decision, dimension: Literal["stage", "health"], before: str, after: str, reason: str) -> None:
+    d.transitions.append(
+        Transition(
+            dimension=dimension,
+            from_value=before,
+            to_value=after,
+            reason=reason,
+            occurred_at=d.at,
+            event_id=d.cause,
+        )
+    )
+
+
 def _move_stage(d: Decision, rules: FunnelRules, *, may_go_down: bool) -> None:
     target, reason = earned_stage(d.profile, rules, d.at or datetime.min)
     current = d.profile.stage
     if target == current or (target.rank < current.rank and not may_go_down):
         return
     d.profile = d.profile.model_copy(update={"stage": target})
-    d.transitions.append(
-        Transition(
-            dimension="stage",
-            from_value=current.value,
-            to_value=target.value,
-            reason=reason,
-            occurred_at=d.at,
-            event_id=d.cause,
-        )
-    )
+    _record(d, "stage", current.value, target.value, reason)
     d.emit(
         "stage_changed", StageChangedEvent, StageChanged(from_stage=current, to_stage=target, reason=reason)
     )
@@ -160,16 +165,7 @@ def _set_health(d: Decision, to: Health, reason: str) -> None:
     if to == current:
         return
     d.profile = d.profile.model_copy(update={"health": to})
-    d.transitions.append(
-        Transition(
-            dimension="health",
-            from_value=current.value,
-            to_value=to.value,
-            reason=reason,
-            occurred_at=d.at,
-            event_id=d.cause,
-        )
-    )
+    _record(d, "health", current.value, to.value, reason)
     d.emit(
         "health_changed", HealthChangedEvent, HealthChanged(from_health=current, to_health=to, reason=reason)
     )
