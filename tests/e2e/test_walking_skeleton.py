@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.ingest.sources import shopify
 from shared.kafka import STOREFRONT_EVENTS
@@ -150,3 +152,66 @@ async def test_store_api_requires_the_stores_key(services: RunningServices) -> N
     assert wrong.status_code == 401
     assert unknown_store.status_code == 404
     assert unknown_customer.status_code == 404
+
+
+async def test_a_customers_redact_webhook_erases_personal_data_in_both_services(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    customer_id, email, body = _order_for_new_customer()
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (
+            await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=_signed(body))
+        ).status_code == 200
+
+        async def emailed() -> bool:
+            return bool(_to(smtp_server, email))
+
+        await _eventually(emailed, 10, "the welcome email")
+        redact = json.dumps(
+            {
+                "shop_id": 1,
+                "shop_domain": "demo.myshopify.com",
+                "customer": {"id": int(customer_id), "email": email},
+            }
+        ).encode()
+        headers = {**_signed(redact), "X-Shopify-Topic": "customers/redact"}
+        assert (
+            await client.post(f"{services.ingest}/webhooks/shopify", content=redact, headers=headers)
+        ).status_code == 200
+
+        async def erased() -> bool:
+            profile = await client.get(
+                f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API
+            )
+            return bool(profile.json().get("erased"))
+
+        await _eventually(erased, 10, "the segmenter erased the profile")
+        profile = (
+            await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
+        ).json()
+        assert (profile["email"], profile["first_name"], profile["city"]) == (None, None, None)
+        assert profile["orders_count"] == 1  # aggregates are kept
+        by_email = await client.get(
+            f"{services.segmenter}/v1/stores/demo/customers", params={"email": email}, headers=API
+        )
+        assert by_email.json() == []
+
+    engine = create_async_engine(services.env["DATABASE_URL"])
+    try:
+
+        async def notifier_forgot() -> bool:
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            "SELECT c.email, m.to_address FROM notifier.customers c JOIN notifier.messages m "
+                            "USING (store_id, customer_id) WHERE c.store_id = 'demo' AND c.customer_id = :c"
+                        ),
+                        {"c": customer_id},
+                    )
+                ).one()
+            return tuple(row) == (None, None)
+
+        await _eventually(notifier_forgot, 10, "the notifier forgot the address")
+    finally:
+        await engine.dispose()
