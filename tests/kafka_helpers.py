@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.consumer import ConsumerPipeline, DlqLimit
+from shared.events import StorefrontEvent, decode_event
 
 
 async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -38,3 +44,33 @@ async def committed(bootstrap: str, topic: str, group: str) -> int:
         return sum([await consumer.committed(tp) or 0 for tp in tps])
     finally:
         await consumer.stop()
+
+
+def storefront_pipeline(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    handle: Callable[[Sequence[StorefrontEvent]], Awaitable[Any]],
+    *,
+    dlq_producer: AIOKafkaProducer | None = None,
+    dlq_limit: int = 100,
+    max_records: int = 1000,
+    **consumer_options: Any,
+) -> ConsumerPipeline[StorefrontEvent]:
+    """The consumer pipeline as the segmenter runs it, on a test topic and group of the test's choosing."""
+    return ConsumerPipeline(
+        name=f"test-{group}",
+        consumer_factory=lambda: AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **consumer_options,
+        ),
+        dlq_producer=lambda: dlq_producer,
+        decode=decode_event,
+        handle=handle,
+        dlq_limit=DlqLimit(max_consecutive_invalid=dlq_limit),
+        max_records=max_records,
+    )

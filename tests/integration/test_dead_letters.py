@@ -12,13 +12,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from shared.consumer import ConsumerPipeline, DlqLimit, DlqLimitExceeded
+from shared.consumer import ConsumerPipeline, DlqLimitExceeded
 from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
 from shared.settings import KafkaSettings
 from shared.stores import StoreRegistry
-from tests.kafka_helpers import committed
+from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +34,7 @@ async def _topics(kafka_bootstrap: str) -> str:
 def _pipeline(
     kafka_bootstrap: str, topic: str, producer: AIOKafkaProducer, handle: FunnelProcessor, limit: int = 100
 ) -> ConsumerPipeline[StorefrontEvent]:
-    return ConsumerPipeline(
-        name="dlq-test",
-        consumer_factory=lambda: AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            group_id="g",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        ),
-        dlq_producer=lambda: producer,
-        decode=decode_event,
-        handle=handle,
-        dlq_limit=DlqLimit(max_consecutive_invalid=limit),
-    )
+    return storefront_pipeline(kafka_bootstrap, topic, "g", handle, dlq_producer=producer, dlq_limit=limit)
 
 
 async def _read_all(

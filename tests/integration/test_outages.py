@@ -23,14 +23,13 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from services.segmenter.adapters.tables import processed_events
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from shared.consumer import ConsumerPipeline
 from shared.db import upgrade_to_head
 from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreRegistry
 from tests.fixtures.stack import free_ports
-from tests.kafka_helpers import committed
+from tests.kafka_helpers import committed, storefront_pipeline
 from tests.payloads import source_example
 
 pytestmark = pytest.mark.integration
@@ -75,20 +74,8 @@ async def test_postgres_going_away_mid_stream_loses_nothing_and_the_consumer_res
             await asyncio.sleep(0.05)
             await processor(batch)
 
-        pipeline: ConsumerPipeline[StorefrontEvent] = ConsumerPipeline(
-            name="outage",
-            consumer_factory=lambda: AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=kafka_bootstrap,
-                group_id="g",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=2048,
-            ),
-            dlq_producer=lambda: None,
-            decode=decode_event,
-            handle=slowly,
-            max_records=10,
+        pipeline = storefront_pipeline(
+            kafka_bootstrap, topic, "g", slowly, max_records=10, max_partition_fetch_bytes=2048
         )
         task = asyncio.create_task(pipeline.run_forever())
         await asyncio.gather(

@@ -9,18 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.adapters.tables import outbox, processed_events, profiles, transitions
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from shared.consumer import ConsumerPipeline
-from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encode_event
+from shared.events import OrderPlacedEvent, StorefrontEvent, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 from shared.stores import StoreRegistry
-from tests.kafka_helpers import committed
+from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -66,19 +66,7 @@ def _pipeline(
     group: str,
     handle: Callable[[Sequence[StorefrontEvent]], Awaitable[Any]],
 ) -> ConsumerPipeline[StorefrontEvent]:
-    return ConsumerPipeline(
-        name=f"test-{group}",
-        consumer_factory=lambda: AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        ),
-        dlq_producer=lambda: None,
-        decode=decode_event,
-        handle=handle,
-    )
+    return storefront_pipeline(kafka_bootstrap, topic, group, handle)
 
 
 async def _run_until(

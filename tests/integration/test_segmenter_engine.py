@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -28,7 +28,7 @@ from shared.funnel_rules import FunnelRules
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreConfig, StoreRegistry
-from tests.kafka_helpers import committed
+from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -202,19 +202,7 @@ async def _drain(
     engine: AsyncEngine,
     store_id: str,
 ) -> None:
-    pipeline: ConsumerPipeline[StorefrontEvent] = ConsumerPipeline(
-        name=group,
-        consumer_factory=lambda: AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        ),
-        dlq_producer=lambda: None,
-        decode=decode_event,
-        handle=processor,
-    )
+    pipeline = storefront_pipeline(kafka_bootstrap, topic, group, processor)
     task = asyncio.create_task(pipeline.run_forever())
     try:
         deadline = asyncio.get_running_loop().time() + 60
@@ -374,20 +362,8 @@ async def test_two_instances_share_the_partitions_and_a_stop_mid_stream_loses_an
             await super().__call__(batch)
 
     def pipeline(name: str) -> ConsumerPipeline[StorefrontEvent]:
-        return ConsumerPipeline(
-            name=f"two-{name}",
-            consumer_factory=lambda: AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=kafka_bootstrap,
-                group_id="two",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=4096,
-            ),
-            dlq_producer=lambda: None,
-            decode=decode_event,
-            handle=Counting(name),
-            max_records=20,
+        return storefront_pipeline(
+            kafka_bootstrap, topic, "two", Counting(name), max_records=20, max_partition_fetch_bytes=4096
         )
 
     a, b = pipeline("a"), pipeline("b")
