@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Request
 from prometheus_client import Counter
@@ -63,6 +64,38 @@ async def _accept(
     return Accepted(status="accepted", event_id=event.event_id)
 
 
+class WebhookMapper(Protocol):
+    """A platform's mapper module (sources/shopify.py, sources/woocommerce.py)."""
+
+    HANDLED_TOPICS: frozenset[str]
+
+    def to_canonical(
+        self, topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
+    ) -> StorefrontEvent | None: ...
+
+
+async def _translate(
+    request: Request,
+    source: str,
+    mapper: WebhookMapper,
+    topic: str,
+    body: bytes,
+    store_id: str,
+    delivery: str,
+) -> Accepted:
+    """Once the sender is verified: parse, map to the canonical event, accept (or 422 naming the field)."""
+    event_id = f"{source}:{delivery}"
+    label = topic if topic in mapper.HANDLED_TOPICS else "other"
+    payload = parse_json(body)
+    try:
+        event = mapper.to_canonical(
+            topic, payload, store_id=store_id, event_id=event_id, received_at=context(request).clock()
+        )
+    except ValidationError as exc:
+        raise _invalid(source, label, exc) from exc
+    return await _accept(request, source, label, store_id, event)
+
+
 @router.post(
     "/webhooks/shopify", summary="Receive a Shopify webhook", response_model=Accepted, responses=ERRORS
 )
@@ -90,19 +123,7 @@ async def shopify_webhook(
     delivery = x_shopify_event_id or x_shopify_webhook_id
     if not delivery:
         raise ApiError(400, "missing_header", "X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required")
-    topic = x_shopify_topic if x_shopify_topic in shopify.HANDLED_TOPICS else "other"
-    payload = parse_json(body)
-    try:
-        event = shopify.to_canonical(
-            x_shopify_topic,
-            payload,
-            store_id=store.store_id,
-            event_id=f"shopify:{delivery}",
-            received_at=ctx.clock(),
-        )
-    except ValidationError as exc:
-        raise _invalid("shopify", topic, exc) from exc
-    return await _accept(request, "shopify", topic, store.store_id, event)
+    return await _translate(request, "shopify", shopify, x_shopify_topic, body, store.store_id, delivery)
 
 
 @router.post(
@@ -139,16 +160,7 @@ async def woocommerce_webhook(
         raise ApiError(401, "bad_signature", "X-WC-Webhook-Signature does not match the body")
     if not x_wc_webhook_delivery_id:
         raise ApiError(400, "missing_header", "X-WC-Webhook-Delivery-ID is required")
-    topic = x_wc_webhook_topic if x_wc_webhook_topic in woocommerce.HANDLED_TOPICS else "other"
-    payload = parse_json(body)
-    try:
-        event = woocommerce.to_canonical(
-            x_wc_webhook_topic,
-            payload,
-            store_id=store.store_id,
-            event_id=f"woocommerce:{x_wc_webhook_delivery_id}",
-            received_at=ctx.clock(),
-        )
-    except ValidationError as exc:
-        raise _invalid("woocommerce", topic, exc) from exc
-    return await _accept(request, "woocommerce", topic, store.store_id, event)
+    delivery = x_wc_webhook_delivery_id
+    return await _translate(
+        request, "woocommerce", woocommerce, x_wc_webhook_topic, body, store.store_id, delivery
+    )
