@@ -9,7 +9,6 @@ so tests sharing the session's database never see each other's rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from shared.events import StorefrontEvent, decode_event
+from shared.events import StorefrontEvent
 from shared.stores import StoreConfig, StoreRegistry
 from shared.web import install_error_handlers
+from tests.builders import canonical_event
 
 pytestmark = pytest.mark.integration
 
@@ -111,18 +111,7 @@ def event(
     payload: Json | None = None,
 ) -> StorefrontEvent:
     """A canonical event through the contract's own decoder; the id is unique to the test's store."""
-    body: Json = {
-        "event_id": f"{store_id}:{event_id}",
-        "type": kind,
-        "store_id": store_id,
-        "customer": customer,
-        "occurred_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "source": "api",
-    }
-    if payload is not None:
-        body["payload"] = payload
-    return decode_event(json.dumps(body))
+    return canonical_event(store_id, kind, at, customer, payload, event_id=f"{store_id}:{event_id}")
 
 
 def item(

@@ -4,7 +4,6 @@ with SKIP LOCKED, identity merges, replay into an empty database, two instances 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import uuid
 from collections.abc import Sequence
@@ -22,12 +21,13 @@ from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared.consumer import ConsumerPipeline
 from shared.db import upgrade_to_head
-from shared.events import StorefrontEvent, decode_event, encode_event
+from shared.events import StorefrontEvent, encode_event
 from shared.funnel_events import decode_funnel_event
 from shared.funnel_rules import FunnelRules
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreConfig, StoreRegistry
+from tests.builders import canonical_event
 from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
@@ -43,18 +43,7 @@ def registry(store_id: str, **rules: Any) -> StoreRegistry:
 def event(
     store_id: str, kind: str, payload: dict[str, Any] | None, at: datetime, **customer: Any
 ) -> StorefrontEvent:
-    body: dict[str, Any] = {
-        "event_id": f"{store_id}:{uuid.uuid4().hex}",
-        "type": kind,
-        "store_id": store_id,
-        "customer": customer,
-        "occurred_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "source": "api",
-    }
-    if payload is not None:
-        body["payload"] = payload
-    return decode_event(json.dumps(body))
+    return canonical_event(store_id, kind, at, customer, payload)
 
 
 def order(store_id: str, who: dict[str, Any], order_id: str, at: datetime, *products: str) -> StorefrontEvent:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules
+from tests.builders import canonical_event
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 RULES = FunnelRules()
@@ -36,18 +36,7 @@ def ev(
 ) -> StorefrontEvent:
     """A canonical event with a unique id; the customer defaults to store customer id c1."""
     who = customer or {"store_customer_id": "c1"}
-    body = {
-        "event_id": f"e{next(_seq)}",
-        "type": kind,
-        "store_id": "demo",
-        "customer": who,
-        "occurred_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "source": "api",
-    }
-    if payload is not None:
-        body["payload"] = payload
-    return decode_event(json.dumps(body))
+    return canonical_event("demo", kind, at, who, payload, event_id=f"e{next(_seq)}")
 
 
 def order(
