@@ -28,6 +28,7 @@ class ProfileSnapshot(_Model):
     email: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    phone: str | None = None
     locale: str | None = None
     city: str | None = None
     country: str | None = None
@@ -93,6 +94,23 @@ class SurveyScored(_Model):
     nps: int | None = None
 
 
+class OrderRecorded(_Model):
+    """A new order counted for the customer: what the notifier needs for exits, coupons and follow-ups."""
+
+    order_id: str
+    total: Decimal
+    currency: str
+    items: tuple[CartItem, ...] = ()
+    discount_codes: tuple[str, ...] = ()
+    cart_id: str | None = None
+
+
+class CustomerUpdated(_Model):
+    """Contact facts changed (consent, email, phone, name...) without any other funnel event to carry them."""
+
+    changed: tuple[str, ...] = ()
+
+
 class BirthdayDue(_Model):
     birthday: date
     days_before: int
@@ -132,6 +150,16 @@ class SurveyScoredEvent(_Envelope):
     payload: SurveyScored
 
 
+class OrderPlacedFunnelEvent(_Envelope):
+    type: Literal["order_placed"] = "order_placed"
+    payload: OrderRecorded
+
+
+class CustomerUpdatedEvent(_Envelope):
+    type: Literal["customer_updated"] = "customer_updated"
+    payload: CustomerUpdated
+
+
 class BirthdayDueEvent(_Envelope):
     type: Literal["birthday_due"] = "birthday_due"
     payload: BirthdayDue
@@ -149,6 +177,8 @@ FunnelEvent = Annotated[
     | CartAbandonedEvent
     | SurveyScoredEvent
     | BirthdayDueEvent
+    | OrderPlacedFunnelEvent
+    | CustomerUpdatedEvent
     | CustomerErasedFunnelEvent,
     Field(discriminator="type"),
 ]

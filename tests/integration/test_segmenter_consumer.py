@@ -123,7 +123,7 @@ async def test_a_redelivered_batch_changes_nothing(
     before = await _state(engine, store_id)
     assert before["profiles"] == [("c1", "repeat", 2, "20.00"), ("c2", "first_time", 1, "10.00")]
     assert before["transitions"] == 3  # c1: prospect->first_time->repeat, c2: prospect->first_time
-    assert before["outbox"] == 3
+    assert before["outbox"] == 6  # three order_placed and three stage_changed funnel events
 
     # A second group reads the same topic from the start: every event is delivered again.
     seen: list[int] = []
@@ -166,7 +166,7 @@ async def test_offsets_are_committed_only_after_the_database_commit(
     assert after["processed"] == 2
     assert after["profiles"] == [("c1", "first_time", 1, "10.00"), ("c2", "first_time", 1, "10.00")]
     assert after["transitions"] == 2
-    assert after["outbox"] == 2
+    assert after["outbox"] == 4  # per order: order_placed and stage_changed
 
 
 async def test_a_failure_before_the_database_commit_leaves_no_trace(

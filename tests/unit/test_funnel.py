@@ -83,10 +83,29 @@ def test_first_order_first_time_then_repeat() -> None:
     assert profile.orders_count == 2
     assert str(profile.total_spent) == "100.00"
     assert profile.email == "ann@example.com"
-    [event] = decisions[1].funnel_events
+    placed, event = decisions[1].funnel_events
     assert event.type == "stage_changed"
     assert event.profile.first_name == "Ann"
     assert event.caused_by == decisions[1].cause
+    assert placed.type == "order_placed"
+    assert placed.payload.order_id == "o1"
+    assert placed.profile.orders_count == 1
+
+
+def test_contact_changes_alone_reach_the_notifier_as_customer_updated() -> None:
+    profile, [created] = run(ev("customer_upserted", email="ann@example.com", store_customer_id="c1"))
+    assert [e.type for e in created.funnel_events] == ["customer_updated"]
+    assert "email" in created.funnel_events[0].payload.changed
+    _, [opted_out] = run(
+        ev("customer_upserted", store_customer_id="c1", accepts_marketing=False, phone="+4915112345678"),
+        profile=profile,
+    )
+    [updated] = opted_out.funnel_events
+    assert updated.payload.changed == ("phone", "accepts_marketing")
+    assert updated.profile.accepts_marketing is False
+    assert updated.profile.phone == "+4915112345678"
+    _, [same] = run(ev("customer_upserted", store_customer_id="c1", email="ann@example.com"), profile=profile)
+    assert same.funnel_events == []
 
 
 def test_the_same_order_under_a_new_delivery_changes_nothing() -> None:

@@ -22,6 +22,7 @@ from shared.events import (
     CustomerErasedEvent,
     CustomEvent,
     IdentityLinkedEvent,
+    LineItem,
     OrderPlacedEvent,
     OrderRefundedEvent,
     StorefrontEvent,
@@ -34,9 +35,13 @@ from shared.funnel_events import (
     CartAbandoned,
     CartItem,
     CustomerErasedFunnelEvent,
+    CustomerUpdated,
+    CustomerUpdatedEvent,
     FunnelEvent,
     HealthChanged,
     HealthChangedEvent,
+    OrderPlacedFunnelEvent,
+    OrderRecorded,
     ProductRef,
     StageChanged,
     StageChangedEvent,
@@ -208,6 +213,18 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     )
     for cart_id in closed:
         d.timers[carts.timer_kind(cart_id)] = None
+    d.emit(
+        "order_placed",
+        OrderPlacedFunnelEvent,
+        OrderRecorded(
+            order_id=order.order_id,
+            total=order.total,
+            currency=order.currency,
+            items=tuple(_cart_item(i) for i in order.line_items),
+            discount_codes=order.discount_codes,
+            cart_id=order.cart_id,
+        ),
+    )
     _move_stage(d, rules, may_go_down=False)
     if d.profile.last_order_at == event.occurred_at and d.profile.health != Health.ACTIVE:
         _set_health(d, Health.ACTIVE, "ordered again")
@@ -238,19 +255,20 @@ def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
     d.timers[kind] = open_cart.updated_at + rules.cart_abandonment if open_cart else None
 
 
+def _cart_item(item: LineItem) -> CartItem:
+    return CartItem(
+        product_id=item.product_id,
+        title=item.title,
+        category=item.category,
+        quantity=item.quantity,
+        price=item.price,
+    )
+
+
 def _abandoned_payload(cart: CartFact, source: str) -> CartAbandoned:
     return CartAbandoned(
         cart_id=cart.cart_id,
-        items=tuple(
-            CartItem(
-                product_id=i.product_id,
-                title=i.title,
-                category=i.category,
-                quantity=i.quantity,
-                price=i.price,
-            )
-            for i in cart.items
-        ),
+        items=tuple(_cart_item(i) for i in cart.items),
         total=cart.total,
         currency=cart.currency,
         recovery_url=cart.recovery_url,
@@ -374,6 +392,11 @@ def decide(profile: Profile | None, event: StorefrontEvent, rules: FunnelRules, 
         _on_survey(d, event, rules)
     elif isinstance(event, CustomEvent):
         _on_custom(d, event, rules)
+    changed = tuple(n for n in _CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
+    if changed and not d.funnel_events:
+        # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
+        # the notifier (audiences, exports) even when nothing else happened.
+        d.emit("customer_updated", CustomerUpdatedEvent, CustomerUpdated(changed=changed))
     if d.profile.birthday != had_birthday:
         _birthday_timer(d, rules, event.occurred_at)
     return d

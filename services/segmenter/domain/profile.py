@@ -170,6 +170,7 @@ class Profile(_Fact):
             email=self.email,
             first_name=self.first_name,
             last_name=self.last_name,
+            phone=self.phone,
             locale=self.locale,
             city=self.city,
             country=self.country,
