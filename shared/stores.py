@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.funnel_rules import FunnelRules
+from shared.notifier_rules import NotifierRules
 
 StoreId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
@@ -64,6 +65,8 @@ class StoreConfig(_Model):
     # Production defaults live in FunnelRules; the development registry shortens the timers so a demo
     # shows every flow within a minute.
     funnel: FunnelRules = FunnelRules()
+    # Flows, coupons, guards and personalisation of the notifier; production defaults in NotifierRules.
+    notifier: NotifierRules = NotifierRules()
 
     def accepts_api_key(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.api_key.get_secret_value().encode())
@@ -75,6 +78,9 @@ class StoreConfig(_Model):
                 found.append(part.webhook_secret.get_secret_value())
         if self.segment is not None:
             found.append(self.segment.write_key.get_secret_value())
+        for hook in (self.notifier.support_webhook, self.notifier.messaging_webhook):
+            if hook is not None:
+                found.append(hook.secret.get_secret_value())
         return found
 
 

@@ -1,4 +1,4 @@
-"""The notifier's tables, in its own schema `notifier`."""
+"""The notifier's tables, in its own schema `notifier` (kept in step with migrations/versions)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -22,20 +23,34 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 SCHEMA = "notifier"
 metadata = MetaData(schema=SCHEMA)
+MONEY = Numeric(14, 2)
 
+# The latest we know of each customer from the funnel events, plus what only the notifier knows: the
+# unsubscribe token, the unsubscription itself, and addresses suppressed after a permanent failure.
 customers = Table(
     "customers",
     metadata,
     Column("store_id", String(64), primary_key=True),
     Column("customer_id", String(400), primary_key=True),
     Column("email", String(320)),
+    Column("phone", String(40)),
     Column("accepts_marketing", Boolean),
     Column("stage", String(20), nullable=False),
+    Column("health", String(20), nullable=False, server_default="active"),
+    Column("profile", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("last_order_at", DateTime(timezone=True)),
+    Column("last_cart_abandoned_at", DateTime(timezone=True)),
+    Column("unsubscribe_token", String(64)),
+    Column("unsubscribed_at", DateTime(timezone=True)),
+    Column("suppressed_at", DateTime(timezone=True)),
+    Column("suppressed_reason", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("uq_customers_unsubscribe_token", "unsubscribe_token", unique=True),
 )
 
 # One row per (store, customer, flow, trigger): the unique constraint is what makes a message at most once.
-# status: pending -> sending -> sent | failed; `sending` left behind by a crash is never retried blindly.
+# status: pending -> sending -> sent | failed, or skipped (with the reason); `sending` left behind by a crash
+# is never retried blindly. A delayed message is a pending row whose due_at lies ahead.
 messages = Table(
     "messages",
     metadata,
@@ -55,7 +70,71 @@ messages = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
+    Column("marketing", Boolean, nullable=False, server_default="false"),
+    Column("trigger_at", DateTime(timezone=True)),
+    Column("send_before", DateTime(timezone=True)),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("coupon_code", String(40)),
+    Column("converted_at", DateTime(timezone=True)),
+    Column("converted_order_id", String(200)),
+    Column("revenue", MONEY),
     UniqueConstraint("store_id", "customer_id", "flow", "trigger_event_id", name="uq_messages_once"),
     Index("ix_messages_due", "due_at", postgresql_where=text("status = 'pending'")),
     Index("ix_messages_customer", "store_id", "customer_id", "created_at"),
+    Index(
+        "ix_messages_marketing_claims",
+        "store_id",
+        "customer_id",
+        "claimed_at",
+        postgresql_where=text("marketing AND claimed_at IS NOT NULL"),
+    ),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_id", String(400), nullable=False),
+    Column("flow", String(64), nullable=False),
+    Column("trigger_event_id", String(200), nullable=False),
+    Column("message_id", BigInteger),
+    Column("code", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("value", MONEY, nullable=False),
+    Column("currency", String(3)),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_at", DateTime(timezone=True)),
+    Column("redeemed_order_id", String(200)),
+    Column("redeemed_by", String(400)),
+    UniqueConstraint("store_id", "code", name="uq_coupons_code"),
+    UniqueConstraint("store_id", "customer_id", "flow", "trigger_event_id", name="uq_coupons_once"),
+    Index("ix_coupons_customer", "store_id", "customer_id"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", String(200), primary_key=True),
+    Column("customer_id", String(400), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+    Column("total", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("discount_codes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("attributed_message_id", BigInteger),
+)
+
+# What sells: the fallback recommendations when a customer's own history and the complements say nothing.
+products = Table(
+    "products",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("product_id", String(200), primary_key=True),
+    Column("title", Text),
+    Column("category", String(255)),
+    Column("price", MONEY),
+    Column("orders_count", Integer, nullable=False, server_default="0"),
+    Column("last_ordered_at", DateTime(timezone=True)),
 )
