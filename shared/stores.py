@@ -15,6 +15,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from shared.audience_rules import AudienceRules
 from shared.funnel_rules import FunnelRules
 from shared.notifier_rules import NotifierRules
 
@@ -67,6 +68,8 @@ class StoreConfig(_Model):
     funnel: FunnelRules = FunnelRules()
     # Flows, coupons, guards and personalisation of the notifier; production defaults in NotifierRules.
     notifier: NotifierRules = NotifierRules()
+    # Retargeting audiences (defaults: all_customers, loyal_and_advocates, win_back, cart_abandoners), sync.
+    audiences: AudienceRules = AudienceRules()
 
     def accepts_api_key(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.api_key.get_secret_value().encode())

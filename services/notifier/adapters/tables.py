@@ -138,3 +138,63 @@ products = Table(
     Column("orders_count", Integer, nullable=False, server_default="0"),
     Column("last_ordered_at", DateTime(timezone=True)),
 )
+
+# Retargeting audiences. One row per (store, audience, customer) while the customer is a member, or while
+# the sync endpoint still has to hear of their removal. `contact` holds the hashes a member may be exported
+# with (NULL without marketing consent or contact details); `synced_contact` what the endpoint was last told
+# (after its 2xx), `inflight_contact` what the batch `sync_batch_id` on its way tells it. `sync_pending`:
+# contact and synced_contact differ and no batch is in flight, so the worker has something to push.
+audience_members = Table(
+    "audience_members",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("audience", String(64), primary_key=True),
+    Column("customer_id", String(400), primary_key=True),
+    Column("member", Boolean, nullable=False),
+    Column("joined_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("contact", JSONB),
+    Column("synced_contact", JSONB),
+    Column("inflight_contact", JSONB),
+    Column("sync_batch_id", String(36)),
+    Column("sync_pending", Boolean, nullable=False, server_default="false"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_audience_members_sync_pending", "store_id", "audience", postgresql_where=text("sync_pending")),
+    Index(
+        "ix_audience_members_sync_batch",
+        "sync_batch_id",
+        postgresql_where=text("sync_batch_id IS NOT NULL"),
+    ),
+)
+
+# When time alone changes a customer's membership of some audience (a 7-day window closing or opening):
+# the audience worker re-evaluates due customers with one indexed query instead of rescanning everyone.
+audience_reevaluations = Table(
+    "audience_reevaluations",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_id", String(400), primary_key=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Index("ix_audience_reevaluations_due", "due_at"),
+)
+
+# Push-sync batches: the exact body is kept until the endpoint answers 2xx, so a retry resends the same
+# bytes under the same batch_id and the receiver can dedupe it. next_attempt_at doubles as the lease of
+# the instance delivering it.
+audience_sync_batches = Table(
+    "audience_sync_batches",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("audience", String(64), nullable=False),
+    Column("body", Text),
+    Column("added", Integer, nullable=False),
+    Column("removed", Integer, nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    Index("ix_audience_sync_batches_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+)
