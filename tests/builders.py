@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.events import StorefrontEvent, decode_event
+from shared.funnel_events import FunnelEvent, decode_funnel_event
 
 
 def canonical_event(
@@ -32,3 +33,52 @@ def canonical_event(
     if payload is not None:
         body["payload"] = payload
     return decode_event(json.dumps(body))
+
+
+# A profile in every funnel event; tests override what they look at.
+_PROFILE: dict[str, Any] = {
+    "email": None,
+    "first_name": "Ines",
+    "last_name": "Moreau",
+    "locale": "en-GB",
+    "city": "Lyon",
+    "country": "France",
+    "timezone": "Europe/Paris",
+    "accepts_marketing": True,
+    "stage": "first_time",
+    "health": "active",
+    "orders_count": 1,
+    "total_spent": "48.00",
+    "currency": "EUR",
+    "last_products": [{"product_id": "p-mug", "title": "Everyday Mug", "category": "mugs"}],
+}
+
+
+def funnel_event(
+    kind: str,
+    store_id: str,
+    customer_id: str,
+    at: datetime,
+    payload: dict[str, Any] | None = None,
+    *,
+    event_id: str | None = None,
+    **profile: Any,
+) -> FunnelEvent:
+    """A funnel event of `kind` for `customer_id` (email <customer_id>@example.com unless given)."""
+    body: dict[str, Any] = {
+        "event_id": event_id or f"{store_id}:{kind}:{uuid.uuid4().hex}",
+        "type": kind,
+        "store_id": store_id,
+        "customer_id": customer_id,
+        "occurred_at": at.isoformat(),
+        "caused_by": f"{store_id}:cause:{uuid.uuid4().hex}",
+        "profile": {
+            **_PROFILE,
+            "customer_id": customer_id,
+            "email": f"{customer_id}@example.com",
+            **profile,
+        },
+    }
+    if payload is not None:
+        body["payload"] = payload
+    return decode_funnel_event(json.dumps(body, default=str))

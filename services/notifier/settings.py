@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 
 from shared.settings import DatabaseSettings, KafkaSettings, RuntimeSettings, SmtpSettings, StoresSettings
 
@@ -11,3 +13,15 @@ class NotifierSettings(KafkaSettings, DatabaseSettings, StoresSettings, SmtpSett
     notifier_group_id: str = "notifier"
     notifier_send_batch: int = Field(default=50, ge=1, le=1000)
     notifier_max_attempts: int = Field(default=5, ge=1)
+    # Our unsubscribe links: https (RFC 8058); plain http only on loopback, for development.
+    notifier_public_url: str = "http://127.0.0.1:8002"
+    # The segmenter's REST API, for complementary products in recommendations.
+    segmenter_url: str = "http://127.0.0.1:8001"
+
+    @field_validator("notifier_public_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("NOTIFIER_PUBLIC_URL must be https (one-click unsubscribe links, RFC 8058)")
+        return value.rstrip("/")

@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+import secrets
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.notifier.adapters.tables import customers, messages
+from services.notifier.adapters.tables import coupons, customers, messages, orders, products
+from services.notifier.domain.coupons import CouponTerms, OpenCoupon, SentMessage, new_code
 from services.notifier.domain.flows import PlannedMessage, Skipped
-from shared.funnel_events import ProfileSnapshot
+from shared.funnel_events import OrderRecorded, ProfileSnapshot
+
+CustomerKey = tuple[str, str]
+# What each funnel event refreshes about a customer; the unsubscribe token and the notifier's own facts stay.
+_REFRESHED = ("email", "phone", "accepts_marketing", "stage", "health", "profile", "last_order_at")
+
+
+# -- customers ------------------------------------------------------------------------------------------
 
 
 async def upsert_customers(
     conn: AsyncConnection, store_id_snapshots: Iterable[tuple[str, ProfileSnapshot]]
-) -> None:
+) -> list[CustomerKey]:
+    """The latest snapshot of each customer wins; returns the keys touched (for audiences)."""
     latest = {(store_id, p.customer_id): p for store_id, p in store_id_snapshots}
     if not latest:
-        return
+        return []
     rows = [
         {
             "store_id": store_id,
             "customer_id": customer_id,
             "email": p.email,
+            "phone": p.phone,
             "accepts_marketing": p.accepts_marketing,
             "stage": p.stage.value,
+            "health": p.health.value,
+            "profile": p.model_dump(mode="json", exclude_none=True),
+            "last_order_at": p.last_order_at,
+            # Only used when the row is new: the token of an existing customer never changes.
+            "unsubscribe_token": secrets.token_urlsafe(32),
         }
         for (store_id, customer_id), p in sorted(latest.items())
     ]
@@ -35,74 +53,195 @@ async def upsert_customers(
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["store_id", "customer_id"],
-            set_={
-                "email": stmt.excluded.email,
-                "accepts_marketing": stmt.excluded.accepts_marketing,
-                "stage": stmt.excluded.stage,
-                "updated_at": text("now()"),
-            },
+            set_={name: getattr(stmt.excluded, name) for name in _REFRESHED} | {"updated_at": text("now()")},
         )
     )
+    return sorted(latest)
+
+
+async def note_cart_abandoned(conn: AsyncConnection, store_id: str, customer_id: str, at: datetime) -> None:
+    await conn.execute(
+        update(customers)
+        .where(customers.c.store_id == store_id, customers.c.customer_id == customer_id)
+        .values(last_cart_abandoned_at=func.greatest(customers.c.last_cart_abandoned_at, at))
+    )
+
+
+async def customer_known(conn: AsyncConnection, store_id: str, customer_id: str) -> bool:
+    found = await conn.execute(
+        select(customers.c.customer_id).where(
+            customers.c.store_id == store_id, customers.c.customer_id == customer_id
+        )
+    )
+    return found.first() is not None
+
+
+async def lock_customers(conn: AsyncConnection, keys: Iterable[CustomerKey]) -> dict[CustomerKey, Any]:
+    """Lock the customers about to be messaged, in key order so two senders never deadlock: the frequency
+    cap is then decided by one sender at a time per customer."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(customers)
+        .where(tuple_(customers.c.store_id, customers.c.customer_id).in_(wanted))
+        .order_by(customers.c.store_id, customers.c.customer_id)
+        .with_for_update()
+    )
+    return {(r.store_id, r.customer_id): r for r in rows.all()}
+
+
+async def suppress(
+    conn: AsyncConnection, store_id: str, customer_id: str, reason: str, now: datetime
+) -> None:
+    await conn.execute(
+        update(customers)
+        .where(customers.c.store_id == store_id, customers.c.customer_id == customer_id)
+        .values(suppressed_at=now, suppressed_reason=reason[:500])
+    )
+
+
+async def customer_by_token(conn: AsyncConnection, token: str) -> Any | None:
+    found = await conn.execute(select(customers).where(customers.c.unsubscribe_token == token))
+    return found.first()
+
+
+async def unsubscribe(conn: AsyncConnection, token: str, now: datetime) -> Any | None:
+    """Unsubscribe the token's customer (idempotent: the first time is kept); None for an unknown token."""
+    found = await conn.execute(
+        update(customers)
+        .where(customers.c.unsubscribe_token == token)
+        .values(unsubscribed_at=func.coalesce(customers.c.unsubscribed_at, now))
+        .returning(customers.c.store_id, customers.c.customer_id, customers.c.unsubscribed_at)
+    )
+    return found.first()
+
+
+async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str | None) -> None:
+    """Erasure: remove personal data of one customer (or, with None, of every customer of the store).
+
+    Message, coupon and order rows stay (flow, status, amounts and times) so per-flow figures add up."""
+    who_c = [customers.c.store_id == store_id]
+    who_m = [messages.c.store_id == store_id]
+    if customer_id is not None:
+        who_c.append(customers.c.customer_id == customer_id)
+        who_m.append(messages.c.customer_id == customer_id)
+    await conn.execute(
+        update(customers)
+        .where(*who_c)
+        .values(email=None, phone=None, accepts_marketing=None, profile={}, suppressed_reason=None)
+    )
+    await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))
+
+
+# -- planning ---------------------------------------------------------------------------------------------
 
 
 def _row(item: PlannedMessage | Skipped, now: datetime) -> dict[str, Any]:
     common = {
         "store_id": item.store_id,
         "customer_id": item.customer_id,
-        "flow": item.flow.name,
+        "flow": item.flow.value,
         "trigger_event_id": item.trigger_event_id,
-        "due_at": now,
     }
     if isinstance(item, Skipped):
-        return {**common, "status": "skipped", "skip_reason": item.reason, "context": {}}
+        return {**common, "status": "skipped", "skip_reason": item.reason, "context": {}, "due_at": now}
     return {
         **common,
         "status": "pending",
-        "to_address": item.profile.email,
-        "context": {"customer": item.profile.model_dump(mode="json")},
+        "channel": item.channel,
+        "to_address": item.to_address,
+        "context": {"trigger": item.trigger},
+        "due_at": item.due_at,
+        "marketing": item.marketing,
+        "trigger_at": item.trigger_at,
+        "send_before": item.send_before,
     }
 
 
 async def record_planned(
     conn: AsyncConnection, items: Sequence[PlannedMessage | Skipped], now: datetime
-) -> int:
-    """Insert each planned or skipped message once; return how many new messages await sending."""
+) -> list[tuple[str, str]]:
+    """Insert each planned or skipped message once; return (flow, status) of the rows that are new."""
     if not items:
-        return 0
-    stmt = (
-        insert(messages)
-        .values([_row(item, now) for item in items])
-        .on_conflict_do_nothing(constraint="uq_messages_once")
-        .returning(messages.c.status)
-    )
-    statuses = (await conn.execute(stmt)).scalars().all()
-    return sum(1 for s in statuses if s == "pending")
+        return []
+    rows = [_row(item, now) for item in items]
+    # One statement per shape: a multi-row INSERT needs the same columns in every row.
+    new: list[tuple[str, str]] = []
+    for shape in {tuple(sorted(r)) for r in rows}:
+        batch = [r for r in rows if tuple(sorted(r)) == shape]
+        stmt = (
+            insert(messages)
+            .values(batch)
+            .on_conflict_do_nothing(constraint="uq_messages_once")
+            .returning(messages.c.flow, messages.c.status)
+        )
+        new.extend((f, s) for f, s in (await conn.execute(stmt)).all())
+    return new
 
 
-async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
-    """Move due messages to `sending` and return them. SKIP LOCKED lets several senders share the work."""
-    due = (
-        select(messages.c.id)
+# -- sending ----------------------------------------------------------------------------------------------
+
+
+async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
+    """Lock due messages; SKIP LOCKED lets several senders share the work without waiting on each other."""
+    rows = await conn.execute(
+        select(messages)
         .where(messages.c.status == "pending", messages.c.due_at <= now)
         .order_by(messages.c.due_at, messages.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
     )
-    stmt = (
+    return list(rows.all())
+
+
+async def recent_marketing(
+    conn: AsyncConnection, keys: Iterable[CustomerKey], since: datetime
+) -> dict[CustomerKey, list[tuple[int, datetime]]]:
+    wanted = sorted(set(keys))
+    found: dict[CustomerKey, list[tuple[int, datetime]]] = defaultdict(list)
+    if not wanted:
+        return found
+    rows = await conn.execute(
+        select(messages.c.store_id, messages.c.customer_id, messages.c.id, messages.c.claimed_at).where(
+            tuple_(messages.c.store_id, messages.c.customer_id).in_(wanted),
+            messages.c.marketing,
+            messages.c.claimed_at >= since,
+            messages.c.status.in_(("sending", "sent")),
+        )
+    )
+    for r in rows.all():
+        found[(r.store_id, r.customer_id)].append((r.id, r.claimed_at))
+    return found
+
+
+async def claim(conn: AsyncConnection, message_id: int, now: datetime, coupon_code: str | None) -> None:
+    await conn.execute(
         update(messages)
-        .where(messages.c.id.in_(due))
-        .values(status="sending", attempts=messages.c.attempts + 1)
-        .returning(messages)
+        .where(messages.c.id == message_id)
+        .values(status="sending", claimed_at=now, attempts=messages.c.attempts + 1, coupon_code=coupon_code)
     )
-    return list((await conn.execute(stmt)).all())
+
+
+async def defer(conn: AsyncConnection, message_id: int, until: datetime, reason: str) -> None:
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id)
+        .values(due_at=until, last_error=f"deferred: {reason}")
+    )
+
+
+async def skip(conn: AsyncConnection, message_id: int, reason: str) -> None:
+    await conn.execute(
+        update(messages).where(messages.c.id == message_id).values(status="skipped", skip_reason=reason)
+    )
 
 
 async def mark_sent(conn: AsyncConnection, message_id: int, subject: str, now: datetime) -> None:
     await conn.execute(
         update(messages)
         .where(messages.c.id == message_id)
-        .values(status="sent", subject=subject, sent_at=now)
+        .values(status="sent", subject=subject, sent_at=now, last_error=None)
     )
 
 
@@ -120,13 +259,195 @@ async def mark_failed(conn: AsyncConnection, message_id: int, error: str) -> Non
     )
 
 
-async def customer_known(conn: AsyncConnection, store_id: str, customer_id: str) -> bool:
-    found = await conn.execute(
-        select(customers.c.customer_id).where(
-            customers.c.store_id == store_id, customers.c.customer_id == customer_id
+# -- coupons ----------------------------------------------------------------------------------------------
+
+
+async def issue_coupon(
+    conn: AsyncConnection, message: Any, terms: CouponTerms, prefix: str, now: datetime
+) -> str:
+    """The message's coupon: created once per (store, customer, flow, trigger), with a code unique in the
+    store. A code collision (vanishingly rare) simply draws again."""
+    key = and_(
+        coupons.c.store_id == message.store_id,
+        coupons.c.customer_id == message.customer_id,
+        coupons.c.flow == message.flow,
+        coupons.c.trigger_event_id == message.trigger_event_id,
+    )
+    for _ in range(8):
+        created = await conn.execute(
+            insert(coupons)
+            .values(
+                store_id=message.store_id,
+                customer_id=message.customer_id,
+                flow=message.flow,
+                trigger_event_id=message.trigger_event_id,
+                message_id=message.id,
+                code=new_code(prefix),
+                kind=terms.kind.value,
+                value=terms.value,
+                currency=terms.currency,
+                issued_at=now,
+                expires_at=terms.expires_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(coupons.c.code)
+        )
+        code = created.scalar_one_or_none()
+        if code is None:
+            code = (await conn.execute(select(coupons.c.code).where(key))).scalar_one_or_none()
+        if code is not None:
+            return str(code)
+    raise RuntimeError("could not draw a unique coupon code in 8 attempts")
+
+
+async def coupon_of(conn: AsyncConnection, store_id: str, code: str) -> Any | None:
+    found = await conn.execute(select(coupons).where(coupons.c.store_id == store_id, coupons.c.code == code))
+    return found.first()
+
+
+async def list_coupons(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Any]:
+    rows = await conn.execute(
+        select(coupons)
+        .where(coupons.c.store_id == store_id, coupons.c.customer_id == customer_id)
+        .order_by(coupons.c.issued_at, coupons.c.id)
+    )
+    return list(rows.all())
+
+
+# -- orders, attribution, products --------------------------------------------------------------------------
+
+
+async def record_order(
+    conn: AsyncConnection, store_id: str, customer_id: str, order: OrderRecorded, placed_at: datetime
+) -> bool:
+    """Remember the order once; False when it was already known (a redelivered funnel event)."""
+    created = await conn.execute(
+        insert(orders)
+        .values(
+            store_id=store_id,
+            order_id=order.order_id,
+            customer_id=customer_id,
+            placed_at=placed_at,
+            total=order.total,
+            currency=order.currency,
+            discount_codes=list(order.discount_codes),
+        )
+        .on_conflict_do_nothing()
+        .returning(orders.c.order_id)
+    )
+    return created.first() is not None
+
+
+async def open_coupons(conn: AsyncConnection, store_id: str, codes: Sequence[str]) -> list[OpenCoupon]:
+    wanted = sorted({c.strip().upper() for c in codes if c.strip()})
+    if not wanted:
+        return []
+    rows = await conn.execute(
+        select(coupons.c.code, coupons.c.message_id, coupons.c.expires_at).where(
+            coupons.c.store_id == store_id,
+            func.upper(coupons.c.code).in_(wanted),
+            coupons.c.redeemed_at.is_(None),
         )
     )
-    return found.first() is not None
+    return [OpenCoupon(r.code, r.message_id, r.expires_at) for r in rows.all()]
+
+
+async def sent_messages(
+    conn: AsyncConnection, store_id: str, customer_id: str, message_ids: Sequence[int], since: datetime
+) -> list[SentMessage]:
+    """Messages sent (and not yet converted) to the customer since `since`, plus the named ones."""
+    rows = await conn.execute(
+        select(messages.c.id, messages.c.sent_at).where(
+            messages.c.store_id == store_id,
+            messages.c.status == "sent",
+            messages.c.converted_order_id.is_(None),
+            or_(
+                and_(messages.c.customer_id == customer_id, messages.c.sent_at >= since),
+                messages.c.id.in_(list(message_ids)),
+            ),
+        )
+    )
+    return [SentMessage(r.id, r.sent_at) for r in rows.all()]
+
+
+async def redeem(
+    conn: AsyncConnection, store_id: str, code: str, order_id: str, customer_id: str, at: datetime
+) -> None:
+    await conn.execute(
+        update(coupons)
+        .where(coupons.c.store_id == store_id, coupons.c.code == code, coupons.c.redeemed_at.is_(None))
+        .values(redeemed_at=at, redeemed_order_id=order_id, redeemed_by=customer_id)
+    )
+
+
+async def attribute(
+    conn: AsyncConnection, store_id: str, order_id: str, message_id: int, revenue: Decimal, at: datetime
+) -> None:
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.converted_order_id.is_(None))
+        .values(converted_at=at, converted_order_id=order_id, revenue=revenue)
+    )
+    await conn.execute(
+        update(orders)
+        .where(orders.c.store_id == store_id, orders.c.order_id == order_id)
+        .values(attributed_message_id=message_id)
+    )
+
+
+async def count_products(
+    conn: AsyncConnection, store_id: str, order: OrderRecorded, placed_at: datetime
+) -> None:
+    rows = {
+        item.product_id: {
+            "store_id": store_id,
+            "product_id": item.product_id,
+            "title": item.title,
+            "category": item.category,
+            "price": item.price,
+            "orders_count": 1,
+            "last_ordered_at": placed_at,
+        }
+        for item in order.items
+    }
+    if not rows:
+        return
+    stmt = insert(products).values([rows[k] for k in sorted(rows)])
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["store_id", "product_id"],
+            set_={
+                "title": func.coalesce(stmt.excluded.title, products.c.title),
+                "category": func.coalesce(stmt.excluded.category, products.c.category),
+                "price": stmt.excluded.price,
+                "orders_count": products.c.orders_count + 1,
+                "last_ordered_at": func.greatest(products.c.last_ordered_at, stmt.excluded.last_ordered_at),
+            },
+        )
+    )
+
+
+async def products_by_id(conn: AsyncConnection, store_id: str, product_ids: Sequence[str]) -> list[Any]:
+    if not product_ids:
+        return []
+    rows = await conn.execute(
+        select(products).where(products.c.store_id == store_id, products.c.product_id.in_(list(product_ids)))
+    )
+    by_id = {r.product_id: r for r in rows.all()}
+    return [by_id[p] for p in product_ids if p in by_id]
+
+
+async def best_sellers(conn: AsyncConnection, store_id: str, since: datetime, limit: int) -> list[Any]:
+    rows = await conn.execute(
+        select(products)
+        .where(products.c.store_id == store_id, products.c.last_ordered_at >= since)
+        .order_by(products.c.orders_count.desc(), products.c.product_id)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+# -- reporting ----------------------------------------------------------------------------------------------
 
 
 async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Any]:
@@ -138,14 +459,36 @@ async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) 
     return list(rows.all())
 
 
-async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str | None) -> None:
-    """Erasure: remove personal data of one customer (or, with None, of every customer of the store).
+async def flow_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[Any]:
+    when = [messages.c.created_at >= since] if since else []
+    rows = await conn.execute(
+        select(
+            messages.c.flow,
+            messages.c.status,
+            messages.c.skip_reason,
+            func.count().label("n"),
+            func.count(messages.c.converted_order_id).label("converted"),
+            func.coalesce(func.sum(messages.c.revenue), 0).label("revenue"),
+        )
+        .where(messages.c.store_id == store_id, *when)
+        .group_by(messages.c.flow, messages.c.status, messages.c.skip_reason)
+    )
+    return list(rows.all())
 
-    Message rows stay (with flow, status and times) so per-flow counts keep adding up."""
-    who_c = [customers.c.store_id == store_id]
-    who_m = [messages.c.store_id == store_id]
-    if customer_id is not None:
-        who_c.append(customers.c.customer_id == customer_id)
-        who_m.append(messages.c.customer_id == customer_id)
-    await conn.execute(update(customers).where(*who_c).values(email=None, accepts_marketing=None))
-    await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))
+
+async def coupon_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[Any]:
+    when = [coupons.c.issued_at >= since] if since else []
+    rows = await conn.execute(
+        select(
+            coupons.c.flow,
+            func.count().label("issued"),
+            func.count(case((coupons.c.redeemed_at.is_not(None), 1))).label("redeemed"),
+        )
+        .where(coupons.c.store_id == store_id, *when)
+        .group_by(coupons.c.flow)
+    )
+    return list(rows.all())
+
+
+def week_before(now: datetime) -> datetime:
+    return now - timedelta(days=7)

@@ -13,9 +13,11 @@ from shared.settings import SmtpSettings
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, permanent_for_address: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        # The recipient's server said this address will never take mail (5xx to RCPT): suppress it.
+        self.permanent_for_address = permanent_for_address
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ class SmtpSender:
             raise DeliveryError(f"cannot connect to SMTP server: {exc}", retryable=True) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
+            temporary = all(400 <= c < 500 for c in codes)
             raise DeliveryError(
-                f"recipient refused: {codes}", retryable=all(400 <= c < 500 for c in codes)
+                f"recipient refused: {codes}", retryable=temporary, permanent_for_address=not temporary
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 4xx: the server refused for now and kept nothing; 5xx: it will never accept this message.

@@ -6,6 +6,7 @@ A locale without its own templates falls back to its language, then to English.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from liquid import CachingFileSystemLoader, Environment, FalsyStrictUndefined
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_LOCALE = "en"
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,11 @@ class TemplateRenderer:
         base = f"{flow}/{chosen}"
         return RenderedMessage(
             subject=" ".join(self._plain.get_template(f"{base}/subject.liquid").render(**context).split()),
-            text=self._plain.get_template(f"{base}/text.liquid").render(**context).strip() + "\n",
+            # Optional sections leave empty lines behind; a reader sees at most one blank line in a row.
+            text=_BLANK_LINES.sub(
+                "\n\n", self._plain.get_template(f"{base}/text.liquid").render(**context)
+            ).strip()
+            + "\n",
             html=self._html.get_template(f"{base}/html.liquid").render(**context),
         )
 

@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import httpx
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Request
-from pydantic import BaseModel
+from fastapi import FastAPI
 
-from services.notifier.adapters import repository
+from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
-from services.notifier.entrypoints.processor import MessagePlanner
+from services.notifier.adapters.webhooks import WebhookSender
+from services.notifier.entrypoints import routes, unsubscribe
+from services.notifier.entrypoints.processor import MembershipHook, MessagePlanner, no_audiences
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
 from shared.consumer import ConsumerPipeline
@@ -31,9 +33,6 @@ from shared.kafka import (
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
 from shared.web import (
-    COMMON_ERROR_RESPONSES,
-    ApiError,
-    StoreDep,
     install_error_handlers,
     install_metrics_middleware,
     ops_router,
@@ -49,24 +48,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Notification(BaseModel):
-    id: int
-    flow: str
-    channel: str
-    status: str
-    skip_reason: str | None
-    subject: str | None
-    trigger_event_id: str
-    attempts: int
-    created_at: datetime
-    sent_at: datetime | None
-
-
 class _Kafka:
     producer: AIOKafkaProducer | None = None
 
 
-def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI:
+def create_app(
+    settings: NotifierSettings, *, clock: Clock = _utcnow, refresh_audiences: MembershipHook = no_audiences
+) -> FastAPI:
     kafka = _Kafka()
 
     @asynccontextmanager
@@ -77,11 +65,17 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
         app.state.stores = stores
         engine = build_engine(settings)
         app.state.engine = engine
+        http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        app.state.clock = clock
+        app.state.refresh_audiences = refresh_audiences
         sender = MessageSender(
             engine=engine,
             stores=stores,
             renderer=TemplateRenderer(),
             smtp=SmtpSender(settings),
+            webhooks=WebhookSender(http),
+            recommender=Recommender(engine, http, settings.segmenter_url),
+            public_url=settings.notifier_public_url,
             clock=clock,
             batch_size=settings.notifier_send_batch,
             max_attempts=settings.notifier_max_attempts,
@@ -93,7 +87,9 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
             ),
             dlq_producer=lambda: kafka.producer,
             decode=decode_funnel_event,
-            handle=MessagePlanner(engine, clock, on_messages_due=sender.wake),  # type: ignore[arg-type]
+            handle=MessagePlanner(  # type: ignore[arg-type]
+                engine, stores, clock, on_messages_due=sender.wake, refresh_audiences=refresh_audiences
+            ),
         )
         app.state.pipeline = pipeline
         workers = WorkerGroup()
@@ -111,6 +107,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
             yield
         finally:
             await workers.stop()
+            await http.aclose()
             if kafka.producer is not None:
                 await kafka.producer.stop()
             await engine.dispose()
@@ -134,36 +131,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
 
     app.include_router(ops_router(readiness))
 
-    @app.get(
-        "/v1/stores/{store_id}/customers/{customer_id}/notifications",
-        tags=["customers"],
-        response_model=list[Notification],
-        responses=COMMON_ERROR_RESPONSES,
-        summary="Every message planned for a customer: sent, pending, skipped (with the reason) or failed",
-    )
-    async def customer_notifications(
-        store: StoreDep, customer_id: str, request: Request
-    ) -> list[Notification]:
-        async with request.app.state.engine.connect() as conn:
-            if not await repository.customer_known(conn, store.store_id, customer_id):
-                raise ApiError(
-                    404, "customer_not_found", f"no customer {customer_id!r} in store {store.store_id!r}"
-                )
-            rows = await repository.list_messages(conn, store.store_id, customer_id)
-        return [
-            Notification(
-                id=r.id,
-                flow=r.flow,
-                channel=r.channel,
-                status=r.status,
-                skip_reason=r.skip_reason,
-                subject=r.subject,
-                trigger_event_id=r.trigger_event_id,
-                attempts=r.attempts,
-                created_at=r.created_at,
-                sent_at=r.sent_at,
-            )
-            for r in rows
-        ]
+    app.include_router(routes.router)
+    app.include_router(unsubscribe.router)
 
     return app

@@ -1,50 +1,140 @@
-"""One batch of funnel events -> one transaction: customers' contact state and the messages to send."""
+"""One batch of funnel events -> one transaction: customers' latest facts, orders (with coupon redemption and
+revenue attribution), the messages the flows call for, and audience membership.
+
+Everything is keyed so that a redelivered batch changes nothing: customers are upserted, orders and messages
+are inserted once (their unique keys), and attribution happens only for an order seen for the first time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import repository
-from services.notifier.domain.flows import Skipped, plan
+from services.notifier.domain.coupons import attributed_message, redeemed_by
+from services.notifier.domain.flows import PlannedMessage, Skipped, plan
 from shared.events import SHOP_WIDE
-from shared.funnel_events import CustomerErasedFunnelEvent, FunnelEvent
+from shared.funnel_events import (
+    CartAbandonedEvent,
+    CustomerErasedFunnelEvent,
+    FunnelEvent,
+    OrderPlacedFunnelEvent,
+)
+from shared.logging import get_logger
+from shared.stores import StoreConfig, StoreRegistry
+
+log = get_logger(__name__)
 
 PLANNED = Counter(
     "notifier_messages_planned_total", "Messages planned by flow and outcome", ["flow", "outcome"]
 )
+
+# Called in the batch's transaction with the customers it touched, so audiences follow funnel events.
+MembershipHook = Callable[[AsyncConnection, StoreConfig, Collection[str], datetime], Awaitable[None]]
+
+
+async def no_audiences(
+    conn: AsyncConnection, store: StoreConfig, ids: Collection[str], now: datetime
+) -> None:
+    return None
 
 
 class MessagePlanner:
     def __init__(
         self,
         engine: AsyncEngine,
+        stores: StoreRegistry,
         clock: Callable[[], datetime],
         on_messages_due: Callable[[], None] = lambda: None,
+        refresh_audiences: MembershipHook = no_audiences,
     ) -> None:
         self._engine = engine
+        self._stores = stores
         self._clock = clock
         self._on_messages_due = on_messages_due
+        self._refresh_audiences = refresh_audiences
 
     async def __call__(self, events: Sequence[FunnelEvent]) -> None:
         now = self._clock()
-        planned = [item for event in events for item in plan(event, now)]
-        erasures = [e for e in events if isinstance(e, CustomerErasedFunnelEvent)]
+        planned: list[PlannedMessage | Skipped] = []
         async with self._engine.begin() as conn:
-            await repository.upsert_customers(
+            touched = await repository.upsert_customers(
                 conn,
                 ((e.store_id, e.profile) for e in events if not isinstance(e, CustomerErasedFunnelEvent)),
             )
-            due = await repository.record_planned(conn, planned, now)
-            for erased in erasures:
-                whole_store = erased.customer_id == SHOP_WIDE
-                await repository.forget_customer(
-                    conn, erased.store_id, None if whole_store else erased.customer_id
-                )
+            for event in events:
+                store = self._stores.get(event.store_id)
+                if store is None:
+                    log.warning(
+                        "funnel_event_for_unknown_store", store_id=event.store_id, event_id=event.event_id
+                    )
+                    continue
+                if isinstance(event, CustomerErasedFunnelEvent):
+                    whole_store = event.customer_id == SHOP_WIDE
+                    await repository.forget_customer(
+                        conn, event.store_id, None if whole_store else event.customer_id
+                    )
+                    touched.append((event.store_id, event.customer_id))
+                    continue
+                if isinstance(event, CartAbandonedEvent):
+                    await repository.note_cart_abandoned(
+                        conn, event.store_id, event.customer_id, event.occurred_at
+                    )
+                elif isinstance(event, OrderPlacedFunnelEvent):
+                    await self._on_order(conn, store, event)
+                planned.extend(plan(event, store.notifier, now))
+            new = await repository.record_planned(conn, planned, now)
+            for store_id, customer_ids in _by_store(touched).items():
+                store = self._stores.get(store_id)
+                if store is not None:
+                    await self._refresh_audiences(conn, store, customer_ids, now)
+        for flow, status in new:
+            PLANNED.labels(flow, status).inc()
         for item in planned:
-            PLANNED.labels(item.flow.name, item.reason if isinstance(item, Skipped) else "planned").inc()
-        if due:
+            if isinstance(item, Skipped):
+                log.info("message_skipped", flow=item.flow.value, reason=item.reason, store_id=item.store_id)
+        if any(status == "pending" for _, status in new):
             self._on_messages_due()
+
+    async def _on_order(
+        self, conn: AsyncConnection, store: StoreConfig, event: OrderPlacedFunnelEvent
+    ) -> None:
+        order = event.payload
+        if not await repository.record_order(
+            conn, event.store_id, event.customer_id, order, event.occurred_at
+        ):
+            return  # seen before: its coupon and attribution were settled then
+        await repository.count_products(conn, event.store_id, order, event.occurred_at)
+        window = store.notifier.attribution_window
+        coupon = redeemed_by(
+            order.discount_codes,
+            await repository.open_coupons(conn, event.store_id, order.discount_codes),
+            event.occurred_at,
+        )
+        if coupon is not None:
+            await repository.redeem(
+                conn, event.store_id, coupon.code, order.order_id, event.customer_id, event.occurred_at
+            )
+        sent = await repository.sent_messages(
+            conn,
+            event.store_id,
+            event.customer_id,
+            [coupon.message_id] if coupon and coupon.message_id else [],
+            since=event.occurred_at - window,
+        )
+        message_id = attributed_message(coupon, sent, event.occurred_at, window)
+        if message_id is not None:
+            await repository.attribute(
+                conn, event.store_id, order.order_id, message_id, order.total, event.occurred_at
+            )
+
+
+def _by_store(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for store_id, customer_id in keys:
+        if customer_id != SHOP_WIDE:
+            grouped.setdefault(store_id, []).append(customer_id)
+    return grouped

@@ -1,37 +1,65 @@
-"""The sender: claims due messages, renders them, hands them to SMTP, records the outcome.
+"""The sender: takes due messages, checks the guards, claims, renders and delivers them, records the outcome.
 
-Claiming (`pending` -> `sending`) commits before the send. A crash after that leaves the row in `sending`,
-and such a row is never picked up again: a customer may miss a message after a crash, but never gets two.
+One transaction decides for a batch of due messages: their customers are locked (in key order) so the
+frequency cap is judged by one sender at a time, then each message is skipped, deferred, or claimed
+(`pending` -> `sending`, with its coupon issued). Delivery happens after that commit. A crash after the claim
+leaves the row in `sending`, and such a row is never picked up again: a customer may miss a message after a
+crash, but never gets two.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from liquid.exceptions import LiquidError
-from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import repository
+from services.notifier.adapters.recommendations import Recommender, seed_products
 from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
 from services.notifier.adapters.templates import TemplateRenderer
+from services.notifier.adapters.webhooks import WebhookSender
+from services.notifier.domain import coupons as coupon_rules
+from services.notifier.domain import guards
+from services.notifier.domain.flows import SUPPORT_CHANNEL
+from services.notifier.domain.personalisation import Coupon, StoreFacts, context
+from shared.funnel import LoyaltyStage
 from shared.logging import get_logger
-from shared.stores import StoreRegistry
+from shared.notifier_rules import Channel, FlowName, FlowRule
+from shared.stores import StoreConfig, StoreRegistry
 from shared.workers import Poller
 
 log = get_logger(__name__)
 
-SENT = Counter("notifier_messages_sent_total", "Messages accepted by the SMTP server", ["flow"])
+SENT = Counter("notifier_messages_sent_total", "Messages delivered, by flow and channel", ["flow", "channel"])
 FAILED = Counter(
     "notifier_messages_failed_total", "Messages that failed, by flow and retryable", ["flow", "retryable"]
 )
+DECIDED = Counter(
+    "notifier_guard_verdicts_total", "Guard verdicts at send time, by flow and verdict", ["flow", "verdict"]
+)
+DELIVERY_SECONDS = Histogram("notifier_delivery_seconds", "Render and hand-over time of one message")
+
+PRIORITY_STAGES = (LoyaltyStage.LOYAL.value, LoyaltyStage.ADVOCATE.value)
 
 
 def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    row: Any
+    customer: Any
+    store: StoreConfig
+    rule: FlowRule
+    coupon: Coupon | None
 
 
 class MessageSender(Poller):
@@ -42,6 +70,9 @@ class MessageSender(Poller):
         stores: StoreRegistry,
         renderer: TemplateRenderer,
         smtp: SmtpSender,
+        webhooks: WebhookSender,
+        recommender: Recommender,
+        public_url: str,
         clock: Callable[[], datetime],
         batch_size: int,
         max_attempts: int,
@@ -51,6 +82,9 @@ class MessageSender(Poller):
         self._stores = stores
         self._renderer = renderer
         self._smtp = smtp
+        self._webhooks = webhooks
+        self._recommender = recommender
+        self._public_url = public_url.rstrip("/")
         self._clock = clock
         super().__init__("sender", batch_size, idle_poll_seconds)
         self._batch_size = batch_size
@@ -60,49 +94,206 @@ class MessageSender(Poller):
         return await self.send_due()
 
     async def send_due(self) -> int:
+        now = self._clock()
         async with self._engine.begin() as conn:
-            claimed = await repository.claim_due(conn, self._clock(), self._batch_size)
-        await asyncio.gather(*(self._deliver(row) for row in claimed))
-        return len(claimed)
+            rows = await repository.due_messages(conn, now, self._batch_size)
+            claimed = await self._decide(conn, rows, now) if rows else []
+        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        return len(rows)
 
-    async def _deliver(self, row: Any) -> None:
-        store = self._stores.get(row.store_id)
-        try:
-            if store is None:
-                raise DeliveryError(f"store {row.store_id!r} is no longer registered", retryable=False)
-            customer = row.context.get("customer", {})
-            rendered = self._renderer.render(
-                row.flow,
-                customer.get("locale"),
-                {"customer": customer, "store": {"name": store.name, "id": store.store_id}},
+    async def _decide(self, conn: AsyncConnection, rows: list[Any], now: datetime) -> list[Claimed]:
+        keys = [(r.store_id, r.customer_id) for r in rows]
+        customers = await repository.lock_customers(conn, keys)
+        recent = await repository.recent_marketing(conn, keys, now - guards.WEEK)
+        claimed: list[Claimed] = []
+        for row in rows:
+            key = (row.store_id, row.customer_id)
+            store = self._stores.get(row.store_id)
+            customer = customers.get(key)
+            if store is None or customer is None or row.flow not in FlowName.__members__.values():
+                await repository.skip(conn, row.id, "store_or_flow_unknown")
+                DECIDED.labels(row.flow, "skip").inc()
+                continue
+            rule = store.notifier.flow(FlowName(row.flow))
+            verdict = guards.check(
+                guards.Candidate(
+                    marketing=row.marketing,
+                    exit_on_order=rule.exit_on_order,
+                    trigger_at=row.trigger_at or row.created_at,
+                    send_before=row.send_before or now + timedelta(days=3650),
+                ),
+                _recipient(row, customer),
+                [at for message_id, at in recent[key] if message_id != row.id],
+                cap=store.notifier.frequency_cap,
+                quiet=store.notifier.quiet_hours,
+                store_timezone=store.timezone,
+                now=now,
             )
-            envelope = Envelope(store.email.from_address, store.email.from_name, row.to_address)
-            await self._smtp.send(build_email(envelope, rendered))
+            if isinstance(verdict, guards.Skip):
+                await repository.skip(conn, row.id, verdict.reason)
+                DECIDED.labels(row.flow, "skip").inc()
+                continue
+            if isinstance(verdict, guards.Defer):
+                await repository.defer(conn, row.id, verdict.until, verdict.reason)
+                DECIDED.labels(row.flow, "defer").inc()
+                continue
+            coupon = await self._coupon(conn, row, customer, store, rule, now)
+            await repository.claim(conn, row.id, now, coupon.code if coupon else None)
+            if row.marketing:
+                recent[key].append((row.id, now))
+            DECIDED.labels(row.flow, "send").inc()
+            claimed.append(Claimed(row, customer, store, rule, coupon))
+        return claimed
+
+    async def _coupon(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        customer: Any,
+        store: StoreConfig,
+        rule: FlowRule,
+        now: datetime,
+    ) -> Coupon | None:
+        if rule.coupon is None:
+            return None
+        trigger = row.context.get("trigger", {})
+        total = trigger.get("total") if trigger.get("type") == "order_placed" else None
+        terms = coupon_rules.terms(
+            rule.coupon,
+            LoyaltyStage(customer.stage),
+            currency=str(trigger.get("currency") or store.currency),
+            trigger_order_total=Decimal(str(total)) if total is not None else None,
+            now=now,
+        )
+        if terms is None:
+            return None
+        code = await repository.issue_coupon(conn, row, terms, rule.coupon.prefix, now)
+        return Coupon(code, terms.kind, terms.value, terms.currency, terms.expires_at)
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        row = claimed.row
+        try:
+            with DELIVERY_SECONDS.time():
+                subject = await self._hand_over(claimed)
         except LiquidError as exc:
             # A template bug fails this message visibly; it does not stop the sender for everyone else.
-            await self._record_failure(row, DeliveryError(f"template error: {exc}", retryable=False))
+            await self._record_failure(claimed, DeliveryError(f"template error: {exc}", retryable=False))
             return
         except DeliveryError as exc:
-            await self._record_failure(row, exc)
+            await self._record_failure(claimed, exc)
             return
         async with self._engine.begin() as conn:
-            await repository.mark_sent(conn, row.id, rendered.subject, self._clock())
-        SENT.labels(row.flow).inc()
+            await repository.mark_sent(conn, row.id, subject, self._clock())
+        SENT.labels(row.flow, row.channel).inc()
         log.info(
             "message_sent",
             message_id=row.id,
             flow=row.flow,
+            channel=row.channel,
             store_id=row.store_id,
             customer_id=row.customer_id,
         )
 
-    async def _record_failure(self, row: Any, exc: DeliveryError) -> None:
+    async def _hand_over(self, claimed: Claimed) -> str:
+        row, customer, store = claimed.row, claimed.customer, claimed.store
+        trigger = row.context.get("trigger", {})
+        profile = customer.profile or {}
+        if row.channel == SUPPORT_CHANNEL:
+            hook = store.notifier.support_webhook
+            if hook is None:
+                raise DeliveryError("the store has no support webhook any more", retryable=False)
+            priority = customer.stage in PRIORITY_STAGES
+            await self._webhooks.post(
+                hook, _support_alert(row, customer, trigger, priority), f"message-{row.id}"
+            )
+            return f"Low satisfaction from a {customer.stage} customer" + (" (priority)" if priority else "")
+        recommendations = await self._recommender.recommend(
+            store, seed_products(trigger, profile), self._clock()
+        )
+        ctx = context(
+            flow=row.flow,
+            store=StoreFacts(store.store_id, store.name, store.currency, store.notifier),
+            customer=profile,
+            trigger=trigger,
+            coupon=claimed.coupon,
+            recommendations=recommendations,
+            unsubscribe_url=self.unsubscribe_url(customer.unsubscribe_token) if row.marketing else None,
+            language=self._renderer.locale_for(row.flow, profile.get("locale")),
+        )
+        rendered = self._renderer.render(row.flow, profile.get("locale"), ctx)
+        if row.channel == Channel.WEBHOOK.value:
+            hook = store.notifier.messaging_webhook
+            if hook is None or not customer.phone:
+                raise DeliveryError("no messaging webhook or phone number", retryable=False)
+            payload = {
+                "message_id": row.id,
+                "store_id": row.store_id,
+                "customer_id": row.customer_id,
+                "flow": row.flow,
+                "to": customer.phone,
+                "text": rendered.text,
+            }
+            await self._webhooks.post(hook, payload, f"message-{row.id}")
+            return rendered.subject
+        headers: tuple[tuple[str, str], ...] = ()
+        if row.marketing:
+            # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL without asking the user.
+            headers = (
+                ("List-Unsubscribe", f"<{ctx['unsubscribe_url']}>"),
+                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            )
+        envelope = Envelope(store.email.from_address, store.email.from_name, customer.email, headers)
+        await self._smtp.send(build_email(envelope, rendered))
+        return rendered.subject
+
+    def unsubscribe_url(self, token: str) -> str:
+        return f"{self._public_url}/u/{token}"
+
+    async def _record_failure(self, claimed: Claimed, exc: DeliveryError) -> None:
+        row = claimed.row
         FAILED.labels(row.flow, str(exc.retryable).lower()).inc()
         log.warning(
             "message_failed", message_id=row.id, flow=row.flow, retryable=exc.retryable, error=str(exc)
         )
+        now = self._clock()
         async with self._engine.begin() as conn:
-            if exc.retryable and row.attempts < self._max_attempts:
-                await repository.mark_retry(conn, row.id, self._clock() + retry_delay(row.attempts), str(exc))
-            else:
-                await repository.mark_failed(conn, row.id, str(exc))
+            if exc.retryable and row.attempts + 1 < self._max_attempts:
+                await repository.mark_retry(conn, row.id, now + retry_delay(row.attempts + 1), str(exc))
+                return
+            await repository.mark_failed(conn, row.id, str(exc))
+            if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
+                # The address will never accept mail: stop every flow from trying it again.
+                await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
+
+
+def _recipient(row: Any, customer: Any) -> guards.Recipient:
+    if row.channel == SUPPORT_CHANNEL:
+        address: object = True
+    elif row.channel == Channel.WEBHOOK.value:
+        address = customer.phone
+    else:
+        address = customer.email
+    return guards.Recipient(
+        has_address=bool(address),
+        accepts_marketing=customer.accepts_marketing,
+        unsubscribed=customer.unsubscribed_at is not None,
+        suppressed=customer.suppressed_at is not None and row.channel == Channel.EMAIL.value,
+        last_order_at=customer.last_order_at,
+        timezone=(customer.profile or {}).get("timezone"),
+    )
+
+
+def _support_alert(row: Any, customer: Any, trigger: dict[str, Any], priority: bool) -> dict[str, Any]:
+    profile = customer.profile or {}
+    return {
+        "type": "low_satisfaction",
+        "priority": priority,
+        "store_id": row.store_id,
+        "customer_id": row.customer_id,
+        "stage": customer.stage,
+        "health": customer.health,
+        "email": customer.email,
+        "first_name": profile.get("first_name"),
+        "orders_count": profile.get("orders_count", 0),
+        "survey": {k: trigger.get(k) for k in ("survey_id", "csat", "ces", "nps", "level")},
+    }
