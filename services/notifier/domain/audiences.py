@@ -275,7 +275,7 @@ def csv_safe(value: str) -> str:
 # --- Reading the notifier's customers rows ------------------------------------------------------------------
 
 
-def facts_from_row(row: Mapping[str, Any]) -> CustomerFacts:
+def facts_from_row(row: Mapping[Any, Any]) -> CustomerFacts:
     """A `notifier.customers` row (its `profile` the latest ProfileSnapshot as JSON) -> facts."""
     profile: Mapping[str, Any] = row.get("profile") or {}
     last_products = profile.get("last_products") or ()

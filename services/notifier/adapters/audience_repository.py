@@ -1,0 +1,447 @@
+"""Queries of the retargeting audiences. The caller owns the transaction.
+
+Lock order, everywhere: a customer's `customers` row first, then their audience rows. The processor holds
+the customers rows it just upserted when it calls refresh_memberships; the worker locks them (SKIP LOCKED)
+before re-evaluating. So two refreshes of one customer never interleave, and never deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, true, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notifier.adapters.tables import (
+    audience_members,
+    audience_reevaluations,
+    audience_sync_batches,
+    customers,
+)
+from services.notifier.domain.audiences import (
+    NOT_A_MEMBER,
+    CustomerFacts,
+    evaluate_all,
+    exported_contact,
+    facts_from_row,
+    next_change,
+)
+from shared.audience_rules import AudienceDefinition
+from shared.stores import StoreConfig
+
+# Keeps each statement's bind parameters well under PostgreSQL's 32,767.
+_CHUNK = 1000
+
+_FACT_COLUMNS = (
+    customers.c.customer_id,
+    customers.c.email,
+    customers.c.phone,
+    customers.c.accepts_marketing,
+    customers.c.unsubscribed_at,
+    customers.c.stage,
+    customers.c.health,
+    customers.c.profile,
+    customers.c.last_order_at,
+    customers.c.last_cart_abandoned_at,
+)
+
+
+async def refresh_memberships(
+    conn: AsyncConnection, store: StoreConfig, customer_ids: Collection[str], now: datetime
+) -> None:
+    """Recompute these customers' membership of every audience of the store from their customers rows,
+    record what the sync endpoint must be told, and when time alone will change a membership.
+
+    Call it in the transaction that changed the customers rows. A customer without a row, or erased, leaves
+    every audience; one who lost marketing consent stays a member but is no longer exportable, and the sync
+    endpoint hears of their removal."""
+    definitions = store.audiences.active()
+    sync_on = store.audiences.sync is not None
+    ids = sorted(set(customer_ids))
+    for chunk in _chunks(ids):
+        await _refresh_chunk(conn, store.store_id, definitions, sync_on, chunk, now)
+
+
+async def _refresh_chunk(
+    conn: AsyncConnection,
+    store_id: str,
+    definitions: Mapping[str, AudienceDefinition],
+    sync_on: bool,
+    ids: Sequence[str],
+    now: datetime,
+) -> None:
+    facts_rows = await conn.execute(
+        select(*_FACT_COLUMNS)
+        .where(customers.c.store_id == store_id, customers.c.customer_id.in_(ids))
+        .order_by(customers.c.customer_id)
+        .with_for_update()
+    )
+    facts = {row.customer_id: facts_from_row(row._mapping) for row in facts_rows}
+    existing: dict[str, dict[str, Row[Any]]] = {}
+    for row in await conn.execute(
+        select(audience_members)
+        .where(audience_members.c.store_id == store_id, audience_members.c.customer_id.in_(ids))
+        .order_by(audience_members.c.customer_id, audience_members.c.audience)
+        .with_for_update()
+    ):
+        existing.setdefault(row.customer_id, {})[row.audience] = row
+    timers = {
+        row.customer_id: row.due_at
+        for row in await conn.execute(
+            select(audience_reevaluations.c.customer_id, audience_reevaluations.c.due_at).where(
+                audience_reevaluations.c.store_id == store_id,
+                audience_reevaluations.c.customer_id.in_(ids),
+            )
+        )
+    }
+
+    upserts: list[dict[str, Any]] = []
+    removals: list[tuple[str, str]] = []
+    due: list[dict[str, Any]] = []
+    not_due: list[str] = []
+    for customer_id in ids:
+        fact = facts.get(customer_id)
+        memberships = evaluate_all(definitions, fact, now) if fact is not None else {}
+        contact = exported_contact(fact) if fact is not None else None
+        contact_json = contact.as_json() if contact is not None else None
+        rows = existing.get(customer_id, {})
+        for audience in sorted(definitions.keys() | rows.keys()):
+            current = rows.get(audience)
+            membership = memberships.get(audience, NOT_A_MEMBER)
+            wanted = _wanted_row(
+                membership.member, membership.changes_at, contact_json, current, sync_on, now
+            )
+            if wanted is None:
+                if current is not None:
+                    removals.append((audience, customer_id))
+            elif current is None or any(getattr(current, key) != value for key, value in wanted.items()):
+                upserts.append(
+                    {"store_id": store_id, "audience": audience, "customer_id": customer_id, **wanted}
+                )
+        due_at = next_change(memberships)
+        if due_at is None and customer_id in timers:
+            not_due.append(customer_id)
+        elif due_at is not None and timers.get(customer_id) != due_at:
+            due.append({"store_id": store_id, "customer_id": customer_id, "due_at": due_at})
+
+    if upserts:
+        stmt = insert(audience_members).values(upserts)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["store_id", "audience", "customer_id"],
+                set_={
+                    "member": stmt.excluded.member,
+                    "joined_at": stmt.excluded.joined_at,
+                    "expires_at": stmt.excluded.expires_at,
+                    "contact": stmt.excluded.contact,
+                    "sync_pending": stmt.excluded.sync_pending,
+                    "updated_at": func.now(),
+                },
+            )
+        )
+    if removals:
+        await conn.execute(
+            delete(audience_members).where(
+                audience_members.c.store_id == store_id,
+                tuple_(audience_members.c.audience, audience_members.c.customer_id).in_(removals),
+            )
+        )
+    if due:
+        stmt_due = insert(audience_reevaluations).values(due)
+        await conn.execute(
+            stmt_due.on_conflict_do_update(
+                index_elements=["store_id", "customer_id"], set_={"due_at": stmt_due.excluded.due_at}
+            )
+        )
+    if not_due:
+        await conn.execute(
+            delete(audience_reevaluations).where(
+                audience_reevaluations.c.store_id == store_id,
+                audience_reevaluations.c.customer_id.in_(not_due),
+            )
+        )
+
+
+def _wanted_row(
+    member: bool,
+    expires_at: datetime | None,
+    contact: dict[str, str] | None,
+    row: Row[Any] | None,
+    sync_on: bool,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The membership row's new state, or None when no row is needed at all."""
+    in_flight = row is not None and row.sync_batch_id is not None
+    synced = row.synced_contact if row is not None else None
+    if not member:
+        # A former member stays, unexported, until the endpoint has heard of the removal.
+        if not sync_on or (synced is None and not in_flight):
+            return None
+        contact, expires_at = None, None
+    joined_at = (row.joined_at if row is not None and row.member else now) if member else None
+    return {
+        "member": member,
+        "joined_at": joined_at,
+        "expires_at": expires_at if member else None,
+        "contact": contact,
+        # While a batch is in flight, its completion decides what is still pending.
+        "sync_pending": sync_on and not in_flight and contact != synced,
+    }
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+# --- Reading ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudienceCounts:
+    size: int = 0
+    exportable: int = 0
+
+
+async def audience_counts(conn: AsyncConnection, store_id: str) -> dict[str, AudienceCounts]:
+    m = audience_members.c
+    rows = await conn.execute(
+        select(
+            m.audience,
+            func.count().filter(m.member),
+            func.count().filter(m.member, m.contact.is_not(None)),
+        )
+        .where(m.store_id == store_id)
+        .group_by(m.audience)
+    )
+    return {audience: AudienceCounts(size, exportable) for audience, size, exportable in rows}
+
+
+async def exportable_members(
+    conn: AsyncConnection, store_id: str, audience: str, *, partition: int = 1000
+) -> AsyncIterator[list[CustomerFacts]]:
+    """The members of an audience who may be exported, in partitions, read through a server-side cursor so
+    a million members never sit in memory. Consent is checked on the customers row itself, as it is now."""
+    m, c = audience_members.c, customers.c
+    stmt = (
+        select(*_FACT_COLUMNS)
+        .select_from(
+            audience_members.join(customers, (c.store_id == m.store_id) & (c.customer_id == m.customer_id))
+        )
+        .where(
+            m.store_id == store_id,
+            m.audience == audience,
+            m.member,
+            m.contact.is_not(None),
+            c.accepts_marketing.is_(true()),
+            c.unsubscribed_at.is_(None),
+        )
+        .order_by(m.customer_id)
+        .execution_options(yield_per=partition)
+    )
+    result = await conn.stream(stmt)
+    async for rows in result.partitions(partition):
+        yield [facts_from_row(row._mapping) for row in rows]
+
+
+# --- Time-based re-evaluation -------------------------------------------------------------------------------
+
+
+async def due_reevaluations(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    r = audience_reevaluations.c
+    rows = await conn.execute(
+        select(r.store_id, r.customer_id).where(r.due_at <= now).order_by(r.due_at).limit(limit)
+    )
+    return [(row.store_id, row.customer_id) for row in rows]
+
+
+async def lock_customers(conn: AsyncConnection, store_id: str, customer_ids: Sequence[str]) -> list[str]:
+    """Lock these customers rows, skipping those another transaction holds (the processor is updating them
+    and re-evaluates them itself)."""
+    rows = await conn.execute(
+        select(customers.c.customer_id)
+        .where(customers.c.store_id == store_id, customers.c.customer_id.in_(customer_ids))
+        .order_by(customers.c.customer_id)
+        .with_for_update(skip_locked=True)
+    )
+    return list(rows.scalars())
+
+
+async def drop_reevaluations(conn: AsyncConnection, store_id: str) -> None:
+    """A store no longer in the registry: nothing to re-evaluate for it."""
+    await conn.execute(delete(audience_reevaluations).where(audience_reevaluations.c.store_id == store_id))
+
+
+# --- Push sync ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingMember:
+    customer_id: str
+    contact: dict[str, str] | None  # what the endpoint should have
+    synced_contact: dict[str, str] | None  # what it has
+
+
+@dataclass(frozen=True)
+class DueBatch:
+    batch_id: str
+    store_id: str
+    audience: str
+    body: bytes
+    added: int
+    removed: int
+    attempts: int
+
+
+async def mark_pending_for_sync(conn: AsyncConnection, store_id: str) -> int:
+    """When sync is switched on (or the endpoint changed), members never pushed become pending."""
+    m = audience_members.c
+    result = await conn.execute(
+        update(audience_members)
+        .where(
+            m.store_id == store_id,
+            m.sync_pending.is_(False),
+            m.sync_batch_id.is_(None),
+            m.contact.is_distinct_from(m.synced_contact),
+        )
+        .values(sync_pending=True)
+    )
+    return result.rowcount
+
+
+async def audiences_pending_sync(conn: AsyncConnection, store_id: str) -> list[str]:
+    m = audience_members.c
+    rows = await conn.execute(
+        select(m.audience).where(m.store_id == store_id, m.sync_pending).group_by(m.audience)
+    )
+    return list(rows.scalars())
+
+
+async def lock_pending_members(
+    conn: AsyncConnection, store_id: str, audience: str, limit: int
+) -> list[PendingMember]:
+    """Pending members of one audience, locked; another instance building a batch skips them."""
+    m = audience_members.c
+    rows = await conn.execute(
+        select(m.customer_id, m.contact, m.synced_contact)
+        .where(m.store_id == store_id, m.audience == audience, m.sync_pending)
+        .order_by(m.customer_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [PendingMember(r.customer_id, r.contact, r.synced_contact) for r in rows]
+
+
+async def record_batch(
+    conn: AsyncConnection,
+    *,
+    batch_id: str,
+    store_id: str,
+    audience: str,
+    body: bytes,
+    customer_ids: Sequence[str],
+    added: int,
+    removed: int,
+    now: datetime,
+) -> None:
+    """Store the batch and put its members in flight: their contact as sent waits for the endpoint's 2xx."""
+    await conn.execute(
+        insert(audience_sync_batches).values(
+            batch_id=batch_id,
+            store_id=store_id,
+            audience=audience,
+            body=body.decode(),
+            added=added,
+            removed=removed,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    m = audience_members.c
+    for chunk in _chunks(customer_ids):
+        await conn.execute(
+            update(audience_members)
+            .where(m.store_id == store_id, m.audience == audience, m.customer_id.in_(chunk))
+            .values(inflight_contact=m.contact, sync_batch_id=batch_id, sync_pending=False)
+        )
+
+
+async def claim_due_batch(
+    conn: AsyncConnection, store_ids: Collection[str], now: datetime, lease_until: datetime
+) -> DueBatch | None:
+    """Take the oldest due batch for delivery; until lease_until no other instance takes it (a crash
+    mid-delivery makes it due again then, and the receiver dedupes on batch_id)."""
+    b = audience_sync_batches.c
+    due = (
+        select(b.batch_id)
+        .where(b.status == "pending", b.next_attempt_at <= now, b.store_id.in_(list(store_ids)))
+        .order_by(b.next_attempt_at, b.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(
+            update(audience_sync_batches)
+            .where(b.batch_id == due)
+            .values(next_attempt_at=lease_until, attempts=b.attempts + 1)
+            .returning(b.batch_id, b.store_id, b.audience, b.body, b.added, b.removed, b.attempts)
+        )
+    ).first()
+    if row is None:
+        return None
+    return DueBatch(
+        row.batch_id, row.store_id, row.audience, row.body.encode(), row.added, row.removed, row.attempts
+    )
+
+
+async def complete_batch(conn: AsyncConnection, batch: DueBatch, now: datetime) -> None:
+    """The endpoint answered 2xx: what the batch said is now what the endpoint has."""
+    b, m = audience_sync_batches.c, audience_members.c
+    await conn.execute(
+        update(audience_sync_batches)
+        .where(b.batch_id == batch.batch_id)
+        .values(status="delivered", delivered_at=now, body=None, last_error=None)
+    )
+    settled = await conn.execute(
+        update(audience_members)
+        .where(m.sync_batch_id == batch.batch_id)
+        .values(
+            synced_contact=m.inflight_contact,
+            inflight_contact=None,
+            sync_batch_id=None,
+            sync_pending=m.contact.is_distinct_from(m.inflight_contact),
+        )
+        .returning(m.customer_id)
+    )
+    # Former members the endpoint has now removed need no row any more.
+    for chunk in _chunks(list(settled.scalars())):
+        await conn.execute(
+            delete(audience_members).where(
+                m.store_id == batch.store_id,
+                m.audience == batch.audience,
+                m.customer_id.in_(chunk),
+                m.member.is_(False),
+                m.synced_contact.is_(None),
+                m.sync_batch_id.is_(None),
+                m.sync_pending.is_(False),
+            )
+        )
+
+
+async def retry_batch_later(
+    conn: AsyncConnection, batch: DueBatch, next_attempt_at: datetime, error: str
+) -> None:
+    b = audience_sync_batches.c
+    await conn.execute(
+        update(audience_sync_batches)
+        .where(b.batch_id == batch.batch_id)
+        .values(next_attempt_at=next_attempt_at, last_error=error[:2000])
+    )
