@@ -1,0 +1,91 @@
+"""`python -m bench`: start an isolated stack, run the phases, print the table, write JSON and PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from bench.e2e_bench import run_e2e
+from bench.ingest_bench import run_ingest
+from bench.report import RESULTS_DIR, figures, print_table, write_chart, write_json
+from bench.segmenter_bench import run_segmenter
+from bench.stack import BenchStack
+
+app = typer.Typer(add_completion=False, help="Loyalty Funnel benchmark (issue 6). Never part of make test.")
+# Wide when piped to a file too: a wrapped table is hard to read in a log.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+PHASES = ("ingest", "segmenter", "e2e")
+
+
+def _say(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", markup=True)
+
+
+@app.command()
+def run(
+    runs: Annotated[int, typer.Option(help="runs of each figure (median and spread)")] = 3,
+    phases: Annotated[str, typer.Option(help="comma-separated: ingest,segmenter,e2e")] = ",".join(PHASES),
+    ingest_seconds: Annotated[float, typer.Option(help="measuring window of each ingest run")] = 10.0,
+    segmenter_events: Annotated[int, typer.Option(help="events pre-filled for the segmenter")] = 200_000,
+    e2e_rate: Annotated[float, typer.Option(help="offered events/s end to end")] = 1000.0,
+    e2e_seconds: Annotated[float, typer.Option(help="length of each end-to-end run")] = 60.0,
+    output: Annotated[Path, typer.Option(help="results JSON (the PNG goes beside it)")] = RESULTS_DIR
+    / "latest.json",
+    before: Annotated[Path | None, typer.Option(help="earlier results JSON to compare with")] = RESULTS_DIR
+    / "before.json",
+) -> None:
+    """Run the benchmark on a stack of its own (.run/bench/) and stop everything it started."""
+    chosen = [p.strip() for p in phases.split(",") if p.strip()]
+    unknown = set(chosen) - set(PHASES)
+    if unknown:
+        raise typer.BadParameter(f"unknown phases: {', '.join(sorted(unknown))}")
+    began = time.monotonic()
+    _say("starting the benchmark's own Kafka, PostgreSQL and SMTP sink")
+    stack = BenchStack.start()
+    raw: dict[str, Any] = {}
+    try:
+        if "ingest" in chosen:
+            raw["ingest"] = run_ingest(stack, runs, ingest_seconds, _say)
+        if "segmenter" in chosen:
+            raw["segmenter"] = run_segmenter(stack, runs, segmenter_events, _say)
+        if "e2e" in chosen:
+            raw["e2e"] = run_e2e(stack, runs, e2e_rate, e2e_seconds, _say)
+    finally:
+        stack.stop()
+    found = figures(raw)
+    previous = json.loads(before.read_text()) if before and before.is_file() and before != output else None
+    print_table(found, previous, console)
+    meta = {
+        "runs": runs,
+        "phases": chosen,
+        "ingest_seconds": ingest_seconds,
+        "segmenter_events": segmenter_events,
+        "e2e_rate": e2e_rate,
+        "e2e_seconds": e2e_seconds,
+        "machine": {"cpus": _cpus(), "python": platform.python_version(), "load_at_end": _loadavg()},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(time.monotonic() - began, 1),
+    }
+    write_json(found, raw, meta, output)
+    write_chart(found, output.with_suffix(".png"), previous)
+    _say(f"wrote {output} and {output.with_suffix('.png')} in {meta['wall_seconds']:.0f} s")
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 0
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,153 @@
+"""End to end at a steady offered load: from the HTTP 2xx of an order to its stage change committed in
+the segmenter's database (the commit timestamp of the transition row), and to the welcome email accepted
+by the SMTP server. Requests go out on schedule whatever the answers' pace (open loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bench.httpload import encode_request, open_loop
+from bench.isolated import run_isolated
+from bench.segmenter_bench import wait_until_committed
+from bench.stack import BenchStack
+from bench.stats import percentile
+from bench.workload import SegmentCall, Storefront, segment_batch_body
+from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS
+
+SHOPIFY_SHARE = 0.3  # of the events; the rest come from Segment libraries in batches of BATCH_CALLS
+BATCH_CALLS = 10
+WARMUP_SECONDS = 3.0
+
+
+async def e2e_load(port: int, run: str, rate: float, seconds: float) -> dict[str, Any]:
+    # Events of the last minutes, like a live store's: flows ignore triggers older than their max age.
+    store = Storefront(seed=31, run=run, start=datetime.now(UTC) - timedelta(minutes=5), pace=0.002)
+    total = int(rate * seconds)
+    hooks = store.shopify_webhooks(int(total * SHOPIFY_SHARE))
+    calls = store.segment_calls(total - len(hooks), first_customer=1_000_000)
+    schedule: list[tuple[float, bytes, list[str], list[tuple[str, str]]]] = []
+    # Orders carried by each request (event id), and whose first order it is (email, event id).
+    for i, hook in enumerate(hooks):
+        body, headers = hook.request()
+        orders = [hook.event_id] if hook.topic == "orders/create" else []
+        first = [(hook.body["email"], hook.event_id)] if orders else []
+        schedule.append(
+            (i / (rate * SHOPIFY_SHARE), encode_request("/webhooks/shopify", headers, body), orders, first)
+        )
+    batches = [calls[i : i + BATCH_CALLS] for i in range(0, len(calls), BATCH_CALLS)]
+    segment_rate = rate * (1 - SHOPIFY_SHARE) / BATCH_CALLS
+    for i, batch in enumerate(batches):
+        orders = [f"segment:{c.body['messageId']}" for c in batch if _is_order(c)]
+        first = [
+            (c.body["properties"]["email"], f"segment:{c.body['messageId']}") for c in batch if _is_order(c)
+        ]
+        request = encode_request("/v1/batch", {"Content-Type": "application/json"}, segment_batch_body(batch))
+        schedule.append((i / segment_rate, request, orders, first))
+    schedule.sort(key=lambda s: s[0])
+    sent = await open_loop(port, [(offset, request) for offset, request, _, _ in schedule])
+    answered: dict[str, float] = {}
+    first_order: dict[str, str] = {}
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    for s in sorted(sent, key=lambda s: s.index):
+        _, _, orders, firsts = schedule[s.index]
+        statuses[str(s.status)] = statuses.get(str(s.status), 0) + 1
+        if not 200 <= s.status < 300:
+            continue
+        latencies.append((s.answered - s.scheduled) * 1000)
+        if s.scheduled - sent[0].scheduled < WARMUP_SECONDS:
+            continue
+        for event_id in orders:
+            answered[event_id] = s.answered
+        for email, event_id in firsts:
+            first_order.setdefault(email, event_id)
+    return {"answered": answered, "first_order": first_order, "statuses": statuses, "events": total,
+            "http_p99_ms": percentile(latencies, 99), "http_p50_ms": percentile(latencies, 50)}  # fmt: skip
+
+
+def _is_order(call: SegmentCall) -> bool:
+    return call.kind == "track" and call.body.get("event") == "Order Completed"
+
+
+async def _stage_commits(database_url: str) -> dict[str, float]:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed "
+            "FROM segmenter.transitions WHERE dimension = 'stage'"
+        )
+        return {r["event_id"]: r["committed"] for r in rows}
+    finally:
+        await conn.close()
+
+
+def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any) -> dict[str, Any]:
+    stack.recreate_topics([STOREFRONT_EVENTS, FUNNEL_EVENTS])
+    url = stack.fresh_database("bench_e2e")
+    stamp = int(time.time())
+    env = stack.env(
+        url, SEGMENTER_GROUP_ID=f"bench-e2e-seg-{stamp}", NOTIFIER_GROUP_ID=f"bench-e2e-not-{stamp}"
+    )
+    services = [stack.start_service(name, env) for name in ("ingest", "segmenter", "notifier")]
+    out: dict[str, list[Any]] = {"runs": []}
+    try:
+        for r in range(runs):
+            mails_before = len(stack.smtp.snapshot())
+            load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
+            asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 120))
+            _wait_for_mail_to_settle(stack, len(load["first_order"]) + mails_before, 60)
+            commits = asyncio.run(_stage_commits(url))
+            stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
+            mails = {rcpt: t for t, rcpts in stack.smtp.snapshot()[mails_before:] for rcpt in rcpts}
+            email_ms = [
+                (mails[email] - load["answered"][event]) * 1000
+                for email, event in load["first_order"].items()
+                if email in mails and event in load["answered"]
+            ]
+            result = {
+                "offered_events_per_s": rate,
+                "seconds": seconds,
+                "statuses": load["statuses"],
+                "http_p50_ms": load["http_p50_ms"],
+                "http_p99_ms": load["http_p99_ms"],
+                "stage_samples": len(stage_ms),
+                "stage_p50_ms": percentile(stage_ms, 50),
+                "stage_p95_ms": percentile(stage_ms, 95),
+                "stage_p99_ms": percentile(stage_ms, 99),
+                "email_samples": len(email_ms),
+                "email_expected": len(load["first_order"]),
+                "email_p50_ms": percentile(email_ms, 50),
+                "email_p95_ms": percentile(email_ms, 95),
+                "email_p99_ms": percentile(email_ms, 99),
+            }
+            out["runs"].append(result)
+            say(
+                f"e2e run {r + 1}: stage p50 {result['stage_p50_ms']:.0f} ms, "
+                f"p99 {result['stage_p99_ms']:.0f} ms; email p99 {result['email_p99_ms']:.0f} ms "
+                f"({len(email_ms)}/{len(load['first_order'])} mails)"
+            )
+        out["peak_rss_mb"] = [{s.name: s.peak_rss_mb() for s in services}]
+    finally:
+        for service in services:
+            stack.stop_service(service)
+    return out
+
+
+def _wait_for_mail_to_settle(stack: BenchStack, expected: int, timeout: float) -> None:
+    """Until the expected count arrived, or nothing new came for 5 s (a flow may skip some customers)."""
+    deadline = time.monotonic() + timeout
+    count, since = len(stack.smtp.snapshot()), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = len(stack.smtp.snapshot())
+        if now >= expected:
+            return
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since > 5:
+            return

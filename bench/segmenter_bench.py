@@ -1,0 +1,265 @@
+"""segmenter: events/s fully processed (DB commit, then offsets) from a pre-filled topic, and beside it the
+limit: the same rows written by raw batched upserts (asyncpg, one statement per table per batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pickle
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from bench.isolated import run_isolated
+from bench.stack import PARTITIONS, BenchStack
+from bench.workload import Step, Storefront, canonical
+from services.segmenter.domain.funnel import event_identifiers
+from shared.events import OrderPlacedEvent, encode_event
+from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_producer
+from shared.settings import KafkaSettings
+
+BATCH = 1000  # the segmenter's default batch (SEGMENTER_MAX_BATCH)
+
+# (key, value) of each record, and what the upsert limit needs of each event: id, first identifier, order id.
+Prefill = tuple[list[tuple[bytes, bytes]], list[tuple[str, str, str | None]]]
+
+
+def build_prefill(path: Path, count: int) -> int:
+    """The realistic mix as canonical events (3 Segment-sourced to 1 Shopify-sourced), cached on disk."""
+    if path.is_file():
+        with path.open("rb") as f:
+            return len(pickle.load(f)[0])  # noqa: S301 - our own cache file
+    store = Storefront(seed=21, run="prefill")
+    steps: list[Step] = [*store.segment_calls(count * 3 // 4), *store.shopify_webhooks(count // 4)]
+    steps.sort(key=lambda s: s.at)
+    events = canonical(steps)[:count]
+    records = [(e.partition_key.encode(), encode_event(e)) for e in events]
+    meta = [
+        (
+            e.event_id,
+            (event_identifiers(e) or [""])[0],
+            e.payload.order_id if isinstance(e, OrderPlacedEvent) else None,
+        )
+        for e in events
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump((records, meta), f)
+    return len(records)
+
+
+async def produce_prefill(bootstrap: str, path: Path) -> int:
+    with path.open("rb") as f:
+        records, _ = pickle.load(f)  # noqa: S301 - our own cache file
+    producer = build_producer(KafkaSettings(kafka_bootstrap_servers=bootstrap), "bench-prefill")
+    await producer.start()
+    try:
+        for start in range(0, len(records), 5000):
+            acks = [
+                await producer.send(STOREFRONT_EVENTS, value=v, key=k)
+                for k, v in records[start : start + 5000]
+            ]
+            await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return len(records)
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        # The benchmark creates every topic itself, with PARTITIONS partitions.
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+    finally:
+        # aiokafka 0.14 lets a group-less consumer's stop() raise the CancelledError of its own task.
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+async def wait_until_committed(bootstrap: str, group: str, within_seconds: float) -> dict[str, Any]:
+    """Poll the group's committed offsets until they reach the topic's end; the throughput is taken from
+    the first commit to the last, so process start-up and the group join are not counted."""
+    ends = await _end_offsets(bootstrap, STOREFRONT_EVENTS)
+    total = sum(ends.values())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        first: tuple[float, int] | None = None
+        trace: list[tuple[float, int]] = []
+        deadline = time.monotonic() + within_seconds
+        while time.monotonic() < deadline:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+            except KafkaError:  # the group does not exist until the segmenter joins
+                offsets = {}
+            done = sum(
+                o.offset for tp, o in offsets.items() if tp.topic == STOREFRONT_EVENTS and o.offset > 0
+            )
+            now = time.monotonic()
+            trace.append((round(now, 2), done))
+            if done and first is None:
+                first = (now, done)
+            if done >= total and first is not None:
+                seconds = now - first[0]
+                return {"events": total, "events_per_s": (total - first[1]) / seconds if seconds else 0.0,
+                        "seconds": seconds, "trace": trace[-50:]}  # fmt: skip
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"group {group} did not commit {total} events within {within_seconds} s")
+    finally:
+        await admin.close()
+
+
+async def _funnel_values(bootstrap: str) -> list[tuple[bytes, bytes]]:
+    ends = await _end_offsets(bootstrap, FUNNEL_EVENTS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        values: list[tuple[bytes, bytes]] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                values.extend((r.key or b"", r.value or b"") for r in records)
+        return values
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+_CONFLICTS = {
+    "processed_events": ("(store_id, event_id) DO NOTHING", None),
+    "profiles": ("(store_id, customer_id) DO UPDATE SET {set}", ("store_id", "customer_id")),
+    "identities": ("(store_id, identifier) DO UPDATE SET {set}", ("store_id", "identifier")),
+    "orders": ("(store_id, order_id) DO UPDATE SET {set}", ("store_id", "order_id")),
+    "timers": ("(store_id, customer_id, kind) DO UPDATE SET {set}", ("store_id", "customer_id", "kind")),
+    "transitions": (None, None),
+    "outbox": (None, None),
+}
+
+
+async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path) -> dict[str, Any]:
+    """Write what the segmenter wrote for the pre-filled events, batch by batch, into copies of its tables:
+    each batch the dedupe claim of its events, the profile, identities and timers of each customer it
+    touched (their final rows), its orders, transitions and outbox rows; one statement per table, one
+    transaction per batch. No reads, no decisions: the floor under the segmenter."""
+    with prefill.open("rb") as f:
+        _, meta = pickle.load(f)  # noqa: S301 - our own cache file
+    funnel = await _funnel_values(bootstrap)
+    import json
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
+        columns: dict[str, list[tuple[str, str]]] = {}
+        for table in _CONFLICTS:
+            await conn.execute(f"CREATE TABLE bench_limit.{table} (LIKE segmenter.{table} INCLUDING ALL)")
+            columns[table] = [
+                (r["attname"], r["type"])
+                for r in await conn.fetch(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a "
+                    "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                    "AND a.attidentity = '' AND NOT a.atthasdef ORDER BY a.attnum",
+                    f"segmenter.{table}",
+                )
+            ]
+        names = {t: [c for c, _ in cols] for t, cols in columns.items()}
+
+        async def rows_of(table: str) -> list[tuple[Any, ...]]:
+            cols = ", ".join(names[table])
+            return [tuple(r) for r in await conn.fetch(f"SELECT {cols} FROM segmenter.{table}")]  # noqa: S608
+
+        identity = {(r[0], r[1]): r[2] for r in await rows_of("identities")}
+        by_customer: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
+        for table in ("profiles", "identities", "timers"):
+            position = names[table].index("customer_id")
+            for row in await rows_of(table):
+                by_customer[row[position]][table].append(row)
+        orders = {r[names["orders"].index("order_id")]: r for r in await rows_of("orders")}
+        transitions: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for row in await rows_of("transitions"):
+            transitions[row[names["transitions"].index("event_id")]].append(row)
+        outbox: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for key, value in funnel:
+            outbox[json.loads(value)["caused_by"]].append(("funnel-events", key, value))
+
+        statements = {}
+        for table, (conflict, keys) in _CONFLICTS.items():
+            cols = columns[table]
+            select = ", ".join(f"${i + 1}::{t}[]" for i, (_, t) in enumerate(cols))
+            sql = (
+                f"INSERT INTO bench_limit.{table} ({', '.join(names[table])}) SELECT * FROM unnest({select})"  # noqa: S608
+            )
+            if conflict:
+                updates = ", ".join(f"{c} = excluded.{c}" for c in names[table] if c not in (keys or ()))
+                sql += " ON CONFLICT " + conflict.format(set=updates)
+            if table == "processed_events":
+                sql += " RETURNING store_id, event_id"
+            statements[table] = await conn.prepare(sql)
+
+        rows_written = 0
+        started = time.perf_counter()
+        for start in range(0, len(meta), BATCH):
+            batch: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            customers: set[str] = set()
+            for event_id, identifier, order_id in meta[start : start + BATCH]:
+                batch["processed_events"].append(("demo", event_id))
+                customer = identity.get(("demo", identifier))
+                if customer is not None:
+                    customers.add(customer)
+                if order_id is not None and order_id in orders:
+                    batch["orders"].append(orders[order_id])
+                batch["transitions"].extend(transitions.get(event_id, ()))
+                batch["outbox"].extend(outbox.get(event_id, ()))
+            for customer in customers:
+                for table, rows in by_customer[customer].items():
+                    batch[table].extend(rows)
+            batch["orders"] = list({r[1]: r for r in batch["orders"]}.values())
+            async with conn.transaction():
+                for table, rows in batch.items():
+                    if rows:
+                        await statements[table].fetch(*(list(col) for col in zip(*rows, strict=True)))
+                        rows_written += len(rows)
+        elapsed = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return {"rows_per_s": rows_written / elapsed, "events_per_s": len(meta) / elapsed, "rows": rows_written,
+            "rows_per_event": rows_written / len(meta), "seconds": elapsed}  # fmt: skip
+
+
+def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[str, Any]:
+    prefill = stack.root / f"prefill-{events}.pickle"
+    run_isolated(build_prefill, prefill, events)
+    stack.recreate_topics([STOREFRONT_EVENTS])
+    produced = run_isolated(produce_prefill, stack.kafka.bootstrap_servers, prefill)
+    say(f"pre-filled {STOREFRONT_EVENTS} with {produced} events")
+    out: dict[str, list[Any]] = {"segmenter": [], "limit": [], "peak_rss_mb": []}
+    for r in range(runs):
+        stack.recreate_topics([FUNNEL_EVENTS])
+        url = stack.fresh_database(f"bench_segmenter_{r}", ("segmenter",))
+        group = f"bench-segmenter-{r}-{int(time.time())}"
+        # Not waiting for readiness: the clock is the group's commits, which start before /readyz says so.
+        segmenter = stack.start_service("segmenter", stack.env(url, SEGMENTER_GROUP_ID=group), timeout=0)
+        try:
+            result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
+            out["peak_rss_mb"].append(segmenter.peak_rss_mb())
+            # Let the relay publish what the run wrote: the limit writes those outbox rows too.
+            time.sleep(3)
+        finally:
+            stack.stop_service(segmenter)
+        out["segmenter"].append(result)
+        say(f"segmenter run {r + 1}: {result['events_per_s']:.0f} events/s")
+        limit = run_isolated(postgres_upsert_limit, url, stack.kafka.bootstrap_servers, prefill)
+        out["limit"].append(limit)
+        say(f"postgres upsert limit run {r + 1}: {limit['rows_per_s']:.0f} rows/s "
+            f"({limit['events_per_s']:.0f} events/s)")  # fmt: skip
+    return out

@@ -1,0 +1,224 @@
+"""The benchmark's own stack: Kafka, PostgreSQL, an SMTP sink and the services, on free loopback ports
+under .run/bench/, so a run never touches the shared `make up` stack (.run/stack) or a test session.
+
+Everything started here dies with the benchmark (PR_SET_PDEATHSIG) and is stopped by PID at the end.
+PostgreSQL runs with durable settings, like `make up`'s, plus `track_commit_timestamp`, which tells the
+end-to-end figure when a stage change was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from deploy.devstack.kafka import KafkaBroker, kafka_process, start_kafka
+from deploy.devstack.postgres import PostgresServer, postgres_process, start_postgres
+from deploy.devstack.process import ManagedProcess, run_checked
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / ".run" / "bench"
+HOST = "127.0.0.1"
+STORES_FILE = REPO_ROOT / "deploy" / "stores.dev.yaml"
+PARTITIONS = 6
+# The ports of a `make up` stack: never take them, even when they happen to be free right now.
+_STACK_PORTS = frozenset({1025, 8000, 8001, 8002, 8025, 9092, 9093, 55432})
+
+
+def free_ports(count: int) -> list[int]:
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+            if port not in _STACK_PORTS:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+class TimestampingSmtpSink:
+    """An SMTP server that notes when each message was accepted (wall clock) and for whom."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._lock = threading.Lock()
+        self.received: list[tuple[float, tuple[str, ...]]] = []
+        self._controller = Controller(
+            self, hostname=HOST, port=port, server_hostname="bench-smtp.localhost", enable_SMTPUTF8=True
+        )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._lock:
+            self.received.append((time.time(), tuple(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._controller.stop()
+
+    def snapshot(self) -> list[tuple[float, tuple[str, ...]]]:
+        with self._lock:
+            return list(self.received)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def peak_rss_mb(self) -> float:
+        pid = self.process.pid()
+        return peak_rss_mb(pid) if pid else 0.0
+
+
+@dataclass
+class BenchStack:
+    root: Path
+    kafka: KafkaBroker
+    postgres: PostgresServer
+    smtp: TimestampingSmtpSink
+    services: list[Service] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, root: Path = BENCH_DIR) -> BenchStack:
+        for run_dir, process in ((root / "kafka", kafka_process), (root / "postgres", postgres_process)):
+            leftover = process(run_dir)
+            if leftover.is_running():  # a benchmark killed outright: its own pidfile, its own process
+                leftover.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
+        kafka_port, controller_port, pg_port, smtp_port = free_ports(4)
+        kafka = start_kafka(
+            root / "kafka", kafka_port, controller_port, internal_partitions=4, die_with_parent=True
+        )
+        try:
+            postgres = start_postgres(root / "postgres", pg_port, die_with_parent=True)
+            # Only a restart applies it; the commit timestamp of a row is what "stage committed" means.
+            postgres.psql("ALTER SYSTEM SET track_commit_timestamp = on;")
+            postgres.stop()
+            postgres = start_postgres(root / "postgres", pg_port, die_with_parent=True)
+        except BaseException:
+            kafka.stop()
+            raise
+        smtp = TimestampingSmtpSink(smtp_port)
+        smtp.start()
+        return cls(root, kafka, postgres, smtp)
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.process.stop()
+        self.smtp.stop()
+        self.postgres.stop()
+        self.kafka.stop()
+
+    # -- databases and topics -------------------------------------------------------------------------
+
+    def env(self, database_url: str | None = None, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+            "DATABASE_URL": database_url or self.postgres.url,
+            "SMTP_HOST": HOST,
+            "SMTP_PORT": str(self.smtp.port),
+            "STORES_FILE": str(STORES_FILE),
+            # The per-store rate limit guards a pipeline against one runaway store: here that store is us.
+            "INGEST_RATE_LIMIT_PER_SECOND": "1000000000",
+            "INGEST_RATE_LIMIT_BURST": "1000000000",
+        }
+        return env | extra
+
+    def fresh_database(self, name: str, services: tuple[str, ...] = ("segmenter", "notifier")) -> str:
+        self.postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+        url = self.postgres.create_database(name)
+        for service in services:
+            run_checked(
+                [sys.executable, "-m", f"services.{service}", "migrate"],
+                what=f"{service} migrate",
+                env=self.env(url),
+                cwd=REPO_ROOT,
+                timeout=300,
+            )
+        return url
+
+    def recreate_topics(self, topics: list[str]) -> None:
+        asyncio.run(_recreate_topics(self.kafka.bootstrap_servers, topics))
+
+    # -- services -------------------------------------------------------------------------------------
+
+    def start_service(self, name: str, env: dict[str, str], timeout: float = 90.0) -> Service:
+        port = free_ports(1)[0]
+        env = env | {f"{name.upper()}_HOST": HOST, f"{name.upper()}_PORT": str(port)}
+        process = ManagedProcess(name, self.root / f"{name}.pid", self.root / "logs" / f"{name}.log")
+        process.start(
+            [sys.executable, "-m", f"services.{name}", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True
+        )
+        service = Service(name, port, process)
+        self.services.append(service)
+        if timeout > 0:
+            process.wait_for_http(f"{service.url}/readyz", timeout)
+        return service
+
+    def stop_service(self, service: Service) -> None:
+        service.process.stop()
+        self.services.remove(service)
+
+
+async def _recreate_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete and create again: each phase starts from empty topics, without restarting the broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = [t for t in topics if t in set(await admin.list_topics())]
+        if existing:
+            await admin.delete_topics(existing)
+            for _ in range(100):
+                if not set(existing) & set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
+        new = [NewTopic(name=t, num_partitions=PARTITIONS, replication_factor=1) for t in topics]
+        for attempt in range(50):
+            try:
+                await admin.create_topics(new)
+                return
+            except Exception:  # the deletion may still be in progress on the broker
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
