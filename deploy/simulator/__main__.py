@@ -1,0 +1,3 @@
+from deploy.simulator.cli import app
+
+app(prog_name="python -m deploy.simulator")
