@@ -50,6 +50,8 @@ def services(
         "STORES_FILE": str(REPO_ROOT / "deploy" / "stores.dev.yaml"),
         "ENVIRONMENT": "test",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "SEGMENTER_URL": f"http://127.0.0.1:{ports['segmenter']}",
+        "NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
     }
     for name in ("segmenter", "notifier"):
         subprocess.run(
