@@ -84,7 +84,9 @@ class AudienceSyncClient:
         """Return once the endpoint answered 2xx; raise SyncFailed otherwise."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=self._first_wait, max=self._max_wait),
+            wait=wait_exponential_jitter(
+                multiplier=self._first_wait, max=self._max_wait, jitter=self._first_wait
+            ),
             retry=retry_if_exception(lambda exc: isinstance(exc, SyncFailed) and exc.retryable),
             reraise=True,
         )
