@@ -61,7 +61,7 @@ def render(flow: str, customer: dict[str, Any], trigger: dict[str, Any], coupon:
 
 @pytest.mark.parametrize("flow", EMAIL_FLOWS)
 def test_rich_data_personalises_subject_greeting_and_body(flow: str) -> None:
-    message = render(flow, RICH_CUSTOMER, RICH_TRIGGER, COUPON)
+    message = render(flow, {**RICH_CUSTOMER, "locale": "en-GB"}, RICH_TRIGGER, COUPON)
     assert "Zoë <b>" in message.subject
     assert message.text.startswith("Hi Zoë <b>,")
     assert "Hi Zoë &lt;b&gt;," in message.html
@@ -106,3 +106,12 @@ def test_nearest_location_by_city_then_country() -> None:
     assert nearest_location(locations, "Munich", "Germany") == locations[0]
     assert nearest_location(locations, "Lyon", "France") is None
     assert nearest_location((Location(name="x"),), None, None) is None
+
+
+def test_a_locale_with_its_own_templates_uses_them_and_others_fall_back_to_english() -> None:
+    german = render("welcome", RICH_CUSTOMER, RICH_TRIGGER, None)
+    assert german.subject == "Danke für Ihre Bestellung, Zoë <b>!"
+    assert "Torstraße 1" in german.text
+    assert '<html lang="de">' in german.html
+    assert render("welcome", {**RICH_CUSTOMER, "locale": "fr-FR"}, RICH_TRIGGER, None).subject.startswith("Thank")
+    assert render("welcome", {"locale": "de-AT"}, {}, None).text.startswith("Hallo,")
