@@ -113,5 +113,6 @@ def test_a_locale_with_its_own_templates_uses_them_and_others_fall_back_to_engli
     assert german.subject == "Danke für Ihre Bestellung, Zoë <b>!"
     assert "Torstraße 1" in german.text
     assert '<html lang="de">' in german.html
-    assert render("welcome", {**RICH_CUSTOMER, "locale": "fr-FR"}, RICH_TRIGGER, None).subject.startswith("Thank")
+    french = render("welcome", {**RICH_CUSTOMER, "locale": "fr-FR"}, RICH_TRIGGER, None)
+    assert french.subject.startswith("Thank")
     assert render("welcome", {"locale": "de-AT"}, {}, None).text.startswith("Hallo,")
