@@ -59,9 +59,9 @@ class CouponRule(_Model):
 
     @model_validator(mode="after")
     def _percent_is_a_percentage(self) -> CouponRule:
-        if self.kind in (CouponKind.PERCENT, CouponKind.CASHBACK):
-            if any(v > 100 for v in (self.value, *self.by_stage.values())):
-                raise ValueError(f"a {self.kind.value} coupon's value is a percentage (0-100)")
+        percentage = self.kind in (CouponKind.PERCENT, CouponKind.CASHBACK)
+        if percentage and any(v > 100 for v in (self.value, *self.by_stage.values())):
+            raise ValueError(f"a {self.kind.value} coupon's value is a percentage (0-100)")
         return self
 
     def value_for(self, stage: LoyaltyStage) -> Decimal:
@@ -161,7 +161,8 @@ class ReferralTerms(_Model):
 
 class NotifierRules(_Model):
     site_url: str = "https://shop.example.com"
-    survey_url: str | None = None  # the three-part loyalty survey; defaults to <site_url>/pages/loyalty-survey
+    # The three-part loyalty survey; defaults to <site_url>/pages/loyalty-survey.
+    survey_url: str | None = None
     community_url: str | None = None
     support_email: str | None = None
     locations: tuple[Location, ...] = ()
