@@ -126,12 +126,14 @@ async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str
     if customer_id is not None:
         who_c.append(customers.c.customer_id == customer_id)
         who_m.append(messages.c.customer_id == customer_id)
+    # Messages first: the sender locks a message before its customer, and the same order here avoids a
+    # deadlock between an erasure and a send for the same customer.
+    await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))
     await conn.execute(
         update(customers)
         .where(*who_c)
         .values(email=None, phone=None, accepts_marketing=None, profile={}, suppressed_reason=None)
     )
-    await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))
 
 
 # -- planning ---------------------------------------------------------------------------------------------
