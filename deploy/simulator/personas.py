@@ -108,4 +108,5 @@ def _churned(rng: random.Random, start: datetime, end: datetime) -> list[datetim
     last = _between(rng, start, latest)
     if rng.random() < 0.5:
         return [last]
-    return [max(start, last - _days(rng, 15, 60)), last]
+    # A gap of at most 45 days keeps their own rhythm (2 x the gap) within the store's 90-day threshold.
+    return [max(start, last - _days(rng, 15, 45)), last]
