@@ -21,6 +21,7 @@ from services.notifier.adapters.tables import audience_members, audience_reevalu
 from services.notifier.domain.audiences import sha256_hex
 from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
+from shared.events import SHOP_WIDE
 from shared.stores import StoreConfig, StoreRegistry
 from shared.web import install_error_handlers
 
@@ -116,6 +117,18 @@ async def test_memberships_follow_customer_changes_and_consent(engine: AsyncEngi
     )
     await refresh(engine, store, ["c2"], T0)
     assert await memberships(engine, store_id) == {("all_customers", "c1"): (True, False)}
+
+
+async def test_a_shop_wide_erasure_empties_every_audience(engine: AsyncEngine, store_id: str) -> None:
+    store = store_config(store_id)
+    ids = ["c1", "c2", "c3"]
+    await put_customers(engine, store_id, [{"customer_id": i, "stage": "loyal"} for i in ids])
+    await refresh(engine, store, ids, T0)
+    assert len(await memberships(engine, store_id)) == 6
+    erased: dict[str, Any] = {"email": None, "phone": None, "accepts_marketing": None, "profile": {}}
+    await put_customers(engine, store_id, [{"customer_id": i, **erased} for i in ids])
+    await refresh(engine, store, [SHOP_WIDE], T0)
+    assert await memberships(engine, store_id) == {}
 
 
 async def test_the_worker_lets_a_cart_abandoner_go_when_seven_days_have_passed(

@@ -280,6 +280,6 @@ def test_a_definition_that_is_always_empty_is_refused() -> None:
 def test_the_development_registry_loads_with_its_audiences() -> None:
     demo = StoreRegistry.load(REPO_ROOT / "deploy" / "stores.dev.yaml").get("demo")
     assert demo is not None
-    assert {"all_customers", "loyal_and_advocates", "win_back", "cart_abandoners"} <= set(
+    assert {"all_customers", "loyal_and_advocates", "win_back", "cart_abandoners", "coffee_regulars"} <= set(
         demo.audiences.active()
     )

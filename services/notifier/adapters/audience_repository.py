@@ -32,6 +32,7 @@ from services.notifier.domain.audiences import (
     next_change,
 )
 from shared.audience_rules import AudienceDefinition
+from shared.events import SHOP_WIDE
 from shared.stores import StoreConfig
 
 # Keeps each statement's bind parameters well under PostgreSQL's 32,767.
@@ -59,12 +60,33 @@ async def refresh_memberships(
 
     Call it in the transaction that changed the customers rows. A customer without a row, or erased, leaves
     every audience; one who lost marketing consent stays a member but is no longer exportable, and the sync
-    endpoint hears of their removal."""
+    endpoint hears of their removal. SHOP_WIDE among the ids (a shop-wide erasure) re-evaluates every
+    customer of the store."""
     definitions = store.audiences.active()
     sync_on = store.audiences.sync is not None
+    if SHOP_WIDE in customer_ids:
+        async for every in _every_customer(conn, store.store_id):
+            await _refresh_chunk(conn, store.store_id, definitions, sync_on, every, now)
+        return
     ids = sorted(set(customer_ids))
     for chunk in _chunks(ids):
         await _refresh_chunk(conn, store.store_id, definitions, sync_on, chunk, now)
+
+
+async def _every_customer(conn: AsyncConnection, store_id: str) -> AsyncIterator[list[str]]:
+    after = ""
+    while True:
+        rows = await conn.execute(
+            select(customers.c.customer_id)
+            .where(customers.c.store_id == store_id, customers.c.customer_id > after)
+            .order_by(customers.c.customer_id)
+            .limit(_CHUNK)
+        )
+        chunk = list(rows.scalars())
+        if not chunk:
+            return
+        yield chunk
+        after = chunk[-1]
 
 
 async def _refresh_chunk(

@@ -15,6 +15,8 @@ from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.entrypoints import routes, unsubscribe
+from services.notifier.entrypoints.audience_routes import audience_router
+from services.notifier.entrypoints.audience_worker import AudienceWorker
 from services.notifier.entrypoints.processor import MembershipHook, MessagePlanner, no_audiences
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
@@ -103,6 +105,7 @@ def create_app(
 
         workers.start("kafka-connect", connect())
         workers.start("sender", sender.run_forever())
+        workers.start("audiences", AudienceWorker(engine=engine, stores=stores, clock=clock).run_forever())
         try:
             yield
         finally:
@@ -130,6 +133,7 @@ def create_app(
         }
 
     app.include_router(ops_router(readiness))
+    app.include_router(audience_router())
 
     app.include_router(routes.router)
     app.include_router(unsubscribe.router)
