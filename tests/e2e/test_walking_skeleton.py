@@ -122,7 +122,12 @@ async def test_signed_order_sends_exactly_one_personalised_email(
             f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications", headers=API
         )
         assert notes.status_code == 200
-        assert [(n["flow"], n["status"]) for n in notes.json()] == [("welcome", "sent")]
+        # The order also schedules the delayed review request and follow-up (30 and 60 s in development).
+        assert sorted((n["flow"], n["status"]) for n in notes.json()) == [
+            ("follow_up", "pending"),
+            ("review_request", "pending"),
+            ("welcome", "sent"),
+        ]
 
 
 async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
