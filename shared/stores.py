@@ -81,7 +81,7 @@ class StoreConfig(_Model):
                 found.append(part.webhook_secret.get_secret_value())
         if self.segment is not None:
             found.append(self.segment.write_key.get_secret_value())
-        for hook in (self.notifier.support_webhook, self.notifier.messaging_webhook):
+        for hook in (self.notifier.support_webhook, self.notifier.messaging_webhook, self.audiences.sync):
             if hook is not None:
                 found.append(hook.secret.get_secret_value())
         return found

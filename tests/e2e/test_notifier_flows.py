@@ -109,7 +109,9 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
         await _eventually(cart_email, 60, "the abandoned-cart email")
         mail = _mail(smtp_server, email, "Aiko, your cart is waiting")
         assert mail is not None
-        text = mail.get_body(("plain",)).get_content()
+        plain = mail.get_body(("plain",))
+        assert plain is not None
+        text = plain.get_content()
         [code] = re.findall(r"Your code: (CART-[A-Z0-9]{12})", text)
         assert "recover?key=" in text  # the store's recovery link, with our UTM tags
         assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -10,6 +10,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
@@ -17,7 +18,7 @@ from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.entrypoints import routes, unsubscribe
 from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
-from services.notifier.entrypoints.processor import MembershipHook, MessagePlanner, no_audiences
+from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
 from shared.consumer import ConsumerPipeline
@@ -55,7 +56,7 @@ class _Kafka:
 
 
 def create_app(
-    settings: NotifierSettings, *, clock: Clock = _utcnow, refresh_audiences: MembershipHook = no_audiences
+    settings: NotifierSettings, *, clock: Clock = _utcnow
 ) -> FastAPI:
     kafka = _Kafka()
 
@@ -69,7 +70,7 @@ def create_app(
         app.state.engine = engine
         http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
         app.state.clock = clock
-        app.state.refresh_audiences = refresh_audiences
+        app.state.refresh_audiences = refresh_memberships
         sender = MessageSender(
             engine=engine,
             stores=stores,
@@ -90,7 +91,7 @@ def create_app(
             dlq_producer=lambda: kafka.producer,
             decode=decode_funnel_event,
             handle=MessagePlanner(  # type: ignore[arg-type]
-                engine, stores, clock, on_messages_due=sender.wake, refresh_audiences=refresh_audiences
+                engine, stores, clock, on_messages_due=sender.wake
             ),
         )
         app.state.pipeline = pipeline

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import repository
+from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.domain.coupons import attributed_message, redeemed_by
 from services.notifier.domain.flows import PlannedMessage, Skipped, plan
 from shared.events import SHOP_WIDE
@@ -36,12 +37,6 @@ PLANNED = Counter(
 MembershipHook = Callable[[AsyncConnection, StoreConfig, Collection[str], datetime], Awaitable[None]]
 
 
-async def no_audiences(
-    conn: AsyncConnection, store: StoreConfig, ids: Collection[str], now: datetime
-) -> None:
-    return None
-
-
 class MessagePlanner:
     def __init__(
         self,
@@ -49,7 +44,7 @@ class MessagePlanner:
         stores: StoreRegistry,
         clock: Callable[[], datetime],
         on_messages_due: Callable[[], None] = lambda: None,
-        refresh_audiences: MembershipHook = no_audiences,
+        refresh_audiences: MembershipHook = refresh_memberships,
     ) -> None:
         self._engine = engine
         self._stores = stores
