@@ -1,224 +1,340 @@
-"""`make demo`: a few customers shop at the demo store through the public Shopify webhook endpoint, then a
-report shows each customer's funnel stage and the emails the SMTP sink received.
+"""`make demo`: a simulated store's history goes through the public endpoints of the local stack, then the
+funnel report: customers per stage and health, retention, messages per flow, coupons, audiences, emails.
 
-Each run uses customer and order ids of its own, so running it again shows the whole path working again.
+1. The storefront simulator (deploy/simulator) generates a few thousand customers over the last 18 months,
+   ending now, and sends them as Segment batches and signed Shopify webhooks.
+2. The demo waits until the segmenter has consumed every event and the notifier's counts settle (cart
+   abandonment fires 20 s after the last cart activity in the development registry, delayed flows within a
+   minute).
+3. Some customers answer the emails they just got: they order again, redeeming their coupon.
+4. The report, from the services' own APIs; an endpoint that is not there yet shows "n/a".
+
+Each run uses a new seed (so new customers and fresh emails); `--seed` replays one, which ingest and the
+segmenter deduplicate.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import time
-import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
-from services.ingest.sources.shopify import sign
+from deploy.simulator import report
+from deploy.simulator.actions import OrderPlaced
+from deploy.simulator.cli import MAX_SEED
+from deploy.simulator.generator import SimulationConfig, StoreHistory
+from deploy.simulator.http_plan import StoreTarget, plan_requests
+from deploy.simulator.people import Shopper
+from deploy.simulator.responses import Coupon, Invitation, responses
+from deploy.simulator.run import SendOptions, load_target, run, send
+from deploy.simulator.sender import SendFailed
 from shared.settings import StoresSettings
 from shared.stores import StoreConfig, StoreRegistry
 
-DEMO_STORE = "demo"
+# Piped to a file or a CI log, rich would wrap at 80 columns; the report's tables want more.
+console = Console(width=None if Console().is_terminal else 120)
 
-console = Console()
+# Flows delayed by more than this (production: days) are not waited for.
+LONGEST_DELAY_WAITED = timedelta(minutes=3)
+QUIET_SECONDS = 5.0
+POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
-class Shopper:
-    first_name: str
-    last_name: str
-    city: str
-    country: str
-    orders: int
+class Endpoints:
+    ingest: str
+    segmenter: str
+    notifier: str
+    sink: str
 
 
-SHOPPERS = (
-    Shopper("Amara", "Okafor", "Lagos", "Nigeria", 1),
-    Shopper("Lukas", "Schmidt", "Berlin", "Germany", 2),
-    Shopper("Chloé", "Martin", "Lyon", "France", 1),
-    Shopper("Hiro", "Tanaka", "Osaka", "Japan", 0),
-)
+class Services:
+    """The read side of the stack, as the report needs it: JSON or None (404 or unreachable) with why."""
 
-PRODUCTS = (
-    (7513594, "Everyday Ceramic Mug", "18.00"),
-    (7513601, "Single-Origin Coffee Beans 1kg", "34.50"),
-    (7513622, "Pour-Over Starter Kit", "59.00"),
-)
+    def __init__(self, client: httpx.Client, endpoints: Endpoints, store: StoreConfig) -> None:
+        self.client = client
+        self.urls = endpoints
+        self.store_id = store.store_id
+        self.auth = {"Authorization": f"Bearer {store.api_key.get_secret_value()}"}
 
+    def get(self, url: str, **params: str) -> tuple[Any, str]:
+        try:
+            response = self.client.get(url, headers=self.auth, params=params)
+        except httpx.HTTPError as exc:
+            return None, f"unreachable: {type(exc).__name__}"
+        if response.status_code == 404:
+            return None, "404: not served yet"
+        if not response.is_success:
+            return None, f"HTTP {response.status_code}"
+        return response.json(), ""
 
-def _customer(customer_id: int, shopper: Shopper, email: str, now: datetime) -> dict[str, Any]:
-    return {
-        "id": customer_id,
-        "email": email,
-        "first_name": shopper.first_name,
-        "last_name": shopper.last_name,
-        "created_at": now.isoformat(),
-        "updated_at": now.isoformat(),
-        "state": "enabled",
-        "verified_email": True,
-        "currency": "USD",
-        "email_marketing_consent": {"state": "subscribed", "opt_in_level": "single_opt_in"},
-        "default_address": {"city": shopper.city, "country": shopper.country, "default": True},
-    }
+    def store_path(self, base: str, path: str) -> str:
+        return f"{base}/v1/stores/{self.store_id}{path}"
 
+    def funnel(self) -> tuple[Any, str]:
+        return self.get(self.store_path(self.urls.segmenter, "/funnel"))
 
-def _order(order_id: int, customer: dict[str, Any], product_index: int, at: datetime) -> dict[str, Any]:
-    product_id, title, price = PRODUCTS[product_index % len(PRODUCTS)]
-    return {
-        "id": order_id,
-        "email": customer["email"],
-        "created_at": at.isoformat(),
-        "processed_at": at.isoformat(),
-        "currency": "USD",
-        "total_price": price,
-        "subtotal_price": price,
-        "financial_status": "paid",
-        "customer_locale": "en",
-        "line_items": [
-            {
-                "id": order_id * 10,
-                "product_id": product_id,
-                "variant_id": product_id + 1,
-                "title": title,
-                "quantity": 1,
-                "price": price,
-                "sku": f"SKU-{product_id}",
-            }
-        ],
-        "customer": customer,
-    }
+    def retention(self, days: int = 90) -> tuple[Any, str]:
+        end = datetime.now(UTC)
+        start = end - timedelta(days=days)
+        return self.get(
+            self.store_path(self.urls.segmenter, "/metrics/retention"),
+            start=start.isoformat(),
+            end=end.isoformat(),
+        )
 
+    def flows(self) -> tuple[Any, str]:
+        return self.get(self.store_path(self.urls.notifier, "/flows"))
 
-def _demo_store() -> StoreConfig:
-    """The demo store as the services know it (STORES_FILE), so its secrets are never copied here."""
-    store = StoreRegistry.load(StoresSettings().stores_file).get(DEMO_STORE)
-    if store is None or store.shopify is None:
-        raise typer.BadParameter(f"the store registry has no {DEMO_STORE!r} store with a Shopify shop")
-    return store
+    def audiences(self) -> tuple[Any, str]:
+        return self.get(self.store_path(self.urls.notifier, "/audiences"))
 
+    def coupons(self, customer_id: str) -> tuple[Any, str]:
+        return self.get(self.store_path(self.urls.notifier, f"/customers/{customer_id}/coupons"))
 
-def _post(client: httpx.Client, ingest: str, store: StoreConfig, topic: str, payload: dict[str, Any]) -> None:
-    assert store.shopify is not None
-    body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Shop-Domain": store.shopify.shop_domain,
-        "X-Shopify-Hmac-Sha256": sign(store.shopify.webhook_secret.get_secret_value(), body),
-        "X-Shopify-Event-Id": str(uuid.uuid4()),
-        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-        "X-Shopify-API-Version": "2026-10",
-    }
-    response = client.post(f"{ingest}/webhooks/shopify", content=body, headers=headers)
-    response.raise_for_status()
+    def emails(self) -> tuple[Any, str]:
+        return self.get(f"{self.urls.sink}/api/messages")
+
+    def consumed(self) -> float | None:
+        """Storefront events the segmenter consumed since it started (its Prometheus counter)."""
+        try:
+            text = self.client.get(f"{self.urls.segmenter}/metrics").text
+        except httpx.HTTPError:
+            return None
+        lines = (line for line in text.splitlines() if line.startswith("consumer_messages_total{"))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'consumer="segmenter"' in line)
+
+    def snapshot(self) -> tuple[object, ...]:
+        """What changes while the pipeline is still busy: funnel cells, flow counts, emails received."""
+        funnel, _ = self.funnel()
+        flows, _ = self.flows()
+        emails, _ = self.emails()
+        return (
+            tuple(sorted((c["stage"], c["health"], c["customers"]) for c in (funnel or {}).get("cells", []))),
+            tuple(
+                sorted((f["flow"], f.get("sent"), f.get("pending"), f.get("planned")) for f in flows or [])
+            ),
+            len(emails or []),
+        )
+
+    def pending(self) -> int:
+        flows, _ = self.flows()
+        return sum(int(f.get("pending") or 0) for f in flows or [])
 
 
-def main(
-    ingest: str = typer.Option(os.environ.get("INGEST_URL", "http://127.0.0.1:8000")),
-    segmenter: str = typer.Option(os.environ.get("SEGMENTER_URL", "http://127.0.0.1:8001")),
-    notifier: str = typer.Option(os.environ.get("NOTIFIER_URL", "http://127.0.0.1:8002")),
-    sink: str = typer.Option(os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:8025")),
-    wait_seconds: float = typer.Option(20.0, help="How long to wait for the emails."),
-) -> None:
-    """Replay a small storefront through the public endpoints and report what happened."""
-    store = _demo_store()
-    run = int(time.time())
-    now = datetime.now(UTC)
-    people: list[tuple[str, str, Shopper]] = []
-    webhooks = sum(1 + s.orders for s in SHOPPERS)
-    with httpx.Client(timeout=10) as client, Progress(console=console) as progress:
-        task = progress.add_task("Sending signed Shopify webhooks", total=webhooks)
-        for n, shopper in enumerate(SHOPPERS):
-            customer_id = run * 100 + n
-            email = f"{shopper.first_name.lower()}.{run}@example.com".replace("é", "e")
-            customer = _customer(customer_id, shopper, email, now)
-            _post(client, ingest, store, "customers/create", customer)
-            progress.advance(task)
-            for k in range(shopper.orders):
-                _post(
-                    client,
-                    ingest,
-                    store,
-                    "orders/create",
-                    _order(customer_id * 10 + k, customer, n + k, now + timedelta(seconds=k)),
-                )
-                progress.advance(task)
-            people.append((str(customer_id), email, shopper))
-
-    expected = sum(1 for s in SHOPPERS if s.orders >= 1)
-    emails = _wait_for_emails(sink, {email for _, email, _ in people}, expected, wait_seconds)
-    _report(store, ingest, segmenter, notifier, sink, people, emails)
-
-
-def _wait_for_emails(
-    sink: str, addresses: set[str], expected: int, wait_seconds: float
-) -> list[dict[str, Any]] | None:
-    """The sink's messages to this run's customers, or None when the notifier uses an outside SMTP server."""
-    deadline = time.monotonic() + wait_seconds
-    found: list[dict[str, Any]] = []
-    with console.status("Waiting for the notifier's emails"):
-        while time.monotonic() < deadline:
-            try:
-                listing = httpx.get(f"{sink}/api/messages", timeout=5).json()
-            except httpx.HTTPError:
-                return None
-            found = [m for m in listing if any(a in " ".join(m.get("to", [])) for a in addresses)]
-            if len(found) >= expected:
+def wait_until_settled(
+    services: Services,
+    consumed_target: float | None,
+    *,
+    settle_after: float,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Until the segmenter consumed `consumed_target` events and nothing changed for QUIET_SECONDS; while
+    messages are pending, until `settle_after` (a monotonic time: the end of the flows' delays) too.
+    False when `timeout` passed first."""
+    deadline = clock() + timeout
+    with console.status("Waiting for the segmenter and the notifier to catch up") as status:
+        while clock() < deadline:
+            consumed = services.consumed()
+            if consumed_target is None or consumed is None or consumed >= consumed_target:
                 break
-            time.sleep(0.5)
+            status.update(f"The segmenter has {consumed_target - consumed:,.0f} events to go")
+            sleep(POLL_SECONDS)
+        last, since = services.snapshot(), clock()
+        while clock() < deadline:
+            sleep(POLL_SECONDS)
+            now = services.snapshot()
+            if now != last:
+                last, since = now, clock()
+                continue
+            waiting_for_delays = clock() < settle_after and services.pending() > 0
+            status.update("Waiting for delayed flows" if waiting_for_delays else "Letting the counts settle")
+            if clock() - since >= QUIET_SECONDS and not waiting_for_delays:
+                return True
+    return False
+
+
+def _longest_short_delay(store: StoreConfig) -> float:
+    delays = [f.delay for f in store.notifier.flows.values() if f.enabled and f.delay <= LONGEST_DELAY_WAITED]
+    return max(delays, default=timedelta(0)).total_seconds()
+
+
+def invitations(services: Services, history: StoreHistory) -> list[Invitation]:
+    """This run's customers who got an email, with the coupons they have not used yet."""
+    messages, _ = services.emails()
+    by_email = {s.email: s for s in history.shoppers}
+    invited: dict[int, Shopper] = {}
+    for message in messages or []:
+        for address in message.get("to", []):
+            shopper = by_email.get(address.lower())
+            if shopper is not None:
+                invited[shopper.number] = shopper
+    orders = Counter(a.shopper.number for a in history.actions() if isinstance(a, OrderPlaced))
+    found = []
+    for shopper in invited.values():
+        held, _ = services.coupons(shopper.user_id)
+        coupons = tuple(
+            Coupon(code=c["code"], kind=c["kind"], value=Decimal(str(c["value"])))
+            for c in held or []
+            if c.get("redeemed_at") is None
+        )
+        found.append(Invitation(shopper=shopper, orders_so_far=orders[shopper.number], coupons=coupons))
     return found
 
 
-def _report(
-    store: StoreConfig,
-    ingest: str,
-    segmenter: str,
-    notifier: str,
-    sink: str,
-    people: list[tuple[str, str, Shopper]],
-    emails: list[dict[str, Any]] | None,
-) -> None:
-    key = store.api_key.get_secret_value()
-    auth = {"Authorization": f"Bearer {key}"}
-    table = Table(title="Demo store: customers in the loyalty funnel")
-    for column in ("customer", "city", "orders", "stage", "health", "emails"):
-        table.add_column(column)
-    with httpx.Client(timeout=10) as client:
-        for customer_id, email, shopper in people:
-            profile = client.get(
-                f"{segmenter}/v1/stores/{store.store_id}/customers/{customer_id}", headers=auth
-            )
-            body = profile.json() if profile.status_code == 200 else {}
-            subjects = [m["subject"] for m in emails or [] if email in " ".join(m.get("to", []))]
-            table.add_row(
-                f"{shopper.first_name} {shopper.last_name} ({customer_id})",
-                shopper.city,
-                str(body.get("orders_count", "-")),
-                body.get("stage", "not yet processed"),
-                body.get("health", "-"),
-                "\n".join(subjects) or "-",
-            )
-    console.print(table)
-    if emails is None:
-        console.print("SMTP_HOST/SMTP_PORT point at your own SMTP server: look there for the emails.")
-    customer = f"v1/stores/{store.store_id}/customers/{people[0][0]}"
-    console.print(
-        "\nLook further:\n"
-        f"  ingest API docs      {ingest}/docs\n"
-        f"  segmenter API docs   {segmenter}/docs   (Bearer {key})\n"
-        f"  notifier API docs    {notifier}/docs\n"
-        f"  a customer           curl -H 'Authorization: Bearer {key}' {segmenter}/{customer}\n"
-        f"  their notifications  curl -H 'Authorization: Bearer {key}' {notifier}/{customer}/notifications\n"
-        f"  emails (SMTP sink)   {sink}/\n"
-        f"  metrics              {segmenter}/metrics\n"
-        "  stop everything      make down"
+def answer_emails(
+    services: Services, history: StoreHistory, target: StoreTarget, options: SendOptions
+) -> tuple[int, int]:
+    """Some customers who got an email order now; (orders, coupons redeemed). Sent as Shopify webhooks."""
+    invited = invitations(services, history)
+    now = datetime.now(UTC)
+    sessions = responses(history.config.seed, invited, now)
+    if not sessions:
+        return 0, 0
+    answers = StoreHistory(config=history.config, shoppers=history.shoppers, sessions=tuple(sessions))
+    plan = plan_requests(
+        answers,
+        target,
+        lanes=options.concurrency,
+        batch_size=options.batch_size,
+        shopify_since=now - timedelta(days=1),
     )
+    asyncio.run(send(plan, options, console, "Customers answering their emails"))
+    redeemed = sum(1 for s in sessions for a in s.actions if isinstance(a, OrderPlaced) and a.discount_code)
+    return len(sessions), redeemed
+
+
+def print_report(services: Services, history: StoreHistory, store: StoreConfig) -> None:
+    funnel, why_funnel = services.funnel()
+    retention, why_retention = services.retention()
+    flows, why_flows = services.flows()
+    audiences, why_audiences = services.audiences()
+    emails, why_emails = services.emails()
+    if emails is None and os.environ.get("SMTP_HOST"):
+        why_emails = "SMTP_HOST points at your own server: look there"
+    console.rule(f"[bold]Loyalty Funnel: store {store.store_id!r} ({store.name})")
+    console.print(report.funnel_table(funnel, why_funnel))
+    console.print(report.retention_table(retention, why_retention))
+    console.print(report.flows_table(flows, why_flows))
+    console.print(report.audiences_table(audiences, why_audiences))
+    console.print(report.emails_table(emails, {s.email for s in history.shoppers}, why_emails))
+    urls = services.urls
+    console.print(
+        report.links(
+            urls.ingest,
+            urls.segmenter,
+            urls.notifier,
+            urls.sink,
+            store.api_key.get_secret_value(),
+            store.store_id,
+        )
+    )
+
+
+def _ready(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(f"{url}/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main(
+    customers: Annotated[int, typer.Option(min=1, max=100_000, help="Customers to simulate.")] = 2500,
+    days: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            max=3650,
+            help="Days of history. Over a year, so customers leave the 365-day active window and CRR means "
+            "something.",
+        ),
+    ] = 540,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=MAX_SEED, help="Replay this seed (default: a new one each run).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64)] = 8,
+    rate: Annotated[float, typer.Option(min=0, help="Calls per second; 0 = as fast as ingest answers.")] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="Longest wait for the pipeline to settle, in seconds.")
+    ] = 180,
+    answer: Annotated[
+        bool, typer.Option(help="Let some customers answer their emails with an order.")
+    ] = True,
+    store_id: Annotated[str, typer.Option("--store")] = "demo",
+    stores_file: Annotated[
+        Path | None, typer.Option(help="Default: $STORES_FILE or deploy/stores.dev.yaml.")
+    ] = None,
+    ingest: Annotated[str, typer.Option(envvar="INGEST_URL")] = "http://127.0.0.1:8000",
+    segmenter: Annotated[str, typer.Option(envvar="SEGMENTER_URL")] = "http://127.0.0.1:8001",
+    notifier: Annotated[str, typer.Option(envvar="NOTIFIER_URL")] = "http://127.0.0.1:8002",
+    sink: Annotated[str, typer.Option(envvar="SMTP_SINK_URL")] = "http://127.0.0.1:8025",
+) -> None:
+    """Replay a simulated store through the public endpoints and print the funnel report."""
+    began = time.monotonic()
+    registry_file = stores_file or StoresSettings().stores_file
+    store = StoreRegistry.load(registry_file).get(store_id)
+    if store is None:
+        raise typer.BadParameter(f"{registry_file} has no store {store_id!r}", param_hint="--store")
+    target = load_target(registry_file, store_id)
+    endpoints = Endpoints(*(u.rstrip("/") for u in (ingest, segmenter, notifier, sink)))
+    options = SendOptions(ingest_url=endpoints.ingest, concurrency=concurrency, rate=rate)
+    config = SimulationConfig(
+        seed=seed if seed is not None else int(time.time()) % (MAX_SEED + 1),
+        customers=customers,
+        days=days,
+        end=datetime.now(UTC).replace(microsecond=0),
+    )
+    with httpx.Client(timeout=15) as client:
+        if not _ready(client, endpoints.ingest):
+            console.print(
+                f"[red]ingest is not ready at {endpoints.ingest}[/red]: start the stack with `make up`."
+            )
+            raise typer.Exit(1)
+        services = Services(client, endpoints, store)
+        before = services.consumed()
+        try:
+            result = run(config, target, options, console)
+        except SendFailed as failure:
+            console.print(f"[red]ingest refused a request:[/red] {failure}")
+            raise typer.Exit(1) from None
+        stats = result.stats
+        console.print(
+            f"Sent {stats.calls:,} storefront calls ({stats.events:,} events) in {result.seconds:.1f} s "
+            f"with seed {config.seed} ({stats.retries} retries)."
+        )
+        # First the history settles (without waiting for delayed flows), so customers can answer emails.
+        target_consumed = before + stats.events if before is not None else None
+        wait_until_settled(services, target_consumed, settle_after=0.0, timeout=timeout / 2)
+        settle_after = time.monotonic() + _longest_short_delay(store) + 2 * QUIET_SECONDS
+        if answer:
+            before = services.consumed()
+            orders, redeemed = answer_emails(services, result.history, target, options)
+            console.print(
+                f"{orders} customers answered their emails with an order ({redeemed} with a coupon)."
+            )
+            target_consumed = before + orders if before is not None else None
+        settled = wait_until_settled(
+            services, target_consumed, settle_after=settle_after, timeout=timeout / 2
+        )
+        if not settled:
+            console.print(
+                "[yellow]The pipeline was still busy when the wait ended: counts may still move.[/yellow]"
+            )
+        print_report(services, result.history, store)
+    console.print(f"Demo finished in {time.monotonic() - began:.0f} s (seed {config.seed}).")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from rich.console import Console
+from rich.columns import Columns
+from rich.console import Console, Group, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -99,11 +100,13 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-async def send(plan: RequestPlan, options: SendOptions, console: Console) -> SendStats:
+async def send(
+    plan: RequestPlan, options: SendOptions, console: Console, what: str = "Sending to ingest"
+) -> SendStats:
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     async with httpx.AsyncClient(base_url=options.ingest_url, timeout=30.0, limits=limits) as client:
         with progress_bar(console) as progress:
-            task = progress.add_task("Sending to ingest", total=plan.calls)
+            task = progress.add_task(what, total=plan.calls)
             sender = Sender(client, Pace(options.rate), on_sent=lambda r: progress.advance(task, r.calls))
             return await sender.send_plan(plan)
 
@@ -116,24 +119,26 @@ def run(config: SimulationConfig, target: StoreTarget, options: SendOptions, con
     return RunResult(history=history, plan=plan, stats=stats, seconds=time.monotonic() - began)
 
 
-def summary(history: StoreHistory, plan: RequestPlan) -> Table:
-    config = history.config
-    table = Table(
-        title=f"Simulated store: seed {config.seed}, {config.customers:,} customers, "
-        f"{config.start:%Y-%m-%d %H:%M} → {config.end:%Y-%m-%d %H:%M} UTC",
-        show_header=False,
-    )
-    table.add_column("what")
-    table.add_column("how many", justify="right")
-    personas = Counter(s.persona.value for s in history.shoppers)
-    for persona, n in sorted(personas.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"persona {persona}", f"{n:,}")
-    actions = Counter(type(a).__name__ for a in history.actions())
-    for name, n in sorted(actions.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"action {name}", f"{n:,}")
-    requests = Counter(r.label for r in plan.requests())
-    for label, n in sorted(requests.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"request {label}", f"{n:,}")
-    table.add_row("storefront calls", f"{plan.calls:,}")
-    table.add_row("canonical events", f"{plan.events:,}")
+def _counts(title: str, counts: Counter[str]) -> Table:
+    table = Table(title=title, show_header=False, box=None, padding=(0, 1))
+    table.add_column(title)
+    table.add_column("n", justify="right")
+    for name, n in counts.most_common():
+        table.add_row(name, f"{n:,}")
     return table
+
+
+def summary(history: StoreHistory, plan: RequestPlan) -> RenderableType:
+    config = history.config
+    heading = (
+        f"[bold]Simulated store[/bold]: seed {config.seed}, {config.customers:,} customers, "
+        f"{config.start:%Y-%m-%d} → {config.end:%Y-%m-%d %H:%M} UTC; "
+        f"{plan.calls:,} storefront calls ({plan.events:,} events)"
+    )
+    personas = Counter(s.persona.value for s in history.shoppers)
+    actions = Counter(type(a).__name__ for a in history.actions())
+    requests = Counter(r.label for r in plan.requests())
+    columns = Columns(
+        [_counts("personas", personas), _counts("actions", actions), _counts("requests", requests)]
+    )
+    return Group(Text.from_markup(heading), columns)
