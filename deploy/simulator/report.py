@@ -171,13 +171,15 @@ def emails_table(
     if messages is None:
         return _na(title, why)
     to_ours = [m for m in messages if any(a.lower() in ours for a in m.get("to", []))]
-    heading = f"{title}: {len(messages):,} in all, {len(to_ours):,} to this run's customers"
-    table = Table(title=f"{heading} (the latest {latest})", title_justify="left")
+    heading = Text.assemble(
+        (f"{title}: ", "bold"), f"{len(messages):,} in all, {len(to_ours):,} to this run's customers"
+    )
+    table = Table(title=f"the latest {min(latest, len(to_ours))}", title_justify="left")
     table.add_column("to")
     table.add_column("subject")
     for message in to_ours[:latest]:
         table.add_row(", ".join(message.get("to", [])), str(message.get("subject", "")))
-    return table
+    return Group(heading, table)
 
 
 def links(
