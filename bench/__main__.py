@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,13 +52,20 @@ def run(
     _say("starting the benchmark's own Kafka, PostgreSQL and SMTP sink")
     stack = BenchStack.start()
     raw: dict[str, Any] = {}
+    phase_runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "ingest": lambda: run_ingest(stack, runs, ingest_seconds, _say),
+        "segmenter": lambda: run_segmenter(stack, runs, segmenter_events, _say),
+        "e2e": lambda: run_e2e(stack, runs, e2e_rate, e2e_seconds, _say),
+    }
     try:
-        if "ingest" in chosen:
-            raw["ingest"] = run_ingest(stack, runs, ingest_seconds, _say)
-        if "segmenter" in chosen:
-            raw["segmenter"] = run_segmenter(stack, runs, segmenter_events, _say)
-        if "e2e" in chosen:
-            raw["e2e"] = run_e2e(stack, runs, e2e_rate, e2e_seconds, _say)
+        for phase in chosen:
+            try:
+                raw[phase] = phase_runners[phase]()
+            except Exception as exc:  # one phase failing must not lose the figures of the others
+                console.print_exception()
+                raw[phase] = {"error": f"{type(exc).__name__}: {exc}"}
+            # Written after each phase, so a long run interrupted later still leaves its figures.
+            write_json(figures(raw), raw, {"partial": True}, output.with_suffix(".partial.json"))
     finally:
         stack.stop()
     found = figures(raw)

@@ -99,7 +99,8 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
         for r in range(runs):
             mails_before = len(stack.smtp.snapshot())
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
-            asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 120))
+            # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
+            asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, len(load["first_order"]) + mails_before, 60)
             commits = asyncio.run(_stage_commits(url))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]

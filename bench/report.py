@@ -73,7 +73,7 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
     put("limit_postgres_upsert_rows_per_s", seg.get("limit", []), lambda r: r["rows_per_s"])
     put("limit_postgres_upsert_events_per_s", seg.get("limit", []), lambda r: r["events_per_s"])
     pairs = list(zip(seg.get("segmenter", []), seg.get("limit", []), strict=False))
-    put("segmenter_limit_ratio", pairs, lambda p: p[1]["events_per_s"] / p[0]["events_per_s"])
+    put("segmenter_limit_ratio", pairs, lambda p: p[1]["events_per_s"] / (p[0]["events_per_s"] or math.nan))
     put("peak_rss_mb_segmenter", seg.get("peak_rss_mb", []), float)
     e2e = raw.get("e2e", {})
     for name in (
