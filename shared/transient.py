@@ -5,12 +5,19 @@ from __future__ import annotations
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+# SQLSTATE classes and codes that say "not now" rather than "never": connection exceptions (08), a server
+# shutting down or starting (57P01-57P03), a transaction chosen as deadlock or serialisation victim (40).
+_RETRYABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01")
+
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, KafkaError)):
         return True
+    if not isinstance(exc, DBAPIError):
+        return False
     # asyncpg reports a dropped connection as a DBAPIError whose connection SQLAlchemy has invalidated.
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    code = _sqlstate(exc)
+    return bool(exc.connection_invalidated) or (code is not None and code.startswith(_RETRYABLE_SQLSTATES))
 
 
 def _sqlstate(exc: BaseException) -> str | None:
