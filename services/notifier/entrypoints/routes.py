@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters import repository
 from shared.notifier_rules import FlowName
@@ -64,10 +66,17 @@ class FlowReport(BaseModel):
     coupons_redeemed: int
 
 
-async def _known_customer(request: Request, store_id: str, customer_id: str) -> None:
+async def _customer_rows(
+    request: Request,
+    store_id: str,
+    customer_id: str,
+    query: Callable[[AsyncConnection, str, str], Awaitable[Any]],
+) -> Any:
+    """Rows of one customer, or 404 when the notifier has never heard of them."""
     async with request.app.state.engine.connect() as conn:
         if not await repository.customer_known(conn, store_id, customer_id):
             raise ApiError(404, "customer_not_found", f"no customer {customer_id!r} in store {store_id!r}")
+        return await query(conn, store_id, customer_id)
 
 
 @router.get(
@@ -77,9 +86,7 @@ async def _known_customer(request: Request, store_id: str, customer_id: str) -> 
     summary="Every message planned for a customer: sent, pending, skipped (with the reason) or failed",
 )
 async def customer_notifications(store: StoreDep, customer_id: str, request: Request) -> list[Notification]:
-    await _known_customer(request, store.store_id, customer_id)
-    async with request.app.state.engine.connect() as conn:
-        rows = await repository.list_messages(conn, store.store_id, customer_id)
+    rows = await _customer_rows(request, store.store_id, customer_id, repository.list_messages)
     return [Notification.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -90,9 +97,7 @@ async def customer_notifications(store: StoreDep, customer_id: str, request: Req
     summary="The customer's coupons: issued by which flow, their terms, and whether an order used them",
 )
 async def customer_coupons(store: StoreDep, customer_id: str, request: Request) -> list[CouponOut]:
-    await _known_customer(request, store.store_id, customer_id)
-    async with request.app.state.engine.connect() as conn:
-        rows = await repository.list_coupons(conn, store.store_id, customer_id)
+    rows = await _customer_rows(request, store.store_id, customer_id, repository.list_coupons)
     return [CouponOut.model_validate(r, from_attributes=True) for r in rows]
 
 
