@@ -230,7 +230,7 @@ def print_report(services: Services, history: StoreHistory, store: StoreConfig) 
     console.print(report.retention_table(retention, why_retention))
     console.print(report.flows_table(flows, why_flows))
     console.print(report.audiences_table(audiences, why_audiences))
-    console.print(report.emails_table(emails, {s.email for s in history.shoppers}, why_emails))
+    console.print(report.emails_table(emails, {s.email: s.first_name for s in history.shoppers}, why_emails))
     urls = services.urls
     console.print(
         report.links(

@@ -163,22 +163,41 @@ def audiences_table(audiences: list[dict[str, Any]] | None, why: str = "not avai
     return table
 
 
+def subject_shape(subject: str, first_name: str | None, words: int = 5) -> str:
+    """A subject without what personalises it, to count emails by kind: "Ana, how do you like your Mug?"
+    -> "…, how do you like"."""
+    if first_name:
+        subject = subject.replace(first_name, "…")
+    return " ".join(subject.split()[:words])
+
+
 def emails_table(
-    messages: list[dict[str, Any]] | None, ours: set[str], why: str = "not available", latest: int = 8
+    messages: list[dict[str, Any]] | None, ours: dict[str, str], why: str = "not available", kinds: int = 12
 ) -> RenderableType:
-    """The sink's messages (newest first): how many, how many to this run's customers, the latest few."""
+    """The sink's messages (newest first) to this run's customers (`ours`: email -> first name), counted by
+    subject with the names taken out, each kind with its latest example."""
     title = "Emails in the SMTP sink"
     if messages is None:
         return _na(title, why)
-    to_ours = [m for m in messages if any(a.lower() in ours for a in m.get("to", []))]
+    latest: dict[str, dict[str, Any]] = {}
+    counts: Counter[str] = Counter()
+    for message in messages:
+        to = next((a.lower() for a in message.get("to", []) if a.lower() in ours), None)
+        if to is None:
+            continue
+        shape = subject_shape(str(message.get("subject", "")), ours[to])
+        counts[shape] += 1
+        latest.setdefault(shape, message)
     heading = Text.assemble(
-        (f"{title}: ", "bold"), f"{len(messages):,} in all, {len(to_ours):,} to this run's customers"
+        (f"{title}: ", "bold"), f"{len(messages):,} in all, {counts.total():,} to this run's customers"
     )
-    table = Table(title=f"the latest {min(latest, len(to_ours))}", title_justify="left")
+    table = Table(title="by subject (names taken out), with the latest of each", title_justify="left")
+    table.add_column("emails", justify="right")
+    table.add_column("latest subject")
     table.add_column("to")
-    table.add_column("subject")
-    for message in to_ours[:latest]:
-        table.add_row(", ".join(message.get("to", [])), str(message.get("subject", "")))
+    for shape, n in counts.most_common(kinds):
+        example = latest[shape]
+        table.add_row(f"{n:,}", str(example.get("subject", "")), ", ".join(example.get("to", [])))
     return Group(heading, table)
 
 

@@ -79,14 +79,18 @@ def test_audiences_and_retention_render_their_contracts() -> None:
     assert "(12 − 4) / 10" in text
 
 
-def test_emails_count_this_runs_customers() -> None:
+def test_emails_are_counted_by_subject_without_the_names() -> None:
     messages = [
-        {"to": ["ana@example.com"], "subject": "Ana, welcome"},
+        {"to": ["ana@example.com"], "subject": "Ana, how do you like your Mug?"},
+        {"to": ["bo@example.com"], "subject": "Bo, how do you like your Kettle?"},
+        {"to": ["ana@example.com"], "subject": "Welcome, Ana"},
         {"to": ["someone@else.example"], "subject": "Hi"},
     ]
-    text = _text(report.emails_table(messages, {"ana@example.com"}))
-    assert "2 in all, 1 to this run's customers" in text
-    assert "Ana, welcome" in text
+    text = _text(report.emails_table(messages, {"ana@example.com": "Ana", "bo@example.com": "Bo"}))
+    assert "4 in all, 3 to this run's customers" in text
+    rows = [" ".join(line.split()) for line in text.splitlines()]
+    assert "│ 2 │ Ana, how do you like your Mug? │ ana@example.com │" in rows
+    assert "│ 1 │ Welcome, Ana │ ana@example.com │" in rows
     assert "Hi " not in text
 
 
