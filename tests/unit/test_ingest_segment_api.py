@@ -139,6 +139,18 @@ async def test_invalid_field_is_422_naming_it(client: httpx.AsyncClient, publish
     assert publisher.published == []
 
 
+async def test_a_lone_surrogate_escape_is_422_naming_the_field(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # Valid JSON (an escape), but not text: it could never be stored or forwarded as UTF-8.
+    payload = _track()
+    payload["properties"]["products"][0]["name"] = "\udf58"
+    response = await client.post("/v1/track", content=json.dumps(payload).encode(), headers=BASIC)
+    assert response.status_code == 422
+    assert "properties.products[0].name" in [e["field"] for e in response.json()["errors"]]
+    assert publisher.published == []
+
+
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/track", content=b'{"type": "track",', headers=BASIC)
     assert response.status_code == 400
