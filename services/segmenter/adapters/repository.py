@@ -1,4 +1,9 @@
-"""Queries of the segmenter. The caller owns the transaction: every function takes an open connection."""
+"""Queries of the segmenter. The caller owns the transaction: every function takes an open connection.
+
+The write path of a batch is one statement per table whatever the batch size: rows travel as arrays
+(`unnest`), so the statement text never changes, Postgres plans it once per connection, and a batch of
+1,000 events costs a dozen round trips instead of a multi-row VALUES list compiled anew each time.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters.tables import (
-    copurchases,
     identities,
-    orders,
-    outbox,
-    processed_events,
     profiles,
     timers,
     transitions,
@@ -26,13 +26,18 @@ from shared.funnel_events import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
 
 CustomerKey = tuple[str, str]
-# Postgres allows 65,535 bind parameters per statement; stay well below with multi-row inserts.
-_CHUNK = 2000
 
 
-def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows -> one list per column: what `unnest` takes."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+_CLAIM = text(
+    "INSERT INTO segmenter.processed_events (store_id, event_id) "
+    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:event_ids AS text[])) "
+    "ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
+)
 
 
 async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -40,17 +45,20 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
 
     A duplicate changes nothing: this is what makes redelivery harmless.
     """
-    claimed: set[tuple[str, str]] = set()
-    rows = [{"event_id": event_id, "store_id": store_id} for event_id, store_id in events]
-    for chunk in _chunks(rows):
-        stmt = (
-            insert(processed_events)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
-            .returning(processed_events.c.store_id, processed_events.c.event_id)
-        )
-        claimed.update((r.store_id, r.event_id) for r in (await conn.execute(stmt)).all())
-    return claimed
+    if not events:
+        return set()
+    # A second copy inside the batch would make ON CONFLICT see one key twice in one statement.
+    unique = list(dict.fromkeys((store_id, event_id) for event_id, store_id in events))
+    store_ids, event_ids = _columns(unique, 2)
+    result = await conn.execute(_CLAIM, {"store_ids": store_ids, "event_ids": event_ids})
+    return {(r.store_id, r.event_id) for r in result}
+
+
+_LOAD_IDENTITIES = text(
+    "SELECT i.store_id, i.identifier, i.customer_id FROM segmenter.identities i "
+    "JOIN unnest(CAST(:store_ids AS text[]), CAST(:identifiers AS text[])) AS w(store_id, identifier) "
+    "ON i.store_id = w.store_id AND i.identifier = w.identifier"
+)
 
 
 async def load_identities(
@@ -59,19 +67,26 @@ async def load_identities(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    stmt = select(identities).where(tuple_(identities.c.store_id, identities.c.identifier).in_(wanted))
-    return {(r.store_id, r.identifier): r.customer_id for r in (await conn.execute(stmt)).all()}
+    store_ids, identifiers = _columns(wanted, 2)
+    result = await conn.execute(_LOAD_IDENTITIES, {"store_ids": store_ids, "identifiers": identifiers})
+    return {(r.store_id, r.identifier): r.customer_id for r in result}
+
+
+_SAVE_IDENTITIES = text(
+    "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
+    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:identifiers AS text[]), "
+    "CAST(:customer_ids AS text[])) "
+    "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id"
+)
 
 
 async def save_identities(conn: AsyncConnection, rows: dict[tuple[str, str], str]) -> None:
-    values = [{"store_id": s, "identifier": i, "customer_id": c} for (s, i), c in sorted(rows.items())]
-    for chunk in _chunks(values):
-        stmt = insert(identities).values(chunk)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["store_id", "identifier"], set_={"customer_id": stmt.excluded.customer_id}
-            )
-        )
+    if not rows:
+        return
+    store_ids, identifiers, customer_ids = _columns([(s, i, c) for (s, i), c in sorted(rows.items())], 3)
+    await conn.execute(
+        _SAVE_IDENTITIES, {"store_ids": store_ids, "identifiers": identifiers, "customer_ids": customer_ids}
+    )
 
 
 async def forget_identities(
@@ -87,7 +102,18 @@ async def forget_identities(
 
 
 def _profile(row: Any) -> Profile:
-    return Profile.model_validate(row.facts)
+    # The document as text, validated straight from JSON: no dict in between.
+    return Profile.model_validate_json(row.facts)
+
+
+_LOAD_PROFILES = (
+    "SELECT p.facts::text AS facts FROM segmenter.profiles p "
+    "JOIN unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[])) AS w(store_id, customer_id) "
+    "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
+    "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
+)
+_LOAD_PROFILES_LOCKED = text(_LOAD_PROFILES)
+_LOAD_PROFILES_SKIP_LOCKED = text(_LOAD_PROFILES + " SKIP LOCKED")
 
 
 async def load_profiles_for_update(
@@ -97,19 +123,16 @@ async def load_profiles_for_update(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    stmt = (
-        select(profiles.c.facts)
-        .where(tuple_(profiles.c.store_id, profiles.c.customer_id).in_(wanted))
-        .order_by(profiles.c.store_id, profiles.c.customer_id)
-        .with_for_update(skip_locked=skip_locked)
-    )
-    found = (_profile(r) for r in (await conn.execute(stmt)).all())
+    store_ids, customer_ids = _columns(wanted, 2)
+    stmt = _LOAD_PROFILES_SKIP_LOCKED if skip_locked else _LOAD_PROFILES_LOCKED
+    result = await conn.execute(stmt, {"store_ids": store_ids, "customer_ids": customer_ids})
+    found = (_profile(r) for r in result)
     return {(p.store_id, p.customer_id): p for p in found}
 
 
 async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -> list[Profile]:
     stmt = (
-        select(profiles.c.facts)
+        select(profiles.c.facts.cast(Text).label("facts"))
         .where(profiles.c.store_id == store_id, profiles.c.merged_into.is_(None))
         .order_by(profiles.c.customer_id)
         .with_for_update()
@@ -117,59 +140,95 @@ async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -
     return [_profile(r) for r in (await conn.execute(stmt)).all()]
 
 
-def _profile_row(p: Profile) -> dict[str, Any]:
-    return {
-        "store_id": p.store_id,
-        "customer_id": p.customer_id,
-        "stage": p.stage.value,
-        "health": p.health.value,
-        "email": p.email,
-        "orders_count": p.orders_count,
-        "total_spent": p.total_spent,
-        "first_order_at": p.first_order_at,
-        "last_order_at": p.last_order_at,
-        "survey_level": p.survey_level.value,
-        "merged_into": p.merged_into,
-        "facts": p.model_dump(mode="json"),
-    }
+_SAVE_PROFILES = text(
+    "INSERT INTO segmenter.profiles (store_id, customer_id, stage, health, email, orders_count, total_spent, "
+    "first_order_at, last_order_at, survey_level, merged_into, facts) "
+    "SELECT store_id, customer_id, stage, health, email, orders_count, total_spent, first_order_at, "
+    "last_order_at, survey_level, merged_into, facts::jsonb FROM unnest(CAST(:store_ids AS text[]), "
+    "CAST(:customer_ids AS text[]), CAST(:stages AS text[]), CAST(:healths AS text[]), "
+    "CAST(:emails AS text[]), CAST(:orders_counts AS integer[]), CAST(:total_spents AS numeric[]), "
+    "CAST(:first_order_ats AS timestamptz[]), CAST(:last_order_ats AS timestamptz[]), "
+    "CAST(:survey_levels AS text[]), CAST(:merged_intos AS text[]), CAST(:facts AS text[])) "
+    "AS r(store_id, customer_id, stage, health, email, orders_count, total_spent, first_order_at, "
+    "last_order_at, survey_level, merged_into, facts) "
+    "ON CONFLICT (store_id, customer_id) DO UPDATE SET stage = excluded.stage, health = excluded.health, "
+    "email = excluded.email, orders_count = excluded.orders_count, total_spent = excluded.total_spent, "
+    "first_order_at = excluded.first_order_at, last_order_at = excluded.last_order_at, "
+    "survey_level = excluded.survey_level, merged_into = excluded.merged_into, facts = excluded.facts"
+)
+_PROFILE_COLUMNS = (
+    "store_ids", "customer_ids", "stages", "healths", "emails", "orders_counts", "total_spents",
+    "first_order_ats", "last_order_ats", "survey_levels", "merged_intos", "facts",
+)  # fmt: skip
+
+
+def _profile_row(p: Profile) -> tuple[Any, ...]:
+    counted = p.counted_orders  # sorted once for the three projections that need it
+    return (
+        p.store_id,
+        p.customer_id,
+        p.stage.value,
+        p.health.value,
+        p.email,
+        len(counted),
+        p.total_spent,
+        counted[0].placed_at if counted else None,
+        counted[-1].placed_at if counted else None,
+        p.survey_level.value,
+        p.merged_into,
+        p.model_dump_json(),
+    )
 
 
 async def save_profiles(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
     rows = [_profile_row(p) for p in changed]
-    for chunk in _chunks(rows):
-        stmt = insert(profiles).values(chunk)
-        columns = {c: stmt.excluded[c] for c in chunk[0] if c not in ("store_id", "customer_id")}
-        await conn.execute(
-            stmt.on_conflict_do_update(index_elements=["store_id", "customer_id"], set_=columns)
-        )
+    if rows:
+        columns = _columns(rows, len(_PROFILE_COLUMNS))
+        await conn.execute(_SAVE_PROFILES, dict(zip(_PROFILE_COLUMNS, columns, strict=True)))
 
 
-async def save_orders(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
+_SAVE_ORDERS = text(
+    "INSERT INTO segmenter.orders (store_id, order_id, customer_id, placed_at, total, refunded, counts) "
+    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:order_ids AS text[]), "
+    "CAST(:customer_ids AS text[]), CAST(:placed_ats AS timestamptz[]), CAST(:totals AS numeric[]), "
+    "CAST(:refundeds AS numeric[]), CAST(:counts AS boolean[])) "
+    "ON CONFLICT (store_id, order_id) DO UPDATE SET customer_id = excluded.customer_id, "
+    "placed_at = excluded.placed_at, total = excluded.total, refunded = excluded.refunded, "
+    "counts = excluded.counts"
+)
+
+
+async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, Iterable[OrderFact]]]) -> None:
+    """Upsert these orders of these profiles (the order rows are a projection of the profiles' facts)."""
     # Keyed by order id: should two sources of one store reuse an id, the last profile written wins here
     # rather than failing the batch.
     by_key = {
-        (p.store_id, o.order_id): {
-            "store_id": p.store_id,
-            "order_id": o.order_id,
-            "customer_id": p.customer_id,
-            "placed_at": o.placed_at,
-            "total": o.total,
-            "refunded": o.refunded,
-            "counts": o.counts,
-        }
-        for p in changed
-        for o in p.orders
-    }
-    for chunk in _chunks(list(by_key.values())):
-        stmt = insert(orders).values(chunk)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["store_id", "order_id"],
-                set_={
-                    c: stmt.excluded[c] for c in ("customer_id", "placed_at", "total", "refunded", "counts")
-                },
-            )
+        (p.store_id, o.order_id): (
+            p.store_id,
+            o.order_id,
+            p.customer_id,
+            o.placed_at,
+            o.total,
+            o.refunded,
+            o.counts,
         )
+        for p, held in changed
+        for o in held
+    }
+    if not by_key:
+        return
+    names = ("store_ids", "order_ids", "customer_ids", "placed_ats", "totals", "refundeds", "counts")
+    columns = _columns(list(by_key.values()), len(names))
+    await conn.execute(_SAVE_ORDERS, dict(zip(names, columns, strict=True)))
+
+
+_ADD_COPURCHASES = text(
+    "INSERT INTO segmenter.copurchases (store_id, product_id, other_product_id, orders, title) "
+    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:product_ids AS text[]), "
+    "CAST(:other_product_ids AS text[]), CAST(:orders AS integer[]), CAST(:titles AS text[])) "
+    "ON CONFLICT (store_id, product_id, other_product_id) DO UPDATE "
+    "SET orders = segmenter.copurchases.orders + excluded.orders, title = excluded.title"
+)
 
 
 async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str, OrderFact]]) -> None:
@@ -182,82 +241,135 @@ async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str,
                 if a != b:
                     pairs[(store_id, a, b)] += 1
                     titles[(store_id, b)] = other.title
-    rows = [
-        {"store_id": s, "product_id": a, "other_product_id": b, "orders": n, "title": titles[(s, b)]}
-        for (s, a, b), n in sorted(pairs.items())
-    ]
-    for chunk in _chunks(rows):
-        stmt = insert(copurchases).values(chunk)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["store_id", "product_id", "other_product_id"],
-                set_={"orders": copurchases.c.orders + stmt.excluded.orders, "title": stmt.excluded.title},
-            )
-        )
+    if not pairs:
+        return
+    rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items())]
+    names = ("store_ids", "product_ids", "other_product_ids", "orders", "titles")
+    await conn.execute(_ADD_COPURCHASES, dict(zip(names, _columns(rows, len(names)), strict=True)))
+
+
+_ADD_TRANSITIONS = text(
+    "INSERT INTO segmenter.transitions (store_id, customer_id, dimension, from_value, to_value, reason, "
+    "event_id, occurred_at) "
+    "SELECT store_id, customer_id, dimension, from_value, to_value, reason, event_id, occurred_at "
+    "FROM unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
+    "CAST(:dimensions AS text[]), CAST(:from_values AS text[]), CAST(:to_values AS text[]), "
+    "CAST(:reasons AS text[]), CAST(:event_ids AS text[]), CAST(:occurred_ats AS timestamptz[])) "
+    "WITH ORDINALITY AS r(store_id, customer_id, dimension, from_value, to_value, reason, event_id, "
+    "occurred_at, n) ORDER BY n"
+    # In the order given, so ids (which break ties in a customer's history) follow the events.
+)
+_TRANSITION_NAMES = (
+    "store_ids", "customer_ids", "dimensions", "from_values", "to_values", "reasons", "event_ids",
+    "occurred_ats",
+)  # fmt: skip
 
 
 async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, Transition]]) -> None:
     values = [
-        {
-            "store_id": p.store_id,
-            "customer_id": p.customer_id,
-            "dimension": t.dimension,
-            "from_value": t.from_value,
-            "to_value": t.to_value,
-            "reason": t.reason,
-            "event_id": t.event_id,
-            "occurred_at": t.occurred_at,
-        }
+        (
+            p.store_id,
+            p.customer_id,
+            t.dimension,
+            t.from_value,
+            t.to_value,
+            t.reason,
+            t.event_id,
+            t.occurred_at,
+        )
         for p, t in rows
     ]
-    for chunk in _chunks(values):
-        await conn.execute(transitions.insert(), chunk)
+    if values:
+        columns = _columns(values, len(_TRANSITION_NAMES))
+        await conn.execute(_ADD_TRANSITIONS, dict(zip(_TRANSITION_NAMES, columns, strict=True)))
+
+
+_SET_TIMERS = text(
+    "INSERT INTO segmenter.timers (store_id, customer_id, kind, due_at) "
+    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
+    "CAST(:kinds AS text[]), CAST(:due_ats AS timestamptz[])) "
+    "ON CONFLICT (store_id, customer_id, kind) DO UPDATE SET due_at = excluded.due_at"
+)
+_DELETE_TIMERS = text(
+    "DELETE FROM segmenter.timers t USING unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
+    "CAST(:kinds AS text[])) AS g(store_id, customer_id, kind) "
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind"
+)
 
 
 async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str], datetime | None]) -> None:
     """Set (or move) each timer to its due time; delete those whose due time is None."""
-    due = [
-        {"store_id": s, "customer_id": c, "kind": k, "due_at": at}
-        for (s, c, k), at in sorted(changes.items())
-        if at
-    ]
+    due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
     gone = sorted(key for key, at in changes.items() if at is None)
-    for chunk in _chunks(due):
-        stmt = insert(timers).values(chunk)
+    if due:
+        store_ids, customer_ids, kinds, due_ats = _columns(due, 4)
         await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["store_id", "customer_id", "kind"], set_={"due_at": stmt.excluded.due_at}
-            )
+            _SET_TIMERS,
+            {"store_ids": store_ids, "customer_ids": customer_ids, "kinds": kinds, "due_ats": due_ats},
         )
-    for start in range(0, len(gone), _CHUNK):
+    if gone:
+        store_ids, customer_ids, kinds = _columns(gone, 3)
         await conn.execute(
-            delete(timers).where(
-                tuple_(timers.c.store_id, timers.c.customer_id, timers.c.kind).in_(
-                    gone[start : start + _CHUNK]
-                )
-            )
+            _DELETE_TIMERS, {"store_ids": store_ids, "customer_ids": customer_ids, "kinds": kinds}
         )
 
 
-async def repoint_merged(conn: AsyncConnection, store_id: str, absorbed: str, survivor: str) -> None:
-    """Everything recorded under the absorbed customer now belongs to the survivor; histories are kept."""
-    for table in (transitions, orders, identities):
-        await conn.execute(
-            update(table)
-            .where(table.c.store_id == store_id, table.c.customer_id == absorbed)
-            .values(customer_id=survivor)
-        )
-    await conn.execute(delete(timers).where(timers.c.store_id == store_id, timers.c.customer_id == absorbed))
+def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
+    """(store, customer) -> who owns its rows once the merges are applied one after another, in order:
+    rows an earlier merge moved into a customer move on with it when that customer is absorbed later."""
+    owner: dict[tuple[str, str], str] = {}
+    for store_id, absorbed, survivor in merges:
+        for key, current in owner.items():
+            if key[0] == store_id and current == absorbed:
+                owner[key] = survivor
+        owner[(store_id, absorbed)] = survivor
+    return owner
+
+
+_REPOINT = {
+    table: text(
+        f"UPDATE segmenter.{table} t SET customer_id = m.survivor "  # noqa: S608 - table names are ours
+        "FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), CAST(:survivors AS text[])) "
+        "AS m(store_id, absorbed, survivor) WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
+    )
+    for table in ("transitions", "orders", "identities")
+}
+_DROP_ABSORBED_TIMERS = text(
+    "DELETE FROM segmenter.timers t USING unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[])) "
+    "AS m(store_id, absorbed) WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
+)
+
+
+async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str, str]]) -> None:
+    """Everything recorded under each absorbed customer (store, absorbed, survivor) now belongs to its
+    survivor; histories are kept. One statement per table for all the merges of a batch."""
+    if not merges:
+        return
+    rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
+    store_ids, absorbed, survivors = _columns(rows, 3)
+    params = {"store_ids": store_ids, "absorbed": absorbed, "survivors": survivors}
+    for statement in _REPOINT.values():
+        await conn.execute(statement, params)
+    await conn.execute(_DROP_ABSORBED_TIMERS, {"store_ids": store_ids, "absorbed": absorbed})
+
+
+_ADD_TO_OUTBOX = text(
+    "INSERT INTO segmenter.outbox (topic, key, value) "
+    "SELECT CAST(:topic AS text), key, value FROM unnest(CAST(:keys AS bytea[]), CAST(:values AS bytea[])) "
+    "WITH ORDINALITY AS r(key, value, n) ORDER BY n"
+)
 
 
 async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) -> int:
-    rows = [
-        {"topic": FUNNEL_EVENTS, "key": e.partition_key.encode(), "value": encode_funnel_event(e)}
-        for e in events
-    ]
-    for chunk in _chunks(rows):
-        await conn.execute(outbox.insert(), chunk)
-    return len(rows)
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for e in events:
+        keys.append(e.partition_key.encode())
+        values.append(encode_funnel_event(e))
+    if keys:
+        # In the order given: the relay publishes by id, and one customer's events must keep their order.
+        await conn.execute(_ADD_TO_OUTBOX, {"topic": FUNNEL_EVENTS, "keys": keys, "values": values})
+    return len(keys)
 
 
 async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:

@@ -125,8 +125,12 @@ def event_identifiers(event: StorefrontEvent) -> list[str]:
 
 def _with_contact(profile: Profile, customer: Customer) -> Profile:
     """Newer non-empty facts win; a source that omits a field does not erase what we knew."""
+    # Only what differs: most events repeat what we know (a Segment call carries the locale and timezone
+    # every time), and an unchanged profile stays the very same object, which spares writing it back.
     updates: dict[str, object] = {
-        name: value for name in _CONTACT_FIELDS if (value := getattr(customer, name)) is not None
+        name: value
+        for name in _CONTACT_FIELDS
+        if (value := getattr(customer, name)) is not None and value != getattr(profile, name)
     }
     known = set(profile.identifiers)
     new_ids = [i for i in identifiers_of(customer) if i not in known and not i.startswith("order:")]

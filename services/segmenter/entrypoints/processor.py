@@ -39,6 +39,10 @@ class Changes:
     identities: dict[Key, str] = field(default_factory=dict)
     new_orders: list[tuple[str, OrderFact]] = field(default_factory=list)
     merges: list[tuple[str, str, str]] = field(default_factory=list)
+    # What the database held when the batch began: rows that come out of the batch identical are not
+    # written again (most events touch a profile without changing its identities, orders or often anything).
+    stored_profiles: dict[Key, Profile] = field(default_factory=dict)
+    stored_identities: dict[Key, str] = field(default_factory=dict)
 
     def record(self, decision: Decision) -> None:
         p = decision.profile
@@ -52,15 +56,19 @@ class Changes:
         self.new_orders.extend((p.store_id, o) for o in decision.new_orders)
 
     async def write(self, conn: AsyncConnection) -> int:
-        await repository.save_profiles(conn, self.profiles.values())
-        await repository.save_identities(conn, self.identities)
-        await repository.save_orders(conn, (p for p in self.profiles.values() if p.merged_into is None))
+        # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
+        # identity tells an untouched profile, and an order or identity carried over unchanged, apart.
+        changed = [p for key, p in self.profiles.items() if p is not self.stored_profiles.get(key)]
+        await repository.save_profiles(conn, changed)
+        await repository.save_identities(
+            conn, {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
+        )
+        await repository.save_orders(conn, self._changed_orders(changed))
         await repository.add_copurchases(conn, self.new_orders)
         await repository.add_transitions(conn, self.transitions)
         await repository.apply_timers(conn, self.timers)
         # Last: rows this batch wrote under an absorbed id (before the event that linked it) move too.
-        for store_id, absorbed, survivor in self.merges:
-            await repository.repoint_merged(conn, store_id, absorbed, survivor)
+        await repository.repoint_merged(conn, self.merges)
         # An erased customer can no longer be found by email or anonymous id.
         for p in self.profiles.values():
             if p.erased:
@@ -68,6 +76,19 @@ class Changes:
         for _, t in self.transitions:
             TRANSITIONS.labels(t.dimension, t.to_value).inc()
         return await repository.add_to_outbox(conn, self.funnel_events)
+
+    def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
+        out = []
+        for p in changed:
+            if p.merged_into is not None:
+                continue
+            stored = self.stored_profiles.get((p.store_id, p.customer_id))
+            # Orders the profile already held under this customer id, unchanged, are in the table already.
+            kept = {id(o) for o in stored.orders} if stored is not None else set()
+            fresh = [o for o in p.orders if id(o) not in kept]
+            if fresh:
+                out.append((p, fresh))
+        return out
 
 
 _DEFAULT_RULES = FunnelRules()
@@ -112,7 +133,7 @@ class FunnelProcessor:
             known.setdefault(store, {})[identifier] = customer
         candidates |= {(e.store_id, resolve(event_identifiers(e), {}).customer_id) for e in events}
         loaded = await repository.load_profiles_for_update(conn, candidates)
-        changes = Changes()
+        changes = Changes(stored_profiles=dict(loaded), stored_identities=dict(found))
         for event in events:
             if isinstance(event, CustomerErasedEvent) and event.customer.store_customer_id == SHOP_WIDE:
                 await self._erase_shop(conn, event, changes, loaded)
