@@ -656,7 +656,12 @@ def _occurred_at(
 
 def _trait(call: _Call, name: str) -> Any:
     # An identify call's own traits describe the user better than the traits echoed in its context.
-    sources = (getattr(call, "traits", None), call.context.traits if call.context else None)
+    # isinstance, not getattr(call, "traits", None): on a model without the field, pydantic's __getattr__
+    # raises and catches an AttributeError, which cost a fifth of a batch's mapping time.
+    sources = (
+        call.traits if isinstance(call, IdentifyCall) else None,
+        call.context.traits if call.context else None,
+    )
     return next((value for t in sources if t is not None and (value := getattr(t, name)) is not None), None)
 
 
