@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import pickle
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -136,29 +135,36 @@ async def _funnel_values(bootstrap: str) -> list[tuple[bytes, bytes]]:
             await consumer.stop()
 
 
-_CONFLICTS = {
-    "processed_events": ("(store_id, event_id) DO NOTHING", None),
-    "profiles": ("(store_id, customer_id) DO UPDATE SET {set}", ("store_id", "customer_id")),
-    "identities": ("(store_id, identifier) DO UPDATE SET {set}", ("store_id", "identifier")),
-    "orders": ("(store_id, order_id) DO UPDATE SET {set}", ("store_id", "order_id")),
-    "timers": ("(store_id, customer_id, kind) DO UPDATE SET {set}", ("store_id", "customer_id", "kind")),
-    "transitions": (None, None),
-    "outbox": (None, None),
+# The segmenter's tables, with the conflict target of the upserts it runs on them.
+_CONFLICTS: dict[str, tuple[str, ...] | None] = {
+    "processed_events": ("store_id", "event_id"),
+    "profiles": ("store_id", "customer_id"),
+    "identities": ("store_id", "identifier"),
+    "orders": ("store_id", "order_id"),
+    "timers": ("store_id", "customer_id", "kind"),
+    "copurchases": ("store_id", "product_id", "other_product_id"),
+    "transitions": None,
+    "outbox": None,
 }
 
 
 async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path) -> dict[str, Any]:
-    """Write what the segmenter wrote for the pre-filled events, batch by batch, into copies of its tables:
-    each batch the dedupe claim of its events, the profile, identities and timers of each customer it
-    touched (their final rows), its orders, transitions and outbox rows; one statement per table, one
-    transaction per batch. No reads, no decisions: the floor under the segmenter."""
+    """Write as many rows into each table as the segmenter run wrote (Postgres's own counters: inserted +
+    updated), taken from what it left in its tables (so the same shapes and sizes, a first write of a key
+    an insert, a later one an update, in the same proportion), in as many batches as the run had (one per
+    1,000 events), each one transaction of one `INSERT ... SELECT FROM unnest(...)` per table, into copies
+    of its tables with the same indexes. No reads, no decisions: the floor under the segmenter."""
     with prefill.open("rb") as f:
         _, meta = pickle.load(f)  # noqa: S301 - our own cache file
     funnel = await _funnel_values(bootstrap)
-    import json
-
     conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
+        counters = {
+            r["relname"]: r["n_tup_ins"] + r["n_tup_upd"]
+            for r in await conn.fetch(
+                "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'segmenter'"
+            )
+        }
         await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
         columns: dict[str, list[tuple[str, str]]] = {}
         for table in _CONFLICTS:
@@ -173,67 +179,66 @@ async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path
                 )
             ]
         names = {t: [c for c, _ in cols] for t, cols in columns.items()}
-
-        async def rows_of(table: str) -> list[tuple[Any, ...]]:
-            cols = ", ".join(names[table])
-            return [tuple(r) for r in await conn.fetch(f"SELECT {cols} FROM segmenter.{table}")]  # noqa: S608
-
-        identity = {(r[0], r[1]): r[2] for r in await rows_of("identities")}
-        by_customer: dict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(lambda: defaultdict(list))
-        for table in ("profiles", "identities", "timers"):
-            position = names[table].index("customer_id")
-            for row in await rows_of(table):
-                by_customer[row[position]][table].append(row)
-        orders = {r[names["orders"].index("order_id")]: r for r in await rows_of("orders")}
-        transitions: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-        for row in await rows_of("transitions"):
-            transitions[row[names["transitions"].index("event_id")]].append(row)
-        outbox: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-        for key, value in funnel:
-            outbox[json.loads(value)["caused_by"]].append(("funnel-events", key, value))
-
+        source: dict[str, list[tuple[Any, ...]]] = {}
+        for table in _CONFLICTS:
+            selected = ", ".join(names[table])
+            query = f"SELECT {selected} FROM segmenter.{table}"  # noqa: S608
+            source[table] = [tuple(r) for r in await conn.fetch(query)]
+        # The outbox was emptied by the relay as it went: its rows are what reached funnel-events.
+        source["outbox"] = [("funnel-events", key, value) for key, value in funnel]
+        source["processed_events"] = [("demo", event_id) for event_id, _, _ in meta]
         statements = {}
-        for table, (conflict, keys) in _CONFLICTS.items():
-            cols = columns[table]
-            select = ", ".join(f"${i + 1}::{t}[]" for i, (_, t) in enumerate(cols))
+        for table, keys in _CONFLICTS.items():
+            unnest = ", ".join(f"${i + 1}::{t}[]" for i, (_, t) in enumerate(columns[table]))
             sql = (
-                f"INSERT INTO bench_limit.{table} ({', '.join(names[table])}) SELECT * FROM unnest({select})"  # noqa: S608
+                f"INSERT INTO bench_limit.{table} ({', '.join(names[table])}) SELECT * FROM unnest({unnest})"  # noqa: S608
             )
-            if conflict:
-                updates = ", ".join(f"{c} = excluded.{c}" for c in names[table] if c not in (keys or ()))
-                sql += " ON CONFLICT " + conflict.format(set=updates)
             if table == "processed_events":
-                sql += " RETURNING store_id, event_id"
+                sql += " ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
+            elif keys:
+                updates = ", ".join(f"{c} = excluded.{c}" for c in names[table] if c not in keys)
+                sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
             statements[table] = await conn.prepare(sql)
+
+        batches = max(1, -(-len(meta) // BATCH))
+        plan: dict[str, list[list[tuple[Any, ...]]]] = {}
+        for table, keys in _CONFLICTS.items():
+            rows = source[table]
+            wanted = counters.get(table, 0) if table != "processed_events" else len(rows)
+            if not rows or not wanted:
+                continue
+            # The rows again and again (first an insert, then updates), spread evenly over the batches;
+            # a key at most once per statement, as Postgres requires of ON CONFLICT DO UPDATE.
+            sequence = [rows[i % len(rows)] for i in range(wanted)]
+            per_batch = []
+            for b in range(batches):
+                chunk = sequence[b * wanted // batches : (b + 1) * wanted // batches]
+                if keys:
+                    index = [names[table].index(k) for k in keys]
+                    chunk = list({tuple(r[i] for i in index): r for r in chunk}.values())
+                per_batch.append(chunk)
+            plan[table] = per_batch
 
         rows_written = 0
         started = time.perf_counter()
-        for start in range(0, len(meta), BATCH):
-            batch: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-            customers: set[str] = set()
-            for event_id, identifier, order_id in meta[start : start + BATCH]:
-                batch["processed_events"].append(("demo", event_id))
-                customer = identity.get(("demo", identifier))
-                if customer is not None:
-                    customers.add(customer)
-                if order_id is not None and order_id in orders:
-                    batch["orders"].append(orders[order_id])
-                batch["transitions"].extend(transitions.get(event_id, ()))
-                batch["outbox"].extend(outbox.get(event_id, ()))
-            for customer in customers:
-                for table, rows in by_customer[customer].items():
-                    batch[table].extend(rows)
-            batch["orders"] = list({r[1]: r for r in batch["orders"]}.values())
+        for b in range(batches):
             async with conn.transaction():
-                for table, rows in batch.items():
-                    if rows:
-                        await statements[table].fetch(*(list(col) for col in zip(*rows, strict=True)))
-                        rows_written += len(rows)
+                for table, per_batch in plan.items():
+                    chunk = per_batch[b]
+                    if chunk:
+                        await statements[table].fetch(*(list(col) for col in zip(*chunk, strict=True)))
+                        rows_written += len(chunk)
         elapsed = time.perf_counter() - started
     finally:
         await conn.close()
-    return {"rows_per_s": rows_written / elapsed, "events_per_s": len(meta) / elapsed, "rows": rows_written,
-            "rows_per_event": rows_written / len(meta), "seconds": elapsed}  # fmt: skip
+    return {
+        "rows_per_s": rows_written / elapsed,
+        "events_per_s": len(meta) / elapsed,
+        "rows": rows_written,
+        "rows_per_event": rows_written / len(meta),
+        "segmenter_rows_by_table": counters,
+        "seconds": elapsed,
+    }
 
 
 def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[str, Any]:
