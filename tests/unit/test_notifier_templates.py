@@ -11,6 +11,7 @@ import pytest
 
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.domain.personalisation import Coupon, Product, StoreFacts, context, nearest_location
+from services.notifier.entrypoints.sender import RECOMMENDING_FLOWS
 from shared.notifier_rules import CouponKind, FlowName, Location, NotifierRules
 
 RULES = NotifierRules.model_validate(
@@ -116,3 +117,10 @@ def test_a_locale_with_its_own_templates_uses_them_and_others_fall_back_to_engli
     french = render("welcome", {**RICH_CUSTOMER, "locale": "fr-FR"}, RICH_TRIGGER, None)
     assert french.subject.startswith("Thank")
     assert render("welcome", {"locale": "de-AT"}, {}, None).text.startswith("Hallo,")
+
+
+def test_only_the_recommending_flows_templates_show_recommendations() -> None:
+    english = {**RICH_CUSTOMER, "locale": "en-GB"}
+    for flow in EMAIL_FLOWS:
+        shows = "Coffee Beans 1kg" in render(flow, english, RICH_TRIGGER, None).text
+        assert shows is (flow in RECOMMENDING_FLOWS), flow

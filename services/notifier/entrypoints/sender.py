@@ -47,6 +47,11 @@ DECIDED = Counter(
 DELIVERY_SECONDS = Histogram("notifier_delivery_seconds", "Render and hand-over time of one message")
 
 PRIORITY_STAGES = (LoyaltyStage.LOYAL.value, LoyaltyStage.ADVOCATE.value)
+# Flows whose templates show recommendations; the others skip the segmenter round trip (welcome is sent the
+# moment a first order lands, and should not wait for it).
+RECOMMENDING_FLOWS = frozenset(
+    {FlowName.FOLLOW_UP, FlowName.REPEAT_MILESTONE, FlowName.WIN_BACK, FlowName.BIRTHDAY}
+)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -207,8 +212,10 @@ class MessageSender(Poller):
                 hook, _support_alert(row, customer, trigger, priority), f"message-{row.id}"
             )
             return f"Low satisfaction from a {customer.stage} customer" + (" (priority)" if priority else "")
-        recommendations = await self._recommender.recommend(
-            store, seed_products(trigger, profile), self._clock()
+        recommendations = (
+            await self._recommender.recommend(store, seed_products(trigger, profile), self._clock())
+            if row.flow in RECOMMENDING_FLOWS
+            else []
         )
         ctx = context(
             flow=row.flow,
