@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import uvicorn
 from fastapi import FastAPI
 
+# The services allocate many short-lived objects per event (pydantic models, rows, dicts). With the
+# default thresholds the collector runs every 700 allocations and, every so often, walks every object the
+# imports left behind; under load that was a fifth of the segmenter's time.
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 def serve(app: FastAPI, host: str, port: int) -> None:
+    # What is alive now (modules, routes, schemas) lives as long as the process: keep the collector off it.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     workers = getattr(app.state, "workers", None)
     if workers is not None and workers.failed:
