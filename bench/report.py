@@ -142,6 +142,8 @@ def write_chart(found: dict[str, Figure], path: Path, before: dict[str, Any] | N
     import matplotlib.pyplot as plt
 
     shown = [s for s in SPECS if s.target is not None and s.key in found]
+    if not shown:
+        return
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4), squeeze=False)
     for ax, spec in zip(axes[0], shown, strict=True):
         f = found[spec.key]

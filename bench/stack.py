@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiosmtpd.controller import Controller
@@ -25,7 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from deploy.devstack.kafka import KafkaBroker, kafka_process, start_kafka
 from deploy.devstack.postgres import PostgresServer, postgres_process, start_postgres
-from deploy.devstack.process import ManagedProcess, run_checked
+from deploy.devstack.process import ManagedProcess, StackError, run_checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
@@ -110,10 +112,19 @@ class BenchStack:
     kafka: KafkaBroker
     postgres: PostgresServer
     smtp: TimestampingSmtpSink
+    lock: IO[str] | None = None
     services: list[Service] = field(default_factory=list)
 
     @classmethod
     def start(cls, root: Path = BENCH_DIR) -> BenchStack:
+        root.mkdir(parents=True, exist_ok=True)
+        # Two benchmarks at once would share this directory and stop each other's servers.
+        lock = (root / ".lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StackError(f"another benchmark is running (it holds {root / '.lock'})") from None
         for run_dir, process in ((root / "kafka", kafka_process), (root / "postgres", postgres_process)):
             leftover = process(run_dir)
             if leftover.is_running():  # a benchmark killed outright: its own pidfile, its own process
@@ -136,7 +147,7 @@ class BenchStack:
             raise
         smtp = TimestampingSmtpSink(smtp_port)
         smtp.start()
-        return cls(root, kafka, postgres, smtp)
+        return cls(root, kafka, postgres, smtp, lock=lock)
 
     def stop(self) -> None:
         for service in self.services:
@@ -144,6 +155,8 @@ class BenchStack:
         self.smtp.stop()
         self.postgres.stop()
         self.kafka.stop()
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
 
     # -- databases and topics -------------------------------------------------------------------------
 
