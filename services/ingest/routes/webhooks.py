@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from services.ingest.accept import check_rate, publish, reject_future
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import context
+from services.ingest.headers import HeaderSpec, openapi_parameters, read_headers
 from services.ingest.sources import shopify, woocommerce
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
@@ -96,20 +97,32 @@ async def _translate(
     return await _accept(request, source, label, store_id, event)
 
 
-@router.post(
-    "/webhooks/shopify", summary="Receive a Shopify webhook", response_model=Accepted, responses=ERRORS
+SHOPIFY_HEADERS = (
+    HeaderSpec("X-Shopify-Topic", required=True),
+    HeaderSpec("X-Shopify-Shop-Domain", required=True),
+    HeaderSpec("X-Shopify-Hmac-Sha256"),
+    HeaderSpec("X-Shopify-Event-Id"),
+    HeaderSpec("X-Shopify-Webhook-Id"),
 )
-async def shopify_webhook(
-    request: Request,
-    x_shopify_topic: Annotated[str, Header()],
-    x_shopify_shop_domain: Annotated[str, Header()],
-    x_shopify_hmac_sha256: Annotated[str | None, Header()] = None,
-    x_shopify_event_id: Annotated[str | None, Header()] = None,
-    x_shopify_webhook_id: Annotated[str | None, Header()] = None,
-) -> Accepted:
+
+
+@router.post(
+    "/webhooks/shopify",
+    summary="Receive a Shopify webhook",
+    response_model=Accepted,
+    responses=ERRORS,
+    openapi_extra=openapi_parameters(SHOPIFY_HEADERS),
+)
+async def shopify_webhook(request: Request) -> Accepted:
     """Orders, refunds, checkouts, customers and the privacy topics of a Shopify shop, known by its domain
     and its signature. A topic we do not use is acknowledged (200, status `ignored`) so Shopify stops
     retrying it. The event id is X-Shopify-Event-Id (the same on every retry), else X-Shopify-Webhook-Id."""
+    headers = read_headers(request, SHOPIFY_HEADERS)
+    x_shopify_topic = headers["x-shopify-topic"] or ""
+    x_shopify_shop_domain = headers["x-shopify-shop-domain"] or ""
+    x_shopify_hmac_sha256 = headers["x-shopify-hmac-sha256"]
+    x_shopify_event_id = headers["x-shopify-event-id"]
+    x_shopify_webhook_id = headers["x-shopify-webhook-id"]
     ctx = context(request)
     body = await read_limited_body(request, ctx.settings.ingest_max_body_bytes)
     store = ctx.stores.by_shop_domain(x_shopify_shop_domain)

@@ -124,33 +124,37 @@ class FunnelProcessor:
             self._on_outbox_written()
 
     async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> int:
-        wanted = {(e.store_id, i) for e in events for i in event_identifiers(e)}
+        # Each event's identifiers, worked out once for the look-ups below and for resolution.
+        ids_of = [event_identifiers(e) for e in events]
+        wanted = {(e.store_id, i) for e, ids in zip(events, ids_of, strict=True) for i in ids}
         found = await repository.load_identities(conn, wanted)
         candidates = {(s, c) for (s, _), c in found.items()}
         # identifier -> customer, per store: what resolution consults (and updates) event after event.
         known: dict[str, dict[str, str]] = {}
         for (store, identifier), customer in found.items():
             known.setdefault(store, {})[identifier] = customer
-        candidates |= {(e.store_id, resolve(event_identifiers(e), {}).customer_id) for e in events}
+        candidates |= {
+            (e.store_id, resolve(ids, {}).customer_id) for e, ids in zip(events, ids_of, strict=True)
+        }
         loaded = await repository.load_profiles_for_update(conn, candidates)
         changes = Changes(stored_profiles=dict(loaded), stored_identities=dict(found))
-        for event in events:
+        for event, ids in zip(events, ids_of, strict=True):
             if isinstance(event, CustomerErasedEvent) and event.customer.store_customer_id == SHOP_WIDE:
                 await self._erase_shop(conn, event, changes, loaded)
                 continue
-            self._apply_one(event, known, loaded, changes)
+            self._apply_one(event, ids, known, loaded, changes)
         return await changes.write(conn)
 
     def _apply_one(
         self,
         event: StorefrontEvent,
+        ids: list[str],
         known: dict[str, dict[str, str]],
         loaded: dict[Key, Profile],
         changes: Changes,
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
-        ids = event_identifiers(event)
         in_store = known.setdefault(store_id, {})
         resolution = resolve(ids, in_store)
         survivor_key = (store_id, resolution.customer_id)
