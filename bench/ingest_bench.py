@@ -99,4 +99,18 @@ def run_ingest(stack: BenchStack, runs: int, seconds: float, say: Any) -> dict[s
         out["peak_rss_mb"] = [ingest.peak_rss_mb()]
     finally:
         stack.stop_service(ingest)
+    # The same with two ingest processes on the port (INGEST_WORKERS=2), beside the one-process headline:
+    # on two cores they compete with Kafka and the load generator, so this shows what scaling out buys here.
+    ingest = stack.start_service("ingest", stack.env(INGEST_WORKERS="2"))
+    out["webhooks_2_workers"], out["batch_2_workers"] = [], []
+    try:
+        for r in range(runs):
+            out["webhooks_2_workers"].append(run_isolated(webhook_load, ingest.port, f"w2{r}", 64, seconds))
+            out["batch_2_workers"].append(run_isolated(batch_load, ingest.port, f"b2{r}", 8, seconds))
+            say(
+                f"ingest with 2 workers run {r + 1}: {out['webhooks_2_workers'][-1]['per_s']:.0f} req/s, "
+                f"{out['batch_2_workers'][-1]['events_per_s']:.0f} batch events/s"
+            )
+    finally:
+        stack.stop_service(ingest)
     return out

@@ -35,6 +35,8 @@ SPECS = (
     Spec("ingest_batch_p50_ms", "  response p50", "ms", None, False),
     Spec("ingest_batch_p99_ms", "  response p99", "ms", None, False),
     Spec("limit_kafka_produce_per_s", "limit: raw Kafka produce", "events/s"),
+    Spec("ingest_webhook_req_per_s_2_workers", "ingest, 2 processes: webhooks", "req/s"),
+    Spec("ingest_batch_events_per_s_2_workers", "ingest, 2 processes: batch events", "events/s"),
     Spec("segmenter_events_per_s", "segmenter: processed + committed", "events/s", 20000),
     Spec("limit_postgres_upsert_rows_per_s", "limit: raw Postgres upserts", "rows/s"),
     Spec("limit_postgres_upsert_events_per_s", "  same rows, per event", "events/s"),
@@ -67,6 +69,8 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
     put("ingest_batch_p50_ms", ingest.get("batch", []), lambda r: r["p50_ms"])
     put("ingest_batch_p99_ms", ingest.get("batch", []), lambda r: r["p99_ms"])
     put("limit_kafka_produce_per_s", ingest.get("limit", []), lambda r: r["events_per_s"])
+    put("ingest_webhook_req_per_s_2_workers", ingest.get("webhooks_2_workers", []), lambda r: r["per_s"])
+    put("ingest_batch_events_per_s_2_workers", ingest.get("batch_2_workers", []), lambda r: r["events_per_s"])
     put("peak_rss_mb_ingest", ingest.get("peak_rss_mb", []), float)
     seg = raw.get("segmenter", {})
     put("segmenter_events_per_s", seg.get("segmenter", []), lambda r: r["events_per_s"])

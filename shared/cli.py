@@ -14,10 +14,14 @@ from fastapi import FastAPI
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
+def tune_garbage_collector() -> None:
     # What is alive now (modules, routes, schemas) lives as long as the process: keep the collector off it.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    tune_garbage_collector()
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     workers = getattr(app.state, "workers", None)
     if workers is not None and workers.failed:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import typer
+import uvicorn
+from fastapi import FastAPI
 
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from shared.cli import serve as serve_app
+from shared.cli import tune_garbage_collector
 from shared.logging import configure_logging
 
 cli = typer.Typer(
@@ -16,10 +19,32 @@ cli = typer.Typer(
 
 @cli.command()
 def serve() -> None:
-    """Serve the HTTP API (INGEST_HOST:INGEST_PORT, default 127.0.0.1:8000)."""
+    """Serve the HTTP API (INGEST_HOST:INGEST_PORT, default 127.0.0.1:8000); INGEST_WORKERS processes."""
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
-    serve_app(create_app(settings), settings.ingest_host, settings.ingest_port)
+    if settings.ingest_workers == 1:
+        serve_app(create_app(settings), settings.ingest_host, settings.ingest_port)
+        return
+    # Ingest is stateless: several processes may share the port, each with its own Kafka producer. Each
+    # keeps its own Prometheus counters (a scrape sees one process) and its own per-store rate limit.
+    uvicorn.run(
+        "services.ingest.__main__:app_from_environment",
+        factory=True,
+        workers=settings.ingest_workers,
+        host=settings.ingest_host,
+        port=settings.ingest_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """One worker's app when INGEST_WORKERS > 1 (uvicorn imports this in each worker process)."""
+    settings = IngestSettings()
+    configure_logging("ingest", settings.log_level)
+    tune_garbage_collector()
+    return create_app(settings)
 
 
 @cli.command()

@@ -8,6 +8,9 @@ from shared.settings import KafkaSettings, RuntimeSettings, StoresSettings
 class IngestSettings(KafkaSettings, StoresSettings, RuntimeSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
+    # Processes serving the port (uvicorn workers). One by default: on a 2-core machine a second one
+    # competes with Kafka for the CPU; more suit more cores.
+    ingest_workers: int = Field(default=1, ge=1, le=64)
     # Shopify gives up after 5 s; answer 503 well before that so the sender retries.
     ingest_publish_timeout_seconds: float = Field(default=2.5, gt=0, le=4.5)
     # Shopify caps webhook bodies far below this; anything larger is refused before it is read in full.
