@@ -38,6 +38,7 @@ SPECS = (
     Spec("ingest_webhook_req_per_s_2_workers", "ingest, 2 processes: webhooks", "req/s"),
     Spec("ingest_batch_events_per_s_2_workers", "ingest, 2 processes: batch events", "events/s"),
     Spec("segmenter_events_per_s", "segmenter: processed + committed", "events/s", 20000),
+    Spec("segmenter_events_per_s_2_instances", "segmenter, 2 processes", "events/s"),
     Spec("limit_postgres_upsert_rows_per_s", "limit: raw Postgres upserts", "rows/s"),
     Spec("limit_postgres_upsert_events_per_s", "  same rows, per event", "events/s"),
     Spec("segmenter_limit_ratio", "  limit / segmenter", "×", 4, False),
@@ -74,6 +75,11 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
     put("peak_rss_mb_ingest", ingest.get("peak_rss_mb", []), float)
     seg = raw.get("segmenter", {})
     put("segmenter_events_per_s", seg.get("segmenter", []), lambda r: r["events_per_s"])
+    put(
+        "segmenter_events_per_s_2_instances",
+        seg.get("segmenter_2_instances", []),
+        lambda r: r["events_per_s"],
+    )
     put("limit_postgres_upsert_rows_per_s", seg.get("limit", []), lambda r: r["rows_per_s"])
     put("limit_postgres_upsert_events_per_s", seg.get("limit", []), lambda r: r["events_per_s"])
     pairs = list(zip(seg.get("segmenter", []), seg.get("limit", []), strict=False))

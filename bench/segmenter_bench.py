@@ -267,4 +267,19 @@ def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[s
         out["limit"].append(limit)
         say(f"postgres upsert limit run {r + 1}: {limit['rows_per_s']:.0f} rows/s "
             f"({limit['events_per_s']:.0f} events/s)")  # fmt: skip
+    # The same work shared by two segmenter processes in one group (6 partitions), beside the one-process
+    # headline: on two cores they compete with PostgreSQL and Kafka for the CPU.
+    out["segmenter_2_instances"] = []
+    for r in range(runs):
+        url = stack.fresh_database(f"bench_segmenter_pair_{r}", ("segmenter",))
+        group = f"bench-segmenter-pair-{r}-{int(time.time())}"
+        env = stack.env(url, SEGMENTER_GROUP_ID=group)
+        pair = [stack.start_service("segmenter", env, timeout=0, instance=i) for i in range(2)]
+        try:
+            result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
+        finally:
+            for segmenter in pair:
+                stack.stop_service(segmenter)
+        out["segmenter_2_instances"].append(result)
+        say(f"2 segmenter instances run {r + 1}: {result['events_per_s']:.0f} events/s")
     return out

@@ -194,10 +194,13 @@ class BenchStack:
 
     # -- services -------------------------------------------------------------------------------------
 
-    def start_service(self, name: str, env: dict[str, str], timeout: float = 90.0) -> Service:
+    def start_service(
+        self, name: str, env: dict[str, str], timeout: float = 90.0, instance: int = 0
+    ) -> Service:
         port = free_ports(1)[0]
         env = env | {f"{name.upper()}_HOST": HOST, f"{name.upper()}_PORT": str(port)}
-        process = ManagedProcess(name, self.root / f"{name}.pid", self.root / "logs" / f"{name}.log")
+        label = f"{name}-{instance}" if instance else name
+        process = ManagedProcess(label, self.root / f"{label}.pid", self.root / "logs" / f"{label}.log")
         process.start(
             [sys.executable, "-m", f"services.{name}", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True
         )
