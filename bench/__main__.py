@@ -16,7 +16,7 @@ from rich.console import Console
 
 from bench.e2e_bench import run_e2e
 from bench.ingest_bench import run_ingest
-from bench.report import RESULTS_DIR, figures, print_table, write_chart, write_json
+from bench.report import RESULTS_DIR, figures, markdown_table, print_table, write_chart, write_json
 from bench.segmenter_bench import run_segmenter
 from bench.stack import BenchStack
 
@@ -93,6 +93,16 @@ def _cpus() -> int:
 
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+@app.command()
+def table(
+    latest: Annotated[Path, typer.Option(help="results JSON")] = RESULTS_DIR / "latest.json",
+    before: Annotated[Path, typer.Option(help="earlier results JSON")] = RESULTS_DIR / "before.json",
+) -> None:
+    """Print two results files side by side as a Markdown table (for bench/README.md)."""
+    earlier = json.loads(before.read_text()) if before.is_file() else None
+    typer.echo(markdown_table(json.loads(latest.read_text()), earlier))
 
 
 if __name__ == "__main__":

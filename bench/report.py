@@ -155,18 +155,30 @@ def write_chart(found: dict[str, Figure], path: Path, before: dict[str, Any] | N
     if not shown:
         return
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4), squeeze=False)
+    titles = {s.key: s.label.strip() for s in SPECS}
+    titles |= {
+        "e2e_stage_p99_ms": "e2e: 2xx → stage committed p99",
+        "e2e_email_p99_ms": "e2e: 2xx → email, p99",
+    }
     for ax, spec in zip(axes[0], shown, strict=True):
         f = found[spec.key]
         labels, values, errors = ["now"], [f.median], [[f.median - f.low], [f.high - f.median]]
         if before and isinstance(before.get(spec.key), (int, float)):
+            was = float(before[spec.key])
+            spread = before.get("spread", {}).get(spec.key, {})
             labels.insert(0, "before")
-            values.insert(0, float(before[spec.key]))
-            errors = [[0.0, *errors[0]], [0.0, *errors[1]]]
+            values.insert(0, was)
+            errors = [
+                [was - spread.get("min", was), *errors[0]],
+                [spread.get("max", was) - was, *errors[1]],
+            ]
+        if spec.unit == "ms" and max(values) > 20 * min(values):
+            ax.set_yscale("log")  # before and after latencies differ by orders of magnitude
         met = (f.median >= spec.target) if spec.higher_is_better else (f.median <= spec.target)  # type: ignore[operator]
         colours = ["#bbbbbb"] * (len(values) - 1) + ["#2e8b57" if met else "#c0392b"]
         ax.bar(labels, values, yerr=errors, capsize=6, color=colours)
         ax.axhline(spec.target, color="black", linestyle="--", linewidth=1, label="target")
-        ax.set_title(spec.label.strip(), fontsize=9)
+        ax.set_title(titles[spec.key], fontsize=9)
         ax.set_ylabel(spec.unit)
         ax.legend(fontsize=7)
     fig.suptitle("Loyalty Funnel: figures against targets (median, min–max over runs)")
@@ -174,3 +186,27 @@ def write_chart(found: dict[str, Figure], path: Path, before: dict[str, Any] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown_table(latest: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The figures of two results files side by side, for bench/README.md."""
+    lines = [
+        "| figure | before | now (median) | now (min–max) | unit | target |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    spread = latest.get("spread", {})
+    for spec in SPECS:
+        if spec.key not in spread:
+            continue
+        fig = spread[spec.key]
+        was = before.get(spec.key) if before else None
+        target = ""
+        if spec.target is not None:
+            target = ("≥ " if spec.higher_is_better else "≤ ") + _fmt(spec.target)
+            met = fig["median"] >= spec.target if spec.higher_is_better else fig["median"] <= spec.target
+            target += " ✓" if met else " ✗"
+        lines.append(
+            f"| {spec.label.strip()} | {_fmt(float(was)) if isinstance(was, (int, float)) else '–'} "
+            f"| {_fmt(fig['median'])} | {_fmt(fig['min'])}–{_fmt(fig['max'])} | {spec.unit} | {target} |"
+        )
+    return "\n".join(lines)

@@ -242,7 +242,8 @@ async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path
 
 
 def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[str, Any]:
-    prefill = stack.root / f"prefill-{events}.pickle"
+    # The cache is named by its generator's version: bump it when bench/workload.py changes the mix.
+    prefill = stack.root / f"prefill-v2-{events}.pickle"
     run_isolated(build_prefill, prefill, events)
     stack.recreate_topics([STOREFRONT_EVENTS])
     produced = run_isolated(produce_prefill, stack.kafka.bootstrap_servers, prefill)

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import random
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -178,7 +179,8 @@ class Storefront:
     def shopify_journey(self, n: int, *, at: datetime | None = None) -> list[ShopifyWebhook]:
         rng = random.Random(f"{self._seed}/shopify/{n}")
         t = at or self._start + timedelta(seconds=n * 0.5 * self._pace)
-        customer_id = 10_000_000 + n
+        # Shopify's numeric ids, distinct per run: a later run's shoppers must be new customers too.
+        customer_id = 10**12 + zlib.crc32(self._run.encode()) * 10**6 + n
         email = f"buyer-{self._run}-{n}@example.com"
         hooks: list[ShopifyWebhook] = []
 
@@ -199,7 +201,8 @@ class Storefront:
             checkout.update(token=self._id("chk"), cart_token=self._id("cart"),
                             created_at=t.isoformat(), updated_at=t.isoformat())  # fmt: skip
         for _ in range(1 + (rng.random() < 0.4) + (rng.random() < 0.2)):
-            order_id = 5_000_000_000 + hash(self._id("order")) % 1_000_000_000
+            # crc32, not hash(): str hashes change with every interpreter, and the mix must not.
+            order_id = 5_000_000_000 + zlib.crc32(self._id("order").encode())
             order = hook("orders/create", "orders.create__order_with_customer", id=order_id, email=email,
                          contact_email=email, created_at=(t + timedelta(seconds=1)).isoformat())  # fmt: skip
             order["customer"] = {**order["customer"], **customer}
