@@ -68,4 +68,4 @@ demo: up
 # Not part of `make test`: it starts a stack of its own under .run/bench/ and takes ~15 minutes.
 BENCH_RUNS ?= 3
 bench: install kafka-jars postgres
-	$(PY) -m bench --runs $(BENCH_RUNS)
+	$(PY) -m bench run --runs $(BENCH_RUNS)
