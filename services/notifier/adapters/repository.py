@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -239,11 +240,12 @@ async def skip(conn: AsyncConnection, message_id: int, reason: str) -> None:
     )
 
 
-async def mark_sent(conn: AsyncConnection, message_id: int, subject: str, now: datetime) -> None:
+async def mark_sent_many(conn: AsyncConnection, sent: Sequence[tuple[int, str]], now: datetime) -> None:
     await conn.execute(
         update(messages)
-        .where(messages.c.id == message_id)
-        .values(status="sent", subject=subject, sent_at=now, last_error=None)
+        .where(messages.c.id == bindparam("message_id"))
+        .values(status="sent", subject=bindparam("sent_subject"), sent_at=now, last_error=None),
+        [{"message_id": message_id, "sent_subject": subject} for message_id, subject in sent],
     )
 
 
@@ -319,25 +321,38 @@ async def list_coupons(conn: AsyncConnection, store_id: str, customer_id: str) -
 # -- orders, attribution, products --------------------------------------------------------------------------
 
 
-async def record_order(
-    conn: AsyncConnection, store_id: str, customer_id: str, order: OrderRecorded, placed_at: datetime
-) -> bool:
-    """Remember the order once; False when it was already known (a redelivered funnel event)."""
+@dataclass(frozen=True)
+class SeenOrder:
+    store_id: str
+    customer_id: str
+    order: OrderRecorded
+    placed_at: datetime
+
+
+async def record_orders(conn: AsyncConnection, seen: Sequence[SeenOrder]) -> set[tuple[str, str]]:
+    """Remember the batch's orders once; return (store, order id) of those not known before (a redelivered
+    funnel event finds its order already there)."""
+    rows = {
+        (o.store_id, o.order.order_id): {
+            "store_id": o.store_id,
+            "order_id": o.order.order_id,
+            "customer_id": o.customer_id,
+            "placed_at": o.placed_at,
+            "total": o.order.total,
+            "currency": o.order.currency,
+            "discount_codes": list(o.order.discount_codes),
+        }
+        for o in seen
+    }
+    if not rows:
+        return set()
     created = await conn.execute(
         insert(orders)
-        .values(
-            store_id=store_id,
-            order_id=order.order_id,
-            customer_id=customer_id,
-            placed_at=placed_at,
-            total=order.total,
-            currency=order.currency,
-            discount_codes=list(order.discount_codes),
-        )
+        .values([rows[k] for k in sorted(rows)])
         .on_conflict_do_nothing()
-        .returning(orders.c.order_id)
+        .returning(orders.c.store_id, orders.c.order_id)
     )
-    return created.first() is not None
+    return {(r.store_id, r.order_id) for r in created.all()}
 
 
 async def open_coupons(conn: AsyncConnection, store_id: str, codes: Sequence[str]) -> list[OpenCoupon]:
@@ -354,22 +369,39 @@ async def open_coupons(conn: AsyncConnection, store_id: str, codes: Sequence[str
     return [OpenCoupon(r.code, r.message_id, r.expires_at) for r in rows.all()]
 
 
-async def sent_messages(
-    conn: AsyncConnection, store_id: str, customer_id: str, message_ids: Sequence[int], since: datetime
-) -> list[SentMessage]:
-    """Messages sent (and not yet converted) to the customer since `since`, plus the named ones."""
+async def recent_sends(
+    conn: AsyncConnection, keys: Iterable[CustomerKey], since: datetime
+) -> dict[CustomerKey, list[SentMessage]]:
+    """Per customer, the messages sent since `since` that no order has been attributed to yet."""
+    wanted = sorted(set(keys))
+    found: dict[CustomerKey, list[SentMessage]] = defaultdict(list)
+    if not wanted:
+        return found
     rows = await conn.execute(
-        select(messages.c.id, messages.c.sent_at).where(
-            messages.c.store_id == store_id,
+        select(messages.c.store_id, messages.c.customer_id, messages.c.id, messages.c.sent_at).where(
+            tuple_(messages.c.store_id, messages.c.customer_id).in_(wanted),
             messages.c.status == "sent",
+            messages.c.sent_at >= since,
             messages.c.converted_order_id.is_(None),
-            or_(
-                and_(messages.c.customer_id == customer_id, messages.c.sent_at >= since),
-                messages.c.id.in_(list(message_ids)),
-            ),
         )
     )
-    return [SentMessage(r.id, r.sent_at) for r in rows.all()]
+    for r in rows.all():
+        found[(r.store_id, r.customer_id)].append(SentMessage(r.id, r.sent_at))
+    return found
+
+
+async def sent_message(conn: AsyncConnection, message_id: int) -> SentMessage | None:
+    """One sent, not yet converted message (a coupon's, which may be another customer's: a referral)."""
+    row = (
+        await conn.execute(
+            select(messages.c.id, messages.c.sent_at).where(
+                messages.c.id == message_id,
+                messages.c.status == "sent",
+                messages.c.converted_order_id.is_(None),
+            )
+        )
+    ).first()
+    return SentMessage(row.id, row.sent_at) if row else None
 
 
 async def redeem(
@@ -397,21 +429,29 @@ async def attribute(
     )
 
 
-async def count_products(
-    conn: AsyncConnection, store_id: str, order: OrderRecorded, placed_at: datetime
-) -> None:
-    rows = {
-        item.product_id: {
-            "store_id": store_id,
-            "product_id": item.product_id,
-            "title": item.title,
-            "category": item.category,
-            "price": item.price,
-            "orders_count": 1,
-            "last_ordered_at": placed_at,
-        }
-        for item in order.items
-    }
+async def count_products(conn: AsyncConnection, new_orders: Sequence[SeenOrder]) -> None:
+    """One upsert for the batch: each product's order count grows by the orders that contain it."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for seen in new_orders:
+        for product_id in dict.fromkeys(i.product_id for i in seen.order.items):
+            item = next(i for i in seen.order.items if i.product_id == product_id)
+            key = (seen.store_id, product_id)
+            row = rows.setdefault(
+                key,
+                {
+                    "store_id": seen.store_id,
+                    "product_id": product_id,
+                    "orders_count": 0,
+                    "last_ordered_at": seen.placed_at,
+                },
+            )
+            row.update(
+                title=item.title or row.get("title"),
+                category=item.category or row.get("category"),
+                price=item.price,
+                orders_count=row["orders_count"] + 1,
+                last_ordered_at=max(row["last_ordered_at"], seen.placed_at),
+            )
     if not rows:
         return
     stmt = insert(products).values([rows[k] for k in sorted(rows)])
@@ -422,7 +462,7 @@ async def count_products(
                 "title": func.coalesce(stmt.excluded.title, products.c.title),
                 "category": func.coalesce(stmt.excluded.category, products.c.category),
                 "price": stmt.excluded.price,
-                "orders_count": products.c.orders_count + 1,
+                "orders_count": products.c.orders_count + stmt.excluded.orders_count,
                 "last_ordered_at": func.greatest(products.c.last_ordered_at, stmt.excluded.last_ordered_at),
             },
         )

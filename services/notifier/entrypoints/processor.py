@@ -8,7 +8,7 @@ are inserted once (their unique keys), and attribution happens only for an order
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -60,6 +60,7 @@ class MessagePlanner:
                 conn,
                 ((e.store_id, e.profile) for e in events if not isinstance(e, CustomerErasedFunnelEvent)),
             )
+            orders: list[repository.SeenOrder] = []
             for event in events:
                 store = self._stores.get(event.store_id)
                 if store is None:
@@ -79,8 +80,13 @@ class MessagePlanner:
                         conn, event.store_id, event.customer_id, event.occurred_at
                     )
                 elif isinstance(event, OrderPlacedFunnelEvent):
-                    await self._on_order(conn, store, event)
+                    orders.append(
+                        repository.SeenOrder(
+                            event.store_id, event.customer_id, event.payload, event.occurred_at
+                        )
+                    )
                 planned.extend(plan(event, store.notifier, now))
+            await self._on_orders(conn, orders)
             new = await repository.record_planned(conn, planned, now)
             for store_id, customer_ids in _by_store(touched).items():
                 store = self._stores.get(store_id)
@@ -88,43 +94,50 @@ class MessagePlanner:
                     await self._refresh_audiences(conn, store, customer_ids, now)
         for flow, status in new:
             PLANNED.labels(flow, status).inc()
-        for item in planned:
-            if isinstance(item, Skipped):
-                log.info("message_skipped", flow=item.flow.value, reason=item.reason, store_id=item.store_id)
         if any(status == "pending" for _, status in new):
             self._on_messages_due()
 
-    async def _on_order(
-        self, conn: AsyncConnection, store: StoreConfig, event: OrderPlacedFunnelEvent
-    ) -> None:
-        order = event.payload
-        if not await repository.record_order(
-            conn, event.store_id, event.customer_id, order, event.occurred_at
-        ):
-            return  # seen before: its coupon and attribution were settled then
-        await repository.count_products(conn, event.store_id, order, event.occurred_at)
-        window = store.notifier.attribution_window
-        coupon = redeemed_by(
-            order.discount_codes,
-            await repository.open_coupons(conn, event.store_id, order.discount_codes),
-            event.occurred_at,
-        )
-        if coupon is not None:
-            await repository.redeem(
-                conn, event.store_id, coupon.code, order.order_id, event.customer_id, event.occurred_at
-            )
-        sent = await repository.sent_messages(
-            conn,
-            event.store_id,
-            event.customer_id,
-            [coupon.message_id] if coupon and coupon.message_id else [],
-            since=event.occurred_at - window,
-        )
-        message_id = attributed_message(coupon, sent, event.occurred_at, window)
-        if message_id is not None:
-            await repository.attribute(
-                conn, event.store_id, order.order_id, message_id, order.total, event.occurred_at
-            )
+    async def _on_orders(self, conn: AsyncConnection, seen: list[repository.SeenOrder]) -> None:
+        """New orders (a redelivered one settled its coupon and attribution the first time): products
+        counted, coupons redeemed, revenue attributed; a few statements for the whole batch."""
+        created = await repository.record_orders(conn, seen)
+        new = [o for o in seen if (o.store_id, o.order.order_id) in created]
+        if not new:
+            return
+        await repository.count_products(conn, new)
+        windows = {o.store_id: self._window(o.store_id) for o in new}
+        since = min(o.placed_at - windows[o.store_id] for o in new)
+        recent = await repository.recent_sends(conn, ((o.store_id, o.customer_id) for o in new), since)
+        credited: set[int] = set()
+        for o in new:
+            coupon = None
+            if o.order.discount_codes:
+                coupon = redeemed_by(
+                    o.order.discount_codes,
+                    await repository.open_coupons(conn, o.store_id, o.order.discount_codes),
+                    o.placed_at,
+                )
+            sent = list(recent.get((o.store_id, o.customer_id), []))
+            if coupon is not None:
+                await repository.redeem(
+                    conn, o.store_id, coupon.code, o.order.order_id, o.customer_id, o.placed_at
+                )
+                carrier = (
+                    await repository.sent_message(conn, coupon.message_id) if coupon.message_id else None
+                )
+                sent += [carrier] if carrier else []
+            # A message earns at most one order, also between two orders of the same batch.
+            sent = [m for m in sent if m.message_id not in credited]
+            message_id = attributed_message(coupon, sent, o.placed_at, windows[o.store_id])
+            if message_id is not None:
+                credited.add(message_id)
+                await repository.attribute(
+                    conn, o.store_id, o.order.order_id, message_id, o.order.total, o.placed_at
+                )
+
+    def _window(self, store_id: str) -> timedelta:
+        store = self._stores.get(store_id)
+        return store.notifier.attribution_window if store else timedelta(0)
 
 
 def _by_store(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

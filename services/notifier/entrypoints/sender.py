@@ -103,7 +103,12 @@ class MessageSender(Poller):
         async with self._engine.begin() as conn:
             rows = await repository.due_messages(conn, now, self._batch_size)
             claimed = await self._decide(conn, rows, now) if rows else []
-        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        delivered = [d for d in await asyncio.gather(*(self._deliver(c) for c in claimed)) if d]
+        if delivered:
+            # One transaction records the whole batch; a crash before it leaves the rows in `sending`,
+            # which are never sent again.
+            async with self._engine.begin() as conn:
+                await repository.mark_sent_many(conn, delivered, self._clock())
         return len(rows)
 
     async def _decide(self, conn: AsyncConnection, rows: list[Any], now: datetime) -> list[Claimed]:
@@ -175,7 +180,8 @@ class MessageSender(Poller):
         code = await repository.issue_coupon(conn, row, terms, rule.coupon.prefix, now)
         return Coupon(code, terms.kind, terms.value, terms.currency, terms.expires_at)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def _deliver(self, claimed: Claimed) -> tuple[int, str] | None:
+        """Hand one message over; (id, subject) when it was accepted, None when it failed (recorded)."""
         row = claimed.row
         try:
             with DELIVERY_SECONDS.time():
@@ -183,12 +189,10 @@ class MessageSender(Poller):
         except LiquidError as exc:
             # A template bug fails this message visibly; it does not stop the sender for everyone else.
             await self._record_failure(claimed, DeliveryError(f"template error: {exc}", retryable=False))
-            return
+            return None
         except DeliveryError as exc:
             await self._record_failure(claimed, exc)
-            return
-        async with self._engine.begin() as conn:
-            await repository.mark_sent(conn, row.id, subject, self._clock())
+            return None
         SENT.labels(row.flow, row.channel).inc()
         log.info(
             "message_sent",
@@ -198,6 +202,7 @@ class MessageSender(Poller):
             store_id=row.store_id,
             customer_id=row.customer_id,
         )
+        return row.id, subject
 
     async def _hand_over(self, claimed: Claimed) -> str:
         row, customer, store = claimed.row, claimed.customer, claimed.store
