@@ -83,6 +83,7 @@ def run(
         "wall_seconds": round(time.monotonic() - began, 1),
     }
     write_json(found, raw, meta, output)
+    output.with_suffix(".partial.json").unlink(missing_ok=True)  # the whole run is in `output` now
     write_chart(found, output.with_suffix(".png"), previous)
     _say(f"wrote {output} and {output.with_suffix('.png')} in {meta['wall_seconds']:.0f} s")
 

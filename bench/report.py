@@ -48,6 +48,7 @@ SPECS = (
     Spec("e2e_email_p50_ms", "e2e: 2xx → email accepted p50", "ms", None, False),
     Spec("e2e_email_p95_ms", "  p95", "ms", None, False),
     Spec("e2e_email_p99_ms", "  p99", "ms", 2000, False),
+    Spec("e2e_email_delivered_share", "  welcome emails in by the end", "share"),
     Spec("peak_rss_mb_ingest", "peak memory: ingest", "MiB", None, False),
     Spec("peak_rss_mb_segmenter", "peak memory: segmenter", "MiB", None, False),
     Spec("peak_rss_mb_notifier", "peak memory: notifier", "MiB", None, False),
@@ -93,8 +94,9 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
         "email_p50_ms",
         "email_p95_ms",
         "email_p99_ms",
+        "email_delivered_share",
     ):
-        put(f"e2e_{name}", e2e.get("runs", []), lambda r, n=name: r[n])  # type: ignore[misc]
+        put(f"e2e_{name}", e2e.get("runs", []), lambda r, n=name: r.get(n, math.nan))  # type: ignore[misc]
     put("peak_rss_mb_notifier", e2e.get("peak_rss_mb", []), lambda r: r["notifier"])
     if "peak_rss_mb_ingest" not in found:
         put("peak_rss_mb_ingest", e2e.get("peak_rss_mb", []), lambda r: r["ingest"])
@@ -104,6 +106,8 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
 def _fmt(value: float) -> str:
     if math.isnan(value):
         return "–"
+    if abs(value) < 1:
+        return f"{value:.2f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
 
 
