@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from deploy.devstack.kafka import KafkaBroker, kafka_process, start_kafka
+from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import PostgresServer, postgres_process, start_postgres
 from deploy.devstack.process import ManagedProcess, StackError, run_checked
 
@@ -34,25 +34,6 @@ BENCH_DIR = REPO_ROOT / ".run" / "bench"
 HOST = "127.0.0.1"
 STORES_FILE = REPO_ROOT / "deploy" / "stores.dev.yaml"
 PARTITIONS = 6
-# The ports of a `make up` stack: never take them, even when they happen to be free right now.
-_STACK_PORTS = frozenset({1025, 8000, 8001, 8002, 8025, 9092, 9093, 55432})
-
-
-def free_ports(count: int) -> list[int]:
-    sockets: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
-            if port not in _STACK_PORTS:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 class TimestampingSmtpSink:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import PostgresServer
 from deploy.devstack.process import ManagedProcess
 from shared.settings import REPO_ROOT
-from tests.fixtures.stack import SmtpServer, free_ports
+from tests.fixtures.stack import SmtpServer
 
 SERVICES = ("ingest", "segmenter", "notifier")
 

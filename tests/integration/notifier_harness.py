@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deploy.devstack.ports import free_ports
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.tables import coupons, messages
@@ -26,7 +27,6 @@ from services.notifier.entrypoints.sender import MessageSender
 from shared.funnel_events import FunnelEvent
 from shared.settings import REPO_ROOT, SmtpSettings
 from shared.stores import StoreConfig, StoreRegistry
-from tests.fixtures.stack import free_ports
 
 
 def dev_store(store_id: str, **notifier: Any) -> StoreConfig:

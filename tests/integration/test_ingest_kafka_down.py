@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from deploy.devstack.ports import free_ports
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from shared.settings import REPO_ROOT
-from tests.fixtures.stack import free_ports
 from tests.payloads import source_example
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deploy.devstack.ports import free_ports
 from services.notifier.adapters import repository
 from services.notifier.adapters.webhooks import signature
 from services.notifier.domain.coupons import CouponTerms
 from shared.funnel_events import FunnelEvent
 from shared.notifier_rules import CouponKind
 from tests.builders import funnel_event
-from tests.fixtures.stack import SmtpServer, free_ports
+from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Clock, Notifier, dev_store, webhook_receiver
 
 pytestmark = pytest.mark.integration

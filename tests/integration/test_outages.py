@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from deploy.devstack.kafka import start_kafka
+from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import start_postgres
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
@@ -28,7 +29,6 @@ from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encod
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreRegistry
-from tests.fixtures.stack import free_ports
 from tests.kafka_helpers import committed, storefront_pipeline
 from tests.payloads import source_example
 
