@@ -14,13 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.settings import DatabaseSettings
 
 
-def build_engine(settings: DatabaseSettings) -> AsyncEngine:
+def build_engine(settings: DatabaseSettings, *, custom_plans: bool = False) -> AsyncEngine:
+    """custom_plans: plan every execution for its parameters. For statements whose text never changes
+    (batches passed as arrays), PostgreSQL otherwise settles on a generic plan after five executions,
+    made from the statistics of that moment: on a fresh database, scans of tables then nearly empty,
+    which a growing table turns into seconds per batch until the next ANALYZE."""
+    connect_args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
+    if custom_plans:
+        connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
     return create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
         # A dead server must fail a request quickly, not hang it.
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args=connect_args,
     )
 
 

@@ -61,7 +61,7 @@ def create_app(settings: SegmenterSettings, *, clock: Callable[[], datetime] = _
             settings.stores_file, allow_placeholder_secrets=settings.environment != "production"
         )
         app.state.stores = stores
-        engine = build_engine(settings)
+        engine = build_engine(settings, custom_plans=True)
         app.state.engine = engine
         relay = OutboxRelay(
             name="segmenter",
