@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from shared.logging import get_logger
@@ -90,3 +91,9 @@ class Poller:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_seconds)
+
+
+def backoff(attempts: int, *, first: timedelta, cap: timedelta) -> timedelta:
+    """Exponential: first, 2 x first, 4 x first... up to cap (attempts counts from 1)."""
+    delay: timedelta = first * (2 ** min(max(attempts - 1, 0), 20))
+    return min(cap, delay)

@@ -29,8 +29,8 @@ from services.notifier.domain.audiences import (
     region_code,
     sha256_hex,
 )
-from services.notifier.entrypoints.audience_worker import retry_delay
 from shared.funnel import Health, LoyaltyStage
+from shared.workers import backoff
 
 GOOGLE_TEMPLATE_EMAIL_SHA256 = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
 # SHA-256 of the normalised example phone "+1 (650) 555-1212", as each platform normalises it.
@@ -166,7 +166,7 @@ def test_the_sync_body_is_stable_json() -> None:
 
 def test_retries_back_off_exponentially_up_to_a_cap() -> None:
     first, cap = timedelta(seconds=30), timedelta(hours=1)
-    assert [retry_delay(n, first=first, cap=cap).total_seconds() for n in (1, 2, 3, 8, 50)] == [
+    assert [backoff(n, first=first, cap=cap).total_seconds() for n in (1, 2, 3, 8, 50)] == [
         30,
         60,
         120,

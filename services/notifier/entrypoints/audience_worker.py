@@ -22,7 +22,7 @@ from services.notifier.adapters import audience_repository as repo
 from services.notifier.adapters.audience_sync import AudienceSyncClient, SyncFailed, encode_sync_body
 from shared.logging import get_logger
 from shared.stores import StoreConfig, StoreRegistry
-from shared.workers import Poller
+from shared.workers import Poller, backoff
 
 log = get_logger(__name__)
 
@@ -45,12 +45,6 @@ REEVALUATED = Counter(
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def retry_delay(attempts: int, *, first: timedelta, cap: timedelta) -> timedelta:
-    """Exponential: first, 2 x first, 4 x first... up to cap."""
-    delay: timedelta = first * (2 ** min(max(attempts - 1, 0), 20))
-    return min(cap, delay)
 
 
 class AudienceWorker(Poller):
@@ -197,7 +191,7 @@ class AudienceWorker(Poller):
         try:
             await self._sync_client.deliver(sync, batch.batch_id, batch.body)
         except SyncFailed as exc:
-            delay = retry_delay(batch.attempts, first=self._first_retry, cap=self._max_retry)
+            delay = backoff(batch.attempts, first=self._first_retry, cap=self._max_retry)
             async with self._engine.begin() as conn:
                 await repo.retry_batch_later(conn, batch, now + delay, str(exc))
             SYNC_BATCHES.labels("failed").inc()

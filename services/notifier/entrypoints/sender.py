@@ -33,7 +33,7 @@ from shared.funnel import LoyaltyStage
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
 from shared.stores import StoreConfig, StoreRegistry
-from shared.workers import Poller
+from shared.workers import Poller, backoff
 
 log = get_logger(__name__)
 
@@ -54,8 +54,9 @@ RECOMMENDING_FLOWS = frozenset(
 )
 
 
-def retry_delay(attempt: int) -> timedelta:
-    return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempt - 1)))
+# A temporary delivery failure waits 30 s, then 1, 2, 4... minutes, at most an hour.
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,8 @@ class MessageSender(Poller):
         now = self._clock()
         async with self._engine.begin() as conn:
             if exc.retryable and row.attempts + 1 < self._max_attempts:
-                await repository.mark_retry(conn, row.id, now + retry_delay(row.attempts + 1), str(exc))
+                due = now + backoff(row.attempts + 1, first=FIRST_RETRY, cap=MAX_RETRY)
+                await repository.mark_retry(conn, row.id, due, str(exc))
                 return
             await repository.mark_failed(conn, row.id, str(exc))
             if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
