@@ -42,6 +42,11 @@ class SmtpSettings(_Env):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_timeout_seconds: float = 10.0
+    # Connections kept open to the server and reused: a new connection (TCP, EHLO, maybe STARTTLS and AUTH)
+    # per message was most of a send's time.
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    # Recycled after this many messages: many providers cap messages per connection (often 100).
+    smtp_messages_per_connection: int = Field(default=100, ge=1)
 
 
 class RuntimeSettings(_Env):

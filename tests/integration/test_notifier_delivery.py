@@ -161,7 +161,7 @@ async def test_a_crash_between_claim_and_send_never_sends_twice(
         notifier.engine.begin() as conn
     ):  # claimed, then the process "dies" before the SMTP conversation
         [due] = [r for r in await repository.due_messages(conn, T0, 50) if r.customer_id == "c-crash"]
-        await repository.claim(conn, due.id, T0, None)
+        await repository.claim_many(conn, [(due.id, None)], T0)
     assert await notifier.send() == 0
     assert mails_to(smtp_server, "c-crash") == []
     assert [r.status for r in await notifier.rows("c-crash")] == ["sending"]

@@ -22,6 +22,8 @@ from shared.funnel_events import OrderRecorded, ProfileSnapshot
 CustomerKey = tuple[str, str]
 # What each funnel event refreshes about a customer; the unsubscribe token and the notifier's own facts stay.
 _REFRESHED = ("email", "phone", "accepts_marketing", "stage", "health", "profile", "last_order_at")
+# First key of the sender's advisory locks (the second is the customer's hash): "LF" + 1.
+_SENDER_LOCKS = 0x4C4601
 
 
 # -- customers ------------------------------------------------------------------------------------------
@@ -78,16 +80,30 @@ async def customer_known(conn: AsyncConnection, store_id: str, customer_id: str)
 
 
 async def lock_customers(conn: AsyncConnection, keys: Iterable[CustomerKey]) -> dict[CustomerKey, Any]:
-    """Lock the customers about to be messaged, in key order so two senders never deadlock: the frequency
-    cap is then decided by one sender at a time per customer."""
+    """Lock the customers about to be messaged, so the frequency cap is decided by one sender at a time per
+    customer, and read their rows.
+
+    Transaction-scoped advisory locks rather than row locks: the consumer upserts these same rows for every
+    funnel event, and with `FOR UPDATE` each side waited for the other's transaction. Taken in one order, so
+    two senders never deadlock; a hash collision only makes two customers wait for each other."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    await conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:namespace, k) FROM ("
+            " SELECT DISTINCT hashtext(s || '/' || c) AS k"
+            " FROM unnest(CAST(:stores AS text[]), CAST(:customers AS text[])) AS u(s, c)"
+            " ORDER BY k) AS keys"
+        ),
+        {
+            "namespace": _SENDER_LOCKS,
+            "stores": [store_id for store_id, _ in wanted],
+            "customers": [customer_id for _, customer_id in wanted],
+        },
+    )
     rows = await conn.execute(
-        select(customers)
-        .where(tuple_(customers.c.store_id, customers.c.customer_id).in_(wanted))
-        .order_by(customers.c.store_id, customers.c.customer_id)
-        .with_for_update()
+        select(customers).where(tuple_(customers.c.store_id, customers.c.customer_id).in_(wanted))
     )
     return {(r.store_id, r.customer_id): r for r in rows.all()}
 
@@ -218,26 +234,45 @@ async def recent_marketing(
     return found
 
 
-async def claim(conn: AsyncConnection, message_id: int, now: datetime, coupon_code: str | None) -> None:
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == message_id)
-        .values(status="sending", claimed_at=now, attempts=messages.c.attempts + 1, coupon_code=coupon_code)
-    )
+async def claim_many(conn: AsyncConnection, claimed: Sequence[tuple[int, str | None]], now: datetime) -> None:
+    """`pending` -> `sending` for (message id, coupon code) pairs: one statement for the batch."""
+    if claimed:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("message_id"))
+            .values(
+                status="sending",
+                claimed_at=now,
+                attempts=messages.c.attempts + 1,
+                coupon_code=bindparam("claimed_coupon"),
+            ),
+            [{"message_id": message_id, "claimed_coupon": code} for message_id, code in claimed],
+        )
 
 
-async def defer(conn: AsyncConnection, message_id: int, until: datetime, reason: str) -> None:
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == message_id)
-        .values(due_at=until, last_error=f"deferred: {reason}")
-    )
+async def defer_many(conn: AsyncConnection, deferred: Sequence[tuple[int, datetime, str]]) -> None:
+    """(message id, due again at, reason) for each deferred message."""
+    if deferred:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("message_id"))
+            .values(due_at=bindparam("deferred_until"), last_error=bindparam("deferred_reason")),
+            [
+                {"message_id": message_id, "deferred_until": until, "deferred_reason": f"deferred: {reason}"}
+                for message_id, until, reason in deferred
+            ],
+        )
 
 
-async def skip(conn: AsyncConnection, message_id: int, reason: str) -> None:
-    await conn.execute(
-        update(messages).where(messages.c.id == message_id).values(status="skipped", skip_reason=reason)
-    )
+async def skip_many(conn: AsyncConnection, skipped: Sequence[tuple[int, str]]) -> None:
+    """(message id, reason) for each message that will not be sent."""
+    if skipped:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("message_id"))
+            .values(status="skipped", skip_reason=bindparam("skipped_reason")),
+            [{"message_id": message_id, "skipped_reason": reason} for message_id, reason in skipped],
+        )
 
 
 async def mark_sent_many(conn: AsyncConnection, sent: Sequence[tuple[int, str]], now: datetime) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
 from dataclasses import dataclass
 from email.header import Header
 from email.message import Message
@@ -54,44 +57,135 @@ def build_email(envelope: Envelope, rendered: RenderedMessage) -> Message:
 
 
 _WIRE = compat32.clone(max_line_length=998, linesep="\r\n")
+_SMTP_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+_CLOSING = 421
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = 0.0
 
 
 class SmtpSender:
+    """Delivers over a few connections kept open and reused, at most `smtp_connections` at a time.
+
+    A connection that was idle may have been closed by the server; that shows at MAIL FROM, before anything
+    was handed over, so the message goes out on a fresh connection. A failure later in the conversation
+    drops the connection and is reported as before: it may come after the server took the message."""
+
+    # Servers close idle connections (RFC 5321 asks them to wait at least 5 minutes); we let go sooner.
+    MAX_IDLE_SECONDS = 60.0
+
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
+        self._local_hostname: str | None = None
 
     async def send(self, message: Message) -> None:
-        s = self._settings
         # Flattened here rather than by aiosmtplib, whose compat32 policy folds lines at 78 characters: a
         # long List-Unsubscribe URL would move to a continuation line, which strict one-click parsers dislike.
         data = message.as_bytes(policy=_WIRE)
+        sender = parseaddr(str(message["From"]))[1]
+        recipient = str(message["To"])
+        async with self._slots:
+            connection = await self._start(sender)
+            try:
+                await self._finish(connection, recipient, data)
+            except BaseException:
+                connection.client.close()
+                raise
+            connection.sent += 1
+            if connection.sent >= self._settings.smtp_messages_per_connection:
+                await _quit(connection)
+            else:
+                connection.idle_since = time.monotonic()
+                self._idle.append(connection)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await _quit(connection)
+
+    async def _start(self, sender: str) -> _Connection:
+        """A connection with MAIL FROM accepted: a reused one when it still answers, else a new one."""
+        while self._idle:
+            connection = self._idle.pop()
+            if time.monotonic() - connection.idle_since > self.MAX_IDLE_SECONDS:
+                await _quit(connection)
+                continue
+            try:
+                await connection.client.mail(sender)
+                return connection
+            except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
+                connection.client.close()  # closed while idle; nothing was handed over
+            except aiosmtplib.SMTPResponseException as exc:
+                connection.client.close()
+                if exc.code != _CLOSING:  # 421: the server is closing this (idle) connection
+                    raise _failure(exc) from exc
+        connection = await self._connect()
         try:
-            await aiosmtplib.send(
-                data,
-                sender=parseaddr(str(message["From"]))[1],
-                recipients=[str(message["To"])],
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
-                timeout=s.smtp_timeout_seconds,
-                start_tls=None,  # STARTTLS when the server offers it
-            )
+            await connection.client.mail(sender)
+        except _SMTP_ERRORS as exc:
+            connection.client.close()
+            raise _failure(exc) from exc
+        return connection
+
+    async def _connect(self) -> _Connection:
+        s = self._settings
+        if self._local_hostname is None:
+            # aiosmtplib would look the name up in a thread for every connection.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            timeout=s.smtp_timeout_seconds,
+            local_hostname=self._local_hostname,
+            start_tls=None,  # STARTTLS when the server offers it
+        )
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:  # connect() greets only when it starts TLS or logs in
+                await client.ehlo()
         except aiosmtplib.SMTPConnectError as exc:
             # Nothing was handed over: safe to try again later.
             raise DeliveryError(f"cannot connect to SMTP server: {exc}", retryable=True) from exc
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            temporary = all(400 <= c < 500 for c in codes)
+        except _SMTP_ERRORS as exc:
+            client.close()
+            raise _failure(exc) from exc
+        return _Connection(client)
+
+    async def _finish(self, connection: _Connection, recipient: str, data: bytes) -> None:
+        try:
+            await connection.client.rcpt(recipient)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            temporary = 400 <= exc.code < 500
             raise DeliveryError(
-                f"recipient refused: {codes}", retryable=temporary, permanent_for_address=not temporary
+                f"recipient refused: [{exc.code}]", retryable=temporary, permanent_for_address=not temporary
             ) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            # 4xx: the server refused for now and kept nothing; 5xx: it will never accept this message.
-            raise DeliveryError(f"SMTP {exc.code}: {exc.message}", retryable=400 <= exc.code < 500) from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            # A drop mid-conversation may come after the server accepted the message; retrying could
-            # send it twice, so this is not retried blindly.
-            raise DeliveryError(
-                f"SMTP conversation failed: {type(exc).__name__}: {exc}", retryable=False
-            ) from exc
+        except _SMTP_ERRORS as exc:
+            raise _failure(exc) from exc
+        try:
+            await connection.client.data(data)
+        except _SMTP_ERRORS as exc:
+            raise _failure(exc) from exc
+
+
+async def _quit(connection: _Connection) -> None:
+    try:
+        await connection.client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        connection.client.close()
+
+
+def _failure(exc: Exception) -> DeliveryError:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        # 4xx: the server refused for now and kept nothing; 5xx: it will never accept this message.
+        return DeliveryError(f"SMTP {exc.code}: {exc.message}", retryable=400 <= exc.code < 500)
+    # A drop mid-conversation may come after the server accepted the message; retrying could send it twice,
+    # so this is not retried blindly.
+    return DeliveryError(f"SMTP conversation failed: {type(exc).__name__}: {exc}", retryable=False)

@@ -71,11 +71,12 @@ def create_app(
         http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
         app.state.clock = clock
         app.state.refresh_audiences = refresh_memberships
+        smtp = SmtpSender(settings)
         sender = MessageSender(
             engine=engine,
             stores=stores,
             renderer=TemplateRenderer(),
-            smtp=SmtpSender(settings),
+            smtp=smtp,
             webhooks=WebhookSender(http),
             recommender=Recommender(engine, http, settings.segmenter_url),
             public_url=settings.notifier_public_url,
@@ -111,6 +112,7 @@ def create_app(
             yield
         finally:
             await workers.stop()
+            await smtp.close()
             await http.aclose()
             if kafka.producer is not None:
                 await kafka.producer.stop()

@@ -117,12 +117,14 @@ class MessageSender(Poller):
         customers = await repository.lock_customers(conn, keys)
         recent = await repository.recent_marketing(conn, keys, now - guards.WEEK)
         claimed: list[Claimed] = []
+        skipped: list[tuple[int, str]] = []
+        deferred: list[tuple[int, datetime, str]] = []
         for row in rows:
             key = (row.store_id, row.customer_id)
             store = self._stores.get(row.store_id)
             customer = customers.get(key)
             if store is None or customer is None or row.flow not in FlowName.__members__.values():
-                await repository.skip(conn, row.id, "store_or_flow_unknown")
+                skipped.append((row.id, "store_or_flow_unknown"))
                 DECIDED.labels(row.flow, "skip").inc()
                 continue
             rule = store.notifier.flow(FlowName(row.flow))
@@ -141,19 +143,24 @@ class MessageSender(Poller):
                 now=now,
             )
             if isinstance(verdict, guards.Skip):
-                await repository.skip(conn, row.id, verdict.reason)
+                skipped.append((row.id, verdict.reason))
                 DECIDED.labels(row.flow, "skip").inc()
                 continue
             if isinstance(verdict, guards.Defer):
-                await repository.defer(conn, row.id, verdict.until, verdict.reason)
+                deferred.append((row.id, verdict.until, verdict.reason))
                 DECIDED.labels(row.flow, "defer").inc()
                 continue
             coupon = await self._coupon(conn, row, customer, store, rule, now)
-            await repository.claim(conn, row.id, now, coupon.code if coupon else None)
             if row.marketing:
                 recent[key].append((row.id, now))
             DECIDED.labels(row.flow, "send").inc()
             claimed.append(Claimed(row, customer, store, rule, coupon))
+        # One statement per outcome for the whole batch, not one round trip per message.
+        await repository.skip_many(conn, skipped)
+        await repository.defer_many(conn, deferred)
+        await repository.claim_many(
+            conn, [(c.row.id, c.coupon.code if c.coupon else None) for c in claimed], now
+        )
         return claimed
 
     async def _coupon(
