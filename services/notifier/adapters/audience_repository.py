@@ -152,7 +152,7 @@ async def _refresh_chunk(
             due.append({"store_id": store_id, "customer_id": customer_id, "due_at": due_at})
 
     if upserts:
-        stmt = insert(audience_members).values(upserts)
+        stmt = insert(audience_members)  # rows as executemany parameters: the statement is compiled once
         await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["store_id", "audience", "customer_id"],
@@ -164,7 +164,8 @@ async def _refresh_chunk(
                     "sync_pending": stmt.excluded.sync_pending,
                     "updated_at": func.now(),
                 },
-            )
+            ),
+            upserts,
         )
     if removals:
         await conn.execute(
@@ -174,11 +175,12 @@ async def _refresh_chunk(
             )
         )
     if due:
-        stmt_due = insert(audience_reevaluations).values(due)
+        stmt_due = insert(audience_reevaluations)
         await conn.execute(
             stmt_due.on_conflict_do_update(
                 index_elements=["store_id", "customer_id"], set_={"due_at": stmt_due.excluded.due_at}
-            )
+            ),
+            due,
         )
     if not_due:
         await conn.execute(

@@ -52,12 +52,16 @@ async def upsert_customers(
         }
         for (store_id, customer_id), p in sorted(latest.items())
     ]
-    stmt = insert(customers).values(rows)
+    # Rows as executemany parameters, not .values(rows): SQLAlchemy caches the statement and batches the rows
+    # into multi-row VALUES itself ("insertmanyvalues"), where a .values(rows) statement was compiled anew for
+    # every batch (a third of the notifier's time under load).
+    stmt = insert(customers)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["store_id", "customer_id"],
             set_={name: getattr(stmt.excluded, name) for name in _REFRESHED} | {"updated_at": text("now()")},
-        )
+        ),
+        rows,
     )
     return sorted(latest)
 
@@ -191,11 +195,10 @@ async def record_planned(
         batch = [r for r in rows if tuple(sorted(r)) == shape]
         stmt = (
             insert(messages)
-            .values(batch)
             .on_conflict_do_nothing(constraint="uq_messages_once")
             .returning(messages.c.flow, messages.c.status)
         )
-        new.extend((f, s) for f, s in (await conn.execute(stmt)).all())
+        new.extend((f, s) for f, s in (await conn.execute(stmt, batch)).all())
     return new
 
 
@@ -382,10 +385,8 @@ async def record_orders(conn: AsyncConnection, seen: Sequence[SeenOrder]) -> set
     if not rows:
         return set()
     created = await conn.execute(
-        insert(orders)
-        .values([rows[k] for k in sorted(rows)])
-        .on_conflict_do_nothing()
-        .returning(orders.c.store_id, orders.c.order_id)
+        insert(orders).on_conflict_do_nothing().returning(orders.c.store_id, orders.c.order_id),
+        [rows[k] for k in sorted(rows)],
     )
     return {(r.store_id, r.order_id) for r in created.all()}
 
@@ -489,7 +490,7 @@ async def count_products(conn: AsyncConnection, new_orders: Sequence[SeenOrder])
             )
     if not rows:
         return
-    stmt = insert(products).values([rows[k] for k in sorted(rows)])
+    stmt = insert(products)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["store_id", "product_id"],
@@ -500,7 +501,8 @@ async def count_products(conn: AsyncConnection, new_orders: Sequence[SeenOrder])
                 "orders_count": products.c.orders_count + stmt.excluded.orders_count,
                 "last_ordered_at": func.greatest(products.c.last_ordered_at, stmt.excluded.last_ordered_at),
             },
-        )
+        ),
+        [rows[k] for k in sorted(rows)],
     )
 
 
