@@ -341,3 +341,19 @@ async def test_a_flow_on_the_messaging_webhook_reaches_the_sms_provider(
     assert sms.headers["Idempotency-Key"] == f"message-{body['message_id']}"
     assert sms.headers["X-LoyaltyFunnel-Signature"] == signature("sms-secret-value", sms.body)
     assert mails_to(smtp_server, "c-sms") == []
+
+
+async def test_a_backlog_sends_transactional_messages_before_marketing_ones(
+    notifier: Notifier, smtp_server: SmtpServer
+) -> None:
+    """A sender behind on its work sends the welcome a customer is waiting for before a review request that
+    has been due longer."""
+    sid = notifier.store.store_id
+    await notifier.plan([event(notifier, "order_placed", f"early-{sid}", ORDER, accepts_marketing=True)])
+    notifier.clock.advance(timedelta(seconds=40))  # the review request (30 s) is due
+    await notifier.plan([event(notifier, "stage_changed", f"late-{sid}", stage("first_time"))])
+    sender = notifier.sender(batch_size=1)
+    assert await sender.send_due() == 1
+    assert [m["To"] for m in smtp_server.messages[-1:]] == [f"late-{sid}@example.com"]
+    assert await sender.send_due() == 1
+    assert [m["To"] for m in smtp_server.messages[-1:]] == [f"early-{sid}@example.com"]

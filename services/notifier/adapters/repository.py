@@ -206,11 +206,15 @@ async def record_planned(
 
 
 async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
-    """Lock due messages; SKIP LOCKED lets several senders share the work without waiting on each other."""
+    """Lock due messages; SKIP LOCKED lets several senders share the work without waiting on each other.
+
+    Transactional messages (a welcome, a support alert) come before marketing ones: when the sender falls
+    behind, a message the customer is waiting for now goes out first, and a review request planned for a week
+    later waits a few seconds more. Within each kind, the longest due first."""
     rows = await conn.execute(
         select(messages)
         .where(messages.c.status == "pending", messages.c.due_at <= now)
-        .order_by(messages.c.due_at, messages.c.id)
+        .order_by(messages.c.marketing, messages.c.due_at, messages.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

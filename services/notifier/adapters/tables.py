@@ -79,7 +79,10 @@ messages = Table(
     Column("converted_order_id", String(200)),
     Column("revenue", MONEY),
     UniqueConstraint("store_id", "customer_id", "flow", "trigger_event_id", name="uq_messages_once"),
-    Index("ix_messages_due", "due_at", postgresql_where=text("status = 'pending'")),
+    # The sender takes due messages transactional first, then by due time (see repository.due_messages).
+    Index(
+        "ix_messages_due_by_kind", "marketing", "due_at", "id", postgresql_where=text("status = 'pending'")
+    ),
     Index("ix_messages_customer", "store_id", "customer_id", "created_at"),
     Index(
         "ix_messages_marketing_claims",
