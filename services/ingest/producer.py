@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -87,8 +88,10 @@ class EventPublisher:
             # the event id makes a second copy (from the sender's retry) a no-op downstream.
             PUBLISH_FAILURES.inc()
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
-        for event in events:
-            PUBLISHED.labels(event.source.value, event.type).inc()
+        # One labelled increment per kind of event, not per event (`labels()` takes a lock).
+        kinds = collections.Counter((e.source.value, e.type) for e in events)
+        for (source, event_type), count in kinds.items():
+            PUBLISHED.labels(source, event_type).inc(count)
 
     async def reachable(self) -> bool:
         return self._producer is not None and await kafka_reachable(self._producer)

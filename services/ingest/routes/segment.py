@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Header, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
@@ -192,9 +193,25 @@ def _check_event_sizes(payload: Any, limit: int) -> None:
     too_big = [
         FieldError(field=f"batch[{i}]", message=f"event exceeds {limit} bytes")
         for i, item in enumerate(items)
-        if len(json.dumps(item, separators=(",", ":"))) > limit
+        if _over_limit(item, limit)
     ]
     if too_big:
         raise ApiError(
             413, "event_too_large", f"events over the {limit}-byte limit per event", errors=too_big
         )
+
+
+def _over_limit(item: Any, limit: int) -> bool:
+    """Whether `item` as compact, ASCII-escaped JSON (`json.dumps(item, separators=(",", ":"))`, the measure
+    of the per-event limit) is longer than `limit`.
+
+    `json.dumps` of every call was a tenth of a batch's time; orjson writes the same JSON several times
+    faster but as UTF-8, and at most 3 times shorter than `json.dumps` (a 2-4 byte character becomes a
+    6-12 byte escape; Infinity and NaN, which orjson writes as `null`, at most double; an exponent gains
+    one character). So when three times orjson's size is within the limit, the call is too."""
+    try:
+        if 3 * len(orjson.dumps(item)) <= limit:
+            return False
+    except orjson.JSONEncodeError:  # integers past 64 bits, lone surrogates: measure the slow way
+        pass
+    return len(json.dumps(item, separators=(",", ":"))) > limit

@@ -1,0 +1,83 @@
+"""Reading bodies fast without reading them differently: the JSON parser and the per-event size limit."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from services.ingest.body import parse_json
+from services.ingest.routes.segment import _check_event_sizes
+from shared.web import ApiError
+
+LIMIT = 32 * 1024
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1, "b": [true, null, 1.5, -0.0, "\\u00e9\\ud83d\\ude00"], "c": {"d": "e"}}',
+        b'{"a": 1, "a": 2}',
+        b'{"total": 19.990000000000002, "big": 18446744073709551616}',
+        b'{"nan": NaN, "inf": Infinity, "huge": 1e400}',
+        b'{"lone": "\\udf58"}',
+        '{"utf16": "é"}'.encode("utf-16"),
+    ],
+)
+def test_bodies_parse_as_the_standard_library_reads_them(body: bytes) -> None:
+    parsed = parse_json(body)
+    expected = json.loads(body)
+    assert json.dumps(parsed) == json.dumps(expected)
+    assert [type(v) for v in parsed.values()] == [type(v) for v in expected.values()]
+
+
+def test_nan_survives_the_fallback_parser() -> None:
+    assert math.isnan(parse_json(b'{"x": NaN}')["x"])
+
+
+@pytest.mark.parametrize("body", [b'{"type": "track",', b"\xff\xfe\x00", b"", b"[" * 100_000])
+def test_what_is_not_json_is_400(body: bytes) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_json(body)
+    assert raised.value.status_code == 400
+    assert raised.value.body.error == "malformed_json"
+
+
+def _sized(item: Any) -> int:
+    return len(json.dumps(item, separators=(",", ":")))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * (LIMIT - 20),  # ASCII: the same size either way
+        "é" * ((LIMIT - 20) // 6),  # 2 bytes of UTF-8, 6 characters escaped
+        "😀" * ((LIMIT - 20) // 12),  # 4 bytes of UTF-8, a 12-character surrogate pair escaped
+    ],
+)
+def test_the_size_limit_counts_escaped_json_at_the_edge(text: str) -> None:
+    within = {"p": text}
+    assert _sized(within) <= LIMIT
+    _check_event_sizes({"batch": [within]}, LIMIT)
+    over = {"p": text, "q": "y" * (LIMIT - _sized(within))}
+    assert _sized(over) > LIMIT
+    with pytest.raises(ApiError) as raised:
+        _check_event_sizes({"batch": [within, over]}, LIMIT)
+    assert raised.value.status_code == 413
+    assert [e.field for e in raised.value.body.errors] == ["batch[1]"]
+
+
+def test_the_size_limit_measures_what_orjson_cannot_write() -> None:
+    # orjson refuses integers past 64 bits; the exact measure still applies.
+    small = {"n": 2**70}
+    _check_event_sizes({"batch": [small]}, LIMIT)
+    with pytest.raises(ApiError):
+        _check_event_sizes({"batch": [{"n": 2**70, "p": "x" * LIMIT}]}, LIMIT)
+
+
+def test_non_ascii_under_a_third_of_the_limit_in_utf8_is_still_over_it_escaped() -> None:
+    # 11,000 "é": 22,000 bytes of UTF-8, within the limit, but 66,000 characters as json.dumps writes them.
+    with pytest.raises(ApiError):
+        _check_event_sizes({"batch": [{"p": "é" * 11_000}]}, LIMIT)
