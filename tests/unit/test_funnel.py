@@ -209,6 +209,34 @@ def test_profile_figures() -> None:
     assert [p.product_id for p in profile.last_products] == ["p1", "p2", "p9"]
 
 
+
+def test_figures_follow_the_orders_of_each_profile_asked_about() -> None:
+    # The counted orders are remembered for the last tuple of orders asked about: asking about profiles in
+    # turn, and about a refunded copy of one, must never answer with another profile's orders.
+    one, _ = run(order("o1"))
+    two, _ = run(order("o2", at=T0 + timedelta(days=5)), order("o3", at=T0 + timedelta(days=9)))
+    assert [one.orders_count, two.orders_count, one.orders_count] == [1, 2, 1]
+    assert (one.last_order_at, two.last_order_at) == (T0, T0 + timedelta(days=9))
+    refunded, _ = run(
+        ev("order_refunded", {"order_id": "o3", "amount": "50.00", "currency": "EUR"}), profile=two
+    )
+    assert refunded.orders is not two.orders
+    assert [two.orders_count, refunded.orders_count] == [2, 1]
+    assert [o.order_id for o in refunded.counted_orders] == ["o2"]
+
+
+def test_a_contact_change_that_comes_with_an_order_changes_the_snapshot_only() -> None:
+    profile, _ = run(ev("customer_upserted", store_customer_id="c1", email="ann@example.com"))
+    _, [d] = run(order("o1", store_customer_id="c1", phone="+4915112345678"), profile=profile)
+    # The order's own funnel events carry the new phone number; no separate customer_updated.
+    assert [e.type for e in d.funnel_events] == ["order_placed", "stage_changed"]
+    assert all(e.profile.phone == "+4915112345678" for e in d.funnel_events)
+
+
+def test_identifiers_worked_out_by_the_caller_decide_the_same() -> None:
+    event = ev("identity_linked", {"previous_id": "a1"}, store_customer_id="c1")
+    assert decide(None, event, RULES, "c1", ["id:c1", "anon:a1"]) == decide(None, event, RULES, "c1")
+
 # -- health and timers ------------------------------------------------------------------------------------
 
 

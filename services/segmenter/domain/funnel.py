@@ -7,6 +7,7 @@ same state. Funnel logic uses event time; timers carry due times that a worker f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -370,8 +371,17 @@ def next_birthday_reminder(birthday: date, days_before: int, after: datetime) ->
     raise AssertionError("unreachable: a birthday comes every year")
 
 
-def decide(profile: Profile | None, event: StorefrontEvent, rules: FunnelRules, customer_id: str) -> Decision:
-    """Apply one storefront event to the profile of `customer_id` (already resolved from its identifiers)."""
+def decide(
+    profile: Profile | None,
+    event: StorefrontEvent,
+    rules: FunnelRules,
+    customer_id: str,
+    identifiers: Sequence[str] | None = None,
+) -> Decision:
+    """Apply one storefront event to the profile of `customer_id` (already resolved from its identifiers).
+
+    `identifiers`: the event's `event_identifiers`, when the caller worked them out already.
+    """
     current = profile or new_profile(event.store_id, customer_id)
     d = Decision(profile=current, cause=event.event_id, at=event.occurred_at)
     if isinstance(event, CustomerErasedEvent):
@@ -379,9 +389,16 @@ def decide(profile: Profile | None, event: StorefrontEvent, rules: FunnelRules, 
         return d
     had_birthday = current.birthday
     d.profile = _with_contact(current, event.customer)
-    linked = [
-        i for i in event_identifiers(event) if i not in d.profile.identifiers and not i.startswith("order:")
-    ]
+    # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
+    # referrals, stage and health), and it returns the very profile it got when it changed nothing.
+    changed = (
+        ()
+        if d.profile is current
+        else tuple(n for n in _CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
+    )
+    if identifiers is None:
+        identifiers = event_identifiers(event)
+    linked = [i for i in identifiers if i not in d.profile.identifiers and not i.startswith("order:")]
     if linked:
         d.profile = d.profile.model_copy(update={"identifiers": (*d.profile.identifiers, *linked)})
     if isinstance(event, OrderPlacedEvent):
@@ -396,7 +413,6 @@ def decide(profile: Profile | None, event: StorefrontEvent, rules: FunnelRules, 
         _on_survey(d, event, rules)
     elif isinstance(event, CustomEvent):
         _on_custom(d, event, rules)
-    changed = tuple(n for n in _CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
     if changed and not d.funnel_events:
         # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
         # the notifier (audiences, exports) even when nothing else happened.

@@ -100,7 +100,7 @@ class Profile(_Fact):
     # -- derived figures -------------------------------------------------------------------------------
 
     @property
-    def counted_orders(self) -> list[OrderFact]:
+    def counted_orders(self) -> tuple[OrderFact, ...]:
         return _counted(self.orders)
 
     @property
@@ -150,12 +150,10 @@ class Profile(_Fact):
         return tuple(c for c in self.carts if c.abandoned_at is None)
 
     def snapshot(self) -> ProfileSnapshot:
-        # The counted orders are sorted once here for all the figures that derive from them (no cache on
-        # the model: model_copy would carry a cached value over to a profile whose orders changed).
         counted = self.counted_orders
-        # Built without validation: every value comes from this already validated profile, and every
-        # funnel event carries one, so validating it again was a good part of a batch's time.
-        return ProfileSnapshot.model_construct(
+        # The validating constructor, not model_construct: with every value already of its field's type,
+        # pydantic-core checks them faster than model_construct's Python loop over the fields sets them.
+        return ProfileSnapshot(
             customer_id=self.customer_id,
             email=self.email,
             first_name=self.first_name,
@@ -182,11 +180,23 @@ class Profile(_Fact):
         )
 
 
-def _counted(orders: tuple[OrderFact, ...]) -> list[OrderFact]:
-    return sorted((o for o in orders if o.counts), key=lambda o: (o.placed_at, o.order_id))
+# The counted orders of the last tuple of orders asked about. One decision asks for them again and again
+# (its stage, its health timer, the snapshot of each funnel event), always of the same tuple: model_copy
+# shares it between the copies of a profile whose orders did not change, so the tuple's identity is the
+# key. No cache on the model itself: model_copy would carry it over to a copy whose orders did change. The
+# memo holds the tuple, so its identity cannot be reused by another object meanwhile.
+_last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
 
 
-def _average_order_value(counted: list[OrderFact]) -> Decimal | None:
+def _counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
+    held, counted = _last_counted[0]
+    if held is not orders:
+        counted = tuple(sorted((o for o in orders if o.counts), key=lambda o: (o.placed_at, o.order_id)))
+        _last_counted[0] = (orders, counted)
+    return counted
+
+
+def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
     if not counted:
         return None
     return (sum((o.total - o.refunded for o in counted), Decimal("0")) / len(counted)).quantize(
@@ -194,12 +204,12 @@ def _average_order_value(counted: list[OrderFact]) -> Decimal | None:
     )
 
 
-def _median_days_between(counted: list[OrderFact]) -> float | None:
+def _median_days_between(counted: tuple[OrderFact, ...]) -> float | None:
     gaps = [(b.placed_at - a.placed_at).total_seconds() / 86400 for a, b in itertools.pairwise(counted)]
     return round(statistics.median(gaps), 2) if gaps else None
 
 
-def _favourite_categories(counted: list[OrderFact]) -> tuple[str, ...]:
+def _favourite_categories(counted: tuple[OrderFact, ...]) -> tuple[str, ...]:
     # A plain dict, not collections.Counter: a handful of products per customer, counted on every funnel
     # event's snapshot, where Counter's set-up cost more than the counting.
     counts: dict[str, int] = {}
@@ -212,7 +222,7 @@ def _favourite_categories(counted: list[OrderFact]) -> tuple[str, ...]:
     return tuple(c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:FAVOURITE_CATEGORIES])
 
 
-def _last_products(counted: list[OrderFact]) -> tuple[ProductRef, ...]:
+def _last_products(counted: tuple[OrderFact, ...]) -> tuple[ProductRef, ...]:
     seen: dict[str, ProductRef] = {}
     for order in reversed(counted):
         for product in order.products:

@@ -177,7 +177,7 @@ class FunnelProcessor:
             decision = after_merge(merged, rules, event.event_id, event.occurred_at)
             changes.record(decision)
             profile = decision.profile
-        decision = decide(profile, event, rules, resolution.customer_id)
+        decision = decide(profile, event, rules, resolution.customer_id, ids)
         loaded[survivor_key] = decision.profile
         changes.record(decision)
         for identifier in (
