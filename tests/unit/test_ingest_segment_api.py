@@ -15,7 +15,7 @@ import pytest
 from services.ingest.api import create_app
 from services.ingest.producer import PublishUnavailable
 from services.ingest.settings import IngestSettings
-from shared.events import StorefrontEvent
+from shared.events import OrderPlacedEvent, StorefrontEvent
 from shared.settings import REPO_ROOT
 from tests.payloads import source_example
 
@@ -228,3 +228,38 @@ async def test_openapi_documents_the_segment_bodies_and_survey_properties(client
     text = json.dumps(spec)
     for name in ("survey_id", "statement_id", "csat", "ces", "nps"):
         assert name in text
+
+
+async def test_a_nul_in_a_batch_call_is_422(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    payload = _batch(3)
+    payload["batch"][2]["properties"]["products"][0]["name"] = "Tea\x00"
+    response = await client.post("/v1/batch", json=payload, headers=BASIC)
+    assert response.status_code == 422
+    # The envelope's list of calls is searched first, so the whole batch is named.
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == ["batch"]
+    assert "NUL" in errors[0]["message"]
+    assert publisher.published == []
+
+
+async def test_a_nul_in_a_utf16_body_is_422_too(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    # json.loads reads UTF-16 bodies: there the \u0000 escape is not the bytes the fast check looks for.
+    payload = _track()
+    payload["properties"]["products"][0]["name"] = "Tea\x00"
+    body = json.dumps(payload).encode("utf-16")
+    response = await client.post("/v1/track", content=body, headers=BASIC)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["properties"]
+    assert publisher.published == []
+
+
+async def test_an_escaped_backslash_before_u0000_is_text_not_nul(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    payload = _track()
+    payload["properties"]["products"][0]["name"] = "Tea \\u0000"
+    response = await client.post("/v1/track", json=payload, headers=BASIC)
+    assert response.status_code == 200, response.text
+    event = publisher.published[0]
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.payload.line_items[0].title == "Tea \\u0000"

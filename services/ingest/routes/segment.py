@@ -18,6 +18,7 @@ from services.ingest.accept import check_rate, publish, reject_future
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import IngestContext, context
 from services.ingest.sources import segment
+from services.ingest.sources.base import Checked
 from shared.events import StorefrontEvent
 from shared.stores import StoreConfig
 from shared.web import ApiError, ErrorBody, FieldError
@@ -104,7 +105,9 @@ async def _single(request: Request, kind: Kind, authorization: str | None) -> Se
     store = _store(ctx, authorization, payload)
     received_at = ctx.clock()
     try:
-        events = segment.to_canonical(kind, payload, store_id=store.store_id, received_at=received_at)
+        events = segment.to_canonical(
+            kind, payload, store_id=store.store_id, received_at=received_at, checked=Checked.body(body)
+        )
     except segment.SegmentError as exc:
         CALLS.labels(kind, "invalid").inc()
         raise _unprocessable(exc) from exc
@@ -176,6 +179,7 @@ async def batch(request: Request, authorization: AuthHeader = None) -> SegmentOk
             store_id=store.store_id,
             received_at=received_at,
             max_events=settings.segment_max_batch_events,
+            checked=Checked.body(body),
         )
     except segment.SegmentError as exc:
         CALLS.labels("batch", "invalid").inc()

@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from services.ingest.sources.base import SourceModel
+from services.ingest.sources.base import NOTHING_CHECKED, Checked, SourceModel
 from shared.events import (
     CartUpdated,
     CartUpdatedEvent,
@@ -455,21 +455,34 @@ def write_key_from_body(payload: Any) -> str | None:
 
 
 def to_canonical(
-    kind: CallKind, payload: Any, *, store_id: str, received_at: datetime
+    kind: CallKind,
+    payload: Any,
+    *,
+    store_id: str,
+    received_at: datetime,
+    checked: Checked = NOTHING_CHECKED,
 ) -> list[StorefrontEvent]:
-    """Translate one call (`received_at`: our aware clock); 0 to 2 events. Raises SegmentError."""
+    """Translate one call (`received_at`: our aware clock; `checked`: what the caller knows of its raw
+    body); 0 to 2 events. Raises SegmentError."""
     try:
-        return _map_call(kind, payload, store_id=store_id, received_at=received_at, batch_sent_at=None)
+        return _map_call(
+            kind, payload, store_id=store_id, received_at=received_at, batch_sent_at=None, checked=checked
+        )
     except SegmentError as exc:
         raise _at_root(exc) from None
 
 
 def batch_to_canonical(
-    payload: Any, *, store_id: str, received_at: datetime, max_events: int = 2500
+    payload: Any,
+    *,
+    store_id: str,
+    received_at: datetime,
+    max_events: int = 2500,
+    checked: Checked = NOTHING_CHECKED,
 ) -> list[StorefrontEvent]:
     """Translate a batch, all or nothing: one SegmentError lists every invalid call by index."""
     try:
-        envelope = _parse(_BatchEnvelope, payload)
+        envelope = _parse(_BatchEnvelope, payload, checked=checked)
     except SegmentError as exc:
         raise _at_root(exc) from None
     if len(envelope.batch) > max_events:
@@ -480,7 +493,9 @@ def batch_to_canonical(
     errors: list[tuple[str, str]] = []
     for index, item in enumerate(envelope.batch):
         try:
-            events.extend(_batch_item(item, envelope, store_id=store_id, received_at=received_at))
+            events.extend(
+                _batch_item(item, envelope, store_id=store_id, received_at=received_at, checked=checked)
+            )
         except SegmentError as exc:
             errors.extend((_join(f"batch[{index}]", field), message) for field, message in exc.errors)
     if errors:
@@ -524,16 +539,16 @@ def _errors_of(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     return [(_join(prefix, _path(tuple(e["loc"]))), _message(e)) for e in exc.errors()]
 
 
-def _parse(model: type[_M], data: Any, prefix: str = "") -> _M:
+def _parse(model: type[_M], data: Any, prefix: str = "", *, checked: Checked) -> _M:
     """Validate `data` against `model`; errors are reported under `prefix` ("" = the call itself)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=checked)
     except ValidationError as exc:
         raise SegmentError(_errors_of(exc, prefix)) from None
 
 
 def _batch_item(
-    item: Any, envelope: _BatchEnvelope, *, store_id: str, received_at: datetime
+    item: Any, envelope: _BatchEnvelope, *, store_id: str, received_at: datetime, checked: Checked
 ) -> list[StorefrontEvent]:
     if not isinstance(item, dict):
         raise SegmentError([("", "a batch item should be an object")])
@@ -551,27 +566,34 @@ def _batch_item(
         store_id=store_id,
         received_at=received_at,
         batch_sent_at=envelope.sent_at,
+        checked=checked,
     )
 
 
 def _map_call(
-    kind: str, payload: Any, *, store_id: str, received_at: datetime, batch_sent_at: datetime | None
+    kind: str,
+    payload: Any,
+    *,
+    store_id: str,
+    received_at: datetime,
+    batch_sent_at: datetime | None,
+    checked: Checked,
 ) -> list[StorefrontEvent]:
     def common(call: _Call, *, alias: bool = False) -> _Common:
-        return _Common.of(call, store_id, received_at, batch_sent_at, user_id_required=alias)
+        return _Common.of(call, store_id, received_at, batch_sent_at, checked, user_id_required=alias)
 
     try:
         if kind == "identify":
-            identify = _parse(IdentifyCall, payload)
+            identify = _parse(IdentifyCall, payload, checked=checked)
             return _identify(identify, common(identify))
         if kind == "track":
-            track = _parse(TrackCall, payload)
+            track = _parse(TrackCall, payload, checked=checked)
             return _track(track, common(track))
         if kind == "page":
-            page = _parse(PageCall, payload)
+            page = _parse(PageCall, payload, checked=checked)
             return [_page(page, common(page))]
         if kind == "alias":
-            alias = _parse(AliasCall, payload)
+            alias = _parse(AliasCall, payload, checked=checked)
             return [_alias(alias, common(alias, alias=True))]
     except ValidationError as exc:
         # Unreachable while our limits mirror the canonical ones; kept so a drift is a 4xx, not a 500.
@@ -590,6 +612,7 @@ class _Common:
     store_id: str
     received_at: datetime
     occurred_at: datetime
+    checked: Checked
 
     @classmethod
     def of(
@@ -598,6 +621,7 @@ class _Common:
         store_id: str,
         received_at: datetime,
         batch_sent_at: datetime | None,
+        checked: Checked,
         *,
         user_id_required: bool,
     ) -> _Common:
@@ -605,7 +629,9 @@ class _Common:
         occurred_at, time_errors = _occurred_at(call, received_at, batch_sent_at)
         if errors or time_errors:
             raise SegmentError(errors + time_errors)
-        return cls(call=call, store_id=store_id, received_at=received_at, occurred_at=occurred_at)
+        return cls(
+            call=call, store_id=store_id, received_at=received_at, occurred_at=occurred_at, checked=checked
+        )
 
     def envelope(self, *, email: str | None = None, suffix: str = "") -> dict[str, Any]:
         return {
@@ -616,6 +642,10 @@ class _Common:
             "received_at": self.received_at,
             "source": Source.SEGMENT,
         }
+
+    def properties(self, model: type[_M], properties: dict[str, Any]) -> _M:
+        """The call's properties read as `model`; errors name `properties.<field>`."""
+        return _parse(model, properties, "properties", checked=self.checked)
 
     @property
     def visitor(self) -> str:
@@ -727,7 +757,7 @@ def _page(call: PageCall, common: _Common) -> StorefrontEvent:
         # analytics.js repeats the page in context.page; fill what the properties leave out.
         for key, value in page.model_dump(exclude_none=True).items():
             properties.setdefault(key, value)
-    email = _parse(_Properties, properties, "properties").email
+    email = common.properties(_Properties, properties).email
     name = f"{PAGE_VIEWED}: {call.name}" if call.name else PAGE_VIEWED
     return CustomEvent(**common.envelope(email=email), payload=Custom(name=name, properties=properties))
 
@@ -736,20 +766,20 @@ def _track(call: TrackCall, common: _Common) -> list[StorefrontEvent]:
     properties = call.properties or {}
     match call.event:
         case "Order Completed":
-            return [_order_completed(_parse(OrderProperties, properties, "properties"), common)]
+            return [_order_completed(common.properties(OrderProperties, properties), common)]
         case "Checkout Started" | "Cart Viewed":
-            return [_cart_snapshot(_parse(OrderProperties, properties, "properties"), common)]
+            return [_cart_snapshot(common.properties(OrderProperties, properties), common)]
         case "Product Added" | "Product Removed":
             action: Literal["added", "removed"] = "added" if call.event == "Product Added" else "removed"
-            return [_cart_change(_parse(ProductProperties, properties, "properties"), action, common)]
+            return [_cart_change(common.properties(ProductProperties, properties), action, common)]
         case "Product Viewed":
-            return [_product_viewed(_parse(ProductProperties, properties, "properties"), common)]
+            return [_product_viewed(common.properties(ProductProperties, properties), common)]
         case "Order Refunded" | "Order Cancelled":
             cancelled = call.event == "Order Cancelled"
-            return [_order_refunded(_parse(OrderProperties, properties, "properties"), cancelled, common)]
+            return [_order_refunded(common.properties(OrderProperties, properties), cancelled, common)]
         case "Survey Answered":
-            return [_survey_answered(_parse(SurveyAnsweredProperties, properties, "properties"), common)]
-    email = _parse(_Properties, properties, "properties").email
+            return [_survey_answered(common.properties(SurveyAnsweredProperties, properties), common)]
+    email = common.properties(_Properties, properties).email
     return [
         CustomEvent(**common.envelope(email=email), payload=Custom(name=call.event, properties=properties))
     ]
