@@ -161,3 +161,28 @@ async def test_ops_endpoints(client: httpx.AsyncClient) -> None:
     assert "http_requests_total" in metrics
     spec = (await client.get("/openapi.json")).json()
     assert "/webhooks/shopify" in spec["paths"]
+
+
+async def test_a_nul_in_a_webhook_field_is_422_naming_it(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    payload["line_items"][0]["title"] = "Tea\x00"
+    body = json.dumps(payload).encode()
+    response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["line_items[0].title"]
+    assert publisher.published == []
+
+
+async def test_text_that_only_looks_like_a_nul_escape_is_kept(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    payload["line_items"][0]["title"] = "Tea \\u0000"
+    body = json.dumps(payload).encode()
+    response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
+    assert response.status_code == 200, response.text
+    [event] = publisher.published
+    assert event.type == "order_placed"
+    assert event.payload.line_items[0].title == "Tea \\u0000"

@@ -14,6 +14,7 @@ from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import context
 from services.ingest.headers import HeaderSpec, openapi_parameters, read_headers
 from services.ingest.sources import shopify, woocommerce
+from services.ingest.sources.base import Checked
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
 from shared.web import ApiError, ErrorBody, validation_errors
@@ -71,7 +72,14 @@ class WebhookMapper(Protocol):
     HANDLED_TOPICS: frozenset[str]
 
     def to_canonical(
-        self, topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        store_id: str,
+        event_id: str,
+        received_at: datetime,
+        checked: Checked = ...,
     ) -> StorefrontEvent | None: ...
 
 
@@ -90,7 +98,12 @@ async def _translate(
     payload = parse_json(body)
     try:
         event = mapper.to_canonical(
-            topic, payload, store_id=store_id, event_id=event_id, received_at=context(request).clock()
+            topic,
+            payload,
+            store_id=store_id,
+            event_id=event_id,
+            received_at=context(request).clock(),
+            checked=Checked.body(body),
         )
     except ValidationError as exc:
         raise _invalid(source, label, exc) from exc

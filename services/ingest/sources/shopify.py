@@ -12,7 +12,13 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
-from services.ingest.sources.base import SourceModel, hmac_sha256_base64, signature_matches
+from services.ingest.sources.base import (
+    NOTHING_CHECKED,
+    Checked,
+    SourceModel,
+    hmac_sha256_base64,
+    signature_matches,
+)
 from shared.events import (
     SHOP_WIDE,
     CartUpdated,
@@ -203,11 +209,18 @@ def _line_item(item: ShopifyLineItem) -> LineItem:
 
 
 def to_canonical(
-    topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
+    topic: str,
+    payload: Any,
+    *,
+    store_id: str,
+    event_id: str,
+    received_at: datetime,
+    checked: Checked = NOTHING_CHECKED,
 ) -> StorefrontEvent | None:
     """Translate one webhook; None for a topic (or a payload) we acknowledge but do not use.
 
     Raises pydantic.ValidationError naming the field when the payload is not what the topic promises.
+    `checked`: what the caller knows of the raw body (see sources.base.Checked).
     """
     common: dict[str, Any] = {
         "event_id": event_id,
@@ -216,9 +229,9 @@ def to_canonical(
         "source": Source.SHOPIFY,
     }
     if topic in ORDER_TOPICS:
-        return _order_placed(ShopifyOrder.model_validate(payload), common)
+        return _order_placed(ShopifyOrder.model_validate(payload, context=checked), common)
     if topic == "orders/cancelled":
-        order = ShopifyOrder.model_validate(payload)
+        order = ShopifyOrder.model_validate(payload, context=checked)
         return OrderRefundedEvent(
             **common,
             customer=_order_customer(order),
@@ -228,11 +241,11 @@ def to_canonical(
             ),
         )
     if topic == "refunds/create":
-        return _refund(ShopifyRefund.model_validate(payload), common)
+        return _refund(ShopifyRefund.model_validate(payload, context=checked), common)
     if topic in CHECKOUT_TOPICS:
-        return _cart_updated(ShopifyCheckout.model_validate(payload), common)
+        return _cart_updated(ShopifyCheckout.model_validate(payload, context=checked), common)
     if topic in CUSTOMER_TOPICS:
-        customer = ShopifyCustomer.model_validate(payload)
+        customer = ShopifyCustomer.model_validate(payload, context=checked)
         return CustomerUpsertedEvent(
             **common,
             customer=_customer(customer, email=None, locale=None, address=None),
@@ -240,7 +253,7 @@ def to_canonical(
             payload=CustomerUpserted(created_at=customer.created_at),
         )
     if topic == "customers/redact":
-        redact = ShopifyCustomerRedact.model_validate(payload)
+        redact = ShopifyCustomerRedact.model_validate(payload, context=checked)
         who = redact.customer
         return CustomerErasedEvent(
             **common,
@@ -249,7 +262,7 @@ def to_canonical(
             payload=CustomerErased(scope="customer"),
         )
     if topic == "shop/redact":
-        ShopifyShopRedact.model_validate(payload)
+        ShopifyShopRedact.model_validate(payload, context=checked)
         return CustomerErasedEvent(
             **common,
             customer=Customer(store_customer_id=SHOP_WIDE),

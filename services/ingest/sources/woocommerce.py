@@ -17,7 +17,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from services.ingest.sources.base import SourceModel, hmac_sha256_base64, signature_matches
+from services.ingest.sources.base import (
+    NOTHING_CHECKED,
+    Checked,
+    SourceModel,
+    hmac_sha256_base64,
+    signature_matches,
+)
 from shared.events import (
     Customer,
     CustomerUpserted,
@@ -223,11 +229,18 @@ def _line_item(item: WooLineItem) -> LineItem:
 
 
 def to_canonical(
-    topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime
+    topic: str,
+    payload: Any,
+    *,
+    store_id: str,
+    event_id: str,
+    received_at: datetime,
+    checked: Checked = NOTHING_CHECKED,
 ) -> StorefrontEvent | None:
     """Translate one webhook; None for a topic (or an order status) we acknowledge but do not use.
 
     Raises pydantic.ValidationError naming the field when the payload is not what the topic promises.
+    `checked`: what the caller knows of the raw body (see sources.base.Checked).
     """
     common: dict[str, Any] = {
         "event_id": event_id,
@@ -236,9 +249,9 @@ def to_canonical(
         "source": Source.WOOCOMMERCE,
     }
     if topic in ORDER_TOPICS:
-        return _order(WooOrder.model_validate(payload), common)
+        return _order(WooOrder.model_validate(payload, context=checked), common)
     if topic in CUSTOMER_TOPICS:
-        customer = WooCustomer.model_validate(payload)
+        customer = WooCustomer.model_validate(payload, context=checked)
         return CustomerUpsertedEvent(
             **common,
             customer=_customer(
