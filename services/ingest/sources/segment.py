@@ -684,15 +684,21 @@ def _occurred_at(
     return occurred_at, []
 
 
-def _trait(call: _Call, name: str) -> Any:
-    # An identify call's own traits describe the user better than the traits echoed in its context.
+def _traits(call: _Call) -> tuple[SegmentTraits, ...]:
+    """Where a call's traits are, best first: an identify call's own traits describe the user better than
+    the traits echoed in its context. Worked out once per customer, not once per trait."""
     # isinstance, not getattr(call, "traits", None): on a model without the field, pydantic's __getattr__
     # raises and catches an AttributeError, which cost a fifth of a batch's mapping time.
-    sources = (
-        call.traits if isinstance(call, IdentifyCall) else None,
-        call.context.traits if call.context else None,
-    )
-    return next((value for t in sources if t is not None and (value := getattr(t, name)) is not None), None)
+    own = call.traits if isinstance(call, IdentifyCall) else None
+    echoed = call.context.traits if call.context else None
+    return tuple(t for t in (own, echoed) if t is not None)
+
+
+def _trait(traits: tuple[SegmentTraits, ...], name: str) -> Any:
+    for t in traits:
+        if (value := getattr(t, name)) is not None:
+            return value
+    return None
 
 
 def _split_name(full_name: str) -> tuple[str, str | None]:
@@ -702,24 +708,25 @@ def _split_name(full_name: str) -> tuple[str, str | None]:
 
 
 def _customer(call: _Call, email_from_properties: str | None) -> Customer:
-    first_name, last_name = _trait(call, "first_name"), _trait(call, "last_name")
-    if first_name is None and last_name is None and (full_name := _trait(call, "name")):
+    traits = _traits(call)
+    first_name, last_name = _trait(traits, "first_name"), _trait(traits, "last_name")
+    if first_name is None and last_name is None and (full_name := _trait(traits, "name")):
         first_name, last_name = _split_name(full_name)
-    address: SegmentAddress | None = _trait(call, "address")
+    address: SegmentAddress | None = _trait(traits, "address")
     context = call.context
     return Customer(
         store_customer_id=call.user_id,
         anonymous_id=call.anonymous_id,
-        email=_trait(call, "email") or email_from_properties,
-        phone=_trait(call, "phone"),
+        email=_trait(traits, "email") or email_from_properties,
+        phone=_trait(traits, "phone"),
         first_name=first_name,
         last_name=last_name,
         locale=context.locale if context else None,
         timezone=context.timezone if context else None,
         city=address.city if address else None,
         country=address.country if address else None,
-        birthday=_trait(call, "birthday"),
-        accepts_marketing=_trait(call, "accepts_marketing"),
+        birthday=_trait(traits, "birthday"),
+        accepts_marketing=_trait(traits, "accepts_marketing"),
     )
 
 
@@ -729,7 +736,7 @@ def _customer(call: _Call, email_from_properties: str | None) -> Customer:
 def _identify(call: IdentifyCall, common: _Common) -> list[StorefrontEvent]:
     events: list[StorefrontEvent] = [
         CustomerUpsertedEvent(
-            **common.envelope(), payload=CustomerUpserted(created_at=_trait(call, "created_at"))
+            **common.envelope(), payload=CustomerUpserted(created_at=_trait(_traits(call), "created_at"))
         )
     ]
     if call.user_id and call.anonymous_id:
