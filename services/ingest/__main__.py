@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 import uvicorn
 from fastapi import FastAPI
@@ -43,6 +45,11 @@ def app_from_environment() -> FastAPI:
     """One worker's app when INGEST_WORKERS > 1 (uvicorn imports this in each worker process)."""
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
+    # uvicorn.run(access_log=False) silences the access logger in the parent process only; a spawned
+    # worker's uvicorn logs each request when that logger has a handler, which our root handler gives it.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
     tune_garbage_collector()
     return create_app(settings)
 
