@@ -714,20 +714,23 @@ def _customer(call: _Call, email_from_properties: str | None) -> Customer:
         first_name, last_name = _split_name(full_name)
     address: SegmentAddress | None = _trait(traits, "address")
     context = call.context
-    return Customer(
-        store_customer_id=call.user_id,
-        anonymous_id=call.anonymous_id,
-        email=_trait(traits, "email") or email_from_properties,
-        phone=_trait(traits, "phone"),
-        first_name=first_name,
-        last_name=last_name,
-        locale=context.locale if context else None,
-        timezone=context.timezone if context else None,
-        city=address.city if address else None,
-        country=address.country if address else None,
-        birthday=_trait(traits, "birthday"),
-        accepts_marketing=_trait(traits, "accepts_marketing"),
-    )
+    known = {
+        "store_customer_id": call.user_id,
+        "anonymous_id": call.anonymous_id,
+        "email": _trait(traits, "email") or email_from_properties,
+        "phone": _trait(traits, "phone"),
+        "first_name": first_name,
+        "last_name": last_name,
+        "locale": context.locale if context else None,
+        "timezone": context.timezone if context else None,
+        "city": address.city if address else None,
+        "country": address.country if address else None,
+        "birthday": _trait(traits, "birthday"),
+        "accepts_marketing": _trait(traits, "accepts_marketing"),
+    }
+    # None is every field's default: left out, it is not validated (nor searched for NUL) again, and most
+    # of a browsing visitor's dozen fields are unknown.
+    return Customer(**{field: value for field, value in known.items() if value is not None})
 
 
 # --- Mappings -----------------------------------------------------------------------------------------------
