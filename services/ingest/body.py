@@ -58,5 +58,7 @@ def parse_json(body: bytes) -> Any:
         pass
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and UnicodeDecodeError, and also an integer of more digits than
+        # Python converts (4,300), which no storefront sends and which must not become a 500.
+        raise ApiError(400, "malformed_json", f"body is not valid JSON: {str(exc)[:200]}") from exc

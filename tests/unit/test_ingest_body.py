@@ -37,7 +37,10 @@ def test_nan_survives_the_fallback_parser() -> None:
     assert math.isnan(parse_json(b'{"x": NaN}')["x"])
 
 
-@pytest.mark.parametrize("body", [b'{"type": "track",', b"\xff\xfe\x00", b"", b"[" * 100_000])
+@pytest.mark.parametrize(
+    "body",
+    [b'{"type": "track",', b"\xff\xfe\x00", b"", b"[" * 100_000, b'{"total": ' + b"9" * 5000 + b"}"],
+)
 def test_what_is_not_json_is_400(body: bytes) -> None:
     with pytest.raises(ApiError) as raised:
         parse_json(body)
