@@ -9,9 +9,11 @@ customer's funnel events keep their order however many instances run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import Counter
 from sqlalchemy import BigInteger, Table, any_, cast, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -63,8 +65,7 @@ class OutboxRelay(Poller):
             ).all()
             if not rows:
                 return 0
-            futures = [await producer.send(row.topic, value=row.value, key=row.key) for row in rows]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await _send_in_batches(producer, rows))
             # One array parameter, not `IN ($1, ..., $n)`: the statement text stays the same whatever the
             # batch size, so it is prepared once per connection.
             await conn.execute(
@@ -72,3 +73,37 @@ class OutboxRelay(Poller):
             )
         RELAYED.labels(self._name).inc(len(rows))
         return len(rows)
+
+
+async def _send_in_batches(producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:
+    """Hand the rows (id order) to the producer as one record batch per partition (more when one fills);
+    return the batches' delivery futures.
+
+    `producer.send` per row costs a future, a size estimate and a partitioner call each: with a thousand
+    rows a round that was a tenth of the segmenter's time. Each row goes to the partition `send` would have
+    chosen (the producer's default partitioner over the topic's partitions, sorted as the producer passes
+    them), and a partition's rows keep their order, so one customer's events still arrive in order.
+    """
+    partitioner = DefaultPartitioner()
+    partitions: dict[str, list[int]] = {}
+    partition_of: dict[tuple[str, bytes], int] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for row in rows:
+        topic, key = row.topic, row.key
+        partition = partition_of.get((topic, key))
+        if partition is None:
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = partition_of[(topic, key)] = partitioner(key, partitions[topic], partitions[topic])
+        batch = open_batches.get((topic, partition))
+        if batch is None:
+            batch = open_batches[(topic, partition)] = producer.create_batch()
+        if batch.append(key=key, value=row.value, timestamp=None) is None:
+            # Full: send it and start the partition's next one (a fresh batch takes any one record).
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[(topic, partition)] = producer.create_batch()
+            batch.append(key=key, value=row.value, timestamp=None)
+    for (topic, partition), batch in open_batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
