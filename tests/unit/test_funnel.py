@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from services.segmenter.domain.profile import Profile
 from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
-from shared.funnel_events import CustomerUpdatedEvent
+from shared.funnel_events import CustomerUpdatedEvent, funnel_event_id
 from shared.funnel_rules import FunnelRules
 from tests.builders import canonical_event
 
@@ -209,7 +210,6 @@ def test_profile_figures() -> None:
     assert [p.product_id for p in profile.last_products] == ["p1", "p2", "p9"]
 
 
-
 def test_figures_follow_the_orders_of_each_profile_asked_about() -> None:
     # The counted orders are remembered for the last tuple of orders asked about: asking about profiles in
     # turn, and about a refunded copy of one, must never answer with another profile's orders.
@@ -236,6 +236,7 @@ def test_a_contact_change_that_comes_with_an_order_changes_the_snapshot_only() -
 def test_identifiers_worked_out_by_the_caller_decide_the_same() -> None:
     event = ev("identity_linked", {"previous_id": "a1"}, store_customer_id="c1")
     assert decide(None, event, RULES, "c1", ["id:c1", "anon:a1"]) == decide(None, event, RULES, "c1")
+
 
 # -- health and timers ------------------------------------------------------------------------------------
 
@@ -415,3 +416,14 @@ def test_every_storefront_example_goes_through_the_funnel_decision(path: Path) -
     d = decide(None, event, RULES, event.customer.key)
     assert d.profile.store_id == event.store_id
     assert all(e.caused_by == event.event_id for e in d.funnel_events)
+
+
+@pytest.mark.parametrize(
+    ("caused_by", "kind"),
+    [("e1", "stage_changed"), ("timer:demo:c1:cart:k1:2026-01-01T00:00:00+00:00", "cart_abandonedk1"),
+     ("ünïcødé €", "𝄞"), ("", "")],
+)  # fmt: skip
+def test_funnel_event_ids_are_the_uuid5_of_cause_and_kind(caused_by: str, kind: str) -> None:
+    # Replays must keep producing the ids earlier runs published, which downstream dedupes on.
+    namespace = uuid.UUID("6f1f7d2e-4a43-4b8e-9a55-0c7b3f1d2a10")
+    assert funnel_event_id(caused_by, kind) == str(uuid.uuid5(namespace, f"{caused_by}/{kind}"))

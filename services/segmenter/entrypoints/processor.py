@@ -3,6 +3,7 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,8 +74,11 @@ class Changes:
         for p in self.profiles.values():
             if p.erased:
                 await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
-        for _, t in self.transitions:
-            TRANSITIONS.labels(t.dimension, t.to_value).inc()
+        # One increment per kind of move, not per transition: labels() takes a lock and a look-up each time.
+        for (dimension, to_value), n in collections.Counter(
+            (t.dimension, t.to_value) for _, t in self.transitions
+        ).items():
+            TRANSITIONS.labels(dimension, to_value).inc(n)
         return await repository.add_to_outbox(conn, self.funnel_events)
 
     def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
