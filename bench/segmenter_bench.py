@@ -19,11 +19,13 @@ from bench.isolated import run_isolated
 from bench.stack import PARTITIONS, BenchStack
 from bench.workload import Step, Storefront, canonical
 from services.segmenter.domain.funnel import event_identifiers
+from services.segmenter.settings import SegmenterSettings
 from shared.events import OrderPlacedEvent, encode_event
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_producer
 from shared.settings import KafkaSettings
 
-BATCH = 1000  # the segmenter's default batch (SEGMENTER_MAX_BATCH)
+# The segmenter's default batch (SEGMENTER_MAX_BATCH): the limit writes the same rows in as many batches.
+BATCH: int = SegmenterSettings.model_fields["segmenter_max_batch"].default
 
 # (key, value) of each record, and what the upsert limit needs of each event: id, first identifier, order id.
 Prefill = tuple[list[tuple[bytes, bytes]], list[tuple[str, str, str | None]]]
