@@ -62,6 +62,7 @@ def build_email(envelope: Envelope, rendered: RenderedMessage) -> Message:
 _WIRE = compat32.clone(max_line_length=998, linesep="\r\n")
 _SMTP_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 _CLOSING = 421
+_QUIT_SECONDS = 2.0  # a polite goodbye, not worth holding a send slot or a shutdown for
 
 
 @dataclass
@@ -117,7 +118,8 @@ class SmtpSender:
         while self._idle:
             connection = self._idle.pop()
             if time.monotonic() - connection.idle_since > self.MAX_IDLE_SECONDS:
-                await _quit(connection)
+                # No QUIT: on a connection the server may have dropped, it could wait out the timeout.
+                connection.client.close()
                 continue
             try:
                 await connection.client.mail(sender)
@@ -180,7 +182,7 @@ class SmtpSender:
 
 async def _quit(connection: _Connection) -> None:
     try:
-        await connection.client.quit()
+        await connection.client.quit(timeout=_QUIT_SECONDS)
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         connection.client.close()
 
