@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ from services.ingest.producer import Publisher, PublishUnavailable
 from services.ingest.ratelimit import RateLimiter
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
+from shared.metrics import count_each
 from shared.web import ApiError, FieldError
 
 log = get_logger(__name__)
@@ -68,6 +68,4 @@ async def publish(publisher: Publisher, events: Sequence[StorefrontEvent], sourc
             "the events were not stored; retry later",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from exc
-    # One labelled increment per event type, not per event: `labels()` takes a lock and checks its values.
-    for event_type, count in collections.Counter(event.type for event in events).items():
-        ACCEPTED.labels(source, event_type).inc(count)
+    count_each(ACCEPTED, ((source, event.type) for event in events))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -14,6 +13,7 @@ from prometheus_client import Counter
 from shared.events import StorefrontEvent, encode_event
 from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
 from shared.logging import get_logger
+from shared.metrics import count_each
 from shared.settings import KafkaSettings
 from shared.workers import sleep_backoff
 
@@ -88,10 +88,7 @@ class EventPublisher:
             # the event id makes a second copy (from the sender's retry) a no-op downstream.
             PUBLISH_FAILURES.inc()
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
-        # One labelled increment per kind of event, not per event (`labels()` takes a lock).
-        kinds = collections.Counter((e.source.value, e.type) for e in events)
-        for (source, event_type), count in kinds.items():
-            PUBLISHED.labels(source, event_type).inc(count)
+        count_each(PUBLISHED, ((e.source.value, e.type) for e in events))
 
     async def reachable(self) -> bool:
         return self._producer is not None and await kafka_reachable(self._producer)

@@ -45,10 +45,15 @@ class Kept(Generic[K, V]):
 
     def lookup(self, key: K) -> tuple[bool, V | None]:
         """(True, value) when a fresh answer is kept, else (False, None)."""
+        found = self._fresh(key)
+        return (True, found[0]) if found is not None else (False, None)
+
+    def _fresh(self, key: K) -> tuple[V] | None:
+        # The value in a 1-tuple: a kept answer may itself be None.
         found = self._items.get(key)
         if found is not None and time.monotonic() - found[0] < self._ttl:
-            return True, found[1]
-        return False, None
+            return (found[1],)
+        return None
 
     def put(self, key: K, value: V) -> None:
         self._items.pop(key, None)
@@ -59,9 +64,9 @@ class Kept(Generic[K, V]):
     async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         """The kept answer, else a fetched one, kept only when it says something: an empty answer (a new
         store, the segmenter away) is asked again next time."""
-        found = self._items.get(key)
-        if found is not None and time.monotonic() - found[0] < self._ttl:
-            return found[1]
+        found = self._fresh(key)
+        if found is not None:
+            return found[0]
         fetched = await fetch()
         if fetched:
             self.put(key, fetched)

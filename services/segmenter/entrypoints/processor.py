@@ -3,7 +3,6 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.events import SHOP_WIDE, CustomerErasedEvent, OrderRefundedEvent, StorefrontEvent
 from shared.funnel_events import FunnelEvent
 from shared.funnel_rules import FunnelRules
+from shared.metrics import count_each
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
@@ -74,11 +74,7 @@ class Changes:
         for p in self.profiles.values():
             if p.erased:
                 await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
-        # One increment per kind of move, not per transition: labels() takes a lock and a look-up each time.
-        for (dimension, to_value), n in collections.Counter(
-            (t.dimension, t.to_value) for _, t in self.transitions
-        ).items():
-            TRANSITIONS.labels(dimension, to_value).inc(n)
+        count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
         return await repository.add_to_outbox(conn, self.funnel_events)
 
     def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
