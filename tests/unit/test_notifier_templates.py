@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from services.notifier.adapters.templates import TemplateRenderer
+from services.notifier.domain.flows import RECOMMENDING_FLOWS
 from services.notifier.domain.personalisation import Coupon, Product, StoreFacts, context, nearest_location
-from services.notifier.entrypoints.sender import RECOMMENDING_FLOWS
 from shared.notifier_rules import CouponKind, FlowName, Location, NotifierRules
 
 RULES = NotifierRules.model_validate(

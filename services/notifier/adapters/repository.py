@@ -6,24 +6,107 @@ import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, select, text, tuple_, update
+from sqlalchemy import Row, and_, bindparam, case, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters.tables import coupons, customers, messages, orders, products
 from services.notifier.domain.coupons import CouponTerms, OpenCoupon, SentMessage, new_code
 from services.notifier.domain.flows import PlannedMessage, Skipped
+from services.notifier.domain.messages import (
+    CLAIMED,
+    CouponCount,
+    FlowCount,
+    IssuedCoupon,
+    KnownCustomer,
+    Message,
+    MessageStatus,
+    decode_trigger,
+)
+from shared.funnel import Health, LoyaltyStage
 from shared.funnel_events import OrderRecorded, ProfileSnapshot
+from shared.notifier_rules import CouponKind
 
 CustomerKey = tuple[str, str]
 # What each funnel event refreshes about a customer; the unsubscribe token and the notifier's own facts stay.
 _REFRESHED = ("email", "phone", "accepts_marketing", "stage", "health", "profile", "last_order_at")
 # First key of the sender's advisory locks (the second is the customer's hash): "LF" + 1.
 _SENDER_LOCKS = 0x4C4601
+
+
+# -- rows into records --------------------------------------------------------------------------------------
+
+
+def _customer(r: Row[Any]) -> KnownCustomer:
+    return KnownCustomer(
+        store_id=r.store_id,
+        customer_id=r.customer_id,
+        email=r.email,
+        phone=r.phone,
+        accepts_marketing=r.accepts_marketing,
+        stage=LoyaltyStage(r.stage),
+        health=Health(r.health),
+        profile=r.profile or {},
+        last_order_at=r.last_order_at,
+        last_cart_abandoned_at=r.last_cart_abandoned_at,
+        unsubscribe_token=r.unsubscribe_token,
+        unsubscribed_at=r.unsubscribed_at,
+        suppressed_at=r.suppressed_at,
+        suppressed_reason=r.suppressed_reason,
+    )
+
+
+def _message(r: Row[Any]) -> Message:
+    return Message(
+        id=r.id,
+        store_id=r.store_id,
+        customer_id=r.customer_id,
+        flow=r.flow,
+        trigger_event_id=r.trigger_event_id,
+        channel=r.channel,
+        status=MessageStatus(r.status),
+        skip_reason=r.skip_reason,
+        to_address=r.to_address,
+        trigger=decode_trigger(r.context.get("trigger") or {}),
+        subject=r.subject,
+        due_at=r.due_at,
+        attempts=r.attempts,
+        last_error=r.last_error,
+        created_at=r.created_at,
+        sent_at=r.sent_at,
+        marketing=r.marketing,
+        trigger_at=r.trigger_at,
+        send_before=r.send_before,
+        claimed_at=r.claimed_at,
+        coupon_code=r.coupon_code,
+        converted_at=r.converted_at,
+        converted_order_id=r.converted_order_id,
+        revenue=r.revenue,
+    )
+
+
+def _coupon(r: Row[Any]) -> IssuedCoupon:
+    return IssuedCoupon(
+        id=r.id,
+        store_id=r.store_id,
+        customer_id=r.customer_id,
+        flow=r.flow,
+        trigger_event_id=r.trigger_event_id,
+        message_id=r.message_id,
+        code=r.code,
+        kind=CouponKind(r.kind),
+        value=r.value,
+        currency=r.currency,
+        issued_at=r.issued_at,
+        expires_at=r.expires_at,
+        redeemed_at=r.redeemed_at,
+        redeemed_order_id=r.redeemed_order_id,
+        redeemed_by=r.redeemed_by,
+    )
 
 
 # -- customers ------------------------------------------------------------------------------------------
@@ -83,7 +166,9 @@ async def customer_known(conn: AsyncConnection, store_id: str, customer_id: str)
     return found.first() is not None
 
 
-async def lock_customers(conn: AsyncConnection, keys: Iterable[CustomerKey]) -> dict[CustomerKey, Any]:
+async def lock_customers(
+    conn: AsyncConnection, keys: Iterable[CustomerKey]
+) -> dict[CustomerKey, KnownCustomer]:
     """Lock the customers about to be messaged, so the frequency cap is decided by one sender at a time per
     customer, and read their rows.
 
@@ -109,7 +194,7 @@ async def lock_customers(conn: AsyncConnection, keys: Iterable[CustomerKey]) -> 
     rows = await conn.execute(
         select(customers).where(tuple_(customers.c.store_id, customers.c.customer_id).in_(wanted))
     )
-    return {(r.store_id, r.customer_id): r for r in rows.all()}
+    return {(r.store_id, r.customer_id): _customer(r) for r in rows.all()}
 
 
 async def suppress(
@@ -122,9 +207,9 @@ async def suppress(
     )
 
 
-async def customer_by_token(conn: AsyncConnection, token: str) -> Any | None:
-    found = await conn.execute(select(customers).where(customers.c.unsubscribe_token == token))
-    return found.first()
+async def customer_by_token(conn: AsyncConnection, token: str) -> KnownCustomer | None:
+    found = (await conn.execute(select(customers).where(customers.c.unsubscribe_token == token))).first()
+    return _customer(found) if found is not None else None
 
 
 async def unsubscribe(conn: AsyncConnection, token: str, now: datetime) -> Any | None:
@@ -168,10 +253,16 @@ def _row(item: PlannedMessage | Skipped, now: datetime) -> dict[str, Any]:
         "trigger_event_id": item.trigger_event_id,
     }
     if isinstance(item, Skipped):
-        return {**common, "status": "skipped", "skip_reason": item.reason, "context": {}, "due_at": now}
+        return {
+            **common,
+            "status": MessageStatus.SKIPPED,
+            "skip_reason": item.reason,
+            "context": {},
+            "due_at": now,
+        }
     return {
         **common,
-        "status": "pending",
+        "status": MessageStatus.PENDING,
         "channel": item.channel,
         "to_address": item.to_address,
         "context": {"trigger": item.trigger},
@@ -184,13 +275,13 @@ def _row(item: PlannedMessage | Skipped, now: datetime) -> dict[str, Any]:
 
 async def record_planned(
     conn: AsyncConnection, items: Sequence[PlannedMessage | Skipped], now: datetime
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, MessageStatus]]:
     """Insert each planned or skipped message once; return (flow, status) of the rows that are new."""
     if not items:
         return []
     rows = [_row(item, now) for item in items]
     # One statement per shape: a multi-row INSERT needs the same columns in every row.
-    new: list[tuple[str, str]] = []
+    new: list[tuple[str, MessageStatus]] = []
     for shape in {tuple(sorted(r)) for r in rows}:
         batch = [r for r in rows if tuple(sorted(r)) == shape]
         stmt = (
@@ -198,14 +289,14 @@ async def record_planned(
             .on_conflict_do_nothing(constraint="uq_messages_once")
             .returning(messages.c.flow, messages.c.status)
         )
-        new.extend((f, s) for f, s in (await conn.execute(stmt, batch)).all())
+        new.extend((f, MessageStatus(s)) for f, s in (await conn.execute(stmt, batch)).all())
     return new
 
 
 # -- sending ----------------------------------------------------------------------------------------------
 
 
-async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
+async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list[Message]:
     """Lock due messages; SKIP LOCKED lets several senders share the work without waiting on each other.
 
     Transactional messages (a welcome, a support alert) come before marketing ones: when the sender falls
@@ -213,12 +304,12 @@ async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list
     later waits a few seconds more. Within each kind, the longest due first."""
     rows = await conn.execute(
         select(messages)
-        .where(messages.c.status == "pending", messages.c.due_at <= now)
+        .where(messages.c.status == MessageStatus.PENDING, messages.c.due_at <= now)
         .order_by(messages.c.marketing, messages.c.due_at, messages.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list(rows.all())
+    return [_message(r) for r in rows.all()]
 
 
 async def recent_marketing(
@@ -233,7 +324,7 @@ async def recent_marketing(
             tuple_(messages.c.store_id, messages.c.customer_id).in_(wanted),
             messages.c.marketing,
             messages.c.claimed_at >= since,
-            messages.c.status.in_(("sending", "sent")),
+            messages.c.status.in_(CLAIMED),
         )
     )
     for r in rows.all():
@@ -248,7 +339,7 @@ async def claim_many(conn: AsyncConnection, claimed: Sequence[tuple[int, str | N
             update(messages)
             .where(messages.c.id == bindparam("message_id"))
             .values(
-                status="sending",
+                status=MessageStatus.SENDING,
                 claimed_at=now,
                 attempts=messages.c.attempts + 1,
                 coupon_code=bindparam("claimed_coupon"),
@@ -277,7 +368,7 @@ async def skip_many(conn: AsyncConnection, skipped: Sequence[tuple[int, str]]) -
         await conn.execute(
             update(messages)
             .where(messages.c.id == bindparam("message_id"))
-            .values(status="skipped", skip_reason=bindparam("skipped_reason")),
+            .values(status=MessageStatus.SKIPPED, skip_reason=bindparam("skipped_reason")),
             [{"message_id": message_id, "skipped_reason": reason} for message_id, reason in skipped],
         )
 
@@ -286,7 +377,7 @@ async def mark_sent_many(conn: AsyncConnection, sent: Sequence[tuple[int, str]],
     await conn.execute(
         update(messages)
         .where(messages.c.id == bindparam("message_id"))
-        .values(status="sent", subject=bindparam("sent_subject"), sent_at=now, last_error=None),
+        .values(status=MessageStatus.SENT, subject=bindparam("sent_subject"), sent_at=now, last_error=None),
         [{"message_id": message_id, "sent_subject": subject} for message_id, subject in sent],
     )
 
@@ -295,13 +386,15 @@ async def mark_retry(conn: AsyncConnection, message_id: int, due_at: datetime, e
     await conn.execute(
         update(messages)
         .where(messages.c.id == message_id)
-        .values(status="pending", due_at=due_at, last_error=error)
+        .values(status=MessageStatus.PENDING, due_at=due_at, last_error=error)
     )
 
 
 async def mark_failed(conn: AsyncConnection, message_id: int, error: str) -> None:
     await conn.execute(
-        update(messages).where(messages.c.id == message_id).values(status="failed", last_error=error)
+        update(messages)
+        .where(messages.c.id == message_id)
+        .values(status=MessageStatus.FAILED, last_error=error)
     )
 
 
@@ -309,7 +402,7 @@ async def mark_failed(conn: AsyncConnection, message_id: int, error: str) -> Non
 
 
 async def issue_coupon(
-    conn: AsyncConnection, message: Any, terms: CouponTerms, prefix: str, now: datetime
+    conn: AsyncConnection, message: Message, terms: CouponTerms, prefix: str, now: datetime
 ) -> str:
     """The message's coupon: created once per (store, customer, flow, trigger), with a code unique in the
     store. A code collision (vanishingly rare) simply draws again."""
@@ -346,18 +439,13 @@ async def issue_coupon(
     raise RuntimeError("could not draw a unique coupon code in 8 attempts")
 
 
-async def coupon_of(conn: AsyncConnection, store_id: str, code: str) -> Any | None:
-    found = await conn.execute(select(coupons).where(coupons.c.store_id == store_id, coupons.c.code == code))
-    return found.first()
-
-
-async def list_coupons(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Any]:
+async def list_coupons(conn: AsyncConnection, store_id: str, customer_id: str) -> list[IssuedCoupon]:
     rows = await conn.execute(
         select(coupons)
         .where(coupons.c.store_id == store_id, coupons.c.customer_id == customer_id)
         .order_by(coupons.c.issued_at, coupons.c.id)
     )
-    return list(rows.all())
+    return [_coupon(r) for r in rows.all()]
 
 
 # -- orders, attribution, products --------------------------------------------------------------------------
@@ -420,7 +508,7 @@ async def recent_sends(
     rows = await conn.execute(
         select(messages.c.store_id, messages.c.customer_id, messages.c.id, messages.c.sent_at).where(
             tuple_(messages.c.store_id, messages.c.customer_id).in_(wanted),
-            messages.c.status == "sent",
+            messages.c.status == MessageStatus.SENT,
             messages.c.sent_at >= since,
             messages.c.converted_order_id.is_(None),
         )
@@ -436,7 +524,7 @@ async def sent_message(conn: AsyncConnection, message_id: int) -> SentMessage | 
         await conn.execute(
             select(messages.c.id, messages.c.sent_at).where(
                 messages.c.id == message_id,
-                messages.c.status == "sent",
+                messages.c.status == MessageStatus.SENT,
                 messages.c.converted_order_id.is_(None),
             )
         )
@@ -533,16 +621,16 @@ async def best_sellers(conn: AsyncConnection, store_id: str, since: datetime, li
 # -- reporting ----------------------------------------------------------------------------------------------
 
 
-async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Any]:
+async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Message]:
     rows = await conn.execute(
         select(messages)
         .where(messages.c.store_id == store_id, messages.c.customer_id == customer_id)
         .order_by(messages.c.created_at, messages.c.id)
     )
-    return list(rows.all())
+    return [_message(r) for r in rows.all()]
 
 
-async def flow_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[Any]:
+async def flow_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[FlowCount]:
     when = [messages.c.created_at >= since] if since else []
     rows = await conn.execute(
         select(
@@ -556,10 +644,13 @@ async def flow_counts(conn: AsyncConnection, store_id: str, since: datetime | No
         .where(messages.c.store_id == store_id, *when)
         .group_by(messages.c.flow, messages.c.status, messages.c.skip_reason)
     )
-    return list(rows.all())
+    return [
+        FlowCount(r.flow, MessageStatus(r.status), r.skip_reason, r.n, r.converted, Decimal(r.revenue))
+        for r in rows.all()
+    ]
 
 
-async def coupon_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[Any]:
+async def coupon_counts(conn: AsyncConnection, store_id: str, since: datetime | None) -> list[CouponCount]:
     when = [coupons.c.issued_at >= since] if since else []
     rows = await conn.execute(
         select(
@@ -570,8 +661,4 @@ async def coupon_counts(conn: AsyncConnection, store_id: str, since: datetime | 
         .where(coupons.c.store_id == store_id, *when)
         .group_by(coupons.c.flow)
     )
-    return list(rows.all())
-
-
-def week_before(now: datetime) -> datetime:
-    return now - timedelta(days=7)
+    return [CouponCount(r.flow, r.issued, r.redeemed) for r in rows.all()]

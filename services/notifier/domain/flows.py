@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.notifier.domain.messages import encode_trigger
 from shared.funnel import Health, LoyaltyStage
 from shared.funnel_events import (
     BirthdayDueEvent,
@@ -48,7 +49,8 @@ class PlannedMessage:
     marketing: bool
     channel: str
     to_address: str | None
-    # What the trigger said (cart items, order, survey...), kept for rendering at send time.
+    # What the trigger said (cart items, order, survey...), kept for rendering at send time (messages.py
+    # encodes it and decodes it back).
     trigger: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +64,12 @@ class Skipped:
 
 
 SUPPORT_CHANNEL = "support"
+
+# Flows whose templates show recommendations; the others skip the segmenter round trip (welcome is sent the
+# moment a first order lands, and should not wait for it).
+RECOMMENDING_FLOWS = frozenset(
+    {FlowName.FOLLOW_UP, FlowName.REPEAT_MILESTONE, FlowName.WIN_BACK, FlowName.BIRTHDAY}
+)
 
 
 def triggered_flows(event: FunnelEvent, rules: NotifierRules) -> list[FlowName]:
@@ -118,7 +126,7 @@ def _plan_one(
         marketing=not rule.transactional,
         channel=channel,
         to_address=address,
-        trigger={"type": event.type, **_trigger_payload(event)},
+        trigger=encode_trigger(event),
     )
 
 
@@ -132,8 +140,3 @@ def _channel_and_address(
     if rule.channel == Channel.WEBHOOK:
         return Channel.WEBHOOK.value, profile.phone if rules.messaging_webhook else None
     return Channel.EMAIL.value, profile.email
-
-
-def _trigger_payload(event: FunnelEvent) -> dict[str, Any]:
-    payload = getattr(event, "payload", None)
-    return payload.model_dump(mode="json", exclude_none=True) if payload is not None else {}

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.notifier_rules import FrequencyCap, QuietHours
+from services.notifier.domain.flows import SUPPORT_CHANNEL
+from services.notifier.domain.messages import KnownCustomer, Message
+from shared.notifier_rules import Channel, FrequencyCap, QuietHours
 
 WEEK = timedelta(days=7)
 
@@ -134,3 +136,21 @@ def _zone(customer_tz: str | None, store_tz: str) -> ZoneInfo:
             except (ZoneInfoNotFoundError, ValueError):
                 continue
     return ZoneInfo("UTC")
+
+
+def recipient(message: Message, customer: KnownCustomer) -> Recipient:
+    """The facts about the message's recipient the guards judge; its address depends on the channel."""
+    if message.channel == SUPPORT_CHANNEL:
+        address: object = True  # the store's support team, whose webhook was checked at planning
+    elif message.channel == Channel.WEBHOOK.value:
+        address = customer.phone
+    else:
+        address = customer.email
+    return Recipient(
+        has_address=bool(address),
+        accepts_marketing=customer.accepts_marketing,
+        unsubscribed=customer.unsubscribed_at is not None,
+        suppressed=customer.suppressed_at is not None and message.channel == Channel.EMAIL.value,
+        last_order_at=customer.last_order_at,
+        timezone=customer.profile.get("timezone"),
+    )

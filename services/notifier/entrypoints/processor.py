@@ -17,6 +17,7 @@ from services.notifier.adapters import repository
 from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.domain.coupons import attributed_message, redeemed_by
 from services.notifier.domain.flows import PlannedMessage, Skipped, plan
+from services.notifier.domain.messages import MessageStatus
 from shared.events import SHOP_WIDE
 from shared.funnel_events import (
     CartAbandonedEvent,
@@ -94,7 +95,7 @@ class MessagePlanner:
                     await self._refresh_audiences(conn, store, customer_ids, now)
         for flow, status in new:
             PLANNED.labels(flow, status).inc()
-        if any(status == "pending" for _, status in new):
+        if any(status == MessageStatus.PENDING for _, status in new):
             self._on_messages_due()
 
     async def _on_orders(self, conn: AsyncConnection, seen: list[repository.SeenOrder]) -> None:

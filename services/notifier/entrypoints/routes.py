@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters import repository
+from services.notifier.domain.messages import WAITING, MessageStatus
 from shared.notifier_rules import FlowName
 from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, StoreDep
 
@@ -22,7 +23,7 @@ class Notification(BaseModel):
     id: int
     flow: str
     channel: str
-    status: str = Field(
+    status: MessageStatus = Field(
         description="pending (possibly delayed or deferred), sending, sent, failed or skipped"
     )
     skip_reason: str | None = Field(
@@ -144,14 +145,14 @@ async def flows(
             continue
         report.planned += row.n
         report.converted += row.converted
-        report.revenue += Decimal(row.revenue)
-        if row.status == "sent":
+        report.revenue += row.revenue
+        if row.status == MessageStatus.SENT:
             report.sent += row.n
-        elif row.status in ("pending", "sending"):
+        elif row.status in WAITING:
             report.pending += row.n
-        elif row.status == "failed":
+        elif row.status == MessageStatus.FAILED:
             report.failed += row.n
-        elif row.status == "skipped":
+        elif row.status == MessageStatus.SKIPPED:
             reason = row.skip_reason or "unknown"
             report.skipped[reason] = report.skipped.get(reason, 0) + row.n
     return list(reports.values())

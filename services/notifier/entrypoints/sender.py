@@ -13,8 +13,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
 from liquid.exceptions import LiquidError
 from prometheus_client import Counter, Histogram
@@ -27,9 +25,11 @@ from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
 from services.notifier.domain import guards
-from services.notifier.domain.flows import SUPPORT_CHANNEL
+from services.notifier.domain.flows import RECOMMENDING_FLOWS, SUPPORT_CHANNEL
+from services.notifier.domain.messages import KnownCustomer, Message, trigger_currency, trigger_fields
 from services.notifier.domain.personalisation import Coupon, StoreFacts, context
-from shared.funnel import LoyaltyStage
+from services.notifier.domain.support import alert_subject, support_alert
+from shared.funnel_events import OrderRecorded
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
 from shared.stores import StoreConfig, StoreRegistry
@@ -46,13 +46,6 @@ DECIDED = Counter(
 )
 DELIVERY_SECONDS = Histogram("notifier_delivery_seconds", "Render and hand-over time of one message")
 
-PRIORITY_STAGES = (LoyaltyStage.LOYAL.value, LoyaltyStage.ADVOCATE.value)
-# Flows whose templates show recommendations; the others skip the segmenter round trip (welcome is sent the
-# moment a first order lands, and should not wait for it).
-RECOMMENDING_FLOWS = frozenset(
-    {FlowName.FOLLOW_UP, FlowName.REPEAT_MILESTONE, FlowName.WIN_BACK, FlowName.BIRTHDAY}
-)
-
 
 # A temporary delivery failure waits 30 s, then 1, 2, 4... minutes, at most an hour.
 FIRST_RETRY = timedelta(seconds=30)
@@ -61,8 +54,8 @@ MAX_RETRY = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class Claimed:
-    row: Any
-    customer: Any
+    row: Message
+    customer: KnownCustomer
     store: StoreConfig
     rule: FlowRule
     coupon: Coupon | None
@@ -112,7 +105,7 @@ class MessageSender(Poller):
                 await repository.mark_sent_many(conn, delivered, self._clock())
         return len(rows)
 
-    async def _decide(self, conn: AsyncConnection, rows: list[Any], now: datetime) -> list[Claimed]:
+    async def _decide(self, conn: AsyncConnection, rows: list[Message], now: datetime) -> list[Claimed]:
         keys = [(r.store_id, r.customer_id) for r in rows]
         customers = await repository.lock_customers(conn, keys)
         recent = await repository.recent_marketing(conn, keys, now - guards.WEEK)
@@ -135,7 +128,7 @@ class MessageSender(Poller):
                     trigger_at=row.trigger_at or row.created_at,
                     send_before=row.send_before or now + timedelta(days=3650),
                 ),
-                _recipient(row, customer),
+                guards.recipient(row, customer),
                 [at for message_id, at in recent[key] if message_id != row.id],
                 cap=store.notifier.frequency_cap,
                 quiet=store.notifier.quiet_hours,
@@ -166,21 +159,20 @@ class MessageSender(Poller):
     async def _coupon(
         self,
         conn: AsyncConnection,
-        row: Any,
-        customer: Any,
+        row: Message,
+        customer: KnownCustomer,
         store: StoreConfig,
         rule: FlowRule,
         now: datetime,
     ) -> Coupon | None:
         if rule.coupon is None:
             return None
-        trigger = row.context.get("trigger", {})
-        total = trigger.get("total") if trigger.get("type") == "order_placed" else None
+        trigger = row.trigger
         terms = coupon_rules.terms(
             rule.coupon,
-            LoyaltyStage(customer.stage),
-            currency=str(trigger.get("currency") or store.currency),
-            trigger_order_total=Decimal(str(total)) if total is not None else None,
+            customer.stage,
+            currency=trigger_currency(trigger) or store.currency,
+            trigger_order_total=trigger.total if isinstance(trigger, OrderRecorded) else None,
             now=now,
         )
         if terms is None:
@@ -214,17 +206,14 @@ class MessageSender(Poller):
 
     async def _hand_over(self, claimed: Claimed) -> str:
         row, customer, store = claimed.row, claimed.customer, claimed.store
-        trigger = row.context.get("trigger", {})
-        profile = customer.profile or {}
+        trigger = trigger_fields(row.trigger)
+        profile = customer.profile
         if row.channel == SUPPORT_CHANNEL:
             hook = store.notifier.support_webhook
             if hook is None:
                 raise DeliveryError("the store has no support webhook any more", retryable=False)
-            priority = customer.stage in PRIORITY_STAGES
-            await self._webhooks.post(
-                hook, _support_alert(row, customer, trigger, priority), f"message-{row.id}"
-            )
-            return f"Low satisfaction from a {customer.stage} customer" + (" (priority)" if priority else "")
+            await self._webhooks.post(hook, support_alert(row, customer), f"message-{row.id}")
+            return alert_subject(customer)
         recommendations = (
             await self._recommender.recommend(store, seed_products(trigger, profile), self._clock())
             if row.flow in RECOMMENDING_FLOWS
@@ -237,7 +226,11 @@ class MessageSender(Poller):
             trigger=trigger,
             coupon=claimed.coupon,
             recommendations=recommendations,
-            unsubscribe_url=self.unsubscribe_url(customer.unsubscribe_token) if row.marketing else None,
+            unsubscribe_url=(
+                self.unsubscribe_url(customer.unsubscribe_token)
+                if row.marketing and customer.unsubscribe_token
+                else None
+            ),
             language=self._renderer.locale_for(row.flow, profile.get("locale")),
         )
         rendered = self._renderer.render(row.flow, profile.get("locale"), ctx)
@@ -255,6 +248,8 @@ class MessageSender(Poller):
             }
             await self._webhooks.post(hook, payload, f"message-{row.id}")
             return rendered.subject
+        if not customer.email:  # never true: the guards skip a message without an address
+            raise DeliveryError("no email address", retryable=False)
         headers: tuple[tuple[str, str], ...] = ()
         if row.marketing:
             # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL without asking the user.
@@ -285,36 +280,3 @@ class MessageSender(Poller):
             if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
                 # The address will never accept mail: stop every flow from trying it again.
                 await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
-
-
-def _recipient(row: Any, customer: Any) -> guards.Recipient:
-    if row.channel == SUPPORT_CHANNEL:
-        address: object = True
-    elif row.channel == Channel.WEBHOOK.value:
-        address = customer.phone
-    else:
-        address = customer.email
-    return guards.Recipient(
-        has_address=bool(address),
-        accepts_marketing=customer.accepts_marketing,
-        unsubscribed=customer.unsubscribed_at is not None,
-        suppressed=customer.suppressed_at is not None and row.channel == Channel.EMAIL.value,
-        last_order_at=customer.last_order_at,
-        timezone=(customer.profile or {}).get("timezone"),
-    )
-
-
-def _support_alert(row: Any, customer: Any, trigger: dict[str, Any], priority: bool) -> dict[str, Any]:
-    profile = customer.profile or {}
-    return {
-        "type": "low_satisfaction",
-        "priority": priority,
-        "store_id": row.store_id,
-        "customer_id": row.customer_id,
-        "stage": customer.stage,
-        "health": customer.health,
-        "email": customer.email,
-        "first_name": profile.get("first_name"),
-        "orders_count": profile.get("orders_count", 0),
-        "survey": {k: trigger.get(k) for k in ("survey_id", "csat", "ces", "nps", "level")},
-    }
