@@ -22,7 +22,11 @@ def tune_garbage_collector() -> None:
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     tune_garbage_collector()
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    # proxy_headers off: X-Forwarded-For is weighed by the rate limit's TRUSTED_PROXIES alone
+    # (shared/ratelimit.py); uvicorn would otherwise believe it from any loopback peer.
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on", proxy_headers=False
+    )
     workers = getattr(app.state, "workers", None)
     if workers is not None and workers.failed:
         sys.exit(1)

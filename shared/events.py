@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.fields import LanguageTag, email_address
+
 SCHEMA_VERSION: Literal[1] = 1
 
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2, ge=0)]
@@ -87,7 +89,7 @@ class Customer(_Model):
     phone: Annotated[str, Field(max_length=40)] | None = None
     first_name: Annotated[str, Field(max_length=255)] | None = None
     last_name: Annotated[str, Field(max_length=255)] | None = None
-    locale: Annotated[str, Field(max_length=35)] | None = None
+    locale: LanguageTag | None = None
     city: Annotated[str, Field(max_length=255)] | None = None
     country: Annotated[str, Field(max_length=255)] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
@@ -97,11 +99,11 @@ class Customer(_Model):
     @field_validator("email")
     @classmethod
     def _normalise_email(cls, value: str | None) -> str | None:
-        # One customer, one email: identity resolution compares the trimmed, lower-cased form.
-        if value is None:
+        # One customer, one email: identity resolution compares the trimmed, lower-cased form. It becomes a
+        # To header and an SMTP recipient, so anything but one plain address is refused here.
+        if value is None or not value.strip():
             return None
-        value = value.strip().lower()
-        return value or None
+        return email_address(value)
 
     @model_validator(mode="after")
     def _has_identifier(self) -> Customer:

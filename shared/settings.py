@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.ratelimit import parse_networks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +49,23 @@ class SmtpSettings(_Env):
     smtp_connections: int = Field(default=4, ge=1, le=64)
     # Recycled after this many messages: many providers cap messages per connection (often 100).
     smtp_messages_per_connection: int = Field(default=100, ge=1)
+
+
+class ClientRateLimitSettings(_Env):
+    """The per-client-address limit every service applies before routing, authentication and parsing
+    (shared/ratelimit.py). A client here is an IP address; 0 turns the limit off (the benchmark does)."""
+
+    rate_limit_per_client_per_second: float = Field(default=1000, ge=0)
+    rate_limit_per_client_burst: float = Field(default=2000, ge=1)
+    # Comma-separated addresses or networks of the load balancers in front of the service. Only a request
+    # from one of them has its X-Forwarded-For believed; empty (the default) believes no one.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
 
 
 class RuntimeSettings(_Env):

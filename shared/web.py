@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -15,10 +16,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.ratelimit import ClientRateLimitMiddleware, parse_networks
+from shared.settings import ClientRateLimitSettings
 from shared.stores import StoreConfig, StoreRegistry
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
@@ -114,8 +117,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return error_response(503, body, {"Retry-After": "5"})
 
+    async def on_data_error(_: Request, exc: Exception) -> Response:
+        # Postgres refused a value the request carried (a NUL byte, a number out of range...): the request
+        # is at fault, not the database, so 422 rather than "dependency down". No value is echoed back.
+        body = ErrorBody(error="invalid_value", detail="a value in the request cannot be stored or looked up")
+        return error_response(422, body)
+
     for transient in (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError, KafkaError):
         app.add_exception_handler(transient, on_dependency_down)
+    # Handlers are looked up along the exception's MRO, so DataError wins over DBAPIError.
+    app.add_exception_handler(DataError, on_data_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -129,6 +140,63 @@ def _status_code_name(status: int) -> str:
 
 def install_metrics_middleware(app: FastAPI) -> None:
     app.add_middleware(_MetricsMiddleware)
+
+
+def install_input_guard(app: FastAPI) -> None:
+    """Refuse a NUL or other control character in the path or the query before any route sees it: no
+    identifier, email or date holds one, PostgreSQL text cannot store one, and a route would otherwise
+    hand it to the database (which answered with a data error, once mapped to 503)."""
+    app.add_middleware(_InputGuardMiddleware)
+
+
+def _control_character(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+class _InputGuardMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = _bad_input_field(scope)
+            if field is not None:
+                response = error_response(
+                    400,
+                    ErrorBody(
+                        error="bad_request",
+                        detail=f"{field}: must not contain control characters",
+                        errors=[FieldError(field=field, message="must not contain control characters")],
+                    ),
+                )
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
+def _bad_input_field(scope: Scope) -> str | None:
+    if _control_character(scope.get("path", "")):
+        return "path"
+    query = scope.get("query_string", b"")
+    if query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if _control_character(name) or _control_character(value):
+                return f"query.{name}" if not _control_character(name) else "query"
+    return None
+
+
+def install_client_rate_limit(app: FastAPI, service: str, settings: ClientRateLimitSettings) -> None:
+    """Per client address, before routing, authentication and parsing. Install it before the metrics
+    middleware, so that one (added last, outermost) counts the 429s too."""
+    if settings.rate_limit_per_client_per_second <= 0:
+        return
+    app.add_middleware(
+        ClientRateLimitMiddleware,
+        service=service,
+        rate_per_second=settings.rate_limit_per_client_per_second,
+        burst=settings.rate_limit_per_client_burst,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
 
 
 class _MetricsMiddleware:
@@ -217,6 +285,7 @@ COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     404: {"model": ErrorBody, "description": "unknown store or resource"},
     422: {"model": ErrorBody, "description": "invalid parameter (the field is named)"},
+    429: {"model": ErrorBody, "description": "too many requests from this address; retry after Retry-After"},
     503: {"model": ErrorBody, "description": "a dependency (Kafka or Postgres) is down"},
 }
 

@@ -38,6 +38,9 @@ def serve() -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # X-Forwarded-For is weighed by the rate limit's TRUSTED_PROXIES (shared/ratelimit.py) alone;
+        # uvicorn would otherwise believe it from any loopback peer.
+        proxy_headers=False,
     )
 
 

@@ -15,7 +15,14 @@ from services.ingest.routes import segment, webhooks
 from services.ingest.settings import IngestSettings
 from shared.kafka import build_producer
 from shared.stores import StoreRegistry
-from shared.web import document_models, install_error_handlers, install_metrics_middleware, ops_router
+from shared.web import (
+    document_models,
+    install_client_rate_limit,
+    install_error_handlers,
+    install_input_guard,
+    install_metrics_middleware,
+    ops_router,
+)
 from shared.workers import WorkerGroup
 
 
@@ -58,6 +65,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_input_guard(app)
+    install_client_rate_limit(app, "ingest", settings)
     install_metrics_middleware(app)
 
     async def readiness() -> dict[str, bool]:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import KafkaSettings, RuntimeSettings, StoresSettings
+from shared.settings import ClientRateLimitSettings, KafkaSettings, RuntimeSettings, StoresSettings
 
 
-class IngestSettings(KafkaSettings, StoresSettings, RuntimeSettings):
+class IngestSettings(KafkaSettings, StoresSettings, ClientRateLimitSettings, RuntimeSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     # Processes serving the port (uvicorn workers). One by default: on a 2-core machine a second one

@@ -4,10 +4,19 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from shared.settings import DatabaseSettings, KafkaSettings, RuntimeSettings, SmtpSettings, StoresSettings
+from shared.settings import (
+    ClientRateLimitSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    RuntimeSettings,
+    SmtpSettings,
+    StoresSettings,
+)
 
 
-class NotifierSettings(KafkaSettings, DatabaseSettings, StoresSettings, SmtpSettings, RuntimeSettings):
+class NotifierSettings(
+    KafkaSettings, DatabaseSettings, StoresSettings, ClientRateLimitSettings, SmtpSettings, RuntimeSettings
+):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8002
     notifier_group_id: str = "notifier"

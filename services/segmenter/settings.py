@@ -2,10 +2,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import DatabaseSettings, KafkaSettings, RuntimeSettings, StoresSettings
+from shared.settings import (
+    ClientRateLimitSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    RuntimeSettings,
+    StoresSettings,
+)
 
 
-class SegmenterSettings(KafkaSettings, DatabaseSettings, StoresSettings, RuntimeSettings):
+class SegmenterSettings(
+    KafkaSettings, DatabaseSettings, StoresSettings, ClientRateLimitSettings, RuntimeSettings
+):
     segmenter_host: str = "127.0.0.1"
     segmenter_port: int = 8001
     segmenter_group_id: str = "segmenter"

@@ -55,6 +55,7 @@ from shared.events import (
     SurveyAnsweredEvent,
     SurveyScale,
 )
+from shared.fields import email_address, language_tag
 
 CallKind = Literal["identify", "track", "page", "alias"]
 BATCH_KINDS = ("identify", "track", "page", "screen", "alias", "group")
@@ -125,9 +126,15 @@ LongText = Annotated[
     Annotated[str, StringConstraints(max_length=1000)] | None, BeforeValidator(_blank_is_none)
 ]
 Url = Annotated[Annotated[str, StringConstraints(max_length=2000)] | None, BeforeValidator(_blank_is_none)]
-Email = Annotated[Annotated[str, StringConstraints(max_length=320)] | None, BeforeValidator(_blank_is_none)]
+Email = Annotated[
+    Annotated[str, StringConstraints(max_length=320), AfterValidator(email_address)] | None,
+    BeforeValidator(_blank_is_none),
+]
 Phone = Annotated[Annotated[str, StringConstraints(max_length=40)] | None, BeforeValidator(_blank_is_none)]
-Locale = Annotated[Annotated[str, StringConstraints(max_length=35)] | None, BeforeValidator(_blank_is_none)]
+Locale = Annotated[
+    Annotated[str, StringConstraints(max_length=35), AfterValidator(language_tag)] | None,
+    BeforeValidator(_blank_is_none),
+]
 TimeZone = Annotated[Annotated[str, StringConstraints(max_length=64)] | None, BeforeValidator(_blank_is_none)]
 Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
 Birthday = Annotated[datetime | date, AfterValidator(_as_date)]

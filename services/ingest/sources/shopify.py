@@ -36,6 +36,7 @@ from shared.events import (
     Source,
     StorefrontEvent,
 )
+from shared.fields import OptionalEmail, OptionalLanguageTag
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/updated"})
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
@@ -74,11 +75,11 @@ class ShopifyMarketingConsent(_Model):
 
 class ShopifyCustomer(_Model):
     id: int
-    email: str | None = None
+    email: OptionalEmail = None
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
-    locale: str | None = None
+    locale: OptionalLanguageTag = None
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
     accepts_marketing: bool | None = None
@@ -104,13 +105,13 @@ class ShopifyDiscountCode(_Model):
 
 class ShopifyOrder(_Model):
     id: int
-    email: str | None = None
+    email: OptionalEmail = None
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
     cancelled_at: AwareDatetime | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total_price: Annotated[Decimal, Field(ge=0)]
-    customer_locale: str | None = None
+    customer_locale: OptionalLanguageTag = None
     cart_token: str | None = None
     checkout_token: str | None = None
     line_items: tuple[ShopifyLineItem, ...] = ()
@@ -123,14 +124,14 @@ class ShopifyOrder(_Model):
 class ShopifyCheckout(_Model):
     token: str
     cart_token: str | None = None
-    email: str | None = None
+    email: OptionalEmail = None
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total_price: Annotated[Decimal, Field(ge=0)]
     abandoned_checkout_url: str | None = None
-    customer_locale: str | None = None
+    customer_locale: OptionalLanguageTag = None
     buyer_accepts_marketing: bool | None = None
     line_items: tuple[ShopifyLineItem, ...] = ()
     customer: ShopifyCustomer | None = None
@@ -154,7 +155,7 @@ class ShopifyRefund(_Model):
 
 class ShopifyPrivacyCustomer(_Model):
     id: int | None = None
-    email: str | None = None
+    email: OptionalEmail = None
     phone: str | None = None
 
 

@@ -36,6 +36,7 @@ from shared.events import (
     Source,
     StorefrontEvent,
 )
+from shared.fields import OptionalEmail
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 CUSTOMER_TOPICS = frozenset({"customer.created", "customer.updated"})
@@ -105,7 +106,7 @@ class _Model(SourceModel):
 class WooAddress(_Model):
     first_name: str | None = None
     last_name: str | None = None
-    email: str | None = None
+    email: OptionalEmail = None
     phone: str | None = None
     city: str | None = None
     country: str | None = None
@@ -146,7 +147,7 @@ class WooOrder(_Model):
 
 class WooCustomer(_Model):
     id: Annotated[int, Field(ge=1, le=_MAX_ID)]
-    email: str | None = None
+    email: OptionalEmail = None
     first_name: str | None = None
     last_name: str | None = None
     date_created_gmt: GmtDatetime | None = None

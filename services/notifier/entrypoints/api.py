@@ -36,7 +36,9 @@ from shared.kafka import (
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
 from shared.web import (
+    install_client_rate_limit,
     install_error_handlers,
+    install_input_guard,
     install_metrics_middleware,
     ops_router,
 )
@@ -125,6 +127,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_input_guard(app)
+    install_client_rate_limit(app, "notifier", settings)
     install_metrics_middleware(app)
 
     async def readiness() -> dict[str, bool]:

@@ -32,7 +32,9 @@ from shared.logging import get_logger
 from shared.outbox import OutboxRelay
 from shared.stores import StoreRegistry
 from shared.web import (
+    install_client_rate_limit,
     install_error_handlers,
+    install_input_guard,
     install_metrics_middleware,
     ops_router,
 )
@@ -120,6 +122,8 @@ def create_app(settings: SegmenterSettings, *, clock: Callable[[], datetime] = _
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_input_guard(app)
+    install_client_rate_limit(app, "segmenter", settings)
     install_metrics_middleware(app)
 
     async def readiness() -> dict[str, bool]:
