@@ -15,17 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.notifier.adapters.audience_export import csv_safe, google_row, meta_row, people_row
 from services.notifier.adapters.audience_sync import encode_sync_body, sign
 from services.notifier.domain.audiences import (
     CustomerFacts,
-    csv_safe,
     exported_contact,
-    google_row,
     meta_phone,
-    meta_row,
     normalise_email,
     normalise_phone,
-    people_row,
     region_code,
     sha256_hex,
 )

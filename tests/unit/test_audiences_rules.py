@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from services.notifier.adapters.audience_rows import facts_from_row
 from services.notifier.domain.audiences import (
     CustomerFacts,
+    MemberRow,
     Membership,
     evaluate,
     evaluate_all,
     exported_contact,
-    facts_from_row,
+    membership_changes,
     next_change,
 )
 from shared.audience_rules import MAX_SYNC_BATCH, AudienceDefinition, AudienceRules
@@ -283,3 +285,53 @@ def test_the_development_registry_loads_with_its_audiences() -> None:
     assert {"all_customers", "loyal_and_advocates", "win_back", "cart_abandoners", "coffee_regulars"} <= set(
         demo.audiences.active()
     )
+
+
+# --- What the membership rows become (the rule the repository applies) -------------------------------------
+
+VIP = {"vip": AudienceDefinition(description="loyal customers", stages=frozenset({LoyaltyStage.LOYAL}))}
+
+
+def _vip_member(joined_at: datetime, **sync: Any) -> MemberRow:
+    contact = exported_contact(customer(stage=LoyaltyStage.LOYAL))
+    assert contact is not None
+    return MemberRow(True, joined_at, None, contact.as_json(), False, **sync)
+
+
+def test_a_new_member_joins_now_and_is_pending_for_sync_only_when_sync_is_on() -> None:
+    loyal = customer(stage=LoyaltyStage.LOYAL)
+    for sync_on in (False, True):
+        changes = membership_changes(VIP, loyal, {}, sync_on=sync_on, now=NOW)
+        row = changes.upserts["vip"]
+        assert (row.member, row.joined_at, row.sync_pending) == (True, NOW, sync_on)
+        assert changes.removals == ()
+
+
+def test_a_member_whose_facts_did_not_change_writes_nothing_and_keeps_the_time_they_joined() -> None:
+    earlier = NOW - timedelta(days=3)
+    current = {"vip": _vip_member(earlier)}
+    changes = membership_changes(VIP, customer(stage=LoyaltyStage.LOYAL), current, sync_on=False, now=NOW)
+    assert changes.upserts == {}
+    assert changes.removals == ()
+
+
+def test_a_former_member_is_removed_at_once_without_sync_but_stays_until_the_endpoint_heard_of_it() -> None:
+    earlier = NOW - timedelta(days=3)
+    synced = _vip_member(earlier).contact
+    gone = customer(stage=LoyaltyStage.REPEAT)
+    without_sync = membership_changes(VIP, gone, {"vip": _vip_member(earlier)}, sync_on=False, now=NOW)
+    assert without_sync.removals == ("vip",)
+    told = {"vip": _vip_member(earlier, synced_contact=synced)}
+    with_sync = membership_changes(VIP, gone, told, sync_on=True, now=NOW)
+    row = with_sync.upserts["vip"]
+    assert (row.member, row.contact, row.sync_pending) == (False, None, True)
+    # While a batch is in flight, its completion decides what is pending.
+    in_flight = {"vip": _vip_member(earlier, synced_contact=synced, in_flight=True)}
+    waiting = membership_changes(VIP, gone, in_flight, sync_on=True, now=NOW)
+    assert waiting.upserts["vip"].sync_pending is False
+
+
+def test_an_erased_or_unknown_customer_leaves_every_audience_and_needs_no_reevaluation() -> None:
+    current = {"vip": _vip_member(NOW - timedelta(days=3))}
+    changes = membership_changes(VIP, None, current, sync_on=False, now=NOW)
+    assert (changes.upserts, changes.removals, changes.reevaluate_at) == ({}, ("vip",), None)

@@ -17,20 +17,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.notifier.adapters.audience_rows import facts_from_row
 from services.notifier.adapters.tables import (
     audience_members,
     audience_reevaluations,
     audience_sync_batches,
     customers,
 )
-from services.notifier.domain.audiences import (
-    NOT_A_MEMBER,
-    CustomerFacts,
-    evaluate_all,
-    exported_contact,
-    facts_from_row,
-    next_change,
-)
+from services.notifier.domain.audiences import CustomerFacts, MemberRow, membership_changes
 from shared.audience_rules import AudienceDefinition
 from shared.events import SHOP_WIDE
 from shared.stores import StoreConfig
@@ -104,14 +98,14 @@ async def _refresh_chunk(
         .with_for_update()
     )
     facts = {row.customer_id: facts_from_row(row._mapping) for row in facts_rows}
-    existing: dict[str, dict[str, Row[Any]]] = {}
+    existing: dict[str, dict[str, MemberRow]] = {}
     for row in await conn.execute(
         select(audience_members)
         .where(audience_members.c.store_id == store_id, audience_members.c.customer_id.in_(ids))
         .order_by(audience_members.c.customer_id, audience_members.c.audience)
         .with_for_update()
     ):
-        existing.setdefault(row.customer_id, {})[row.audience] = row
+        existing.setdefault(row.customer_id, {})[row.audience] = _member_row(row)
     timers = {
         row.customer_id: row.due_at
         for row in await conn.execute(
@@ -127,25 +121,24 @@ async def _refresh_chunk(
     due: list[dict[str, Any]] = []
     not_due: list[str] = []
     for customer_id in ids:
-        fact = facts.get(customer_id)
-        memberships = evaluate_all(definitions, fact, now) if fact is not None else {}
-        contact = exported_contact(fact) if fact is not None else None
-        contact_json = contact.as_json() if contact is not None else None
-        rows = existing.get(customer_id, {})
-        for audience in sorted(definitions.keys() | rows.keys()):
-            current = rows.get(audience)
-            membership = memberships.get(audience, NOT_A_MEMBER)
-            wanted = _wanted_row(
-                membership.member, membership.changes_at, contact_json, current, sync_on, now
-            )
-            if wanted is None:
-                if current is not None:
-                    removals.append((audience, customer_id))
-            elif current is None or any(getattr(current, key) != value for key, value in wanted.items()):
-                upserts.append(
-                    {"store_id": store_id, "audience": audience, "customer_id": customer_id, **wanted}
-                )
-        due_at = next_change(memberships)
+        changes = membership_changes(
+            definitions, facts.get(customer_id), existing.get(customer_id, {}), sync_on=sync_on, now=now
+        )
+        upserts.extend(
+            {
+                "store_id": store_id,
+                "audience": audience,
+                "customer_id": customer_id,
+                "member": row.member,
+                "joined_at": row.joined_at,
+                "expires_at": row.expires_at,
+                "contact": row.contact,
+                "sync_pending": row.sync_pending,
+            }
+            for audience, row in changes.upserts.items()
+        )
+        removals.extend((audience, customer_id) for audience in changes.removals)
+        due_at = changes.reevaluate_at
         if due_at is None and customer_id in timers:
             not_due.append(customer_id)
         elif due_at is not None and timers.get(customer_id) != due_at:
@@ -191,31 +184,16 @@ async def _refresh_chunk(
         )
 
 
-def _wanted_row(
-    member: bool,
-    expires_at: datetime | None,
-    contact: dict[str, str] | None,
-    row: Row[Any] | None,
-    sync_on: bool,
-    now: datetime,
-) -> dict[str, Any] | None:
-    """The membership row's new state, or None when no row is needed at all."""
-    in_flight = row is not None and row.sync_batch_id is not None
-    synced = row.synced_contact if row is not None else None
-    if not member:
-        # A former member stays, unexported, until the endpoint has heard of the removal.
-        if not sync_on or (synced is None and not in_flight):
-            return None
-        contact, expires_at = None, None
-    joined_at = (row.joined_at if row is not None and row.member else now) if member else None
-    return {
-        "member": member,
-        "joined_at": joined_at,
-        "expires_at": expires_at if member else None,
-        "contact": contact,
-        # While a batch is in flight, its completion decides what is still pending.
-        "sync_pending": sync_on and not in_flight and contact != synced,
-    }
+def _member_row(row: Row[Any]) -> MemberRow:
+    return MemberRow(
+        member=row.member,
+        joined_at=row.joined_at,
+        expires_at=row.expires_at,
+        contact=row.contact,
+        sync_pending=row.sync_pending,
+        synced_contact=row.synced_contact,
+        in_flight=row.sync_batch_id is not None,
+    )
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -1,5 +1,7 @@
-"""Retargeting audiences: who belongs (pure rules of a customer's facts and `now`) and how members are
-exported (consent, normalisation and hashing for the ad platforms).
+"""Retargeting audiences: who belongs (pure rules of a customer's facts and `now`), what a membership row
+becomes when that changes, and how members are matched by the ad platforms (consent, normalisation and
+hashing). Reading the customers rows and the export file formats are adapters' work
+(adapters/audience_rows.py, adapters/audience_export.py).
 
 Membership is decided per customer, incrementally, whenever the notifier learns something about them. A
 time-based criterion (`cart_abandoned_within`, `ordered_within`, `no_order_within`) holds over an interval of
@@ -21,9 +23,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
-from typing import Any, TypeVar
 
 import phonenumbers
 from phonenumbers import geocoder
@@ -159,6 +160,104 @@ def _time_window(d: AudienceDefinition, f: CustomerFacts) -> tuple[datetime | No
     return start, end
 
 
+# --- What a membership row becomes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """A customer's row of one audience as stored: membership, and what the sync endpoint must hear.
+
+    `contact`: the hashes the member may be exported with (None: not exportable); `synced_contact`: what the
+    endpoint was last told; `in_flight`: a batch telling it something is on its way."""
+
+    member: bool
+    joined_at: datetime | None
+    expires_at: datetime | None
+    contact: Mapping[str, str] | None
+    sync_pending: bool
+    synced_contact: Mapping[str, str] | None = None
+    in_flight: bool = False
+
+    def same_state(self, other: MemberRow) -> bool:
+        """Equal in what membership decides (the sync bookkeeping is the sync worker's)."""
+        return (self.member, self.joined_at, self.expires_at, self.contact, self.sync_pending) == (
+            other.member,
+            other.joined_at,
+            other.expires_at,
+            other.contact,
+            other.sync_pending,
+        )
+
+
+def next_member_row(
+    membership: Membership,
+    contact: Mapping[str, str] | None,
+    current: MemberRow | None,
+    *,
+    sync_on: bool,
+    now: datetime,
+) -> MemberRow | None:
+    """The row's new state, or None when no row is needed at all.
+
+    A former member stays, unexported, until the sync endpoint has heard of the removal; a member keeps the
+    time they joined; while a batch is in flight, its completion decides what is still pending."""
+    in_flight = current is not None and current.in_flight
+    synced = current.synced_contact if current is not None else None
+    member, expires_at = membership.member, membership.changes_at
+    if not member:
+        if not sync_on or (synced is None and not in_flight):
+            return None
+        contact, expires_at = None, None
+    joined_at = (current.joined_at if current is not None and current.member else now) if member else None
+    return MemberRow(
+        member=member,
+        joined_at=joined_at,
+        expires_at=expires_at if member else None,
+        contact=contact,
+        sync_pending=sync_on and not in_flight and contact != synced,
+        synced_contact=synced,
+        in_flight=in_flight,
+    )
+
+
+@dataclass(frozen=True)
+class MembershipChanges:
+    """One customer's changes: rows to write (by audience), rows to delete, and when to look again."""
+
+    upserts: dict[str, MemberRow]
+    removals: tuple[str, ...]
+    reevaluate_at: datetime | None
+
+
+def membership_changes(
+    definitions: Mapping[str, AudienceDefinition],
+    facts: CustomerFacts | None,
+    current: Mapping[str, MemberRow],
+    *,
+    sync_on: bool,
+    now: datetime,
+) -> MembershipChanges:
+    """A customer's audience rows after their facts changed (None: the customer is gone, erased or unknown).
+
+    Audiences no longer defined are left like any other: their members leave."""
+    memberships = evaluate_all(definitions, facts, now) if facts is not None else {}
+    contact = exported_contact(facts) if facts is not None else None
+    contact_json = contact.as_json() if contact is not None else None
+    upserts: dict[str, MemberRow] = {}
+    removals: list[str] = []
+    for audience in sorted(definitions.keys() | current.keys()):
+        row = current.get(audience)
+        wanted = next_member_row(
+            memberships.get(audience, NOT_A_MEMBER), contact_json, row, sync_on=sync_on, now=now
+        )
+        if wanted is None:
+            if row is not None:
+                removals.append(audience)
+        elif row is None or not wanted.same_state(row):
+            upserts[audience] = wanted
+    return MembershipChanges(upserts, tuple(removals), next_change(memberships))
+
+
 # --- Consent, normalisation and hashing for exports ---------------------------------------------------------
 
 
@@ -232,118 +331,6 @@ def exported_contact(facts: CustomerFacts) -> HashedContact | None:
     if not facts.consents_to_marketing:
         return None
     return hashed_contact(facts)
-
-
-# --- Export rows --------------------------------------------------------------------------------------------
-
-PEOPLE_COLUMNS = ("customer_id", "email", "phone", "first_name", "last_name", "country", "stage", "health")
-META_COLUMNS = ("EMAIL", "PHONE")  # the Custom Audience schema keys, values hashed
-GOOGLE_COLUMNS = ("Email", "Phone")  # the Customer Match file headers, values hashed
-
-
-def people_row(facts: CustomerFacts) -> list[str]:
-    phone = normalise_phone(facts.phone, facts.country, facts.locale) or facts.phone
-    return [
-        csv_safe(facts.customer_id),
-        csv_safe(normalise_email(facts.email) or ""),
-        phone if phone and phone.startswith("+") and phone[1:].isdigit() else csv_safe(phone or ""),
-        csv_safe(facts.first_name or ""),
-        csv_safe(facts.last_name or ""),
-        csv_safe(facts.country or ""),
-        facts.stage.value if facts.stage else "",
-        facts.health.value if facts.health else "",
-    ]
-
-
-def meta_row(contact: HashedContact) -> list[str]:
-    return [contact.email_sha256 or "", contact.phone_sha256 or ""]
-
-
-def google_row(contact: HashedContact) -> list[str]:
-    return [contact.email_sha256 or "", contact.phone_e164_sha256 or ""]
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: str) -> str:
-    """A cell a spreadsheet will not run as a formula: names come from storefront forms, anyone can type
-    `=HYPERLINK(...)` there (OWASP's CSV injection advice: prefix such cells with a quote)."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
-
-
-# --- Reading the notifier's customers rows ------------------------------------------------------------------
-
-
-def facts_from_row(row: Mapping[Any, Any]) -> CustomerFacts:
-    """A `notifier.customers` row (its `profile` the latest ProfileSnapshot as JSON) -> facts."""
-    profile: Mapping[str, Any] = row.get("profile") or {}
-    last_products = profile.get("last_products") or ()
-    categories = {str(c) for c in profile.get("favourite_categories") or ()}
-    categories |= {str(p["category"]) for p in last_products if isinstance(p, dict) and p.get("category")}
-    products = {str(p["product_id"]) for p in last_products if isinstance(p, dict) and p.get("product_id")}
-    return CustomerFacts(
-        customer_id=str(row["customer_id"]),
-        email=row.get("email"),
-        phone=row.get("phone"),
-        accepts_marketing=row.get("accepts_marketing"),
-        unsubscribed_at=row.get("unsubscribed_at"),
-        first_name=_text(profile.get("first_name")),
-        last_name=_text(profile.get("last_name")),
-        country=_text(profile.get("country")),
-        locale=_text(profile.get("locale")),
-        stage=_enum(LoyaltyStage, row.get("stage") or profile.get("stage")),
-        health=_enum(Health, row.get("health") or profile.get("health")),
-        survey_level=_enum(SurveyLevel, profile.get("survey_level")) or SurveyLevel.NONE,
-        orders_count=_int(profile.get("orders_count")),
-        total_spent=_decimal(profile.get("total_spent")),
-        categories=frozenset(c.strip().casefold() for c in categories),
-        products=frozenset(p.strip().casefold() for p in products),
-        last_order_at=row.get("last_order_at") or _datetime(profile.get("last_order_at")),
-        last_cart_abandoned_at=row.get("last_cart_abandoned_at"),
-    )
-
-
-_E = TypeVar("_E", LoyaltyStage, Health, SurveyLevel)
-
-
-def _text(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
-
-
-def _enum(kind: type[_E], value: object) -> _E | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        return None
-
-
-def _int(value: object) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
-        return 0
-
-
-def _decimal(value: object) -> Decimal:
-    try:
-        return Decimal(str(value)) if value is not None else Decimal("0")
-    except InvalidOperation:
-        return Decimal("0")
-
-
-def _datetime(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo is not None else None
-    return None
 
 
 # --- Countries ----------------------------------------------------------------------------------------------

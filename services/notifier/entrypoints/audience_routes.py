@@ -14,16 +14,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters import audience_repository as repo
-from services.notifier.domain.audiences import (
+from services.notifier.adapters.audience_export import (
     GOOGLE_COLUMNS,
     META_COLUMNS,
     PEOPLE_COLUMNS,
-    CustomerFacts,
-    exported_contact,
     google_row,
     meta_row,
     people_row,
 )
+from services.notifier.domain.audiences import CustomerFacts, exported_contact
 from shared.web import COMMON_ERROR_RESPONSES, ApiError, StoreDep
 
 
