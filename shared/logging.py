@@ -1,12 +1,20 @@
 """Structured JSON logs for every process.
 
-Logs are for operators: they carry ids (store, customer, event) and never personal data such as emails,
-names or addresses. Callers pass ids only; `scrub_personal_data` is the safety net for anything else.
+Logs are for operators: they carry ids (store, event, message) and never personal data such as emails,
+names or addresses. A customer id can be personal itself (a guest is `email:<address>`), so every
+customer id is logged as `customer_ref`, a stable keyed hash (`customer_ref()`: the same customer gives the
+same ref in all three services, so lines can still be followed across them; the API takes the real id).
+`scrub_personal_data` is the safety net: it blanks personal keys, turns customer ids into refs, and
+removes email addresses and quoted input values from free text (errors, SMTP replies, tracebacks).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -18,9 +26,44 @@ _PERSONAL_KEYS = frozenset(
 )
 
 
+# Keys whose value is a customer identifier: logged as a ref, never as is.
+_CUSTOMER_ID_KEYS = frozenset({"customer_id", "customer_key", "customer", "previous_id", "recipient"})
+# Free-text keys that may quote what a customer or a server wrote (an SMTP reply names the address).
+_FREE_TEXT_KEYS = ("event", "error", "reason", "detail", "exception", "message", "exc_info")
+
+_EMAIL = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+\.[^\s<>\"'(),;:@]+")
+# pydantic's `input_value='...'` and asyncpg's `query argument $1: '...'` quote the offending value.
+_QUOTED_INPUT = re.compile(
+    r"(input_value=|query argument \$\d+: )('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)"
+)
+
+# Set LOG_PSEUDONYM_KEY (the same in every service) so refs cannot be reversed by hashing guessed emails.
+_REF_KEY = os.environ.get("LOG_PSEUDONYM_KEY", "").encode()
+
+
+def customer_ref(customer_id: str) -> str:
+    """A stable, non-reversible reference to a customer for logs: `c_` and 16 hex digits."""
+    digest = hmac.new(_REF_KEY, customer_id.encode(), hashlib.sha256).hexdigest()
+    return f"c_{digest[:16]}"
+
+
+def redact_text(text: str) -> str:
+    """Email addresses and quoted input values out of a free-text message (errors, replies, tracebacks)."""
+    text = _EMAIL.sub("[email]", text)
+    return _QUOTED_INPUT.sub(r"\1[redacted]", text)
+
+
 def scrub_personal_data(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in _PERSONAL_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
+    for key in _CUSTOMER_ID_KEYS.intersection(event_dict):
+        value = event_dict.pop(key)
+        if value is not None:
+            event_dict["customer_ref"] = customer_ref(str(value))
+    for key in _FREE_TEXT_KEYS:
+        value = event_dict.get(key)
+        if isinstance(value, str) and ("@" in value or "input" in value or "argument" in value):
+            event_dict[key] = redact_text(value)
     return event_dict
 
 
@@ -37,6 +80,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             *shared_processors,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            # Again, now that a traceback is text: exception messages quote addresses and input values.
+            scrub_personal_data,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -49,6 +94,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         foreign_pre_chain=shared_processors,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            scrub_personal_data,
             structlog.processors.JSONRenderer(),
         ],
     )

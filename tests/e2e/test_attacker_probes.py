@@ -5,8 +5,12 @@ where an attacker has none."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,8 +18,14 @@ import pytest
 
 from deploy.devstack.ports import free_ports
 from deploy.devstack.process import ManagedProcess
+from services.ingest.sources import shopify
+from shared.fields import url_segment
+from shared.kafka import STOREFRONT_EVENTS
 from shared.settings import REPO_ROOT
 from tests.e2e.conftest import RunningServices
+from tests.fixtures.stack import SmtpServer
+from tests.kafka_helpers import end_offsets
+from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +104,96 @@ def test_a_flood_of_unsigned_webhooks_is_refused_429_before_any_signature_check(
     assert codes[:5] == [401] * 5
     assert codes.count(429) >= 6
     assert 'http_rate_limited_total{service="ingest"}' in metrics
+
+
+def _guest_order(email: str) -> tuple[bytes, dict[str, str]]:
+    """A signed orders/create of a guest checkout: no customer object, so the customer is `email:<addr>`."""
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    payload["id"] = uuid.uuid4().int % 10**15
+    payload["customer"] = None
+    payload["email"] = email
+    now = datetime.now(UTC).isoformat()
+    payload.update(created_at=now, processed_at=now, updated_at=now)
+    body = json.dumps(payload).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+        "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", body),
+        "X-Shopify-Event-Id": str(uuid.uuid4()),
+    }
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_segment_email_with_a_header_in_it_is_422_and_reaches_nothing(
+    services: RunningServices, kafka_bootstrap: str
+) -> None:
+    before = await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS)
+    body = {
+        "messageId": str(uuid.uuid4()),
+        "userId": f"attacker-{uuid.uuid4().hex[:8]}",
+        "traits": {"email": "victim@example.com\r\nBcc: everyone@example.net"},
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{services.ingest}/v1/identify", json=body, auth=("demo-write-key", "")
+        )
+        batch = await client.post(
+            f"{services.ingest}/v1/batch",
+            json={"batch": [{"type": "identify", **body, "context": {"locale": "../../etc/passwd"}}]},
+            auth=("demo-write-key", ""),
+        )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["traits.email"]
+    assert batch.status_code == 422, batch.text
+    fields = {e["field"] for e in batch.json()["errors"]}
+    assert fields == {"batch[0].traits.email", "batch[0].context.locale"}
+    assert await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS) == before
+
+
+async def test_guest_ids_and_smtp_replies_stay_out_of_logs_and_error_bodies(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    delivered, bounced = f"guest.{tag}@example.com", f"bounce-{tag}@example.com"
+    async with httpx.AsyncClient(timeout=10) as client:
+        for email in (delivered, bounced):
+            body, headers = _guest_order(email)
+            response = await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+
+        async def welcomed() -> bool:
+            return any(m["To"] == delivered for m in smtp_server.messages)
+
+        await _eventually(welcomed, 60, "the guest's welcome email")
+        bounced_url = (
+            f"{services.notifier}/v1/stores/demo/customers/{url_segment('email:' + bounced)}/notifications"
+        )
+
+        async def refused() -> bool:
+            answer = await client.get(bounced_url, headers=API)
+            return answer.status_code == 200 and any(n["status"] == "failed" for n in answer.json())
+
+        await _eventually(refused, 60, "the bounced guest's welcome marked failed")
+        # An unknown guest's 404 does not echo the address it was asked about.
+        unknown = f"nobody.{tag}@example.com"
+        missing = await client.get(
+            f"{services.segmenter}/v1/stores/demo/customers/{url_segment('email:' + unknown)}", headers=API
+        )
+        assert missing.status_code == 404
+        assert unknown not in missing.text
+    for name, path in services.logs.items():
+        text = path.read_text()
+        for address in (delivered, bounced, tag):
+            assert address not in text, f"{name} logged {address!r}"
+    notifier_log = services.logs["notifier"].read_text()
+    # The lines are there, with the customer as a ref: message_sent for one, message_failed for the other.
+    assert '"message_sent"' in notifier_log
+    assert '"message_failed"' in notifier_log
+    assert '"customer_ref": "c_' in notifier_log

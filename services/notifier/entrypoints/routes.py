@@ -76,7 +76,8 @@ async def _customer_rows(
     """Rows of one customer, or 404 when the notifier has never heard of them."""
     async with request.app.state.engine.connect() as conn:
         if not await repository.customer_known(conn, store_id, customer_id):
-            raise ApiError(404, "customer_not_found", f"no customer {customer_id!r} in store {store_id!r}")
+            # The id is not echoed: a guest's id is their email address.
+            raise ApiError(404, "customer_not_found", f"no such customer in store {store_id!r}")
         return await query(conn, store_id, customer_id)
 
 

@@ -130,9 +130,8 @@ async def get_customer(store: StoreDep, customer_id: str, request: Request) -> C
     async with request.app.state.engine.connect() as conn:
         profile = await repository.get_profile(conn, store.store_id, customer_id)
         if profile is None:
-            raise ApiError(
-                404, "customer_not_found", f"no customer {customer_id!r} in store {store.store_id!r}"
-            )
+            # The id is not echoed: a guest's id is their email address.
+            raise ApiError(404, "customer_not_found", f"no such customer in store {store.store_id!r}")
         history = await repository.get_transitions(conn, store.store_id, profile.customer_id)
     return _out(profile, [TransitionOut(**t.model_dump()) for t in history])
 
