@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
+from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -45,12 +48,65 @@ class WooCommerceConfig(_Model):
 
 
 class SegmentConfig(_Model):
+    # Secret: the store's servers (analytics-node, analytics-python...) send anything with it.
     write_key: SecretStr
+    # Public by nature (it sits in every page's snippet): page views, identity and browsing/cart events only.
+    browser_write_key: str | None = Field(default=None, min_length=8, max_length=200)
+
+
+class WriteKeyKind(StrEnum):
+    SERVER = "server"
+    BROWSER = "browser"
+
+
+_ORIGIN = re.compile(
+    r"^(?P<scheme>https?)://(?P<host>(\*\.)?[a-z0-9.-]+|\[[0-9a-f:]+\])(:(?P<port>\*|[0-9]{1,5}))?$"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+class AllowedOrigin(_Model):
+    """One entry of a store's `allowed_origins`: `scheme://host[:port]`, where the port may be `*` (any port)
+    and the host may start with `*.` (any subdomain, not the bare domain). Without a port, the scheme's
+    default port, as browsers write such an origin without one."""
+
+    scheme: str
+    host: str
+    port: str
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedOrigin:
+        match = _ORIGIN.match(text.strip().lower().rstrip("/"))
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not an origin such as https://shop.example.com, http://127.0.0.1:* or "
+                "https://*.example.com (no path)"
+            )
+        scheme = match["scheme"]
+        return cls(scheme=scheme, host=match["host"], port=match["port"] or _DEFAULT_PORTS[scheme])
+
+    def matches(self, origin: str) -> bool:
+        match = _ORIGIN.match(origin.lower())
+        if match is None or match["scheme"] != self.scheme or match["host"].startswith("*"):
+            return False
+        port = match["port"] or _DEFAULT_PORTS[self.scheme]
+        if self.port not in ("*", port):
+            return False
+        host = match["host"]
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
+        return host == self.host
 
 
 class EmailConfig(_Model):
     from_address: str = "hello@example.com"
     from_name: str = "Our store"
+
+
+@lru_cache(maxsize=1024)
+def _allowed_origin(text: str) -> AllowedOrigin:
+    # Parsed once per registry entry, not once per browser request.
+    return AllowedOrigin.parse(text)
 
 
 class StoreConfig(_Model):
@@ -62,6 +118,9 @@ class StoreConfig(_Model):
     shopify: ShopifyConfig | None = None
     woocommerce: WooCommerceConfig | None = None
     segment: SegmentConfig | None = None
+    # Web origins whose pages may call the Segment API from a browser (CORS), as
+    # `scheme://host[:port|:*]` or `https://*.example.com`. Empty: no browser may call.
+    allowed_origins: tuple[str, ...] = ()
     email: EmailConfig = EmailConfig()
     # Production defaults live in FunnelRules; the development registry shortens the timers so a demo
     # shows every flow within a minute.
@@ -70,6 +129,17 @@ class StoreConfig(_Model):
     notifier: NotifierRules = NotifierRules()
     # Retargeting audiences (defaults: all_customers, loyal_and_advocates, win_back, cart_abandoners), sync.
     audiences: AudienceRules = AudienceRules()
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            AllowedOrigin.parse(origin)
+        return tuple(origin.strip().lower().rstrip("/") for origin in value)
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a page of `origin` (the browser's Origin header) may call with this store's keys."""
+        return any(_allowed_origin(allowed).matches(origin) for allowed in self.allowed_origins)
 
     def accepts_api_key(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.api_key.get_secret_value().encode())
@@ -101,9 +171,22 @@ class StoreRegistry:
             _site_key(s.woocommerce.site_url): s for s in stores if s.woocommerce is not None
         }
         # Indexed by a digest, so looking a presented key up does not compare secrets byte by byte.
-        self._by_write_key = {
-            _digest(s.segment.write_key.get_secret_value()): s for s in stores if s.segment is not None
-        }
+        self._by_write_key: dict[bytes, tuple[StoreConfig, WriteKeyKind]] = {}
+        for s in stores:
+            if s.segment is None:
+                continue
+            keys = [(s.segment.write_key.get_secret_value(), WriteKeyKind.SERVER)]
+            if s.segment.browser_write_key is not None:
+                keys.append((s.segment.browser_write_key, WriteKeyKind.BROWSER))
+            for key, kind in keys:
+                digest = _digest(key)
+                if digest in self._by_write_key:
+                    # Else one store's events would go to another, or the public key pass for the secret one.
+                    raise StoreRegistryError(
+                        f"store {s.store_id!r}: its Segment {kind} write key is already in use "
+                        "(every write key must be unique across stores and kinds)"
+                    )
+                self._by_write_key[digest] = (s, kind)
 
     @classmethod
     def load(cls, path: Path, *, allow_placeholder_secrets: bool = True) -> StoreRegistry:
@@ -142,7 +225,16 @@ class StoreRegistry:
         return self._by_woo_site.get(_site_key(site_url))
 
     def by_write_key(self, write_key: str) -> StoreConfig | None:
+        found = self._by_write_key.get(_digest(write_key))
+        return found[0] if found else None
+
+    def resolve_write_key(self, write_key: str) -> tuple[StoreConfig, WriteKeyKind] | None:
+        """The store a Segment write key belongs to, and whether it is the store's server or browser key."""
         return self._by_write_key.get(_digest(write_key))
+
+    def allows_origin_anywhere(self, origin: str) -> bool:
+        """Whether any store lists `origin`: what a CORS preflight, which carries no write key, can check."""
+        return any(store.allows_origin(origin) for store in self._by_id.values())
 
     def __iter__(self) -> Iterator[StoreConfig]:
         return iter(self._by_id.values())

@@ -42,14 +42,17 @@ def reject_future(events: Sequence[StorefrontEvent], received_at: datetime, fiel
         )
 
 
-def check_rate(limiter: RateLimiter, store_id: str, source: str, cost: int) -> None:
-    wait = limiter.take(store_id, cost, time.monotonic())
+def check_rate(
+    limiter: RateLimiter, store_id: str, source: str, cost: int, *, key: str | None = None, what: str = ""
+) -> None:
+    """429 with Retry-After when `key` (default: the store) is over its rate; `what` names whose rate."""
+    wait = limiter.take(key or store_id, cost, time.monotonic())
     if wait > 0:
         RATE_LIMITED.labels(source).inc()
         raise ApiError(
             429,
             "rate_limited",
-            f"store {store_id!r} is over its event rate; retry later",
+            f"{what or f'store {store_id!r}'} is over its event rate; retry later",
             headers={"Retry-After": str(max(1, round(wait + 0.5)))},
         )
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.ingest.context import Clock, IngestContext
+from services.ingest.cors import SegmentCors
 from services.ingest.producer import EventPublisher, Publisher
 from services.ingest.ratelimit import RateLimiter
-from services.ingest.routes import segment, webhooks
+from services.ingest.routes import segment, segment_settings, webhooks
 from services.ingest.settings import IngestSettings
 from shared.kafka import build_producer
 from shared.stores import StoreRegistry
@@ -44,7 +45,16 @@ def create_app(
             settings, lambda: build_producer(settings, "ingest"), settings.ingest_publish_timeout_seconds
         )
         limiter = RateLimiter(settings.ingest_rate_limit_per_second, settings.ingest_rate_limit_burst)
-        app.state.ingest = IngestContext(settings, stores, active, limiter, clock)
+        browser_key_limiter = RateLimiter(
+            settings.ingest_browser_key_rate_limit_per_second, settings.ingest_browser_key_rate_limit_burst
+        )
+        browser_client_limiter = RateLimiter(
+            settings.ingest_browser_client_rate_limit_per_second,
+            settings.ingest_browser_client_rate_limit_burst,
+        )
+        app.state.ingest = IngestContext(
+            settings, stores, active, limiter, clock, browser_key_limiter, browser_client_limiter
+        )
         workers = WorkerGroup()
         app.state.workers = workers
         workers.start("kafka-connect", active.connect_forever())
@@ -68,6 +78,8 @@ def create_app(
     install_input_guard(app)
     install_client_rate_limit(app, "ingest", settings)
     install_metrics_middleware(app)
+    # Outermost, so the CORS headers reach every answer of the Segment API, errors included.
+    app.add_middleware(SegmentCors, stores=lambda: app.state.ingest.stores)
 
     async def readiness() -> dict[str, bool]:
         ctx: IngestContext = app.state.ingest
@@ -76,5 +88,6 @@ def create_app(
     app.include_router(ops_router(readiness))
     app.include_router(webhooks.router)
     app.include_router(segment.router)
+    app.include_router(segment_settings.router)
     document_models(app, list(segment.REQUEST_MODELS.values()))
     return app

@@ -23,6 +23,9 @@ class IngestContext:
     publisher: Publisher
     limiter: RateLimiter
     clock: Clock
+    # The public browser write key: per store, and per (store, client address). See IngestSettings.
+    browser_key_limiter: RateLimiter
+    browser_client_limiter: RateLimiter
 
 
 def context(request: Request) -> IngestContext:

@@ -19,6 +19,17 @@ class IngestSettings(KafkaSettings, StoresSettings, ClientRateLimitSettings, Run
     segment_max_event_bytes: int = Field(default=32 * 1024, ge=1024)
     segment_max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
     segment_max_batch_events: int = Field(default=2500, ge=1)
-    # Per store and per ingest instance; a batch costs one token per event.
+    # Per store and per ingest instance; a batch costs one token per event. Webhooks and the server write key.
     ingest_rate_limit_per_second: float = Field(default=5000, gt=0)
     ingest_rate_limit_burst: float = Field(default=10000, ge=1)
+    # The public browser write key has a bucket of its own, so a flood sent with it (anyone can read it)
+    # cannot crowd out the store's orders and webhooks...
+    ingest_browser_key_rate_limit_per_second: float = Field(default=1000, gt=0)
+    ingest_browser_key_rate_limit_burst: float = Field(default=2000, ge=1)
+    # ...and each client address sending with it has one too: one visitor's browser sends a few events a
+    # minute, so one address cannot take the whole key's rate either.
+    ingest_browser_client_rate_limit_per_second: float = Field(default=20, gt=0)
+    ingest_browser_client_rate_limit_burst: float = Field(default=200, ge=1)
+    # Where browsers and apps reach ingest (e.g. https://collect.example.com), for the `apiHost` of the
+    # Segment settings document; unset, the scheme and host the settings request itself came to.
+    ingest_public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")

@@ -7,7 +7,7 @@ import pytest
 
 from shared.funnel_rules import FunnelRules
 from shared.settings import REPO_ROOT
-from shared.stores import StoreRegistry, StoreRegistryError
+from shared.stores import AllowedOrigin, StoreRegistry, StoreRegistryError, WriteKeyKind
 
 DEV = REPO_ROOT / "deploy" / "stores.dev.yaml"
 
@@ -48,3 +48,55 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_production_defaults_live_in_code() -> None:
     assert FunnelRules().cart_abandonment == timedelta(hours=1)
+
+
+def test_demo_store_has_a_public_browser_key_and_local_origins() -> None:
+    registry = StoreRegistry.load(DEV)
+    demo = registry.get("demo")
+    assert demo is not None
+    assert registry.resolve_write_key("demo-browser-key") == (demo, WriteKeyKind.BROWSER)
+    assert registry.resolve_write_key("demo-write-key") == (demo, WriteKeyKind.SERVER)
+    assert demo.allows_origin("http://127.0.0.1:41234")
+    assert demo.allows_origin("http://localhost:3000")
+    assert not demo.allows_origin("https://127.0.0.1:41234")  # another scheme is another origin
+    assert not demo.allows_origin("http://127.0.0.1.evil.example:80")
+    assert not demo.allows_origin("null")  # sandboxed iframes and file:// pages
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "matches"),
+    [
+        ("https://shop.example.com", "https://shop.example.com", True),
+        ("https://shop.example.com", "https://shop.example.com:443", True),
+        ("https://shop.example.com", "https://shop.example.com:8443", False),
+        ("https://*.example.com", "https://www.example.com", True),
+        ("https://*.example.com", "https://example.com", False),
+        ("https://*.example.com", "https://evilexample.com", False),
+        ("http://127.0.0.1:*", "http://127.0.0.1:9", True),
+        ("HTTPS://Shop.Example.com/", "https://shop.example.com", True),
+    ],
+)
+def test_allowed_origin_patterns(allowed: str, origin: str, matches: bool) -> None:
+    assert AllowedOrigin.parse(allowed).matches(origin) is matches
+
+
+def test_an_origin_with_a_path_is_refused_naming_the_store(tmp_path: Path) -> None:
+    bad = tmp_path / "stores.yaml"
+    bad.write_text(
+        "stores:\n  shop1:\n    name: Shop\n    api_key: k\n    allowed_origins: ['https://shop.example/cart']\n"
+    )
+    with pytest.raises(StoreRegistryError, match=r"shop1.*allowed_origins"):
+        StoreRegistry.load(bad)
+
+
+def test_a_write_key_used_twice_is_refused(tmp_path: Path) -> None:
+    twice = tmp_path / "stores.yaml"
+    twice.write_text(
+        "stores:\n"
+        "  a:\n    name: A\n    api_key: ka\n"
+        "    segment: {write_key: same-key-123, browser_write_key: pub-a-123}\n"
+        "  b:\n    name: B\n    api_key: kb\n"
+        "    segment: {write_key: other-key-1, browser_write_key: same-key-123}\n"
+    )
+    with pytest.raises(StoreRegistryError, match="already in use"):
+        StoreRegistry.load(twice)

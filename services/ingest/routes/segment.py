@@ -7,6 +7,8 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -17,17 +19,32 @@ from pydantic import BaseModel
 from services.ingest.accept import check_rate, publish, reject_future
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import IngestContext, context
-from services.ingest.sources import segment
+from services.ingest.cors import check_origin
+from services.ingest.sources import segment, segment_browser
 from services.ingest.sources.base import Checked
-from shared.events import StorefrontEvent
-from shared.stores import StoreConfig
+from shared.events import CartUpdatedEvent, StorefrontEvent
+from shared.ratelimit import Network, client_address, parse_networks
+from shared.stores import StoreConfig, WriteKeyKind
 from shared.web import ApiError, ErrorBody, FieldError
 
 CALLS = Counter("ingest_segment_calls_total", "Segment API calls, by kind and outcome", ["kind", "outcome"])
+BROWSER_REFUSED = Counter(
+    "ingest_segment_browser_key_refused_total", "Calls refused because they need the server write key"
+)
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
-Kind = Literal["identify", "track", "page", "alias"]
+Kind = Literal["identify", "track", "page", "screen", "alias", "group"]
+# analytics.js posts to `<apiHost>/<first letter of the call>`, and in batching mode to `<apiHost>/b`, as do
+# analytics-kotlin and analytics-swift; apiHost includes `/v1`.
+SHORT_PATHS: dict[str, Kind] = {
+    "i": "identify",
+    "t": "track",
+    "p": "page",
+    "s": "screen",
+    "a": "alias",
+    "g": "group",
+}
 
 
 class SegmentOk(BaseModel):
@@ -37,6 +54,12 @@ class SegmentOk(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "body is not JSON (or not gzip when it says so)"},
     401: {"model": ErrorBody, "description": "no or unknown write key"},
+    403: {
+        "model": ErrorBody,
+        "description": "the page's origin is not in the store's allowed_origins, or the call (named event "
+        "or field: orders, refunds, surveys, consent, recovery links off the store's origins) needs the "
+        "server write key and came with the public browser key",
+    },
     413: {
         "model": ErrorBody,
         "description": "over 32 KB per event, 500 KB per batch or 2,500 events per batch",
@@ -45,7 +68,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "a field is invalid (each bad field, and batch index, is named)",
     },
-    429: {"model": ErrorBody, "description": "the store is over its rate; retry after Retry-After"},
+    429: {
+        "model": ErrorBody,
+        "description": "the write key (or, with the browser key, the client address) is over its rate; "
+        "retry after Retry-After",
+    },
     503: {"model": ErrorBody, "description": "Kafka did not acknowledge; retry after Retry-After"},
 }
 
@@ -54,13 +81,22 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/v1/identify": segment.IdentifyCall,
     "/v1/track": segment.TrackCall,
     "/v1/page": segment.PageCall,
+    "/v1/screen": segment.ScreenCall,
     "/v1/alias": segment.AliasCall,
+    "/v1/group": segment.GroupCall,
     "/v1/batch": segment.BatchRequest,
 }
 
 
+@dataclass(frozen=True)
+class _Sender:
+    store: StoreConfig
+    key_kind: WriteKeyKind
+
+
 def _write_key(authorization: str | None, payload: Any) -> str | None:
-    # Segment's libraries send the write key as the Basic auth user name with an empty password.
+    # Segment's libraries send the write key as the Basic auth user name with an empty password;
+    # analytics-kotlin and analytics-swift put it in the body only.
     if authorization and authorization[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
@@ -70,16 +106,18 @@ def _write_key(authorization: str | None, payload: Any) -> str | None:
     return segment.write_key_from_body(payload)
 
 
-def _store(ctx: IngestContext, authorization: str | None, payload: Any) -> StoreConfig:
-    key = _write_key(authorization, payload)
-    store = ctx.stores.by_write_key(key) if key else None
-    if store is None:
+def _sender(request: Request, ctx: IngestContext, payload: Any) -> _Sender:
+    key = _write_key(request.headers.get("authorization"), payload)
+    found = ctx.stores.resolve_write_key(key) if key else None
+    if found is None:
         raise ApiError(
             401,
             "unknown_write_key",
             "a known write key is required (Basic auth user, or `writeKey` in the body)",
         )
-    return store
+    store, kind = found
+    check_origin(request, store.allows_origin)
+    return _Sender(store, kind)
 
 
 def _unprocessable(exc: segment.SegmentError) -> ApiError:
@@ -89,94 +127,179 @@ def _unprocessable(exc: segment.SegmentError) -> ApiError:
     )
 
 
+def _refused(exc: segment_browser.BrowserKeyRefused) -> ApiError:
+    BROWSER_REFUSED.inc()
+    errors = [FieldError(field=field, message=why) for field, why in exc.problems]
+    return ApiError(
+        403,
+        "server_key_required",
+        "; ".join(f"{e.field}: {e.message}" for e in errors[:5]),
+        errors=errors,
+    )
+
+
+@lru_cache(maxsize=8)
+def _trusted_proxies(spec: str) -> tuple[Network, ...]:
+    return parse_networks(spec)
+
+
+def _check_browser_rate(request: Request, ctx: IngestContext, sender: _Sender, cost: int) -> None:
+    store_id = sender.store.store_id
+    check_rate(
+        ctx.browser_key_limiter,
+        store_id,
+        "segment",
+        cost,
+        what=f"the browser write key of store {store_id!r}",
+    )
+    # The address as the shared per-client limit sees it (X-Forwarded-For believed from trusted proxies only);
+    # this bucket is tighter and for the public key only, since one visitor sends a few events a minute.
+    client = client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        _trusted_proxies(ctx.settings.trusted_proxies),
+    )
+    check_rate(
+        ctx.browser_client_limiter,
+        store_id,
+        "segment",
+        cost,
+        key=f"{store_id}\x00{client}",
+        what="this client address",
+    )
+
+
+def _without_foreign_links(events: Sequence[StorefrontEvent], store: StoreConfig) -> list[StorefrontEvent]:
+    """With the browser key, a cart's recovery link taken from the page (context.page.url) is kept only on
+    the store's own origins; elsewhere the email falls back to the store's own cart link."""
+    kept: list[StorefrontEvent] = []
+    for event in events:
+        if isinstance(event, CartUpdatedEvent) and event.payload.recovery_url:
+            origin = segment_browser.url_origin(event.payload.recovery_url)
+            if origin is None or not store.allows_origin(origin):
+                event = event.model_copy(
+                    update={"payload": event.payload.model_copy(update={"recovery_url": None})}
+                )
+        kept.append(event)
+    return kept
+
+
 async def _deliver(
-    ctx: IngestContext, kind: str, store: StoreConfig, events: Sequence[StorefrontEvent]
+    request: Request,
+    ctx: IngestContext,
+    kind: str,
+    sender: _Sender,
+    events: Sequence[StorefrontEvent],
 ) -> SegmentOk:
-    check_rate(ctx.limiter, store.store_id, "segment", max(1, len(events)))
+    cost = max(1, len(events))
+    if sender.key_kind is WriteKeyKind.BROWSER:
+        _check_browser_rate(request, ctx, sender, cost)
+        events = _without_foreign_links(events, sender.store)
+    else:
+        check_rate(ctx.limiter, sender.store.store_id, "segment", cost)
     await publish(ctx.publisher, events, "segment")
     CALLS.labels(kind, "accepted").inc()
     return SegmentOk()
 
 
-async def _single(request: Request, kind: Kind, authorization: str | None) -> SegmentOk:
+async def _single(request: Request, kind: Kind) -> SegmentOk:
     ctx = context(request)
     body = await read_limited_body(request, ctx.settings.segment_max_event_bytes)
     payload = parse_json(body)
-    store = _store(ctx, authorization, payload)
+    sender = _sender(request, ctx, payload)
+    if sender.key_kind is WriteKeyKind.BROWSER:
+        try:
+            segment_browser.check_call(kind, payload, sender.store.allows_origin)
+        except segment_browser.BrowserKeyRefused as exc:
+            CALLS.labels(kind, "refused").inc()
+            raise _refused(exc) from exc
     received_at = ctx.clock()
     try:
         events = segment.to_canonical(
-            kind, payload, store_id=store.store_id, received_at=received_at, checked=Checked.body(body)
+            kind,
+            payload,
+            store_id=sender.store.store_id,
+            received_at=received_at,
+            checked=Checked.body(body),
         )
     except segment.SegmentError as exc:
         CALLS.labels(kind, "invalid").inc()
         raise _unprocessable(exc) from exc
     reject_future(events, received_at)
-    return await _deliver(ctx, kind, store, events)
+    return await _deliver(request, ctx, kind, sender, events)
 
 
-def _doc(kind: str) -> dict[str, Any]:
+def _doc(path: str, summary: str) -> dict[str, Any]:
     return {
-        "summary": f"Segment `{kind}` call",
+        "summary": summary,
         "response_model": SegmentOk,
         "responses": ERRORS,
         "openapi_extra": {
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{REQUEST_MODELS[f'/v1/{kind}'].__name__}"}
-                    }
+                    media: {"schema": {"$ref": f"#/components/schemas/{REQUEST_MODELS[path].__name__}"}}
+                    # analytics.js and analytics-kotlin send text/plain (no CORS preflight for the type).
+                    for media in ("application/json", "text/plain")
                 },
             }
         },
     }
 
 
-AuthHeader = Annotated[str | None, Header(description="Basic auth with the write key as user name")]
+AuthHeader = Annotated[
+    str | None, Header(description="Basic auth with the write key as user name (or `writeKey` in the body)")
+]
+
+CALL_DOCS: dict[Kind, str] = {
+    "identify": "Who a user is (traits). With both userId and anonymousId it also links the two "
+    "identities, so the visitor's anonymous views and cart become the known customer's.",
+    "track": "What a user did. Ecommerce v2 events (Order Completed, Checkout Started, Product "
+    'Added/Removed, Cart Viewed, Product Viewed, Order Refunded, Order Cancelled) and "Survey Answered" '
+    "feed the funnel; any other event is kept as a custom event for flows. With the browser key, only "
+    "browsing and cart events (Ecommerce v2) are accepted.",
+    "page": "A page view, kept as a custom event.",
+    "screen": "A mobile screen view, kept like a page view.",
+    "alias": "Links a previous id (usually the anonymous one) to the user id.",
+    "group": 'Accepted, validated and counted (`ingest_segment_calls_total{kind="group"}`), not stored: '
+    "the funnel follows people, not accounts, so group traits do not reach any profile.",
+}
 
 
-@router.post("/identify", **_doc("identify"))
-async def identify(request: Request, authorization: AuthHeader = None) -> SegmentOk:
-    """Who a user is (traits). With both userId and anonymousId it also links the two identities."""
-    return await _single(request, "identify", authorization)
+def _add_call_route(path: str, kind: Kind, summary: str) -> None:
+    async def endpoint(request: Request, authorization: AuthHeader = None) -> SegmentOk:
+        return await _single(request, kind)
+
+    endpoint.__doc__ = CALL_DOCS[kind]
+    router.add_api_route(
+        path, endpoint, methods=["POST"], name=f"segment_{path.strip('/')}", **_doc(f"/v1/{kind}", summary)
+    )
 
 
-@router.post("/track", **_doc("track"))
-async def track(request: Request, authorization: AuthHeader = None) -> SegmentOk:
-    """What a user did. Ecommerce v2 events (Order Completed, Checkout Started, Product Added/Removed, Cart
-    Viewed, Product Viewed, Order Refunded, Order Cancelled) and "Survey Answered" feed the funnel; any other
-    event is kept as a custom event for flows."""
-    return await _single(request, "track", authorization)
+for _kind in CALL_DOCS:
+    _add_call_route(f"/{_kind}", _kind, f"Segment `{_kind}` call")
+for _short, _kind in SHORT_PATHS.items():
+    _add_call_route(f"/{_short}", _kind, f"Segment `{_kind}` call (analytics.js short path)")
 
 
-@router.post("/page", **_doc("page"))
-async def page(request: Request, authorization: AuthHeader = None) -> SegmentOk:
-    """A page view, kept as a custom event."""
-    return await _single(request, "page", authorization)
-
-
-@router.post("/alias", **_doc("alias"))
-async def alias(request: Request, authorization: AuthHeader = None) -> SegmentOk:
-    """Links a previous id (usually the anonymous one) to the user id."""
-    return await _single(request, "alias", authorization)
-
-
-@router.post("/batch", **_doc("batch"))
-async def batch(request: Request, authorization: AuthHeader = None) -> SegmentOk:
-    """Up to 2,500 calls of any kind in one request (500 KB, 32 KB each). All or nothing: if any call is
-    invalid the whole batch is rejected, naming each bad call's index and field."""
+async def _batch(request: Request) -> SegmentOk:
     ctx = context(request)
     settings = ctx.settings
     body = await read_limited_body(request, settings.segment_max_batch_bytes)
     payload = parse_json(body)
-    store = _store(ctx, authorization, payload)
+    sender = _sender(request, ctx, payload)
     _check_event_sizes(payload, settings.segment_max_event_bytes)
+    if sender.key_kind is WriteKeyKind.BROWSER:
+        try:
+            segment_browser.check_batch(payload, sender.store.allows_origin)
+        except segment_browser.BrowserKeyRefused as exc:
+            CALLS.labels("batch", "refused").inc()
+            raise _refused(exc) from exc
     received_at = ctx.clock()
     try:
         events = segment.batch_to_canonical(
             payload,
-            store_id=store.store_id,
+            store_id=sender.store.store_id,
             received_at=received_at,
             max_events=settings.segment_max_batch_events,
             checked=Checked.body(body),
@@ -187,7 +310,25 @@ async def batch(request: Request, authorization: AuthHeader = None) -> SegmentOk
             raise ApiError(413, "too_many_events", exc.errors[0][1]) from exc
         raise _unprocessable(exc) from exc
     reject_future(events, received_at, field_prefix="batch")
-    return await _deliver(ctx, "batch", store, events)
+    return await _deliver(request, ctx, "batch", sender, events)
+
+
+BATCH_DOC = """Up to 2,500 calls of any kind in one request (500 KB, 32 KB each). All or nothing: if any
+call is invalid the whole batch is rejected, naming each bad call's index and field. `/v1/b` is the path
+analytics.js (batching mode), analytics-kotlin and analytics-swift post to."""
+
+
+@router.post("/batch", **_doc("/v1/batch", "Segment batch"))
+async def batch(request: Request, authorization: AuthHeader = None) -> SegmentOk:
+    return await _batch(request)
+
+
+@router.post("/b", **_doc("/v1/batch", "Segment batch (analytics.js and mobile libraries' short path)"))
+async def batch_short(request: Request, authorization: AuthHeader = None) -> SegmentOk:
+    return await _batch(request)
+
+
+batch.__doc__ = batch_short.__doc__ = BATCH_DOC
 
 
 def _check_event_sizes(payload: Any, limit: int) -> None:

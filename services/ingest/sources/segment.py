@@ -57,7 +57,7 @@ from shared.events import (
 )
 from shared.fields import email_address, language_tag
 
-CallKind = Literal["identify", "track", "page", "alias"]
+CallKind = Literal["identify", "track", "page", "screen", "alias", "group"]
 BATCH_KINDS = ("identify", "track", "page", "screen", "alias", "group")
 DEFAULT_CURRENCY = "USD"
 EVENT_ID_PREFIX = "segment:"
@@ -302,6 +302,24 @@ class PageCall(_Call):
     )
 
 
+class ScreenCall(PageCall):
+    """`POST /v1/screen`: a mobile app's screen view, kept like a page view ("Page Viewed: <name>")."""
+
+
+class GroupCall(_Call):
+    """`POST /v1/group`: the user belongs to a group (a company, a household, a team).
+
+    Accepted, validated and counted (`ingest_segment_calls_total{kind="group"}`), not stored: the funnel
+    follows people, not accounts, so neither the membership nor the group's traits reach the profile."""
+
+    group_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID)] = Field(
+        alias="groupId", description="The group's id. Required."
+    )
+    traits: dict[str, Any] | None = Field(
+        None, description="Traits of the group (name, industry...): ignored."
+    )
+
+
 class AliasCall(_Call):
     """`POST /v1/alias`: the user known as previousId is userId from now on."""
 
@@ -332,11 +350,10 @@ class AliasBatchItem(AliasCall):
     type: Literal["alias"] = Field(description="The call's method.")
 
 
-class GroupBatchItem(_Model):
-    """A group call: accepted and ignored (the funnel has no accounts)."""
+class GroupBatchItem(GroupCall):
+    """A group call: validated, counted and not stored (the funnel has no accounts)."""
 
     type: Literal["group"] = Field(description="The call's method.")
-    group_id: Text = Field(None, alias="groupId", description="The group's id.")
 
 
 BatchItem = Annotated[
@@ -562,13 +579,11 @@ def _batch_item(
     kind = item.get("type")
     if kind not in BATCH_KINDS:
         raise SegmentError([("type", f"should be one of {', '.join(BATCH_KINDS)}")])
-    if kind == "group":
-        return []
     own_context = item.get("context")
     if envelope.context is not None and (own_context is None or isinstance(own_context, dict)):
         item = {**item, "context": {**envelope.context, **(own_context or {})}}
     return _map_call(
-        "page" if kind == "screen" else kind,
+        kind,
         item,
         store_id=store_id,
         received_at=received_at,
@@ -596,9 +611,13 @@ def _map_call(
         if kind == "track":
             track = _parse(TrackCall, payload, checked=checked)
             return _track(track, common(track))
-        if kind == "page":
-            page = _parse(PageCall, payload, checked=checked)
+        if kind in ("page", "screen"):
+            page = _parse(ScreenCall if kind == "screen" else PageCall, payload, checked=checked)
             return [_page(page, common(page))]
+        if kind == "group":
+            group = _parse(GroupCall, payload, checked=checked)
+            common(group)  # validated like any call (identity, time), then nothing to publish
+            return []
         if kind == "alias":
             alias = _parse(AliasCall, payload, checked=checked)
             return [_alias(alias, common(alias, alias=True))]
