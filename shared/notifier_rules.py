@@ -176,6 +176,9 @@ class NotifierRules(_Model):
     low_csat_at_most: Annotated[int, Field(ge=1, le=5)] = 2
     support_webhook: SignedWebhook | None = None
     messaging_webhook: SignedWebhook | None = None
+    # Stores on neither Shopify nor WooCommerce (Segment only): each coupon is POSTed here, signed, and the
+    # message waits for the 2xx that says the store's checkout will accept the code.
+    coupon_webhook: SignedWebhook | None = None
     flows: dict[FlowName, FlowRule] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -8,43 +8,131 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.audience_rules import AudienceRules
+from shared.credentials import CredentialError, read_credential
 from shared.funnel_rules import FunnelRules
+from shared.logging import get_logger
 from shared.notifier_rules import NotifierRules
 
 StoreId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
 # Secrets that ship in the development registry; a production deploy must not run with them.
-_PLACEHOLDER_PREFIXES = ("demo-", "change-me", "changeme", "example")
+_PLACEHOLDER_PREFIXES = ("demo-", "change-me", "changeme", "example", "ck_demo", "cs_demo")
+# The Shopify Admin API version every call is pinned to (Shopify supports each for a year).
+SHOPIFY_API_VERSION = "2025-10"
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+
+log = get_logger(__name__)
+
+
+def outside_url(value: str, what: str) -> str:
+    """A platform or webhook address: https, or plain http only on a loopback address (a local test
+    server). Credentials never travel in clear text over a network."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute https URL")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ValueError(f"{what} must use https (http is accepted only for loopback addresses)")
+    return value.strip()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class DiscountCombination(_Model):
+    """Which other discounts a code we create in Shopify combines with (Shopify's `combinesWith`)."""
+
+    order_discounts: bool = False
+    product_discounts: bool = False
+    shipping_discounts: bool = True
+
+
 class ShopifyConfig(_Model):
     shop_domain: str
     webhook_secret: SecretStr
+    # Admin GraphQL API: where, which version, and the access token's env variable or file. Without a
+    # token the store is not connected: coupons stay ours and consent is not synced.
+    api_version: Annotated[str, Field(pattern=r"^(\d{4}-\d{2}|unstable)$")] = SHOPIFY_API_VERSION
+    admin_api_url: str | None = None
+    admin_token_env: EnvName | None = None
+    admin_token_file: Path | None = None
+    combines_with: DiscountCombination = DiscountCombination()
+    # Cashback (follow_up) as Shopify store credit rather than a fixed-amount code; needs the
+    # write_store_credit_account_transactions scope.
+    store_credit: bool = False
 
     @field_validator("shop_domain")
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().lower()
 
+    @field_validator("admin_api_url")
+    @classmethod
+    def _admin_url(cls, value: str | None) -> str | None:
+        return None if value is None else outside_url(value, "shopify.admin_api_url")
+
+    @property
+    def admin_url(self) -> str:
+        return self.admin_api_url or (f"https://{self.shop_domain}/admin/api/{self.api_version}/graphql.json")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.admin_token_env or self.admin_token_file)
+
 
 class WooCommerceConfig(_Model):
     site_url: str
     webhook_secret: SecretStr
+    # REST API v3 with a consumer key and secret (Basic auth over https). Calls go to
+    # `<site_url>wp-json/wc/v3/`; `api_url` overrides that base (a local test site).
+    api_url: str | None = None
+    consumer_key_env: EnvName | None = None
+    consumer_key_file: Path | None = None
+    consumer_secret_env: EnvName | None = None
+    consumer_secret_file: Path | None = None
+    # WooCommerce records no marketing consent: the order or customer meta field the store's opt-in
+    # checkbox writes. Without one, WooCommerce customers get transactional messages only.
+    consent_meta_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    consent_yes_values: tuple[str, ...] = ("yes", "1", "true", "on", "subscribed")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else outside_url(value, "woocommerce.api_url")
+
+    @property
+    def rest_url(self) -> str:
+        base = (
+            self.api_url or outside_url(self.site_url, "woocommerce.site_url").rstrip("/") + "/wp-json/wc/v3"
+        )
+        return base.rstrip("/") + "/"
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.consumer_key_env or self.consumer_key_file)
 
 
 class SegmentConfig(_Model):
@@ -151,10 +239,52 @@ class StoreConfig(_Model):
                 found.append(part.webhook_secret.get_secret_value())
         if self.segment is not None:
             found.append(self.segment.write_key.get_secret_value())
-        for hook in (self.notifier.support_webhook, self.notifier.messaging_webhook, self.audiences.sync):
+        for hook in (
+            self.notifier.support_webhook,
+            self.notifier.messaging_webhook,
+            self.notifier.coupon_webhook,
+            self.audiences.sync,
+        ):
             if hook is not None:
                 found.append(hook.secret.get_secret_value())
         return found
+
+
+@dataclass(frozen=True)
+class PlatformCredentials:
+    """A store's platform credentials as read at start-up; `problems` names what could not be read."""
+
+    shopify_admin_token: SecretStr | None = None
+    woo_consumer_key: SecretStr | None = None
+    woo_consumer_secret: SecretStr | None = None
+    problems: tuple[str, ...] = ()
+
+    def values(self) -> list[str]:
+        found = (self.shopify_admin_token, self.woo_consumer_key, self.woo_consumer_secret)
+        return [s.get_secret_value() for s in found if s is not None]
+
+
+def read_platform_credentials(store: StoreConfig, *, development: bool) -> PlatformCredentials:
+    found: dict[str, SecretStr | None] = {}
+    problems: list[str] = []
+    wanted: list[tuple[str, str | None, Path | None]] = []
+    if store.shopify is not None:
+        wanted.append(("shopify_admin_token", store.shopify.admin_token_env, store.shopify.admin_token_file))
+    if store.woocommerce is not None:
+        woo = store.woocommerce
+        wanted.append(("woo_consumer_key", woo.consumer_key_env, woo.consumer_key_file))
+        wanted.append(("woo_consumer_secret", woo.consumer_secret_env, woo.consumer_secret_file))
+    for name, env, file in wanted:
+        try:
+            found[name] = read_credential(env, file, development=development)
+        except CredentialError as exc:
+            problems.append(f"{name}: {exc}")
+    return PlatformCredentials(
+        shopify_admin_token=found.get("shopify_admin_token"),
+        woo_consumer_key=found.get("woo_consumer_key"),
+        woo_consumer_secret=found.get("woo_consumer_secret"),
+        problems=tuple(problems),
+    )
 
 
 class StoreRegistryError(ValueError):
@@ -187,6 +317,29 @@ class StoreRegistry:
                         "(every write key must be unique across stores and kinds)"
                     )
                 self._by_write_key[digest] = (s, kind)
+        self._credentials: dict[str, PlatformCredentials] = {}
+        self._development = True
+
+    def read_credentials(self, *, development: bool) -> None:
+        """Read every store's platform credentials from the environment or files the registry names. A
+        missing one is not fatal here (ingest and the segmenter never use them): the notifier reports it
+        per store, and skips what needs it as `coupon_unavailable`."""
+        self._development = development
+        for store in self._by_id.values():
+            credentials = read_platform_credentials(store, development=development)
+            self._credentials[store.store_id] = credentials
+            for problem in credentials.problems:
+                log.warning("store_credentials_missing", store_id=store.store_id, problem=problem)
+
+    def credentials(self, store_id: str) -> PlatformCredentials:
+        found = self._credentials.get(store_id)
+        if found is None:
+            store = self._by_id.get(store_id)
+            if store is None:
+                return PlatformCredentials()
+            found = read_platform_credentials(store, development=self._development)
+            self._credentials[store_id] = found
+        return found
 
     @classmethod
     def load(cls, path: Path, *, allow_placeholder_secrets: bool = True) -> StoreRegistry:
@@ -204,13 +357,15 @@ class StoreRegistry:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                 raise StoreRegistryError(f"{path}: store {store_id!r} is invalid: {problems}") from exc
         registry = cls(stores)
+        registry.read_credentials(development=allow_placeholder_secrets)
         if not allow_placeholder_secrets:
             registry._refuse_placeholders()
         return registry
 
     def _refuse_placeholders(self) -> None:
         for store in self._by_id.values():
-            if any(secret.lower().startswith(_PLACEHOLDER_PREFIXES) for secret in store.secrets()):
+            secrets = store.secrets() + self.credentials(store.store_id).values()
+            if any(secret.lower().startswith(_PLACEHOLDER_PREFIXES) for secret in secrets):
                 raise StoreRegistryError(
                     f"store {store.store_id!r} uses a development placeholder secret outside development"
                 )

@@ -141,9 +141,7 @@ async def test_a_segment_email_with_a_header_in_it_is_422_and_reaches_nothing(
         "traits": {"email": "victim@example.com\r\nBcc: everyone@example.net"},
     }
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(
-            f"{services.ingest}/v1/identify", json=body, auth=("demo-write-key", "")
-        )
+        response = await client.post(f"{services.ingest}/v1/identify", json=body, auth=("demo-write-key", ""))
         batch = await client.post(
             f"{services.ingest}/v1/batch",
             json={"batch": [{"type": "identify", **body, "context": {"locale": "../../etc/passwd"}}]},

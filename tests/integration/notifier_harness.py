@@ -17,11 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.devstack.ports import free_ports
+from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.tables import coupons, messages
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
+from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning
 from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.sender import MessageSender
 from shared.funnel_events import FunnelEvent
@@ -58,13 +60,23 @@ class Notifier:
     smtp_host: str
     smtp_port: int
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    # With platforms, coupons are created in the store's Shopify / WooCommerce / coupon webhook before the
+    # message goes out (as in the running notifier); without, they stay ours (tests of other concerns).
+    platforms: bool = False
 
     def sender(self, *, smtp_port: int | None = None, batch_size: int = 50) -> MessageSender:
         # The segmenter is not running in these tests: complements are unavailable and fall back.
         [closed] = free_ports(1)
+        registry = StoreRegistry([self.store])
+        provisioning = (
+            CouponProvisioning(self.engine, PlatformClients(self.http, registry), self.clock)
+            if self.platforms
+            else None
+        )
         return MessageSender(
             engine=self.engine,
-            stores=StoreRegistry([self.store]),
+            stores=registry,
+            coupon_provisioning=provisioning,
             renderer=TemplateRenderer(),
             smtp=SmtpSender(
                 SmtpSettings(

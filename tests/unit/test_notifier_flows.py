@@ -17,9 +17,7 @@ T0 = datetime(2026, 11, 21, 14, 30, tzinfo=UTC)
 RULES = NotifierRules()
 
 
-def flows_of(
-    kind: str, payload: dict[str, Any], rules: NotifierRules = RULES, **profile: Any
-) -> list[str]:
+def flows_of(kind: str, payload: dict[str, Any], rules: NotifierRules = RULES, **profile: Any) -> list[str]:
     event = funnel_event(kind, "demo", "c1", T0, payload, **profile)
     return [item.flow.value for item in plan(event, rules, T0)]
 

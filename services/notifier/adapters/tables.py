@@ -45,6 +45,7 @@ customers = Table(
     Column("suppressed_at", DateTime(timezone=True)),
     Column("suppressed_reason", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("consent_updated_at", DateTime(timezone=True)),
     Index("uq_customers_unsubscribe_token", "unsubscribe_token", unique=True),
 )
 
@@ -91,6 +92,7 @@ messages = Table(
         "claimed_at",
         postgresql_where=text("marketing AND claimed_at IS NOT NULL"),
     ),
+    Index("ix_messages_provisioning", "claimed_at", postgresql_where=text("status = 'provisioning'")),
 )
 
 coupons = Table(
@@ -111,6 +113,13 @@ coupons = Table(
     Column("redeemed_at", DateTime(timezone=True)),
     Column("redeemed_order_id", String(200)),
     Column("redeemed_by", String(400)),
+    # Where the coupon lives (shopify | woocommerce | webhook; NULL: ours alone), its id there, whether it
+    # is a code or store credit, and when the platform confirmed it. No message goes out before that.
+    Column("platform", String(20)),
+    Column("platform_id", String(200)),
+    Column("delivery", String(20), nullable=False, server_default="code"),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("platform_attempts", Integer, nullable=False, server_default="0"),
     UniqueConstraint("store_id", "code", name="uq_coupons_code"),
     UniqueConstraint("store_id", "customer_id", "flow", "trigger_event_id", name="uq_coupons_once"),
     Index("ix_coupons_customer", "store_id", "customer_id"),
@@ -200,4 +209,35 @@ audience_sync_batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True)),
     Index("ix_audience_sync_batches_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+)
+
+# Per store and platform: whether the last call worked, and why not (a revoked token, a missing scope).
+store_connections = Table(
+    "store_connections",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("platform", String(20), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("last_ok_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Unsubscriptions, complaints and permanent bounces on their way to the store's platform (an outbox: the
+# change is recorded with the unsubscription, and a worker tells the platform, retrying until it answers).
+consent_changes = Table(
+    "consent_changes",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_id", String(400), nullable=False),
+    Column("platform", String(20), nullable=False),
+    Column("subscribed", Boolean, nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Index("ix_consent_changes_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
 )

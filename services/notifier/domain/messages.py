@@ -4,7 +4,9 @@ The repository hands these to the sender and the API instead of database rows, s
 status in the code that decides whether a customer gets a message twice or never is a type error.
 
 Life of a message: `pending` (possibly delayed or deferred) -> `sending` (claimed, coupon issued) -> `sent`
-or `failed`; or `skipped` with a reason, at planning or at send time. A `sending` row left behind by a crash
+or `failed`; or `skipped` with a reason, at planning or at send time. A message whose coupon must exist in
+the store's platform goes `pending` -> `provisioning` -> `sending` once the platform confirmed it (or back to
+`pending` later, or `skipped` as `coupon_unavailable`). A `sending` row left behind by a crash
 is never picked up again: a customer may miss a message after a crash, never get two. A retryable failure
 puts the message back to `pending` with a later due time.
 """
@@ -40,12 +42,15 @@ class MessageStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # Claimed, its coupon being created in the store's platform; nothing sent yet, so a crash here is
+    # retried after a lease (the platform is asked first whether the coupon already exists).
+    PROVISIONING = "provisioning"
 
 
 # Statuses of a message that has been (or is being) handed over: what the frequency cap counts.
-CLAIMED = (MessageStatus.SENDING, MessageStatus.SENT)
+CLAIMED = (MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.PROVISIONING)
 # Statuses the per-flow report shows as waiting.
-WAITING = (MessageStatus.PENDING, MessageStatus.SENDING)
+WAITING = (MessageStatus.PENDING, MessageStatus.SENDING, MessageStatus.PROVISIONING)
 
 # The payload of the funnel event that triggered a message, kept with it for rendering at send time.
 Trigger = (

@@ -39,6 +39,8 @@ class Coupon:
     value: Decimal
     currency: str | None
     expires_at: datetime
+    # Cashback credited to the customer's store credit account rather than a code to type at checkout.
+    store_credit: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,5 +183,6 @@ def context(
             "code": coupon.code,
             "description": coupon_description(coupon, locale),
             "expires_on": format_date(coupon.expires_at.date(), format="long", locale=words),
+            "store_credit": coupon.store_credit,
         }
     return ctx

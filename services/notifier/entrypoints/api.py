@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.notifier.adapters.audience_repository import refresh_memberships
+from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
@@ -18,6 +19,7 @@ from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.entrypoints import routes, unsubscribe
 from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
+from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning
 from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
@@ -57,9 +59,7 @@ class _Kafka:
     producer: AIOKafkaProducer | None = None
 
 
-def create_app(
-    settings: NotifierSettings, *, clock: Clock = _utcnow
-) -> FastAPI:
+def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI:
     kafka = _Kafka()
 
     @asynccontextmanager
@@ -85,6 +85,7 @@ def create_app(
             clock=clock,
             batch_size=settings.notifier_send_batch,
             max_attempts=settings.notifier_max_attempts,
+            coupon_provisioning=CouponProvisioning(engine, PlatformClients(http, stores), clock),
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",

@@ -18,17 +18,19 @@ from liquid.exceptions import LiquidError
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.notifier.adapters import repository
+from services.notifier.adapters import platform_repository, repository
 from services.notifier.adapters.recommendations import Recommender, seed_products
 from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
 from services.notifier.domain import guards
+from services.notifier.domain.coupon_platforms import PROVISIONING_LEASE, CouponPlatform, Delivery, placement
 from services.notifier.domain.flows import RECOMMENDING_FLOWS, SUPPORT_CHANNEL
 from services.notifier.domain.messages import KnownCustomer, Message, trigger_currency, trigger_fields
 from services.notifier.domain.personalisation import Coupon, StoreFacts, context
 from services.notifier.domain.support import alert_subject, support_alert
+from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning, Pending
 from shared.funnel_events import OrderRecorded
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
@@ -76,6 +78,7 @@ class MessageSender(Poller):
         batch_size: int,
         max_attempts: int,
         idle_poll_seconds: float = 0.5,
+        coupon_provisioning: CouponProvisioning | None = None,
     ) -> None:
         self._engine = engine
         self._stores = stores
@@ -88,15 +91,23 @@ class MessageSender(Poller):
         super().__init__("sender", batch_size, idle_poll_seconds)
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        # Without it (tests of other concerns), every coupon stays ours alone, as before platforms existed.
+        self._provisioning = coupon_provisioning
 
     async def step(self) -> int:
         return await self.send_due()
 
     async def send_due(self) -> int:
         now = self._clock()
+        pending: list[Pending] = []
         async with self._engine.begin() as conn:
+            if self._provisioning is not None:
+                await platform_repository.release_stale_provisioning(conn, now, PROVISIONING_LEASE)
             rows = await repository.due_messages(conn, now, self._batch_size)
-            claimed = await self._decide(conn, rows, now) if rows else []
+            claimed = await self._decide(conn, rows, now, pending) if rows else []
+        if pending and self._provisioning is not None:
+            # The coupon step: only messages whose coupon the store's platform confirmed go on.
+            claimed = claimed + await self._provisioning.run(pending)
         delivered = [d for d in await asyncio.gather(*(self._deliver(c) for c in claimed)) if d]
         if delivered:
             # One transaction records the whole batch; a crash before it leaves the rows in `sending`,
@@ -105,7 +116,9 @@ class MessageSender(Poller):
                 await repository.mark_sent_many(conn, delivered, self._clock())
         return len(rows)
 
-    async def _decide(self, conn: AsyncConnection, rows: list[Message], now: datetime) -> list[Claimed]:
+    async def _decide(
+        self, conn: AsyncConnection, rows: list[Message], now: datetime, pending: list[Pending]
+    ) -> list[Claimed]:
         keys = [(r.store_id, r.customer_id) for r in rows]
         customers = await repository.lock_customers(conn, keys)
         recent = await repository.recent_marketing(conn, keys, now - guards.WEEK)
@@ -147,12 +160,34 @@ class MessageSender(Poller):
             if row.marketing:
                 recent[key].append((row.id, now))
             DECIDED.labels(row.flow, "send").inc()
+            if coupon is not None and self._provisioning is not None:
+                where = placement(store, coupon.kind)
+                if where.platform != CouponPlatform.OURS:
+                    coupon = await _placed(conn, store, coupon, where.platform.value, where.delivery)
+                    pending.append(
+                        Pending(
+                            claimed=Claimed(row, customer, store, rule, coupon),
+                            store=store,
+                            placement=where,
+                            coupon=coupon,
+                            customer_id=row.customer_id,
+                            email=customer.email,
+                            flow=row.flow,
+                            message_id=row.id,
+                            send_before=row.send_before,
+                            claimed_at=now,
+                        )
+                    )
+                    continue
             claimed.append(Claimed(row, customer, store, rule, coupon))
         # One statement per outcome for the whole batch, not one round trip per message.
         await repository.skip_many(conn, skipped)
         await repository.defer_many(conn, deferred)
         await repository.claim_many(
             conn, [(c.row.id, c.coupon.code if c.coupon else None) for c in claimed], now
+        )
+        await platform_repository.begin_provisioning(
+            conn, [(p.message_id, p.coupon.code) for p in pending], now
         )
         return claimed
 
@@ -280,3 +315,20 @@ class MessageSender(Poller):
             if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
                 # The address will never accept mail: stop every flow from trying it again.
                 await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
+
+
+async def _placed(
+    conn: AsyncConnection, store: StoreConfig, coupon: Coupon, platform: str, delivery: Delivery
+) -> Coupon:
+    """The coupon as stored (a message taken again after a deferral keeps its first terms and expiry,
+    which is what the platform holds), with where it lives."""
+    await platform_repository.place_coupon(conn, store.store_id, coupon.code, platform, delivery.value)
+    row = await platform_repository.coupon_row(conn, store.store_id, coupon.code)
+    return Coupon(
+        row.code,
+        coupon.kind,
+        row.value,
+        row.currency,
+        row.expires_at,
+        store_credit=row.delivery == Delivery.STORE_CREDIT.value,
+    )

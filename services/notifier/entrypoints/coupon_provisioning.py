@@ -1,0 +1,154 @@
+"""The sender's coupon step: between the claim and the send, each coupon is made to exist in the store's
+platform, and only messages whose coupon the platform confirmed go on to be sent.
+
+    decide (one transaction): guards pass -> coupon drawn -> message `provisioning`
+    provision (no transaction held): platform lookup, create only if absent
+    record (one transaction): confirmed -> `sending` (then delivered); away -> `pending` again later;
+                              refused -> `skipped` as `coupon_unavailable`
+
+A crash anywhere here leaves the message in `provisioning`; after a lease the sender takes it back, and the
+lookup before create finds what the platform already made, so nothing is created twice and nothing was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.notifier.adapters import platform_repository
+from services.notifier.adapters.coupon_platforms import PlatformClients
+from services.notifier.domain.coupon_platforms import (
+    COUPON_UNAVAILABLE,
+    Confirmed,
+    CouponOrder,
+    Placement,
+    PlatformError,
+    Retry,
+    StoreWideRefusal,
+    after_failure,
+)
+from services.notifier.domain.personalisation import Coupon
+from shared.logging import get_logger
+from shared.stores import StoreConfig
+
+log = get_logger(__name__)
+
+PROVISIONED = Counter(
+    "notifier_coupon_provisioning_total",
+    "Coupons made to exist in a store's platform, by platform and outcome",
+    ["platform", "outcome"],
+)
+UNAVAILABLE = Counter(
+    "notifier_coupon_unavailable_total",
+    "Messages skipped because the store's platform refused their coupon, by store and platform",
+    ["store_id", "platform"],
+)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A claimed message waiting for its coupon: `claimed` is the sender's own claim object."""
+
+    claimed: Any
+    store: StoreConfig
+    placement: Placement
+    coupon: Coupon
+    customer_id: str
+    email: str | None
+    flow: str
+    message_id: int
+    send_before: datetime | None
+    claimed_at: datetime
+
+
+class CouponProvisioning:
+    def __init__(
+        self, engine: AsyncEngine, platforms: PlatformClients, clock: Callable[[], datetime]
+    ) -> None:
+        self._engine = engine
+        self._platforms = platforms
+        self._clock = clock
+
+    async def run(self, pending: Sequence[Pending]) -> list[Any]:
+        """The claims whose coupon the platform confirmed, now `sending`; the others are recorded."""
+        if not pending:
+            return []
+        results = await asyncio.gather(*(self._ensure(p) for p in pending))
+        now = self._clock()
+        ready: list[Any] = []
+        async with self._engine.begin() as conn:
+            for item, outcome in zip(pending, results, strict=True):
+                platform = item.placement.platform.value
+                code = item.coupon.code
+                attempts = await platform_repository.count_attempt(conn, item.store.store_id, code)
+                if isinstance(outcome, Confirmed):
+                    PROVISIONED.labels(platform, "created" if outcome.created else "found").inc()
+                    await platform_repository.record_connection(
+                        conn, item.store.store_id, platform, None, now
+                    )
+                    if await platform_repository.confirm(
+                        conn,
+                        item.message_id,
+                        item.claimed_at,
+                        item.store.store_id,
+                        code,
+                        outcome.platform_id,
+                        now,
+                    ):
+                        ready.append(item.claimed)
+                    continue
+                verdict = after_failure(outcome, attempts=attempts, now=now, send_before=item.send_before)
+                if isinstance(verdict, Retry):
+                    PROVISIONED.labels(platform, "deferred").inc()
+                    await platform_repository.retry_later(
+                        conn, item.message_id, item.claimed_at, verdict.due_at, verdict.reason
+                    )
+                    log.warning(
+                        "coupon_deferred",
+                        message_id=item.message_id,
+                        store_id=item.store.store_id,
+                        platform=platform,
+                        reason=verdict.reason,
+                        retry_at=verdict.due_at.isoformat(),
+                    )
+                    continue
+                PROVISIONED.labels(platform, COUPON_UNAVAILABLE).inc()
+                UNAVAILABLE.labels(item.store.store_id, platform).inc()
+                await platform_repository.give_up(conn, item.message_id, item.claimed_at, verdict.reason)
+                if isinstance(outcome, StoreWideRefusal):
+                    await platform_repository.record_connection(
+                        conn, item.store.store_id, platform, outcome.reason, now
+                    )
+                log.warning(
+                    "coupon_unavailable",
+                    message_id=item.message_id,
+                    store_id=item.store.store_id,
+                    platform=platform,
+                    reason=verdict.reason,
+                )
+        return ready
+
+    async def _ensure(self, item: Pending) -> Confirmed | PlatformError:
+        order = CouponOrder(
+            code=item.coupon.code,
+            kind=item.coupon.kind,
+            value=item.coupon.value,
+            currency=item.coupon.currency,
+            starts_at=item.claimed_at,
+            expires_at=item.coupon.expires_at,
+            customer_id=item.customer_id,
+            email=item.email,
+            title=f"{item.store.name} · {item.flow.replace('_', ' ')} · {item.coupon.code}",
+            delivery=item.placement.delivery,
+            store_id=item.store.store_id,
+        )
+        try:
+            return await self._platforms.ensure(item.store, item.placement.platform, order)
+        except PlatformError as exc:
+            return exc

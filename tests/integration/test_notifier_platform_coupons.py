@@ -1,0 +1,450 @@
+"""Coupons that take effect where the store lives: the real sender, real Postgres and SMTP, and test servers
+that answer as Shopify's Admin GraphQL API and WooCommerce's REST API document (deploy/platforms/)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from deploy.platforms import shopify_admin, woocommerce
+from deploy.platforms.server import serving
+from services.notifier.adapters.coupon_platforms import PlatformClients
+from services.notifier.adapters.tables import store_connections
+from services.notifier.domain.coupon_platforms import (
+    PROVISIONING_LEASE,
+    CouponOrder,
+    CouponPlatform,
+    Delivery,
+)
+from shared.notifier_rules import CouponKind
+from shared.stores import StoreConfig, StoreRegistry
+from tests.builders import funnel_event
+from tests.fixtures.stack import SmtpServer
+from tests.integration.notifier_harness import Clock, Notifier, dev_store
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "shpat_test_0123456789abcdef"
+KEY, SECRET = "ck_test_key_0123", "cs_test_secret_0123"
+CART = {
+    "cart_id": "k-1",
+    "items": [{"product_id": "p-kit", "title": "Pour-Over Kit", "quantity": 1, "price": "59.90"}],
+    "total": "59.90",
+    "currency": "EUR",
+    "recovery_url": "https://demo-store.example/cart/k-1",
+    "source": "timer",
+}
+ORDER = {
+    "order_id": "o-1",
+    "total": "60.00",
+    "currency": "EUR",
+    "items": [{"product_id": "p-kit", "title": "Pour-Over Kit", "quantity": 1, "price": "60.00"}],
+}
+
+
+def _now() -> datetime:
+    # The test shop checks dates against its own clock, as Shopify would: the notifier's clock starts now.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def shop() -> Iterator[tuple[str, shopify_admin.ShopState]]:
+    state = shopify_admin.ShopState(token=TOKEN)
+    with serving(shopify_admin.create_app(state)) as url:
+        yield url, state
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[str, woocommerce.SiteState]]:
+    state = woocommerce.SiteState(key=KEY, secret=SECRET)
+    with serving(woocommerce.create_app(state)) as url:
+        yield url, state
+
+
+def _secret_file(tmp_path: Path, name: str, value: str) -> Path:
+    path = tmp_path / name
+    path.write_text(value + "\n")
+    return path
+
+
+def connected_store(
+    store_id: str,
+    tmp_path: Path,
+    *,
+    shop_url: str | None = None,
+    site_url: str | None = None,
+    token: str = TOKEN,
+    notifier_rules: dict[str, Any] | None = None,
+    **shopify_options: Any,
+) -> StoreConfig:
+    data = dev_store(store_id, **(notifier_rules or {})).model_dump()
+    data["shopify"] = (
+        {
+            "shop_domain": f"{store_id}.myshopify.com",
+            "webhook_secret": "test-shopify-secret",
+            "admin_api_url": f"{shop_url}/admin/api/2025-10/graphql.json",
+            "admin_token_file": _secret_file(tmp_path, "shopify-token", token),
+            **shopify_options,
+        }
+        if shop_url
+        else None
+    )
+    data["woocommerce"] = (
+        {
+            "site_url": f"https://{store_id}.example.com/",
+            "webhook_secret": "test-woo-secret",
+            "api_url": f"{site_url}/wp-json/wc/v3/",
+            "consumer_key_file": _secret_file(tmp_path, "woo-key", KEY),
+            "consumer_secret_file": _secret_file(tmp_path, "woo-secret", SECRET),
+        }
+        if site_url
+        else None
+    )
+    return StoreConfig.model_validate(data)
+
+
+@pytest.fixture
+async def harness(engine: AsyncEngine, smtp_server: SmtpServer) -> AsyncIterator[list[Notifier]]:
+    made: list[Notifier] = []
+    yield made
+    for n in made:
+        await n.http.aclose()
+
+
+def notifier(made: list[Notifier], engine: AsyncEngine, smtp: SmtpServer, store: StoreConfig) -> Notifier:
+    n = Notifier(engine, store, Clock(_now()), smtp.host, smtp.port, platforms=True)
+    made.append(n)
+    return n
+
+
+def mails_to(smtp_server: SmtpServer, customer_id: str) -> list[Any]:
+    return [m for m in smtp_server.messages if m["To"] == f"{customer_id}@example.com"]
+
+
+async def mails_for(smtp_server: SmtpServer, customer_id: str, count: int = 1) -> list[Any]:
+    """The customer's mails once `count` arrived (the SMTP server records them on its own thread)."""
+    for _ in range(200):
+        found = mails_to(smtp_server, customer_id)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    pytest.fail(f"expected {count} mail(s) to {customer_id}")
+
+
+def text_of(mail: Any) -> str:
+    return str(mail.get_body(("plain",)).get_content())
+
+
+async def abandon(n: Notifier, customer_id: str) -> None:
+    payload = dict(CART, last_activity_at=(n.clock.now - timedelta(hours=1)).isoformat())
+    await n.plan([funnel_event("cart_abandoned", n.store.store_id, customer_id, n.clock.now, payload)])
+
+
+async def test_shopify_code_exists_for_that_customer_before_the_email(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7001")
+    await n.send()
+    [row] = await n.rows("7001")
+    assert row.status == "sent"
+    [coupon] = await n.coupons()
+    assert coupon.platform == "shopify"
+    assert coupon.confirmed_at is not None
+    discount = state.discounts[coupon.code.upper()]
+    assert coupon.platform_id == discount.id
+    # For that one customer, single use, once per customer, 10 % off, expiring with our coupon.
+    assert discount.customers == ["gid://shopify/Customer/7001"]
+    assert discount.usage_limit == 1
+    assert discount.once_per_customer
+    assert discount.kind == "percentage"
+    assert float(discount.value) == pytest.approx(0.10)
+    assert discount.ends_at is not None
+    assert datetime.fromisoformat(discount.ends_at.replace("Z", "+00:00")) == coupon.expires_at
+    assert discount.combines_with == {
+        "orderDiscounts": False,
+        "productDiscounts": False,
+        "shippingDiscounts": True,
+    }
+    [mail] = await mails_for(smtp_server, "7001")
+    assert coupon.code in text_of(mail)
+    # The shop's checkout takes it from that customer once, and from nobody else.
+    now = datetime.now(UTC)
+    assert shopify_admin.redeem(state, coupon.code, "gid://shopify/Customer/9999", now) is not None
+    assert shopify_admin.redeem(state, coupon.code, "gid://shopify/Customer/7001", now) is None
+    assert shopify_admin.redeem(state, coupon.code, "gid://shopify/Customer/7001", now) is not None
+
+
+async def test_woocommerce_coupon_for_the_customers_email(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    site: tuple[str, woocommerce.SiteState],
+) -> None:
+    url, state = site
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, site_url=url))
+    await abandon(n, "801")
+    await n.plan(
+        [
+            funnel_event(
+                "survey_scored",
+                store_id,
+                "802",
+                n.clock.now,
+                {"survey_id": "s-1", "level": "conative", "csat": 5},
+            )
+        ]
+    )
+    await n.send()
+    assert [r.status for r in await n.rows()] == ["sent", "sent"]
+    by_customer = {c.customer_id: c for c in await n.coupons()}
+    cart = state.coupons[by_customer["801"].code.lower()]
+    assert cart["discount_type"] == "percent"
+    assert cart["amount"] == "10"
+    assert cart["email_restrictions"] == ["801@example.com"]
+    assert cart["usage_limit"] == 1
+    assert cart["usage_limit_per_user"] == 1
+    expires = by_customer["801"].expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert cart["date_expires_gmt"] == expires
+    thanks = state.coupons[by_customer["802"].code.lower()]
+    assert thanks["discount_type"] == "fixed_cart"
+    assert thanks["amount"] == "5.00"
+
+
+async def test_a_code_the_platform_already_has_is_found_not_created_again(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    """The notifier is killed between the shop's answer and our commit: the discount exists in the shop, our
+    message is still `provisioning`. Taken again after the lease, the code is looked up and found: one
+    discount, one create call, one email."""
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7002")
+    state.stall_after_create = 30.0
+    first = asyncio.create_task(n.send())
+    for _ in range(400):
+        if state.discounts:
+            break
+        await asyncio.sleep(0.05)
+    assert len(state.discounts) == 1, "the shop never received the create"
+    first.cancel()  # the process dies here: the answer is never read, nothing after it is committed
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    [row] = await n.rows("7002")
+    assert row.status == "provisioning"
+    assert mails_to(smtp_server, "7002") == []
+
+    state.stall_after_create = 0.0
+    await n.send()  # within the lease: the interrupted claim is left alone
+    assert (await n.rows("7002"))[0].status == "provisioning"
+    n.clock.advance(PROVISIONING_LEASE + timedelta(seconds=1))
+    await n.send()
+    [row] = await n.rows("7002")
+    assert row.status == "sent"
+    assert state.calls.count("discountCodeBasicCreate") == 1
+    [coupon] = await n.coupons()
+    assert list(state.discounts) == [coupon.code.upper()]
+    assert len(await mails_for(smtp_server, "7002")) == 1
+
+
+async def test_woocommerce_code_already_on_the_site_is_not_created_twice(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    site: tuple[str, woocommerce.SiteState],
+) -> None:
+    """A sender created the coupon and died before recording it: taken again, the code is looked up on the
+    site (`GET /coupons?code=`) and found, and no second `POST /coupons` goes out."""
+    url, state = site
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, site_url=url))
+    await abandon(n, "803")
+    await n.send()
+    [coupon] = await n.coupons()
+    assert state.calls.count("POST /coupons") == 1
+    clients = PlatformClients(n.http, StoreRegistry([n.store]))
+    order = CouponOrder(
+        code=coupon.code,
+        kind=CouponKind.PERCENT,
+        value=coupon.value,
+        currency=None,
+        starts_at=n.clock.now,
+        expires_at=coupon.expires_at,
+        customer_id="803",
+        email="803@example.com",
+        title="again",
+        delivery=Delivery.CODE,
+        store_id=store_id,
+    )
+    confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order)
+    assert confirmed.created is False
+    assert confirmed.platform_id == coupon.platform_id
+    assert state.calls.count("POST /coupons") == 1
+
+
+async def test_revoked_token_skips_as_coupon_unavailable_and_shows_on_the_store(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, _ = shop
+    store = connected_store(store_id, tmp_path, shop_url=url, token="shpat_revoked_000")
+    n = notifier(harness, engine, smtp_server, store)
+    before = (
+        REGISTRY.get_sample_value(
+            "notifier_coupon_unavailable_total", {"store_id": store_id, "platform": "shopify"}
+        )
+        or 0.0
+    )
+    await abandon(n, "7003")
+    await n.send()
+    [row] = await n.rows("7003")
+    assert (row.status, row.skip_reason) == ("skipped", "coupon_unavailable")
+    assert "401" in row.last_error
+    assert "shpat" not in row.last_error
+    assert mails_to(smtp_server, "7003") == []
+    after = REGISTRY.get_sample_value(
+        "notifier_coupon_unavailable_total", {"store_id": store_id, "platform": "shopify"}
+    )
+    assert after == before + 1
+    async with engine.connect() as conn:
+        [status] = (
+            await conn.execute(select(store_connections).where(store_connections.c.store_id == store_id))
+        ).all()
+    assert status.status == "refused"
+    assert "401" in status.reason
+
+
+async def test_missing_scope_is_unavailable_not_retried(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    state.scopes.discard("write_discounts")
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7004")
+    await n.send()
+    [row] = await n.rows("7004")
+    assert (row.status, row.skip_reason) == ("skipped", "coupon_unavailable")
+    assert "access denied" in row.last_error
+    assert state.discounts == {}
+
+
+async def test_shop_down_defers_with_backoff_then_sends(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7005")
+    state.fail_next = [503]
+    await n.send()
+    [row] = await n.rows("7005")
+    assert row.status == "pending"
+    assert row.due_at == n.clock.now + timedelta(seconds=30)
+    assert "503" in row.last_error
+    assert mails_to(smtp_server, "7005") == []
+    state.fail_next = [502]
+    n.clock.advance(timedelta(seconds=30))
+    await n.send()
+    [row] = await n.rows("7005")
+    assert row.status == "pending"
+    assert row.due_at == n.clock.now + timedelta(seconds=60)
+    n.clock.advance(timedelta(seconds=60))
+    await n.send()
+    [row] = await n.rows("7005")
+    assert row.status == "sent"
+    assert len(state.discounts) == 1
+    assert len(await mails_for(smtp_server, "7005")) == 1
+
+
+async def test_shop_down_past_send_within_expires_as_unavailable(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7006")
+    state.fail_next = [503]
+    [row] = await n.rows("7006")
+    # Shortly before its send_within runs out, the shop is still away: waiting again would only let it
+    # expire, so it is skipped now, with the reason.
+    n.clock.now = row.send_before - timedelta(seconds=10)
+    await n.send()
+    [row] = await n.rows("7006")
+    assert (row.status, row.skip_reason) == ("skipped", "coupon_unavailable")
+    assert "expired" in row.last_error
+    assert "503" in row.last_error
+    assert mails_to(smtp_server, "7006") == []
+
+
+async def test_cashback_as_store_credit_where_the_store_enables_it(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    store = connected_store(
+        store_id,
+        tmp_path,
+        shop_url=url,
+        store_credit=True,
+        notifier_rules={"flows": {"review_request": {"enabled": False}, "follow_up": {"delay": 60}}},
+    )
+    n = notifier(harness, engine, smtp_server, store)
+    await n.plan([funnel_event("order_placed", store_id, "7007", n.clock.now, ORDER)])
+    n.clock.advance(timedelta(seconds=61))
+    await n.send()
+    rows = {r.flow: r for r in await n.rows("7007")}
+    assert rows["follow_up"].status == "sent"
+    [credit] = state.credits
+    assert credit["owner"] == "gid://shopify/Customer/7007"
+    assert credit["amount"] == {"amount": "3.00", "currencyCode": "EUR"}  # 5 % of 60.00
+    [coupon] = await n.coupons()
+    assert coupon.delivery == "store_credit"
+    assert coupon.platform_id == credit["id"]
+    assert state.discounts == {}
+    [mail] = [m for m in await mails_for(smtp_server, "7007") if "win you over" in m["Subject"]]
+    text = text_of(mail)
+    assert "store credit" in text
+    assert coupon.code not in text
