@@ -1,16 +1,19 @@
 """A consumer as an explicit pipeline: decode -> handle the batch (one DB transaction) -> dead-letter the
 poison -> commit offsets. Committing is always the last step, so a crash anywhere before it means the batch
 is delivered again, and the handler's idempotency (a unique event id per row) makes that harmless.
+
+The pipeline sees Kafka through three small protocols (Record, Consumer, Producer) that aiokafka's classes
+satisfy, so its rules are also unit-tested against an in-memory fake (tests/kafka_fakes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
@@ -39,18 +42,94 @@ RETRIES = Counter(
 )
 
 
+class Record(Protocol):
+    """One consumed message (aiokafka's ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+Batches = Mapping[TopicPartition, Sequence[Record]]
+
+
+class Consumer(Protocol):
+    """What the pipeline needs of a consumer in a group (aiokafka's AIOKafkaConsumer)."""
+
+    async def start(self) -> None:
+        """Connect and join the group; raises KafkaError or OSError while the cluster is unreachable."""
+
+    async def stop(self) -> None:
+        """Leave the group and close; what was not committed is delivered again to the next owner."""
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Mapping[TopicPartition, Sequence[Record]]:
+        """The next records of the assigned partitions, in offset order per partition (waits at most
+        timeout_ms when none are buffered)."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit, per partition, the offset of the next record to read; raises CommitFailedError when
+        the group rebalanced and the partition is no longer ours."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned to this member now."""
+
+
+class Producer(Protocol):
+    """What the pipeline needs of a producer to dead-letter (aiokafka's AIOKafkaProducer)."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        """Queue a record; the returned awaitable resolves once the broker acknowledged it (or raises)."""
+
+
 class DlqLimitExceeded(RuntimeError):
     """Too many poison messages in a row: more likely a bad deploy than bad data, so stop and shout."""
 
 
 @dataclass(frozen=True)
 class DlqLimit:
+    """At most this many invalid messages in a row on one partition before the consumer stops."""
+
     max_consecutive_invalid: int = 100
+
+
+@dataclass
+class DlqLimitState:
+    """Consecutive invalid messages, counted per partition as getsentry/arroyo counts them (arroyo/dlq.py,
+    DlqLimitState): an invalid message continues the run when it directly follows the partition's last
+    invalid offset, and starts a new run of one otherwise (a valid message, a gap, a rebalance)."""
+
+    limit: DlqLimit
+    last_invalid: dict[TopicPartition, int] = field(default_factory=dict)
+    consecutive: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def record_invalid(self, record: Record) -> bool:
+        """Count one invalid message; False when it takes its partition over the limit."""
+        tp = TopicPartition(record.topic, record.partition)
+        follows = self.last_invalid.get(tp) == record.offset - 1
+        self.consecutive[tp] = self.consecutive.get(tp, 0) + 1 if follows else 1
+        self.last_invalid[tp] = record.offset
+        return self.consecutive[tp] <= self.limit.max_consecutive_invalid
 
 
 @dataclass(frozen=True)
 class Invalid:
-    record: ConsumerRecord[bytes, bytes]
+    record: Record
     reason: str
 
 
@@ -59,8 +138,8 @@ class ConsumerPipeline(Generic[T]):
         self,
         *,
         name: str,
-        consumer_factory: Callable[[], AIOKafkaConsumer],
-        dlq_producer: Callable[[], AIOKafkaProducer | None],
+        consumer_factory: Callable[[], Consumer],
+        dlq_producer: Callable[[], Producer | None],
         decode: Callable[[bytes], T],
         handle: Callable[[Sequence[T]], Awaitable[Any]],
         dlq_limit: DlqLimit = DlqLimit(),
@@ -72,11 +151,10 @@ class ConsumerPipeline(Generic[T]):
         self._dlq_producer = dlq_producer
         self._decode = decode
         self._handle = handle
-        self._dlq_limit = dlq_limit
+        self._dlq_limit = DlqLimitState(dlq_limit)
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
-        self._consecutive_invalid = 0
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: Consumer | None = None
         self._stopping = False
 
     @property
@@ -105,11 +183,9 @@ class ConsumerPipeline(Generic[T]):
         """Finish the batch in hand, commit it, then leave the group (a clean shutdown)."""
         self._stopping = True
 
-    async def process(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def process(self, consumer: Consumer, batches: Batches) -> None:
         with BATCH_SECONDS.labels(self._name).time():
-            valid: list[tuple[ConsumerRecord[bytes, bytes], T]] = []
+            valid: list[tuple[Record, T]] = []
             invalid: list[Invalid] = []
             for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
                 for record in batches[tp]:
@@ -117,9 +193,8 @@ class ConsumerPipeline(Generic[T]):
                         if record.value is None:
                             raise ValueError("message has no value")
                         valid.append((record, self._decode(record.value)))
-                        self._consecutive_invalid = 0
                     except (ValidationError, ValueError) as exc:
-                        self._poisoned(invalid, Invalid(record, _reason(exc)), exc)
+                        invalid.append(Invalid(record, _reason(exc)))
             if valid:
                 try:
                     await self._handle_with_retry([value for _, value in valid])
@@ -128,34 +203,33 @@ class ConsumerPipeline(Generic[T]):
                         raise
                     await self._isolate(valid, invalid)
             if invalid:
+                self._count_invalid(invalid)
                 await self._dead_letter(invalid)
             await self._commit(consumer, batches)
         CONSUMED.labels(self._name, "processed").inc(sum(len(r) for r in batches.values()) - len(invalid))
         CONSUMED.labels(self._name, "dead_lettered").inc(len(invalid))
 
-    def _poisoned(self, invalid: list[Invalid], item: Invalid, exc: BaseException) -> None:
-        invalid.append(item)
-        self._consecutive_invalid += 1
-        if self._consecutive_invalid > self._dlq_limit.max_consecutive_invalid:
-            raise DlqLimitExceeded(
-                f"{self._consecutive_invalid} invalid messages in a row on "
-                f"{item.record.topic}/{item.record.partition}; last: {item.reason}"
-            ) from exc
+    def _count_invalid(self, invalid: list[Invalid]) -> None:
+        """Before anything is dead-lettered or committed: stop when a partition has had too many invalid
+        messages in a row. Counted in offset order, once the batch's isolation found every one of them."""
+        for item in sorted(invalid, key=lambda i: (i.record.topic, i.record.partition, i.record.offset)):
+            if not self._dlq_limit.record_invalid(item.record):
+                raise DlqLimitExceeded(
+                    f"more than {self._dlq_limit.limit.max_consecutive_invalid} invalid messages in a row "
+                    f"on {item.record.topic}/{item.record.partition}; last: {item.reason}"
+                )
 
-    async def _isolate(
-        self, valid: list[tuple[ConsumerRecord[bytes, bytes], T]], invalid: list[Invalid]
-    ) -> None:
+    async def _isolate(self, valid: list[tuple[Record, T]], invalid: list[Invalid]) -> None:
         """The database refused the batch's data: handle its messages one by one, so only the message(s)
         it refuses go to the dead-letter topic and the rest of the batch still counts."""
         log.warning("batch_refused_isolating", consumer=self._name, messages=len(valid))
         for record, value in valid:
             try:
                 await self._handle_with_retry([value])
-                self._consecutive_invalid = 0
             except Exception as exc:
                 if not is_bad_data(exc):
                     raise
-                self._poisoned(invalid, Invalid(record, f"refused by the database: {_reason(exc)}"), exc)
+                invalid.append(Invalid(record, f"refused by the database: {_reason(exc)}"))
 
     async def _handle_with_retry(self, valid: list[T]) -> None:
         attempt = 0
@@ -209,9 +283,7 @@ class ConsumerPipeline(Generic[T]):
                 await sleep_backoff(attempt)
                 attempt += 1
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def _commit(self, consumer: Consumer, batches: Batches) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         try:
             await consumer.commit(offsets)

@@ -1,4 +1,4 @@
-"""Database helpers: engine and session factories, a readiness probe, and Alembic runs."""
+"""Database helpers: the engine factory, a readiness probe, and Alembic runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import DatabaseSettings
 
@@ -29,10 +29,6 @@ def build_engine(settings: DatabaseSettings, *, custom_plans: bool = False) -> A
         # A dead server must fail a request quickly, not hang it.
         connect_args=connect_args,
     )
-
-
-def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 async def database_reachable(engine: AsyncEngine, within_seconds: float = 2.0) -> bool:

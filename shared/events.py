@@ -307,7 +307,3 @@ def encode_event(event: StorefrontEvent) -> bytes:
 def decode_event(raw: bytes | str) -> StorefrontEvent:
     """Parse one message value; raises pydantic.ValidationError for anything that is not a v1 event."""
     return _ADAPTER.validate_json(raw)
-
-
-def storefront_event_json_schema() -> dict[str, Any]:
-    return _ADAPTER.json_schema()

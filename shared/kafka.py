@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -16,7 +16,16 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.settings import KafkaSettings
 
-ClientT = TypeVar("ClientT", AIOKafkaProducer, AIOKafkaConsumer)
+
+class Startable(Protocol):
+    """A Kafka client as start_forever sees it: aiokafka's producer or consumer, or a fake of one."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=Startable)
 
 STOREFRONT_EVENTS = "storefront-events"
 FUNNEL_EVENTS = "funnel-events"

@@ -399,7 +399,7 @@ async def test_linking_in_one_batch_gives_the_same_profile_as_one_event_at_a_tim
     # re-pointed that id's history, so the survivor's history is missing them.
     assert stage_moves(batched_profile) == stage_moves(one_by_one), (
         "transitions of the anonymous profile recorded in the same batch as the merge are lost from the "
-        "survivor's history (processor.Changes.write re-points before add_transitions inserts them)"
+        "survivor's history (write_set.Changes.write re-points before add_transitions inserts them)"
     )
 
 

@@ -15,13 +15,14 @@ from services.segmenter.domain.funnel import (
     Decision,
     decide,
     decide_timer,
+    erase_shop,
     identifiers_of,
     merge,
     next_birthday_reminder,
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
-from shared.events import StorefrontEvent, decode_event
+from shared.events import SHOP_WIDE, StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import CustomerUpdatedEvent, funnel_event_id
@@ -403,6 +404,28 @@ def test_erasure_removes_personal_data_and_keeps_the_aggregates() -> None:
     assert erased.orders_count == 1
     assert erased.stage == LoyaltyStage.FIRST_TIME
     assert [e.type for e in d.funnel_events] == ["customer_erased"]
+
+
+def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once() -> None:
+    ann, _ = run(order("o1", email="ann@example.com", first_name="Ann", store_customer_id="c1"))
+    bob, _ = run(
+        ev("customer_upserted", email="bob@example.com", birthday="1990-05-01", store_customer_id="c2")
+    )
+    erasure = erase_shop("demo", [ann, bob], "redact-1", T0)
+    assert [(d.profile.customer_id, d.profile.email, d.profile.erased) for d in erasure.decisions] == [
+        ("c1", None, True),
+        ("c2", None, True),
+    ]
+    assert [d.funnel_events for d in erasure.decisions] == [[], []]  # no event per customer...
+    assert erasure.decisions[1].timers[BIRTHDAY_TIMER] is None  # ...but their timers go
+    [shop] = erasure.funnel_events  # ...and one for the store
+    assert (shop.type, shop.store_id, shop.customer_id, shop.caused_by) == (
+        "customer_erased",
+        "demo",
+        SHOP_WIDE,
+        "redact-1",
+    )
+    assert shop.event_id == funnel_event_id("redact-1", "customer_erased")
 
 
 def test_identifiers_of_an_event() -> None:

@@ -1,8 +1,7 @@
 """Queries of the segmenter. The caller owns the transaction: every function takes an open connection.
 
 The write path of a batch is one statement per table whatever the batch size: rows travel as arrays
-(`unnest`), so the statement text never changes, Postgres plans it once per connection, and a batch of
-1,000 events costs a dozen round trips instead of a multi-row VALUES list compiled anew each time.
+(`unnest`, see unnest.py), so a batch of 1,000 events costs a dozen round trips.
 """
 
 from __future__ import annotations
@@ -16,11 +15,16 @@ from sqlalchemy import Text, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters.tables import (
+    copurchases,
     identities,
+    orders,
+    outbox,
+    processed_events,
     profiles,
     timers,
     transitions,
 )
+from services.segmenter.adapters.unnest import insert_rows, params, unnest
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_events import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
@@ -28,15 +32,9 @@ from shared.kafka import FUNNEL_EVENTS
 CustomerKey = tuple[str, str]
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows -> one list per column: what `unnest` takes."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
-_CLAIM = text(
-    "INSERT INTO segmenter.processed_events (store_id, event_id) "
-    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:event_ids AS text[])) "
-    "ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
+_CLAIMED = ("store_id", "event_id")
+_CLAIM = insert_rows(
+    processed_events, _CLAIMED, "ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
 )
 
 
@@ -49,14 +47,14 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
         return set()
     # A second copy inside the batch would make ON CONFLICT see one key twice in one statement.
     unique = list(dict.fromkeys((store_id, event_id) for event_id, store_id in events))
-    store_ids, event_ids = _columns(unique, 2)
-    result = await conn.execute(_CLAIM, {"store_ids": store_ids, "event_ids": event_ids})
+    result = await conn.execute(_CLAIM, params(_CLAIMED, unique))
     return {(r.store_id, r.event_id) for r in result}
 
 
+_IDENTITY_KEY = ("store_id", "identifier")
 _LOAD_IDENTITIES = text(
-    "SELECT i.store_id, i.identifier, i.customer_id FROM segmenter.identities i "
-    "JOIN unnest(CAST(:store_ids AS text[]), CAST(:identifiers AS text[])) AS w(store_id, identifier) "
+    "SELECT i.store_id, i.identifier, i.customer_id FROM segmenter.identities i "  # noqa: S608 - our own names
+    f"JOIN {unnest(identities, _IDENTITY_KEY, 'w')} "
     "ON i.store_id = w.store_id AND i.identifier = w.identifier"
 )
 
@@ -67,26 +65,22 @@ async def load_identities(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    store_ids, identifiers = _columns(wanted, 2)
-    result = await conn.execute(_LOAD_IDENTITIES, {"store_ids": store_ids, "identifiers": identifiers})
+    result = await conn.execute(_LOAD_IDENTITIES, params(_IDENTITY_KEY, wanted))
     return {(r.store_id, r.identifier): r.customer_id for r in result}
 
 
-_SAVE_IDENTITIES = text(
-    "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
-    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:identifiers AS text[]), "
-    "CAST(:customer_ids AS text[])) "
-    "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id"
+_IDENTITY = ("store_id", "identifier", "customer_id")
+_SAVE_IDENTITIES = insert_rows(
+    identities,
+    _IDENTITY,
+    "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id",
 )
 
 
 async def save_identities(conn: AsyncConnection, rows: dict[tuple[str, str], str]) -> None:
     if not rows:
         return
-    store_ids, identifiers, customer_ids = _columns([(s, i, c) for (s, i), c in sorted(rows.items())], 3)
-    await conn.execute(
-        _SAVE_IDENTITIES, {"store_ids": store_ids, "identifiers": identifiers, "customer_ids": customer_ids}
-    )
+    await conn.execute(_SAVE_IDENTITIES, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())]))
 
 
 async def forget_identities(
@@ -106,9 +100,10 @@ def _profile(row: Any) -> Profile:
     return Profile.model_validate_json(row.facts)
 
 
+_PROFILE_KEY = ("store_id", "customer_id")
 _LOAD_PROFILES = (
-    "SELECT p.facts::text AS facts FROM segmenter.profiles p "
-    "JOIN unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[])) AS w(store_id, customer_id) "
+    "SELECT p.facts::text AS facts FROM segmenter.profiles p "  # noqa: S608 - our own names
+    f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
     "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
 )
@@ -123,9 +118,8 @@ async def load_profiles_for_update(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    store_ids, customer_ids = _columns(wanted, 2)
     stmt = _LOAD_PROFILES_SKIP_LOCKED if skip_locked else _LOAD_PROFILES_LOCKED
-    result = await conn.execute(stmt, {"store_ids": store_ids, "customer_ids": customer_ids})
+    result = await conn.execute(stmt, params(_PROFILE_KEY, wanted))
     found = (_profile(r) for r in result)
     return {(p.store_id, p.customer_id): p for p in found}
 
@@ -140,26 +134,16 @@ async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -
     return [_profile(r) for r in (await conn.execute(stmt)).all()]
 
 
-_SAVE_PROFILES = text(
-    "INSERT INTO segmenter.profiles (store_id, customer_id, stage, health, email, orders_count, total_spent, "
-    "first_order_at, last_order_at, survey_level, merged_into, facts) "
-    "SELECT store_id, customer_id, stage, health, email, orders_count, total_spent, first_order_at, "
-    "last_order_at, survey_level, merged_into, facts::jsonb FROM unnest(CAST(:store_ids AS text[]), "
-    "CAST(:customer_ids AS text[]), CAST(:stages AS text[]), CAST(:healths AS text[]), "
-    "CAST(:emails AS text[]), CAST(:orders_counts AS integer[]), CAST(:total_spents AS numeric[]), "
-    "CAST(:first_order_ats AS timestamptz[]), CAST(:last_order_ats AS timestamptz[]), "
-    "CAST(:survey_levels AS text[]), CAST(:merged_intos AS text[]), CAST(:facts AS text[])) "
-    "AS r(store_id, customer_id, stage, health, email, orders_count, total_spent, first_order_at, "
-    "last_order_at, survey_level, merged_into, facts) "
-    "ON CONFLICT (store_id, customer_id) DO UPDATE SET stage = excluded.stage, health = excluded.health, "
-    "email = excluded.email, orders_count = excluded.orders_count, total_spent = excluded.total_spent, "
-    "first_order_at = excluded.first_order_at, last_order_at = excluded.last_order_at, "
-    "survey_level = excluded.survey_level, merged_into = excluded.merged_into, facts = excluded.facts"
-)
-_PROFILE_COLUMNS = (
-    "store_ids", "customer_ids", "stages", "healths", "emails", "orders_counts", "total_spents",
-    "first_order_ats", "last_order_ats", "survey_levels", "merged_intos", "facts",
+_PROFILE = (
+    "store_id", "customer_id", "stage", "health", "email", "orders_count", "total_spent", "first_order_at",
+    "last_order_at", "survey_level", "merged_into", "facts",
 )  # fmt: skip
+_SAVE_PROFILES = insert_rows(
+    profiles,
+    _PROFILE,
+    "ON CONFLICT (store_id, customer_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
+)
 
 
 def _profile_row(p: Profile) -> tuple[Any, ...]:
@@ -183,18 +167,14 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
 async def save_profiles(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
     rows = [_profile_row(p) for p in changed]
     if rows:
-        columns = _columns(rows, len(_PROFILE_COLUMNS))
-        await conn.execute(_SAVE_PROFILES, dict(zip(_PROFILE_COLUMNS, columns, strict=True)))
+        await conn.execute(_SAVE_PROFILES, params(_PROFILE, rows))
 
 
-_SAVE_ORDERS = text(
-    "INSERT INTO segmenter.orders (store_id, order_id, customer_id, placed_at, total, refunded, counts) "
-    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:order_ids AS text[]), "
-    "CAST(:customer_ids AS text[]), CAST(:placed_ats AS timestamptz[]), CAST(:totals AS numeric[]), "
-    "CAST(:refundeds AS numeric[]), CAST(:counts AS boolean[])) "
-    "ON CONFLICT (store_id, order_id) DO UPDATE SET customer_id = excluded.customer_id, "
-    "placed_at = excluded.placed_at, total = excluded.total, refunded = excluded.refunded, "
-    "counts = excluded.counts"
+_ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
+_SAVE_ORDERS = insert_rows(
+    orders,
+    _ORDER,
+    "ON CONFLICT (store_id, order_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _ORDER[2:]),
 )
 
 
@@ -217,17 +197,15 @@ async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, It
     }
     if not by_key:
         return
-    names = ("store_ids", "order_ids", "customer_ids", "placed_ats", "totals", "refundeds", "counts")
-    columns = _columns(list(by_key.values()), len(names))
-    await conn.execute(_SAVE_ORDERS, dict(zip(names, columns, strict=True)))
+    await conn.execute(_SAVE_ORDERS, params(_ORDER, list(by_key.values())))
 
 
-_ADD_COPURCHASES = text(
-    "INSERT INTO segmenter.copurchases (store_id, product_id, other_product_id, orders, title) "
-    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:product_ids AS text[]), "
-    "CAST(:other_product_ids AS text[]), CAST(:orders AS integer[]), CAST(:titles AS text[])) "
+_COPURCHASE = ("store_id", "product_id", "other_product_id", "orders", "title")
+_ADD_COPURCHASES = insert_rows(
+    copurchases,
+    _COPURCHASE,
     "ON CONFLICT (store_id, product_id, other_product_id) DO UPDATE "
-    "SET orders = segmenter.copurchases.orders + excluded.orders, title = excluded.title"
+    "SET orders = segmenter.copurchases.orders + excluded.orders, title = excluded.title",
 )
 
 
@@ -244,25 +222,14 @@ async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str,
     if not pairs:
         return
     rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items())]
-    names = ("store_ids", "product_ids", "other_product_ids", "orders", "titles")
-    await conn.execute(_ADD_COPURCHASES, dict(zip(names, _columns(rows, len(names)), strict=True)))
+    await conn.execute(_ADD_COPURCHASES, params(_COPURCHASE, rows))
 
 
-_ADD_TRANSITIONS = text(
-    "INSERT INTO segmenter.transitions (store_id, customer_id, dimension, from_value, to_value, reason, "
-    "event_id, occurred_at) "
-    "SELECT store_id, customer_id, dimension, from_value, to_value, reason, event_id, occurred_at "
-    "FROM unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
-    "CAST(:dimensions AS text[]), CAST(:from_values AS text[]), CAST(:to_values AS text[]), "
-    "CAST(:reasons AS text[]), CAST(:event_ids AS text[]), CAST(:occurred_ats AS timestamptz[])) "
-    "WITH ORDINALITY AS r(store_id, customer_id, dimension, from_value, to_value, reason, event_id, "
-    "occurred_at, n) ORDER BY n"
-    # In the order given, so ids (which break ties in a customer's history) follow the events.
-)
-_TRANSITION_NAMES = (
-    "store_ids", "customer_ids", "dimensions", "from_values", "to_values", "reasons", "event_ids",
-    "occurred_ats",
+_TRANSITION = (
+    "store_id", "customer_id", "dimension", "from_value", "to_value", "reason", "event_id", "occurred_at",
 )  # fmt: skip
+# In the order given, so ids (which break ties in a customer's history) follow the events.
+_ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
 
 
 async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, Transition]]) -> None:
@@ -280,19 +247,16 @@ async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, T
         for p, t in rows
     ]
     if values:
-        columns = _columns(values, len(_TRANSITION_NAMES))
-        await conn.execute(_ADD_TRANSITIONS, dict(zip(_TRANSITION_NAMES, columns, strict=True)))
+        await conn.execute(_ADD_TRANSITIONS, params(_TRANSITION, values))
 
 
-_SET_TIMERS = text(
-    "INSERT INTO segmenter.timers (store_id, customer_id, kind, due_at) "
-    "SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
-    "CAST(:kinds AS text[]), CAST(:due_ats AS timestamptz[])) "
-    "ON CONFLICT (store_id, customer_id, kind) DO UPDATE SET due_at = excluded.due_at"
+_TIMER = ("store_id", "customer_id", "kind", "due_at")
+_SET_TIMERS = insert_rows(
+    timers, _TIMER, "ON CONFLICT (store_id, customer_id, kind) DO UPDATE SET due_at = excluded.due_at"
 )
+_TIMER_KEY = _TIMER[:3]
 _DELETE_TIMERS = text(
-    "DELETE FROM segmenter.timers t USING unnest(CAST(:store_ids AS text[]), CAST(:customer_ids AS text[]), "
-    "CAST(:kinds AS text[])) AS g(store_id, customer_id, kind) "
+    f"DELETE FROM segmenter.timers t USING {unnest(timers, _TIMER_KEY, 'g')} "  # noqa: S608 - our own names
     "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind"
 )
 
@@ -302,16 +266,9 @@ async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str]
     due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
     gone = sorted(key for key, at in changes.items() if at is None)
     if due:
-        store_ids, customer_ids, kinds, due_ats = _columns(due, 4)
-        await conn.execute(
-            _SET_TIMERS,
-            {"store_ids": store_ids, "customer_ids": customer_ids, "kinds": kinds, "due_ats": due_ats},
-        )
+        await conn.execute(_SET_TIMERS, params(_TIMER, due))
     if gone:
-        store_ids, customer_ids, kinds = _columns(gone, 3)
-        await conn.execute(
-            _DELETE_TIMERS, {"store_ids": store_ids, "customer_ids": customer_ids, "kinds": kinds}
-        )
+        await conn.execute(_DELETE_TIMERS, params(_TIMER_KEY, gone))
 
 
 def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
@@ -346,18 +303,17 @@ async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str,
     if not merges:
         return
     rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
-    store_ids, absorbed, survivors = _columns(rows, 3)
-    params = {"store_ids": store_ids, "absorbed": absorbed, "survivors": survivors}
+    moves = params(("store_ids", "absorbed", "survivors"), rows)
     for statement in _REPOINT.values():
-        await conn.execute(statement, params)
-    await conn.execute(_DROP_ABSORBED_TIMERS, {"store_ids": store_ids, "absorbed": absorbed})
+        await conn.execute(statement, moves)
+    await conn.execute(
+        _DROP_ABSORBED_TIMERS, {"store_ids": moves["store_ids"], "absorbed": moves["absorbed"]}
+    )
 
 
-_ADD_TO_OUTBOX = text(
-    "INSERT INTO segmenter.outbox (topic, key, value) "
-    "SELECT CAST(:topic AS text), key, value FROM unnest(CAST(:keys AS bytea[]), CAST(:values AS bytea[])) "
-    "WITH ORDINALITY AS r(key, value, n) ORDER BY n"
-)
+_OUTBOX = ("topic", "key", "value")
+# In the order given: the relay publishes by id, and one customer's events must keep their order.
+_ADD_TO_OUTBOX = insert_rows(outbox, _OUTBOX, ordered=True)
 
 
 async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) -> int:
@@ -367,8 +323,9 @@ async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) ->
         keys.append(e.partition_key.encode())
         values.append(encode_funnel_event(e))
     if keys:
-        # In the order given: the relay publishes by id, and one customer's events must keep their order.
-        await conn.execute(_ADD_TO_OUTBOX, {"topic": FUNNEL_EVENTS, "keys": keys, "values": values})
+        await conn.execute(
+            _ADD_TO_OUTBOX, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values}
+        )
     return len(keys)
 
 
@@ -382,13 +339,6 @@ async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> 
         .with_for_update(skip_locked=True)
     )
     return list((await conn.execute(stmt)).all())
-
-
-async def next_timer_due(conn: AsyncConnection) -> datetime | None:
-    due: datetime | None = (
-        await conn.execute(select(timers.c.due_at).order_by(timers.c.due_at).limit(1))
-    ).scalar()
-    return due
 
 
 # -- reads for the API ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ same state. Funnel logic uses event time; timers carry due times that a worker f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -17,6 +17,7 @@ from services.segmenter.domain.profile import CartFact, OrderFact, Profile, Surv
 from services.segmenter.domain.stages import earned_stage
 from services.segmenter.domain.survey import score
 from shared.events import (
+    SHOP_WIDE,
     CartAbandonedEvent,
     CartUpdatedEvent,
     Customer,
@@ -336,6 +337,11 @@ def _on_custom(d: Decision, event: CustomEvent, rules: FunnelRules) -> None:
 
 def erase(d: Decision) -> None:
     """Remove personal data; keep what aggregates need (orders' amounts and dates, stage, health)."""
+    _forget_personal_data(d)
+    d.emit("customer_erased", CustomerErasedFunnelEvent, None)
+
+
+def _forget_personal_data(d: Decision) -> None:
     for cart in d.profile.carts:
         d.timers[carts.timer_kind(cart.cart_id)] = None
     d.profile = d.profile.model_copy(
@@ -348,7 +354,25 @@ def erase(d: Decision) -> None:
         }
     )
     d.timers[BIRTHDAY_TIMER] = None
-    d.emit("customer_erased", CustomerErasedFunnelEvent, None)
+
+
+@dataclass(frozen=True)
+class ShopErasure:
+    decisions: list[Decision]
+    funnel_events: list[FunnelEvent]
+
+
+def erase_shop(store_id: str, profiles: Iterable[Profile], cause: str, at: datetime) -> ShopErasure:
+    """Shopify's shop/redact (the store uninstalled us): every customer's personal data goes. The notifier
+    hears of it once, by one erasure event for the whole store (customer SHOP_WIDE), not once per customer."""
+    decisions = []
+    for profile in profiles:
+        d = Decision(profile=profile, cause=cause, at=at)
+        _forget_personal_data(d)
+        decisions.append(d)
+    shop = Decision(profile=Profile(store_id=store_id, customer_id=SHOP_WIDE), cause=cause, at=at)
+    erase(shop)
+    return ShopErasure(decisions, shop.funnel_events)
 
 
 def _birthday_timer(d: Decision, rules: FunnelRules, after: datetime) -> None:

@@ -4,99 +4,22 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
-from services.segmenter.domain.funnel import Decision, after_merge, decide, erase, event_identifiers, merge
+from services.segmenter.domain.funnel import after_merge, decide, erase_shop, event_identifiers, merge
 from services.segmenter.domain.identity import resolve
-from services.segmenter.domain.profile import OrderFact, Profile, Transition
+from services.segmenter.domain.profile import Profile
+from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE, CustomerErasedEvent, OrderRefundedEvent, StorefrontEvent
-from shared.funnel_events import FunnelEvent
-from shared.funnel_rules import FunnelRules
-from shared.metrics import count_each
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
     "segmenter_duplicate_events_total", "Events skipped because their id was already processed"
 )
-TRANSITIONS = Counter("segmenter_transitions_total", "Funnel transitions", ["dimension", "to"])
 MERGES = Counter("segmenter_profile_merges_total", "Profiles found to be one customer and merged")
-
-Key = tuple[str, str]
-
-
-@dataclass
-class Changes:
-    """Everything a batch (or a round of timers) changes, written in one go at the end of the transaction."""
-
-    profiles: dict[Key, Profile] = field(default_factory=dict)
-    transitions: list[tuple[Profile, Transition]] = field(default_factory=list)
-    funnel_events: list[FunnelEvent] = field(default_factory=list)
-    timers: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
-    identities: dict[Key, str] = field(default_factory=dict)
-    new_orders: list[tuple[str, OrderFact]] = field(default_factory=list)
-    merges: list[tuple[str, str, str]] = field(default_factory=list)
-    # What the database held when the batch began: rows that come out of the batch identical are not
-    # written again (most events touch a profile without changing its identities, orders or often anything).
-    stored_profiles: dict[Key, Profile] = field(default_factory=dict)
-    stored_identities: dict[Key, str] = field(default_factory=dict)
-
-    def record(self, decision: Decision) -> None:
-        p = decision.profile
-        self.profiles[(p.store_id, p.customer_id)] = p
-        for identifier in p.identifiers:
-            self.identities[(p.store_id, identifier)] = p.customer_id
-        self.transitions.extend((p, t) for t in decision.transitions)
-        self.funnel_events.extend(decision.funnel_events)
-        for kind, due in decision.timers.items():
-            self.timers[(p.store_id, p.customer_id, kind)] = due
-        self.new_orders.extend((p.store_id, o) for o in decision.new_orders)
-
-    async def write(self, conn: AsyncConnection) -> int:
-        # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
-        # identity tells an untouched profile, and an order or identity carried over unchanged, apart.
-        changed = [p for key, p in self.profiles.items() if p is not self.stored_profiles.get(key)]
-        await repository.save_profiles(conn, changed)
-        await repository.save_identities(
-            conn, {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
-        )
-        await repository.save_orders(conn, self._changed_orders(changed))
-        await repository.add_copurchases(conn, self.new_orders)
-        await repository.add_transitions(conn, self.transitions)
-        await repository.apply_timers(conn, self.timers)
-        # Last: rows this batch wrote under an absorbed id (before the event that linked it) move too.
-        await repository.repoint_merged(conn, self.merges)
-        # An erased customer can no longer be found by email or anonymous id.
-        for p in self.profiles.values():
-            if p.erased:
-                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
-        count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
-        return await repository.add_to_outbox(conn, self.funnel_events)
-
-    def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
-        out = []
-        for p in changed:
-            if p.merged_into is not None:
-                continue
-            stored = self.stored_profiles.get((p.store_id, p.customer_id))
-            # Orders the profile already held under this customer id, unchanged, are in the table already.
-            kept = {id(o) for o in stored.orders} if stored is not None else set()
-            fresh = [o for o in p.orders if id(o) not in kept]
-            if fresh:
-                out.append((p, fresh))
-        return out
-
-
-_DEFAULT_RULES = FunnelRules()
-
-
-def rules_for(stores: StoreRegistry, store_id: str) -> FunnelRules:
-    store = stores.get(store_id)
-    return store.funnel if store is not None else _DEFAULT_RULES
 
 
 class FunnelProcessor:
@@ -110,12 +33,7 @@ class FunnelProcessor:
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
         async with self._engine.begin() as conn:
             first_seen = await repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
-            fresh: list[StorefrontEvent] = []
-            for event in events:
-                # `discard` also drops a second copy of the same id inside this batch.
-                if (event.store_id, event.event_id) in first_seen:
-                    first_seen.discard((event.store_id, event.event_id))
-                    fresh.append(event)
+            fresh = first_copies(events, first_seen)
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
                 return
@@ -189,17 +107,11 @@ class FunnelProcessor:
     async def _erase_shop(
         self, conn: AsyncConnection, event: CustomerErasedEvent, changes: Changes, loaded: dict[Key, Profile]
     ) -> None:
-        """Shopify's shop/redact: the store uninstalled us; erase every customer's personal data."""
-        for stored in await repository.load_store_profiles_for_update(conn, event.store_id):
-            profile = loaded.get((stored.store_id, stored.customer_id), stored)
-            d = Decision(profile=profile, cause=event.event_id, at=event.occurred_at)
-            erase(d)
-            d.funnel_events.clear()  # one shop-wide erasure event below, not one per customer
-            loaded[(profile.store_id, profile.customer_id)] = d.profile
-            changes.record(d)
-        erased = Decision(
-            profile=Profile(store_id=event.store_id, customer_id=SHOP_WIDE), cause=event.event_id
-        )
-        erased.at = event.occurred_at
-        erase(erased)
-        changes.funnel_events.extend(erased.funnel_events)
+        stored = await repository.load_store_profiles_for_update(conn, event.store_id)
+        # A profile this batch already changed is erased as it stands now, not as it was stored.
+        current = [loaded.get((p.store_id, p.customer_id), p) for p in stored]
+        erasure = erase_shop(event.store_id, current, event.event_id, event.occurred_at)
+        for decision in erasure.decisions:
+            loaded[(decision.profile.store_id, decision.profile.customer_id)] = decision.profile
+            changes.record(decision)
+        changes.funnel_events.extend(erasure.funnel_events)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.adapters import repository
 from services.segmenter.domain.funnel import decide_timer
-from services.segmenter.entrypoints.processor import Changes, rules_for
+from services.segmenter.service_layer.write_set import Changes, rules_for
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
 from shared.workers import Poller

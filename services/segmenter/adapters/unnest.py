@@ -1,0 +1,71 @@
+"""Statements that take a batch of rows as one array per column (`unnest`), built from the Table objects.
+
+The statement text never changes with the batch size, so Postgres plans it once per connection, and a
+batch of 1,000 events costs one round trip per table instead of a multi-row VALUES list compiled anew each
+time. Each array's type comes from its column; parameters are named after the columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, LargeBinary, Numeric, String, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.expression import text
+from sqlalchemy.types import TypeEngine
+
+# The array element type per column type. JSONB travels as text (a document serialised once, by pydantic)
+# and is cast back in the SELECT list.
+_ARRAY_OF: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (BigInteger, "bigint"),
+    (Integer, "integer"),
+    (Numeric, "numeric"),
+    (DateTime, "timestamptz"),
+    (Boolean, "boolean"),
+    (LargeBinary, "bytea"),
+    (JSONB, "text"),
+    (String, "text"),
+    (Text, "text"),
+)
+
+
+def _element_type(table: Table, column: str) -> str:
+    kind = table.c[column].type
+    for python_type, sql in _ARRAY_OF:
+        if isinstance(kind, python_type):
+            return sql
+    raise TypeError(f"no array type for {table.name}.{column} ({kind!r})")
+
+
+def unnest(table: Table, columns: Sequence[str], alias: str, *, ordinal: bool = False) -> str:
+    """`unnest(CAST(:a AS text[]), ...) AS alias(a, ...)` for these columns of the table; with `ordinal`,
+    a last column `n` numbers the rows in the order given."""
+    arrays = ", ".join(f"CAST(:{c} AS {_element_type(table, c)}[])" for c in columns)
+    names = ", ".join((*columns, "n") if ordinal else columns)
+    return f"unnest({arrays}){' WITH ORDINALITY' if ordinal else ''} AS {alias}({names})"
+
+
+def insert_rows(
+    table: Table, columns: Sequence[str], on_conflict: str = "", *, ordered: bool = False
+) -> TextClause:
+    """INSERT of a batch of rows into these columns; `ordered` keeps the order given (identity columns
+    then follow it). `on_conflict`: the statement's ON CONFLICT (and RETURNING) clause, if any."""
+    selected = ", ".join(f"{c}::jsonb" if isinstance(table.c[c].type, JSONB) else c for c in columns)
+    statement = (
+        f"INSERT INTO {table.fullname} ({', '.join(columns)}) "  # noqa: S608 - names from our own tables
+        f"SELECT {selected} FROM {unnest(table, columns, 'r', ordinal=ordered)}"
+    )
+    if ordered:
+        statement += " ORDER BY n"
+    if on_conflict:
+        statement += f" {on_conflict}"
+    return text(statement)
+
+
+def params(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """Rows -> the statement's parameters: one list per column."""
+    if not rows:
+        return {c: [] for c in columns}
+    return dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))

@@ -1,0 +1,110 @@
+"""The write set of one batch of events or one round of timers: what the pure decisions changed, collected
+while they are made and written in one go at the end of the transaction. The consumer and the timer worker
+both use it, so a timer's decision is persisted exactly like an event's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.segmenter.adapters import repository
+from services.segmenter.domain.funnel import Decision
+from services.segmenter.domain.profile import OrderFact, Profile, Transition
+from shared.events import StorefrontEvent
+from shared.funnel_events import FunnelEvent
+from shared.funnel_rules import FunnelRules
+from shared.metrics import count_each
+from shared.stores import StoreRegistry
+
+TRANSITIONS = Counter("segmenter_transitions_total", "Funnel transitions", ["dimension", "to"])
+
+Key = tuple[str, str]
+
+
+def first_copies(
+    events: Sequence[StorefrontEvent], first_seen: set[tuple[str, str]]
+) -> list[StorefrontEvent]:
+    """The events to apply: those whose (store, event id) the database saw for the first time, each once
+    (a second copy inside the same batch is a duplicate too)."""
+    unclaimed = set(first_seen)
+    fresh: list[StorefrontEvent] = []
+    for event in events:
+        key = (event.store_id, event.event_id)
+        if key in unclaimed:
+            unclaimed.discard(key)
+            fresh.append(event)
+    return fresh
+
+
+@dataclass
+class Changes:
+    """Everything a batch (or a round of timers) changes, written in one go at the end of the transaction."""
+
+    profiles: dict[Key, Profile] = field(default_factory=dict)
+    transitions: list[tuple[Profile, Transition]] = field(default_factory=list)
+    funnel_events: list[FunnelEvent] = field(default_factory=list)
+    timers: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    identities: dict[Key, str] = field(default_factory=dict)
+    new_orders: list[tuple[str, OrderFact]] = field(default_factory=list)
+    merges: list[tuple[str, str, str]] = field(default_factory=list)
+    # What the database held when the batch began: rows that come out of the batch identical are not
+    # written again (most events touch a profile without changing its identities, orders or often anything).
+    stored_profiles: dict[Key, Profile] = field(default_factory=dict)
+    stored_identities: dict[Key, str] = field(default_factory=dict)
+
+    def record(self, decision: Decision) -> None:
+        p = decision.profile
+        self.profiles[(p.store_id, p.customer_id)] = p
+        for identifier in p.identifiers:
+            self.identities[(p.store_id, identifier)] = p.customer_id
+        self.transitions.extend((p, t) for t in decision.transitions)
+        self.funnel_events.extend(decision.funnel_events)
+        for kind, due in decision.timers.items():
+            self.timers[(p.store_id, p.customer_id, kind)] = due
+        self.new_orders.extend((p.store_id, o) for o in decision.new_orders)
+
+    async def write(self, conn: AsyncConnection) -> int:
+        # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
+        # identity tells an untouched profile, and an order or identity carried over unchanged, apart.
+        changed = [p for key, p in self.profiles.items() if p is not self.stored_profiles.get(key)]
+        await repository.save_profiles(conn, changed)
+        await repository.save_identities(
+            conn, {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
+        )
+        await repository.save_orders(conn, self._changed_orders(changed))
+        await repository.add_copurchases(conn, self.new_orders)
+        await repository.add_transitions(conn, self.transitions)
+        await repository.apply_timers(conn, self.timers)
+        # Last: rows this batch wrote under an absorbed id (before the event that linked it) move too.
+        await repository.repoint_merged(conn, self.merges)
+        # An erased customer can no longer be found by email or anonymous id.
+        for p in self.profiles.values():
+            if p.erased:
+                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
+        count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
+        return await repository.add_to_outbox(conn, self.funnel_events)
+
+    def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
+        out = []
+        for p in changed:
+            if p.merged_into is not None:
+                continue
+            stored = self.stored_profiles.get((p.store_id, p.customer_id))
+            # Orders the profile already held under this customer id, unchanged, are in the table already.
+            kept = {id(o) for o in stored.orders} if stored is not None else set()
+            fresh = [o for o in p.orders if id(o) not in kept]
+            if fresh:
+                out.append((p, fresh))
+        return out
+
+
+_DEFAULT_RULES = FunnelRules()
+
+
+def rules_for(stores: StoreRegistry, store_id: str) -> FunnelRules:
+    store = stores.get(store_id)
+    return store.funnel if store is not None else _DEFAULT_RULES
