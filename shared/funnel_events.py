@@ -49,12 +49,15 @@ class ProfileSnapshot(_Model):
     median_days_between_orders: float | None = None
     favourite_categories: tuple[str, ...] = ()
     last_products: tuple[ProductRef, ...] = ()
+    # What the customer looked at lately, newest first (Product Viewed), bought or not.
+    viewed_products: tuple[ProductRef, ...] = ()
 
 
 class ProductRef(_Model):
     product_id: str
     title: str | None = None
     category: str | None = None
+    price: Decimal | None = None
 
 
 class StageChanged(_Model):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -74,11 +75,35 @@ class Kept(Generic[K, V]):
 
 
 def seed_products(trigger: Mapping[str, Any], customer: Mapping[str, Any]) -> list[str]:
-    """What the recommendations start from: the trigger's items, else the customer's latest purchases."""
+    """What the recommendations start from: the trigger's items, else the customer's latest purchases,
+    else what they looked at."""
     items = [str(i["product_id"]) for i in trigger.get("items") or [] if i.get("product_id")]
-    if not items:
-        items = [str(p["product_id"]) for p in customer.get("last_products") or [] if p.get("product_id")]
+    for fallback in ("last_products", "viewed_products"):
+        if not items:
+            items = [str(p["product_id"]) for p in customer.get(fallback) or [] if p.get("product_id")]
     return list(dict.fromkeys(items))
+
+
+def viewed_products(customer: Mapping[str, Any]) -> list[Product]:
+    """The products the customer looked at lately (the profile snapshot's `viewed_products`, newest first),
+    with the details they were shown with; those without a title cannot be shown and are left out."""
+    found: list[Product] = []
+    for p in customer.get("viewed_products") or []:
+        if not (p.get("product_id") and p.get("title")):
+            continue
+        try:
+            price = Decimal(str(p["price"])) if p.get("price") is not None else None
+        except ArithmeticError:
+            price = None
+        found.append(
+            Product(
+                product_id=str(p["product_id"]),
+                title=str(p["title"]),
+                price=price,
+                category=p.get("category"),
+            )
+        )
+    return found
 
 
 class Recommender:
@@ -92,7 +117,19 @@ class Recommender:
         self._best_sellers: Kept[str, list[str]] = Kept(ttl)
         self._products: Kept[tuple[str, str], Product | None] = Kept(ttl)
 
-    async def recommend(self, store: StoreConfig, seeds: Sequence[str], now: datetime) -> list[Product]:
+    async def recommend(
+        self, store: StoreConfig, seeds: Sequence[str], now: datetime, viewed: Sequence[Product] = ()
+    ) -> list[Product]:
+        """What the customer looked at and has not got in the trigger (a cart's items, an order's) first,
+        then complements of the seeds, the store's pinned best sellers and what sold most lately."""
+        looked_at = [p for p in viewed if p.product_id not in set(seeds)][:MAX_RECOMMENDATIONS]
+        if len(looked_at) == MAX_RECOMMENDATIONS:
+            return looked_at
+        shown = {p.product_id for p in looked_at}
+        others = await self._others(store, seeds, now)
+        return [*looked_at, *(p for p in others if p.product_id not in shown)][:MAX_RECOMMENDATIONS]
+
+    async def _others(self, store: StoreConfig, seeds: Sequence[str], now: datetime) -> list[Product]:
         wanted: list[str] = []
         for seed in seeds[:SEEDS]:
             wanted.extend(

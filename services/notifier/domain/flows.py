@@ -68,7 +68,13 @@ SUPPORT_CHANNEL = "support"
 # Flows whose templates show recommendations; the others skip the segmenter round trip (welcome is sent the
 # moment a first order lands, and should not wait for it).
 RECOMMENDING_FLOWS = frozenset(
-    {FlowName.FOLLOW_UP, FlowName.REPEAT_MILESTONE, FlowName.WIN_BACK, FlowName.BIRTHDAY}
+    {
+        FlowName.ABANDONED_CART,  # what else they looked at, besides what they left in the cart
+        FlowName.FOLLOW_UP,
+        FlowName.REPEAT_MILESTONE,
+        FlowName.WIN_BACK,
+        FlowName.BIRTHDAY,
+    }
 )
 
 

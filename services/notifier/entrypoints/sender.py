@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import platform_repository, repository
-from services.notifier.adapters.recommendations import Recommender, seed_products
+from services.notifier.adapters.recommendations import Recommender, seed_products, viewed_products
 from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
@@ -250,7 +250,9 @@ class MessageSender(Poller):
             await self._webhooks.post(hook, support_alert(row, customer), f"message-{row.id}")
             return alert_subject(customer)
         recommendations = (
-            await self._recommender.recommend(store, seed_products(trigger, profile), self._clock())
+            await self._recommender.recommend(
+                store, seed_products(trigger, profile), self._clock(), viewed_products(profile)
+            )
             if row.flow in RECOMMENDING_FLOWS
             else []
         )

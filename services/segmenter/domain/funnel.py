@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from services.segmenter.domain import carts, health
+from services.segmenter.domain import browsing, carts, health
 from services.segmenter.domain.profile import CartFact, OrderFact, Profile, SurveyFact, Transition
 from services.segmenter.domain.stages import earned_stage
 from services.segmenter.domain.survey import score
@@ -27,6 +27,7 @@ from shared.events import (
     LineItem,
     OrderPlacedEvent,
     OrderRefundedEvent,
+    ProductViewedEvent,
     StorefrontEvent,
     SurveyAnsweredEvent,
 )
@@ -349,6 +350,7 @@ def _forget_personal_data(d: Decision) -> None:
             **dict.fromkeys(_CONTACT_FIELDS),
             "identifiers": tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
             "carts": (),
+            "viewed": (),
             "survey": None,
             "erased": True,
         }
@@ -437,6 +439,10 @@ def decide(
         _on_survey(d, event, rules)
     elif isinstance(event, CustomEvent):
         _on_custom(d, event, rules)
+    elif isinstance(event, ProductViewedEvent):
+        views = browsing.viewed(d.profile.viewed, event)
+        if views != d.profile.viewed:  # an older view of a product seen since changes nothing
+            d.profile = d.profile.model_copy(update={"viewed": views})
     if changed and not d.funnel_events:
         # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
         # the notifier (audiences, exports) even when nothing else happened.
@@ -498,6 +504,7 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
             "identifiers": tuple(dict.fromkeys((*survivor.identifiers, *absorbed.identifiers))),
             "orders": tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
             "carts": tuple(sorted(cart_map.values(), key=lambda c: c.updated_at)[-carts.MAX_CARTS :]),
+            "viewed": browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
             "survey": max(surveys, key=lambda s: s.answered_at) if surveys else None,
             "referrals": survivor.referrals + absorbed.referrals,
             "stage": max(survivor.stage, absorbed.stage, key=lambda s: s.rank),

@@ -52,6 +52,17 @@ class CartFact(_Fact):
     abandoned_at: AwareDatetime | None = None
 
 
+class ViewedProduct(_Fact):
+    """A product the customer looked at (Segment's Product Viewed), what recommendations start from when
+    they have bought nothing yet."""
+
+    product_id: str
+    title: str | None = None
+    category: str | None = None
+    price: Decimal | None = None
+    viewed_at: AwareDatetime
+
+
 class SurveyFact(_Fact):
     survey_id: str
     answered_at: AwareDatetime
@@ -92,6 +103,8 @@ class Profile(_Fact):
     accepts_marketing: bool | None = None
     orders: tuple[OrderFact, ...] = ()
     carts: tuple[CartFact, ...] = ()
+    # Newest first, one entry per product, at most browsing.MAX_VIEWED.
+    viewed: tuple[ViewedProduct, ...] = ()
     survey: SurveyFact | None = None
     referrals: int = 0
     erased: bool = False
@@ -177,6 +190,10 @@ class Profile(_Fact):
             median_days_between_orders=_median_days_between(counted),
             favourite_categories=_favourite_categories(counted),
             last_products=_last_products(counted),
+            viewed_products=tuple(
+                ProductRef(product_id=v.product_id, title=v.title, category=v.category, price=v.price)
+                for v in self.viewed
+            ),
         )
 
 
