@@ -95,6 +95,11 @@ class Customer(_Model):
     timezone: Annotated[str, Field(max_length=64)] | None = None
     birthday: date | None = None
     accepts_marketing: bool | None = None
+    # When the source says these details were last changed (Shopify's customer `updated_at`), and when the
+    # marketing consent was (its `consent_updated_at`); both default to the event's `occurred_at`. A contact
+    # fact only replaces one said earlier, so a late or replayed delivery cannot undo a newer change.
+    updated_at: AwareDatetime | None = None
+    consent_at: AwareDatetime | None = None
 
     @field_validator("email")
     @classmethod

@@ -36,6 +36,8 @@ class ProfileSnapshot(_Model):
     country: str | None = None
     timezone: str | None = None
     accepts_marketing: bool | None = None
+    # When that consent was given or withdrawn at the source: a copy of it keeps the newer one.
+    consent_at: AwareDatetime | None = None
     stage: LoyaltyStage
     health: Health = Health.ACTIVE
     orders_count: int = 0

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.timers import TimerWorker
 from shared.events import StorefrontEvent
 from shared.stores import StoreConfig, StoreRegistry
 from shared.web import install_error_handlers
@@ -51,6 +52,14 @@ class SegmenterApi:
     store_id: str
     client: httpx.AsyncClient
     processor: FunnelProcessor
+    engine: AsyncEngine
+    stores: StoreRegistry
+
+    async def fire_timers(self, now: datetime) -> None:
+        """Fire every timer due by `now`, as the timer worker would, until none is left."""
+        worker = TimerWorker(self.engine, self.stores, lambda: now)
+        while await worker.fire_due():
+            pass
 
     async def feed(self, *events: StorefrontEvent) -> None:
         """One call of the processor: one batch, one transaction (as one consumer poll would be)."""
@@ -96,7 +105,13 @@ async def api(engine: AsyncEngine, store_id: str) -> AsyncIterator[SegmenterApi]
     stores = StoreRegistry([store_config(store_id)])
     transport = httpx.ASGITransport(app=build_app(engine, stores))
     async with httpx.AsyncClient(transport=transport, base_url="http://segmenter.test") as client:
-        yield SegmenterApi(store_id=store_id, client=client, processor=FunnelProcessor(engine, stores))
+        yield SegmenterApi(
+            store_id=store_id,
+            client=client,
+            processor=FunnelProcessor(engine, stores),
+            engine=engine,
+            stores=stores,
+        )
 
 
 # -- canonical events ------------------------------------------------------------------------------------
@@ -360,11 +375,13 @@ async def test_merging_into_a_known_customer_unions_orders_and_earns_the_next_st
     assert p["customer_id"] == "u-8"
     assert (p["orders_count"], Decimal(p["total_spent"]), p["stage"]) == (2, Decimal("50.00"), "repeat")
     assert p["median_days_between_orders"] == 55.0
+    # One history, derived from the union of the facts: each step dated and cited by the order that earned
+    # it (the second order made a repeat customer on 1 March, whenever the link was learnt).
     assert [(t["to_value"], t["reason"], t["event_id"]) for t in p["transitions"]] == [
         ("first_time", "1 order", first.event_id),
-        ("first_time", "1 order", guest.event_id),  # the anonymous profile's own history, kept
-        ("repeat", "2 orders", f"{identify.event_id}:merge"),
+        ("repeat", "2 orders", guest.event_id),
     ]
+    assert when(p["transitions"][1]["occurred_at"]) == utc(2025, 3, 1)
 
 
 async def test_linking_in_one_batch_gives_the_same_profile_as_one_event_at_a_time(
@@ -378,7 +395,7 @@ async def test_linking_in_one_batch_gives_the_same_profile_as_one_event_at_a_tim
     profiles: list[Json] = []
     async with httpx.AsyncClient(transport=transport, base_url="http://segmenter.test") as client:
         for sid, batched in ((store_id, False), (other, True)):
-            api = SegmenterApi(store_id=sid, client=client, processor=FunnelProcessor(engine, stores))
+            api = SegmenterApi(sid, client, FunnelProcessor(engine, stores), engine, stores)
             events = [
                 order(sid, anon("a-3"), "g3", utc(2025, 4, 1), "25.00", item("p1", "25.00")),
                 cart(sid, anon("a-3"), "cart-3", utc(2025, 4, 2), "10.00", item("p2", "10.00")),
@@ -493,13 +510,15 @@ async def test_funnel_counts_and_daily_transitions(api: SegmenterApi) -> None:
             order(s, who("d"), "d1", datetime(2025, 5, 2, 1, 30, tzinfo=plus2), "10.00"),
             order(s, who("d"), "d2", utc(2025, 5, 2, 0, 30), "10.00"),
             order(s, who("d"), "d3", utc(2025, 5, 3, 12), "10.00"),  # loyal
-            # A visitor who bought long ago and is identified later: health re-evaluated at the merge.
+            # Visitors who bought long ago and are identified later: their health moved when it was due
+            # (at risk after 90 days, lapsed after 180), dated then, not when the link was learnt.
             order(s, anon("e"), "e1", utc(2025, 1, 10), "10.00"),
             upsert(s, "u-e", utc(2025, 5, 1, 12), who("e", anonymous_id="e")),  # 111 days: at risk
             order(s, anon("f"), "f1", utc(2024, 10, 1), "10.00"),
             upsert(s, "u-f", utc(2025, 5, 3, 8), who("f", anonymous_id="f")),  # 214 days: lapsed
         ]
     )
+    await api.fire_timers(utc(2025, 5, 4, 0))
 
     report = await api.ok("/funnel", start="2025-05-01T00:00:00Z", end="2025-05-04T00:00:00Z")
 
@@ -520,11 +539,9 @@ async def test_funnel_counts_and_daily_transitions(api: SegmenterApi) -> None:
         (t["date"], t["dimension"], t["from_value"], t["to_value"], t["count"]) for t in report["transitions"]
     )
     assert daily == [
-        ("2025-05-01", "health", "active", "at_risk", 1),
         ("2025-05-01", "stage", "prospect", "first_time", 1),
         ("2025-05-02", "stage", "first_time", "repeat", 1),
         ("2025-05-02", "stage", "prospect", "first_time", 2),
-        ("2025-05-03", "health", "active", "lapsed", 1),
         ("2025-05-03", "stage", "first_time", "repeat", 1),
         ("2025-05-03", "stage", "repeat", "loyal", 1),
     ]
@@ -538,11 +555,14 @@ async def test_funnel_counts_and_daily_transitions(api: SegmenterApi) -> None:
     ]
     # Counts are "now", whatever the period.
     assert one_day["customers"] == 6
-    # A period before the visitors' own orders holds their first-order transitions only.
-    autumn = await api.ok("/funnel", start="2024-09-01", end="2025-02-01")
+    # The visitors' own history: first orders, then health moving when it was due.
+    autumn = await api.ok("/funnel", start="2024-09-01", end="2025-05-01")
     assert sorted((t["date"], t["to_value"], t["count"]) for t in autumn["transitions"]) == [
         ("2024-10-01", "first_time", 1),
+        ("2024-12-30", "at_risk", 1),
         ("2025-01-10", "first_time", 1),
+        ("2025-03-30", "lapsed", 1),
+        ("2025-04-10", "at_risk", 1),
     ]
 
 
@@ -793,8 +813,8 @@ async def test_an_event_id_seen_in_another_store_is_not_a_redelivery(
 
     transport = httpx.ASGITransport(app=build_app(engine, stores))
     async with httpx.AsyncClient(transport=transport, base_url="http://segmenter.test") as client:
-        first = SegmenterApi(store_id=store_id, client=client, processor=processor)
-        second = SegmenterApi(store_id=other, client=client, processor=processor)
+        first = SegmenterApi(store_id, client, processor, engine, stores)
+        second = SegmenterApi(other, client, processor, engine, stores)
         assert (await first.customer("c1"))["orders_count"] == 1
         response = await second.get("/customers/c1")
         assert response.status_code == 200, (

@@ -380,8 +380,10 @@ def test_resolution_prefers_the_store_id_and_merges_whatever_else_the_event_name
 
 
 def test_merging_keeps_both_histories_and_is_order_independent() -> None:
+    # The cart came after the order (an order closes the carts last touched before it).
     anon, _ = run(
-        cart(anonymous_id="a1"), ev("product_viewed", {"product": {"product_id": "p1"}}, anonymous_id="a1")
+        cart(anonymous_id="a1", at=T0 + timedelta(minutes=1)),
+        ev("product_viewed", {"product": {"product_id": "p1"}}, anonymous_id="a1"),
     )
     anon = anon.model_copy(update={"customer_id": "anon:a1"})
     known, _ = run(order("o1"))

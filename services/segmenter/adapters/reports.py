@@ -15,7 +15,12 @@ from services.segmenter.adapters.tables import copurchases, identities, orders, 
 async def funnel_counts(conn: AsyncConnection, store_id: str) -> list[tuple[str, str, int]]:
     stmt = (
         select(profiles.c.stage, profiles.c.health, func.count())
-        .where(profiles.c.store_id == store_id, profiles.c.merged_into.is_(None))
+        .where(
+            profiles.c.store_id == store_id,
+            profiles.c.merged_into.is_(None),
+            # Not a customer: refunds waiting for an order not seen yet (see the processor).
+            profiles.c.customer_id.not_like("order:%"),
+        )
         .group_by(profiles.c.stage, profiles.c.health)
     )
     return [(r[0], r[1], int(r[2])) for r in (await conn.execute(stmt)).all()]

@@ -228,11 +228,24 @@ async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str,
 _TRANSITION = (
     "store_id", "customer_id", "dimension", "from_value", "to_value", "reason", "event_id", "occurred_at",
 )  # fmt: skip
-# In the order given, so ids (which break ties in a customer's history) follow the events.
+# In the order given, so ids (which break ties in a customer's history) follow the history.
 _ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
+_CUSTOMER = ("store_id", "customer_id")
+_DROP_HISTORIES = text(
+    f"DELETE FROM segmenter.transitions t USING {unnest(transitions, _CUSTOMER, 'g')} "  # noqa: S608 - ours
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id"
+)
 
 
-async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, Transition]]) -> None:
+async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
+    """Each profile's transition rows become its history: a history is derived from the facts, so a late
+    fact may re-date or remove a step as well as add one. An absorbed profile's rows go (its survivor's
+    history holds them)."""
+    profiles = list(changed)
+    if not profiles:
+        return
+    keys = sorted({(p.store_id, p.customer_id) for p in profiles})
+    await conn.execute(_DROP_HISTORIES, params(_CUSTOMER, keys))
     values = [
         (
             p.store_id,
@@ -244,7 +257,9 @@ async def add_transitions(conn: AsyncConnection, rows: Iterable[tuple[Profile, T
             t.event_id,
             t.occurred_at,
         )
-        for p, t in rows
+        for p in profiles
+        if p.merged_into is None
+        for t in p.transitions
     ]
     if values:
         await conn.execute(_ADD_TRANSITIONS, params(_TRANSITION, values))

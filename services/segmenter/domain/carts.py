@@ -35,11 +35,20 @@ def _apply_items(current: tuple[LineItem, ...], update: CartUpdated) -> tuple[Li
 
 
 def updated_cart(profile: Profile, update: CartUpdated, at: datetime) -> tuple[Profile, CartFact | None]:
-    """The profile with the cart updated (or closed when the checkout completed); the cart if still open."""
+    """The profile with the cart updated (or closed when the checkout completed); the cart if still open.
+
+    Facts, not arrival order, decide: activity older than one of the customer's orders belongs to a cart
+    that order closed, and a whole-cart snapshot older than what is held is out of date.
+    """
+    held = next((c for c in profile.carts if c.cart_id == update.cart_id), None)
+    unchanged = held if held is not None and held.abandoned_at is None else None
+    if any(o.placed_at >= at for o in profile.orders):
+        return profile, unchanged
     others = tuple(c for c in profile.carts if c.cart_id != update.cart_id)
     if update.completed:
         return profile.model_copy(update={"carts": others}), None
-    held = next((c for c in profile.carts if c.cart_id == update.cart_id), None)
+    if held is not None and update.action == "snapshot" and at < held.updated_at:
+        return profile, unchanged
     items = _apply_items(held.items if held else (), update)
     total = (
         update.total
@@ -53,10 +62,13 @@ def updated_cart(profile: Profile, update: CartUpdated, at: datetime) -> tuple[P
         currency=update.currency,
         recovery_url=update.recovery_url or (held.recovery_url if held else None),
         updated_at=max(at, held.updated_at) if held else at,
-        abandoned_at=None,  # activity reopens an abandoned cart
+        # Activity reopens an abandoned cart; activity from before the abandonment, arriving late, does not.
+        abandoned_at=held.abandoned_at if held and held.abandoned_at and at <= held.abandoned_at else None,
     )
-    carts = sorted((*others, cart), key=lambda c: c.updated_at)[-MAX_CARTS:]
-    return profile.model_copy(update={"carts": tuple(carts)}), cart if items else None
+    carts = sorted((*others, cart), key=lambda c: (c.updated_at, c.cart_id))[-MAX_CARTS:]
+    return profile.model_copy(
+        update={"carts": tuple(carts)}
+    ), cart if items and not cart.abandoned_at else None
 
 
 def mark_abandoned(profile: Profile, cart_id: str, at: datetime) -> tuple[Profile, CartFact | None]:

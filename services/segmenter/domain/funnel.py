@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
 
-from services.segmenter.domain import browsing, carts, health
-from services.segmenter.domain.profile import CartFact, OrderFact, Profile, SurveyFact, Transition
-from services.segmenter.domain.stages import earned_stage
+from services.segmenter.domain import browsing, carts
+from services.segmenter.domain.history import (
+    HEALTH_TIMER,
+    history,
+    next_health_check,
+    occurrences,
+    timer_cause,
+)
+from services.segmenter.domain.profile import (
+    CartFact,
+    Mark,
+    OrderFact,
+    Profile,
+    RefundFact,
+    SurveyFact,
+    Transition,
+)
 from services.segmenter.domain.survey import score
 from shared.events import (
     SHOP_WIDE,
@@ -31,7 +44,7 @@ from shared.events import (
     StorefrontEvent,
     SurveyAnsweredEvent,
 )
-from shared.funnel import Health
+from shared.funnel import Health, LoyaltyStage
 from shared.funnel_events import (
     BirthdayDue,
     BirthdayDueEvent,
@@ -57,7 +70,8 @@ from shared.funnel_events import (
 )
 from shared.funnel_rules import FunnelRules
 
-HEALTH_TIMER = "health"
+__all__ = ["HEALTH_TIMER"]
+
 BIRTHDAY_TIMER = "birthday"
 
 _CONTACT_FIELDS = (
@@ -78,14 +92,22 @@ class Decision:
     cause: str = ""
     at: datetime | None = None
 
-    def emit(self, kind: str, build: type[FunnelEvent], payload: object, *, key: str = "") -> None:
+    def emit(
+        self,
+        kind: str,
+        build: type[FunnelEvent],
+        payload: object,
+        *,
+        key: str = "",
+        at: datetime | None = None,
+    ) -> None:
         """Add a funnel event whose id derives from its cause, so replays produce the same ids."""
         self.funnel_events.append(
             build(
                 event_id=funnel_event_id(self.cause, f"{kind}{key}"),
                 store_id=self.profile.store_id,
                 customer_id=self.profile.customer_id,
-                occurred_at=self.at,
+                occurred_at=at or self.at,
                 caused_by=self.cause,
                 profile=self.profile.snapshot(),
                 payload=payload,
@@ -117,6 +139,11 @@ _LINK_PREFIX = {"anonymous_id": "anon:", "store_customer_id": "id:", "email": "e
 def event_identifiers(event: StorefrontEvent) -> list[str]:
     """The identifiers of the event's customer, plus the one an identity link says is theirs too."""
     found = identifiers_of(event.customer)
+    if isinstance(event, OrderPlacedEvent):
+        # A refund that came before its order waits under the order's id; the order finds it there.
+        placed = f"order:{event.payload.order_id}"
+        if placed not in found:
+            found.append(placed)
     if isinstance(event, IdentityLinkedEvent):
         link = event.payload
         previous = link.previous_id.strip().lower() if link.previous_kind == "email" else link.previous_id
@@ -126,65 +153,89 @@ def event_identifiers(event: StorefrontEvent) -> list[str]:
     return found
 
 
-def _with_contact(profile: Profile, customer: Customer) -> Profile:
-    """Newer non-empty facts win; a source that omits a field does not erase what we knew."""
+def _contact_is_newer(profile: Profile, name: str, value: object, at: datetime) -> bool:
+    """Whether a contact fact said at `at` replaces the one held: only a newer one does, so a replay or a
+    late delivery changes nothing. At the same instant a withdrawn consent wins, and otherwise the larger
+    value, so that even a tie comes out the same in any order."""
+    if profile.erased_at is not None and at <= profile.erased_at:
+        return False  # said before the customer asked to be forgotten
+    held_at = profile.contact_at.get(name)
+    if held_at is None or at > held_at:
+        return True
+    if at < held_at:
+        return False
+    held = getattr(profile, name)
+    if held is None or held == value:
+        return False
+    if name == "accepts_marketing":
+        return value is False
+    return str(value) > str(held)
+
+
+def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
+    """The profile knowing these identifiers too, kept sorted so the document is the same in any order."""
+    fresh = [i for i in new if i not in profile.identifiers]
+    if not fresh:
+        return profile
+    return profile.model_copy(update={"identifiers": tuple(sorted({*profile.identifiers, *fresh}))})
+
+
+def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile:
+    """Newer non-empty facts win; a source that omits a field does not erase what we knew.
+
+    `at`: when the source says these details were current (its signed timestamp); consent may carry its own.
+    """
     # Only what differs: most events repeat what we know (a Segment call carries the locale and timezone
     # every time), and an unchanged profile stays the very same object, which spares writing it back.
-    updates: dict[str, object] = {
-        name: value
-        for name in _CONTACT_FIELDS
-        if (value := getattr(customer, name)) is not None and value != getattr(profile, name)
-    }
-    known = set(profile.identifiers)
-    new_ids = [i for i in identifiers_of(customer) if i not in known and not i.startswith("order:")]
-    if new_ids:
-        updates["identifiers"] = (*profile.identifiers, *new_ids)
-    if profile.erased and updates:
+    updates: dict[str, object] = {}
+    stamps: dict[str, datetime] = {}
+    details_at = customer.updated_at or at
+    for name in _CONTACT_FIELDS:
+        value = getattr(customer, name)
+        if value is None:
+            continue
+        said_at = (customer.consent_at or details_at) if name == "accepts_marketing" else details_at
+        if not _contact_is_newer(profile, name, value, said_at):
+            continue
+        if value != getattr(profile, name):
+            updates[name] = value
+        if profile.contact_at.get(name) != said_at:
+            stamps[name] = said_at
+    if stamps:
+        updates["contact_at"] = {**profile.contact_at, **stamps}
+    if profile.erased and any(name in updates for name in _CONTACT_FIELDS):
         updates["erased"] = False  # a customer who comes back after an erasure is a new relationship
-    return profile.model_copy(update=updates) if updates else profile
+    if updates:
+        profile = profile.model_copy(update=updates)
+    if profile.erased_at is not None and details_at <= profile.erased_at:
+        return profile  # an identifier said before the erasure must not find the customer again
+    return _with_identifiers(profile, [i for i in identifiers_of(customer) if not i.startswith("order:")])
 
 
 # -- stage and health ----------------------------------------------------------------------------------
 
 
-def _record(d: Decision, dimension: Literal["stage", "health"], before: str, after: str, reason: str) -> None:
-    d.transitions.append(
-        Transition(
-            dimension=dimension,
-            from_value=before,
-            to_value=after,
-            reason=reason,
-            occurred_at=d.at,
-            event_id=d.cause,
-        )
-    )
-
-
-def _move_stage(d: Decision, rules: FunnelRules, *, may_go_down: bool) -> None:
-    target, reason = earned_stage(d.profile, rules, d.at or datetime.min)
-    current = d.profile.stage
-    if target == current or (target.rank < current.rank and not may_go_down):
-        return
-    d.profile = d.profile.model_copy(update={"stage": target})
-    _record(d, "stage", current.value, target.value, reason)
-    d.emit(
-        "stage_changed", StageChangedEvent, StageChanged(from_stage=current, to_stage=target, reason=reason)
-    )
-
-
-def _set_health(d: Decision, to: Health, reason: str) -> None:
-    current = d.profile.health
-    if to == current:
-        return
-    d.profile = d.profile.model_copy(update={"health": to})
-    _record(d, "health", current.value, to.value, reason)
-    d.emit(
-        "health_changed", HealthChangedEvent, HealthChanged(from_health=current, to_health=to, reason=reason)
-    )
-
-
-def _schedule_health(d: Decision, rules: FunnelRules) -> None:
-    d.timers[HEALTH_TIMER] = health.next_check(d.profile, rules.health)
+def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) -> None:
+    """Derive the history again from the facts; announce the steps that are new (not merely re-dated)."""
+    d.profile = history(d.profile, rules)
+    known = set(occurrences(before))
+    counts: dict[str, int] = {}
+    for t, key in zip(d.profile.transitions, occurrences(d.profile.transitions), strict=True):
+        if key in known:
+            continue
+        d.transitions.append(t)
+        kind = f"{t.dimension}_changed"
+        n = counts[kind] = counts.get(kind, 0) + 1
+        suffix = "" if n == 1 else f"#{n}"
+        if t.dimension == "stage":
+            before_stage, after_stage = LoyaltyStage(t.from_value), LoyaltyStage(t.to_value)
+            change: object = StageChanged(from_stage=before_stage, to_stage=after_stage, reason=t.reason)
+            d.emit(kind, StageChangedEvent, change, key=suffix, at=t.occurred_at)
+        else:
+            before_health, after_health = Health(t.from_value), Health(t.to_value)
+            change = HealthChanged(from_health=before_health, to_health=after_health, reason=t.reason)
+            d.emit(kind, HealthChangedEvent, change, key=suffix, at=t.occurred_at)
+    d.timers[HEALTH_TIMER] = next_health_check(d.profile, rules)
 
 
 # -- events ----------------------------------------------------------------------------------------------
@@ -197,10 +248,43 @@ def _products(event: OrderPlacedEvent) -> tuple[ProductRef, ...]:
     )
 
 
+def _settled(profile: Profile) -> Profile:
+    """Refunds that were waiting for their order, applied now that it is known."""
+    if not profile.pending_refunds:
+        return profile
+    known = {o.order_id for o in profile.orders}
+    due = [r for r in profile.pending_refunds if r.order_id in known]
+    if not due:
+        return profile
+    orders = []
+    for order in profile.orders:
+        for refund in due:
+            if refund.order_id == order.order_id:
+                order = order.with_refund(refund)
+        orders.append(order)
+    return profile.model_copy(
+        update={
+            "orders": tuple(orders),
+            "pending_refunds": tuple(r for r in profile.pending_refunds if r.order_id not in known),
+        }
+    )
+
+
 def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     order = event.payload
-    if any(o.order_id == order.order_id for o in d.profile.orders):
-        return  # the same order again (orders/updated, or a new delivery of orders/create)
+    held = next((o for o in d.profile.orders if o.order_id == order.order_id), None)
+    if held is not None:
+        # The same order again (orders/updated, or a new delivery of orders/create). Its transitions cite the
+        # smallest event id that recorded it, whichever came first.
+        if held.event_id and held.event_id <= event.event_id:
+            return
+        before = d.profile.transitions
+        fixed = held.model_copy(update={"event_id": event.event_id})
+        d.profile = d.profile.model_copy(
+            update={"orders": tuple(fixed if o is held else o for o in d.profile.orders)}
+        )
+        _refresh(d, rules, before)
+        return
     fact = OrderFact(
         order_id=order.order_id,
         placed_at=event.occurred_at,
@@ -208,16 +292,22 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         currency=order.currency,
         products=_products(event),
         discount_codes=order.discount_codes,
+        event_id=event.event_id,
     )
     d.new_orders.append(fact)
-    closed = [c.cart_id for c in d.profile.carts]
-    d.profile = d.profile.model_copy(
-        update={
-            "orders": (*d.profile.orders, fact),
-            "carts": (),  # an order closes the customer's carts: nothing is abandoned any more
-            "identifiers": (*d.profile.identifiers, f"order:{order.order_id}"),
-        }
+    before = d.profile.transitions
+    # An order closes the carts whose last activity came before it: nothing there is abandoned any more.
+    # (A cart touched after the order stays open, whichever of the two arrived first.)
+    closed = [c.cart_id for c in d.profile.carts if c.updated_at <= fact.placed_at]
+    d.profile = _settled(
+        d.profile.model_copy(
+            update={
+                "orders": tuple(sorted((*d.profile.orders, fact), key=lambda o: (o.placed_at, o.order_id))),
+                "carts": tuple(c for c in d.profile.carts if c.cart_id not in closed),
+            }
+        )
     )
+    d.profile = _with_identifiers(d.profile, [f"order:{order.order_id}"])
     for cart_id in closed:
         d.timers[carts.timer_kind(cart_id)] = None
     d.emit(
@@ -232,28 +322,30 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
             cart_id=order.cart_id,
         ),
     )
-    _move_stage(d, rules, may_go_down=False)
-    if d.profile.last_order_at == event.occurred_at and d.profile.health != Health.ACTIVE:
-        _set_health(d, Health.ACTIVE, "ordered again")
-    _schedule_health(d, rules)
+    _refresh(d, rules, before)
 
 
 def _on_refund(d: Decision, event: OrderRefundedEvent, rules: FunnelRules) -> None:
     refund = event.payload
-    orders = list(d.profile.orders)
-    for i, order in enumerate(orders):
-        if order.order_id == refund.order_id:
-            refunded = order.total if refund.cancelled else min(order.total, order.refunded + refund.amount)
-            orders[i] = order.model_copy(
-                update={"refunded": refunded, "cancelled": order.cancelled or refund.cancelled}
-            )
-            break
-    else:
-        return  # a refund for an order we never counted (e.g. an unpaid order that timed out) changes nothing
-    d.profile = d.profile.model_copy(update={"orders": tuple(orders)})
+    fact = RefundFact(
+        order_id=refund.order_id,
+        event_id=event.event_id,
+        at=event.occurred_at,
+        amount=refund.amount,
+        cancelled=refund.cancelled,
+    )
+    before = d.profile.transitions
+    if any(o.order_id == refund.order_id for o in d.profile.orders):
+        orders = tuple(o.with_refund(fact) if o.order_id == refund.order_id else o for o in d.profile.orders)
+        d.profile = d.profile.model_copy(update={"orders": orders})
+    elif all(r.event_id != fact.event_id for r in d.profile.pending_refunds):
+        # A refund of an order not seen yet (Shopify promises no order): kept until the order comes. One for
+        # an order that never comes (an unpaid order that timed out) stays here and changes nothing.
+        pending = sorted((*d.profile.pending_refunds, fact), key=lambda r: (r.at, r.event_id))
+        d.profile = d.profile.model_copy(update={"pending_refunds": tuple(pending)})
+        return
     # A refund is one of the two things that may correct a stage down (erasure is the other).
-    _move_stage(d, rules, may_go_down=True)
-    _schedule_health(d, rules)
+    _refresh(d, rules, before)
 
 
 def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
@@ -302,18 +394,24 @@ def _on_explicit_abandonment(d: Decision, event: CartAbandonedEvent) -> None:
 def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> None:
     answer = event.payload
     level, agreed = score(answer.answers, rules.survey)
+    fact = SurveyFact(
+        survey_id=answer.survey_id,
+        answered_at=event.occurred_at,
+        event_id=event.event_id,
+        level=level,
+        agreed=agreed,
+        csat=answer.csat,
+        ces=answer.ces,
+        nps=answer.nps,
+    )
+    held = d.profile.survey
+    latest = fact if held is None or _survey_key(fact) > _survey_key(held) else held
+    before = d.profile.transitions
+    marks = {m[1]: m for m in d.profile.survey_levels} | {
+        fact.event_id: (fact.answered_at, fact.event_id, level)
+    }
     d.profile = d.profile.model_copy(
-        update={
-            "survey": SurveyFact(
-                survey_id=answer.survey_id,
-                answered_at=event.occurred_at,
-                level=level,
-                agreed=agreed,
-                csat=answer.csat,
-                ces=answer.ces,
-                nps=answer.nps,
-            )
-        }
+        update={"survey": latest, "survey_levels": tuple(sorted(marks.values(), key=lambda m: (m[0], m[1])))}
     )
     d.emit(
         "survey_scored",
@@ -327,13 +425,25 @@ def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> N
             nps=answer.nps,
         ),
     )
-    _move_stage(d, rules, may_go_down=False)
+    _refresh(d, rules, before)
+
+
+def _survey_key(s: SurveyFact) -> tuple[datetime, str, str]:
+    """The latest answer is the profile's survey, whichever arrived last."""
+    return (s.answered_at, s.survey_id, s.event_id)
 
 
 def _on_custom(d: Decision, event: CustomEvent, rules: FunnelRules) -> None:
     if event.payload.name in rules.referral_events:
-        d.profile = d.profile.model_copy(update={"referrals": d.profile.referrals + 1})
-        _move_stage(d, rules, may_go_down=False)
+        if any(m.event_id == event.event_id for m in d.profile.referred):
+            return
+        before = d.profile.transitions
+        referred = sorted(
+            (*d.profile.referred, Mark(at=event.occurred_at, event_id=event.event_id)),
+            key=lambda m: (m.at, m.event_id),
+        )
+        d.profile = d.profile.model_copy(update={"referred": tuple(referred), "referrals": len(referred)})
+        _refresh(d, rules, before)
 
 
 def erase(d: Decision) -> None:
@@ -348,11 +458,14 @@ def _forget_personal_data(d: Decision) -> None:
     d.profile = d.profile.model_copy(
         update={
             **dict.fromkeys(_CONTACT_FIELDS),
+            "contact_at": {},
             "identifiers": tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
             "carts": (),
             "viewed": (),
             "survey": None,
             "erased": True,
+            # Contact details said before now are never taken up again, whenever they arrive.
+            "erased_at": max(filter(None, (d.profile.erased_at, d.at))) if d.at else d.profile.erased_at,
         }
     )
     d.timers[BIRTHDAY_TIMER] = None
@@ -377,11 +490,15 @@ def erase_shop(store_id: str, profiles: Iterable[Profile], cause: str, at: datet
     return ShopErasure(decisions, shop.funnel_events)
 
 
-def _birthday_timer(d: Decision, rules: FunnelRules, after: datetime) -> None:
+def _birthday_timer(d: Decision, rules: FunnelRules, after: datetime | None = None) -> None:
+    """The next reminder after `after`, by default after the birthday was said (not after whichever event
+    happened to bring it), so that the timer is the same in any order."""
     if d.profile.birthday is None or d.profile.erased:
         d.timers[BIRTHDAY_TIMER] = None
         return
-    d.timers[BIRTHDAY_TIMER] = next_birthday_reminder(d.profile.birthday, rules.birthday_days_before, after)
+    since = after or d.profile.contact_at.get("birthday") or d.at
+    assert since is not None
+    d.timers[BIRTHDAY_TIMER] = next_birthday_reminder(d.profile.birthday, rules.birthday_days_before, since)
 
 
 def next_birthday_reminder(birthday: date, days_before: int, after: datetime) -> datetime:
@@ -414,7 +531,7 @@ def decide(
         erase(d)
         return d
     had_birthday = current.birthday
-    d.profile = _with_contact(current, event.customer)
+    d.profile = _with_contact(current, event.customer, event.occurred_at)
     # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
     # referrals, stage and health), and it returns the very profile it got when it changed nothing.
     changed = (
@@ -424,9 +541,7 @@ def decide(
     )
     if identifiers is None:
         identifiers = event_identifiers(event)
-    linked = [i for i in identifiers if i not in d.profile.identifiers and not i.startswith("order:")]
-    if linked:
-        d.profile = d.profile.model_copy(update={"identifiers": (*d.profile.identifiers, *linked)})
+    d.profile = _with_identifiers(d.profile, [i for i in identifiers if not i.startswith("order:")])
     if isinstance(event, OrderPlacedEvent):
         _on_order(d, event, rules)
     elif isinstance(event, OrderRefundedEvent):
@@ -448,7 +563,7 @@ def decide(
         # the notifier (audiences, exports) even when nothing else happened.
         d.emit("customer_updated", CustomerUpdatedEvent, CustomerUpdated(changed=changed))
     if d.profile.birthday != had_birthday:
-        _birthday_timer(d, rules, event.occurred_at)
+        _birthday_timer(d, rules)
     return d
 
 
@@ -462,10 +577,10 @@ def decide_timer(
         at=due_at,
     )
     if kind == HEALTH_TIMER:
-        target = health.health_at(profile, rules.health, due_at)
-        quiet = (due_at - profile.last_order_at).days if profile.last_order_at else 0
-        _set_health(d, target, f"no order for {quiet} days")
-        _schedule_health(d, rules)
+        assert d.cause == timer_cause(profile.store_id, profile.customer_id, due_at)
+        seen = max(filter(None, (profile.health_seen_at, due_at)))
+        d.profile = profile.model_copy(update={"health_seen_at": seen})
+        _refresh(d, rules, profile.transitions)
     elif kind == BIRTHDAY_TIMER and profile.birthday is not None and not profile.erased:
         d.emit(
             "birthday_due",
@@ -488,43 +603,92 @@ def decide_timer(
     return d
 
 
-def merge(survivor: Profile, absorbed: Profile) -> Profile:
-    """One customer known under two profiles becomes one: a union of facts, the survivor's contact first.
+def _newer_contact(survivor: Profile, absorbed: Profile, name: str) -> object:
+    """Of two profiles' values for one contact field, the one said last (ties as in `_contact_is_newer`)."""
+    mine, theirs = getattr(survivor, name), getattr(absorbed, name)
+    if theirs is None:
+        return mine
+    at = absorbed.contact_at.get(name)
+    if mine is None or (at is not None and _contact_is_newer(survivor, name, theirs, at)):
+        return theirs
+    return mine
 
-    Commutative in its facts (orders, carts, identifiers are unions), so the result does not depend on
-    which event revealed the link first.
+
+def merge(survivor: Profile, absorbed: Profile) -> Profile:
+    """One customer known under two profiles becomes one: a union of facts, each contact field the newer.
+
+    Commutative in its facts (orders, refunds, carts, surveys, referrals, identifiers are unions), so the
+    result does not depend on which event revealed the link first. The history is derived again by
+    `after_merge`; until then `transitions` holds both histories, what the customer was already told.
     """
-    orders = {o.order_id: o for o in absorbed.orders} | {o.order_id: o for o in survivor.orders}
-    cart_map = {c.cart_id: c for c in absorbed.carts} | {c.cart_id: c for c in survivor.carts}
-    contact = {n: _first_known(getattr(survivor, n), getattr(absorbed, n)) for n in _CONTACT_FIELDS}
+    orders = {o.order_id: o for o in absorbed.orders}
+    for o in survivor.orders:
+        held = orders.get(o.order_id)
+        if held is not None:  # the same order under both (a source that named the customer two ways)
+            for r in held.refunds:
+                o = o.with_refund(r)
+            if held.event_id and held.event_id < o.event_id:
+                o = o.model_copy(update={"event_id": held.event_id})
+        orders[o.order_id] = o
+    cart_map: dict[str, CartFact] = {}
+    for c in sorted((*absorbed.carts, *survivor.carts), key=_cart_key):
+        cart_map[c.cart_id] = c  # the same cart under both: its latest state (the larger key) wins
+    contact = {n: _newer_contact(survivor, absorbed, n) for n in _CONTACT_FIELDS}
+    contact_at = {}
+    for n in _CONTACT_FIELDS:
+        # The value's time is the latest either profile heard it said.
+        said = [
+            p.contact_at[n] for p in (survivor, absorbed) if n in p.contact_at and getattr(p, n) == contact[n]
+        ]
+        if said:
+            contact_at[n] = max(said)
     surveys = [s for s in (survivor.survey, absorbed.survey) if s is not None]
-    return survivor.model_copy(
+    pending = {r.event_id: r for r in (*survivor.pending_refunds, *absorbed.pending_refunds)}
+    marks = {m[1]: m for m in (*survivor.survey_levels, *absorbed.survey_levels)}
+    referred = {m.event_id: m for m in (*survivor.referred, *absorbed.referred)}
+    merged = survivor.model_copy(
         update={
             **contact,
-            "identifiers": tuple(dict.fromkeys((*survivor.identifiers, *absorbed.identifiers))),
+            "contact_at": contact_at,
+            "identifiers": tuple(sorted({*survivor.identifiers, *absorbed.identifiers})),
             "orders": tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
-            "carts": tuple(sorted(cart_map.values(), key=lambda c: c.updated_at)[-carts.MAX_CARTS :]),
             "viewed": browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
-            "survey": max(surveys, key=lambda s: s.answered_at) if surveys else None,
-            "referrals": survivor.referrals + absorbed.referrals,
-            "stage": max(survivor.stage, absorbed.stage, key=lambda s: s.rank),
+            "pending_refunds": tuple(sorted(pending.values(), key=lambda r: (r.at, r.event_id))),
+            "carts": tuple(
+                sorted(cart_map.values(), key=lambda c: (c.updated_at, c.cart_id))[-carts.MAX_CARTS :]
+            ),
+            "survey": max(surveys, key=_survey_key) if surveys else None,
+            "survey_levels": tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
+            "referred": tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
+            "referrals": len(referred) or survivor.referrals + absorbed.referrals,
+            "erased_at": max(filter(None, (survivor.erased_at, absorbed.erased_at)), default=None),
+            "health_seen_at": max(
+                filter(None, (survivor.health_seen_at, absorbed.health_seen_at)), default=None
+            ),
+            "transitions": tuple(
+                sorted((*survivor.transitions, *absorbed.transitions), key=lambda t: t.occurred_at)
+            ),
         }
     )
+    # A cart one profile held is closed by an order the other held, if the order came after it.
+    last_order = max((o.placed_at for o in merged.orders), default=None)
+    if last_order is not None:
+        open_after = tuple(c for c in merged.carts if c.updated_at > last_order)
+        if open_after != merged.carts:
+            merged = merged.model_copy(update={"carts": open_after})
+    return _settled(merged)
 
 
-def _first_known(preferred: object, fallback: object) -> object:
-    return preferred if preferred is not None else fallback
+def _cart_key(c: CartFact) -> tuple[datetime, bool, str]:
+    return (c.updated_at, c.abandoned_at is not None, c.model_dump_json())
 
 
 def after_merge(profile: Profile, rules: FunnelRules, cause: str, at: datetime) -> Decision:
     """Re-evaluate a merged profile: its combined facts may earn a higher stage, and timers restart."""
     d = Decision(profile=profile, cause=f"{cause}:merge", at=at)
-    _move_stage(d, rules, may_go_down=False)
-    if d.profile.last_order_at is not None:
-        _set_health(d, health.health_at(d.profile, rules.health, at), "merged profiles")
-    _schedule_health(d, rules)
+    _refresh(d, rules, profile.transitions)
     for cart in d.profile.open_carts:
         d.timers[carts.timer_kind(cart.cart_id)] = cart.updated_at + rules.cart_abandonment
     if d.profile.birthday is not None:
-        _birthday_timer(d, rules, at)
+        _birthday_timer(d, rules)
     return d

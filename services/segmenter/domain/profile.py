@@ -26,20 +26,65 @@ class _Fact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class RefundFact(_Fact):
+    """One refund or cancellation of an order, kept whole so that refunds add up in any arrival order."""
+
+    order_id: str
+    event_id: str
+    at: AwareDatetime
+    amount: Decimal
+    cancelled: bool = False
+
+
 class OrderFact(_Fact):
     order_id: str
     placed_at: AwareDatetime
     total: Decimal
     currency: str
+    # `refunded` and `cancelled` sum up `refunds` (fields: the order rows and older documents use them).
     refunded: Decimal = Decimal("0")
     cancelled: bool = False
     products: tuple[ProductRef, ...] = ()
     discount_codes: tuple[str, ...] = ()
+    # The delivery that recorded the order (the smallest id when several did): what its transitions cite.
+    event_id: str = ""
+    refunds: tuple[RefundFact, ...] = ()
 
     @property
     def counts(self) -> bool:
         """A cancelled or fully refunded order is no purchase: it does not count toward a stage."""
         return not self.cancelled and (self.total == 0 or self.refunded < self.total)
+
+    def with_refund(self, refund: RefundFact) -> OrderFact:
+        """The order with one more refund; the same refund twice changes nothing. Commutative."""
+        if any(r.event_id == refund.event_id for r in self.refunds):
+            return self
+        refunds = tuple(sorted((*self.refunds, refund), key=lambda r: (r.at, r.event_id)))
+        return self.model_copy(
+            update={
+                "refunds": refunds,
+                "refunded": min(self.total, sum((r.amount for r in refunds), Decimal("0")))
+                if not any(r.cancelled for r in refunds)
+                else self.total,
+                "cancelled": self.cancelled or refund.cancelled,
+            }
+        )
+
+    @property
+    def stopped_counting(self) -> RefundFact | None:
+        """The refund after which the order no longer counted (a cancellation, or the one that made the
+        refunds add up to the total), in the order the refunds happened; None while it counts."""
+        if self.counts:
+            return None
+        running = Decimal("0")
+        for r in self.refunds:
+            running += r.amount
+            if r.cancelled or (self.total > 0 and running >= self.total):
+                return r
+        # A document from before refunds were kept one by one: it stopped counting when it was placed.
+        return RefundFact(
+            order_id=self.order_id, event_id=self.event_id, at=self.placed_at, amount=self.total
+        )
 
 
 class CartFact(_Fact):
@@ -66,6 +111,7 @@ class ViewedProduct(_Fact):
 class SurveyFact(_Fact):
     survey_id: str
     answered_at: AwareDatetime
+    event_id: str = ""
     level: SurveyLevel
     agreed: dict[str, int] = {}
     csat: int | None = None
@@ -81,6 +127,13 @@ class Transition(_Fact):
     to_value: str
     reason: str
     occurred_at: AwareDatetime
+    event_id: str
+
+
+class Mark(_Fact):
+    """A dated fact with no more to it than its cause (a referral)."""
+
+    at: AwareDatetime
     event_id: str
 
 
@@ -101,14 +154,27 @@ class Profile(_Fact):
     timezone: str | None = None
     birthday: date | None = None
     accepts_marketing: bool | None = None
-    orders: tuple[OrderFact, ...] = ()
+    # When the source said each contact field (and consent) was last set: an older fact never overwrites a
+    # newer one, so a replay or a late delivery changes nothing.
+    contact_at: dict[str, AwareDatetime] = {}
+    orders: tuple[OrderFact, ...] = ()  # sorted by (placed_at, order_id)
+    # Refunds whose order is not known yet (a refund may arrive before its order); applied when it comes.
+    pending_refunds: tuple[RefundFact, ...] = ()
     carts: tuple[CartFact, ...] = ()
     # Newest first, one entry per product, at most browsing.MAX_VIEWED.
     viewed: tuple[ViewedProduct, ...] = ()
-    survey: SurveyFact | None = None
+    survey: SurveyFact | None = None  # the latest answer (by when it was given)
+    # Every survey answer's level, as dated marks: a stage earned by an answer stays earned.
+    survey_levels: tuple[tuple[AwareDatetime, str, SurveyLevel], ...] = ()
     referrals: int = 0
+    referred: tuple[Mark, ...] = ()
     erased: bool = False
+    erased_at: AwareDatetime | None = None
     merged_into: str | None = None
+    # The funnel history, derived from the facts above (see domain/history.py), and the time up to which
+    # health timers have fired: the part of health's history that depends on time passing.
+    transitions: tuple[Transition, ...] = ()
+    health_seen_at: AwareDatetime | None = None
 
     # -- derived figures -------------------------------------------------------------------------------
 
@@ -177,6 +243,7 @@ class Profile(_Fact):
             country=self.country,
             timezone=self.timezone,
             accepts_marketing=self.accepts_marketing,
+            consent_at=self.contact_at.get("accepts_marketing"),
             stage=self.stage,
             health=self.health,
             orders_count=len(counted),

@@ -13,7 +13,7 @@ from services.segmenter.domain.funnel import after_merge, decide, erase_shop, ev
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
-from shared.events import SHOP_WIDE, CustomerErasedEvent, OrderRefundedEvent, StorefrontEvent
+from shared.events import SHOP_WIDE, CustomerErasedEvent, StorefrontEvent
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
@@ -76,8 +76,8 @@ class FunnelProcessor:
         in_store = known.setdefault(store_id, {})
         resolution = resolve(ids, in_store)
         survivor_key = (store_id, resolution.customer_id)
-        if survivor_key not in loaded and isinstance(event, OrderRefundedEvent):
-            return  # a refund for a customer (and so an order) we never saw changes nothing
+        # A refund of an order never seen lands on a profile named after the order ("order:<id>"), durable
+        # like any other; the order, when it comes, names that id too and absorbs the waiting refund.
         profile = loaded.get(survivor_key)
         for absorbed_id in resolution.absorbed:
             absorbed = loaded.get((store_id, absorbed_id))
@@ -88,7 +88,7 @@ class FunnelProcessor:
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
             merged = merge(base, absorbed)
-            tombstone = absorbed.model_copy(update={"merged_into": resolution.customer_id})
+            tombstone = absorbed.model_copy(update={"merged_into": resolution.customer_id, "transitions": ()})
             loaded[(store_id, absorbed_id)] = tombstone
             changes.profiles[(store_id, absorbed_id)] = tombstone
             changes.merges.append((store_id, absorbed_id, resolution.customer_id))

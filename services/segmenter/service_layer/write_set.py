@@ -77,16 +77,27 @@ class Changes:
         )
         await repository.save_orders(conn, self._changed_orders(changed))
         await repository.add_copurchases(conn, self.new_orders)
-        await repository.add_transitions(conn, self.transitions)
         await repository.apply_timers(conn, self.timers)
-        # Last: rows this batch wrote under an absorbed id (before the event that linked it) move too.
+        # Rows this batch wrote under an absorbed id (before the event that linked it) move too.
         await repository.repoint_merged(conn, self.merges)
+        # After the merges: a survivor's history replaces whatever rows its absorbed profiles brought.
+        await repository.replace_histories(conn, self._changed_histories(changed))
         # An erased customer can no longer be found by email or anonymous id.
         for p in self.profiles.values():
             if p.erased:
                 await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
         count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
         return await repository.add_to_outbox(conn, self.funnel_events)
+
+    def _changed_histories(self, changed: list[Profile]) -> list[Profile]:
+        """Profiles whose history (derived from their facts) is not the one stored: a late fact may re-date
+        or remove a step as well as add one, so the rows are replaced."""
+        out = []
+        for p in changed:
+            stored = self.stored_profiles.get((p.store_id, p.customer_id))
+            if stored is None or stored.transitions != p.transitions or p.merged_into != stored.merged_into:
+                out.append(p)
+        return out
 
     def _changed_orders(self, changed: list[Profile]) -> list[tuple[Profile, list[OrderFact]]]:
         out = []

@@ -1,0 +1,181 @@
+"""A customer's funnel history as a function of their facts, whatever order the facts arrived in. Pure.
+
+Stage and health transitions are not appended as events arrive: they are derived from the dated facts
+(orders, refunds, survey answers, referrals, and health timers that fired), each dated by the fact that
+earned it and citing its event. A late, older order therefore lands where it belongs: it may promote the
+customer at the time of the order that completed the window, or erase an "at risk" that never really was.
+Delivered in any order, the same facts give the same history, stage and health.
+
+The one thing that is not a fact about the customer is time passing after their last order: health moves to
+at risk, then lapsed, when its timers fire. `health_seen_at` (the latest such move reached) bounds that
+trailing part; every other move is derived from the orders alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from services.segmenter.domain import health
+from services.segmenter.domain.profile import OrderFact, Profile, Transition
+from services.segmenter.domain.stages import earned
+from shared.funnel import Health, LoyaltyStage, SurveyLevel
+from shared.funnel_rules import FunnelRules
+
+HEALTH_TIMER = "health"
+
+
+def timer_cause(store_id: str, customer_id: str, due_at: datetime) -> str:
+    """What a health move earned by time passing cites: the firing of the health timer at that time."""
+    return f"timer:{store_id}:{customer_id}:{HEALTH_TIMER}:{due_at.isoformat()}"
+
+
+# At one instant: orders first, then what they make possible (a survey answer given with the order), and a
+# refund last (a refund cannot precede its order).
+_ORDER, _SURVEY, _REFERRAL, _REFUND = range(4)
+
+
+@dataclass(frozen=True)
+class _Point:
+    at: datetime
+    kind: int
+    event_id: str
+    order: OrderFact | None = None
+    level: SurveyLevel = SurveyLevel.NONE
+
+
+def _points(profile: Profile) -> list[_Point]:
+    points = []
+    for o in profile.orders:
+        points.append(_Point(o.placed_at, _ORDER, o.event_id, order=o))
+        stop = o.stopped_counting
+        if stop is not None:
+            points.append(_Point(max(stop.at, o.placed_at), _REFUND, stop.event_id, order=o))
+    points.extend(_Point(at, _SURVEY, event_id, level=level) for at, event_id, level in profile.survey_levels)
+    points.extend(_Point(m.at, _REFERRAL, m.event_id) for m in profile.referred)
+    points.sort(key=lambda p: (p.at, p.kind, p.event_id))
+    return points
+
+
+def stage_history(profile: Profile, rules: FunnelRules) -> Iterator[Transition]:
+    placed: list[datetime] = []
+    level, referrals = SurveyLevel.NONE, 0
+    current = LoyaltyStage.PROSPECT
+    for point in _points(profile):
+        if point.kind == _ORDER:
+            assert point.order is not None
+            bisect.insort(placed, point.order.placed_at)
+        elif point.kind == _REFUND:
+            assert point.order is not None
+            placed.remove(point.order.placed_at)
+        elif point.kind == _SURVEY:
+            level = max(level, point.level, key=lambda s: s.rank)
+        else:
+            referrals += 1
+        stage, reason = earned(placed, level, referrals, rules)
+        if stage != current:
+            yield _transition("stage", current.value, stage.value, reason, point.at, point.event_id)
+            current = stage
+
+
+def _transition(
+    dimension: Literal["stage", "health"], before: str, after: str, reason: str, at: datetime, cause: str
+) -> Transition:
+    return Transition(
+        dimension=dimension, from_value=before, to_value=after, reason=reason, occurred_at=at, event_id=cause
+    )
+
+
+def _health_moves(
+    prefix: tuple[OrderFact, ...], profile: Profile, rules: FunnelRules
+) -> list[tuple[datetime, Health, str]]:
+    """When health would move after the last order of `prefix` if no order followed."""
+    last = prefix[-1].placed_at
+    view = profile.model_copy(update={"orders": prefix})
+    at_risk = last + health.at_risk_after(view, rules.health)
+    lapsed = last + health.lapsed_after(view, rules.health)
+    return [
+        (at_risk, Health.AT_RISK, f"no order for {(at_risk - last).days} days"),
+        (lapsed, Health.LAPSED, f"no order for {(lapsed - last).days} days"),
+    ]
+
+
+@dataclass(frozen=True)
+class HealthHistory:
+    transitions: tuple[Transition, ...]
+    seen_at: datetime | None  # the latest move earned by time passing after the last order
+    next_check: datetime | None  # when the next such move is due (the health timer)
+
+
+def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | None) -> HealthHistory:
+    """Health from the counted orders: between two orders, every move the gap earned; after the last one,
+    the moves whose time has come (`seen_at`: the latest health timer fired)."""
+    counted = profile.counted_orders
+    out: list[Transition] = []
+    current = Health.ACTIVE
+    for i, order in enumerate(counted):
+        if current != Health.ACTIVE:
+            out.append(
+                _transition(
+                    "health", current.value, "active", "ordered again", order.placed_at, order.event_id
+                )
+            )
+            current = Health.ACTIVE
+        following = counted[i + 1].placed_at if i + 1 < len(counted) else None
+        moves = _health_moves(counted[: i + 1], profile, rules)
+        for at, to, reason in moves:
+            reached = at < following if following is not None else seen_at is not None and at <= seen_at
+            if not reached:
+                break
+            cause = timer_cause(profile.store_id, profile.customer_id, at)
+            out.append(_transition("health", current.value, to.value, reason, at, cause))
+            current = to
+        if following is None:
+            trailing = [at for at, _, _ in moves]
+            reached_at = [at for at in trailing if seen_at is not None and at <= seen_at]
+            due = [at for at in trailing if seen_at is None or at > seen_at]
+            return HealthHistory(
+                tuple(out),
+                reached_at[-1] if reached_at else None,
+                None if profile.erased else (due[0] if due else None),
+            )
+    return HealthHistory(tuple(out), None, None)
+
+
+def history(profile: Profile, rules: FunnelRules) -> Profile:
+    """The profile with its history, stage, health and health horizon derived from its facts."""
+    stages = list(stage_history(profile, rules))
+    healths = health_history(profile, rules, profile.health_seen_at)
+    merged = sorted(
+        (*stages, *healths.transitions),
+        key=lambda t: (t.occurred_at, t.dimension != "stage"),
+    )
+    return profile.model_copy(
+        update={
+            "transitions": tuple(merged),
+            "stage": LoyaltyStage(stages[-1].to_value) if stages else LoyaltyStage.PROSPECT,
+            "health": Health(healths.transitions[-1].to_value) if healths.transitions else Health.ACTIVE,
+            "health_seen_at": healths.seen_at,
+        }
+    )
+
+
+def next_health_check(profile: Profile, rules: FunnelRules) -> datetime | None:
+    return health_history(profile, rules, profile.health_seen_at).next_check
+
+
+def occurrences(transitions: tuple[Transition, ...]) -> list[tuple[str, str, int]]:
+    """Each transition's identity regardless of its date: (dimension, to, how many times reached so far).
+
+    A late fact may move a transition in time ("loyal" earned by another order); it is still the same step
+    for whoever acted on it, so it is not announced again."""
+    seen: dict[tuple[str, str], int] = {}
+    keys: list[tuple[str, str, int]] = []
+    for t in transitions:
+        n = seen.get((t.dimension, t.to_value), 0) + 1
+        seen[(t.dimension, t.to_value)] = n
+        keys.append((t.dimension, t.to_value, n))
+    return keys

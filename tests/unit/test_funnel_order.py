@@ -1,0 +1,298 @@
+"""The funnel state is a function of the facts, not of the order in which they were delivered.
+
+Shopify and Segment promise no delivery order, and one customer's events can arrive under different keys
+(a store id, an email, an anonymous id, only an order id) before an event links them. Random customer
+histories go through the domain's own routing (resolve -> merge -> decide, as the consumer does it) in random
+orders; the final profile, its history, the set of stage and health steps reached, and the timers must be
+the same every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.segmenter.domain.funnel import (
+    Decision,
+    after_merge,
+    decide,
+    decide_timer,
+    event_identifiers,
+    merge,
+)
+from services.segmenter.domain.identity import resolve
+from services.segmenter.domain.profile import Profile
+from shared.events import StorefrontEvent
+from shared.funnel_rules import FunnelRules
+from tests.builders import canonical_event
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+NOW = START + timedelta(days=900)
+RULES = FunnelRules()
+STORE = "demo"
+
+# The three keys one customer is known by, and what names them in an event.
+KEYS: dict[str, dict[str, Any]] = {
+    "id": {"store_customer_id": "42"},
+    "email": {"email": "ann@example.com"},
+    "anon": {"anonymous_id": "a-1"},
+}
+SURVEY_STATEMENTS = {
+    "none": [],
+    "affective": ["affective.really_like"],
+    "conative": ["conative.buy_again"],
+    "action": ["action.recommend"],
+}
+
+
+@dataclass
+class Pipeline:
+    """The consumer's routing without a database: identifiers -> profile, merges, timers."""
+
+    known: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    timers: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def _record(self, d: Decision) -> None:
+        p = d.profile
+        self.profiles[p.customer_id] = p
+        for kind, due in d.timers.items():
+            if due is None:
+                self.timers.pop((p.customer_id, kind), None)
+            else:
+                self.timers[(p.customer_id, kind)] = due
+
+    def feed(self, event: StorefrontEvent) -> None:
+        ids = event_identifiers(event)
+        resolution = resolve(ids, self.known)
+        profile = self.profiles.get(resolution.customer_id)
+        for absorbed_id in resolution.absorbed:
+            absorbed = self.profiles.get(absorbed_id)
+            if absorbed is None or absorbed.merged_into is not None:
+                continue
+            base = profile or absorbed.model_copy(
+                update={"customer_id": resolution.customer_id, "identifiers": ()}
+            )
+            merged = merge(base, absorbed)
+            self.profiles[absorbed_id] = absorbed.model_copy(
+                update={"merged_into": resolution.customer_id, "transitions": ()}
+            )
+            self.timers = {k: v for k, v in self.timers.items() if k[0] != absorbed_id}
+            for identifier, owner in list(self.known.items()):
+                if owner == absorbed_id:
+                    self.known[identifier] = resolution.customer_id
+            d = after_merge(merged, RULES, event.event_id, event.occurred_at)
+            self._record(d)
+            profile = d.profile
+        d = decide(profile, event, RULES, resolution.customer_id, ids)
+        self._record(d)
+        for identifier in (*ids, *d.profile.identifiers):
+            self.known[identifier] = resolution.customer_id
+
+    def fire_timers(self, now: datetime) -> None:
+        """Fire due timers earliest first, as the timer worker does by wall time, until none is due."""
+        while True:
+            due = sorted((at, key) for key, at in self.timers.items() if at <= now)
+            if not due:
+                return
+            at, (customer_id, kind) = due[0]
+            del self.timers[(customer_id, kind)]
+            self._record(decide_timer(self.profiles[customer_id], kind, at, now, RULES))
+
+    def live(self) -> dict[str, Profile]:
+        return {c: p for c, p in self.profiles.items() if p.merged_into is None}
+
+
+def _event(n: int, kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None) -> Any:
+    return canonical_event(STORE, kind, at, who, payload, event_id=f"e{n:03d}")
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
+    """One customer's history: orders under any of their keys, refunds naming only the order, survey
+    answers, referrals, carts, contact changes with consent, and the identify that links the keys."""
+    day = st.integers(min_value=0, max_value=700)
+    key = st.sampled_from(sorted(KEYS))
+    events: list[StorefrontEvent] = []
+
+    def add(kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
+        events.append(_event(len(events), kind, at, who, payload))
+
+    for i in range(draw(st.integers(min_value=1, max_value=6))):
+        placed = START + timedelta(days=draw(day), hours=draw(st.integers(0, 23)))
+        total = draw(st.sampled_from(["20.00", "50.00"]))
+        add(
+            "order_placed",
+            placed,
+            dict(KEYS[draw(key)]),
+            {"order_id": f"o{i}", "total": total, "currency": "EUR", "line_items": [{"product_id": f"p{i}"}]},
+        )
+        refund = draw(st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves"]))
+        amounts = {"partial": ["5.00"], "full": [total], "cancelled": [total], "two halves": ["10.00"] * 2}
+        for j, amount in enumerate(amounts.get(refund, [])):
+            when = placed + timedelta(days=draw(st.integers(1, 60)) + j)
+            if refund == "two halves":
+                amount = str(float(total) / 2)
+            add(
+                "order_refunded",
+                when,
+                {"placed_order_id": f"o{i}"},
+                {
+                    "order_id": f"o{i}",
+                    "amount": amount,
+                    "currency": "EUR",
+                    "cancelled": refund == "cancelled",
+                },
+            )
+    for i in range(draw(st.integers(0, 2))):
+        answers = [
+            {"statement_id": s, "agree": True}
+            for s in SURVEY_STATEMENTS[draw(st.sampled_from(sorted(SURVEY_STATEMENTS)))]
+        ]
+        add(
+            "survey_answered",
+            START + timedelta(days=draw(day)),
+            dict(KEYS[draw(key)]),
+            {"survey_id": f"s{i}", "answers": answers},
+        )
+    for _ in range(draw(st.integers(0, 1))):
+        add(
+            "custom", START + timedelta(days=draw(day)), dict(KEYS[draw(key)]), {"name": "Referral Completed"}
+        )
+    for _ in range(draw(st.integers(0, 2))):
+        add(
+            "cart_updated",
+            START + timedelta(days=draw(day), minutes=draw(st.integers(0, 59))),
+            dict(KEYS[draw(key)]),
+            {
+                "cart_id": "k1",
+                "currency": "EUR",
+                "total": "10.00",
+                "line_items": [{"product_id": draw(st.sampled_from(["p1", "p2"])), "price": "10.00"}],
+            },
+        )
+    for _ in range(draw(st.integers(0, 3))):
+        add(
+            "customer_upserted",
+            START + timedelta(days=draw(day), hours=draw(st.integers(0, 23))),
+            {
+                **KEYS[draw(key)],
+                "accepts_marketing": draw(st.booleans()),
+                "first_name": draw(st.sampled_from(["Ann", "Anna"])),
+            },
+        )
+    # The identify that tells the three keys are one customer, at some point in the history.
+    add(
+        "customer_upserted",
+        START + timedelta(days=draw(day)),
+        {k: v for w in KEYS.values() for k, v in w.items()},
+    )
+    return events
+
+
+def run(events: Sequence[StorefrontEvent]) -> Pipeline:
+    pipeline = Pipeline()
+    for event in events:
+        pipeline.feed(event)
+    pipeline.fire_timers(NOW)
+    return pipeline
+
+
+def _differences(got: Profile, expected: Profile) -> dict[str, Any]:
+    a, b = got.model_dump(), expected.model_dump()
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def reached(profile: Profile) -> set[tuple[str, str, str, datetime, str]]:
+    return {(t.dimension, t.from_value, t.to_value, t.occurred_at, t.event_id) for t in profile.transitions}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), events=histories())
+def test_any_delivery_order_gives_the_same_state(data: st.DataObject, events: list[StorefrontEvent]) -> None:
+    in_order = run(sorted(events, key=lambda e: (e.occurred_at, e.event_id)))
+    shuffled_events = data.draw(st.permutations(events))
+    shuffled = run(shuffled_events)
+
+    [expected] = in_order.live().values()
+    [got] = shuffled.live().values()
+    assert got.customer_id == expected.customer_id == "42"
+    assert _differences(got, expected) == {}
+    assert reached(got) == reached(expected)
+    assert (got.stage, got.health) == (expected.stage, expected.health)
+    assert shuffled.timers == in_order.timers
+    # Not only the same, but right: the refunds that came before their order were applied...
+    assert not got.pending_refunds
+    refunded = {e.payload.order_id for e in events if e.type == "order_refunded"}
+    assert {o.order_id for o in got.orders if o.refunds} == refunded
+    # ...and the consent held is the one said last (a withdrawal wins a tie).
+    said = [
+        (e.occurred_at, e.customer.accepts_marketing is False, e.customer.accepts_marketing)
+        for e in events
+        if e.customer.accepts_marketing is not None
+    ]
+    if said:
+        assert got.accepts_marketing == max(said)[2]
+
+
+def test_a_late_older_order_promotes_dated_by_the_order_that_completed_the_window() -> None:
+    """Issue 16's case: orders 0, 2, 1 (the first delivered last) make a loyal customer as 0, 1, 2 do."""
+    orders = [
+        _event(
+            i,
+            "order_placed",
+            START + timedelta(days=30 * i),
+            {"store_customer_id": "42"},
+            {"order_id": f"o{i}", "total": "10.00", "currency": "EUR"},
+        )
+        for i in range(3)
+    ]
+    for sequence in ([0, 1, 2], [0, 2, 1], [2, 1, 0]):
+        p = run([orders[i] for i in sequence]).live()["42"]
+        assert p.stage.value == "loyal", sequence
+        stages = [(t.to_value, t.occurred_at, t.event_id) for t in p.transitions if t.dimension == "stage"]
+        assert stages == [
+            ("first_time", START, "e000"),
+            ("repeat", START + timedelta(days=30), "e001"),
+            ("loyal", START + timedelta(days=60), "e002"),
+        ], sequence
+
+
+def test_a_refund_before_its_order_is_applied_when_the_order_comes() -> None:
+    placed = _event(
+        1,
+        "order_placed",
+        START,
+        {"store_customer_id": "42"},
+        {"order_id": "o1", "total": "30.00", "currency": "EUR"},
+    )
+    second = _event(
+        2,
+        "order_placed",
+        START + timedelta(days=3),
+        {"store_customer_id": "42"},
+        {"order_id": "o2", "total": "30.00", "currency": "EUR"},
+    )
+    refund = _event(
+        3,
+        "order_refunded",
+        START + timedelta(days=5),
+        {"placed_order_id": "o2"},
+        {"order_id": "o2", "amount": "30.00", "currency": "EUR"},
+    )
+    early = run([refund, placed, second])
+    assert early.live().keys() == {"42"}  # the refund's waiting place was absorbed by the customer
+    p = early.live()["42"]
+    assert p.orders_count == 1
+    assert p.stage.value == "first_time"
+    assert [(t.to_value, t.occurred_at) for t in p.transitions if t.dimension == "stage"] == [
+        ("first_time", START),
+        ("repeat", START + timedelta(days=3)),
+        ("first_time", START + timedelta(days=5)),
+    ]
+    assert p == run([placed, second, refund]).live()["42"]
