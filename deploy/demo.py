@@ -62,11 +62,12 @@ class Endpoints:
 class Services:
     """The read side of the stack, as the report needs it: JSON or None (404 or unreachable) with why."""
 
-    def __init__(self, client: httpx.Client, endpoints: Endpoints, store: StoreConfig) -> None:
+    def __init__(self, client: httpx.Client, endpoints: Endpoints, store: StoreConfig, api_key: str) -> None:
         self.client = client
         self.urls = endpoints
         self.store_id = store.store_id
-        self.auth = {"Authorization": f"Bearer {store.api_key.get_secret_value()}"}
+        self.api_key = api_key
+        self.auth = {"Authorization": f"Bearer {api_key}"}
 
     def get(self, url: str, **params: str) -> tuple[Any, str]:
         try:
@@ -238,7 +239,7 @@ def print_report(services: Services, history: StoreHistory, store: StoreConfig) 
             urls.segmenter,
             urls.notifier,
             urls.sink,
-            store.api_key.get_secret_value(),
+            services.api_key,
             store.store_id,
         )
     )
@@ -274,6 +275,10 @@ def main(
         bool, typer.Option(help="Let some customers answer their emails with an order.")
     ] = True,
     store_id: Annotated[str, typer.Option("--store")] = "demo",
+    # The registry keeps only a digest of each store's API key, so the report is given the key itself.
+    api_key: Annotated[
+        str, typer.Option(envvar="DEMO_API_KEY", help="The store's REST API key (the report reads with it).")
+    ] = "demo-api-key",
     stores_file: Annotated[
         Path | None, typer.Option(help="Default: $STORES_FILE or deploy/stores.dev.yaml.")
     ] = None,
@@ -303,7 +308,9 @@ def main(
                 f"[red]ingest is not ready at {endpoints.ingest}[/red]: start the stack with `make up`."
             )
             raise typer.Exit(1)
-        services = Services(client, endpoints, store)
+        if not store.accepts_api_key(api_key):
+            raise typer.BadParameter(f"not the API key of store {store_id!r}", param_hint="--api-key")
+        services = Services(client, endpoints, store, api_key)
         before = services.consumed()
         try:
             result = run(config, target, options, console)

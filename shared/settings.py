@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.ratelimit import parse_networks
+from shared.registry_checks import SecretFacts, secret_problems
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +67,35 @@ class ClientRateLimitSettings(_Env):
     def _networks(cls, value: str) -> str:
         parse_networks(value)
         return value
+
+
+# Outside production, notifier and segmenter agree on this without configuration; production refuses it.
+DEV_SERVICE_API_KEY = "dev-service-api-key"
+
+
+class ServiceAuthSettings(_Env):
+    """The key one service presents to another's REST API (the notifier reading the segmenter's product
+    complements). Store API keys are kept only as digests, so a service cannot borrow a store's key."""
+
+    service_api_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _strong_in_production(self) -> ServiceAuthSettings:
+        if getattr(self, "environment", "development") == "production" and self.service_api_key is not None:
+            facts = SecretFacts.of(self.service_api_key.get_secret_value())
+            problems = secret_problems("SERVICE_API_KEY", facts)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+    def effective_service_api_key(self) -> str | None:
+        """The configured key; outside production a shared development default; in production unset: None
+        (the notifier then recommends without the segmenter's complements)."""
+        if self.service_api_key is not None:
+            return self.service_api_key.get_secret_value()
+        if getattr(self, "environment", "development") == "production":
+            return None
+        return DEV_SERVICE_API_KEY
 
 
 class RuntimeSettings(_Env):

@@ -19,18 +19,35 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.audience_rules import AudienceRules
 from shared.credentials import CredentialError, read_credential
 from shared.funnel_rules import FunnelRules
 from shared.logging import get_logger
 from shared.notifier_rules import NotifierRules
+from shared.registry_checks import (
+    SecretFacts,
+    duplicates,
+    secret_problems,
+    secrets_of,
+    sha256_hex,
+    url_problem,
+    urls_of,
+)
 
 StoreId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 
-# Secrets that ship in the development registry; a production deploy must not run with them.
-_PLACEHOLDER_PREFIXES = ("demo-", "change-me", "changeme", "example", "ck_demo", "cs_demo")
+# An empty secret would let anyone sign: refused in every environment.
+Secret = Annotated[SecretStr, Field(min_length=1)]
 # The Shopify Admin API version every call is pinned to (Shopify supports each for a year).
 SHOPIFY_API_VERSION = "2025-10"
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
@@ -72,7 +89,7 @@ class DiscountCombination(_Model):
 
 class ShopifyConfig(_Model):
     shop_domain: str
-    webhook_secret: SecretStr
+    webhook_secret: Secret
     # Admin GraphQL API: where, which version, and the access token's env variable or file. Without a
     # token the store is not connected: coupons stay ours and consent is not synced.
     api_version: Annotated[str, Field(pattern=r"^(\d{4}-\d{2}|unstable)$")] = SHOPIFY_API_VERSION
@@ -105,7 +122,7 @@ class ShopifyConfig(_Model):
 
 class WooCommerceConfig(_Model):
     site_url: str
-    webhook_secret: SecretStr
+    webhook_secret: Secret
     # REST API v3 with a consumer key and secret (Basic auth over https). Calls go to
     # `<site_url>wp-json/wc/v3/`; `api_url` overrides that base (a local test site).
     api_url: str | None = None
@@ -137,7 +154,7 @@ class WooCommerceConfig(_Model):
 
 class SegmentConfig(_Model):
     # Secret: the store's servers (analytics-node, analytics-python...) send anything with it.
-    write_key: SecretStr
+    write_key: Secret
     # Public by nature (it sits in every page's snippet): page views, identity and browsing/cart events only.
     browser_write_key: str | None = Field(default=None, min_length=8, max_length=200)
 
@@ -200,7 +217,12 @@ def _allowed_origin(text: str) -> AllowedOrigin:
 class StoreConfig(_Model):
     store_id: StoreId
     name: str
-    api_key: SecretStr
+    # The REST API key is kept only as its SHA-256: the registry gives either `api_key` (hashed here, the
+    # plain key dropped) or `api_key_sha256` (what a production registry should hold: `printf %s "$KEY" |
+    # sha256sum`), so neither a memory dump nor a leaked registry file gives the key away.
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+    # How strong the plain key was, for the production checks; None when only the digest was given.
+    api_key_facts: SecretFacts | None = Field(default=None, exclude=True, repr=False)
     timezone: str = "UTC"
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     shopify: ShopifyConfig | None = None
@@ -229,24 +251,44 @@ class StoreConfig(_Model):
         """Whether a page of `origin` (the browser's Origin header) may call with this store's keys."""
         return any(_allowed_origin(allowed).matches(origin) for allowed in self.allowed_origins)
 
-    def accepts_api_key(self, presented: str) -> bool:
-        return hmac.compare_digest(presented.encode(), self.api_key.get_secret_value().encode())
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_api_key(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        if "api_key_facts" in data:
+            raise ValueError("api_key_facts is computed, not configured")
+        if "api_key" not in data:
+            return data
+        data = dict(data)
+        key = data.pop("api_key")
+        if "api_key_sha256" in data:
+            raise ValueError("give api_key or api_key_sha256, not both")
+        if isinstance(key, SecretStr):
+            key = key.get_secret_value()
+        if not isinstance(key, str) or not key:
+            raise ValueError("api_key must be a non-empty string")
+        return {**data, "api_key_sha256": sha256_hex(key), "api_key_facts": SecretFacts.of(key)}
 
-    def secrets(self) -> list[str]:
-        found = [self.api_key.get_secret_value()]
-        for part in (self.shopify, self.woocommerce):
-            if part is not None:
-                found.append(part.webhook_secret.get_secret_value())
-        if self.segment is not None:
-            found.append(self.segment.write_key.get_secret_value())
-        for hook in (
-            self.notifier.support_webhook,
-            self.notifier.messaging_webhook,
-            self.notifier.coupon_webhook,
-            self.audiences.sync,
-        ):
-            if hook is not None:
-                found.append(hook.secret.get_secret_value())
+    def accepts_api_key(self, presented: str) -> bool:
+        # Digest against digest: constant time, and the plain key is nowhere in memory to compare with.
+        return hmac.compare_digest(sha256_hex(presented), self.api_key_sha256)
+
+    def problems(self, *, production: bool) -> list[str]:
+        """What this store's configuration must not have: every outbound URL https (loopback http outside
+        production); in production, every secret long and unpredictable and none a placeholder."""
+        where = f"store {self.store_id!r}"
+        found = [
+            problem
+            for path, url in urls_of(self)
+            if (problem := url_problem(f"{where}: {path}", url, production=production)) is not None
+        ]
+        if not production:
+            return found
+        if self.api_key_facts is not None:
+            found.extend(secret_problems(f"{where}: api_key", self.api_key_facts))
+        for path, secret in secrets_of(self):
+            found.extend(secret_problems(f"{where}: {path}", SecretFacts.of(secret)))
         return found
 
 
@@ -260,8 +302,15 @@ class PlatformCredentials:
     problems: tuple[str, ...] = ()
 
     def values(self) -> list[str]:
-        found = (self.shopify_admin_token, self.woo_consumer_key, self.woo_consumer_secret)
-        return [s.get_secret_value() for s in found if s is not None]
+        return [value for _, value in self.named()]
+
+    def named(self) -> list[tuple[str, str]]:
+        found = {
+            "shopify admin token": self.shopify_admin_token,
+            "woocommerce consumer key": self.woo_consumer_key,
+            "woocommerce consumer secret": self.woo_consumer_secret,
+        }
+        return [(name, s.get_secret_value()) for name, s in found.items() if s is not None]
 
 
 def read_platform_credentials(store: StoreConfig, *, development: bool) -> PlatformCredentials:
@@ -342,7 +391,14 @@ class StoreRegistry:
         return found
 
     @classmethod
-    def load(cls, path: Path, *, allow_placeholder_secrets: bool = True) -> StoreRegistry:
+    def load(
+        cls, path: Path, *, allow_placeholder_secrets: bool = True, production: bool | None = None
+    ) -> StoreRegistry:
+        """Read and check the registry; a StoreRegistryError lists every problem of every store.
+
+        `production` (default: `not allow_placeholder_secrets`, which every service passes as
+        ENVIRONMENT != production) adds the production rules: strong secrets, https only."""
+        production = (not allow_placeholder_secrets) if production is None else production
         try:
             document = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
@@ -350,25 +406,31 @@ class StoreRegistry:
         if not isinstance(document, dict) or not isinstance(document.get("stores"), dict):
             raise StoreRegistryError(f"{path}: expected a mapping `stores: {{<store_id>: ...}}`")
         stores: list[StoreConfig] = []
+        problems: list[str] = []
         for store_id, body in document["stores"].items():
             try:
                 stores.append(StoreConfig.model_validate({"store_id": store_id, **(body or {})}))
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise StoreRegistryError(f"{path}: store {store_id!r} is invalid: {problems}") from exc
-        registry = cls(stores)
-        registry.read_credentials(development=allow_placeholder_secrets)
-        if not allow_placeholder_secrets:
-            registry._refuse_placeholders()
-        return registry
-
-    def _refuse_placeholders(self) -> None:
-        for store in self._by_id.values():
-            secrets = store.secrets() + self.credentials(store.store_id).values()
-            if any(secret.lower().startswith(_PLACEHOLDER_PREFIXES) for secret in secrets):
-                raise StoreRegistryError(
-                    f"store {store.store_id!r} uses a development placeholder secret outside development"
+                problems.extend(
+                    f"store {store_id!r}: {'.'.join(map(str, e['loc'])) or 'store'}: {e['msg']}"
+                    for e in exc.errors()
                 )
+            except (TypeError, ValueError) as exc:
+                problems.append(f"store {store_id!r}: {exc}")
+        problems.extend(registry_problems(stores, production=production))
+        registry: StoreRegistry | None = None
+        if not problems:
+            registry = cls(stores)
+            registry.read_credentials(development=not production)
+            if production:
+                for store in stores:
+                    for name, secret in registry.credentials(store.store_id).named():
+                        facts = SecretFacts.of(secret)
+                        problems.extend(secret_problems(f"store {store.store_id!r}: {name}", facts))
+        if problems or registry is None:
+            listed = "\n".join(f"  - {problem}" for problem in problems)
+            raise StoreRegistryError(f"{path}: {len(problems)} problem(s) in the store registry:\n{listed}")
+        return registry
 
     def get(self, store_id: str) -> StoreConfig | None:
         return self._by_id.get(store_id)
@@ -393,6 +455,30 @@ class StoreRegistry:
 
     def __iter__(self) -> Iterator[StoreConfig]:
         return iter(self._by_id.values())
+
+
+def registry_problems(stores: list[StoreConfig], *, production: bool) -> list[str]:
+    """Problems across stores (in every environment: one value, one store) and of each store."""
+    found = [problem for store in stores for problem in store.problems(production=production)]
+    found += duplicates("API key", ((s.api_key_sha256, s.store_id) for s in stores))
+    found += duplicates(
+        "Shopify shop domain", ((s.shopify.shop_domain, s.store_id) for s in stores if s.shopify)
+    )
+    found += duplicates(
+        "WooCommerce site",
+        ((_site_key(s.woocommerce.site_url), s.store_id) for s in stores if s.woocommerce),
+    )
+    # Server and browser keys together: else one store's events would go to another, or the public key
+    # pass for the secret one.
+    write_keys = [
+        (_digest(key).hex(), s.store_id)
+        for s in stores
+        if s.segment is not None
+        for key in (s.segment.write_key.get_secret_value(), s.segment.browser_write_key)
+        if key is not None
+    ]
+    found += duplicates("Segment write key", write_keys)
+    return found
 
 
 def _site_key(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.ratelimit import ClientRateLimitMiddleware, parse_networks
+from shared.registry_checks import sha256_hex
 from shared.settings import ClientRateLimitSettings
 from shared.stores import StoreConfig, StoreRegistry
 
@@ -269,7 +271,9 @@ def require_store(
     store = registry.get(store_id)
     if store is None:
         raise ApiError(404, "store_not_found", f"unknown store {store_id!r}")
-    if credentials is None or not store.accepts_api_key(credentials.credentials):
+    if credentials is None or not (
+        store.accepts_api_key(credentials.credentials) or _is_service_key(request, credentials.credentials)
+    ):
         raise ApiError(
             401,
             "unauthorized",
@@ -277,6 +281,12 @@ def require_store(
             headers={"WWW-Authenticate": "Bearer"},
         )
     return store
+
+
+def _is_service_key(request: Request, presented: str) -> bool:
+    """Another of our services (the notifier reading complements); set by services that accept it."""
+    expected: str | None = getattr(request.app.state, "service_key_sha256", None)
+    return expected is not None and hmac.compare_digest(sha256_hex(presented), expected)
 
 
 StoreDep = Annotated[StoreConfig, Depends(require_store)]

@@ -9,13 +9,20 @@ from shared.settings import (
     DatabaseSettings,
     KafkaSettings,
     RuntimeSettings,
+    ServiceAuthSettings,
     SmtpSettings,
     StoresSettings,
 )
 
 
 class NotifierSettings(
-    KafkaSettings, DatabaseSettings, StoresSettings, ClientRateLimitSettings, SmtpSettings, RuntimeSettings
+    KafkaSettings,
+    DatabaseSettings,
+    StoresSettings,
+    ClientRateLimitSettings,
+    SmtpSettings,
+    ServiceAuthSettings,
+    RuntimeSettings,
 ):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8002

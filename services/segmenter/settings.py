@@ -7,12 +7,18 @@ from shared.settings import (
     DatabaseSettings,
     KafkaSettings,
     RuntimeSettings,
+    ServiceAuthSettings,
     StoresSettings,
 )
 
 
 class SegmenterSettings(
-    KafkaSettings, DatabaseSettings, StoresSettings, ClientRateLimitSettings, RuntimeSettings
+    KafkaSettings,
+    DatabaseSettings,
+    StoresSettings,
+    ClientRateLimitSettings,
+    ServiceAuthSettings,
+    RuntimeSettings,
 ):
     segmenter_host: str = "127.0.0.1"
     segmenter_port: int = 8001

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -195,3 +196,48 @@ async def test_guest_ids_and_smtp_replies_stay_out_of_logs_and_error_bodies(
     assert '"message_sent"' in notifier_log
     assert '"message_failed"' in notifier_log
     assert '"customer_ref": "c_' in notifier_log
+
+
+def test_a_production_deploy_with_a_weak_registry_fails_listing_every_problem(
+    services: RunningServices, tmp_path: Path
+) -> None:
+    registry = tmp_path / "stores.yaml"
+    registry.write_text(
+        "stores:\n"
+        "  one: {name: One, api_key: short, segment: {write_key: same-key-on-two-stores-0123456789}}\n"
+        "  two: {name: Two, api_key: short, segment: {write_key: same-key-on-two-stores-0123456789},\n"
+        "        notifier: {site_url: 'http://two.example.org'}}\n"
+    )
+    [port] = free_ports(1)
+    env = {**services.env, "ENVIRONMENT": "production", "STORES_FILE": str(registry)}
+    env["INGEST_PORT"] = str(port)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.ingest", "serve"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    for problem in (
+        "store 'one': api_key: shorter than 24 characters",
+        "store 'two': api_key: shorter than 24 characters",
+        "store 'two': notifier.site_url: must be an https URL",
+        "stores 'one', 'two' share the same API key",
+        "stores 'one', 'two' share the same Segment write key",
+    ):
+        assert problem in output, output[-3000:]
+    assert "same-key-on-two-stores" not in output  # the secret itself is never printed
+
+
+def test_the_segmenter_takes_the_notifiers_service_key_not_a_guess(services: RunningServices) -> None:
+    service = {"Authorization": "Bearer dev-service-api-key"}
+    url = f"{services.segmenter}/v1/stores/demo/products/p-1/complements"
+    assert httpx.get(url, headers=service).status_code == 200
+    assert httpx.get(url, headers={"Authorization": "Bearer dev-service-api-kez"}).status_code == 401
+    # An escaped id with a path in it stays one path segment: it reaches no other route.
+    crafted = f"{services.segmenter}/v1/stores/demo/products/{url_segment('../../funnel?x=')}/complements"
+    assert httpx.get(crafted, headers=service).status_code == 404

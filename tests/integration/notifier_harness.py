@@ -36,8 +36,9 @@ def dev_store(store_id: str, **notifier: Any) -> StoreConfig:
     demo = StoreRegistry.load(REPO_ROOT / "deploy" / "stores.dev.yaml").get("demo")
     assert demo is not None
     rules = demo.notifier.model_dump(exclude_defaults=True) | notifier
+    fields = demo.model_dump(exclude={"api_key_sha256"})
     return StoreConfig.model_validate(
-        demo.model_dump() | {"store_id": store_id, "notifier": rules, "api_key": "test-api-key"}
+        fields | {"store_id": store_id, "notifier": rules, "api_key": "test-api-key"}
     )
 
 

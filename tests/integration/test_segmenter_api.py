@@ -24,6 +24,7 @@ from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared.events import StorefrontEvent
+from shared.registry_checks import sha256_hex
 from shared.stores import StoreConfig, StoreRegistry
 from shared.web import install_error_handlers
 from tests.builders import canonical_event
@@ -97,7 +98,7 @@ def build_app(engine: AsyncEngine, stores: StoreRegistry) -> FastAPI:
 
 
 def store_config(store_id: str) -> StoreConfig:
-    return StoreConfig(store_id=store_id, name=f"Store {store_id}", api_key=API_KEY)
+    return StoreConfig(store_id=store_id, name=f"Store {store_id}", api_key_sha256=sha256_hex(API_KEY))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from shared.events import StorefrontEvent, encode_event
 from shared.funnel_events import decode_funnel_event
 from shared.funnel_rules import FunnelRules
 from shared.kafka import ensure_topics
+from shared.registry_checks import sha256_hex
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreConfig, StoreRegistry
 from tests.builders import canonical_event
@@ -37,7 +38,8 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def registry(store_id: str, **rules: Any) -> StoreRegistry:
     funnel = FunnelRules.model_validate(rules) if rules else FunnelRules()
-    return StoreRegistry([StoreConfig(store_id=store_id, name="Test", api_key="k", funnel=funnel)])
+    store = StoreConfig(store_id=store_id, name="Test", api_key_sha256=sha256_hex("k"), funnel=funnel)
+    return StoreRegistry([store])
 
 
 def event(

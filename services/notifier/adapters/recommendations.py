@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters import repository
 from services.notifier.domain.personalisation import MAX_RECOMMENDATIONS, Product
+from shared.fields import url_segment
 from shared.logging import get_logger
 from shared.stores import StoreConfig
 
@@ -108,11 +109,19 @@ def viewed_products(customer: Mapping[str, Any]) -> list[Product]:
 
 class Recommender:
     def __init__(
-        self, engine: AsyncEngine, client: httpx.AsyncClient, segmenter_url: str, ttl: float = FRESH_SECONDS
+        self,
+        engine: AsyncEngine,
+        client: httpx.AsyncClient,
+        segmenter_url: str,
+        ttl: float = FRESH_SECONDS,
+        *,
+        service_api_key: str | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self._segmenter = segmenter_url.rstrip("/")
+        # Store keys are kept hashed, so the notifier presents its own service key (SERVICE_API_KEY).
+        self._auth = {"Authorization": f"Bearer {service_api_key}"} if service_api_key else None
         self._complements_of: Kept[tuple[str, str], list[str]] = Kept(ttl)
         self._best_sellers: Kept[str, list[str]] = Kept(ttl)
         self._products: Kept[tuple[str, str], Product | None] = Kept(ttl)
@@ -175,12 +184,16 @@ class Recommender:
         return [r.product_id for r in best]
 
     async def _complements(self, store: StoreConfig, product_id: str) -> list[str]:
-        url = f"{self._segmenter}/v1/stores/{store.store_id}/products/{product_id}/complements"
+        if self._auth is None:
+            return []
+        # Product ids come from storefront events: escaped, so `../` or `?` cannot reach another route.
+        url = (
+            f"{self._segmenter}/v1/stores/{url_segment(store.store_id)}"
+            f"/products/{url_segment(product_id)}/complements"
+        )
         try:
             response = await self._client.get(
-                url,
-                params={"limit": MAX_RECOMMENDATIONS},
-                headers={"Authorization": f"Bearer {store.api_key.get_secret_value()}"},
+                url, params={"limit": MAX_RECOMMENDATIONS}, headers=self._auth
             )
             response.raise_for_status()
             return [str(c["product_id"]) for c in response.json()]

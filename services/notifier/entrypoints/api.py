@@ -80,7 +80,9 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
             renderer=TemplateRenderer(),
             smtp=smtp,
             webhooks=WebhookSender(http),
-            recommender=Recommender(engine, http, settings.segmenter_url),
+            recommender=Recommender(
+                engine, http, settings.segmenter_url, service_api_key=settings.effective_service_api_key()
+            ),
             public_url=settings.notifier_public_url,
             clock=clock,
             batch_size=settings.notifier_send_batch,

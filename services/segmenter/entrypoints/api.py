@@ -30,6 +30,7 @@ from shared.kafka import (
 )
 from shared.logging import get_logger
 from shared.outbox import OutboxRelay
+from shared.registry_checks import sha256_hex
 from shared.stores import StoreRegistry
 from shared.web import (
     install_client_rate_limit,
@@ -69,6 +70,8 @@ def create_app(settings: SegmenterSettings, *, clock: Callable[[], datetime] = _
             settings.stores_file, allow_placeholder_secrets=settings.environment != "production"
         )
         app.state.stores = stores
+        service_key = settings.effective_service_api_key()
+        app.state.service_key_sha256 = sha256_hex(service_key) if service_key else None
         engine = build_engine(settings, custom_plans=True)
         app.state.engine = engine
         relay = OutboxRelay(
