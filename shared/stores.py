@@ -369,13 +369,17 @@ class StoreRegistry:
         self._credentials: dict[str, PlatformCredentials] = {}
         self._development = True
 
-    def read_credentials(self, *, development: bool) -> None:
+    def read_credentials(
+        self, *, development: bool, already: dict[str, PlatformCredentials] | None = None
+    ) -> None:
         """Read every store's platform credentials from the environment or files the registry names. A
         missing one is not fatal here (ingest and the segmenter never use them): the notifier reports it
         per store, and skips what needs it as `coupon_unavailable`."""
         self._development = development
         for store in self._by_id.values():
-            credentials = read_platform_credentials(store, development=development)
+            credentials = (already or {}).get(store.store_id) or read_platform_credentials(
+                store, development=development
+            )
             self._credentials[store.store_id] = credentials
             for problem in credentials.problems:
                 log.warning("store_credentials_missing", store_id=store.store_id, problem=problem)
@@ -418,18 +422,18 @@ class StoreRegistry:
             except (TypeError, ValueError) as exc:
                 problems.append(f"store {store_id!r}: {exc}")
         problems.extend(registry_problems(stores, production=production))
-        registry: StoreRegistry | None = None
-        if not problems:
-            registry = cls(stores)
-            registry.read_credentials(development=not production)
-            if production:
-                for store in stores:
-                    for name, secret in registry.credentials(store.store_id).named():
-                        facts = SecretFacts.of(secret)
-                        problems.extend(secret_problems(f"store {store.store_id!r}: {name}", facts))
-        if problems or registry is None:
+        credentials = {
+            store.store_id: read_platform_credentials(store, development=not production) for store in stores
+        }
+        if production:
+            for store_id, read in credentials.items():
+                for name, secret in read.named():
+                    problems.extend(secret_problems(f"store {store_id!r}: {name}", SecretFacts.of(secret)))
+        if problems:
             listed = "\n".join(f"  - {problem}" for problem in problems)
             raise StoreRegistryError(f"{path}: {len(problems)} problem(s) in the store registry:\n{listed}")
+        registry = cls(stores)
+        registry.read_credentials(development=not production, already=credentials)
         return registry
 
     def get(self, store_id: str) -> StoreConfig | None:

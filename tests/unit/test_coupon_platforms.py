@@ -121,16 +121,18 @@ def test_platform_urls_are_https_except_on_loopback() -> None:
 def test_production_refuses_the_demo_credentials(tmp_path: Path) -> None:
     registry = tmp_path / "stores.yaml"
     registry.write_text(
-        "stores:\n  s:\n    name: S\n    api_key: live-key-1\n    shopify:\n"
+        # Secrets as long and random as production demands (shared/registry_checks.py).
+        "stores:\n  s:\n    name: S\n    api_key: Zq7vN2xK9pL4mR8tW1yB6cD3fH5jG0sA\n    shopify:\n"
         "      shop_domain: s.myshopify.com\n"
-        "      webhook_secret: live-secret\n      admin_token_file: " + str(tmp_path / "t") + "\n"
+        "      webhook_secret: 9f8e7d6c5b4a39281706f5e4d3c2b1a0\n"
+        "      admin_token_file: " + str(tmp_path / "t") + "\n"
     )
     (tmp_path / "t").write_text("demo-admin-token")
     with pytest.raises(StoreRegistryError, match="placeholder"):
         StoreRegistry.load(registry, allow_placeholder_secrets=False)
-    (tmp_path / "t").write_text("shpat_live_value")
+    (tmp_path / "t").write_text("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")
     loaded = StoreRegistry.load(registry, allow_placeholder_secrets=False)
     token = loaded.credentials("s").shopify_admin_token
     assert token is not None
-    assert token.get_secret_value() == "shpat_live_value"
+    assert token.get_secret_value() == "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"
     assert "shpat_live_value" not in repr(loaded.credentials("s"))

@@ -98,5 +98,5 @@ def test_a_write_key_used_twice_is_refused(tmp_path: Path) -> None:
         "  b:\n    name: B\n    api_key: kb\n"
         "    segment: {write_key: other-key-1, browser_write_key: same-key-123}\n"
     )
-    with pytest.raises(StoreRegistryError, match="already in use"):
+    with pytest.raises(StoreRegistryError, match=r"stores .a., .b. share the same Segment write key"):
         StoreRegistry.load(twice)
