@@ -261,7 +261,12 @@ async def test_profile_reports_orders_figures_products_and_transitions(api: Segm
     assert p["median_days_between_orders"] == 17.0  # gaps of 10 and 24 days
     assert p["favourite_categories"] == ["tea", "ware", "herbal"]  # 2, 2 (by name), 1
     assert [x["product_id"] for x in p["last_products"]] == ["p-mate", "p-tea", "p-pot", "p-cup"]
-    assert p["last_products"][0] == {"product_id": "p-mate", "title": "Mate", "category": "herbal", "price": None}
+    assert p["last_products"][0] == {
+        "product_id": "p-mate",
+        "title": "Mate",
+        "category": "herbal",
+        "price": None,
+    }
     assert set(p["identifiers"]) == {"id:c1", "email:kim.lee@example.com", "order:o1", "order:o2", "order:o3"}
     assert [(c["cart_id"], c["items"], Decimal(c["total"]), c["currency"]) for c in p["carts"]] == [
         ("cart-1", 3, Decimal("25.00"), "EUR")
