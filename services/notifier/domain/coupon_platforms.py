@@ -61,6 +61,16 @@ def placement(store: StoreConfig, kind: CouponKind) -> Placement:
     return Placement(CouponPlatform.OURS, Delivery.CODE)
 
 
+def consent_platform(store: StoreConfig) -> CouponPlatform | None:
+    """Where a customer's email marketing consent lives, so an unsubscribe of ours reaches it: the connected
+    Shopify shop, else the WooCommerce site that names its opt-in meta field; else nowhere but here."""
+    if store.shopify is not None and store.shopify.connected:
+        return CouponPlatform.SHOPIFY
+    if store.woocommerce is not None and store.woocommerce.connected and store.woocommerce.consent_meta_key:
+        return CouponPlatform.WOOCOMMERCE
+    return None
+
+
 class PlatformError(Exception):
     """A platform call that did not confirm the coupon. `reason` is safe to store and show: it never holds
     a credential or a customer's personal data."""

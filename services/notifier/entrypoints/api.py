@@ -16,9 +16,10 @@ from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
-from services.notifier.entrypoints import routes, unsubscribe
+from services.notifier.entrypoints import platform_routes, routes, unsubscribe
 from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
+from services.notifier.entrypoints.consent_sync import ConsentSync
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning
 from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.sender import MessageSender
@@ -74,6 +75,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
         app.state.clock = clock
         app.state.refresh_audiences = refresh_memberships
         smtp = SmtpSender(settings)
+        platforms = PlatformClients(http, stores)
         sender = MessageSender(
             engine=engine,
             stores=stores,
@@ -87,7 +89,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
             clock=clock,
             batch_size=settings.notifier_send_batch,
             max_attempts=settings.notifier_max_attempts,
-            coupon_provisioning=CouponProvisioning(engine, PlatformClients(http, stores), clock),
+            coupon_provisioning=CouponProvisioning(engine, platforms, clock),
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",
@@ -112,6 +114,10 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
 
         workers.start("kafka-connect", connect())
         workers.start("sender", sender.run_forever())
+        workers.start(
+            "consent-sync",
+            ConsentSync(engine=engine, stores=stores, platforms=platforms, clock=clock).run_forever(),
+        )
         workers.start("audiences", AudienceWorker(engine=engine, stores=stores, clock=clock).run_forever())
         try:
             yield
@@ -146,6 +152,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = _utcnow) -> FastAPI
     app.include_router(audience_router())
 
     app.include_router(routes.router)
+    app.include_router(platform_routes.router)
     app.include_router(unsubscribe.router)
 
     return app

@@ -18,7 +18,7 @@ from liquid.exceptions import LiquidError
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.notifier.adapters import platform_repository, repository
+from services.notifier.adapters import consent_repository, platform_repository, repository
 from services.notifier.adapters.recommendations import Recommender, seed_products, viewed_products
 from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
 from services.notifier.adapters.templates import TemplateRenderer
@@ -317,6 +317,9 @@ class MessageSender(Poller):
             if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
                 # The address will never accept mail: stop every flow from trying it again.
                 await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
+                await consent_repository.record(
+                    conn, claimed.store, row.customer_id, subscribed=False, reason="bounce", at=now
+                )
 
 
 async def _placed(

@@ -14,7 +14,7 @@ from html import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from services.notifier.adapters import repository
+from services.notifier.adapters import consent_repository, repository
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -72,6 +72,11 @@ async def unsubscribe_now(token: str, request: Request) -> HTMLResponse:
             store = request.app.state.stores.get(done.store_id)
             if store is not None:
                 await request.app.state.refresh_audiences(conn, store, [done.customer_id], now)
+                if done.unsubscribed_at == now:
+                    # The first time only: the store's platform hears of it too (its own newsletters stop).
+                    await consent_repository.record(
+                        conn, store, done.customer_id, subscribed=False, reason="unsubscribe", at=now
+                    )
     if done is None:
         return _unknown()
     log.info("unsubscribed", store_id=done.store_id, customer_id=done.customer_id)
