@@ -14,7 +14,7 @@ from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import context
 from services.ingest.headers import HeaderSpec, openapi_parameters, read_headers
 from services.ingest.sources import shopify, woocommerce
-from services.ingest.sources.base import Checked
+from services.ingest.sources.base import NOTHING_CHECKED, Checked
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
 from shared.web import ApiError, ErrorBody, validation_errors
@@ -83,6 +83,35 @@ class WebhookMapper(Protocol):
         received_at: datetime,
         checked: Checked = ...,
     ) -> StorefrontEvent | None: ...
+
+
+class _WooCommerceForStore:
+    """The WooCommerce mapper with the store's opt-in meta field (its marketing consent)."""
+
+    HANDLED_TOPICS = woocommerce.HANDLED_TOPICS
+
+    def __init__(self, consent: woocommerce.ConsentField | None) -> None:
+        self._consent = consent
+
+    def to_canonical(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        store_id: str,
+        event_id: str,
+        received_at: datetime,
+        checked: Checked = NOTHING_CHECKED,
+    ) -> StorefrontEvent | None:
+        return woocommerce.to_canonical(
+            topic,
+            payload,
+            store_id=store_id,
+            event_id=event_id,
+            received_at=received_at,
+            checked=checked,
+            consent=self._consent,
+        )
 
 
 async def _translate(
@@ -189,6 +218,11 @@ async def woocommerce_webhook(
     if not x_wc_webhook_delivery_id:
         raise ApiError(400, "missing_header", "X-WC-Webhook-Delivery-ID is required")
     delivery = x_wc_webhook_delivery_id
+    mapper = _WooCommerceForStore(
+        woocommerce.ConsentField(store.woocommerce.consent_meta_key, store.woocommerce.consent_yes_values)
+        if store.woocommerce.consent_meta_key
+        else None
+    )
     return await _translate(
-        request, "woocommerce", woocommerce, x_wc_webhook_topic, body, store.store_id, delivery
+        request, "woocommerce", mapper, x_wc_webhook_topic, body, store.store_id, delivery
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
@@ -127,6 +128,29 @@ class WooCouponLine(_Model):
     code: str
 
 
+class WooMeta(_Model):
+    key: str = ""
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class ConsentField:
+    """The order or customer meta field a store's opt-in checkbox writes (WooCommerce core records no
+    marketing consent): a value in `yes_values` is consent, any other value withdraws it, no field says
+    nothing. Named per store in the registry (`woocommerce.consent_meta_key`)."""
+
+    key: str
+    yes_values: tuple[str, ...] = ("yes", "1", "true", "on", "subscribed")
+
+    def read(self, meta: tuple[WooMeta, ...]) -> bool | None:
+        found = [m for m in meta if m.key == self.key]
+        if not found:
+            return None
+        value = found[-1].value
+        text = str(value).strip().lower() if not isinstance(value, bool) else ("true" if value else "false")
+        return text in {v.lower() for v in self.yes_values}
+
+
 class WooOrder(_Model):
     id: Annotated[int, Field(ge=1, le=_MAX_ID)]
     status: str
@@ -141,6 +165,7 @@ class WooOrder(_Model):
     shipping: WooAddress | None = None
     line_items: tuple[WooLineItem, ...] = ()
     coupon_lines: tuple[WooCouponLine, ...] = ()
+    meta_data: tuple[WooMeta, ...] = ()
     # `refunds` is not read: see _order for why the total is the refunded amount.
     cart_hash: str | None = None
 
@@ -154,6 +179,7 @@ class WooCustomer(_Model):
     date_modified_gmt: GmtDatetime | None = None
     billing: WooAddress | None = None
     shipping: WooAddress | None = None
+    meta_data: tuple[WooMeta, ...] = ()
 
 
 def _text(*candidates: str | None) -> str | None:
@@ -173,6 +199,7 @@ def _customer(
     billing: WooAddress | None,
     shipping: WooAddress | None,
     placed_order_id: str | None = None,
+    accepts_marketing: bool | None = None,
 ) -> Customer:
     # Billing is what the buyer typed about themselves; shipping may be a gift's recipient, so it only fills
     # what billing leaves empty.
@@ -187,12 +214,15 @@ def _customer(
         phone=_text(bill.phone, ship.phone),
         city=_text(bill.city, ship.city),
         country=_text(bill.country, ship.country),
-        # WooCommerce core records no marketing consent; None leaves what another source said untouched.
-        accepts_marketing=None,
+        # WooCommerce core records no marketing consent: only the store's opt-in meta field (if it names
+        # one) says anything; None leaves what another source said untouched.
+        accepts_marketing=accepts_marketing,
     )
 
 
-def _order_customer(order: WooOrder, *, placed_order_id: str | None = None) -> Customer:
+def _order_customer(
+    order: WooOrder, *, placed_order_id: str | None = None, consent: ConsentField | None = None
+) -> Customer:
     return _customer(
         customer_id=order.customer_id,
         email=None,
@@ -201,6 +231,7 @@ def _order_customer(order: WooOrder, *, placed_order_id: str | None = None) -> C
         billing=order.billing,
         shipping=order.shipping,
         placed_order_id=placed_order_id,
+        accepts_marketing=consent.read(order.meta_data) if consent else None,
     )
 
 
@@ -237,6 +268,7 @@ def to_canonical(
     event_id: str,
     received_at: datetime,
     checked: Checked = NOTHING_CHECKED,
+    consent: ConsentField | None = None,
 ) -> StorefrontEvent | None:
     """Translate one webhook; None for a topic (or an order status) we acknowledge but do not use.
 
@@ -250,7 +282,7 @@ def to_canonical(
         "source": Source.WOOCOMMERCE,
     }
     if topic in ORDER_TOPICS:
-        return _order(WooOrder.model_validate(payload, context=checked), common)
+        return _order(WooOrder.model_validate(payload, context=checked), common, consent)
     if topic in CUSTOMER_TOPICS:
         customer = WooCustomer.model_validate(payload, context=checked)
         return CustomerUpsertedEvent(
@@ -262,6 +294,7 @@ def to_canonical(
                 last_name=customer.last_name,
                 billing=customer.billing,
                 shipping=customer.shipping,
+                accepts_marketing=consent.read(customer.meta_data) if consent else None,
             ),
             occurred_at=customer.date_modified_gmt or customer.date_created_gmt or received_at,
             payload=CustomerUpserted(created_at=customer.date_created_gmt),
@@ -269,7 +302,7 @@ def to_canonical(
     return None
 
 
-def _order(order: WooOrder, common: dict[str, Any]) -> StorefrontEvent | None:
+def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None) -> StorefrontEvent | None:
     # The status decides, whichever of order.created / order.updated carried it: most payment gateways create
     # the order as `pending` and only a later order.updated says `processing`.
     status = order.status.removeprefix("wc-")
@@ -279,7 +312,7 @@ def _order(order: WooOrder, common: dict[str, Any]) -> StorefrontEvent | None:
         # order id once, so later updates of the same order change nothing.
         return OrderPlacedEvent(
             **common,
-            customer=_order_customer(order),
+            customer=_order_customer(order, consent=consent),
             occurred_at=order.date_created_gmt,
             payload=OrderPlaced(
                 order_id=str(order.id),
