@@ -241,3 +241,53 @@ def test_the_segmenter_takes_the_notifiers_service_key_not_a_guess(services: Run
     # An escaped id with a path in it stays one path segment: it reaches no other route.
     crafted = f"{services.segmenter}/v1/stores/demo/products/{url_segment('../../funnel?x=')}/complements"
     assert httpx.get(crafted, headers=service).status_code == 404
+
+
+@pytest.mark.parametrize("topic", ["shop/redact", "customers/redact", "customers/data_request"])
+async def test_a_privacy_webhook_signed_for_another_shop_is_401_and_erases_nothing(
+    services: RunningServices, kafka_bootstrap: str, topic: str
+) -> None:
+    """A public app signs every shop's webhooks with one secret: a genuine body of shop B, sent with the
+    (unsigned) X-Shopify-Shop-Domain of our shop, must not erase our customers. Bodies as Shopify documents
+    them (https://shopify.dev/docs/apps/build/compliance/privacy-law-compliance, mandatory compliance
+    webhooks: every one carries `shop_id` and `shop_domain`)."""
+    body_of = {
+        "shop/redact": {"shop_id": 954889, "shop_domain": "other-shop.myshopify.com"},
+        "customers/redact": {
+            "shop_id": 954889,
+            "shop_domain": "other-shop.myshopify.com",
+            "customer": {"id": 191167, "email": "john@example.com", "phone": "555-625-1199"},
+            "orders_to_redact": [299938, 280263],
+        },
+        "customers/data_request": {
+            "shop_id": 954889,
+            "shop_domain": "other-shop.myshopify.com",
+            "orders_requested": [299938],
+            "customer": {"id": 191167, "email": "john@example.com", "phone": "555-625-1199"},
+            "data_request": {"id": 9999},
+        },
+    }
+    payload = body_of[topic]
+    before = await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS)
+
+    async def send(body: dict[str, object]) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Shop-Domain": "demo.myshopify.com",
+            "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", raw),
+            "X-Shopify-Event-Id": str(uuid.uuid4()),
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(f"{services.ingest}/webhooks/shopify", content=raw, headers=headers)
+
+    forged = await send(payload)
+    assert forged.status_code == 401, forged.text
+    assert forged.json()["error"] == "shop_mismatch"
+    missing = await send({k: v for k, v in payload.items() if k != "shop_domain"})
+    assert missing.status_code == 401
+    assert await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS) == before
+    if topic != "shop/redact":  # the matching shop is accepted (a shop-wide erasure would hit other tests)
+        genuine = await send({**payload, "shop_domain": "demo.myshopify.com"})
+        assert genuine.status_code == 200, genuine.text

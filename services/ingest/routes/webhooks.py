@@ -180,6 +180,13 @@ async def shopify_webhook(request: Request) -> Accepted:
     delivery = x_shopify_event_id or x_shopify_webhook_id
     if not delivery:
         raise ApiError(400, "missing_header", "X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required")
+    if x_shopify_topic in shopify.PRIVACY_TOPICS and not shopify.body_shop_matches(
+        x_shopify_topic, parse_json(body), store.shopify.shop_domain
+    ):
+        WEBHOOKS.labels("shopify", x_shopify_topic, "shop_mismatch").inc()
+        raise ApiError(
+            401, "shop_mismatch", "the signed body's shop_domain is not the X-Shopify-Shop-Domain's shop"
+        )
     return await _translate(request, "shopify", shopify, x_shopify_topic, body, store.store_id, delivery)
 
 

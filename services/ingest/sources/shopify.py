@@ -274,6 +274,18 @@ def to_canonical(
     return None
 
 
+def body_shop_matches(topic: str, payload: Any, shop_domain: str) -> bool:
+    """Whether a privacy topic's signed body names the shop its X-Shopify-Shop-Domain header claims.
+
+    The header is not signed: with one app secret shared by many shops (a public app), a genuine
+    `shop/redact` of shop A with the header changed to B would erase B's customers. The body's
+    `shop_domain` is covered by the signature, so it decides. Other topics carry no shop in the body."""
+    if topic not in PRIVACY_TOPICS:
+        return True
+    claimed = payload.get("shop_domain") if isinstance(payload, dict) else None
+    return isinstance(claimed, str) and claimed.strip().lower() == shop_domain.strip().lower()
+
+
 def _order_customer(order: ShopifyOrder) -> Customer:
     return _customer(
         order.customer,
