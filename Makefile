@@ -14,8 +14,13 @@ INSTALL_STAMP := $(VENV)/.install-stamp
 KAFKA_LIBS := .run/kafka-libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.make-stamp
 DEVSTACK := $(PY) -m deploy.devstack
+# Segment's own JavaScript libraries (analytics.js, analytics-node), unchanged, for the end-to-end tests.
+JS_DIR := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
+# The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install kafka-jars postgres up down status lint test demo bench
+.PHONY: help install kafka-jars postgres js-clients chromium up down status lint test demo bench
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools"
@@ -44,6 +49,21 @@ $(KAFKA_STAMP): deploy/kafka/pom.xml | $(INSTALL_STAMP)
 postgres: | $(INSTALL_STAMP)
 	$(DEVSTACK) postgres-binaries
 
+js-clients: $(JS_STAMP)
+
+# npm ci re-runs only when the lock file changes; it installs exactly what package-lock.json pins.
+$(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "Debian's chromium is missing: as root, apt-get install -y chromium" >&2; exit 1; \
+		fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 up: install kafka-jars postgres
 	$(DEVSTACK) up
 
@@ -58,7 +78,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared services deploy tests bench
 
-test: install kafka-jars postgres
+test: install kafka-jars postgres js-clients chromium
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 

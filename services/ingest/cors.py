@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Request
+from prometheus_client import Counter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,10 @@ EXPOSED_HEADERS = "Retry-After"
 # Chromium caps a cached preflight at 2 hours; 10 minutes keeps a changed registry effective soon.
 MAX_AGE_SECONDS = "600"
 _STATE_KEY = "cors_origin_allowed"
+
+PREFLIGHTS = Counter(
+    "ingest_cors_preflights_total", "CORS preflights of the Segment API, by outcome", ["outcome"]
+)
 
 
 def mark_origin(request: Request, allowed: bool) -> None:
@@ -95,16 +100,19 @@ class SegmentCors:
         unknown = [h for h in headers if h not in ALLOWED_HEADERS]
         response: Response
         if not self._stores().allows_origin_anywhere(origin):
+            PREFLIGHTS.labels("origin_not_allowed").inc()
             response = error_response(
                 403,
                 ErrorBody(error="origin_not_allowed", detail="no store allows calls from this origin"),
             )
         elif method not in ("POST", "GET") or unknown:
+            PREFLIGHTS.labels("not_allowed").inc()
             what = f"header(s) {', '.join(unknown)}" if unknown else f"method {method}"
             response = error_response(
                 403, ErrorBody(error="cors_not_allowed", detail=f"the Segment API does not accept {what}")
             )
         else:
+            PREFLIGHTS.labels("allowed").inc()
             response = Response(
                 status_code=204,
                 headers={
