@@ -71,6 +71,9 @@ class ShopifyAddress(_Model):
 
 class ShopifyMarketingConsent(_Model):
     state: str | None = None
+    # "The customer's consent state reflects the consent record with the most recent consent_updated_at
+    # date" (shopify.dev, CustomerEmailMarketingConsentState): the time the consent fact was said.
+    consent_updated_at: AwareDatetime | None = None
 
 
 class ShopifyCustomer(_Model):
@@ -83,6 +86,8 @@ class ShopifyCustomer(_Model):
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
     accepts_marketing: bool | None = None
+    # Before API 2022-04, when `accepts_marketing` last changed.
+    accepts_marketing_updated_at: AwareDatetime | None = None
     email_marketing_consent: ShopifyMarketingConsent | None = None
     default_address: ShopifyAddress | None = None
 
@@ -175,6 +180,13 @@ def _accepts_marketing(customer: ShopifyCustomer) -> bool | None:
     return customer.accepts_marketing
 
 
+def _consent_at(customer: ShopifyCustomer) -> datetime | None:
+    consent = customer.email_marketing_consent
+    if consent is not None and consent.state is not None:
+        return consent.consent_updated_at or customer.updated_at
+    return customer.accepts_marketing_updated_at or customer.updated_at
+
+
 def _customer(
     customer: ShopifyCustomer | None, *, email: str | None, locale: str | None, address: ShopifyAddress | None
 ) -> Customer:
@@ -194,6 +206,10 @@ def _customer(
         city=place.city if place else None,
         country=place.country if place else None,
         accepts_marketing=_accepts_marketing(customer),
+        # The signed times of these facts: the segmenter keeps a contact fact only if it is newer than the
+        # one it holds, so a late or replayed webhook changes nothing.
+        updated_at=customer.updated_at,
+        consent_at=_consent_at(customer),
     )
 
 
@@ -340,7 +356,12 @@ def _cart_updated(checkout: ShopifyCheckout, common: dict[str, Any]) -> CartUpda
         address=checkout.shipping_address or checkout.billing_address,
     )
     if customer.accepts_marketing is None and checkout.buyer_accepts_marketing is not None:
-        customer = customer.model_copy(update={"accepts_marketing": checkout.buyer_accepts_marketing})
+        customer = customer.model_copy(
+            update={
+                "accepts_marketing": checkout.buyer_accepts_marketing,
+                "consent_at": checkout.updated_at or checkout.created_at,
+            }
+        )
     return CartUpdatedEvent(
         **common,
         customer=customer,

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, select, text, tuple_, update
+from sqlalchemy import Row, and_, bindparam, case, func, or_, select, text, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,7 +33,7 @@ from shared.notifier_rules import CouponKind
 
 CustomerKey = tuple[str, str]
 # What each funnel event refreshes about a customer; the unsubscribe token and the notifier's own facts stay.
-_REFRESHED = ("email", "phone", "accepts_marketing", "stage", "health", "profile", "last_order_at")
+_REFRESHED = ("email", "phone", "stage", "health", "profile", "last_order_at")
 # First key of the sender's advisory locks (the second is the customer's hash): "LF" + 1.
 _SENDER_LOCKS = 0x4C4601
 
@@ -126,6 +126,7 @@ async def upsert_customers(
             "email": p.email,
             "phone": p.phone,
             "accepts_marketing": p.accepts_marketing,
+            "consent_updated_at": p.consent_at,
             "stage": p.stage.value,
             "health": p.health.value,
             "profile": p.model_dump(mode="json", exclude_none=True),
@@ -142,11 +143,33 @@ async def upsert_customers(
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["store_id", "customer_id"],
-            set_={name: getattr(stmt.excluded, name) for name in _REFRESHED} | {"updated_at": text("now()")},
+            set_={name: getattr(stmt.excluded, name) for name in _REFRESHED}
+            | _newer_consent(stmt.excluded)
+            | {"updated_at": text("now()")},
         ),
         rows,
     )
     return sorted(latest)
+
+
+def _newer_consent(incoming: Any) -> dict[str, Any]:
+    """Consent is replaced only by a consent said later at the source (its `consent_updated_at`), so a
+    funnel event delivered again, or one carrying an older snapshot, cannot undo a withdrawal; at the same
+    instant a withdrawal wins. An undated consent replaces only an undated one. Our own unsubscribe
+    (`unsubscribed_at`) is never undone by a snapshot."""
+    held = customers.c.consent_updated_at
+    said = incoming.consent_updated_at
+    wins = or_(
+        held.is_(None),
+        and_(
+            said.is_not(None),
+            or_(said > held, and_(said == held, incoming.accepts_marketing.is_not(true()))),
+        ),
+    )
+    return {
+        "accepts_marketing": case((wins, incoming.accepts_marketing), else_=customers.c.accepts_marketing),
+        "consent_updated_at": case((wins, said), else_=held),
+    }
 
 
 async def note_cart_abandoned(conn: AsyncConnection, store_id: str, customer_id: str, at: datetime) -> None:
@@ -238,7 +261,14 @@ async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str
     await conn.execute(
         update(customers)
         .where(*who_c)
-        .values(email=None, phone=None, accepts_marketing=None, profile={}, suppressed_reason=None)
+        .values(
+            email=None,
+            phone=None,
+            accepts_marketing=None,
+            consent_updated_at=None,
+            profile={},
+            suppressed_reason=None,
+        )
     )
 
 

@@ -541,7 +541,16 @@ def decide(
     )
     if identifiers is None:
         identifiers = event_identifiers(event)
-    d.profile = _with_identifiers(d.profile, [i for i in identifiers if not i.startswith("order:")])
+    forgotten = d.profile.erased_at is not None and event.occurred_at <= d.profile.erased_at
+    d.profile = _with_identifiers(
+        d.profile,
+        # After an erasure, an event from before it may name the customer by id only (as the erasure keeps).
+        [
+            i
+            for i in identifiers
+            if not i.startswith("order:") and not (forgotten and not i.startswith("id:"))
+        ],
+    )
     if isinstance(event, OrderPlacedEvent):
         _on_order(d, event, rules)
     elif isinstance(event, OrderRefundedEvent):
