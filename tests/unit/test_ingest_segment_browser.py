@@ -361,3 +361,14 @@ async def test_analytics_swift_batch_json_write_key_in_body(
     assert checkout.payload.total == Decimal("29.00")
     assert isinstance(linked, IdentityLinkedEvent)
     assert linked.customer.store_customer_id == "app-user-9120"
+
+
+async def test_openapi_documents_screen_group_short_paths_and_settings(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/screen", "/v1/group", "/v1/p", "/v1/t", "/v1/i", "/v1/a", "/v1/s", "/v1/g", "/v1/b"):
+        assert "post" in paths[path], path
+    group = paths["/v1/group"]["post"]
+    assert "not stored" in group["description"]
+    assert "403" in group["responses"]
+    assert "text/plain" in paths["/v1/t"]["post"]["requestBody"]["content"]
+    assert "get" in paths["/v1/projects/{write_key}/settings"]
