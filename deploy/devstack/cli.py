@@ -43,6 +43,9 @@ KAFKA_CONTROLLER_PORT = 9093
 POSTGRES_PORT = 55432
 SMTP_PORT = 1025
 SMTP_UI_PORT = 8025
+# The test shop and site the development registry's `demo` store is connected to (deploy/platforms).
+SHOPIFY_PORT = 8010
+WOOCOMMERCE_PORT = 8011
 DEFAULT_STORES_FILE = REPO_ROOT / "deploy" / "stores.dev.yaml"
 
 
@@ -85,6 +88,27 @@ def _postgres() -> ManagedProcess:
 
 def _sink() -> ManagedProcess:
     return ManagedProcess("smtp-sink", STACK_DIR / "smtp-sink.pid", LOGS_DIR / "smtp-sink.log")
+
+
+def _platforms() -> ManagedProcess:
+    return ManagedProcess("platforms", STACK_DIR / "platforms.pid", LOGS_DIR / "platforms.log")
+
+
+def _up_platforms() -> None:
+    """The demo store's Shopify shop and WooCommerce site, so its coupons and consent take effect somewhere
+    the demo can show (as the SMTP sink shows its emails)."""
+    process, began = _platforms(), time.monotonic()
+    if process.is_running():
+        _say_running(process)
+        return
+    ensure_port_free(HOST, SHOPIFY_PORT, "test Shopify shop")
+    ensure_port_free(HOST, WOOCOMMERCE_PORT, "test WooCommerce site")
+    argv = [sys.executable, "-m", "deploy.platforms", "--host", HOST]
+    argv += ["--shopify-port", str(SHOPIFY_PORT), "--woocommerce-port", str(WOOCOMMERCE_PORT)]
+    process.start(argv, cwd=REPO_ROOT)
+    process.wait_for_http(f"http://{HOST}:{SHOPIFY_PORT}/healthz", 30)
+    process.wait_for_http(f"http://{HOST}:{WOOCOMMERCE_PORT}/healthz", 30)
+    _say_started(process, began)
 
 
 def _print_error(what: str, exc: Exception) -> None:
@@ -186,6 +210,7 @@ def _service_env() -> dict[str, str]:
     bootstrap = _up_kafka()
     database_url = _up_postgres()
     smtp_host, smtp_port = _up_sink()
+    _up_platforms()
     stack_env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "DATABASE_URL": database_url,
@@ -227,6 +252,9 @@ def _print_urls() -> None:
         table.add_row(f"{service.name} API docs", f"{service.base_url}/docs")
     if _sink().is_running():
         table.add_row("SMTP sink (web UI)", f"http://{HOST}:{SMTP_UI_PORT}/")
+    if _platforms().is_running():
+        table.add_row("test Shopify shop (state)", f"http://{HOST}:{SHOPIFY_PORT}/_test/state")
+        table.add_row("test WooCommerce site (state)", f"http://{HOST}:{WOOCOMMERCE_PORT}/_test/state")
     table.add_row("environment", str(STACK_DIR / "env"))
     table.add_row("logs", str(LOGS_DIR))
     console.print(table)
@@ -250,7 +278,7 @@ def up(
 
 def _components() -> list[ManagedProcess]:
     """Every process `up` may have started, in start order."""
-    return [_kafka(), _postgres(), _sink(), *(service.process() for service in SERVICES)]
+    return [_kafka(), _postgres(), _sink(), _platforms(), *(service.process() for service in SERVICES)]
 
 
 @app.command()
@@ -273,6 +301,9 @@ def _readiness(process: ManagedProcess) -> tuple[bool, str]:
     if process.name == "smtp-sink":
         address = f"smtp {HOST}:{SMTP_PORT}, ui :{SMTP_UI_PORT}"
         return http_ok(f"http://{HOST}:{SMTP_UI_PORT}/healthz"), address
+    if process.name == "platforms":
+        address = f"shopify :{SHOPIFY_PORT}, woocommerce :{WOOCOMMERCE_PORT}"
+        return http_ok(f"http://{HOST}:{SHOPIFY_PORT}/healthz"), address
     service = next(s for s in SERVICES if s.name == process.name)
     return http_ok(f"{service.base_url}/readyz"), service.base_url
 

@@ -6,7 +6,7 @@ import socket
 
 HOST = "127.0.0.1"
 # The ports of a `make up` stack: never take them, even when they happen to be free right now.
-STACK_PORTS = frozenset({1025, 8000, 8001, 8002, 8025, 9092, 9093, 55432})
+STACK_PORTS = frozenset({1025, 8000, 8001, 8002, 8010, 8011, 8025, 9092, 9093, 55432})
 
 
 def free_ports(count: int) -> list[int]:

@@ -192,6 +192,10 @@ def create_app(state: ShopState | None = None) -> FastAPI:
             await asyncio.sleep(stall)
         return JSONResponse({"data": {root: data}, "extensions": _cost(shop, cost)})
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.get("/_test/state")
     async def state_view() -> dict[str, Any]:
         with shop.lock:

@@ -180,6 +180,10 @@ def create_app(state: SiteState | None = None) -> FastAPI:
     async def no_route(rest: str) -> JSONResponse:
         return _error("rest_no_route", "No route was found matching the URL and request method.", 404)
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.get("/_test/state")
     async def state_view() -> dict[str, Any]:
         with site.lock:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.ingest.sources import shopify
-from tests.e2e.conftest import RunningServices
+from tests.e2e.conftest import Platforms, RunningServices
 from tests.fixtures.stack import SmtpServer
 from tests.payloads import source_example
 
@@ -92,7 +92,7 @@ def _mail(smtp: SmtpServer, email: str, starts: str) -> EmailMessage | None:
 
 
 async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_unsubscribe(
-    services: RunningServices, smtp_server: SmtpServer
+    services: RunningServices, smtp_server: SmtpServer, platforms: Platforms
 ) -> None:
     customer_id = uuid.uuid4().int % 10**15
     email = f"aiko.{customer_id}@example.com"
@@ -118,7 +118,21 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
         [unsubscribe_url] = re.findall(r"<([^<>\s]+)>", str(mail["List-Unsubscribe"]))
         assert unsubscribe_url.startswith(services.notifier + "/u/")
 
-        # The customer comes back and uses the code: it is redeemed and the order credited to the flow.
+        # The code exists in the shop before the email arrived, for this customer only, single use.
+        gid = f"gid://shopify/Customer/{customer_id}"
+        discount = platforms.shop.discounts[code]
+        assert discount.customers == [gid]
+        assert discount.usage_limit == 1
+        checkout = f"{platforms.shopify_url}/_test/checkout"
+        someone_else = await client.post(checkout, json={"code": code, "customer_id": "1"})
+        assert someone_else.status_code == 422
+
+        # The customer comes back and uses the code at the shop's checkout: the shop takes it once, and the
+        # order that carries it redeems it here and credits the flow.
+        assert (await client.post(checkout, json={"code": code, "customer_id": str(customer_id)})).is_success
+        assert (
+            await client.post(checkout, json={"code": code, "customer_id": str(customer_id)})
+        ).status_code == 422
         order_id = customer_id + 100
         body, headers = _signed("orders/create", _order(customer_id, email, order_id, [code]))
         assert (
@@ -154,6 +168,12 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
         assert done.status_code == 200
         assert "You are unsubscribed" in done.text
         assert (await client.post(unsubscribe_url[:-4] + "AAAA")).status_code == 404
+
+        # The unsubscription reaches the shop: the store's own newsletters stop too.
+        async def shop_consent() -> bool:
+            return platforms.shop.consent.get(gid, {}).get("marketingState") == "UNSUBSCRIBED"
+
+        await _eventually(shop_consent, 30, "the shop's email marketing consent withdrawn")
 
         # The order made a first-time customer: the (transactional) welcome still goes; the review request,
         # marketing, due 30 s later in the development registry, is skipped because of the unsubscription.

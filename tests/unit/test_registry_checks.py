@@ -92,7 +92,9 @@ stores:
 
 
 def test_loopback_http_is_for_development_only(tmp_path: Path) -> None:
-    text = "stores:\n  one:\n    name: One\n    api_key: k1\n    notifier: {site_url: 'http://127.0.0.1:8080'}\n"
+    text = (
+        "stores:\n  one:\n    name: One\n    api_key: k1\n    notifier: {site_url: 'http://127.0.0.1:8080'}\n"
+    )
     assert StoreRegistry.load(_write(tmp_path, text)).get("one") is not None
     with pytest.raises(StoreRegistryError, match="site_url: must be an https URL"):
         StoreRegistry.load(_write(tmp_path, text), production=True)
