@@ -128,6 +128,17 @@ class Customer(_Model):
         return f"order:{self.placed_order_id}"
 
 
+# The contact facts of a customer (every field of Customer but its identifiers and times), defined once here:
+# the segmenter's profile keeps, updates, merges and erases exactly these, and its API shows them.
+CONTACT_FIELDS: tuple[str, ...] = (
+    "email", "first_name", "last_name", "phone", "locale", "city", "country", "timezone", "birthday",
+    "accepts_marketing",
+)  # fmt: skip
+CUSTOMER_IDENTIFIERS = frozenset({"store_customer_id", "anonymous_id", "placed_order_id"})
+# When the source says the facts (and the consent) were true: about the contact fields, not among them.
+CUSTOMER_FACT_TIMES = frozenset({"updated_at", "consent_at"})
+
+
 class LineItem(_Model):
     product_id: ShortText
     variant_id: ShortText | None = None

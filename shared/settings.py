@@ -101,3 +101,14 @@ class ServiceAuthSettings(_Env):
 class RuntimeSettings(_Env):
     environment: Literal["development", "production", "test"] = "development"
     log_level: str = "INFO"
+
+
+class ConsumerServiceSettings(
+    KafkaSettings,
+    DatabaseSettings,
+    StoresSettings,
+    ClientRateLimitSettings,
+    ServiceAuthSettings,
+    RuntimeSettings,
+):
+    """What every service that consumes a topic and owns a schema needs (shared/service_app.py)."""

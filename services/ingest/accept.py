@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from prometheus_client import Counter
 
 from services.ingest.producer import Publisher, PublishUnavailable
 from services.ingest.ratelimit import RateLimiter
+from shared.clock import MAX_CLOCK_AHEAD
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
 from shared.metrics import count_each
@@ -23,7 +24,6 @@ RATE_LIMITED = Counter(
 )
 
 RETRY_AFTER_SECONDS = "5"
-MAX_CLOCK_AHEAD = timedelta(days=1)
 
 
 def reject_future(events: Sequence[StorefrontEvent], received_at: datetime, field_prefix: str = "") -> None:

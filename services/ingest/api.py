@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from services.ingest.context import Clock, IngestContext
+from services.ingest.context import IngestContext
 from services.ingest.cors import SegmentCors
 from services.ingest.producer import EventPublisher, Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.routes import segment, segment_settings, webhooks
 from services.ingest.settings import IngestSettings
+from shared.clock import Clock, utcnow
 from shared.kafka import build_producer
 from shared.stores import StoreRegistry
 from shared.web import (
@@ -27,12 +27,8 @@ from shared.web import (
 from shared.workers import WorkerGroup
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
-    settings: IngestSettings, *, clock: Clock = _utcnow, publisher: Publisher | None = None
+    settings: IngestSettings, *, clock: Clock = utcnow, publisher: Publisher | None = None
 ) -> FastAPI:
     """The ingest app; `publisher` is for unit tests (the real one talks to Kafka)."""
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from fastapi import Request
 
 from services.ingest.producer import Publisher
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.settings import IngestSettings
+from shared.clock import Clock
 from shared.stores import StoreRegistry
-
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Webhook headers read straight from the request.
+"""Webhook headers read straight from the request: the one way both platforms' webhooks read theirs.
 
 Declared as FastAPI `Header()` parameters, five headers were validated one by one through FastAPI's
 dependency machinery on every webhook: an eighth of ingest's time per request. Read here instead, they are

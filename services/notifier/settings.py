@@ -4,26 +4,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from shared.settings import (
-    ClientRateLimitSettings,
-    DatabaseSettings,
-    KafkaSettings,
-    RuntimeSettings,
-    ServiceAuthSettings,
-    SmtpSettings,
-    StoresSettings,
-)
+from shared.settings import ConsumerServiceSettings, SmtpSettings
 
 
-class NotifierSettings(
-    KafkaSettings,
-    DatabaseSettings,
-    StoresSettings,
-    ClientRateLimitSettings,
-    SmtpSettings,
-    ServiceAuthSettings,
-    RuntimeSettings,
-):
+class NotifierSettings(ConsumerServiceSettings, SmtpSettings):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 8002
     notifier_group_id: str = "notifier"

@@ -2,24 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import (
-    ClientRateLimitSettings,
-    DatabaseSettings,
-    KafkaSettings,
-    RuntimeSettings,
-    ServiceAuthSettings,
-    StoresSettings,
-)
+from shared.settings import ConsumerServiceSettings
 
 
-class SegmenterSettings(
-    KafkaSettings,
-    DatabaseSettings,
-    StoresSettings,
-    ClientRateLimitSettings,
-    ServiceAuthSettings,
-    RuntimeSettings,
-):
+class SegmenterSettings(ConsumerServiceSettings):
     segmenter_host: str = "127.0.0.1"
     segmenter_port: int = 8001
     segmenter_group_id: str = "segmenter"

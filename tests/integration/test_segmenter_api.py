@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
+from shared.clock import utcnow
 from shared.events import StorefrontEvent
 from shared.registry_checks import sha256_hex
 from shared.stores import StoreConfig, StoreRegistry
@@ -94,6 +95,7 @@ def build_app(engine: AsyncEngine, stores: StoreRegistry) -> FastAPI:
     app.include_router(routes.router)
     app.state.engine = engine
     app.state.stores = stores
+    app.state.clock = utcnow
     return app
 
 

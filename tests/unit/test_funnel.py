@@ -22,7 +22,15 @@ from services.segmenter.domain.funnel import (
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
-from shared.events import SHOP_WIDE, StorefrontEvent, decode_event
+from shared.events import (
+    CONTACT_FIELDS,
+    CUSTOMER_FACT_TIMES,
+    CUSTOMER_IDENTIFIERS,
+    SHOP_WIDE,
+    Customer,
+    StorefrontEvent,
+    decode_event,
+)
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import CustomerUpdatedEvent, funnel_event_id
@@ -428,6 +436,11 @@ def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once()
         "redact-1",
     )
     assert shop.event_id == funnel_event_id("redact-1", "customer_erased")
+
+
+def test_the_contact_fields_are_the_customers_facts_and_the_profile_holds_each() -> None:
+    assert set(CONTACT_FIELDS) == set(Customer.model_fields) - CUSTOMER_IDENTIFIERS - CUSTOMER_FACT_TIMES
+    assert set(CONTACT_FIELDS) <= set(Profile.model_fields)
 
 
 def test_identifiers_of_an_event() -> None:

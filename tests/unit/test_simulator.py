@@ -23,8 +23,8 @@ from deploy.simulator.catalog import BUNDLES, PRODUCTS
 from deploy.simulator.generator import SimulationConfig, StoreHistory, generate
 from deploy.simulator.http_plan import MAX_BATCH_BYTES, HttpRequest, RequestPlan, plan_requests
 from deploy.simulator.personas import Persona
-from services.ingest.accept import MAX_CLOCK_AHEAD
 from services.ingest.sources import segment, shopify
+from shared.clock import MAX_CLOCK_AHEAD
 from shared.funnel_rules import DEFAULT_STATEMENTS
 from tests.unit.test_simulator_expectations import END, TARGET, build, canonical_events
 

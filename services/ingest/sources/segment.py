@@ -13,7 +13,7 @@ missing, and every problem is reported as a `SegmentError` naming the field (`pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from services.ingest.sources.base import NOTHING_CHECKED, Checked, SourceModel
+from shared.clock import MAX_CLOCK_AHEAD
 from shared.events import (
     CartUpdated,
     CartUpdatedEvent,
@@ -72,8 +73,6 @@ MAX_ID = 250
 MAX_PAGE_NAME = 255 - len(PAGE_VIEWED) - len(": ")
 # The largest amount the canonical Money type holds (14 digits, 2 of them decimals).
 MAX_AMOUNT = Decimal("999999999999.99")
-# Further ahead than this is a broken device clock or a forged event, not network delay.
-MAX_CLOCK_AHEAD = timedelta(days=1)
 
 
 class SegmentError(ValueError):

@@ -11,8 +11,7 @@ customer who withdrew consent in the advertiser's audience.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from prometheus_client import Counter
@@ -20,13 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters import audience_repository as repo
 from services.notifier.adapters.audience_sync import AudienceSyncClient, SyncFailed, encode_sync_body
+from shared.clock import Clock, utcnow
 from shared.logging import get_logger
 from shared.stores import StoreConfig, StoreRegistry
 from shared.workers import Poller, backoff
 
 log = get_logger(__name__)
-
-Clock = Callable[[], datetime]
 
 SYNC_BATCHES = Counter(
     "notifier_audience_sync_batches_total",
@@ -43,17 +41,13 @@ REEVALUATED = Counter(
 )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class AudienceWorker(Poller):
     def __init__(
         self,
         *,
         engine: AsyncEngine,
         stores: StoreRegistry,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         sync_client: AudienceSyncClient | None = None,
         batch_size: int = 500,
         idle_seconds: float = 5.0,

@@ -13,7 +13,7 @@ lookup before create finds what the platform already made, so nothing is created
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from services.notifier.domain.coupon_platforms import (
     after_failure,
 )
 from services.notifier.domain.personalisation import Coupon
+from shared.clock import Clock
 from shared.logging import get_logger
 from shared.stores import StoreConfig
 
@@ -69,7 +70,7 @@ class Pending:
 
 class CouponProvisioning:
     def __init__(
-        self, engine: AsyncEngine, platforms: PlatformClients, clock: Callable[[], datetime]
+        self, engine: AsyncEngine, platforms: PlatformClients, clock: Clock
     ) -> None:
         self._engine = engine
         self._platforms = platforms

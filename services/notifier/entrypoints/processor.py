@@ -18,6 +18,7 @@ from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.domain.coupons import attributed_message, redeemed_by
 from services.notifier.domain.flows import PlannedMessage, Skipped, plan
 from services.notifier.domain.messages import MessageStatus
+from shared.clock import Clock
 from shared.events import SHOP_WIDE
 from shared.funnel_events import (
     CartAbandonedEvent,
@@ -43,7 +44,7 @@ class MessagePlanner:
         self,
         engine: AsyncEngine,
         stores: StoreRegistry,
-        clock: Callable[[], datetime],
+        clock: Clock,
         on_messages_due: Callable[[], None] = lambda: None,
         refresh_audiences: MembershipHook = refresh_memberships,
     ) -> None:

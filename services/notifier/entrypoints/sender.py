@@ -10,7 +10,6 @@ crash, but never gets two.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +30,7 @@ from services.notifier.domain.messages import KnownCustomer, Message, trigger_cu
 from services.notifier.domain.personalisation import Coupon, StoreFacts, context
 from services.notifier.domain.support import alert_subject, support_alert
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning, Pending
+from shared.clock import Clock
 from shared.funnel_events import OrderRecorded
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
@@ -74,7 +74,7 @@ class MessageSender(Poller):
         webhooks: WebhookSender,
         recommender: Recommender,
         public_url: str,
-        clock: Callable[[], datetime],
+        clock: Clock,
         batch_size: int,
         max_attempts: int,
         idle_poll_seconds: float = 0.5,

@@ -30,6 +30,7 @@ from services.segmenter.domain.profile import (
 )
 from services.segmenter.domain.survey import score
 from shared.events import (
+    CONTACT_FIELDS,
     SHOP_WIDE,
     CartAbandonedEvent,
     CartUpdatedEvent,
@@ -73,11 +74,6 @@ from shared.funnel_rules import FunnelRules
 __all__ = ["HEALTH_TIMER"]
 
 BIRTHDAY_TIMER = "birthday"
-
-_CONTACT_FIELDS = (
-    "email", "first_name", "last_name", "phone", "locale", "city", "country", "timezone", "birthday",
-    "accepts_marketing",
-)  # fmt: skip
 
 
 @dataclass
@@ -190,7 +186,7 @@ def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile
     updates: dict[str, object] = {}
     stamps: dict[str, datetime] = {}
     details_at = customer.updated_at or at
-    for name in _CONTACT_FIELDS:
+    for name in CONTACT_FIELDS:
         value = getattr(customer, name)
         if value is None:
             continue
@@ -203,7 +199,7 @@ def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile
             stamps[name] = said_at
     if stamps:
         updates["contact_at"] = {**profile.contact_at, **stamps}
-    if profile.erased and any(name in updates for name in _CONTACT_FIELDS):
+    if profile.erased and any(name in updates for name in CONTACT_FIELDS):
         updates["erased"] = False  # a customer who comes back after an erasure is a new relationship
     if updates:
         profile = profile.model_copy(update=updates)
@@ -457,7 +453,7 @@ def _forget_personal_data(d: Decision) -> None:
         d.timers[carts.timer_kind(cart.cart_id)] = None
     d.profile = d.profile.model_copy(
         update={
-            **dict.fromkeys(_CONTACT_FIELDS),
+            **dict.fromkeys(CONTACT_FIELDS),
             "contact_at": {},
             "identifiers": tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
             "carts": (),
@@ -537,7 +533,7 @@ def decide(
     changed = (
         ()
         if d.profile is current
-        else tuple(n for n in _CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
+        else tuple(n for n in CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
     )
     if identifiers is None:
         identifiers = event_identifiers(event)
@@ -642,9 +638,9 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     cart_map: dict[str, CartFact] = {}
     for c in sorted((*absorbed.carts, *survivor.carts), key=_cart_key):
         cart_map[c.cart_id] = c  # the same cart under both: its latest state (the larger key) wins
-    contact = {n: _newer_contact(survivor, absorbed, n) for n in _CONTACT_FIELDS}
+    contact = {n: _newer_contact(survivor, absorbed, n) for n in CONTACT_FIELDS}
     contact_at = {}
-    for n in _CONTACT_FIELDS:
+    for n in CONTACT_FIELDS:
         # The value's time is the latest either profile heard it said.
         said = [
             p.contact_at[n] for p in (survivor, absorbed) if n in p.contact_at and getattr(p, n) == contact[n]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.segmenter.adapters import reports, repository
 from services.segmenter.domain.profile import Profile
+from shared.events import CONTACT_FIELDS
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
 from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, StoreDep
@@ -83,10 +84,7 @@ class CustomerProfile(BaseModel):
     transitions: list[TransitionOut]
 
 
-_PLAIN_FIELDS = {
-    "store_id", "customer_id", "stage", "health", "email", "first_name", "last_name", "phone", "locale",
-    "city", "country", "timezone", "birthday", "accepts_marketing", "referrals", "erased",
-}  # fmt: skip
+_PLAIN_FIELDS = {"store_id", "customer_id", "stage", "health", *CONTACT_FIELDS, "referrals", "erased"}
 
 
 def _out(profile: Profile, history: list[TransitionOut]) -> CustomerProfile:
@@ -176,8 +174,11 @@ class FunnelReport(BaseModel):
     transitions: list[DailyTransitions] = Field(description="transitions per UTC day in [start, end)")
 
 
-def _period(start: datetime | None, end: datetime | None, default_days: int) -> tuple[datetime, datetime]:
-    finish = _aware(end) if end else datetime.now(UTC)
+def _period(
+    request: Request, start: datetime | None, end: datetime | None, default_days: int
+) -> tuple[datetime, datetime]:
+    now: datetime = request.app.state.clock()
+    finish = _aware(end) if end else now
     begin = _aware(start) if start else finish - timedelta(days=default_days)
     if begin >= finish:
         raise ApiError(
@@ -205,7 +206,7 @@ async def funnel(
 ) -> FunnelReport:
     """How many customers stand at each stage and health now, and the daily transitions over a period
     (default: the last 30 days)."""
-    begin, finish = _period(start, end, 30)
+    begin, finish = _period(request, start, end, 30)
     async with request.app.state.engine.connect() as conn:
         cells = await reports.funnel_counts(conn, store.store_id)
         daily = await reports.daily_transitions(conn, store.store_id, begin, finish)
@@ -256,7 +257,7 @@ async def retention(
     store: StoreDep, request: Request, start: StartQuery = None, end: EndQuery = None
 ) -> RetentionReport:
     """CRR = (E - N) / B x 100 and the other retention figures marketers expect (default: last 90 days)."""
-    begin, finish = _period(start, end, 90)
+    begin, finish = _period(request, start, end, 90)
     window = store.funnel.active_window
     async with request.app.state.engine.connect() as conn:
         r = await reports.retention(conn, store.store_id, begin, finish, window)

@@ -9,7 +9,6 @@ simply picked up on the next round.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.segmenter.adapters import repository
 from services.segmenter.domain.funnel import decide_timer
 from services.segmenter.service_layer.write_set import Changes, rules_for
+from shared.clock import Clock
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
 from shared.workers import Poller
@@ -35,7 +35,7 @@ class TimerWorker(Poller):
         self,
         engine: AsyncEngine,
         stores: StoreRegistry,
-        clock: Callable[[], datetime],
+        clock: Clock,
         *,
         batch_size: int = 500,
         max_sleep_seconds: float = 1.0,
