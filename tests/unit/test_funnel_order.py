@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from random import Random
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from services.segmenter.domain.funnel import (
@@ -296,3 +297,19 @@ def test_a_refund_before_its_order_is_applied_when_the_order_comes() -> None:
         ("first_time", START + timedelta(days=5)),
     ]
     assert p == run([placed, second, refund]).live()["42"]
+
+
+def sample_histories(n: int) -> list[tuple[list[StorefrontEvent], list[StorefrontEvent]]]:
+    """`n` generated histories, each in time order and in a random delivery order (reproducible), for the
+    slower tests that run them through the real consumer."""
+    found: list[tuple[list[StorefrontEvent], list[StorefrontEvent]]] = []
+
+    @settings(max_examples=n, database=None, derandomize=True, phases=[Phase.generate], deadline=None)
+    @given(events=histories(), rnd=st.randoms(use_true_random=False))
+    def collect(events: list[StorefrontEvent], rnd: Random) -> None:
+        shuffled = list(events)
+        rnd.shuffle(shuffled)
+        found.append((sorted(events, key=lambda e: (e.occurred_at, e.event_id)), shuffled))
+
+    collect()
+    return found[:n]

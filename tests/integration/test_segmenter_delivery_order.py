@@ -1,0 +1,144 @@
+"""The same facts delivered in any order give the same state, through the real consumer (a real broker,
+the consumer pipeline, the processor's batches) on a real Postgres, timers fired by the real timer worker.
+
+A smaller sample of tests/unit/test_funnel_order.py's generated histories: each goes once in time order
+into one store and once shuffled into another, as one customer whose events carry different keys (store
+id, email, anonymous id, only an order id) until the identify links them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.segmenter.adapters.tables import processed_events, profiles, timers, transitions
+from services.segmenter.domain.profile import Profile
+from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.timers import TimerWorker
+from shared.events import StorefrontEvent, encode_event
+from shared.kafka import ensure_topics
+from shared.settings import KafkaSettings
+from shared.stores import StoreRegistry
+from tests.kafka_helpers import storefront_pipeline
+from tests.unit.test_funnel_order import NOW, sample_histories
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = 8
+
+
+def _in_store(events: list[StorefrontEvent], store_id: str) -> list[StorefrontEvent]:
+    return [e.model_copy(update={"store_id": store_id}) for e in events]
+
+
+async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(profiles.c.customer_id, profiles.c.facts).where(
+                    profiles.c.store_id == store_id, profiles.c.merged_into.is_(None)
+                )
+            )
+        ).all()
+        history = (
+            await conn.execute(
+                select(
+                    transitions.c.customer_id,
+                    transitions.c.dimension,
+                    transitions.c.from_value,
+                    transitions.c.to_value,
+                    transitions.c.occurred_at,
+                    transitions.c.event_id,
+                ).where(transitions.c.store_id == store_id)
+            )
+        ).all()
+        due = (
+            await conn.execute(
+                select(timers.c.customer_id, timers.c.kind, timers.c.due_at).where(
+                    timers.c.store_id == store_id
+                )
+            )
+        ).all()
+    # Health steps earned by time passing cite the timer, which names the store: the stores differ here.
+    live = {
+        r.customer_id: Profile.model_validate_json(_unnamed(json.dumps(r.facts), store_id)).model_dump(
+            exclude={"store_id"}
+        )
+        for r in rows
+    }
+    return {
+        "profiles": live,
+        "transitions": sorted((*r[:-1], _unnamed(r.event_id, store_id)) for r in history),
+        "timers": sorted(tuple(r) for r in due),
+    }
+
+
+def _unnamed(text: str, store_id: str) -> str:
+    return text.replace(f"timer:{store_id}:", "timer:<store>:")
+
+
+async def _processed(engine: AsyncEngine, store_ids: list[str]) -> int:
+    async with engine.connect() as conn:
+        count: int = (
+            await conn.execute(select(func.count()).where(processed_events.c.store_id.in_(store_ids)))
+        ).scalar_one()
+    return count
+
+
+async def test_shuffled_histories_give_the_same_state_through_the_consumer(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    topic = f"storefront-order-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), [topic], partitions=3)
+    pairs = []
+    sent: list[StorefrontEvent] = []
+    for i, (in_order, shuffled) in enumerate(sample_histories(SAMPLE)):
+        a, b = f"{store_id}-{i}a", f"{store_id}-{i}b"
+        pairs.append((a, b, len(in_order)))
+        sent += _in_store(in_order, a) + _in_store(shuffled, b)
+    # All stores interleaved on one topic: the consumer's batches mix them, as production's do.
+    for event in sent:
+        await producer.send_and_wait(topic, encode_event(event), key=event.partition_key.encode())
+
+    stores = [s for a, b, _ in pairs for s in (a, b)]
+    pipeline = storefront_pipeline(
+        kafka_bootstrap,
+        topic,
+        f"g-{uuid.uuid4().hex[:6]}",
+        FunnelProcessor(engine, StoreRegistry([])),
+        max_records=7,
+    )
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        deadline = asyncio.get_running_loop().time() + 120
+        while await _processed(engine, stores) < len(sent):
+            if task.done():
+                task.result()
+            assert asyncio.get_running_loop().time() < deadline, "the consumer did not process every event"
+            await asyncio.sleep(0.2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 30)
+    # Time passes: every timer due by NOW fires, as the worker does by wall time.
+    worker = TimerWorker(engine, StoreRegistry([]), lambda: NOW)
+    while await worker.fire_due():
+        pass
+
+    for a, b, n in pairs:
+        expected, got = await _state(engine, a), await _state(engine, b)
+        assert list(got["profiles"]) == ["42"], (b, n)
+        differences = {
+            k: (got["profiles"]["42"][k], expected["profiles"]["42"].get(k))
+            for k in got["profiles"]["42"]
+            if got["profiles"]["42"][k] != expected["profiles"]["42"].get(k)
+        }
+        assert differences == {}, (a, b)
+        assert got == expected, (a, b)
+        assert got["transitions"], a  # every history has at least one order: a first_time step
