@@ -174,6 +174,10 @@ class NotifierRules(_Model):
     frequency_cap: FrequencyCap = FrequencyCap()
     attribution_window: timedelta = timedelta(days=5)
     low_csat_at_most: Annotated[int, Field(ge=1, le=5)] = 2
+    # Hosts besides the store's own (site_url, community_url, survey_url, Shopify shop domain, WooCommerce
+    # site) that links and images in emails may point to, such as a CDN: `cdn.example.com`, or
+    # `*.example.com` for every subdomain. Any other link (a cart recovery link sent in an event) is dropped.
+    allowed_link_hosts: tuple[Annotated[str, Field(pattern=r"^(\*\.)?[A-Za-z0-9.-]+$")], ...] = ()
     support_webhook: SignedWebhook | None = None
     messaging_webhook: SignedWebhook | None = None
     # Stores on neither Shopify nor WooCommerce (Segment only): each coupon is POSTed here, signed, and the

@@ -270,6 +270,16 @@ class StoreConfig(_Model):
             raise ValueError("api_key must be a non-empty string")
         return {**data, "api_key_sha256": sha256_hex(key), "api_key_facts": SecretFacts.of(key)}
 
+    def link_hosts(self) -> frozenset[str]:
+        """The store's platform hosts, which links in its emails (cart recovery) may point to, besides the
+        hosts its notifier rules name (site_url, community_url, survey_url, allowed_link_hosts)."""
+        hosts = set()
+        if self.shopify is not None:
+            hosts.add(self.shopify.shop_domain)
+        if self.woocommerce is not None and (host := urlsplit(self.woocommerce.site_url).hostname):
+            hosts.add(host.lower())
+        return frozenset(hosts)
+
     def accepts_api_key(self, presented: str) -> bool:
         # Digest against digest: constant time, and the plain key is nowhere in memory to compare with.
         return hmac.compare_digest(sha256_hex(presented), self.api_key_sha256)

@@ -291,3 +291,75 @@ async def test_a_privacy_webhook_signed_for_another_shop_is_401_and_erases_nothi
     if topic != "shop/redact":  # the matching shop is accepted (a shop-wide erasure would hit other tests)
         genuine = await send({**payload, "shop_domain": "demo.myshopify.com"})
         assert genuine.status_code == 200, genuine.text
+
+
+def _checkout_with_link(customer_id: int, email: str, link: str) -> tuple[bytes, dict[str, str]]:
+    payload = source_example("shopify", "checkouts.create__abandoned_checkout")
+    now = datetime.now(UTC).isoformat()
+    payload.update(
+        id=customer_id + 7,
+        token=f"t{customer_id}",
+        cart_token=f"cart{customer_id}",
+        email=email,
+        buyer_accepts_marketing=True,
+        created_at=now,
+        updated_at=now,
+        abandoned_checkout_url=link,
+        customer={
+            "id": customer_id,
+            "email": email,
+            "first_name": "Noor",
+            "email_marketing_consent": {"state": "subscribed", "opt_in_level": "single_opt_in"},
+        },
+    )
+    body = json.dumps(payload).encode()
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "checkouts/create",
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+        "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", body),
+        "X-Shopify-Event-Id": str(uuid.uuid4()),
+    }
+
+
+async def test_a_recovery_link_off_the_stores_hosts_never_reaches_an_email(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    base = uuid.uuid4().int % 10**12
+    cases = {
+        # A phishing link, the store's host spelled as a user name, plain http: all dropped.
+        f"noor.evil.{base}@example.com": ("https://evil.example/recover?x=1", None),
+        f"noor.userinfo.{base}@example.com": ("https://demo-store.example@evil.example/r", None),
+        f"noor.http.{base}@example.com": ("http://demo.myshopify.com/1/checkouts/a/recover", None),
+        # The shop's own checkout domain is kept.
+        f"noor.own.{base}@example.com": (
+            "https://demo.myshopify.com/80184432/checkouts/ac/1/recover?key=k",
+            "https://demo.myshopify.com/80184432/checkouts/ac/1/recover?key=k",
+        ),
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        for offset, (email, (link, _)) in enumerate(cases.items()):
+            body, headers = _checkout_with_link(base * 10 + offset, email, link)
+            response = await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+
+    def cart_email(email: str) -> str | None:
+        for message in smtp_server.messages:
+            if message["To"] == email and "cart" in str(message["Subject"]).lower():
+                text = message.get_body(preferencelist=("plain",))
+                return text.get_content() if text is not None else ""
+        return None
+
+    async def all_sent() -> bool:
+        return all(cart_email(email) is not None for email in cases)
+
+    # The development registry abandons a cart after 20 s.
+    await _eventually(all_sent, 120, "the four abandoned-cart emails")
+    for email, (link, kept) in cases.items():
+        text = cart_email(email) or ""
+        assert "evil.example" not in text, email
+        if kept is None:
+            assert link not in text
+            assert "https://demo-store.example" in text  # the store's own link instead
+        else:
+            assert kept in text

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.sources import segment, shopify
+from services.notifier.domain.personalisation import product_url, safe_link
 from shared.events import Customer
 from shared.fields import email_address, language_tag, url_segment
 
@@ -96,3 +97,43 @@ def test_a_shopify_pos_order_without_email_is_still_accepted() -> None:
     customer = shopify.ShopifyCustomer.model_validate({"id": 1, "email": "", "locale": ""})
     assert customer.email is None
     assert customer.locale is None
+
+
+HOSTS = frozenset({"demo-store.example", "demo.myshopify.com", "*.cdn.example"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://demo-store.example/cart/1",
+        "https://demo.myshopify.com/1/checkouts/a/recover?key=k",
+        "https://img.cdn.example/p.png",
+        "https://DEMO-STORE.example./cart",
+    ],
+)
+def test_links_to_the_stores_own_hosts_are_kept(url: str) -> None:
+    assert safe_link(url, HOSTS) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/cart",
+        "http://demo-store.example/cart",
+        "https://demo-store.example@evil.example/",
+        "https://demo-store.example.evil.example/",
+        "https://cdn.example/p.png",  # *.cdn.example is subdomains only
+        "https://demo-store.example:8443/cart",
+        "javascript:alert(1)",
+        "https://demo-store.example/cart\r\nBcc: x@example.com",
+        "//demo-store.example/cart",
+        None,
+        42,
+    ],
+)
+def test_any_other_link_is_dropped(url: object) -> None:
+    assert safe_link(url, HOSTS) is None
+
+
+def test_product_ids_are_escaped_in_product_links() -> None:
+    assert product_url("https://s.example/", "../admin?x=1") == "https://s.example/products/..%2Fadmin%3Fx%3D1"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
@@ -49,6 +49,15 @@ class StoreFacts:
     name: str
     currency: str
     rules: NotifierRules
+    # The store's own hosts beyond those its notifier rules name (its Shopify and WooCommerce domains):
+    # StoreConfig.link_hosts().
+    link_hosts: frozenset[str] = frozenset()
+
+    def allowed_hosts(self) -> frozenset[str]:
+        rules = self.rules
+        named = (rules.site_url, rules.community_url, rules.survey_url)
+        own = {host for url in named if url and (host := _host(url)) is not None}
+        return frozenset(h.lower() for h in (*own, *self.link_hosts, *rules.allowed_link_hosts))
 
 
 def babel_locale(tag: str | None) -> Locale:
@@ -84,6 +93,34 @@ def local_offer(offers: Mapping[str, str], country: str | None) -> str | None:
     return next((text for key, text in offers.items() if key.strip().casefold() == wanted), None)
 
 
+def _host(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.rstrip(".").lower() if host else None
+
+
+def safe_link(url: object, allowed_hosts: frozenset[str]) -> str | None:
+    """The URL if an email may carry it: https, on one of the store's own hosts (`*.example.com` allows
+    subdomains), without credentials, spaces or control characters; else None, and the template falls back
+    to the store's own link. Applied when the message is built, so data stored before this rule is covered."""
+    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port in (None, 443)
+    except ValueError:
+        return None
+    host = _host(url)
+    if parts.scheme != "https" or host is None or "@" in parts.netloc or not port_ok:
+        return None
+    for allowed in allowed_hosts:
+        if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+            return url
+    return None
+
+
 def tracked(url: str, flow: str) -> str:
     """Links carry UTM tags so the store's analytics credit the flow (as marketers expect)."""
     parts = urlsplit(url)
@@ -93,7 +130,8 @@ def tracked(url: str, flow: str) -> str:
 
 
 def product_url(site_url: str, product_id: str) -> str:
-    return f"{site_url.rstrip('/')}/products/{product_id}"
+    # Product ids come from storefront events: escaped, so one cannot become another path or a query.
+    return f"{site_url.rstrip('/')}/products/{quote(product_id, safe='')}"
 
 
 def coupon_description(coupon: Coupon, locale: Locale) -> str:
@@ -139,6 +177,7 @@ def context(
     site = rules.site_url
     location = nearest_location(rules.locations, customer.get("city"), customer.get("country"))
     items = _items(trigger.get("items") or [], currency, locale, site, flow)
+    recovery = safe_link(trigger.get("recovery_url"), store.allowed_hosts())
     ctx: dict[str, Any] = {
         "flow": flow,
         "customer": {
@@ -163,7 +202,9 @@ def context(
         "local_offer": local_offer(rules.local_offers, customer.get("country")),
         "items": items,
         "total": money(trigger["total"], currency, locale) if trigger.get("total") else None,
-        "recovery_url": tracked(str(trigger["recovery_url"]), flow) if trigger.get("recovery_url") else None,
+        # From a storefront event (whoever held a write key wrote it): only a link to the store's own hosts;
+        # the registry's links (site, community, survey) were checked when the registry was loaded.
+        "recovery_url": tracked(recovery, flow) if recovery else None,
         "recommendations": [
             {
                 "title": p.title,

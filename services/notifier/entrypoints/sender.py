@@ -258,7 +258,9 @@ class MessageSender(Poller):
         )
         ctx = context(
             flow=row.flow,
-            store=StoreFacts(store.store_id, store.name, store.currency, store.notifier),
+            store=StoreFacts(
+                store.store_id, store.name, store.currency, store.notifier, link_hosts=store.link_hosts()
+            ),
             customer=profile,
             trigger=trigger,
             coupon=claimed.coupon,
