@@ -154,9 +154,43 @@ class Location(_Model):
     url: str | None = None
 
 
+# Store-written text shown in emails: one string, or one per language ({"en": ..., "de": ...}).
+LocalisedText = str | dict[str, str]
+
+
+def localised(text: LocalisedText | None, language: str) -> str | None:
+    """The text in the email's language, else English, else whatever the store wrote first."""
+    if text is None or isinstance(text, str):
+        return text or None
+    return text.get(language) or text.get("en") or next(iter(text.values()), None)
+
+
 class ReferralTerms(_Model):
-    friend_gets: str = "15% off their first order"
-    you_get: str = "a thank-you credit once their order ships"
+    # Unset: the built-in templates describe the friend's coupon and a thank-you in the email's language.
+    friend_gets: LocalisedText | None = None
+    you_get: LocalisedText | None = None
+
+
+Colour = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}){1,2}$")]
+
+
+class BrandColours(_Model):
+    primary: Colour = "#1f6f5c"  # buttons, links, the top bar
+    on_primary: Colour = "#ffffff"  # text on buttons
+    background: Colour = "#f4f1ec"  # around the message
+    text: Colour = "#222222"
+
+
+class Brand(_Model):
+    """How every email of the store looks and signs off; bulk-sender rules (CAN-SPAM, Gmail and Yahoo's
+    2024 sender requirements) ask marketing mail to carry the sender's postal address."""
+
+    logo_url: Annotated[str, Field(pattern=r"^https://|^http://(127\.0\.0\.1|localhost)[:/]")] | None = None
+    logo_alt: str | None = None  # defaults to the store's name
+    logo_width: Annotated[int, Field(ge=16, le=600)] = 160
+    colours: BrandColours = BrandColours()
+    postal_address: str | None = None
+    legal_footer: LocalisedText | None = None
 
 
 class NotifierRules(_Model):

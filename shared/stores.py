@@ -33,7 +33,7 @@ from shared.audience_rules import AudienceRules
 from shared.credentials import CredentialError, read_credential
 from shared.funnel_rules import FunnelRules
 from shared.logging import get_logger
-from shared.notifier_rules import NotifierRules
+from shared.notifier_rules import Brand, NotifierRules
 from shared.registry_checks import (
     SecretFacts,
     duplicates,
@@ -206,6 +206,9 @@ class AllowedOrigin(_Model):
 class EmailConfig(_Model):
     from_address: str = "hello@example.com"
     from_name: str = "Our store"
+    reply_to: str | None = None
+    # Addresses the store may send test emails to (POST .../flows/{flow}/test-send); nobody else.
+    test_recipients: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1024)
@@ -232,6 +235,12 @@ class StoreConfig(_Model):
     # `scheme://host[:port|:*]` or `https://*.example.com`. Empty: no browser may call.
     allowed_origins: tuple[str, ...] = ()
     email: EmailConfig = EmailConfig()
+    # The store's language when a customer's is unknown or has no templates (then English).
+    locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")] = "en"
+    brand: Brand = Brand()
+    # The store's own templates (<flow>/<locale>/{subject,text,html}.liquid and _partials/), each file
+    # overriding the built-in one of the same name; relative to the registry file.
+    templates_dir: Path | None = None
     # Production defaults live in FunnelRules; the development registry shortens the timers so a demo
     # shows every flow within a minute.
     funnel: FunnelRules = FunnelRules()
@@ -422,6 +431,8 @@ class StoreRegistry:
         stores: list[StoreConfig] = []
         problems: list[str] = []
         for store_id, body in document["stores"].items():
+            if isinstance(body, dict) and isinstance(body.get("templates_dir"), str):
+                body = {**body, "templates_dir": path.parent / body["templates_dir"]}
             try:
                 stores.append(StoreConfig.model_validate({"store_id": store_id, **(body or {})}))
             except ValidationError as exc:

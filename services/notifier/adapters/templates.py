@@ -1,21 +1,43 @@
 """Rendering messages from Liquid templates: templates/<flow>/<locale>/{subject,text,html}.liquid.
 
-The HTML part is autoescaped (customer names come from storefront input); subject and text are plain.
-A locale without its own templates falls back to its language, then to English.
+Each store may name a directory of its own templates in the registry (`templates_dir`); every file there
+replaces the built-in file of the same name, and every file it does not have falls back to the built-in one.
+All files are read into memory when the catalogue is built and validated before it is used: parsed (a syntax
+error names the file and line), analysed (a variable the flow does not hand over is an error, not a blank in a
+customer's inbox) and rendered once with sample data. Templates see only the flow's data and can include only
+files of their own set: no paths outside it, no file system, no network, bounded loops and output.
+
+The HTML part is autoescaped (customer names come from storefront input) and its CSS is inlined by css-inline
+at render time, so mail clients that drop <style> (Gmail's app, Outlook) still show the layout; subject and
+text are plain. A locale without templates falls back to its language, the store's language, then English.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liquid import CachingFileSystemLoader, Environment, FalsyStrictUndefined
+import css_inline
+from liquid import BoundTemplate, Environment, FalsyStrictUndefined, RenderContext
+from liquid.exceptions import LiquidError, TemplateNotFoundError
+from liquid.loader import BaseLoader, TemplateSource
+
+from shared.stores import StoreConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_LOCALE = "en"
+PARTS = ("subject", "text", "html")
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
+_SPACES = re.compile(r"[ \t\r\n]+")
+_LOCALE_DIR = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+# A store's directory is content, not code: these keep a broken or hostile one from hurting the sender.
+MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_TEMPLATES = 2000
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 @dataclass(frozen=True)
@@ -25,38 +47,369 @@ class RenderedMessage:
     html: str
 
 
-class TemplateRenderer:
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
-        self._dir = templates_dir
-        loader = CachingFileSystemLoader(templates_dir)
-        # Falsy-strict: `{% if x %}` works on absent data, but printing a misspelt variable fails loudly
-        # in tests instead of rendering blank in a customer's inbox.
-        self._plain = Environment(loader=loader, undefined=FalsyStrictUndefined)
-        self._html = Environment(loader=loader, undefined=FalsyStrictUndefined, autoescape=True)
+class TemplateProblem(ValueError):
+    """Templates that must not be used, each problem naming its file (and line when known)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+class _Environment(Environment):
+    # A store's template may loop or nest only so far: a typo must not stall the sender.
+    context_depth_limit = 30
+    loop_iteration_limit = 10_000
+    output_stream_limit = 512 * 1024
+
+
+class _SnapshotLoader(BaseLoader):
+    """Templates from a dict read once at load time: a name is found only if it is one of the set's files,
+    so `..`, absolute paths and symlinks lead nowhere, and edits on disk change nothing until a reload."""
+
+    def __init__(self, sources: Mapping[str, str], origins: Mapping[str, str]) -> None:
+        super().__init__()
+        self._sources = sources
+        self._origins = origins
+        # Parsed once per environment: the snapshot never changes, and partials are included everywhere.
+        self._parsed: dict[tuple[int, str], BoundTemplate] = {}
+
+    def get_source(
+        self,
+        env: Environment,
+        template_name: str,
+        *,
+        context: RenderContext | None = None,
+        **kwargs: object,
+    ) -> TemplateSource:
+        name = _name(template_name)
+        if name not in self._sources:
+            raise TemplateNotFoundError(template_name)
+        return TemplateSource(self._sources[name], name, None)
+
+    def load(
+        self,
+        env: Environment,
+        name: str,
+        *,
+        globals: Mapping[str, object] | None = None,
+        context: RenderContext | None = None,
+        **kwargs: object,
+    ) -> BoundTemplate:
+        key = (id(env), _name(name))
+        found = self._parsed.get(key)
+        if found is None or globals:
+            source = self.get_source(env, name, context=context)
+            # Named by where the file came from: errors say "shop/welcome/de/html.liquid", not "html.liquid".
+            found = env.from_string(source.text, name=self._origins[source.name], globals=globals)
+            if not globals:
+                self._parsed[key] = found
+        return found
+
+
+def _name(template_name: str) -> str:
+    return template_name if template_name.endswith(".liquid") else f"{template_name}.liquid"
+
+
+class TemplateSet:
+    """One store's templates (or the built-ins alone), parsed and ready to render."""
+
+    def __init__(self, sources: Mapping[str, str], origins: Mapping[str, str], default_locale: str) -> None:
+        self.sources = dict(sources)
+        self.default_locale = default_locale
+        loader = _SnapshotLoader(self.sources, origins)
+        # Falsy-strict: `{% if x %}` works on absent data, but printing a misspelt variable fails loudly.
+        self._plain = _Environment(loader=loader, undefined=FalsyStrictUndefined)
+        self._html = _Environment(loader=loader, undefined=FalsyStrictUndefined, autoescape=True)
+        self._templates: dict[str, BoundTemplate] = {}
+
+    def flows(self) -> set[str]:
+        return {name.split("/")[0] for name in self.sources if not name.startswith("_")}
+
+    def locales(self, flow: str) -> set[str]:
+        return {
+            name.split("/")[1]
+            for name in self.sources
+            if name.startswith(f"{flow}/") and name.count("/") == 2 and name.endswith("/subject.liquid")
+        }
 
     def locale_for(self, flow: str, locale: str | None) -> str:
-        for candidate in _locale_candidates(locale):
-            if (self._dir / flow / candidate / "subject.liquid").is_file():
+        available = self.locales(flow)
+        for candidate in _locale_candidates(locale, self.default_locale):
+            if candidate in available:
                 return candidate
         return DEFAULT_LOCALE
 
-    def render(self, flow: str, locale: str | None, context: dict[str, Any]) -> RenderedMessage:
+    def template(self, flow: str, locale: str, part: str) -> BoundTemplate:
+        name = f"{flow}/{locale}/{part}.liquid"
+        found = self._templates.get(name)
+        if found is None:
+            env = self._html if part == "html" else self._plain
+            found = env.get_template(name)
+            self._templates[name] = found
+        return found
+
+    def render(self, flow: str, locale: str | None, context: Mapping[str, Any]) -> RenderedMessage:
         chosen = self.locale_for(flow, locale)
-        base = f"{flow}/{chosen}"
+        subject = self.template(flow, chosen, "subject").render(**context)
+        text = self.template(flow, chosen, "text").render(**context)
+        html = self.template(flow, chosen, "html").render(**context)
         return RenderedMessage(
-            subject=" ".join(self._plain.get_template(f"{base}/subject.liquid").render(**context).split()),
+            # Only ASCII white space: French puts a no-break space before "!" and "?".
+            subject=_SPACES.sub(" ", subject).strip(),
             # Optional sections leave empty lines behind; a reader sees at most one blank line in a row.
-            text=_BLANK_LINES.sub(
-                "\n\n", self._plain.get_template(f"{base}/text.liquid").render(**context)
-            ).strip()
-            + "\n",
-            html=self._html.get_template(f"{base}/html.liquid").render(**context),
+            text=_BLANK_LINES.sub("\n\n", text).strip() + "\n",
+            html=_INLINER.inline(html),
         )
 
 
-def _locale_candidates(locale: str | None) -> list[str]:
-    if not locale:
-        return [DEFAULT_LOCALE]
-    normalised = locale.replace("_", "-")
-    language = normalised.split("-")[0].lower()
-    return [normalised, language, DEFAULT_LOCALE]
+# What each flow hands its templates: top-level names, and a rich sample to check paths and render against.
+FlowData = Callable[[str], Mapping[str, Any]]
+
+
+class TemplateCatalog:
+    """The built-in set and each store's set, all validated; immutable once built (a reload builds anew)."""
+
+    def __init__(self, builtin: TemplateSet, stores: Mapping[str, TemplateSet]) -> None:
+        self.builtin = builtin
+        self._stores = dict(stores)
+
+    def for_store(self, store_id: str | None) -> TemplateSet:
+        return self._stores.get(store_id or "", self.builtin)
+
+    @classmethod
+    def build(
+        cls,
+        stores: Iterable[StoreConfig],
+        samples: FlowData,
+        flows: Iterable[str],
+        builtin_dir: Path = TEMPLATES_DIR,
+    ) -> TemplateCatalog:
+        flows = list(flows)
+        builtin_sources, builtin_origins = _read_dir(builtin_dir, "built-in")
+        key = (builtin_dir, tuple(sorted(builtin_sources.items())), tuple(flows), samples)
+        builtin = _VALIDATED.get(key)
+        problems: list[str] = []
+        if builtin is None:
+            builtin = TemplateSet(builtin_sources, builtin_origins, DEFAULT_LOCALE)
+            problems = validate(builtin, flows, samples, "built-in")
+            if not problems:
+                # Validating takes a second; the built-ins change only with a deploy (or an edit + reload).
+                _VALIDATED.clear()
+                _VALIDATED[key] = builtin
+        sets: dict[str, TemplateSet] = {}
+        for store in stores:
+            if store.templates_dir is None and store.locale == DEFAULT_LOCALE:
+                continue
+            sources, origins = dict(builtin_sources), dict(builtin_origins)
+            if store.templates_dir is not None:
+                try:
+                    own, own_origins = _read_dir(store.templates_dir, store.store_id)
+                except TemplateProblem as exc:
+                    problems.extend(exc.problems)
+                    continue
+                sources.update(own)
+                origins.update(own_origins)
+            sets[store.store_id] = TemplateSet(sources, origins, store.locale)
+            problems.extend(validate(sets[store.store_id], flows, samples, store.store_id))
+        if problems:
+            raise TemplateProblem(problems)
+        return cls(builtin, sets)
+
+
+_VALIDATED: dict[Any, TemplateSet] = {}
+
+
+def _read_dir(root: Path, label: str) -> tuple[dict[str, str], dict[str, str]]:
+    if not root.is_dir():
+        raise TemplateProblem([f"{label}: templates directory {root} does not exist"])
+    base = root.resolve()
+    sources: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    problems: list[str] = []
+    for path in sorted(root.rglob("*.liquid")):
+        name = path.relative_to(root).as_posix()
+        if not path.resolve().is_relative_to(base):
+            problems.append(f"{label}/{name}: links outside the store's templates directory")
+            continue
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            problems.append(f"{label}/{name}: larger than {MAX_TEMPLATE_BYTES} bytes")
+            continue
+        try:
+            sources[name] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{label}/{name}: cannot be read: {exc}")
+            continue
+        origins[name] = f"{label}/{name}"
+        if len(sources) > MAX_TEMPLATES:
+            problems.append(f"{label}: more than {MAX_TEMPLATES} templates")
+            break
+    if problems:
+        raise TemplateProblem(problems)
+    return sources, origins
+
+
+def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, label: str) -> list[str]:
+    """Each problem of a set naming its file: missing parts, syntax, unknown variables, render errors."""
+    problems: list[str] = []
+    for name in templates.sources:
+        top = name.split("/")[0]
+        if not top.startswith("_") and top not in flows:
+            problems.append(f"{label}/{name}: no flow is called {top!r} (flows: {', '.join(flows)})")
+        elif not top.startswith("_") and (name.count("/") != 2 or not _LOCALE_DIR.match(name.split("/")[1])):
+            problems.append(f"{label}/{name}: expected <flow>/<locale>/{{subject,text,html}}.liquid")
+    for flow in flows:
+        locales = templates.locales(flow)
+        if DEFAULT_LOCALE not in locales:
+            problems.append(
+                f"{label}/{flow}/{DEFAULT_LOCALE}: the flow has no English templates to fall back on"
+            )
+        sample = samples(flow)
+        for locale in sorted(locales):
+            for part in PARTS:
+                problems.extend(_check_one(templates, flow, locale, part, sample, label))
+    return problems
+
+
+def _check_one(
+    templates: TemplateSet, flow: str, locale: str, part: str, sample: Mapping[str, Any], label: str
+) -> list[str]:
+    where = f"{label}/{flow}/{locale}/{part}.liquid"
+    try:
+        template = templates.template(flow, locale, part)
+        analysis = template.analyze(include_partials=True)
+    except TemplateNotFoundError as exc:
+        return [f"{where}: missing ({exc})"]
+    except LiquidError as exc:
+        return [describe(exc, where)]
+    problems = []
+    for variables in analysis.globals.values():
+        for variable in variables:
+            unknown = _unknown_path(variable.segments, sample)
+            if unknown is not None:
+                file = variable.span.template_name or where
+                line = _line_of(templates, file, variable.span.index)
+                problems.append(f"{file}{line}: the {flow} flow has no variable {unknown!r}")
+    if problems:
+        return problems
+    try:
+        template.render(**sample)
+    except LiquidError as exc:
+        return [describe(exc, where)]
+    return []
+
+
+def _line_of(templates: TemplateSet, origin: str, index: int) -> str:
+    name = origin.split("/", 1)[1] if "/" in origin else origin
+    source = templates.sources.get(name)
+    if source is None or index < 0:
+        return ""
+    return f":{source.count(chr(10), 0, index) + 1}"
+
+
+_SEQUENCE_PROPERTIES = {"size", "first", "last"}
+
+
+def _unknown_path(segments: Any, sample: Any) -> str | None:
+    """The first part of a variable path the sample data does not have, or None when it is all there."""
+    node = sample
+    walked: list[str] = []
+    for segment in segments if isinstance(segments, list) else [segments]:
+        if not isinstance(segment, str):
+            return None  # an index or a variable lookup: checked at render time by strict undefined
+        walked.append(segment)
+        if isinstance(node, Mapping):
+            if segment in node:
+                node = node[segment]
+                continue
+            if segment == "size":
+                return None
+            return ".".join(walked)
+        if isinstance(node, (list, tuple)):
+            if segment in _SEQUENCE_PROPERTIES:
+                node = node[0] if node and segment != "size" else None
+                continue
+            return ".".join(walked)
+        if isinstance(node, str) and segment == "size":
+            return None
+        if node is None:
+            return None  # a sample left this optional part empty; nothing more to check against
+        return ".".join(walked)
+    return None
+
+
+def describe(exc: LiquidError, where: str) -> str:
+    """ "store/flow/de/html.liquid:3: unexpected tag 'iff'" from whatever python-liquid raised."""
+    name = getattr(exc, "template_name", None) or where
+    token = getattr(exc, "token", None)
+    line = ""
+    source = getattr(token, "source", "") or ""
+    start = getattr(token, "start_index", -1)
+    if source and isinstance(start, int) and start >= 0:
+        line = f":{source.count(chr(10), 0, start) + 1}"
+    message = exc.args[0] if exc.args else str(exc)
+    return f"{name}{line}: {message}"
+
+
+class TemplateRenderer:
+    """What the sender and the API render with. `reload` swaps the whole catalogue at once, only after the
+    new one validated; a failed reload leaves the running templates in place."""
+
+    def __init__(
+        self,
+        templates_dir: Path = TEMPLATES_DIR,
+        stores: Iterable[StoreConfig] = (),
+        *,
+        samples: FlowData | None = None,
+        flows: Iterable[str] | None = None,
+    ) -> None:
+        from services.notifier.domain import samples as flow_samples
+
+        self._dir = templates_dir
+        self._samples = samples or flow_samples.template_data
+        self._flows = list(flows) if flows is not None else list(flow_samples.EMAIL_FLOWS)
+        self._lock = threading.Lock()
+        self._catalog = TemplateCatalog.build(stores, self._samples, self._flows, templates_dir)
+
+    def reload(self, stores: Iterable[StoreConfig]) -> None:
+        """Build and validate a new catalogue; raises TemplateProblem (keeping the old one) when it fails."""
+        catalog = TemplateCatalog.build(stores, self._samples, self._flows, self._dir)
+        with self._lock:
+            self._catalog = catalog
+
+    def check(self, stores: Iterable[StoreConfig]) -> None:
+        """Validate without swapping (the `reload` command checks before it signals)."""
+        TemplateCatalog.build(stores, self._samples, self._flows, self._dir)
+
+    def templates_for(self, store: StoreConfig | None) -> TemplateSet:
+        catalog = self._catalog
+        if (
+            store is not None
+            and store.store_id not in catalog._stores
+            and (store.templates_dir is not None or store.locale != DEFAULT_LOCALE)
+        ):
+            # A store added since the catalogue was built (tests, or a registry reloaded elsewhere).
+            built = TemplateCatalog.build([store], self._samples, self._flows, self._dir)
+            with self._lock:
+                self._catalog = TemplateCatalog(catalog.builtin, {**catalog._stores, **built._stores})
+            return built.for_store(store.store_id)
+        return catalog.for_store(store.store_id if store else None)
+
+    def locale_for(self, flow: str, locale: str | None, store: StoreConfig | None = None) -> str:
+        return self.templates_for(store).locale_for(flow, locale)
+
+    def render(
+        self, flow: str, locale: str | None, context: Mapping[str, Any], store: StoreConfig | None = None
+    ) -> RenderedMessage:
+        return self.templates_for(store).render(flow, locale, context)
+
+
+def _locale_candidates(locale: str | None, store_default: str) -> list[str]:
+    """`id-ID` → `id` → the store's language (`ms-MY` → `ms`) → `en`."""
+    candidates: list[str] = []
+    for tag in (locale, store_default):
+        if not tag:
+            continue
+        normalised = tag.replace("_", "-")
+        language = normalised.split("-")[0].lower()
+        candidates += [normalised, language]
+    return [*candidates, DEFAULT_LOCALE]

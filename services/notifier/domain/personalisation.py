@@ -9,7 +9,7 @@ empty): templates test them and fall back to friendly wording, never printing bl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,9 +17,10 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_percent
 
-from shared.notifier_rules import CouponKind, Location, NotifierRules
+from shared.notifier_rules import Brand, CouponKind, Location, NotifierRules, localised
+from shared.stores import StoreConfig
 
 MAX_RECOMMENDATIONS = 3
 
@@ -49,6 +50,9 @@ class StoreFacts:
     name: str
     currency: str
     rules: NotifierRules
+    brand: Brand = field(default_factory=Brand)
+    sender_name: str | None = None
+    reply_to: str | None = None
     # The store's own hosts beyond those its notifier rules name (its Shopify and WooCommerce domains):
     # StoreConfig.link_hosts().
     link_hosts: frozenset[str] = frozenset()
@@ -58,6 +62,67 @@ class StoreFacts:
         named = (rules.site_url, rules.community_url, rules.survey_url)
         own = {host for url in named if url and (host := _host(url)) is not None}
         return frozenset(h.lower() for h in (*own, *self.link_hosts, *rules.allowed_link_hosts))
+
+    @classmethod
+    def of(cls, store: StoreConfig) -> StoreFacts:
+        return cls(
+            store.store_id,
+            store.name,
+            store.currency,
+            store.notifier,
+            brand=store.brand,
+            sender_name=store.email.from_name,
+            reply_to=store.email.reply_to,
+            link_hosts=store.link_hosts(),
+        )
+
+
+# The words of an offer, per language: "{v}" is the percentage or amount, formatted for the locale.
+# Templates phrase the sentence around them; stores that want other words override the templates.
+_OFFER_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "percent": "{v} off",
+        "fixed": "{v} off",
+        "free_shipping": "free shipping",
+        "credit": "{v} credit",
+    },
+    "id": {
+        "percent": "diskon {v}",
+        "fixed": "potongan {v}",
+        "free_shipping": "gratis ongkir",
+        "credit": "saldo {v}",
+    },
+    "ms": {
+        "percent": "diskaun {v}",
+        "fixed": "potongan {v}",
+        "free_shipping": "penghantaran percuma",
+        "credit": "kredit {v}",
+    },
+    "tr": {
+        "percent": "{v} indirim",
+        "fixed": "{v} indirim",
+        "free_shipping": "ücretsiz kargo",
+        "credit": "{v} alışveriş kredisi",
+    },
+    "de": {
+        "percent": "{v} Rabatt",
+        "fixed": "{v} Rabatt",
+        "free_shipping": "kostenloser Versand",
+        "credit": "{v} Guthaben",
+    },
+    "fr": {
+        "percent": "{v} de réduction",
+        "fixed": "{v} de réduction",
+        "free_shipping": "la livraison offerte",
+        "credit": "{v} de crédit",
+    },
+    "es": {
+        "percent": "un {v} de descuento",
+        "fixed": "{v} de descuento",
+        "free_shipping": "envío gratis",
+        "credit": "{v} de saldo",
+    },
+}
 
 
 def babel_locale(tag: str | None) -> Locale:
@@ -134,13 +199,16 @@ def product_url(site_url: str, product_id: str) -> str:
     return f"{site_url.rstrip('/')}/products/{quote(product_id, safe='')}"
 
 
-def coupon_description(coupon: Coupon, locale: Locale) -> str:
+def coupon_description(coupon: Coupon, locale: Locale, language: str = "en") -> str:
+    """ "10% off", "diskon 10%", "%10 indirim", "5,00 € Guthaben": the offer in the email's language."""
+    words = _OFFER_WORDS.get(language, _OFFER_WORDS["en"])
     if coupon.kind == CouponKind.PERCENT:
-        return f"{format_decimal(coupon.value.normalize(), locale=locale)}% off"
+        value = str(format_percent(coupon.value / 100, locale=locale, decimal_quantization=False))
+        return words["percent"].format(v=value)
     if coupon.kind == CouponKind.FREE_SHIPPING:
-        return "free shipping"
+        return words["free_shipping"]
     amount = money(coupon.value, coupon.currency or "USD", locale)
-    return f"{amount} off" if coupon.kind == CouponKind.FIXED else f"{amount} credit"
+    return words["fixed" if coupon.kind == CouponKind.FIXED else "credit"].format(v=amount)
 
 
 def _items(
@@ -169,10 +237,12 @@ def context(
     unsubscribe_url: str | None,
     language: str = "en",
 ) -> dict[str, Any]:
-    """`language`: the template's, for words such as month names; money follows the customer's locale."""
+    """`language`: the template's (`de`, `id`...), for words such as month names; money follows the
+    customer's locale (`de-AT`), and so do dates when the customer's language is the template's."""
     rules = store.rules
     locale = babel_locale(customer.get("locale"))
-    words = babel_locale(language)
+    words = locale if locale.language == language.split("-")[0] else babel_locale(language)
+    brand = store.brand
     currency = str(trigger.get("currency") or customer.get("currency") or store.currency)
     site = rules.site_url
     location = nearest_location(rules.locations, customer.get("city"), customer.get("country"))
@@ -215,14 +285,31 @@ def context(
             if p.title
         ],
         "coupon": None,
-        "referral": {"friend_gets": rules.referral.friend_gets, "you_get": rules.referral.you_get},
+        "referral": {
+            "friend_gets": localised(rules.referral.friend_gets, words.language),
+            "you_get": localised(rules.referral.you_get, words.language),
+        },
+        "brand": {
+            "sender_name": store.sender_name or store.name,
+            "reply_to": store.reply_to,
+            "logo_url": brand.logo_url,
+            "logo_alt": brand.logo_alt or store.name,
+            "logo_width": brand.logo_width,
+            "colours": brand.colours.model_dump(),
+            "postal_address": brand.postal_address,
+            "legal_footer": localised(brand.legal_footer, words.language),
+        },
+        "locale": language,
         "survey": {"csat": trigger.get("csat"), "level": trigger.get("level")},
         "unsubscribe_url": unsubscribe_url,
     }
     if coupon is not None:
         ctx["coupon"] = {
             "code": coupon.code,
-            "description": coupon_description(coupon, locale),
+            # percent, fixed, free_shipping, cashback (a code worth the credit) or store_credit (credited
+            # to the customer's account by the platform: no code to type).
+            "kind": "store_credit" if coupon.store_credit else coupon.kind.value,
+            "description": coupon_description(coupon, locale, words.language),
             "expires_on": format_date(coupon.expires_at.date(), format="long", locale=words),
             "store_credit": coupon.store_credit,
         }

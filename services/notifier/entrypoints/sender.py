@@ -20,14 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.notifier.adapters import consent_repository, platform_repository, repository
 from services.notifier.adapters.recommendations import Recommender, seed_products, viewed_products
 from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
-from services.notifier.adapters.templates import TemplateRenderer
+from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
 from services.notifier.domain import guards
 from services.notifier.domain.coupon_platforms import PROVISIONING_LEASE, CouponPlatform, Delivery, placement
 from services.notifier.domain.flows import RECOMMENDING_FLOWS, SUPPORT_CHANNEL
 from services.notifier.domain.messages import KnownCustomer, Message, trigger_currency, trigger_fields
-from services.notifier.domain.personalisation import Coupon, StoreFacts, context
+from services.notifier.domain.personalisation import Coupon, StoreFacts
+from services.notifier.domain.samples import data_for
 from services.notifier.domain.support import alert_subject, support_alert
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning, Pending
 from shared.clock import Clock
@@ -221,7 +222,7 @@ class MessageSender(Poller):
         try:
             with DELIVERY_SECONDS.time():
                 subject = await self._hand_over(claimed)
-        except LiquidError as exc:
+        except (LiquidError, TemplateProblem) as exc:
             # A template bug fails this message visibly; it does not stop the sender for everyone else.
             await self._record_failure(claimed, DeliveryError(f"template error: {exc}", retryable=False))
             return None
@@ -256,23 +257,22 @@ class MessageSender(Poller):
             if row.flow in RECOMMENDING_FLOWS
             else []
         )
-        ctx = context(
-            flow=row.flow,
-            store=StoreFacts(
-                store.store_id, store.name, store.currency, store.notifier, link_hosts=store.link_hosts()
-            ),
-            customer=profile,
-            trigger=trigger,
-            coupon=claimed.coupon,
-            recommendations=recommendations,
-            unsubscribe_url=(
+        locale = profile.get("locale")
+        ctx = data_for(
+            row.flow,
+            StoreFacts.of(store),
+            profile,
+            trigger,
+            claimed.coupon,
+            recommendations,
+            (
                 self.unsubscribe_url(customer.unsubscribe_token)
                 if row.marketing and customer.unsubscribe_token
                 else None
             ),
-            language=self._renderer.locale_for(row.flow, profile.get("locale")),
+            self._renderer.locale_for(row.flow, locale, store),
         )
-        rendered = self._renderer.render(row.flow, profile.get("locale"), ctx)
+        rendered = self._renderer.render(row.flow, locale, ctx, store)
         if row.channel == Channel.WEBHOOK.value:
             hook = store.notifier.messaging_webhook
             if hook is None or not customer.phone:
@@ -289,10 +289,12 @@ class MessageSender(Poller):
             return rendered.subject
         if not customer.email:  # never true: the guards skip a message without an address
             raise DeliveryError("no email address", retryable=False)
-        headers: tuple[tuple[str, str], ...] = ()
+        headers: tuple[tuple[str, str], ...] = (
+            (("Reply-To", store.email.reply_to),) if store.email.reply_to else ()
+        )
         if row.marketing:
             # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL without asking the user.
-            headers = (
+            headers += (
                 ("List-Unsubscribe", f"<{ctx['unsubscribe_url']}>"),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             )
