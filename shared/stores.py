@@ -457,6 +457,11 @@ class StoreRegistry:
         registry.read_credentials(development=not production, already=credentials)
         return registry
 
+    def adopt(self, other: StoreRegistry) -> None:
+        """Take a freshly loaded registry's stores (a reload): everything holding this object sees them."""
+        for name, value in vars(other).items():  # every index, one attribute at a time
+            setattr(self, name, value)
+
     def get(self, store_id: str) -> StoreConfig | None:
         return self._by_id.get(store_id)
 

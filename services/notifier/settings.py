@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from shared.settings import ConsumerServiceSettings, SmtpSettings
+from shared.settings import REPO_ROOT, ConsumerServiceSettings, SmtpSettings
 
 
 class NotifierSettings(ConsumerServiceSettings, SmtpSettings):
@@ -17,6 +18,13 @@ class NotifierSettings(ConsumerServiceSettings, SmtpSettings):
     notifier_public_url: str = "http://127.0.0.1:8002"
     # The segmenter's REST API, for complementary products in recommendations.
     segmenter_url: str = "http://127.0.0.1:8001"
+    # Where the running notifier writes its pid, for `python -m services.notifier reload` (SIGHUP);
+    # by default .run/notifier-<port>.pid in the repository.
+    notifier_pidfile: Path | None = None
+
+    @property
+    def pidfile(self) -> Path:
+        return self.notifier_pidfile or REPO_ROOT / ".run" / f"notifier-{self.notifier_port}.pid"
 
     @field_validator("notifier_public_url")
     @classmethod

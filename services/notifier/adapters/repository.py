@@ -692,3 +692,12 @@ async def coupon_counts(conn: AsyncConnection, store_id: str, since: datetime | 
         .group_by(coupons.c.flow)
     )
     return [CouponCount(r.flow, r.issued, r.redeemed) for r in rows.all()]
+
+
+async def customer(conn: AsyncConnection, store_id: str, customer_id: str) -> KnownCustomer | None:
+    """One customer as the sender would see them, without locking (previews only read)."""
+    found = await conn.execute(
+        select(customers).where(customers.c.store_id == store_id, customers.c.customer_id == customer_id)
+    )
+    row = found.first()
+    return _customer(row) if row is not None else None

@@ -100,7 +100,8 @@ class _SnapshotLoader(BaseLoader):
         if found is None or globals:
             source = self.get_source(env, name, context=context)
             # Named by where the file came from: errors say "shop/welcome/de/html.liquid", not "html.liquid".
-            found = env.from_string(source.text, name=self._origins[source.name], globals=globals)
+            origin = self._origins[source.name]
+            found = env.from_string(source.text, name=origin, path=origin, globals=globals)
             if not globals:
                 self._parsed[key] = found
         return found
@@ -115,12 +116,21 @@ class TemplateSet:
 
     def __init__(self, sources: Mapping[str, str], origins: Mapping[str, str], default_locale: str) -> None:
         self.sources = dict(sources)
+        self.origins = dict(origins)
         self.default_locale = default_locale
         loader = _SnapshotLoader(self.sources, origins)
         # Falsy-strict: `{% if x %}` works on absent data, but printing a misspelt variable fails loudly.
         self._plain = _Environment(loader=loader, undefined=FalsyStrictUndefined)
         self._html = _Environment(loader=loader, undefined=FalsyStrictUndefined, autoescape=True)
         self._templates: dict[str, BoundTemplate] = {}
+
+    def name_of(self, template_name: str | None) -> str | None:
+        """The set's name of a template known by its include name or by its origin."""
+        if not template_name:
+            return None
+        if _name(template_name) in self.sources:
+            return _name(template_name)
+        return next((name for name, origin in self.origins.items() if origin == template_name), None)
 
     def flows(self) -> set[str]:
         return {name.split("/")[0] for name in self.sources if not name.startswith("_")}
@@ -257,6 +267,7 @@ def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, la
             problems.append(f"{label}/{name}: no flow is called {top!r} (flows: {', '.join(flows)})")
         elif not top.startswith("_") and (name.count("/") != 2 or not _LOCALE_DIR.match(name.split("/")[1])):
             problems.append(f"{label}/{name}: expected <flow>/<locale>/{{subject,text,html}}.liquid")
+    seen: set[str] = set()
     for flow in flows:
         locales = templates.locales(flow)
         if DEFAULT_LOCALE not in locales:
@@ -266,7 +277,12 @@ def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, la
         sample = samples(flow)
         for locale in sorted(locales):
             for part in PARTS:
-                problems.extend(_check_one(templates, flow, locale, part, sample, label))
+                for problem in _check_one(templates, flow, locale, part, sample, label):
+                    # A broken partial shows once, under the first flow that includes it.
+                    where = problem.split(": ", 1)[0]
+                    if where not in seen:
+                        seen.add(where)
+                        problems.append(problem)
     return problems
 
 
@@ -286,9 +302,10 @@ def _check_one(
         for variable in variables:
             unknown = _unknown_path(variable.segments, sample)
             if unknown is not None:
-                file = variable.span.template_name or where
+                file = templates.name_of(variable.span.template_name)
+                origin = templates.origins.get(file, where) if file else where
                 line = _line_of(templates, file, variable.span.index)
-                problems.append(f"{file}{line}: the {flow} flow has no variable {unknown!r}")
+                problems.append(f"{origin}{line}: the {flow} flow has no variable {unknown!r}")
     if problems:
         return problems
     try:
@@ -298,9 +315,8 @@ def _check_one(
     return []
 
 
-def _line_of(templates: TemplateSet, origin: str, index: int) -> str:
-    name = origin.split("/", 1)[1] if "/" in origin else origin
-    source = templates.sources.get(name)
+def _line_of(templates: TemplateSet, name: str | None, index: int) -> str:
+    source = templates.sources.get(name) if name else None
     if source is None or index < 0:
         return ""
     return f":{source.count(chr(10), 0, index) + 1}"

@@ -107,7 +107,14 @@ def sample_coupon(
     found = coupon_terms(rule, stage, currency=currency, trigger_order_total=total, now=now)
     if found is None:
         return None
-    return Coupon(f"{rule.prefix}SAMPLE", found.kind, found.value, found.currency, found.expires_at)
+    # Real codes carry 12 characters after the prefix: this one can never match an issued code.
+    return Coupon(
+        f"{rule.prefix}-SAMPLE" if rule.prefix else "SAMPLE",
+        found.kind,
+        found.value,
+        found.currency,
+        found.expires_at,
+    )
 
 
 # The richest data every template may meet: what validation analyses and renders templates against.

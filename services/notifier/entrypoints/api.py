@@ -12,12 +12,13 @@ from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
-from services.notifier.entrypoints import platform_routes, routes, unsubscribe
+from services.notifier.entrypoints import platform_routes, preview_routes, routes, unsubscribe
 from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
 from services.notifier.entrypoints.consent_sync import ConsentSync
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning
 from services.notifier.entrypoints.processor import MessagePlanner
+from services.notifier.entrypoints.reload import Reloader
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
 from shared.clock import Clock, utcnow
@@ -34,15 +35,32 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         app.state.refresh_audiences = refresh_memberships
         smtp = SmtpSender(settings)
         platforms = PlatformClients(http, stores)
+        # Every store's templates validated before anything is sent: a bad one stops the start, not an email.
+        renderer = TemplateRenderer(stores=list(stores))
+        recommender = Recommender(
+            engine, http, settings.segmenter_url, service_api_key=settings.effective_service_api_key()
+        )
+        app.state.renderer, app.state.recommender, app.state.smtp = renderer, recommender, smtp
+        app.state.public_url = settings.notifier_public_url
+        reloader = Reloader(
+            stores=stores,
+            renderer=renderer,
+            stores_file=settings.stores_file,
+            production=settings.environment == "production",
+            pidfile=settings.pidfile,
+            clock=clock,
+        )
+        reloader.start()
+
+        async def stop_reloader() -> None:
+            reloader.stop()
         sender = MessageSender(
             engine=engine,
             stores=stores,
-            renderer=TemplateRenderer(),
+            renderer=renderer,
             smtp=smtp,
             webhooks=WebhookSender(http),
-            recommender=Recommender(
-                engine, http, settings.segmenter_url, service_api_key=settings.effective_service_api_key()
-            ),
+            recommender=recommender,
             public_url=settings.notifier_public_url,
             clock=clock,
             batch_size=settings.notifier_send_batch,
@@ -70,7 +88,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
                 ("consent-sync", consent.run_forever),
                 ("audiences", audiences.run_forever),
             ],
-            close=[smtp.close, http.aclose],
+            close=[stop_reloader, smtp.close, http.aclose],
         )
 
     return consuming_service_app(
@@ -80,5 +98,11 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         description="Turns funnel changes into personalised emails, coupons and audiences.",
         clock=clock,
         wire=wire,
-        routers=[audience_router(), routes.router, platform_routes.router, unsubscribe.router],
+        routers=[
+            audience_router(),
+            routes.router,
+            platform_routes.router,
+            preview_routes.router,
+            unsubscribe.router,
+        ],
     )

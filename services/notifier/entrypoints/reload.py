@@ -1,0 +1,123 @@
+"""Reloading the store registry and the templates without a restart: SIGHUP, or `python -m services.notifier
+reload`.
+
+Chosen over an admin endpoint: no new credential to guard, and only someone allowed to signal the process
+can send it. The running notifier writes its pid to NOTIFIER_PIDFILE (by default one per port under
+.run/). A reload first loads and validates the new registry and every store's templates; only when all of
+it is good are they swapped in, templates first, then the registry (which carries each store's notifier
+settings). A reload that fails keeps what is running, logs why, and records the outcome next to the pidfile
+(`<pidfile>.reload.json`), where the `reload` command reads it to report and to set its exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
+from shared.logging import get_logger
+from shared.stores import StoreRegistry, StoreRegistryError
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    generation: int
+    ok: bool
+    at: str
+    problems: list[str]
+
+
+def status_path(pidfile: Path) -> Path:
+    return pidfile.with_name(pidfile.name + ".reload.json")
+
+
+def load_checked(stores_file: Path, *, production: bool, renderer: TemplateRenderer) -> StoreRegistry:
+    """The registry at `stores_file` with every store's templates validated; raises with every problem."""
+    registry = StoreRegistry.load(stores_file, allow_placeholder_secrets=not production)
+    renderer.check(list(registry))
+    return registry
+
+
+class Reloader:
+    def __init__(
+        self,
+        *,
+        stores: StoreRegistry,
+        renderer: TemplateRenderer,
+        stores_file: Path,
+        production: bool,
+        pidfile: Path | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._stores = stores
+        self._renderer = renderer
+        self._stores_file = stores_file
+        self._production = production
+        self._pidfile = pidfile
+        self._clock = clock
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._listening = False
+
+    def reload(self) -> ReloadOutcome:
+        with self._lock:  # two SIGHUPs in a row reload one after the other
+            self._generation += 1
+            try:
+                registry = StoreRegistry.load(
+                    self._stores_file, allow_placeholder_secrets=not self._production
+                )
+                self._renderer.reload(list(registry))
+            except (StoreRegistryError, TemplateProblem) as exc:
+                problems = exc.problems if isinstance(exc, TemplateProblem) else [str(exc)]
+                # Paths and line numbers only: the registry's errors never quote secret values.
+                log.error("reload_failed", generation=self._generation, problems=problems[:50])
+                return self._record(ok=False, problems=problems)
+            self._stores.adopt(registry)
+            log.info("reloaded", generation=self._generation, stores=len(list(registry)))
+            return self._record(ok=True, problems=[])
+
+    def _record(self, *, ok: bool, problems: list[str]) -> ReloadOutcome:
+        outcome = ReloadOutcome(self._generation, ok, self._clock().isoformat(), problems)
+        if self._pidfile is not None:
+            target = status_path(self._pidfile)
+            temporary = target.with_suffix(".tmp")
+            temporary.write_text(json.dumps(asdict(outcome)))
+            temporary.replace(target)  # the command never reads a half-written file
+        return outcome
+
+    def start(self) -> None:
+        """Write the pidfile and reload on SIGHUP (the validation runs in a thread: it takes a second)."""
+        if self._pidfile is not None:
+            self._pidfile.parent.mkdir(parents=True, exist_ok=True)
+            status_path(self._pidfile).unlink(missing_ok=True)
+            self._pidfile.write_text(f"{os.getpid()}\n")
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._on_hangup()))
+            self._listening = True
+        except (ValueError, RuntimeError, NotImplementedError):
+            # Not the main thread (an app run inside a test client): no signals here, the API still works.
+            log.warning("sighup_unavailable")
+
+    async def _on_hangup(self) -> None:
+        await asyncio.to_thread(self.reload)
+
+    def stop(self) -> None:
+        if self._listening:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._listening = False
+        if self._pidfile is not None:
+            try:
+                if self._pidfile.read_text().strip() == str(os.getpid()):
+                    self._pidfile.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,241 @@
+"""A store's own templates: file-by-file fallback, a sandbox, validation that names file and line, and reloads
+(SIGHUP included) that keep the running version when the new one is broken."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
+from services.notifier.domain.personalisation import StoreFacts
+from services.notifier.domain.samples import data_for, sample_profile, sample_trigger
+from services.notifier.entrypoints.reload import Reloader, status_path
+from shared.funnel import LoyaltyStage
+from shared.logging import configure_logging
+from shared.stores import StoreConfig, StoreRegistry
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_this_tests_stdout() -> None:
+    # Another module configures logging onto a captured stdout that pytest closes afterwards.
+    configure_logging("notifier-test")
+
+
+def store(templates: Path | None, store_id: str = "shop", locale: str = "en") -> StoreConfig:
+    return StoreConfig.model_validate(
+        {
+            "store_id": store_id,
+            "name": "Toko Kita",
+            "api_key": "k",
+            "templates_dir": templates,
+            "locale": locale,
+        }
+    )
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def render(renderer: TemplateRenderer, config: StoreConfig, flow: str, locale: str | None) -> Any:
+    profile = sample_profile(LoyaltyStage.FIRST_TIME, locale, "Bandung", "Indonesia")
+    data = data_for(
+        flow,
+        StoreFacts.of(config),
+        profile,
+        sample_trigger(flow, "IDR"),
+        None,
+        [],
+        None,
+        renderer.locale_for(flow, locale, config),
+    )
+    return renderer.render(flow, locale, data, config)
+
+
+def test_a_stores_file_replaces_only_that_file(tmp_path: Path) -> None:
+    write(tmp_path, "welcome/en/subject.liquid", "Thanks a latte, {{ customer.first_name }}!")
+    write(tmp_path, "_partials/en/greeting.liquid", "Hey {{ customer.first_name | default: 'friend' }},")
+    own, plain = store(tmp_path), store(None, "plain")
+    renderer = TemplateRenderer(stores=[own, plain])
+    mine = render(renderer, own, "welcome", "en")
+    assert mine.subject == "Thanks a latte, Alex!"
+    assert mine.text.startswith("Hey Alex,")  # its partial, used by the built-in text
+    assert "Thank you for your first order" in mine.text  # the built-in body
+    theirs = render(renderer, plain, "welcome", "en")
+    assert theirs.subject == "Thank you for your order, Alex!"
+    assert theirs.text.startswith("Hi Alex,")
+
+
+def test_a_store_may_add_a_language(tmp_path: Path) -> None:
+    for part, text in {
+        "subject": "Bedankt, {{ customer.first_name }}!",
+        "text": "Hoi,\n",
+        "html": "<p>Hoi</p>",
+    }.items():
+        write(tmp_path, f"welcome/nl/{part}.liquid", text)
+    own = store(tmp_path)
+    renderer = TemplateRenderer(stores=[own])
+    assert render(renderer, own, "welcome", "nl-BE").subject == "Bedankt, Alex!"
+    assert render(renderer, own, "vip", "nl-BE").subject.startswith("Alex, welcome")  # no Dutch vip: English
+
+
+def test_the_stores_language_comes_before_english(tmp_path: Path) -> None:
+    malay = store(None, "kedai", locale="ms-MY")
+    renderer = TemplateRenderer(stores=[malay])
+    assert render(renderer, malay, "welcome", "nl-NL").text.startswith("Hai Alex,")
+    assert render(renderer, malay, "welcome", "tr-TR").text.startswith("Merhaba Alex,")
+    assert render(renderer, malay, "welcome", None).text.startswith("Hai Alex,")
+
+
+SUBJ = "shop/welcome/en/subject.liquid:"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "Hi {{ customer.first_name }}\n{% iff x %}",
+            SUBJ + "2: unexpected tag 'iff'",
+        ),
+        (
+            "{{ customer.frist_name }}",
+            SUBJ + "1: the welcome flow has no variable 'customer.frist_name'",
+        ),
+        (
+            "{{ recovery_url }}",
+            SUBJ + "1: the welcome flow has no variable 'recovery_url'",
+        ),
+        ("{% include '../../../etc/passwd' %}", "shop/welcome/en/subject.liquid"),
+        ("{% include '/etc/hostname' %}", "shop/welcome/en/subject.liquid"),
+    ],
+)
+def test_a_broken_template_is_refused_naming_file_and_line(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    write(tmp_path, "welcome/en/subject.liquid", source)
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_partial_with_an_unknown_variable_names_the_partial(tmp_path: Path) -> None:
+    write(tmp_path, "_partials/en/greeting.liquid", "Hi\n{{ customer.nickname }},")
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    assert "shop/_partials/en/greeting.liquid:2: the welcome flow has no variable 'customer.nickname'" in (
+        caught.value.problems
+    )
+
+
+def test_a_link_out_of_the_directory_and_stray_files_are_refused(tmp_path: Path) -> None:
+    outside = write(tmp_path / "elsewhere", "secret.liquid", "s3cr3t")
+    (tmp_path / "own" / "welcome" / "en").mkdir(parents=True)
+    (tmp_path / "own" / "welcome" / "en" / "text.liquid").symlink_to(outside)
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path / "own")])
+    assert caught.value.problems == [
+        "shop/welcome/en/text.liquid: links outside the store's templates directory"
+    ]
+    write(tmp_path / "typo", "welcom/en/subject.liquid", "typo in the flow's name")
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path / "typo")])
+    assert caught.value.problems[0].startswith("shop/welcom/en/subject.liquid: no flow is called 'welcom'")
+
+
+def test_a_missing_directory_is_a_problem(tmp_path: Path) -> None:
+    with pytest.raises(TemplateProblem, match="does not exist"):
+        TemplateRenderer(stores=[store(tmp_path / "nowhere")])
+
+
+def test_files_edited_on_disk_change_nothing_until_a_reload(tmp_path: Path) -> None:
+    subject = write(tmp_path, "welcome/en/subject.liquid", "First version")
+    own = store(tmp_path)
+    renderer = TemplateRenderer(stores=[own])
+    subject.write_text("Second version")
+    assert render(renderer, own, "welcome", "en").subject == "First version"
+    renderer.reload([own])
+    assert render(renderer, own, "welcome", "en").subject == "Second version"
+
+
+def registry_file(tmp_path: Path, templates: Path, name: str = "Toko Kita") -> Path:
+    path = tmp_path / "stores.yaml"
+    path.write_text(
+        f"stores:\n  shop:\n    name: {name}\n    api_key: k\n    templates_dir: {templates.name}\n"
+    )
+    return path
+
+
+def reloader_for(tmp_path: Path) -> tuple[Reloader, StoreRegistry, TemplateRenderer, Path]:
+    templates = tmp_path / "shop-templates"
+    write(templates, "welcome/en/subject.liquid", "Version one")
+    stores_file = registry_file(tmp_path, templates)
+    registry = StoreRegistry.load(stores_file)
+    renderer = TemplateRenderer(stores=list(registry))
+    reloader = Reloader(
+        stores=registry,
+        renderer=renderer,
+        stores_file=stores_file,
+        production=False,
+        pidfile=tmp_path / "notifier.pid",
+        clock=lambda: datetime(2026, 11, 30, tzinfo=UTC),
+    )
+    return reloader, registry, renderer, templates
+
+
+def test_a_reload_swaps_registry_and_templates_together(tmp_path: Path) -> None:
+    reloader, registry, renderer, templates = reloader_for(tmp_path)
+    (templates / "welcome/en/subject.liquid").write_text("Version two")
+    registry_file(tmp_path, templates, name="Toko Baru")
+    outcome = reloader.reload()
+    assert outcome.ok
+    shop = registry.get("shop")
+    assert shop is not None
+    assert shop.name == "Toko Baru"  # the same registry object, new settings
+    assert render(renderer, shop, "welcome", "en").subject == "Version two"
+
+
+def test_a_failing_reload_keeps_the_running_version_and_says_why(tmp_path: Path) -> None:
+    reloader, registry, renderer, templates = reloader_for(tmp_path)
+    (templates / "welcome/en/subject.liquid").write_text("{{ customer.first_name ")
+    registry_file(tmp_path, templates, name="Toko Baru")
+    outcome = reloader.reload()
+    assert not outcome.ok
+    assert outcome.problems[0].startswith("shop/welcome/en/subject.liquid:1:")
+    shop = registry.get("shop")
+    assert shop is not None
+    assert shop.name == "Toko Kita"
+    assert render(renderer, shop, "welcome", "en").subject == "Version one"
+    recorded = json.loads(status_path(tmp_path / "notifier.pid").read_text())
+    assert recorded["ok"] is False
+    assert recorded["problems"] == outcome.problems
+
+
+async def test_sighup_reloads_the_running_process(tmp_path: Path) -> None:
+    reloader, registry, renderer, templates = reloader_for(tmp_path)
+    reloader.start()
+    try:
+        assert (tmp_path / "notifier.pid").read_text().strip() == str(os.getpid())
+        (templates / "welcome/en/subject.liquid").write_text("After the signal")
+        os.kill(os.getpid(), signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        status = status_path(tmp_path / "notifier.pid")
+        while not status.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 (a file, not an event)
+            await asyncio.sleep(0.05)
+        assert json.loads(status.read_text())["ok"] is True
+        shop = registry.get("shop")
+        assert shop is not None
+        assert render(renderer, shop, "welcome", "en").subject == "After the signal"
+    finally:
+        reloader.stop()
+    assert not (tmp_path / "notifier.pid").exists()
