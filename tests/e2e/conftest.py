@@ -51,6 +51,8 @@ def registry_for(platforms: Platforms, directory: Path) -> Path:
     demo = document["stores"]["demo"]
     demo["shopify"]["admin_api_url"] = f"{platforms.shopify_url}/admin/api/2025-10/graphql.json"
     demo["woocommerce"]["api_url"] = f"{platforms.woocommerce_url}/wp-json/wc/v3/"
+    if demo.get("templates_dir"):  # relative to the registry file, which moves here
+        demo["templates_dir"] = str(REPO_ROOT / "deploy" / demo["templates_dir"])
     path = directory / "stores.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path

@@ -9,6 +9,7 @@ subject and an `X-LoyaltyFunnel-Test: true` header.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -44,6 +45,7 @@ EmailFlow = StrEnum("EmailFlow", {name: name for name in EMAIL_FLOWS})  # type: 
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
 TEST_HEADER = "X-LoyaltyFunnel-Test"
 TEST_PREFIX = "[TEST] "
+ORDER_FLOWS = (FlowName.REVIEW_REQUEST.value, FlowName.FOLLOW_UP.value)
 
 router = APIRouter(
     prefix="/v1/stores/{store_id}/flows/{flow}", tags=["flows"], responses=COMMON_ERROR_RESPONSES
@@ -183,7 +185,8 @@ async def _compose(
     if locale:
         profile["locale"] = locale
     currency = str(trigger.get("currency") or store.currency)
-    total = trigger.get("total") if trigger.get("type") == "order_placed" else None
+    # A cashback coupon is a share of the order that triggered the flow.
+    total = Decimal(str(trigger["total"])) if flow in ORDER_FLOWS and trigger.get("total") else None
     coupon = sample_coupon(flow, store.notifier, stage, currency, total, now)
     rule = store.notifier.flow(FlowName(flow))
     language = renderer.locale_for(flow, profile.get("locale"), store)
