@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from deploy.devstack.kafka import KafkaBroker, kafka_process, start_kafka
 from deploy.devstack.ports import free_ports
-from deploy.devstack.postgres import PostgresServer, postgres_process, start_postgres
+from deploy.devstack.postgres import PostgresServer, postgres_process, remove_server_data, start_postgres
 from deploy.devstack.process import ManagedProcess, StackError, run_checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +109,8 @@ class BenchStack:
             leftover = process(run_dir)
             if leftover.is_running():  # a benchmark killed outright: its own pidfile, its own process
                 leftover.stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
+            # Postgres's data may live outside the checkout (a private clone): remove it there too.
+            remove_server_data(run_dir)
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
         kafka_port, controller_port, pg_port, smtp_port = free_ports(4)

@@ -89,6 +89,9 @@ async def ensure_topics(
     settings: KafkaSettings, topics: Sequence[str], *, partitions: int | None = None
 ) -> None:
     """Create the topics a service writes to; an existing topic is left as it is."""
+    configs = {}
+    if settings.kafka_min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.kafka_min_insync_replicas)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -98,6 +101,7 @@ async def ensure_topics(
                 name=topic,
                 num_partitions=partitions or settings.kafka_topic_partitions,
                 replication_factor=settings.kafka_replication_factor,
+                topic_configs=configs,
             )
             for topic in topics
             if topic not in existing

@@ -27,7 +27,21 @@ class KafkaSettings(_Env):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Partitions bound how many consumer instances can share a topic; 6 lets a small cluster scale out.
     kafka_topic_partitions: int = Field(default=6, ge=1)
+    # Replicas of each topic a service creates, and how many must have a write before it is acknowledged
+    # (acks=all): 3 and 2 on a three-broker cluster, so one broker down loses and stops nothing. Unset, the
+    # broker's own min.insync.replicas applies.
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _isr_within_replicas(self) -> KafkaSettings:
+        isr = self.kafka_min_insync_replicas
+        if isr is not None and isr > self.kafka_replication_factor:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS ({isr}) exceeds KAFKA_REPLICATION_FACTOR "
+                f"({self.kafka_replication_factor}): no write could ever be acknowledged"
+            )
+        return self
 
 
 class DatabaseSettings(_Env):

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -94,13 +94,35 @@ def kafka_process(run_dir: Path, log_file: Path | None = None) -> ManagedProcess
     return ManagedProcess("kafka", run_dir / "kafka.pid", log_file or run_dir / "kafka.log")
 
 
-def _render_properties(run_dir: Path, port: int, controller_port: int, internal_partitions: int) -> Path:
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node (broker and controller in one process) of a cluster, by its id and ports."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+def replication_for(nodes: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `nodes`: every partition on every node,
+    and an acknowledged write on all but one of them, so one node may die without losing or stopping."""
+    return nodes, max(1, nodes - 1)
+
+
+def _render_properties(
+    run_dir: Path, node: KafkaNode, voters: Sequence[KafkaNode], internal_partitions: int
+) -> Path:
     text = SERVER_PROPERTIES.read_text()
+    replication, min_isr = replication_for(len(voters))
     for key, value in {
-        "@PORT@": str(port),
-        "@CONTROLLER_PORT@": str(controller_port),
+        "@NODE_ID@": str(node.node_id),
+        "@VOTERS@": ",".join(f"{v.node_id}@{HOST}:{v.controller_port}" for v in voters),
+        "@PORT@": str(node.port),
+        "@CONTROLLER_PORT@": str(node.controller_port),
         "@LOG_DIR@": str(run_dir / "data"),
         "@INTERNAL_PARTITIONS@": str(internal_partitions),
+        "@REPLICATION@": str(replication),
+        "@MIN_ISR@": str(min_isr),
     }.items():
         text = text.replace(key, value)
     target = run_dir / "server.properties"
@@ -180,21 +202,95 @@ def start_kafka(
 ) -> KafkaBroker:
     """Start (or find already running) the broker whose state lives in run_dir; return once it answers."""
     run_dir = run_dir.resolve()
+    node = KafkaNode(1, port, controller_port)
+    broker = _launch(
+        run_dir, run_dir, node, [node], libs_dir, log_file, internal_partitions, die_with_parent
+    )
+    broker.process.wait_until(
+        lambda: broker_answers(broker.bootstrap_servers), "the broker answered", timeout
+    )
+    return broker
+
+
+def cluster_node_dir(run_dir: Path, node_id: int) -> Path:
+    return run_dir.resolve() / f"node-{node_id}"
+
+
+def kafka_node_process(run_dir: Path, node_id: int, log_file: Path | None = None) -> ManagedProcess:
+    """The handle for node node_id of the cluster in run_dir (named kafka-<id>)."""
+    node_dir = cluster_node_dir(run_dir, node_id)
+    return ManagedProcess(f"kafka-{node_id}", node_dir / "kafka.pid", log_file or node_dir / "kafka.log")
+
+
+def start_kafka_cluster(
+    run_dir: Path,
+    nodes: Sequence[KafkaNode],
+    *,
+    only: int | None = None,
+    libs_dir: Path = DEFAULT_LIBS_DIR,
+    log_files: dict[int, Path] | None = None,
+    internal_partitions: int = 10,
+    timeout: float = 120.0,
+    die_with_parent: bool = False,
+) -> list[KafkaBroker]:
+    """Start (or find running) a KRaft cluster of len(nodes) nodes under run_dir/node-<id>/, every node a
+    controller voter; return once each answers. only: (re)start that node alone, the others running.
+
+    Every node is launched before any is waited for: none answers until a majority of voters is up."""
+    run_dir = run_dir.resolve()
+    brokers = []
+    for node in nodes:
+        if only is not None and node.node_id != only:
+            continue
+        log_file = (log_files or {}).get(node.node_id)
+        brokers.append(
+            _launch(
+                cluster_node_dir(run_dir, node.node_id),
+                run_dir,
+                node,
+                nodes,
+                libs_dir,
+                log_file,
+                internal_partitions,
+                die_with_parent,
+                name=f"kafka-{node.node_id}",
+            )
+        )
+    for broker in brokers:
+        broker.process.wait_until(
+            lambda b=broker: broker_answers(b.bootstrap_servers),  # type: ignore[misc]
+            "the broker answered",
+            timeout,
+        )
+    return brokers
+
+
+def _launch(
+    run_dir: Path,
+    cluster_dir: Path,
+    node: KafkaNode,
+    voters: Sequence[KafkaNode],
+    libs_dir: Path,
+    log_file: Path | None,
+    internal_partitions: int,
+    die_with_parent: bool,
+    name: str = "kafka",
+) -> KafkaBroker:
+    """Start node's process unless it runs already; do not wait for it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    process = kafka_process(run_dir, log_file)
-    broker = KafkaBroker(process, port, controller_port, run_dir)
+    process = ManagedProcess(name, run_dir / "kafka.pid", log_file or run_dir / "kafka.log")
+    broker = KafkaBroker(process, node.port, node.controller_port, run_dir)
     if process.is_running():
         running_port = _configured_port(run_dir)
-        if running_port != port:
+        if running_port != node.port:
             raise StackError(
-                f"the broker of {run_dir} is already running, on port {running_port}, not {port}"
+                f"the broker of {run_dir} is already running, on port {running_port}, not {node.port}"
             )
-        process.wait_until(lambda: broker_answers(broker.bootstrap_servers), "the broker answered", timeout)
         return broker
-    ensure_port_free(HOST, port, "kafka")
-    ensure_port_free(HOST, controller_port, "kafka controller")
+    ensure_port_free(HOST, node.port, name)
+    ensure_port_free(HOST, node.controller_port, f"{name} controller")
     ensure_kafka_jars(libs_dir)
-    properties = _render_properties(run_dir, port, controller_port, internal_partitions)
+    properties = _render_properties(run_dir, node, voters, internal_partitions)
     classpath = f"{libs_dir.resolve()}/*"
     java = ["java", *JVM_OPTIONS, f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}", "-cp", classpath]
     if not (run_dir / "data" / "meta.properties").is_file():
@@ -204,7 +300,7 @@ def start_kafka(
                 *java,
                 "kafka.tools.StorageTool",
                 "format",
-                f"--cluster-id={_cluster_id(run_dir)}",
+                f"--cluster-id={_cluster_id(cluster_dir)}",
                 "-c",
                 str(properties),
             ],
@@ -215,5 +311,4 @@ def start_kafka(
     process.start(
         [*java, "kafka.Kafka", str(properties)], env=_java_env(), cwd=run_dir, die_with_parent=die_with_parent
     )
-    process.wait_until(lambda: broker_answers(broker.bootstrap_servers), "the broker answered", timeout)
     return broker

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,12 @@ ROLE = "loyalty"
 ROLE_PASSWORD = "loyalty"  # noqa: S105 - the documented development credentials
 # The kernel limits a unix socket path to 107 bytes; past that we serve over TCP only.
 _MAX_SOCKET_DIR = 90
+# When the server's account cannot reach the checkout (a clone under root's 0700 home), its data and socket
+# live in a directory of its own here instead: /var/tmp survives a reboot, unlike a tmpfs /tmp.
+# Safe in a shared sticky directory: _private_home refuses a path that someone else created.
+OUTSIDE_HOMES = Path("/var/tmp")  # noqa: S108
+# Written next to the pidfile: where this run directory's server keeps its data, decided once.
+_HOME_RECORD = "server-home"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -139,6 +149,56 @@ def _server_argv(bindir: Path, data: Path, socket_dir: Path | None, port: int, f
     return argv
 
 
+def home_for(run_dir: Path, base: Path = OUTSIDE_HOMES) -> Path:
+    """The directory outside the checkout for the server of run_dir: one per run directory, by its path."""
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return base / f"loyaltyfunnel-postgres-{digest}"
+
+
+def choose_server_home(
+    run_dir: Path, user: str | None, reachable: Callable[[Path, str], bool], base: Path = OUTSIDE_HOMES
+) -> Path:
+    """Where the data and socket of run_dir's server live: run_dir itself when the server's account can
+    enter it (we are that account, or the path is open to it), else a directory of its own under base.
+
+    The first answer is recorded in run_dir and kept, so a later chmod never moves a database away."""
+    record = run_dir / _HOME_RECORD
+    if record.is_file():
+        return Path(record.read_text().strip())
+    home = run_dir if user is None or reachable(run_dir, user) else home_for(run_dir, base)
+    record.write_text(f"{home}\n")
+    return home
+
+
+def server_home(run_dir: Path) -> Path:
+    """Where the server of run_dir keeps (or would keep) its data, for `status` and clean-ups."""
+    record = run_dir.resolve() / _HOME_RECORD
+    return Path(record.read_text().strip()) if record.is_file() else run_dir.resolve()
+
+
+def remove_server_data(run_dir: Path) -> None:
+    """Delete run_dir and the server's data wherever it lives (the server must be stopped)."""
+    home = server_home(run_dir)
+    if home != run_dir.resolve() and home.parent == OUTSIDE_HOMES:
+        shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _private_home(home: Path, user: str) -> Path:
+    """home as a 0700 directory owned by user; refuses one that someone else made (/var/tmp is shared)."""
+    account = pwd.getpwnam(user)
+    try:
+        home.mkdir(mode=0o700)
+        os.chown(home, account.pw_uid, account.pw_gid)
+    except FileExistsError:
+        pass
+    info = os.lstat(home)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != account.pw_uid:
+        raise StackError(f"{home} exists but is not a directory owned by {user}: remove it and try again")
+    home.chmod(0o700)
+    return home
+
+
 def start_postgres(
     run_dir: Path,
     port: int,
@@ -148,40 +208,44 @@ def start_postgres(
     timeout: float = 60.0,
     die_with_parent: bool = False,
 ) -> PostgresServer:
-    """Start (or find running) the server whose data lives in run_dir, with database `loyalty` ready.
+    """Start (or find running) the server of run_dir, with database `loyalty` ready.
 
-    fast: fsync off and friends, for the test fixture's throwaway server only.
+    Pidfile and log stay in run_dir; the data and socket go where the server's account can reach them
+    (see choose_server_home). fast: fsync off and friends, for the test fixture's throwaway server only.
     """
     run_dir = run_dir.resolve()
     bindir = ensure_postgres_binaries()
     user = ensure_system_user(SYSTEM_USER) if is_root() else None
     run_dir.mkdir(parents=True, exist_ok=True)
+    home = choose_server_home(run_dir, user, _reachable)
     if user is not None:
-        # The server runs as `user`, which must be able to reach its directories.
-        run_dir.chmod(0o755)
-        _check_reachable(run_dir, user)
+        if home == run_dir:
+            # The server runs as `user`, which must be able to enter its directory.
+            run_dir.chmod(0o755)
+        else:
+            _private_home(home, user)
     process = postgres_process(run_dir, log_file)
     server = PostgresServer(process, port, run_dir, bindir)
+    data = home / "data"
     if process.is_running():
-        running_port = _running_port(run_dir / "data")
+        running_port = _running_port(data)
         if running_port not in (None, port):
             raise StackError(
                 f"the server of {run_dir} is already running, on port {running_port}, not {port}"
             )
     else:
         ensure_port_free(HOST, port, "postgres")
-        data = run_dir / "data"
         if not (data / "PG_VERSION").is_file():
             _owned_dir(data, user)
-            _initdb(bindir, data, run_dir, user, fast)
-        socket_dir: Path | None = run_dir / "socket"
+            _initdb(bindir, data, home, user, fast)
+        socket_dir: Path | None = home / "socket"
         if socket_dir is not None and len(str(socket_dir)) <= _MAX_SOCKET_DIR:
             _owned_dir(socket_dir, user)
         else:
             socket_dir = None
         process.start(
             _server_argv(bindir, data, socket_dir, port, fast),
-            cwd=run_dir,
+            cwd=home,
             user=user,
             die_with_parent=die_with_parent,
         )
@@ -192,14 +256,13 @@ def start_postgres(
     return server
 
 
-def _check_reachable(run_dir: Path, user: str) -> None:
+def _reachable(path: Path, user: str) -> bool:
+    """Whether `user` can enter path (every parent directory lets it through)."""
     try:
-        run_checked(["test", "-x", str(run_dir)], what="", user=user, timeout=10)
-    except StackError as exc:
-        raise StackError(
-            f"PostgreSQL runs as the unprivileged user {user!r}, which cannot reach {run_dir}: "
-            "a parent directory is closed to other users (chmod o+x it, or move the checkout)"
-        ) from exc
+        run_checked(["test", "-x", str(path)], what="", user=user, timeout=10)
+    except StackError:
+        return False
+    return True
 
 
 def _running_port(data: Path) -> int | None:
