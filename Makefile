@@ -20,7 +20,7 @@ JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
 # The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install kafka-jars postgres js-clients chromium up down status lint test demo bench
+.PHONY: help install kafka-jars postgres js-clients chromium up down status lint test demo bench chaos
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools"
@@ -31,6 +31,7 @@ help:
 	@echo "make lint        ruff and mypy"
 	@echo "make test        lint, then every test against a real Kafka, Postgres and SMTP server"
 	@echo "make bench       the benchmark (own stack; BENCH_RUNS=3 runs per figure)"
+	@echo "make chaos       kill each component in turn under load; nothing acknowledged may be lost (BROKERS=3)"
 
 install: $(INSTALL_STAMP)
 
@@ -89,3 +90,12 @@ demo: up
 BENCH_RUNS ?= 3
 bench: install kafka-jars postgres
 	$(PY) -m bench run --runs $(BENCH_RUNS)
+
+# Not part of `make test`: a stack of its own under .run/chaos/ (free ports), a steady load while each
+# service, a broker and Postgres are SIGKILLed in turn; exits non-zero if anything acknowledged was lost or
+# duplicated. BROKERS=3 runs it on a three-broker KRaft cluster.
+CHAOS_DURATION ?= 180
+CHAOS_RATE ?= 40
+BROKERS ?= 1
+chaos: install kafka-jars postgres
+	$(PY) -m deploy.chaos run --duration $(CHAOS_DURATION) --rate $(CHAOS_RATE) --brokers $(BROKERS)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, KafkaSettings
 
 APP_PORTS = {"ingest": 8000, "segmenter": 8001, "notifier": 8002}
 NEEDS = {
@@ -69,3 +69,72 @@ def test_smtp_sink_has_a_web_ui_and_the_notifier_points_at_it(compose: dict[str,
     assert "127.0.0.1:8025:8025" in compose["services"]["smtp"]["ports"]
     env = compose["services"]["notifier"]["environment"]
     assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("smtp", "1025")
+
+
+# -- the three-broker override (docker compose -f docker-compose.yml -f docker-compose.kafka-cluster.yml) --
+
+CLUSTER = ("kafka", "kafka-2", "kafka-3")
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's rule for an override file: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+@pytest.fixture(scope="module")
+def cluster(compose: dict[str, Any]) -> dict[str, Any]:
+    override = yaml.safe_load((REPO_ROOT / "docker-compose.kafka-cluster.yml").read_text())
+    assert set(override["services"]) <= set(compose["services"]) | set(CLUSTER)
+    merged: dict[str, Any] = _merge(compose, override)
+    return merged
+
+
+def test_the_cluster_has_three_kraft_voters_of_one_cluster(cluster: dict[str, Any]) -> None:
+    services = cluster["services"]
+    envs = [services[name]["environment"] for name in CLUSTER]
+    assert [int(env["KAFKA_NODE_ID"]) for env in envs] == [1, 2, 3]
+    for name, env in zip(CLUSTER, envs, strict=True):
+        assert services[name]["image"].startswith("apache/kafka:3.9.")
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert services[name]["restart"] == "unless-stopped"
+        assert "healthcheck" in services[name]
+    assert {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs} == {
+        "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    }
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    volumes = {v.split(":")[0] for name in CLUSTER for v in services[name]["volumes"]}
+    assert len(volumes) == 3, "each broker keeps its own log directory"
+    assert volumes <= set(cluster["volumes"])
+
+
+def test_every_partition_is_on_three_brokers_and_a_write_on_two(cluster: dict[str, Any]) -> None:
+    for name in CLUSTER:
+        env = cluster["services"][name]["environment"]
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 3
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2
+
+
+@pytest.mark.parametrize("name", [*APP_PORTS, "migrate"])
+def test_the_services_know_every_broker_and_create_replicated_topics(
+    cluster: dict[str, Any], name: str
+) -> None:
+    service = cluster["services"][name]
+    env = service["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"].split(",") == [f"{b}:9092" for b in CLUSTER]
+    settings = KafkaSettings.model_validate({k.lower(): v for k, v in env.items() if k.startswith("KAFKA_")})
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    # The rest of the base file's environment survives the override.
+    assert NEEDS.get(name, {"DATABASE_URL"}) <= set(env)
+    if name != "migrate":
+        assert {b: service["depends_on"][b]["condition"] for b in CLUSTER} == dict.fromkeys(
+            CLUSTER, "service_healthy"
+        )
