@@ -37,7 +37,8 @@ def report(findings: Findings) -> Table:
         ("duplicate transitions", f"{findings.duplicate_transitions:,}", not findings.duplicate_transitions),
         ("emails received (distinct Message-IDs)", f"{findings.emails:,}", True),
         ("duplicate messages", f"{duplicates:,}", not duplicates),
-        ("dead letters", f"{dead:,} {findings.dead_letters or ''}", not dead),
+        ("messages of unknown fate (claimed when a crash came)", f"{findings.unknown_fate:,}", True),
+        ("dead letters (all *.dlq topics)", f"{dead:,}", not dead),
         ("requests refused (4xx)", f"{findings.refused:,}", not findings.refused),
         ("pipeline caught up", "yes" if findings.settled else "no", findings.settled),
     ]
@@ -48,7 +49,7 @@ def report(findings: Findings) -> Table:
         took = f"{fault.ready_after:.1f} s" if fault.ready_after is not None else "never"
         ok = fault.ready_after is not None and fault.ready_after <= findings.ready_limit
         table.add_row(
-            f"time to ready after SIGKILL {fault.component} (at {fault.at:.0f} s, {fault.restarts} restart)",
+            f"ready again after SIGKILL {fault.component} at {fault.at:.0f} s ({fault.restarts} restart)",
             took,
             _mark(ok),
         )

@@ -14,10 +14,11 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 from rich.console import Console
 
@@ -102,6 +103,7 @@ class ChaosRun:
         self.options = options
         self.console = console
         self.root = root
+        self.unknown_fate = 0
 
     def run(self) -> Findings:
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,9 @@ class ChaosRun:
         )
         dsn = gather.plain_dsn(stack.stack_env()["DATABASE_URL"])
         settled, lost = await self._settle(stack, dsn, acknowledged)
+        # Counted at the end: the supervisor writes its counts a moment after each restart.
+        restarts = stack.restarts()
+        faults = [replace(f, restarts=restarts.get(f.component, 0)) for f in faults]
         handed = await gather.handed_over(dsn)
         emails = gather.sink_emails(stack.sink_messages)
         return Findings(
@@ -168,6 +173,7 @@ class ChaosRun:
             refused=len(stats.refused),
             emails=len({e.message_id for e in emails}),
             settled=settled,
+            unknown_fate=self.unknown_fate,
             ready_limit=options.ready_limit,
             notes=stats.refused[:5],
         )
@@ -203,6 +209,9 @@ class ChaosRun:
         # The whole process group, as a container's kill takes everything in it (Postgres's backends too).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        # The stack was started from this process, so the dead is our child: reap it, or its zombie would
+        # still own its PID, and PostgreSQL refuses to start while the PID in postmaster.pid exists.
+        await asyncio.to_thread(_reap, pid)
         self.console.print(f"[yellow]⚡[/] {at:5.0f} s: SIGKILL {process.name} (pid {pid})")
         deadline = killed + self.options.ready_limit * 1.5
         while time.monotonic() < deadline:
@@ -228,7 +237,12 @@ class ChaosRun:
         lost = acknowledged
         with self.console.status("Waiting for the pipeline to catch up") as status:
             while time.monotonic() < deadline:
-                lost = lost_events(acknowledged, await gather.processed_event_ids(dsn, STORE))
+                try:
+                    lost = lost_events(acknowledged, await gather.processed_event_ids(dsn, STORE))
+                except (OSError, asyncpg.PostgresError) as exc:
+                    status.update(f"Postgres does not answer yet ({type(exc).__name__})")
+                    await asyncio.sleep(3)
+                    continue
                 if not lost:
                     break
                 status.update(f"The segmenter has {len(lost):,} acknowledged events to go")
@@ -238,7 +252,10 @@ class ChaosRun:
             last, since = -1, time.monotonic()
             while time.monotonic() < deadline:
                 count = gather.sink_count(stack.sink_messages)
-                busy = await gather.unsent_due(dsn)
+                try:
+                    busy, self.unknown_fate = await gather.notifier_backlog(dsn)
+                except (OSError, asyncpg.PostgresError):
+                    busy = -1
                 if count != last or busy:
                     last, since = count, time.monotonic()
                 elif time.monotonic() - since >= 15:
@@ -246,3 +263,8 @@ class ChaosRun:
                 status.update(f"The notifier is still sending ({count:,} emails so far, {busy} due)")
                 await asyncio.sleep(2)
         return False, lost
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

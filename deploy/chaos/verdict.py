@@ -85,7 +85,7 @@ class Fault:
     component: str
     at: float  # seconds after the load started
     ready_after: float | None  # seconds from the kill until everything answered ready again; None: never
-    restarts: int = 0  # how many times the supervisor restarted it during the wait
+    restarts: int = 0  # how many times the supervisor restarted it in the whole run
 
 
 @dataclass
@@ -99,6 +99,8 @@ class Findings:
     faults: list[Fault]
     refused: int = 0  # requests ingest refused for good (4xx): a bug in the payloads or in ingest
     emails: int = 0
+    # Messages a crash left claimed and unfinished: not sent again (at most once), so maybe never sent.
+    unknown_fate: int = 0
     settled: bool = True
     ready_limit: float = 120.0
     notes: list[str] = field(default_factory=list)

@@ -235,6 +235,7 @@ def start_postgres(
             )
     else:
         ensure_port_free(HOST, port, "postgres")
+        _drop_zombie_lock(data)
         if not (data / "PG_VERSION").is_file():
             _owned_dir(data, user)
             _initdb(bindir, data, home, user, fast)
@@ -263,6 +264,21 @@ def _reachable(path: Path, user: str) -> bool:
     except StackError:
         return False
     return True
+
+
+def _drop_zombie_lock(data: Path) -> None:
+    """Remove postmaster.pid when the postmaster it names was killed but not yet reaped by its parent.
+
+    PostgreSQL refuses to start while that PID exists, and a zombie's does until its parent waits for it
+    (after a SIGKILL, when the parent is a long-lived process that has not looked yet). A zombie holds no
+    memory, files or sockets, so its lock protects nothing."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, IndexError, ValueError):
+        return
+    if stat_line[stat_line.rfind(")") + 2 :].split()[0] == "Z":
+        (data / "postmaster.pid").unlink(missing_ok=True)
 
 
 def _running_port(data: Path) -> int | None:
