@@ -73,7 +73,8 @@ async def notifier_backlog(dsn: str) -> tuple[int, int]:
     connection = await asyncpg.connect(dsn, timeout=10)
     try:
         row = await connection.fetchrow(
-            "SELECT count(*) FILTER (WHERE status = 'pending' AND due_at <= now() + interval '60 seconds'), "
+            "SELECT count(*) FILTER (WHERE status = 'provisioning' "
+            "OR (status = 'pending' AND due_at <= now() + interval '60 seconds')), "
             "count(*) FILTER (WHERE status = 'sending') FROM notifier.messages"
         )
     finally:
