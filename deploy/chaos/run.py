@@ -124,6 +124,8 @@ class ChaosRun:
                 else:
                     self.console.rule("Stopping the chaos stack")
                     stack.down()
+                    # Its database is of no further use (the logs stay); outside the checkout it would linger.
+                    remove_server_data(self.root / "postgres")
 
     async def _run(self, stack: Stack) -> Findings:
         options, console = self.options, self.console
