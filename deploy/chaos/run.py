@@ -34,6 +34,7 @@ from deploy.simulator.http_plan import RequestPlan, plan_requests
 from deploy.simulator.run import load_target
 
 CHAOS_DIR = REPO_ROOT / ".run" / "chaos"
+DEV_REGISTRY = REPO_ROOT / "deploy" / "stores.dev.yaml"
 STORE = "demo"
 LANES = 16
 # Segment calls per batch: small, so the load is many requests rather than a few big ones.
@@ -55,10 +56,21 @@ class ChaosOptions:
     keep: bool = False
 
 
+def chaos_registry(target: Path, shopify_port: int, woocommerce_port: int) -> Path:
+    """The development registry with the demo store's test shop and site moved to this stack's ports
+    (the registry names make up's, 8010 and 8011, which this run must not touch)."""
+    text = DEV_REGISTRY.read_text()
+    for fixed, port in ((8010, shopify_port), (8011, woocommerce_port)):
+        text = text.replace(f"http://127.0.0.1:{fixed}/", f"http://127.0.0.1:{port}/")
+    target.write_text(text)
+    return target
+
+
 def chaos_layout(root: Path, brokers: int) -> StackLayout:
-    ports = free_ports(2 * brokers + 6)
+    ports = free_ports(2 * brokers + 8)
     kafka = tuple((ports[2 * i], ports[2 * i + 1]) for i in range(brokers))
     rest = ports[2 * brokers :]
+    registry = chaos_registry(root / "stores.yaml", rest[6], rest[7])
     return StackLayout(
         root=root,
         kafka=kafka,
@@ -66,6 +78,9 @@ def chaos_layout(root: Path, brokers: int) -> StackLayout:
         smtp_port=rest[1],
         smtp_ui_port=rest[2],
         service_ports=(rest[3], rest[4], rest[5]),
+        shopify_port=rest[6],
+        woocommerce_port=rest[7],
+        stores_file=str(registry),
         honour_env=False,
         # The per-store rate limit guards against a runaway store; here that store is the load generator.
         service_env={"INGEST_RATE_LIMIT_PER_SECOND": "100000", "INGEST_RATE_LIMIT_BURST": "100000"},
@@ -82,11 +97,11 @@ def _clean(root: Path) -> None:
     root.chmod(0o755)
 
 
-def build_plan(options: ChaosOptions) -> RequestPlan:
+def build_plan(options: ChaosOptions, registry: Path) -> RequestPlan:
     customers = max(200, int(options.rate * options.duration / REQUESTS_PER_CUSTOMER))
     end = datetime.now(UTC).replace(microsecond=0)
     config = SimulationConfig(seed=options.seed, customers=customers, days=HISTORY_DAYS, end=end)
-    target = load_target(REPO_ROOT / "deploy" / "stores.dev.yaml", STORE)
+    target = load_target(registry, STORE)
     history = generate(config)
     return plan_requests(
         history, target, lanes=LANES, batch_size=BATCH_SIZE, shopify_since=end - timedelta(days=HISTORY_DAYS)
@@ -129,7 +144,7 @@ class ChaosRun:
 
     async def _run(self, stack: Stack) -> Findings:
         options, console = self.options, self.console
-        plan = await asyncio.to_thread(build_plan, options)
+        plan = await asyncio.to_thread(build_plan, options, Path(stack.stack_env()["STORES_FILE"]))
         console.print(
             f"Load: {options.rate:.0f} requests/s for {options.duration:.0f} s from a simulated store "
             f"(seed {options.seed}; {sum(len(lane) for lane in plan.lanes):,} requests planned)"

@@ -203,9 +203,7 @@ def start_kafka(
     """Start (or find already running) the broker whose state lives in run_dir; return once it answers."""
     run_dir = run_dir.resolve()
     node = KafkaNode(1, port, controller_port)
-    broker = _launch(
-        run_dir, run_dir, node, [node], libs_dir, log_file, internal_partitions, die_with_parent
-    )
+    broker = _launch(run_dir, run_dir, node, [node], libs_dir, log_file, internal_partitions, die_with_parent)
     broker.process.wait_until(
         lambda: broker_answers(broker.bootstrap_servers), "the broker answered", timeout
     )

@@ -276,7 +276,8 @@ class Stack:
         ensure_port_free(HOST, layout.shopify_port, "test Shopify shop")
         ensure_port_free(HOST, layout.woocommerce_port, "test WooCommerce site")
         argv = [sys.executable, "-m", "deploy.platforms", "--host", HOST]
-        argv += ["--shopify-port", str(layout.shopify_port), "--woocommerce-port", str(layout.woocommerce_port)]
+        argv += ["--shopify-port", str(layout.shopify_port)]
+        argv += ["--woocommerce-port", str(layout.woocommerce_port)]
         process.start(argv, cwd=REPO_ROOT)
         process.wait_for_http(f"http://{HOST}:{layout.shopify_port}/healthz", 30)
         process.wait_for_http(f"http://{HOST}:{layout.woocommerce_port}/healthz", 30)

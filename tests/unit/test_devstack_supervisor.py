@@ -132,6 +132,6 @@ def test_a_failed_start_is_retried_later(tmp_path: Path, clock: FakeClock) -> No
         supervisor.wait_for_restarts()
         assert process.is_running()
         assert component.restarts == 1
-        assert component.last_error is None, 'a success clears the last error'
+        assert component.last_error is None, "a success clears the last error"
     finally:
         process.stop(timeout=5)
