@@ -206,6 +206,12 @@ class Stack:
         for index, name in enumerate(SERVICE_NAMES):
             env[f"{name.upper()}_HOST"] = HOST
             env[f"{name.upper()}_PORT"] = str(layout.service_ports[index])
+        # How the services reach each other, and the base of the unsubscribe links: this stack's own.
+        for name, value in (
+            ("SEGMENTER_URL", layout.service_url("segmenter")),
+            ("NOTIFIER_PUBLIC_URL", layout.service_url("notifier")),
+        ):
+            env[name] = os.environ[name] if layout.honour_env and os.environ.get(name) else value
         return env | layout.service_env
 
     def process_env(self) -> dict[str, str]:

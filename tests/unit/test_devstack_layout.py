@@ -73,12 +73,21 @@ def test_a_layout_round_trips_through_its_file(tmp_path: Path) -> None:
 
 
 def test_a_three_broker_stack_tells_the_services_to_replicate(tmp_path: Path) -> None:
-    layout = StackLayout(root=tmp_path, kafka=((41001, 41002), (41003, 41004), (41005, 41006)))
+    layout = StackLayout(
+        root=tmp_path, kafka=((41001, 41002), (41003, 41004), (41005, 41006)), honour_env=False
+    )
     env = Stack(layout).stack_env()
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:41001,127.0.0.1:41003,127.0.0.1:41005"
     assert (env["KAFKA_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2")
     assert [p.name for p in Stack(layout).kafka_processes()] == ["kafka-1", "kafka-2", "kafka-3"]
     assert replication_for(1) == (1, 1)
+
+
+def test_the_services_of_a_stack_call_each_other_on_its_own_ports(tmp_path: Path) -> None:
+    env = Stack(StackLayout(root=tmp_path, service_ports=(41010, 41011, 41012), honour_env=False)).stack_env()
+    assert env["SEGMENTER_URL"] == "http://127.0.0.1:41011"
+    assert env["NOTIFIER_PUBLIC_URL"] == "http://127.0.0.1:41012"
+    assert (env["INGEST_PORT"], env["SEGMENTER_PORT"], env["NOTIFIER_PORT"]) == ("41010", "41011", "41012")
 
 
 def test_the_chaos_layout_ignores_the_callers_overrides(
