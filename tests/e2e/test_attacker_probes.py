@@ -24,9 +24,9 @@ from shared.fields import url_segment
 from shared.kafka import STOREFRONT_EVENTS
 from shared.settings import REPO_ROOT
 from tests.e2e.conftest import RunningServices
+from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
 from tests.kafka_helpers import end_offsets
-from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 
 from services.ingest.sources import shopify
 from tests.e2e.conftest import Platforms, RunningServices
+from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
-from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 

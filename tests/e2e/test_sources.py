@@ -19,8 +19,8 @@ from services.ingest.sources import woocommerce
 from shared.events import decode_event
 from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.conftest import RunningServices
+from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
-from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 

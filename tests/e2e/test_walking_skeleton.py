@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.ingest.sources import shopify
 from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.conftest import RunningServices
+from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
 from tests.kafka_helpers import end_offsets
-from tests.payloads import source_example
 
 pytestmark = pytest.mark.e2e
 

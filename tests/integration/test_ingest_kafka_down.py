@@ -14,7 +14,7 @@ from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from shared.settings import REPO_ROOT
-from tests.payloads import source_example
+from tests.examples import source_example
 
 pytestmark = pytest.mark.integration
 

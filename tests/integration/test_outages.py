@@ -29,8 +29,8 @@ from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encod
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
 from shared.stores import StoreRegistry
+from tests.examples import source_example
 from tests.kafka_helpers import committed, storefront_pipeline
-from tests.payloads import source_example
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
 from shared.events import StorefrontEvent
 from shared.settings import REPO_ROOT
-from tests.payloads import source_example
+from tests.examples import source_example
 
 SECRET = "demo-shopify-secret"
 

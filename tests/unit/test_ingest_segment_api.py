@@ -17,7 +17,7 @@ from services.ingest.producer import PublishUnavailable
 from services.ingest.settings import IngestSettings
 from shared.events import OrderPlacedEvent, StorefrontEvent
 from shared.settings import REPO_ROOT
-from tests.payloads import source_example
+from tests.examples import source_example
 
 NOW = datetime(2026, 11, 21, 10, 0, 20, tzinfo=UTC)
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"demo-write-key:").decode()}

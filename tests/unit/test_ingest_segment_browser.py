@@ -20,7 +20,7 @@ from shared.events import (
     IdentityLinkedEvent,
     ProductViewedEvent,
 )
-from tests.payloads import source_example
+from tests.examples import source_example
 from tests.unit.test_ingest_segment_api import FakePublisher, _client
 
 PAGE = "http://127.0.0.1:5173"

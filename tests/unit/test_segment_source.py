@@ -26,7 +26,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
-from tests.payloads import load, source_examples
+from tests.examples import source_example, source_examples
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 ANON = "6f1f3c5e-2b8a-4d8e-9b0c-3f2f1d7a9e41"
@@ -34,7 +34,7 @@ USER = "cus_8Hq2LmZ4"
 
 
 def payload(name: str) -> dict[str, Any]:
-    return load(f"segment/{name}.json")
+    return source_example("segment", name)
 
 
 def events(kind: segment.CallKind, body: Any) -> list[StorefrontEvent]:
@@ -67,7 +67,7 @@ def track(event: str, properties: Any, **extra: Any) -> dict[str, Any]:
 
 
 def test_identify_becomes_customer_upserted_with_every_customer_field() -> None:
-    upserted, linked = events("identify", payload("identify_signup"))
+    upserted, linked = events("identify", payload("identify__signup"))
     assert isinstance(upserted, CustomerUpsertedEvent)
     assert upserted.event_id == "segment:ajs-next-1763719215482-4b7a9c1e-0f2d-4e8b-a1c3-5d6e7f8a9b0c"
     assert upserted.source is Source.SEGMENT
@@ -91,7 +91,7 @@ def test_identify_becomes_customer_upserted_with_every_customer_field() -> None:
 
 
 def test_identify_with_both_ids_links_the_anonymous_visitor() -> None:
-    _, linked = events("identify", payload("identify_signup"))
+    _, linked = events("identify", payload("identify__signup"))
     assert isinstance(linked, IdentityLinkedEvent)
     assert linked.event_id == "segment:ajs-next-1763719215482-4b7a9c1e-0f2d-4e8b-a1c3-5d6e7f8a9b0c:link"
     assert linked.payload.previous_id == ANON
@@ -102,7 +102,7 @@ def test_identify_with_both_ids_links_the_anonymous_visitor() -> None:
 
 @pytest.mark.parametrize("missing", ["userId", "anonymousId"])
 def test_identify_with_one_id_links_nothing(missing: str) -> None:
-    body = payload("identify_signup")
+    body = payload("identify__signup")
     del body[missing]
     assert [type(e) for e in events("identify", body)] == [CustomerUpsertedEvent]
 
@@ -151,7 +151,7 @@ def test_identify_falls_back_to_context_traits_and_cuts_a_birthday_datetime() ->
 
 
 def test_alias_links_previous_id_to_user() -> None:
-    event = only("alias", payload("alias_after_signup"))
+    event = only("alias", payload("alias__after_signup"))
     assert isinstance(event, IdentityLinkedEvent)
     assert event.event_id == "segment:ajs-next-1763719215301-3c4d5e6f-7a8b-4c9d-0e1f-2a3b4c5d6e7f"
     assert event.customer.store_customer_id == USER
@@ -169,7 +169,7 @@ def test_alias_needs_user_id_and_previous_id() -> None:
 
 
 def test_order_completed_becomes_order_placed() -> None:
-    event = only("track", payload("track_order_completed"))
+    event = only("track", payload("track__order_completed"))
     assert isinstance(event, OrderPlacedEvent)
     assert event.event_id == "segment:ajs-next-1763723842117-9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
     assert event.customer.store_customer_id == USER
@@ -238,7 +238,7 @@ def test_currency_defaults_to_usd() -> None:
 
 
 def test_checkout_started_is_a_cart_snapshot_with_recovery_url() -> None:
-    event = only("track", payload("track_checkout_started"))
+    event = only("track", payload("track__checkout_started_rudderstack"))
     assert isinstance(event, CartUpdatedEvent)
     cart = event.payload
     assert cart.action == "snapshot"
@@ -281,7 +281,7 @@ def test_checkout_started_cart_id_falls_back_to_order_id() -> None:
 
 
 def test_product_added_is_a_cart_delta_with_the_one_product() -> None:
-    event = only("track", payload("track_product_added"))
+    event = only("track", payload("track__product_added"))
     assert isinstance(event, CartUpdatedEvent)
     cart = event.payload
     assert cart.action == "added"
@@ -307,7 +307,7 @@ def test_product_removed_is_a_removal() -> None:
 
 
 def test_product_viewed_becomes_product_viewed() -> None:
-    event = only("track", payload("track_product_viewed"))
+    event = only("track", payload("track__product_viewed"))
     assert isinstance(event, ProductViewedEvent)
     product = event.payload.product
     assert (product.product_id, product.sku, product.title, product.category, product.price) == (
@@ -327,7 +327,7 @@ def test_a_product_needs_an_id_or_sku() -> None:
 
 
 def test_order_refunded_and_cancelled() -> None:
-    refunded = only("track", payload("track_order_refunded"))
+    refunded = only("track", payload("track__order_refunded"))
     assert isinstance(refunded, OrderRefundedEvent)
     assert (refunded.payload.order_id, refunded.payload.amount, refunded.payload.currency) == (
         "ord_100234",
@@ -348,7 +348,7 @@ def test_order_refunded_and_cancelled() -> None:
 
 
 def test_survey_answered_carries_the_three_part_survey() -> None:
-    event = only("track", payload("track_survey_answered"))
+    event = only("track", payload("track__survey_answered"))
     assert isinstance(event, SurveyAnsweredEvent)
     survey = event.payload
     assert survey.survey_id == "loyalty-3part"
@@ -389,7 +389,7 @@ def test_survey_scale_is_case_insensitive() -> None:
     ],
 )
 def test_invalid_survey_answers_name_the_field(change: Any, field: str) -> None:
-    body = payload("track_survey_answered")
+    body = payload("track__survey_answered")
     change(body["properties"])
     assert fields(errors("track", body)) == [field]
 
@@ -425,7 +425,7 @@ def test_track_without_properties_is_fine() -> None:
 
 
 def test_page_becomes_a_custom_page_viewed() -> None:
-    event = only("page", payload("page_product"))
+    event = only("page", payload("page__product"))
     assert isinstance(event, CustomEvent)
     assert event.payload.name == "Page Viewed: Product"
     assert event.payload.properties["url"] == "https://shop.example.com/products/sencha?utm_source=google"
@@ -497,7 +497,7 @@ def test_skew_correction_that_lands_in_the_future_is_rejected() -> None:
 
 
 def test_message_id_is_required() -> None:
-    body = payload("track_order_completed")
+    body = payload("track__order_completed")
     del body["messageId"]
     assert fields(errors("track", body)) == ["messageId"]
     body["messageId"] = "   "
@@ -581,7 +581,7 @@ def test_a_body_that_is_not_an_object_is_rejected_as_a_whole(body: Any) -> None:
 
 
 def test_batch_maps_every_call_and_ignores_groups() -> None:
-    result = segment.batch_to_canonical(payload("batch_server_session"), store_id="demo", received_at=NOW)
+    result = segment.batch_to_canonical(payload("batch__server_session"), store_id="demo", received_at=NOW)
     assert [e.type for e in result] == [
         "customer_upserted",
         "identity_linked",
@@ -616,7 +616,7 @@ def test_batch_context_is_merged_into_each_call() -> None:
 
 
 def test_batch_with_two_bad_calls_lists_both_and_accepts_none() -> None:
-    body = payload("batch_server_session")
+    body = payload("batch__server_session")
     del body["batch"][1]["messageId"]
     body["batch"][5]["properties"]["products"][0]["price"] = "twelve"
     with pytest.raises(segment.SegmentError) as info:

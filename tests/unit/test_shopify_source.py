@@ -24,7 +24,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
-from tests.payloads import source_example, source_examples
+from tests.examples import source_example, source_examples
 
 NOW = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
 

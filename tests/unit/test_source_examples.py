@@ -14,7 +14,7 @@ from services.ingest.sources import segment, shopify, woocommerce
 from services.segmenter.domain.funnel import decide
 from shared.events import StorefrontEvent, decode_event, encode_event
 from shared.funnel_rules import FunnelRules
-from tests.payloads import source_examples
+from tests.examples import source_examples
 
 RECEIVED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -3,22 +3,20 @@ field (on the customer or the order) becomes consent, or withdraws it. Without o
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.ingest.sources import woocommerce
 from shared.events import CustomerUpsertedEvent, OrderPlacedEvent
+from tests.examples import source_example
 
-PAYLOADS = Path(__file__).parents[1] / "payloads" / "woocommerce"
 OPT_IN = woocommerce.ConsentField("_newsletter_opt_in")
 
 
 def payload(name: str, meta: list[dict[str, Any]]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((PAYLOADS / name).read_text())
+    body = source_example("woocommerce", name)
     body["meta_data"] = meta
     return body
 
@@ -42,7 +40,7 @@ def consent(topic: str, name: str, meta: list[dict[str, Any]], field: woocommerc
 )
 def test_the_customers_opt_in_field_is_consent(value: object, expected: bool) -> None:
     meta = [{"id": 1, "key": "_newsletter_opt_in", "value": value}]
-    assert consent("customer.updated", "customer_updated.json", meta, OPT_IN) is expected
+    assert consent("customer.updated", "customer.updated__address_changed", meta, OPT_IN) is expected
 
 
 def test_the_orders_checkout_checkbox_is_consent() -> None:
@@ -50,17 +48,17 @@ def test_the_orders_checkout_checkbox_is_consent() -> None:
         {"id": 7, "key": "_billing_other", "value": "x"},
         {"id": 8, "key": "_newsletter_opt_in", "value": "1"},
     ]
-    assert consent("order.created", "order_created.json", meta, OPT_IN) is True
+    assert consent("order.created", "order.created__processing", meta, OPT_IN) is True
 
 
 def test_no_field_or_no_configured_field_says_nothing() -> None:
-    assert consent("customer.updated", "customer_updated.json", [], OPT_IN) is None
+    assert consent("customer.updated", "customer.updated__address_changed", [], OPT_IN) is None
     meta = [{"id": 1, "key": "_newsletter_opt_in", "value": "yes"}]
-    assert consent("customer.updated", "customer_updated.json", meta, None) is None
+    assert consent("customer.updated", "customer.updated__address_changed", meta, None) is None
 
 
 def test_coupon_lines_redeem_like_shopify_discount_codes() -> None:
-    body = payload("order_created.json", [])
+    body = payload("order.created__processing", [])
     body["coupon_lines"] = [{"id": 3, "code": "cart-7hq2m9xkpw4z", "discount": "5.99"}]
     event = woocommerce.to_canonical(
         "order.created",

@@ -23,7 +23,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
-from tests.payloads import load, source_examples
+from tests.examples import source_example, source_examples
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -35,14 +35,14 @@ def _map(topic: str, payload: Any) -> StorefrontEvent | None:
 
 
 def _payload(name: str) -> dict[str, Any]:
-    return load(f"woocommerce/{name}.json")
+    return source_example("woocommerce", name)
 
 
 # --- signatures -----------------------------------------------------------------------------------------
 
 
 def test_signature_is_base64_hmac_sha256_of_the_raw_body() -> None:
-    body = json.dumps(_payload("order_created")).encode()
+    body = json.dumps(_payload("order.created__processing")).encode()
     expected = base64.b64encode(hmac.new(b"demo-woo-secret", body, hashlib.sha256).digest()).decode()
     assert woocommerce.sign("demo-woo-secret", body) == expected
     assert woocommerce.signature_is_valid("demo-woo-secret", body, expected)
@@ -80,7 +80,7 @@ def test_form_encoded_webhook_id_is_a_ping(content_type: str | None) -> None:
     ("content_type", "body"),
     [
         ("application/json", b'{"webhook_id": 1}'),
-        ("application/json", json.dumps(load("woocommerce/order_created.json")).encode()),
+        ("application/json", json.dumps(source_example("woocommerce", "order.created__processing")).encode()),
         ("application/json", b"webhook_id=1"),
         ("application/x-www-form-urlencoded", b"webhook_id="),
         ("application/x-www-form-urlencoded", b"webhook_id=1&topic=order.created"),
@@ -96,7 +96,7 @@ def test_anything_else_is_not_a_ping(content_type: str | None, body: bytes) -> N
 
 
 def test_processing_order_becomes_order_placed() -> None:
-    event = _map("order.created", _payload("order_created"))
+    event = _map("order.created", _payload("order.created__processing"))
     assert isinstance(event, OrderPlacedEvent)
     assert event.source is Source.WOOCOMMERCE
     assert (event.event_id, event.store_id, event.received_at) == ("woocommerce:d1", "demo", NOW)
@@ -137,7 +137,7 @@ def test_processing_order_becomes_order_placed() -> None:
 
 
 def test_guest_order_is_keyed_by_billing_email_and_billing_address_wins() -> None:
-    event = _map("order.created", _payload("guest_order"))
+    event = _map("order.created", _payload("order.created__guest"))
     assert isinstance(event, OrderPlacedEvent)
     customer = event.customer
     assert customer.store_customer_id is None
@@ -155,7 +155,7 @@ def test_guest_order_is_keyed_by_billing_email_and_billing_address_wins() -> Non
 
 
 def test_billing_gaps_are_filled_from_shipping() -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload["billing"].update(first_name="", city="", country="")
     payload["shipping"].update(first_name="Cam", city="Villeurbanne", country="FR")
     event = _map("order.created", payload)
@@ -169,7 +169,7 @@ def test_billing_gaps_are_filled_from_shipping() -> None:
 
 @pytest.mark.parametrize("status", ["completed", "on-hold", "processing", "wc-completed"])
 def test_order_updated_with_a_paid_status_is_the_same_order_placed(status: str) -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload["status"] = status
     payload["date_modified_gmt"] = "2026-11-11T08:12:40"
     event = _map("order.updated", payload)
@@ -184,17 +184,17 @@ def test_order_updated_with_a_paid_status_is_the_same_order_placed(status: str) 
 )
 @pytest.mark.parametrize("topic", ["order.created", "order.updated"])
 def test_unpaid_order_is_not_a_purchase_yet(topic: str, status: str) -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload["status"] = status
     assert _map(topic, payload) is None
 
 
 def test_pending_example_is_acknowledged_without_an_event() -> None:
-    assert _map("order.created", _payload("pending_order")) is None
+    assert _map("order.created", _payload("order.created__pending_payment")) is None
 
 
 def test_refunded_order_is_a_full_refund() -> None:
-    event = _map("order.updated", _payload("order_refunded"))
+    event = _map("order.updated", _payload("order.updated__refunded"))
     assert isinstance(event, OrderRefundedEvent)
     assert event.source is Source.WOOCOMMERCE
     assert event.occurred_at == datetime(2026, 11, 14, 14, 5, 12, tzinfo=UTC)
@@ -217,7 +217,7 @@ def test_refunded_order_is_a_full_refund() -> None:
 
 
 def test_cancelled_order_is_a_refund_marked_cancelled() -> None:
-    event = _map("order.updated", _payload("order_cancelled"))
+    event = _map("order.updated", _payload("order.updated__cancelled"))
     assert isinstance(event, OrderRefundedEvent)
     assert (
         event.payload.order_id,
@@ -236,7 +236,7 @@ def test_cancelled_order_is_a_refund_marked_cancelled() -> None:
 
 
 def test_refund_without_modified_date_falls_back_to_creation() -> None:
-    payload = _payload("order_refunded")
+    payload = _payload("order.updated__refunded")
     payload["date_modified_gmt"] = None
     event = _map("order.updated", payload)
     assert event is not None
@@ -244,7 +244,7 @@ def test_refund_without_modified_date_falls_back_to_creation() -> None:
 
 
 def test_guest_refund_without_email_is_found_by_its_order() -> None:
-    payload = _payload("guest_order")
+    payload = _payload("order.created__guest")
     payload["status"] = "refunded"
     payload["billing"]["email"] = ""
     event = _map("order.updated", payload)
@@ -253,7 +253,7 @@ def test_guest_refund_without_email_is_found_by_its_order() -> None:
 
 
 def test_line_item_edge_cases() -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     tee, beanie = payload["line_items"]
     tee.update(product_id=0, variation_id=0, sku="", price=None, total="10.00", quantity=3)
     beanie.update(product_id=0, price=3.3333333333)
@@ -275,7 +275,7 @@ def test_line_item_edge_cases() -> None:
 
 
 def test_empty_cart_hash_and_coupon_codes_are_absent() -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload["cart_hash"] = ""
     payload["coupon_lines"] = [{"code": ""}, {"code": "freeship"}]
     event = _map("order.created", payload)
@@ -288,7 +288,7 @@ def test_empty_cart_hash_and_coupon_codes_are_absent() -> None:
     ("total", "expected"), [("30.125", "30.13"), ("30.1249", "30.12"), ("-0.00", "0.00")]
 )
 def test_totals_are_rounded_to_unsigned_cents(total: str, expected: str) -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload.update(currency="KWD", total=total)  # KWD stores keep three decimals
     event = _map("order.created", payload)
     assert isinstance(event, OrderPlacedEvent)
@@ -299,7 +299,7 @@ def test_totals_are_rounded_to_unsigned_cents(total: str, expected: str) -> None
 
 
 def test_customer_created_becomes_customer_upserted() -> None:
-    event = _map("customer.created", _payload("customer_created"))
+    event = _map("customer.created", _payload("customer.created__checkout_signup"))
     assert isinstance(event, CustomerUpsertedEvent)
     assert event.source is Source.WOOCOMMERCE
     customer = event.customer
@@ -316,7 +316,7 @@ def test_customer_created_becomes_customer_upserted() -> None:
 
 
 def test_customer_updated_uses_the_modification_time() -> None:
-    event = _map("customer.updated", _payload("customer_updated"))
+    event = _map("customer.updated", _payload("customer.updated__address_changed"))
     assert isinstance(event, CustomerUpsertedEvent)
     assert event.customer.store_customer_id == "17"
     assert event.customer.city == "Nantes"
@@ -325,7 +325,7 @@ def test_customer_updated_uses_the_modification_time() -> None:
 
 
 def test_customer_without_dates_happened_when_received() -> None:
-    payload = _payload("customer_created")
+    payload = _payload("customer.created__checkout_signup")
     payload["date_created_gmt"] = payload["date_modified_gmt"] = None
     event = _map("customer.created", payload)
     assert event is not None
@@ -336,7 +336,7 @@ def test_customer_without_dates_happened_when_received() -> None:
 
 
 def test_gmt_dates_become_utc_aware_whatever_their_form() -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     payload["date_created_gmt"] = "2026-11-10T10:30:04+01:00"
     event = _map("order.created", payload)
     assert event is not None
@@ -363,23 +363,23 @@ def test_every_example_has_utc_aware_times(_topic: str, path: Any) -> None:
     "topic", ["product.updated", "coupon.created", "order.deleted", "action.woocommerce_x", ""]
 )
 def test_unhandled_topic_is_none(topic: str) -> None:
-    assert _map(topic, _payload("order_created")) is None
+    assert _map(topic, _payload("order.created__processing")) is None
 
 
 @pytest.mark.parametrize(
     ("name", "field", "value", "loc"),
     [
-        ("order_created", "total", "lots", ("total",)),
-        ("order_created", "currency", "euro", ("currency",)),
-        ("order_created", "date_created_gmt", "yesterday", ("date_created_gmt",)),
-        ("order_created", "id", None, ("id",)),
+        ("order.created__processing", "total", "lots", ("total",)),
+        ("order.created__processing", "currency", "euro", ("currency",)),
+        ("order.created__processing", "date_created_gmt", "yesterday", ("date_created_gmt",)),
+        ("order.created__processing", "id", None, ("id",)),
         (
-            "order_created",
+            "order.created__processing",
             "line_items",
             [{"id": 1, "product_id": 2, "quantity": 0}],
             ("line_items", 0, "quantity"),
         ),
-        ("customer_created", "id", "abc", ("id",)),
+        ("customer.created__checkout_signup", "id", "abc", ("id",)),
     ],
 )
 def test_invalid_payload_names_the_field(name: str, field: str, value: Any, loc: tuple[Any, ...]) -> None:
@@ -392,7 +392,7 @@ def test_invalid_payload_names_the_field(name: str, field: str, value: Any, loc:
 
 
 def test_missing_field_is_named() -> None:
-    payload = _payload("order_created")
+    payload = _payload("order.created__processing")
     del payload["status"]
     with pytest.raises(ValidationError) as info:
         _map("order.updated", payload)
@@ -400,7 +400,7 @@ def test_missing_field_is_named() -> None:
 
 
 def test_order_without_any_identifier_is_rejected() -> None:
-    payload = _payload("guest_order")
+    payload = _payload("order.created__guest")
     payload["billing"]["email"] = ""
     with pytest.raises(ValidationError, match="store_customer_id, anonymous_id, email or placed_order_id"):
         _map("order.created", payload)
@@ -438,10 +438,10 @@ def test_arbitrary_json_maps_or_raises_validation_error(topic: str, payload: Any
 
 
 _BASES = {
-    "order.created": ["order_created", "guest_order", "pending_order"],
-    "order.updated": ["order_refunded", "order_cancelled", "order_created"],
-    "customer.created": ["customer_created"],
-    "customer.updated": ["customer_updated"],
+    "order.created": ["order.created__processing", "order.created__guest", "order.created__pending_payment"],
+    "order.updated": ["order.updated__refunded", "order.updated__cancelled", "order.created__processing"],
+    "customer.created": ["customer.created__checkout_signup"],
+    "customer.updated": ["customer.updated__address_changed"],
 }
 _NESTED = ("billing", "shipping", "line_items", "coupon_lines")
 

@@ -1,7 +1,7 @@
-"""Realistic storefront payloads, modelled on the platforms' documented samples.
+"""The source samples of shared/examples, as the tests read them (one copy of each, not two).
 
-Source samples that every mapper must handle live in shared/examples/sources/<source>/<topic>__<name>.json
-(the topic's '/' written as '.'); test-only payloads live beside this file.
+Samples every mapper must handle live in shared/examples/sources/<source>/<topic>__<name>.json (the topic's
+'/' written as '.'), modelled on the platforms' documented samples.
 """
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ from typing import Any
 
 from shared.examples import EXAMPLES_DIR
 
-PAYLOADS_DIR = Path(__file__).resolve().parent
 SOURCES_DIR = EXAMPLES_DIR / "sources"
-
-
-def load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((PAYLOADS_DIR / name).read_text())
-    return data
 
 
 def source_example(source: str, name: str) -> dict[str, Any]:
