@@ -76,3 +76,20 @@ async def test_our_unsubscribe_survives_any_snapshot(engine: AsyncEngine, store_
         engine, store_id, snapshot(True, T - timedelta(days=3)), snapshot(True, T - timedelta(days=2))
     )
     assert await held(engine, store_id) == (True, T - timedelta(days=2), T - timedelta(days=1))
+
+
+async def test_an_opt_in_at_the_shop_after_our_unsubscribe_wins(engine: AsyncEngine, store_id: str) -> None:
+    """One source of truth per customer, the later change wins: subscribing again in the shop (a
+    customers/update webhook dated after our unsubscribe) subscribes them again here."""
+    await upsert(engine, store_id, snapshot(True, T - timedelta(days=2)))
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(customers)
+            .where(customers.c.store_id == store_id, customers.c.customer_id == "c1")
+            .values(unsubscribed_at=T - timedelta(days=1))
+        )
+    # The shop repeating our own withdrawal (dated at our unsubscribe) changes nothing.
+    await upsert(engine, store_id, snapshot(False, T - timedelta(days=1)))
+    assert await held(engine, store_id) == (False, T - timedelta(days=1), T - timedelta(days=1))
+    await upsert(engine, store_id, snapshot(True, T))
+    assert await held(engine, store_id) == (True, T, None)

@@ -156,7 +156,7 @@ def _newer_consent(incoming: Any) -> dict[str, Any]:
     """Consent is replaced only by a consent said later at the source (its `consent_updated_at`), so a
     funnel event delivered again, or one carrying an older snapshot, cannot undo a withdrawal; at the same
     instant a withdrawal wins. An undated consent replaces only an undated one. Our own unsubscribe
-    (`unsubscribed_at`) is never undone by a snapshot."""
+    (`unsubscribed_at`) is undone only by a consent the customer gave at the source after it."""
     held = customers.c.consent_updated_at
     said = incoming.consent_updated_at
     wins = or_(
@@ -166,9 +166,18 @@ def _newer_consent(incoming: Any) -> dict[str, Any]:
             or_(said > held, and_(said == held, incoming.accepts_marketing.is_not(true()))),
         ),
     )
+    # One source of truth per customer, the later change wins: a customer who opts in again at the shop
+    # after unsubscribing from our email (a dated consent later than our unsubscribe) is subscribed again.
+    resubscribed = and_(
+        incoming.accepts_marketing.is_(true()),
+        said.is_not(None),
+        customers.c.unsubscribed_at.is_not(None),
+        said > customers.c.unsubscribed_at,
+    )
     return {
         "accepts_marketing": case((wins, incoming.accepts_marketing), else_=customers.c.accepts_marketing),
         "consent_updated_at": case((wins, said), else_=held),
+        "unsubscribed_at": case((resubscribed, None), else_=customers.c.unsubscribed_at),
     }
 
 
