@@ -1,0 +1,1 @@
+"""`stores`: connect a Shopify shop or a WooCommerce site in one command; check every store's connection."""

@@ -1,0 +1,3 @@
+from deploy.stores.cli import app
+
+app()
