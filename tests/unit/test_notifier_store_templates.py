@@ -16,10 +16,11 @@ import pytest
 
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.domain.personalisation import StoreFacts
-from services.notifier.domain.samples import data_for, sample_profile, sample_trigger
-from services.notifier.entrypoints.reload import Reloader, status_path
+from services.notifier.domain.samples import data_for, sample_profile, sample_trigger, template_data
+from services.notifier.entrypoints.reload import Reloader, load_checked, status_path
 from shared.funnel import LoyaltyStage
 from shared.logging import configure_logging
+from shared.settings import REPO_ROOT
 from shared.stores import StoreConfig, StoreRegistry
 
 
@@ -239,3 +240,28 @@ async def test_sighup_reloads_the_running_process(tmp_path: Path) -> None:
     finally:
         reloader.stop()
     assert not (tmp_path / "notifier.pid").exists()
+
+
+def test_a_draft_shows_the_files_on_disk_without_touching_the_running_set(tmp_path: Path) -> None:
+    subject = write(tmp_path, "welcome/en/subject.liquid", "Live version")
+    own = store(tmp_path)
+    renderer = TemplateRenderer(stores=[own])
+    subject.write_text("Draft version, {{ customer.first_name }}")
+    draft = renderer.draft(own)
+    assert draft.render("welcome", "en", template_data("welcome")).subject == "Draft version, Alex"
+    assert render(renderer, own, "welcome", "en").subject == "Live version"
+    subject.write_text("Draft {{ customer.surname }}")
+    with pytest.raises(TemplateProblem) as caught:
+        renderer.draft(own)
+    assert caught.value.problems == [SUBJ + "1: the welcome flow has no variable 'customer.surname'"]
+    assert render(renderer, own, "welcome", "en").subject == "Live version"
+
+
+def test_the_development_registry_and_its_templates_validate() -> None:
+    # What `python -m services.notifier check-templates` runs; CI runs it here on every store of the registry.
+    registry = load_checked(
+        REPO_ROOT / "deploy" / "stores.dev.yaml", production=False, renderer=TemplateRenderer()
+    )
+    demo = registry.get("demo")
+    assert demo is not None
+    assert demo.templates_dir == REPO_ROOT / "deploy" / "templates" / "demo"

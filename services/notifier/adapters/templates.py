@@ -396,6 +396,12 @@ class TemplateRenderer:
         """Validate without swapping (the `reload` command checks before it signals)."""
         TemplateCatalog.build(stores, self._samples, self._flows, self._dir)
 
+    def draft(self, store: StoreConfig) -> TemplateSet:
+        """The store's templates as they are on disk now, validated, without touching the running ones
+        (a preview before a reload); raises TemplateProblem naming every broken file and line."""
+        built = TemplateCatalog.build([store], self._samples, self._flows, self._dir)
+        return built.for_store(store.store_id)
+
     def templates_for(self, store: StoreConfig | None) -> TemplateSet:
         catalog = self._catalog
         if (

@@ -9,6 +9,7 @@ subject and an `X-LoyaltyFunnel-Test: true` header.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -83,6 +84,10 @@ CustomerQuery = Annotated[
 StageQuery = Annotated[
     LoyaltyStage | None, Query(description="the sample customer's stage (first_time by default)")
 ]
+DraftQuery = Annotated[
+    bool,
+    Query(description="render the store's templates as they are on disk now (before a reload), validated"),
+]
 LocaleQuery = Annotated[
     str | None, Query(pattern=LOCALE_PATTERN, description="e.g. id-ID, de; else the customer's")
 ]
@@ -100,8 +105,9 @@ async def preview(
     customer_id: CustomerQuery = None,
     locale: LocaleQuery = None,
     stage: StageQuery = None,
+    draft: DraftQuery = False,
 ) -> Preview:
-    return await _compose(request, store, str(flow), customer_id, locale, stage)
+    return await _compose(request, store, str(flow), customer_id, locale, stage, draft=draft)
 
 
 @router.post(
@@ -153,8 +159,15 @@ async def _compose(
     customer_id: str | None,
     locale: str | None,
     stage: LoyaltyStage | None,
+    *,
+    draft: bool = False,
 ) -> Preview:
     renderer: TemplateRenderer = request.app.state.renderer
+    try:
+        # A draft validates the store's files in a thread: a second of work, not for the event loop.
+        templates = await asyncio.to_thread(renderer.draft, store) if draft else renderer.templates_for(store)
+    except TemplateProblem as exc:
+        raise _template_problems(exc) from exc
     now = request.app.state.clock()
     trigger: dict[str, Any]
     if customer_id:
@@ -189,7 +202,7 @@ async def _compose(
     total = Decimal(str(trigger["total"])) if flow in ORDER_FLOWS and trigger.get("total") else None
     coupon = sample_coupon(flow, store.notifier, stage, currency, total, now)
     rule = store.notifier.flow(FlowName(flow))
-    language = renderer.locale_for(flow, profile.get("locale"), store)
+    language = templates.locale_for(flow, profile.get("locale"))
     public_url = request.app.state.public_url
     data = data_for(
         flow,
@@ -202,19 +215,14 @@ async def _compose(
         language,
     )
     try:
-        rendered = renderer.render(flow, profile.get("locale"), data, store)
+        rendered = templates.render(flow, profile.get("locale"), data)
     except LiquidError as exc:
         problem = describe(exc, f"{flow}/{language}")
         raise ApiError(
             422, "template_error", problem, errors=[FieldError(field="templates", message=problem)]
         ) from exc
     except TemplateProblem as exc:
-        raise ApiError(
-            422,
-            "template_error",
-            "the store's templates do not validate",
-            errors=[FieldError(field="templates", message=p) for p in exc.problems[:20]],
-        ) from exc
+        raise _template_problems(exc) from exc
     return Preview(
         flow=flow,
         customer=customer_id or "sample",
@@ -224,4 +232,13 @@ async def _compose(
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,
+    )
+
+
+def _template_problems(exc: TemplateProblem) -> ApiError:
+    return ApiError(
+        422,
+        "template_error",
+        "the store's templates do not validate",
+        errors=[FieldError(field="templates", message=p) for p in exc.problems[:20]],
     )
