@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -290,6 +291,42 @@ def _is_service_key(request: Request, presented: str) -> bool:
 
 
 StoreDep = Annotated[StoreConfig, Depends(require_store)]
+
+# Lists in the REST API come a page at a time: a customer with years of history, or a scraper, must not
+# make one request read and serialise an unbounded number of rows.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+MAX_OFFSET = 100_000
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+    def next_link(self, request: Request, returned: int, prefix: str = "") -> dict[str, str]:
+        """RFC 8288 `Link: <...>; rel="next"` when this page was full (there may be more)."""
+        if returned < self.limit:
+            return {}
+        url = request.url.include_query_params(
+            **{f"{prefix}offset": self.offset + self.limit, f"{prefix}limit": self.limit}
+        )
+        return {"Link": f'<{url}>; rel="next"'}
+
+
+def page(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"page size, at most {MAX_PAGE_SIZE}")
+    ] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="items to skip; a full page names the next in `Link`")
+    ] = 0,
+) -> Page:
+    return Page(limit, offset)
+
+
+PageDep = Annotated[Page, Depends(page)]
+
 
 COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong API key"},

@@ -363,3 +363,58 @@ async def test_a_recovery_link_off_the_stores_hosts_never_reaches_an_email(
             assert "https://demo-store.example" in text  # the store's own link instead
         else:
             assert kept in text
+
+
+async def test_lists_come_a_page_at_a_time_with_a_maximum_page_size(
+    services: RunningServices, smtp_server: SmtpServer
+) -> None:
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    customer_id = uuid.uuid4().int % 10**15
+    email = f"pages.{customer_id}@example.com"
+    payload["id"] = customer_id + 1
+    payload["email"] = email
+    payload["customer"].update({"id": customer_id, "email": email})
+    now = datetime.now(UTC).isoformat()
+    payload.update(created_at=now, processed_at=now, updated_at=now)
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+        "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", body),
+        "X-Shopify-Event-Id": str(uuid.uuid4()),
+    }
+    notifications = f"{services.notifier}/v1/stores/demo/customers/{customer_id}/notifications"
+    profile = f"{services.segmenter}/v1/stores/demo/customers/{customer_id}"
+    async with httpx.AsyncClient(timeout=10, headers=API) as client:
+        sent = await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
+        assert sent.is_success
+
+        async def planned() -> bool:
+            answer = await client.get(notifications)
+            return answer.status_code == 200 and len(answer.json()) >= 2
+
+        await _eventually(planned, 60, "the order's messages planned (welcome, review request...)")
+        everything = (await client.get(notifications)).json()
+        first = await client.get(notifications, params={"limit": 1})
+        assert len(first.json()) == 1
+        assert first.json()[0] == everything[0]
+        link = first.headers["Link"]
+        assert link.endswith('; rel="next"')
+        second = await client.get(link[1 : link.index(">")])
+        assert second.json()[0] == everything[1]
+        assert (await client.get(notifications, params={"offset": 100_000})).json() == []
+        for bad in ({"limit": 501}, {"limit": 0}, {"offset": -1}, {"offset": 100_001}):
+            refused = await client.get(notifications, params=bad)
+            assert refused.status_code == 422, bad
+            assert refused.json()["errors"][0]["field"] in ("limit", "offset")
+        coupons = await client.get(
+            f"{services.notifier}/v1/stores/demo/customers/{customer_id}/coupons", params={"limit": 501}
+        )
+        assert coupons.status_code == 422
+
+        one = await client.get(profile, params={"transitions_limit": 1})
+        assert one.status_code == 200
+        assert len(one.json()["transitions"]) == 1
+        assert "transitions_offset=1" in one.headers["Link"]
+        assert (await client.get(profile, params={"transitions_limit": 501})).status_code == 422

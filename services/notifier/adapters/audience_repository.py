@@ -225,10 +225,17 @@ async def audience_counts(conn: AsyncConnection, store_id: str) -> dict[str, Aud
 
 
 async def exportable_members(
-    conn: AsyncConnection, store_id: str, audience: str, *, partition: int = 1000
+    conn: AsyncConnection,
+    store_id: str,
+    audience: str,
+    *,
+    partition: int = 1000,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> AsyncIterator[list[CustomerFacts]]:
     """The members of an audience who may be exported, in partitions, read through a server-side cursor so
-    a million members never sit in memory. Consent is checked on the customers row itself, as it is now."""
+    a million members never sit in memory. Consent is checked on the customers row itself, as it is now.
+    In customer id order: `after` (a customer id) and `limit` read one page of them."""
     m, c = audience_members.c, customers.c
     stmt = (
         select(*_FACT_COLUMNS)
@@ -242,8 +249,10 @@ async def exportable_members(
             m.contact.is_not(None),
             c.accepts_marketing.is_(true()),
             c.unsubscribed_at.is_(None),
+            *([m.customer_id > after] if after is not None else []),
         )
         .order_by(m.customer_id)
+        .limit(limit)
         .execution_options(yield_per=partition)
     )
     result = await conn.stream(stmt)

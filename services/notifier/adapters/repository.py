@@ -478,11 +478,15 @@ async def issue_coupon(
     raise RuntimeError("could not draw a unique coupon code in 8 attempts")
 
 
-async def list_coupons(conn: AsyncConnection, store_id: str, customer_id: str) -> list[IssuedCoupon]:
+async def list_coupons(
+    conn: AsyncConnection, store_id: str, customer_id: str, *, limit: int | None = None, offset: int = 0
+) -> list[IssuedCoupon]:
     rows = await conn.execute(
         select(coupons)
         .where(coupons.c.store_id == store_id, coupons.c.customer_id == customer_id)
         .order_by(coupons.c.issued_at, coupons.c.id)
+        .limit(limit)
+        .offset(offset)
     )
     return [_coupon(r) for r in rows.all()]
 
@@ -660,11 +664,15 @@ async def best_sellers(conn: AsyncConnection, store_id: str, since: datetime, li
 # -- reporting ----------------------------------------------------------------------------------------------
 
 
-async def list_messages(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Message]:
+async def list_messages(
+    conn: AsyncConnection, store_id: str, customer_id: str, *, limit: int | None = None, offset: int = 0
+) -> list[Message]:
     rows = await conn.execute(
         select(messages)
         .where(messages.c.store_id == store_id, messages.c.customer_id == customer_id)
         .order_by(messages.c.created_at, messages.c.id)
+        .limit(limit)
+        .offset(offset)
     )
     return [_message(r) for r in rows.all()]
 

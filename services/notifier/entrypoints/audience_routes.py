@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,7 +25,7 @@ from services.notifier.adapters.audience_export import (
     people_row,
 )
 from services.notifier.domain.audiences import CustomerFacts, exported_contact
-from shared.web import COMMON_ERROR_RESPONSES, ApiError, StoreDep
+from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, StoreDep
 
 
 class AudienceSummary(BaseModel):
@@ -111,16 +113,45 @@ def audience_router() -> APIRouter:
         export_format: Annotated[
             ExportFormat, Query(alias="format", description="csv (for people), meta or google")
         ] = ExportFormat.CSV,
-    ) -> StreamingResponse:
+        limit: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_EXPORT_PAGE,
+                description=f"members per page (at most {MAX_EXPORT_PAGE}); without it every member is "
+                "streamed. A full page names the next in `Link` (rel=next, with `cursor`).",
+            ),
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(max_length=500, description="where the previous page ended (from its `Link` header)"),
+        ] = None,
+    ) -> Response:
         if name not in store.audiences.active():
             raise ApiError(404, "audience_not_found", f"no audience {name!r} in store {store.store_id!r}")
         engine: AsyncEngine = request.app.state.engine
-        return StreamingResponse(
-            _csv_stream(engine, store.store_id, name, export_format),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="{store.store_id}-{name}-{export_format}.csv"'
-            },
+        after = _decode_cursor(cursor) if cursor is not None else None
+        headers = {
+            "Content-Disposition": f'attachment; filename="{store.store_id}-{name}-{export_format}.csv"'
+        }
+        if limit is None:
+            return StreamingResponse(
+                _csv_stream(engine, store.store_id, name, export_format, after=after),
+                media_type="text/csv; charset=utf-8",
+                headers=headers,
+            )
+        # One page: read (at most MAX_EXPORT_PAGE members), so the next cursor is known for the headers.
+        members: list[CustomerFacts] = []
+        async with engine.connect() as conn:
+            async for partition in repo.exportable_members(
+                conn, store.store_id, name, after=after, limit=limit
+            ):
+                members.extend(partition)
+        if len(members) == limit:
+            following = request.url.include_query_params(cursor=_encode_cursor(members[-1].customer_id))
+            headers["Link"] = f'<{following}>; rel="next"'
+        return Response(
+            _csv_page(export_format, members), media_type="text/csv; charset=utf-8", headers=headers
         )
 
     return router
@@ -144,15 +175,55 @@ def _row(export_format: ExportFormat, facts: CustomerFacts) -> list[str] | None:
     return people_row(facts)
 
 
+# A page of an export is read whole before it is answered (its Link names where it ended).
+MAX_EXPORT_PAGE = 10_000
+
+
+def _encode_cursor(customer_id: str) -> str:
+    # Opaque, so a guest's id (email:<address>) does not sit readable in URLs and proxy logs.
+    return base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if not decoded:
+            raise ValueError("empty cursor")
+        return decoded
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "cursor: not a cursor this API gave",
+            errors=[FieldError(field="cursor", message="not a cursor this API gave")],
+        ) from exc
+
+
+def _csv_page(export_format: ExportFormat, members: Sequence[CustomerFacts]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(_HEADERS[export_format])
+    for facts in members:
+        row = _row(export_format, facts)
+        if row is not None:
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
 async def _csv_stream(
-    engine: AsyncEngine, store_id: str, audience: str, export_format: ExportFormat
+    engine: AsyncEngine,
+    store_id: str,
+    audience: str,
+    export_format: ExportFormat,
+    *,
+    after: str | None = None,
 ) -> AsyncIterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(_HEADERS[export_format])
     yield _drain(buffer)
     async with engine.connect() as conn:
-        async for partition in repo.exportable_members(conn, store_id, audience):
+        async for partition in repo.exportable_members(conn, store_id, audience, after=after):
             for facts in partition:
                 row = _row(export_format, facts)
                 if row is not None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters import repository
 from services.notifier.domain.messages import WAITING, MessageStatus
 from shared.notifier_rules import FlowName
-from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, StoreDep
+from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, PageDep, StoreDep
 
 router = APIRouter(prefix="/v1/stores/{store_id}", responses=COMMON_ERROR_RESPONSES)
 
@@ -87,8 +88,17 @@ async def _customer_rows(
     response_model=list[Notification],
     summary="Every message planned for a customer: sent, pending, skipped (with the reason) or failed",
 )
-async def customer_notifications(store: StoreDep, customer_id: str, request: Request) -> list[Notification]:
-    rows = await _customer_rows(request, store.store_id, customer_id, repository.list_messages)
+async def customer_notifications(
+    store: StoreDep, customer_id: str, request: Request, response: Response, page: PageDep
+) -> list[Notification]:
+    """Oldest first, a page at a time (`limit`, `offset`); a full page names the next in `Link`."""
+    rows = await _customer_rows(
+        request,
+        store.store_id,
+        customer_id,
+        partial(repository.list_messages, limit=page.limit, offset=page.offset),
+    )
+    response.headers.update(page.next_link(request, len(rows)))
     return [Notification.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -98,8 +108,17 @@ async def customer_notifications(store: StoreDep, customer_id: str, request: Req
     response_model=list[CouponOut],
     summary="The customer's coupons: issued by which flow, their terms, and whether an order used them",
 )
-async def customer_coupons(store: StoreDep, customer_id: str, request: Request) -> list[CouponOut]:
-    rows = await _customer_rows(request, store.store_id, customer_id, repository.list_coupons)
+async def customer_coupons(
+    store: StoreDep, customer_id: str, request: Request, response: Response, page: PageDep
+) -> list[CouponOut]:
+    """Oldest first, a page at a time (`limit`, `offset`); a full page names the next in `Link`."""
+    rows = await _customer_rows(
+        request,
+        store.store_id,
+        customer_id,
+        partial(repository.list_coupons, limit=page.limit, offset=page.offset),
+    )
+    response.headers.update(page.next_link(request, len(rows)))
     return [CouponOut.model_validate(r, from_attributes=True) for r in rows]
 
 

@@ -388,12 +388,16 @@ async def get_profile(conn: AsyncConnection, store_id: str, customer_id: str) ->
     return None
 
 
-async def get_transitions(conn: AsyncConnection, store_id: str, customer_id: str) -> list[Transition]:
+async def get_transitions(
+    conn: AsyncConnection, store_id: str, customer_id: str, *, limit: int | None = None, offset: int = 0
+) -> list[Transition]:
     rows = (
         await conn.execute(
             select(transitions)
             .where(transitions.c.store_id == store_id, transitions.c.customer_id == customer_id)
             .order_by(transitions.c.occurred_at, transitions.c.id)
+            .limit(limit)
+            .offset(offset)
         )
     ).all()
     return [

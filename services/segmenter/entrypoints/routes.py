@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from services.segmenter.adapters import reports, repository
@@ -14,7 +14,16 @@ from services.segmenter.domain.profile import Profile
 from shared.events import CONTACT_FIELDS
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
-from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, StoreDep
+from shared.web import (
+    COMMON_ERROR_RESPONSES,
+    DEFAULT_PAGE_SIZE,
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    ApiError,
+    FieldError,
+    Page,
+    StoreDep,
+)
 
 router = APIRouter(prefix="/v1/stores/{store_id}", responses=COMMON_ERROR_RESPONSES)
 
@@ -120,17 +129,34 @@ def _out(profile: Profile, history: list[TransitionOut]) -> CustomerProfile:
 
 
 @router.get("/customers/{customer_id}", tags=["customers"], response_model=CustomerProfile)
-async def get_customer(store: StoreDep, customer_id: str, request: Request) -> CustomerProfile:
+async def get_customer(
+    store: StoreDep,
+    customer_id: str,
+    request: Request,
+    response: Response,
+    transitions_limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"transitions per page, at most {MAX_PAGE_SIZE}")
+    ] = DEFAULT_PAGE_SIZE,
+    transitions_offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="transitions to skip (oldest first)")
+    ] = 0,
+) -> CustomerProfile:
     """A customer's profile, stage, health and the history of their transitions.
 
     `customer_id` is the store's customer id, or any identifier the customer is known by (`anon:<id>`,
-    `email:<address>`); an id merged into another profile answers with the surviving profile."""
+    `email:<address>`); an id merged into another profile answers with the surviving profile. Transitions
+    come oldest first, a page at a time (`transitions_limit`, `transitions_offset`); a full page names the
+    next in `Link`."""
+    page = Page(transitions_limit, transitions_offset)
     async with request.app.state.engine.connect() as conn:
         profile = await repository.get_profile(conn, store.store_id, customer_id)
         if profile is None:
             # The id is not echoed: a guest's id is their email address.
             raise ApiError(404, "customer_not_found", f"no such customer in store {store.store_id!r}")
-        history = await repository.get_transitions(conn, store.store_id, profile.customer_id)
+        history = await repository.get_transitions(
+            conn, store.store_id, profile.customer_id, limit=page.limit, offset=page.offset
+        )
+    response.headers.update(page.next_link(request, len(history), prefix="transitions_"))
     return _out(profile, [TransitionOut(**t.model_dump()) for t in history])
 
 
@@ -144,7 +170,9 @@ async def find_customers(
         for customer_id in await reports.customers_by_email(conn, store.store_id, email):
             profile = await repository.get_profile(conn, store.store_id, customer_id)
             if profile is not None:
-                history = await repository.get_transitions(conn, store.store_id, profile.customer_id)
+                history = await repository.get_transitions(
+                    conn, store.store_id, profile.customer_id, limit=DEFAULT_PAGE_SIZE
+                )
                 found.append(_out(profile, [TransitionOut(**t.model_dump()) for t in history]))
     return found
 
