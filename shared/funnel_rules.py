@@ -1,9 +1,9 @@
 """Per-store funnel rules, read from the store registry (`funnel:` of a store) and validated at start-up.
 
-Defaults are the product's recommendations (DOMAIN.md): first_time at 1 order, repeat at 2, loyal at
-3 orders within 365 days or 2 orders with a conative-or-higher survey answer, advocate for a repeat
-customer with an action-level answer or a referral; at risk after max(90 days, 2 x the customer's own
-median interval), lapsed after 180 days.
+Defaults are the product's recommendations (docs/domain.md, "Stages" and "Health"): first_time at 1
+order, repeat at 2, loyal at 3 orders within 365 days or 2 orders with a conative-or-higher survey answer,
+advocate for a repeat customer with an action-level answer or a referral; at risk after max(90 days, 2 x the
+customer's own median interval), lapsed after 180 days.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from shared.funnel import LoyaltyStage, SurveyLevel
 
 Count = Annotated[int, Field(ge=1, le=1000)]
 
-# DOMAIN.md's three-part loyalty survey (and the optional cognitive part), statement id -> scale.
+# The three-part loyalty survey (and the optional cognitive part), statement id -> scale: docs/domain.md,
+# "Three ways to measure loyalty".
 DEFAULT_STATEMENTS: dict[str, SurveyScale] = {
     "affective.really_like": SurveyScale.AFFECTIVE,
     "affective.happy_to_buy": SurveyScale.AFFECTIVE,

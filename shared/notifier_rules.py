@@ -1,9 +1,10 @@
 """Per-store messaging rules, read from the store registry (`notifier:` of a store), validated at start-up.
 
-Defaults are the product's recommendations (DOMAIN.md): one thank-you after the first order, a coupon for the
-items of an abandoned cart, a review request a week after an order, a "did we win you over?" 30 days after
-it, a milestone at the second order, VIP, referral, win-back, birthday and survey-reward messages. At most
-one marketing email per 16 hours and three per week, none between 21:00 and 08:00 in the customer's time.
+Defaults are the product's recommendations (docs/domain.md, "The plays"): one thank-you after the first
+order, a coupon for the items of an abandoned cart, a review request a week after an order, a "did we win
+you over?" 30 days after it, a milestone at the second order, VIP, referral, win-back, birthday and
+survey-reward messages. At most one marketing email per 16 hours and three per week, none between 21:00 and
+08:00 in the customer's time.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ REFUND_SHARE = 0.05
 RECOVERED_SHARE = 0.12
 EXTRA_ABANDONED_SHARE = 0.15
 
-# DOMAIN.md's three-part survey plus the optional cognitive part: statement id -> scale (the ids of
+# The three-part survey of docs/domain.md plus the optional cognitive part: statement id -> scale (the ids of
 # shared/funnel_rules.py DEFAULT_STATEMENTS, repeated here because the simulator is a storefront, which
 # knows its survey but not our rules).
 SURVEY: dict[str, tuple[str, ...]] = {

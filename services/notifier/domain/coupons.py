@@ -47,7 +47,8 @@ def terms(
     if rule.kind == CouponKind.CASHBACK:
         if not trigger_order_total:
             return None
-        # A share of what the customer spent, returned as credit: keep the margin in mind (DOMAIN.md).
+        # A share of what the customer spent, returned as credit: keep the margin in mind
+        # (docs/domain.md, "The plays").
         value = (trigger_order_total * value / 100).quantize(CENT, rounding=ROUND_HALF_UP)
         if value <= 0:
             return None

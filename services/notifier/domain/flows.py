@@ -26,7 +26,7 @@ from shared.funnel_events import (
 )
 from shared.notifier_rules import Channel, FlowName, FlowRule, NotifierRules
 
-# Reaching a stage unlocks that stage's own message (DOMAIN.md: "reaching a new stage").
+# Reaching a stage unlocks that stage's own message (docs/domain.md, "Stages": reaching a new stage).
 STAGE_FLOWS: dict[LoyaltyStage, FlowName] = {
     LoyaltyStage.FIRST_TIME: FlowName.WELCOME,
     LoyaltyStage.REPEAT: FlowName.REPEAT_MILESTONE,

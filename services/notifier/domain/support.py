@@ -1,6 +1,6 @@
 """The support alert: a low satisfaction score sends the store's support team a webhook, not the customer an
 email. Loyal customers and advocates are flagged as a priority: they are the ones a store can least afford to
-lose (docs/domain.md, "advocates").
+lose (docs/domain.md, "Prioritised support").
 """
 
 from __future__ import annotations
