@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
@@ -87,6 +88,9 @@ def run(
         settle_timeout=settle_timeout,
         keep=keep,
     )
+    # While a broker is down or a cluster forms, aiokafka warns about every metadata answer it dislikes;
+    # the run reports what matters itself.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     began = time.monotonic()
     try:
         findings = ChaosRun(options, console).run()
