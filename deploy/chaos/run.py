@@ -43,6 +43,7 @@ BATCH_SIZE = 10
 # notifier sends, and duplicate messages could show.
 HISTORY_DAYS = 1.5
 REQUESTS_PER_CUSTOMER = 4.5
+SEND_LEASE_SECONDS = 20
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,13 @@ def chaos_layout(root: Path, brokers: int) -> StackLayout:
         stores_file=str(registry),
         honour_env=False,
         # The per-store rate limit guards against a runaway store; here that store is the load generator.
-        service_env={"INGEST_RATE_LIMIT_PER_SECOND": "100000", "INGEST_RATE_LIMIT_BURST": "100000"},
+        service_env={
+            "INGEST_RATE_LIMIT_PER_SECOND": "100000",
+            "INGEST_RATE_LIMIT_BURST": "100000",
+            # A claim a killed notifier left is settled (resent once, or skipped) when its lease runs out:
+            # short here, so the run sees those resends before it counts duplicates.
+            "NOTIFIER_SEND_LEASE_SECONDS": str(SEND_LEASE_SECONDS),
+        },
     )
 
 
@@ -275,7 +282,7 @@ class ChaosRun:
                     busy = -1
                 if count != last or busy:
                     last, since = count, time.monotonic()
-                elif time.monotonic() - since >= 15:
+                elif time.monotonic() - since >= (15 if not self.unknown_fate else SEND_LEASE_SECONDS + 25):
                     return True, []
                 status.update(f"The notifier is still sending ({count:,} emails so far, {busy} due)")
                 await asyncio.sleep(2)
