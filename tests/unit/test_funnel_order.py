@@ -313,3 +313,25 @@ def sample_histories(n: int) -> list[tuple[list[StorefrontEvent], list[Storefron
 
     collect()
     return found[:n]
+
+
+def test_a_profile_stored_before_histories_were_derived_is_not_announced_again() -> None:
+    first = _event(
+        1,
+        "order_placed",
+        START,
+        {"store_customer_id": "42"},
+        {"order_id": "o1", "total": "9.00", "currency": "EUR"},
+    )
+    second = _event(
+        2,
+        "order_placed",
+        START + timedelta(days=9),
+        {"store_customer_id": "42"},
+        {"order_id": "o2", "total": "9.00", "currency": "EUR"},
+    )
+    # As an older document reads: a stage, no history.
+    stored = decide(None, first, RULES, "42").profile.model_copy(update={"transitions": ()})
+    d = decide(stored, second, RULES, "42")
+    assert [t.to_value for t in d.transitions] == ["repeat"]  # not "first_time" once more
+    assert [t.to_value for t in d.profile.transitions] == ["first_time", "repeat"]

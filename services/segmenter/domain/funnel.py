@@ -14,8 +14,7 @@ from datetime import date, datetime, timedelta
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.history import (
     HEALTH_TIMER,
-    history,
-    next_health_check,
+    derive,
     occurrences,
     timer_cause,
 )
@@ -213,8 +212,18 @@ def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile
 
 def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) -> None:
     """Derive the history again from the facts; announce the steps that are new (not merely re-dated)."""
-    d.profile = history(d.profile, rules)
+    # A document written before histories were derived holds a stage but no history: what it had reached
+    # before this event was announced then, and is not announced again.
+    legacy = not before and (d.profile.stage != LoyaltyStage.PROSPECT or d.profile.health != Health.ACTIVE)
+    d.profile, next_check = derive(d.profile, rules)
     known = set(occurrences(before))
+    if legacy and d.at is not None:
+        at = d.at
+        known |= {
+            key
+            for t, key in zip(d.profile.transitions, occurrences(d.profile.transitions), strict=True)
+            if t.occurred_at < at
+        }
     counts: dict[str, int] = {}
     for t, key in zip(d.profile.transitions, occurrences(d.profile.transitions), strict=True):
         if key in known:
@@ -231,7 +240,7 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
             before_health, after_health = Health(t.from_value), Health(t.to_value)
             change = HealthChanged(from_health=before_health, to_health=after_health, reason=t.reason)
             d.emit(kind, HealthChangedEvent, change, key=suffix, at=t.occurred_at)
-    d.timers[HEALTH_TIMER] = next_health_check(d.profile, rules)
+    d.timers[HEALTH_TIMER] = next_check
 
 
 # -- events ----------------------------------------------------------------------------------------------

@@ -11,16 +11,23 @@ from shared.funnel_rules import HealthRule
 
 def at_risk_after(profile: Profile, rule: HealthRule) -> timedelta:
     """The larger of the store default and the customer's own rhythm (a multiple of their median gap)."""
-    median = profile.median_days_between_orders
-    own = timedelta(days=median * rule.own_rhythm_multiplier) if median is not None else timedelta(0)
-    return max(rule.at_risk_after, own)
+    return thresholds(profile.median_days_between_orders, rule)[0]
 
 
 def lapsed_after(profile: Profile, rule: HealthRule) -> timedelta:
+    return thresholds(profile.median_days_between_orders, rule)[1]
+
+
+def thresholds(median_days: float | None, rule: HealthRule) -> tuple[timedelta, timedelta]:
+    """(at risk after, lapsed after) for a customer whose median gap between orders is `median_days`."""
+    own = (
+        timedelta(days=median_days * rule.own_rhythm_multiplier) if median_days is not None else timedelta(0)
+    )
+    at_risk = max(rule.at_risk_after, own)
     # Lapse scales with the customer's rhythm too, keeping the store's ratio between the two thresholds,
     # so a customer who orders twice a year is not called lapsed before they are even at risk.
     ratio = rule.lapsed_after / rule.at_risk_after
-    return max(rule.lapsed_after, at_risk_after(profile, rule) * ratio)
+    return at_risk, max(rule.lapsed_after, at_risk * ratio)
 
 
 def health_at(profile: Profile, rule: HealthRule, at: datetime) -> Health:

@@ -84,23 +84,30 @@ def stage_history(profile: Profile, rules: FunnelRules) -> Iterator[Transition]:
 def _transition(
     dimension: Literal["stage", "health"], before: str, after: str, reason: str, at: datetime, cause: str
 ) -> Transition:
-    return Transition(
+    # model_construct: every value is already of its field's type, and a history is derived on every change.
+    return Transition.model_construct(
         dimension=dimension, from_value=before, to_value=after, reason=reason, occurred_at=at, event_id=cause
     )
 
 
 def _health_moves(
-    prefix: tuple[OrderFact, ...], profile: Profile, rules: FunnelRules
+    last: datetime, median_days: float | None, rules: FunnelRules
 ) -> list[tuple[datetime, Health, str]]:
-    """When health would move after the last order of `prefix` if no order followed."""
-    last = prefix[-1].placed_at
-    view = profile.model_copy(update={"orders": prefix})
-    at_risk = last + health.at_risk_after(view, rules.health)
-    lapsed = last + health.lapsed_after(view, rules.health)
+    """When health would move after an order at `last` if no order followed."""
+    at_risk_after, lapsed_after = health.thresholds(median_days, rules.health)
     return [
-        (at_risk, Health.AT_RISK, f"no order for {(at_risk - last).days} days"),
-        (lapsed, Health.LAPSED, f"no order for {(lapsed - last).days} days"),
+        (last + at_risk_after, Health.AT_RISK, f"no order for {at_risk_after.days} days"),
+        (last + lapsed_after, Health.LAPSED, f"no order for {lapsed_after.days} days"),
     ]
+
+
+def _median_days(gaps: list[float]) -> float | None:
+    """As Profile.median_days_between_orders computes it, of gaps kept sorted."""
+    if not gaps:
+        return None
+    n = len(gaps)
+    middle = gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2
+    return round(middle, 2)
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,10 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
     counted = profile.counted_orders
     out: list[Transition] = []
     current = Health.ACTIVE
+    gaps: list[float] = []  # between the orders so far, sorted: their median is the customer's rhythm then
     for i, order in enumerate(counted):
+        if i:
+            bisect.insort(gaps, (order.placed_at - counted[i - 1].placed_at).total_seconds() / 86400)
         if current != Health.ACTIVE:
             out.append(
                 _transition(
@@ -125,7 +135,7 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
             )
             current = Health.ACTIVE
         following = counted[i + 1].placed_at if i + 1 < len(counted) else None
-        moves = _health_moves(counted[: i + 1], profile, rules)
+        moves = _health_moves(order.placed_at, _median_days(gaps), rules)
         for at, to, reason in moves:
             reached = at < following if following is not None else seen_at is not None and at <= seen_at
             if not reached:
@@ -147,13 +157,18 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
 
 def history(profile: Profile, rules: FunnelRules) -> Profile:
     """The profile with its history, stage, health and health horizon derived from its facts."""
+    return derive(profile, rules)[0]
+
+
+def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | None]:
+    """`history`, and when the health timer is next due."""
     stages = list(stage_history(profile, rules))
     healths = health_history(profile, rules, profile.health_seen_at)
     merged = sorted(
         (*stages, *healths.transitions),
         key=lambda t: (t.occurred_at, t.dimension != "stage"),
     )
-    return profile.model_copy(
+    derived = profile.model_copy(
         update={
             "transitions": tuple(merged),
             "stage": LoyaltyStage(stages[-1].to_value) if stages else LoyaltyStage.PROSPECT,
@@ -161,6 +176,7 @@ def history(profile: Profile, rules: FunnelRules) -> Profile:
             "health_seen_at": healths.seen_at,
         }
     )
+    return derived, healths.next_check
 
 
 def next_health_check(profile: Profile, rules: FunnelRules) -> datetime | None:
