@@ -59,6 +59,8 @@ class Wiring:
     workers: Sequence[tuple[str, Task]] = ()
     workers_once_connected: Sequence[tuple[str, Task]] = ()
     close: Sequence[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # More for /readyz: a worker that waits out an outage says so (e.g. the notifier's sender).
+    ready: Sequence[tuple[str, Callable[[], bool]]] = ()
 
 
 def consuming_service_app(
@@ -86,6 +88,7 @@ def consuming_service_app(
         app.state.stores, app.state.engine, app.state.clock = stores, engine, clock
         wiring = wire(app, runtime)
         app.state.pipeline = wiring.pipeline
+        app.state.ready_checks = wiring.ready
         workers = WorkerGroup()
         app.state.workers = workers
 
@@ -123,6 +126,7 @@ def consuming_service_app(
             "postgres": await database_reachable(app.state.engine),
             "kafka": producer is not None and await kafka_reachable(producer),
             "consumer": app.state.pipeline.running,
+            **{check: is_ready() for check, is_ready in app.state.ready_checks},
         }
 
     app.include_router(ops_router(readiness))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 # SQLSTATE classes and codes that say "not now" rather than "never": connection exceptions (08), a server
 # shutting down or starting (57P01-57P03), a transaction chosen as deadlock or serialisation victim (40).
@@ -34,3 +34,12 @@ def is_bad_data(exc: BaseException) -> bool:
     retrying the same message can never succeed, so it is a poison message, not an outage."""
     code = _sqlstate(exc) if isinstance(exc, DBAPIError) else None
     return code is not None and code[:2] in ("22", "23")
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """A failure of what every message needs (the database, the broker, the network), as opposed to a fault of
+    the one message being handled: an outage, or a database that refuses more than the data (a missing table,
+    a lost permission). Retrying another message cannot help; a worker stops for these, and only these."""
+    if is_transient(exc):
+        return True
+    return isinstance(exc, SQLAlchemyError) and not is_bad_data(exc)

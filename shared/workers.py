@@ -64,6 +64,12 @@ class Poller:
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
         self._wake = asyncio.Event()
+        # False while the worker waits out an outage: readiness reports it, so the process says it is stuck.
+        self.ready = True
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether a failure is an outage to wait out (a worker may know more kinds than the database's)."""
+        return is_transient(exc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -78,11 +84,13 @@ class Poller:
             try:
                 handled = await self.step()
                 attempt = 0
+                self.ready = True
             except Exception as exc:
-                if not is_transient(exc):
+                if not self.is_outage(exc):
                     raise
-                log.warning(
-                    "worker_retry", worker=self._poller_name, attempt=attempt, error=type(exc).__name__
+                self.ready = False
+                log.error(
+                    "worker_paused", worker=self._poller_name, attempt=attempt, error=type(exc).__name__
                 )
                 await sleep_backoff(attempt)
                 attempt += 1

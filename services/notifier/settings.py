@@ -14,6 +14,9 @@ class NotifierSettings(ConsumerServiceSettings, SmtpSettings):
     notifier_group_id: str = "notifier"
     notifier_send_batch: int = Field(default=50, ge=1, le=1000)
     notifier_max_attempts: int = Field(default=5, ge=1)
+    # How long a sender's claim on a batch holds without being renewed (renewed every quarter of it): after
+    # a crash, its messages wait this long before another sender (or the restarted one) settles them.
+    notifier_send_lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
     # Our unsubscribe links: https (RFC 8058); plain http only on loopback, for development.
     notifier_public_url: str = "http://127.0.0.1:8002"
     # The segmenter's REST API, for complementary products in recommendations.

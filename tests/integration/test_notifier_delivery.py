@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deploy.devstack.ports import free_ports
 from services.notifier.adapters import repository
 from services.notifier.adapters.webhooks import signature
 from services.notifier.domain.coupons import CouponTerms
@@ -151,29 +150,6 @@ async def test_a_redelivered_funnel_event_sends_nothing_new(
     assert await notifier.send() == 0
     assert len(mails_to(smtp_server, "c-dup")) == 1
     assert [(r.flow, r.status, r.attempts) for r in await notifier.rows("c-dup")] == [("welcome", "sent", 1)]
-
-
-async def test_a_crash_between_claim_and_send_never_sends_twice(
-    notifier: Notifier, smtp_server: SmtpServer
-) -> None:
-    await notifier.plan([event(notifier, "stage_changed", "c-crash", stage("first_time"))])
-    async with (
-        notifier.engine.begin() as conn
-    ):  # claimed, then the process "dies" before the SMTP conversation
-        [due] = [r for r in await repository.due_messages(conn, T0, 50) if r.customer_id == "c-crash"]
-        await repository.claim_many(conn, [(due.id, None)], T0)
-    assert await notifier.send() == 0
-    assert mails_to(smtp_server, "c-crash") == []
-    assert [r.status for r in await notifier.rows("c-crash")] == ["sending"]
-
-
-async def test_smtp_unreachable_schedules_a_retry_instead_of_losing_the_message(notifier: Notifier) -> None:
-    await notifier.plan([event(notifier, "stage_changed", "c-down", stage("first_time"))])
-    [closed_port] = free_ports(1)
-    assert await notifier.sender(smtp_port=closed_port).send_due() == 1
-    [row] = await notifier.rows("c-down")
-    assert (row.status, row.attempts, row.due_at) == ("pending", 1, T0 + timedelta(seconds=30))
-    assert await notifier.sender(smtp_port=closed_port).send_due() == 0  # not due again before the backoff
 
 
 async def test_a_permanent_refusal_suppresses_the_address_for_every_flow(

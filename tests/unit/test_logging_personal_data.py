@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from shared.logging import configure_logging, customer_ref, get_logger, redact_text
+
+
+@pytest.fixture(autouse=True)
+def _default_logging_afterwards() -> Iterator[None]:
+    # configure_logging binds structlog to this test's captured stdout, which is closed once the test ends:
+    # a later test whose code logs would fail writing to it.
+    yield
+    structlog.reset_defaults()
 
 
 class _Signup(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters.tables import coupons, customers, messages, orders, products
 from services.notifier.domain.coupons import CouponTerms, OpenCoupon, SentMessage, new_code
+from services.notifier.domain.delivery import UNCERTAIN, Unsettled
 from services.notifier.domain.flows import PlannedMessage, Skipped
 from services.notifier.domain.messages import (
     CLAIMED,
@@ -86,6 +87,7 @@ def _message(r: Row[Any]) -> Message:
         converted_at=r.converted_at,
         converted_order_id=r.converted_order_id,
         revenue=r.revenue,
+        resent_at=r.resent_at,
     )
 
 
@@ -351,6 +353,19 @@ async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list
     return [_message(r) for r in rows.all()]
 
 
+async def due_message(conn: AsyncConnection, message_id: int, now: datetime) -> Message | None:
+    """One due message, locked (for deciding the messages of a batch one at a time)."""
+    found = await conn.execute(
+        select(messages)
+        .where(
+            messages.c.id == message_id, messages.c.status == MessageStatus.PENDING, messages.c.due_at <= now
+        )
+        .with_for_update(skip_locked=True)
+    )
+    row = found.first()
+    return _message(row) if row is not None else None
+
+
 async def recent_marketing(
     conn: AsyncConnection, keys: Iterable[CustomerKey], since: datetime
 ) -> dict[CustomerKey, list[tuple[int, datetime]]]:
@@ -363,7 +378,8 @@ async def recent_marketing(
             tuple_(messages.c.store_id, messages.c.customer_id).in_(wanted),
             messages.c.marketing,
             messages.c.claimed_at >= since,
-            messages.c.status.in_(CLAIMED),
+            # A message whose fate a crash left unknown may have reached the customer: it counts.
+            or_(messages.c.status.in_(CLAIMED), messages.c.skip_reason == UNCERTAIN),
         )
     )
     for r in rows.all():
@@ -371,9 +387,20 @@ async def recent_marketing(
     return found
 
 
-async def claim_many(conn: AsyncConnection, claimed: Sequence[tuple[int, str | None]], now: datetime) -> None:
-    """`pending` -> `sending` for (message id, coupon code) pairs: one statement for the batch."""
-    if claimed:
+@dataclass(frozen=True)
+class ClaimSlot:
+    message_id: int
+    coupon_code: str | None
+    lane: int
+    position: int
+
+
+async def claim_many(
+    conn: AsyncConnection, claim_id: str, slots: Sequence[ClaimSlot], now: datetime, lease_until: datetime
+) -> None:
+    """`pending` -> `sending` for the batch, each message with its coupon and its place in a lane: one
+    statement for the batch."""
+    if slots:
         await conn.execute(
             update(messages)
             .where(messages.c.id == bindparam("message_id"))
@@ -382,9 +409,153 @@ async def claim_many(conn: AsyncConnection, claimed: Sequence[tuple[int, str | N
                 claimed_at=now,
                 attempts=messages.c.attempts + 1,
                 coupon_code=bindparam("claimed_coupon"),
+                claim_id=claim_id,
+                lane=bindparam("claimed_lane"),
+                lane_position=bindparam("claimed_position"),
+                lease_until=lease_until,
             ),
-            [{"message_id": message_id, "claimed_coupon": code} for message_id, code in claimed],
+            [
+                {
+                    "message_id": s.message_id,
+                    "claimed_coupon": s.coupon_code,
+                    "claimed_lane": s.lane,
+                    "claimed_position": s.position,
+                }
+                for s in slots
+            ],
         )
+
+
+async def place_in_lanes(
+    conn: AsyncConnection, claim_id: str, places: Sequence[tuple[int, int, int]], lease_until: datetime
+) -> None:
+    """(message id, lane, position) of messages whose coupon the store's platform must confirm first: their
+    place in the claim, taken when the confirmation moves them to `sending`."""
+    if places:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("message_id"))
+            .values(
+                claim_id=claim_id,
+                lane=bindparam("claimed_lane"),
+                lane_position=bindparam("claimed_position"),
+                lease_until=lease_until,
+            ),
+            [
+                {"message_id": message_id, "claimed_lane": lane, "claimed_position": position}
+                for message_id, lane, position in places
+            ],
+        )
+
+
+def _claimed_by(message_id: int, claim_id: str | None) -> list[Any]:
+    """The message, while the claim still holds it: a sender whose lease ran out and whose claim was settled
+    by another sender changes nothing."""
+    where = [messages.c.id == message_id]
+    if claim_id is not None:
+        where += [messages.c.claim_id == claim_id, messages.c.status == MessageStatus.SENDING]
+    return where
+
+
+_UNCLAIMED = {"claim_id": None, "lane": None, "lane_position": None, "lease_until": None}
+
+
+async def renew_lease(conn: AsyncConnection, claim_id: str, until: datetime) -> None:
+    await conn.execute(
+        update(messages)
+        .where(messages.c.claim_id == claim_id, messages.c.status == MessageStatus.SENDING)
+        .values(lease_until=until)
+    )
+
+
+async def release(conn: AsyncConnection, claim_id: str, message_ids: Sequence[int]) -> None:
+    """Messages of the claim that were never started go back to the queue, their claim not counted."""
+    if message_ids:
+        await conn.execute(
+            update(messages)
+            .where(
+                messages.c.id.in_(list(message_ids)),
+                messages.c.claim_id == claim_id,
+                messages.c.status == MessageStatus.SENDING,
+            )
+            .values(status=MessageStatus.PENDING, attempts=messages.c.attempts - 1, **_UNCLAIMED)
+        )
+
+
+async def expired_claims(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    """Claims whose sender stopped renewing their lease: it is gone, or cut off from the database."""
+    rows = await conn.execute(
+        select(messages.c.claim_id)
+        .where(messages.c.status == MessageStatus.SENDING, messages.c.lease_until < now)
+        .group_by(messages.c.claim_id)
+        .limit(limit)
+    )
+    return [r.claim_id for r in rows.all()]
+
+
+async def lock_expired_claim(
+    conn: AsyncConnection, claim_id: str, now: datetime
+) -> list[tuple[Unsettled, str]]:
+    """The claim's messages still in `sending`, locked, all at once: deciding which one of a lane may have
+    been on a connection needs the whole lane (a second sender settling the same claim waits, then finds
+    nothing left in `sending`)."""
+    rows = await conn.execute(
+        select(
+            messages.c.id,
+            messages.c.flow,
+            messages.c.lane,
+            messages.c.lane_position,
+            messages.c.marketing,
+            messages.c.resent_at,
+        )
+        .where(
+            messages.c.claim_id == claim_id,
+            messages.c.status == MessageStatus.SENDING,
+            messages.c.lease_until < now,
+        )
+        .order_by(messages.c.id)
+        .with_for_update()
+    )
+    return [
+        (Unsettled(r.id, r.lane or 0, r.lane_position or 0, r.marketing, r.resent_at is not None), r.flow)
+        for r in rows.all()
+    ]
+
+
+async def settle_claim(
+    conn: AsyncConnection,
+    resend: Sequence[int],
+    uncertain: Sequence[int],
+    requeue: Sequence[int],
+    now: datetime,
+) -> None:
+    if resend:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(list(resend)))
+            .values(status=MessageStatus.PENDING, due_at=now, resent_at=now, **_UNCLAIMED)
+        )
+    if uncertain:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(list(uncertain)))
+            .values(status=MessageStatus.SKIPPED, skip_reason=UNCERTAIN, lease_until=None)
+        )
+    if requeue:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(list(requeue)))
+            .values(status=MessageStatus.PENDING, attempts=messages.c.attempts - 1, **_UNCLAIMED)
+        )
+
+
+async def fail_unclaimed(conn: AsyncConnection, message_id: int, error: str) -> None:
+    """A pending message that could not even be decided (its data breaks the decision): failed, once."""
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.status == MessageStatus.PENDING)
+        .values(status=MessageStatus.FAILED, last_error=error)
+    )
 
 
 async def defer_many(conn: AsyncConnection, deferred: Sequence[tuple[int, datetime, str]]) -> None:
@@ -412,29 +583,38 @@ async def skip_many(conn: AsyncConnection, skipped: Sequence[tuple[int, str]]) -
         )
 
 
-async def mark_sent_many(conn: AsyncConnection, sent: Sequence[tuple[int, str]], now: datetime) -> None:
-    await conn.execute(
+async def mark_sent(
+    conn: AsyncConnection, message_id: int, claim_id: str | None, subject: str, now: datetime
+) -> bool:
+    """Recorded as sent; False when the claim no longer holds the message (see _claimed_by)."""
+    done = await conn.execute(
         update(messages)
-        .where(messages.c.id == bindparam("message_id"))
-        .values(status=MessageStatus.SENT, subject=bindparam("sent_subject"), sent_at=now, last_error=None),
-        [{"message_id": message_id, "sent_subject": subject} for message_id, subject in sent],
+        .where(*_claimed_by(message_id, claim_id))
+        .values(status=MessageStatus.SENT, subject=subject, sent_at=now, last_error=None, lease_until=None)
     )
+    return bool(done.rowcount)
 
 
-async def mark_retry(conn: AsyncConnection, message_id: int, due_at: datetime, error: str) -> None:
-    await conn.execute(
+async def mark_retry(
+    conn: AsyncConnection, message_id: int, due_at: datetime, error: str, claim_id: str | None = None
+) -> bool:
+    done = await conn.execute(
         update(messages)
-        .where(messages.c.id == message_id)
-        .values(status=MessageStatus.PENDING, due_at=due_at, last_error=error)
+        .where(*_claimed_by(message_id, claim_id))
+        .values(status=MessageStatus.PENDING, due_at=due_at, last_error=error, **_UNCLAIMED)
     )
+    return bool(done.rowcount)
 
 
-async def mark_failed(conn: AsyncConnection, message_id: int, error: str) -> None:
-    await conn.execute(
+async def mark_failed(
+    conn: AsyncConnection, message_id: int, error: str, claim_id: str | None = None
+) -> bool:
+    done = await conn.execute(
         update(messages)
-        .where(messages.c.id == message_id)
-        .values(status=MessageStatus.FAILED, last_error=error)
+        .where(*_claimed_by(message_id, claim_id))
+        .values(status=MessageStatus.FAILED, last_error=error, lease_until=None)
     )
+    return bool(done.rowcount)
 
 
 # -- coupons ----------------------------------------------------------------------------------------------
@@ -686,13 +866,16 @@ async def flow_counts(conn: AsyncConnection, store_id: str, since: datetime | No
             messages.c.skip_reason,
             func.count().label("n"),
             func.count(messages.c.converted_order_id).label("converted"),
+            func.count(messages.c.resent_at).label("resent"),
             func.coalesce(func.sum(messages.c.revenue), 0).label("revenue"),
         )
         .where(messages.c.store_id == store_id, *when)
         .group_by(messages.c.flow, messages.c.status, messages.c.skip_reason)
     )
     return [
-        FlowCount(r.flow, MessageStatus(r.status), r.skip_reason, r.n, r.converted, Decimal(r.revenue))
+        FlowCount(
+            r.flow, MessageStatus(r.status), r.skip_reason, r.n, r.converted, Decimal(r.revenue), r.resent
+        )
         for r in rows.all()
     ]
 

@@ -28,12 +28,22 @@ class DeliveryError(Exception):
         self.permanent_for_address = permanent_for_address
 
 
+class SmtpUnavailable(DeliveryError):
+    """The SMTP server cannot be reached: an outage of what every email needs, not a fault of this message.
+    Nothing was handed over."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 @dataclass(frozen=True)
 class Envelope:
     from_address: str
     from_name: str
     to_address: str
     headers: tuple[tuple[str, str], ...] = ()
+    # The same on every copy of one message (domain/delivery.py); a fresh one when not given (a test send).
+    message_id: str | None = None
 
 
 def build_email(envelope: Envelope, rendered: RenderedMessage) -> Message:
@@ -51,7 +61,9 @@ def build_email(envelope: Envelope, rendered: RenderedMessage) -> Message:
         rendered.subject if rendered.subject.isascii() else Header(rendered.subject, "utf-8").encode()
     )
     message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(domain=envelope.from_address.rpartition("@")[2] or None)
+    message["Message-ID"] = envelope.message_id or make_msgid(
+        domain=envelope.from_address.rpartition("@")[2] or None
+    )
     for name, value in envelope.headers:
         message[name] = value
     message.attach(MIMEText(rendered.text, "plain", "utf-8"))
@@ -158,7 +170,7 @@ class SmtpSender:
                 await client.ehlo()
         except aiosmtplib.SMTPConnectError as exc:
             # Nothing was handed over: safe to try again later.
-            raise DeliveryError(f"cannot connect to SMTP server: {exc}", retryable=True) from exc
+            raise SmtpUnavailable(f"cannot connect to SMTP server: {exc}") from exc
         except _SMTP_ERRORS as exc:
             client.close()
             raise _failure(exc) from exc

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -50,8 +51,10 @@ customers = Table(
 )
 
 # One row per (store, customer, flow, trigger): the unique constraint is what makes a message at most once.
-# status: pending -> sending -> sent | failed, or skipped (with the reason); `sending` left behind by a crash
-# is never retried blindly. A delayed message is a pending row whose due_at lies ahead.
+# status: pending -> sending -> sent | failed, or skipped (with the reason). A delayed message is a pending
+# row whose due_at lies ahead. A claim (claim_id) is sent in lanes, one message at a time per lane
+# (lane, lane_position), under a lease the sender renews (lease_until); see domain/delivery.py for what a
+# claim whose lease ran out means. resent_at: a transactional message of unknown fate, sent once more.
 messages = Table(
     "messages",
     metadata,
@@ -79,12 +82,19 @@ messages = Table(
     Column("converted_at", DateTime(timezone=True)),
     Column("converted_order_id", String(200)),
     Column("revenue", MONEY),
+    Column("claim_id", String(36)),
+    Column("lane", SmallInteger),
+    Column("lane_position", Integer),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("resent_at", DateTime(timezone=True)),
     UniqueConstraint("store_id", "customer_id", "flow", "trigger_event_id", name="uq_messages_once"),
     # The sender takes due messages transactional first, then by due time (see repository.due_messages).
     Index(
         "ix_messages_due_by_kind", "marketing", "due_at", "id", postgresql_where=text("status = 'pending'")
     ),
     Index("ix_messages_customer", "store_id", "customer_id", "created_at"),
+    Index("ix_messages_sending_lease", "lease_until", postgresql_where=text("status = 'sending'")),
+    Index("ix_messages_sending_claim", "claim_id", postgresql_where=text("status = 'sending'")),
     Index(
         "ix_messages_marketing_claims",
         "store_id",

@@ -6,9 +6,10 @@ status in the code that decides whether a customer gets a message twice or never
 Life of a message: `pending` (possibly delayed or deferred) -> `sending` (claimed, coupon issued) -> `sent`
 or `failed`; or `skipped` with a reason, at planning or at send time. A message whose coupon must exist in
 the store's platform goes `pending` -> `provisioning` -> `sending` once the platform confirmed it (or back to
-`pending` later, or `skipped` as `coupon_unavailable`). A `sending` row left behind by a crash
-is never picked up again: a customer may miss a message after a crash, never get two. A retryable failure
-puts the message back to `pending` with a later due time.
+`pending` later, or `skipped` as `coupon_unavailable`). A `sending` row left behind by a crash is settled once
+its claim's lease has run out (domain/delivery.py): back to `pending` if it was never started, or, if it may
+have been on an SMTP connection, sent once more (transactional, same Message-ID) or `skipped` as `uncertain`
+(marketing). A retryable failure puts the message back to `pending` with a later due time.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class Message:
     converted_at: datetime | None
     converted_order_id: str | None
     revenue: Decimal | None
+    resent_at: datetime | None = None  # a copy of unknown fate was sent again (same Message-ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class FlowCount:
     n: int
     converted: int
     revenue: Decimal
+    resent: int = 0  # of which a copy of unknown fate was sent again
 
 
 @dataclass(frozen=True, slots=True)

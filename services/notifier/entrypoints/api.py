@@ -3,6 +3,8 @@ Start-up, readiness and shutdown are shared with the segmenter (shared/service_a
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from fastapi import FastAPI
 
@@ -66,6 +68,8 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             batch_size=settings.notifier_send_batch,
             max_attempts=settings.notifier_max_attempts,
             coupon_provisioning=CouponProvisioning(engine, platforms, clock),
+            lanes=settings.smtp_connections,
+            lease=timedelta(seconds=settings.notifier_send_lease_seconds),
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",
@@ -89,6 +93,8 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
                 ("audiences", audiences.run_forever),
             ],
             close=[stop_reloader, smtp.close, http.aclose],
+            # False while the sender waits out an outage (database, SMTP server): mail is not going out.
+            ready=[("sender", lambda: sender.ready)],
         )
 
     return consuming_service_app(

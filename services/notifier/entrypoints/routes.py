@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notifier.adapters import repository
+from services.notifier.domain.delivery import UNCERTAIN
 from services.notifier.domain.messages import WAITING, MessageStatus
 from shared.notifier_rules import FlowName
 from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, PageDep, StoreDep
@@ -29,7 +30,8 @@ class Notification(BaseModel):
     )
     skip_reason: str | None = Field(
         description="why it was not sent: trigger_too_old, no_email, no_marketing_consent, unsubscribed, "
-        "exited_ordered, frequency_capped, expired, suppressed, ..."
+        "exited_ordered, frequency_capped, expired, suppressed, uncertain (a stopped sender may or may not "
+        "have handed it over), ..."
     )
     subject: str | None
     trigger_event_id: str
@@ -38,6 +40,9 @@ class Notification(BaseModel):
     coupon_code: str | None
     created_at: datetime
     sent_at: datetime | None
+    resent_at: datetime | None = Field(
+        default=None, description="when a copy of unknown fate was sent again (same Message-ID)"
+    )
     converted_order_id: str | None = Field(description="the order attributed to this message, if any")
     revenue: Decimal | None
 
@@ -62,6 +67,14 @@ class FlowReport(BaseModel):
     pending: int = Field(description="waiting: delayed, deferred by quiet hours or the frequency cap")
     failed: int
     skipped: dict[str, int] = Field(description="skipped messages by reason")
+    resent: int = Field(
+        description="transactional messages a stopped sender left on an SMTP connection (fate unknown), "
+        "sent once more with the same Message-ID"
+    )
+    uncertain: int = Field(
+        description="marketing messages a stopped sender left on an SMTP connection (fate unknown), not sent "
+        "again (also under skipped)"
+    )
     converted: int = Field(description="messages to which an order was attributed")
     revenue: Decimal = Field(description="total of the orders attributed to this flow")
     coupons_issued: int
@@ -152,6 +165,8 @@ async def flows(
             pending=0,
             failed=0,
             skipped={},
+            resent=0,
+            uncertain=0,
             converted=0,
             revenue=Decimal("0"),
             coupons_issued=coupons[name.value].issued if name.value in coupons else 0,
@@ -165,6 +180,7 @@ async def flows(
             continue
         report.planned += row.n
         report.converted += row.converted
+        report.resent += row.resent
         report.revenue += row.revenue
         if row.status == MessageStatus.SENT:
             report.sent += row.n
@@ -175,4 +191,6 @@ async def flows(
         elif row.status == MessageStatus.SKIPPED:
             reason = row.skip_reason or "unknown"
             report.skipped[reason] = report.skipped.get(reason, 0) + row.n
+            if reason == UNCERTAIN:
+                report.uncertain += row.n
     return list(reports.values())

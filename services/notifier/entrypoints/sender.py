@@ -2,15 +2,25 @@
 
 One transaction decides for a batch of due messages: their customers are locked (in key order) so the
 frequency cap is judged by one sender at a time, then each message is skipped, deferred, or claimed
-(`pending` -> `sending`, with its coupon issued). Delivery happens after that commit. A crash after the claim
-leaves the row in `sending`, and such a row is never picked up again: a customer may miss a message after a
-crash, but never gets two.
+(`pending` -> `sending`, with its coupon issued and its place in a lane). The claimed messages go out in
+lanes, one lane per SMTP connection: a lane hands over one message, records its outcome (one small statement,
+committed), then starts the next. A crash therefore leaves at most one message per lane whose fate is
+unknown; domain/delivery.py says what becomes of it and of the rest of the claim once its lease runs out.
+
+One message cannot stop the sender: whatever goes wrong while deciding, preparing or sending it (bad data, a
+template error, an address the mail library refuses) fails that message, with the reason, and the others go
+on. Only an outage of what every message needs (the database, the SMTP server) pauses the sender, which then
+reports itself not ready and tries again with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from liquid.exceptions import LiquidError
@@ -19,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import consent_repository, platform_repository, repository
 from services.notifier.adapters.recommendations import Recommender, seed_products, viewed_products
-from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, build_email
+from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, SmtpUnavailable, build_email
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
-from services.notifier.domain import guards
+from services.notifier.domain import delivery, guards
 from services.notifier.domain.coupon_platforms import PROVISIONING_LEASE, CouponPlatform, Delivery, placement
 from services.notifier.domain.flows import RECOMMENDING_FLOWS, SUPPORT_CHANNEL
 from services.notifier.domain.messages import KnownCustomer, Message, trigger_currency, trigger_fields
@@ -36,6 +46,7 @@ from shared.funnel_events import OrderRecorded
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
 from shared.stores import StoreConfig, StoreRegistry
+from shared.transient import is_infrastructure
 from shared.workers import Poller, backoff
 
 log = get_logger(__name__)
@@ -48,7 +59,15 @@ DECIDED = Counter(
     "notifier_guard_verdicts_total", "Guard verdicts at send time, by flow and verdict", ["flow", "verdict"]
 )
 DELIVERY_SECONDS = Histogram("notifier_delivery_seconds", "Render and hand-over time of one message")
-
+SETTLED = Counter(
+    "notifier_unknown_fate_total",
+    "Messages a stopped sender left on a connection: resent (transactional, same Message-ID) or uncertain "
+    "(not sent again)",
+    ["flow", "outcome"],
+)
+REQUEUED = Counter(
+    "notifier_claims_requeued_total", "Claimed messages never started, put back in the queue", ["flow"]
+)
 
 # A temporary delivery failure waits 30 s, then 1, 2, 4... minutes, at most an hour.
 FIRST_RETRY = timedelta(seconds=30)
@@ -62,6 +81,28 @@ class Claimed:
     store: StoreConfig
     rule: FlowRule
     coupon: Coupon | None
+
+
+@dataclass
+class _Claim:
+    """One batch claimed by this sender: what goes straight to sending, what waits for its coupon in the
+    store's platform first, and each message's place (lane, position) as recorded in its row."""
+
+    id: str
+    claimed: list[Claimed] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    places: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """A claim being sent: its lanes, which messages were started, and how long its lease surely holds."""
+
+    claim_id: str
+    lanes: list[list[Claimed]]
+    held_until: float  # time.monotonic() until which no other sender can take the claim over
+    started: set[int] = field(default_factory=set)
+    stop: bool = False
 
 
 class MessageSender(Poller):
@@ -78,6 +119,8 @@ class MessageSender(Poller):
         clock: Clock,
         batch_size: int,
         max_attempts: int,
+        lanes: int = 4,
+        lease: timedelta = timedelta(minutes=2),
         idle_poll_seconds: float = 0.5,
         coupon_provisioning: CouponProvisioning | None = None,
     ) -> None:
@@ -92,30 +135,71 @@ class MessageSender(Poller):
         super().__init__("sender", batch_size, idle_poll_seconds)
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        self._lanes = lanes
+        self._lease = lease
+        self._next_recovery = 0.0  # time.monotonic() of the next look for claims whose lease ran out
         # Without it (tests of other concerns), every coupon stays ours alone, as before platforms existed.
         self._provisioning = coupon_provisioning
+
+    def is_outage(self, exc: BaseException) -> bool:
+        return isinstance(exc, SmtpUnavailable) or super().is_outage(exc)
 
     async def step(self) -> int:
         return await self.send_due()
 
     async def send_due(self) -> int:
+        if time.monotonic() >= self._next_recovery:
+            await self.settle_expired_claims()
+            self._next_recovery = time.monotonic() + self._lease.total_seconds() / 4
         now = self._clock()
-        pending: list[Pending] = []
-        async with self._engine.begin() as conn:
-            if self._provisioning is not None:
-                await platform_repository.release_stale_provisioning(conn, now, PROVISIONING_LEASE)
-            rows = await repository.due_messages(conn, now, self._batch_size)
-            claimed = await self._decide(conn, rows, now, pending) if rows else []
-        if pending and self._provisioning is not None:
-            # The coupon step: only messages whose coupon the store's platform confirmed go on.
-            claimed = claimed + await self._provisioning.run(pending)
-        delivered = [d for d in await asyncio.gather(*(self._deliver(c) for c in claimed)) if d]
-        if delivered:
-            # One transaction records the whole batch; a crash before it leaves the rows in `sending`,
-            # which are never sent again.
-            async with self._engine.begin() as conn:
-                await repository.mark_sent_many(conn, delivered, self._clock())
+        claim = _Claim(str(uuid.uuid4()))
+        rows = await self._claim(claim, now)
+        if claim.places:
+            await self._send(claim)
         return len(rows)
+
+    # -- claiming -----------------------------------------------------------------------------------------
+
+    async def _claim(self, claim: _Claim, now: datetime) -> list[Message]:
+        """Decide the due messages, claiming those to send; returns the messages looked at."""
+        rows: list[Message] = []
+        try:
+            async with self._engine.begin() as conn:
+                if self._provisioning is not None:
+                    await platform_repository.release_stale_provisioning(conn, now, PROVISIONING_LEASE)
+                rows = await repository.due_messages(conn, now, self._batch_size)
+                pending: list[Pending] = []
+                decided = await self._decide(conn, rows, now, pending) if rows else []
+                places = await self._record_claim(conn, claim, decided, pending, now)
+            claim.claimed += decided
+            claim.pending += pending
+            claim.places |= places
+            return rows
+        except Exception as exc:
+            if is_infrastructure(exc) or not rows:
+                raise
+            log.warning("batch_decision_failed", messages=len(rows), error=type(exc).__name__)
+        # One message broke the batch's decision (everything above was rolled back): decide them one at a
+        # time, so that only the culprit fails.
+        for row in rows:
+            try:
+                async with self._engine.begin() as conn:
+                    again = await repository.due_message(conn, row.id, now)
+                    pending = []
+                    decided = await self._decide(conn, [again], now, pending) if again is not None else []
+                    places = await self._record_claim(conn, claim, decided, pending, now)
+                claim.claimed += decided
+                claim.pending += pending
+                claim.places |= places
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                error = _reason("could not be decided", exc)
+                log.error("message_failed", message_id=row.id, flow=row.flow, retryable=False, error=error)
+                FAILED.labels(row.flow, "false").inc()
+                async with self._engine.begin() as conn:
+                    await repository.fail_unclaimed(conn, row.id, error)
+        return rows
 
     async def _decide(
         self, conn: AsyncConnection, rows: list[Message], now: datetime, pending: list[Pending]
@@ -184,13 +268,188 @@ class MessageSender(Poller):
         # One statement per outcome for the whole batch, not one round trip per message.
         await repository.skip_many(conn, skipped)
         await repository.defer_many(conn, deferred)
-        await repository.claim_many(
-            conn, [(c.row.id, c.coupon.code if c.coupon else None) for c in claimed], now
-        )
         await platform_repository.begin_provisioning(
             conn, [(p.message_id, p.coupon.code) for p in pending], now
         )
         return claimed
+
+    async def _record_claim(
+        self,
+        conn: AsyncConnection,
+        claim: _Claim,
+        claimed: Sequence[Claimed],
+        pending: Sequence[Pending],
+        now: datetime,
+    ) -> dict[int, tuple[int, int]]:
+        """Claim the messages to send, each with its place in a lane (after those the claim already has);
+        messages waiting for their coupon get their place now too, and take it once confirmed."""
+        first = len(claim.places)
+        ids = [c.row.id for c in claimed] + [p.message_id for p in pending]
+        places = dict(zip(ids, delivery.lanes(first + len(ids), self._lanes)[first:], strict=True))
+        slots = [
+            repository.ClaimSlot(c.row.id, c.coupon.code if c.coupon else None, *places[c.row.id])
+            for c in claimed
+        ]
+        await repository.claim_many(conn, claim.id, slots, now, now + self._lease)
+        await repository.place_in_lanes(
+            conn, claim.id, [(p.message_id, *places[p.message_id]) for p in pending], now + self._lease
+        )
+        return places
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def _send(self, claim: _Claim) -> None:
+        """Send a claim lane by lane, renewing its lease meanwhile; put back what was never started."""
+        batch = _Batch(claim.id, [], self._lease_deadline())
+        lease = asyncio.create_task(self._keep_lease(batch))
+        claimed = claim.claimed
+        try:
+            if claim.pending and self._provisioning is not None:
+                # The coupon step: only messages whose coupon the store's platform confirmed go on.
+                claimed = claimed + await self._provisioning.run(claim.pending)
+            lanes: dict[int, list[Claimed]] = {}
+            for c in sorted(claimed, key=lambda c: claim.places[c.row.id][1]):
+                lanes.setdefault(claim.places[c.row.id][0], []).append(c)
+            batch.lanes = list(lanes.values())
+            results = await asyncio.gather(
+                *(self._run_lane(batch, lane) for lane in batch.lanes), return_exceptions=True
+            )
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+            await self._release_unstarted(batch, claimed)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _run_lane(self, batch: _Batch, lane: list[Claimed]) -> None:
+        for claimed in lane:
+            if batch.stop or time.monotonic() > batch.held_until - self._lease.total_seconds() / 2:
+                return  # what is left is released, or settled by whoever finds the lease run out
+            batch.started.add(claimed.row.id)
+            try:
+                outcome = await self._deliver(claimed)
+            except SmtpUnavailable:
+                batch.started.discard(claimed.row.id)  # nothing was handed over
+                batch.stop = True
+                raise
+            except BaseException:
+                batch.stop = True
+                raise
+            try:
+                held = await self._record(batch.claim_id, claimed, outcome)
+            except BaseException:
+                batch.stop = True
+                raise
+            if not held:
+                log.error("claim_lost", message_id=claimed.row.id, flow=claimed.row.flow)
+                batch.stop = True
+                return
+
+    async def _keep_lease(self, batch: _Batch) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 4)
+            deadline = self._lease_deadline()
+            try:
+                async with self._engine.begin() as conn:
+                    await repository.renew_lease(conn, batch.claim_id, self._clock() + self._lease)
+            except Exception as exc:
+                # The lanes stop by themselves before the lease runs out; the claim is settled later.
+                log.error("lease_not_renewed", error=type(exc).__name__)
+                continue
+            batch.held_until = deadline
+
+    def _lease_deadline(self) -> float:
+        return time.monotonic() + self._lease.total_seconds()
+
+    async def _release_unstarted(self, batch: _Batch, claimed: list[Claimed]) -> None:
+        unstarted = [c.row.id for c in claimed if c.row.id not in batch.started]
+        if not unstarted:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                await repository.release(conn, batch.claim_id, unstarted)
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
+            log.error("claim_not_released", messages=len(unstarted), error=type(exc).__name__)
+
+    async def _deliver(self, claimed: Claimed) -> str | DeliveryError:
+        """Hand one message over: its subject when it was accepted, else why not.
+
+        Raises only for an outage (the database, the SMTP server unreachable): whatever else goes wrong is
+        this message's own fault, and must not stop the others."""
+        row = claimed.row
+        try:
+            with DELIVERY_SECONDS.time():
+                return await self._hand_over(claimed)
+        except SmtpUnavailable:
+            raise
+        except DeliveryError as exc:
+            return exc
+        except (LiquidError, TemplateProblem) as exc:
+            return DeliveryError(_reason("template error", exc), retryable=False)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            # E.g. an address the mail library refuses in a header (CR/LF), data a template cannot use.
+            log.error("message_unpreparable", message_id=row.id, flow=row.flow, error=type(exc).__name__)
+            return DeliveryError(_reason("could not be prepared", exc), retryable=False)
+
+    async def _record(self, claim_id: str, claimed: Claimed, outcome: str | DeliveryError) -> bool:
+        """Record one outcome, right away; False when the claim no longer holds the message."""
+        row = claimed.row
+        if isinstance(outcome, DeliveryError):
+            async with self._engine.begin() as conn:
+                return await self._record_failure(conn, claimed, outcome, claim_id)
+        # Autocommit: one statement, no BEGIN/COMMIT round trips, for the outcome of every message sent. A
+        # connection from the pool each time rather than one held per lane: lanes wait on SMTP, not on us.
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = await repository.mark_sent(conn, row.id, claim_id, outcome, self._clock())
+        if not held:
+            return False
+        SENT.labels(row.flow, row.channel).inc()
+        log.info(
+            "message_sent",
+            message_id=row.id,
+            flow=row.flow,
+            channel=row.channel,
+            store_id=row.store_id,
+            customer_id=row.customer_id,
+        )
+        return True
+
+    # -- after a crash --------------------------------------------------------------------------------------
+
+    async def settle_expired_claims(self) -> int:
+        """Settle the claims of senders that stopped renewing their lease (domain/delivery.py); returns how
+        many messages were settled. Safe with several senders: each claim is settled once, under its locks."""
+        now = self._clock()
+        async with self._engine.connect() as conn:
+            claims = await repository.expired_claims(conn, now, limit=20)
+        settled = 0
+        for claim_id in claims:
+            async with self._engine.begin() as conn:
+                rows = await repository.lock_expired_claim(conn, claim_id, now)
+                plan = delivery.settle(unsettled for unsettled, _ in rows)
+                await repository.settle_claim(conn, plan.resend, plan.uncertain, plan.requeue, now)
+            flows = {unsettled.id: flow for unsettled, flow in rows}
+            for ids, outcome in ((plan.resend, "resent"), (plan.uncertain, delivery.UNCERTAIN)):
+                for message_id in ids:
+                    SETTLED.labels(flows[message_id], outcome).inc()
+            for message_id in plan.requeue:
+                REQUEUED.labels(flows[message_id]).inc()
+            if rows:
+                log.warning(
+                    "claim_settled",
+                    resent=len(plan.resend),
+                    uncertain=len(plan.uncertain),
+                    requeued=len(plan.requeue),
+                )
+            settled += len(rows)
+        return settled
 
     async def _coupon(
         self,
@@ -215,30 +474,6 @@ class MessageSender(Poller):
             return None
         code = await repository.issue_coupon(conn, row, terms, rule.coupon.prefix, now)
         return Coupon(code, terms.kind, terms.value, terms.currency, terms.expires_at)
-
-    async def _deliver(self, claimed: Claimed) -> tuple[int, str] | None:
-        """Hand one message over; (id, subject) when it was accepted, None when it failed (recorded)."""
-        row = claimed.row
-        try:
-            with DELIVERY_SECONDS.time():
-                subject = await self._hand_over(claimed)
-        except (LiquidError, TemplateProblem) as exc:
-            # A template bug fails this message visibly; it does not stop the sender for everyone else.
-            await self._record_failure(claimed, DeliveryError(f"template error: {exc}", retryable=False))
-            return None
-        except DeliveryError as exc:
-            await self._record_failure(claimed, exc)
-            return None
-        SENT.labels(row.flow, row.channel).inc()
-        log.info(
-            "message_sent",
-            message_id=row.id,
-            flow=row.flow,
-            channel=row.channel,
-            store_id=row.store_id,
-            customer_id=row.customer_id,
-        )
-        return row.id, subject
 
     async def _hand_over(self, claimed: Claimed) -> str:
         row, customer, store = claimed.row, claimed.customer, claimed.store
@@ -298,32 +533,48 @@ class MessageSender(Poller):
                 ("List-Unsubscribe", f"<{ctx['unsubscribe_url']}>"),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             )
-        envelope = Envelope(store.email.from_address, store.email.from_name, customer.email, headers)
+        message_id = delivery.message_id(
+            row.store_id,
+            row.customer_id,
+            row.flow,
+            row.trigger_event_id,
+            store.email.from_address.rpartition("@")[2],
+        )
+        envelope = Envelope(
+            store.email.from_address, store.email.from_name, customer.email, headers, message_id
+        )
         await self._smtp.send(build_email(envelope, rendered))
         return rendered.subject
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self._public_url}/u/{token}"
 
-    async def _record_failure(self, claimed: Claimed, exc: DeliveryError) -> None:
+    async def _record_failure(
+        self, conn: AsyncConnection, claimed: Claimed, exc: DeliveryError, claim_id: str
+    ) -> bool:
         row = claimed.row
         FAILED.labels(row.flow, str(exc.retryable).lower()).inc()
         log.warning(
             "message_failed", message_id=row.id, flow=row.flow, retryable=exc.retryable, error=str(exc)
         )
         now = self._clock()
-        async with self._engine.begin() as conn:
-            if exc.retryable and row.attempts + 1 < self._max_attempts:
-                due = now + backoff(row.attempts + 1, first=FIRST_RETRY, cap=MAX_RETRY)
-                await repository.mark_retry(conn, row.id, due, str(exc))
-                return
-            await repository.mark_failed(conn, row.id, str(exc))
-            if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
-                # The address will never accept mail: stop every flow from trying it again.
-                await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
-                await consent_repository.record(
-                    conn, claimed.store, row.customer_id, subscribed=False, reason="bounce", at=now
-                )
+        if exc.retryable and row.attempts + 1 < self._max_attempts:
+            due = now + backoff(row.attempts + 1, first=FIRST_RETRY, cap=MAX_RETRY)
+            return await repository.mark_retry(conn, row.id, due, str(exc), claim_id)
+        if not await repository.mark_failed(conn, row.id, str(exc), claim_id):
+            return False
+        if exc.permanent_for_address and row.channel == Channel.EMAIL.value:
+            # The address will never accept mail: stop every flow from trying it again.
+            await repository.suppress(conn, row.store_id, row.customer_id, str(exc), now)
+            await consent_repository.record(
+                conn, claimed.store, row.customer_id, subscribed=False, reason="bounce", at=now
+            )
+        return True
+
+
+def _reason(what: str, exc: BaseException) -> str:
+    """Why a message failed, for its row: the kind of error, never its text (which may quote the address)."""
+    return f"{what}: {type(exc).__name__}"
 
 
 async def _placed(
