@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -197,6 +198,8 @@ async def test_the_same_segment_message_twice_has_one_effect(services: RunningSe
 
 def test_no_personal_data_in_the_logs(services: RunningServices, smtp_server: SmtpServer) -> None:
     emails = {m["To"] for m in smtp_server.messages}
+    # Envelope recipients too: the refused ones (bounce-*) never got a message, only an SMTP reply.
+    emails |= {rcpt for envelope in smtp_server.envelopes for rcpt in envelope.rcpt_tos}
     assert emails, "runs after tests that sent emails"
     for name, path in services.logs.items():
         text = path.read_text()
@@ -204,3 +207,8 @@ def test_no_personal_data_in_the_logs(services: RunningServices, smtp_server: Sm
             assert email not in text, f"{name} logged an email address"
         for personal in ("Camille", "María", "Valencia", "Durand"):
             assert personal not in text, f"{name} logged {personal!r}"
+        # A guest's id is `email:<address>`: logged as a customer_ref, never as is.
+        assert re.search(r"email:[^\s\"]+@", text) is None, f"{name} logged a guest's id"
+        # Nor any other address, in an error, an SMTP reply or a traceback.
+        address = re.search(r"[\w.+-]+@[\w-]+\.(com|fr|es|de|org|net)\b", text)
+        assert address is None, f"{name} logged an address"
