@@ -177,7 +177,9 @@ def registry_file(tmp_path: Path, templates: Path, name: str = "Toko Kita") -> P
     return path
 
 
-def reloader_for(tmp_path: Path) -> tuple[Reloader, StoreRegistry, TemplateRenderer, Path]:
+def reloader_for(
+    tmp_path: Path, forgotten: list[str] | None = None
+) -> tuple[Reloader, StoreRegistry, TemplateRenderer, Path]:
     templates = tmp_path / "shop-templates"
     write(templates, "welcome/en/subject.liquid", "Version one")
     stores_file = registry_file(tmp_path, templates)
@@ -190,12 +192,14 @@ def reloader_for(tmp_path: Path) -> tuple[Reloader, StoreRegistry, TemplateRende
         production=False,
         pidfile=tmp_path / "notifier.pid",
         clock=lambda: datetime(2026, 11, 30, tzinfo=UTC),
+        on_reloaded=[lambda: (forgotten if forgotten is not None else []).append("platform clients")],
     )
     return reloader, registry, renderer, templates
 
 
 def test_a_reload_swaps_registry_and_templates_together(tmp_path: Path) -> None:
-    reloader, registry, renderer, templates = reloader_for(tmp_path)
+    forgotten: list[str] = []
+    reloader, registry, renderer, templates = reloader_for(tmp_path, forgotten)
     (templates / "welcome/en/subject.liquid").write_text("Version two")
     registry_file(tmp_path, templates, name="Toko Baru")
     outcome = reloader.reload()
@@ -203,11 +207,13 @@ def test_a_reload_swaps_registry_and_templates_together(tmp_path: Path) -> None:
     shop = registry.get("shop")
     assert shop is not None
     assert shop.name == "Toko Baru"  # the same registry object, new settings
+    assert forgotten == ["platform clients"]  # what was built from the old settings is rebuilt
     assert render(renderer, shop, "welcome", "en").subject == "Version two"
 
 
 def test_a_failing_reload_keeps_the_running_version_and_says_why(tmp_path: Path) -> None:
-    reloader, registry, renderer, templates = reloader_for(tmp_path)
+    forgotten: list[str] = []
+    reloader, registry, renderer, templates = reloader_for(tmp_path, forgotten)
     (templates / "welcome/en/subject.liquid").write_text("{{ customer.first_name ")
     registry_file(tmp_path, templates, name="Toko Baru")
     outcome = reloader.reload()
@@ -216,6 +222,7 @@ def test_a_failing_reload_keeps_the_running_version_and_says_why(tmp_path: Path)
     shop = registry.get("shop")
     assert shop is not None
     assert shop.name == "Toko Kita"
+    assert forgotten == []
     assert render(renderer, shop, "welcome", "en").subject == "Version one"
     recorded = json.loads(status_path(tmp_path / "notifier.pid").read_text())
     assert recorded["ok"] is False

@@ -35,6 +35,11 @@ class PlatformClients:
         self._shopify: dict[str, ShopifyAdmin] = {}
         self._woo: dict[str, WooCommerceRest] = {}
 
+    def forget(self) -> None:
+        """Drop the clients after a registry reload: the next call builds them with the new URL and token."""
+        self._shopify.clear()
+        self._woo.clear()
+
     def shopify(self, store: StoreConfig) -> ShopifyAdmin:
         client = self._shopify.get(store.store_id)
         if client is None:

@@ -51,11 +51,13 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             production=settings.environment == "production",
             pidfile=settings.pidfile,
             clock=clock,
+            on_reloaded=[platforms.forget],
         )
         reloader.start()
 
         async def stop_reloader() -> None:
             reloader.stop()
+
         sender = MessageSender(
             engine=engine,
             stores=stores,

@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ class Reloader:
         production: bool,
         pidfile: Path | None,
         clock: Callable[[], datetime],
+        on_reloaded: Sequence[Callable[[], None]] = (),
     ) -> None:
         self._stores = stores
         self._renderer = renderer
@@ -64,6 +65,7 @@ class Reloader:
         self._production = production
         self._pidfile = pidfile
         self._clock = clock
+        self._on_reloaded = on_reloaded
         self._generation = 0
         self._lock = threading.Lock()
         self._listening = False
@@ -82,6 +84,8 @@ class Reloader:
                 log.error("reload_failed", generation=self._generation, problems=problems[:50])
                 return self._record(ok=False, problems=problems)
             self._stores.adopt(registry)
+            for forget in self._on_reloaded:  # what was built from the old settings (platform clients)
+                forget()
             log.info("reloaded", generation=self._generation, stores=len(list(registry)))
             return self._record(ok=True, problems=[])
 
