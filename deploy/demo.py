@@ -20,18 +20,19 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
 from rich.console import Console
 
 from deploy.simulator import report
-from deploy.simulator.actions import OrderPlaced
+from deploy.simulator.actions import OrderPlaced, Session
 from deploy.simulator.cli import MAX_SEED
 from deploy.simulator.generator import SimulationConfig, StoreHistory
 from deploy.simulator.http_plan import StoreTarget, plan_requests
@@ -196,8 +197,44 @@ def invitations(services: Services, history: StoreHistory) -> list[Invitation]:
     return found
 
 
+def test_shop_url(store: StoreConfig) -> str | None:
+    """The local test shop the store is connected to (make up runs it), else None: a real shop's checkout
+    is the customer's to use, not ours."""
+    if store.shopify is None or not store.shopify.connected:
+        return None
+    parts = urlsplit(store.shopify.admin_url)
+    return (
+        f"http://{parts.netloc}"
+        if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
+        else None
+    )
+
+
+def checkout_at_shop(client: httpx.Client, shop_url: str, sessions: list[Session]) -> list[Session]:
+    """Each customer first applies their code at the test shop's checkout, as a real shop would check it
+    (exists, theirs, in date, not used): an order carries only a code the shop accepted."""
+    checked = []
+    for session in sessions:
+        actions = []
+        for action in session.actions:
+            if isinstance(action, OrderPlaced) and action.discount_code:
+                answer = client.post(
+                    f"{shop_url}/_test/checkout",
+                    json={"code": action.discount_code, "customer_id": session.shopper.user_id},
+                )
+                if answer.status_code != 200:
+                    action = replace(action, discount_code=None, discount=Decimal("0"))
+            actions.append(action)
+        checked.append(replace(session, actions=tuple(actions)))
+    return checked
+
+
 def answer_emails(
-    services: Services, history: StoreHistory, target: StoreTarget, options: SendOptions
+    services: Services,
+    history: StoreHistory,
+    target: StoreTarget,
+    options: SendOptions,
+    shop_url: str | None = None,
 ) -> tuple[int, int]:
     """Some customers who got an email order now; (orders, coupons redeemed). Sent as Shopify webhooks."""
     invited = invitations(services, history)
@@ -205,6 +242,8 @@ def answer_emails(
     sessions = responses(history.config.seed, invited, now)
     if not sessions:
         return 0, 0
+    if shop_url is not None:
+        sessions = checkout_at_shop(services.client, shop_url, list(sessions))
     answers = StoreHistory(config=history.config, shoppers=history.shoppers, sessions=tuple(sessions))
     plan = plan_requests(
         answers,
@@ -232,6 +271,9 @@ def print_report(services: Services, history: StoreHistory, store: StoreConfig) 
     console.print(report.flows_table(flows, why_flows))
     console.print(report.audiences_table(audiences, why_audiences))
     console.print(report.emails_table(emails, {s.email: s.first_name for s in history.shoppers}, why_emails))
+    shop_url = test_shop_url(store)
+    if shop_url is not None:
+        _print_shop(services.client, shop_url)
     urls = services.urls
     console.print(
         report.links(
@@ -243,6 +285,29 @@ def print_report(services: Services, history: StoreHistory, store: StoreConfig) 
             store.store_id,
         )
     )
+
+
+def _print_shop(client: httpx.Client, shop_url: str) -> None:
+    """What took effect in the (test) shop: the codes created there, for whom, and those used at its
+    checkout; and the customers whose unsubscribe reached its consent."""
+    try:
+        state = client.get(f"{shop_url}/_test/state").json()
+    except (httpx.HTTPError, ValueError):
+        console.print(f"[yellow]The test shop at {shop_url} did not answer.[/yellow]")
+        return
+    discounts = state.get("discounts", [])
+    used = [d for d in discounts if d.get("used")]
+    unsubscribed = [c for c in state.get("consent", {}).values() if c.get("marketingState") == "UNSUBSCRIBED"]
+    console.print(
+        f"In the shop ({shop_url}/_test/state): {len(discounts)} discount codes created, each for one "
+        f"customer, {len(used)} used at its checkout; {len(state.get('credits', []))} store credits; "
+        f"{len(unsubscribed)} customers' email consent withdrawn."
+    )
+    for discount in discounts[:5]:
+        whom = ", ".join(discount.get("customers", []))
+        console.print(
+            f"  {discount['code']}  {discount['title']}  for {whom}  used: {bool(discount.get('used'))}"
+        )
 
 
 def _ready(client: httpx.Client, url: str) -> bool:
@@ -328,7 +393,9 @@ def main(
         settle_after = time.monotonic() + _longest_short_delay(store) + 2 * QUIET_SECONDS
         if answer:
             before = services.consumed()
-            orders, redeemed = answer_emails(services, result.history, target, options)
+            orders, redeemed = answer_emails(
+                services, result.history, target, options, shop_url=test_shop_url(store)
+            )
             console.print(
                 f"{orders} customers answered their emails with an order ({redeemed} with a coupon)."
             )

@@ -18,6 +18,7 @@ from deploy.platforms import shopify_admin, woocommerce
 from deploy.platforms.server import serving
 from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.adapters.tables import store_connections
+from services.notifier.adapters.webhooks import signature
 from services.notifier.domain.coupon_platforms import (
     PROVISIONING_LEASE,
     CouponOrder,
@@ -28,7 +29,7 @@ from shared.notifier_rules import CouponKind
 from shared.stores import StoreConfig, StoreRegistry
 from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
-from tests.integration.notifier_harness import Clock, Notifier, dev_store
+from tests.integration.notifier_harness import Clock, Notifier, dev_store, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +84,13 @@ def connected_store(
     site_url: str | None = None,
     token: str = TOKEN,
     notifier_rules: dict[str, Any] | None = None,
+    coupon_webhook: dict[str, str] | None = None,
     **shopify_options: Any,
 ) -> StoreConfig:
-    data = dev_store(store_id, **(notifier_rules or {})).model_dump()
+    rules = dict(notifier_rules or {})
+    if coupon_webhook is not None:
+        rules["coupon_webhook"] = coupon_webhook
+    data = dev_store(store_id, **rules).model_dump()
     data["shopify"] = (
         {
             "shop_domain": f"{store_id}.myshopify.com",
@@ -450,3 +455,43 @@ async def test_cashback_as_store_credit_where_the_store_enables_it(
     assert "added" in text
     assert "no code needed" in text
     assert coupon.code not in text
+
+
+async def test_segment_only_store_signed_coupon_webhook_before_the_email(
+    engine: AsyncEngine, smtp_server: SmtpServer, harness: list[Notifier], store_id: str, tmp_path: Path
+) -> None:
+    """A store on neither platform: its coupon_webhook receives each coupon, signed, with an Idempotency-Key;
+    the email waits for the 2xx (a 503 defers it, the retry carries the same key)."""
+    with webhook_receiver([503]) as (url, received):
+        store = connected_store(
+            store_id, tmp_path, coupon_webhook={"url": url, "secret": "coupon-hook-secret"}
+        )
+        n = notifier(harness, engine, smtp_server, store)
+        await abandon(n, "7010")
+        await n.send()
+        [row] = await n.rows("7010")
+        assert row.status == "pending"
+        assert mails_to(smtp_server, "7010") == []
+        n.clock.advance(timedelta(seconds=30))
+        await n.send()
+        [row] = await n.rows("7010")
+        assert row.status == "sent"
+        first, second = received
+        [coupon] = await n.coupons()
+        assert coupon.platform == "webhook"
+        assert (
+            first.headers["Idempotency-Key"]
+            == second.headers["Idempotency-Key"]
+            == (f"coupon-{store_id}-{coupon.code}")
+        )
+        assert second.headers["X-LoyaltyFunnel-Signature"] == signature("coupon-hook-secret", second.body)
+        body = second.json()
+        assert (body["code"], body["customer_id"], body["email"], body["kind"], body["usage_limit"]) == (
+            coupon.code,
+            "7010",
+            "7010@example.com",
+            "percent",
+            1,
+        )
+        [mail] = await mails_for(smtp_server, "7010")
+        assert coupon.code in text_of(mail)
