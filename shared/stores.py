@@ -140,6 +140,13 @@ class WooCommerceConfig(_Model):
     def _api_url(cls, value: str | None) -> str | None:
         return None if value is None else outside_url(value, "woocommerce.api_url")
 
+    @model_validator(mode="after")
+    def _credentials_only_over_https(self) -> WooCommerceConfig:
+        # The consumer key travels as Basic auth to <site_url>wp-json/wc/v3/ unless api_url says otherwise.
+        if self.connected and self.api_url is None:
+            outside_url(self.site_url, "woocommerce.site_url")
+        return self
+
     @property
     def rest_url(self) -> str:
         base = (

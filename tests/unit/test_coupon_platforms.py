@@ -115,6 +115,9 @@ def test_platform_urls_are_https_except_on_loopback() -> None:
         store(shopify=SHOP | {"admin_api_url": "http://shop.example.com/graphql.json"})
     with pytest.raises(ValueError, match="https"):
         store(woocommerce=SITE | {"api_url": "http://10.0.0.5/wp-json/wc/v3/"})
+    # A connected site's key would travel to <site_url>wp-json/wc/v3/: plain http is refused there too.
+    with pytest.raises(ValueError, match="https"):
+        store(woocommerce=SITE | {"site_url": "http://shop.example.com/"})
     assert store(woocommerce=SITE).woocommerce.rest_url == "https://s.example/wp-json/wc/v3/"  # type: ignore[union-attr]
 
 

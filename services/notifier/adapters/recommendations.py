@@ -192,9 +192,7 @@ class Recommender:
             f"/products/{url_segment(product_id)}/complements"
         )
         try:
-            response = await self._client.get(
-                url, params={"limit": MAX_RECOMMENDATIONS}, headers=self._auth
-            )
+            response = await self._client.get(url, params={"limit": MAX_RECOMMENDATIONS}, headers=self._auth)
             response.raise_for_status()
             return [str(c["product_id"]) for c in response.json()]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:

@@ -29,6 +29,7 @@ from services.notifier.domain.coupon_platforms import (
     CouponOrder,
     Placement,
     PlatformError,
+    PlatformUnavailable,
     Retry,
     StoreWideRefusal,
     after_failure,
@@ -69,9 +70,7 @@ class Pending:
 
 
 class CouponProvisioning:
-    def __init__(
-        self, engine: AsyncEngine, platforms: PlatformClients, clock: Clock
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, platforms: PlatformClients, clock: Clock) -> None:
         self._engine = engine
         self._platforms = platforms
         self._clock = clock
@@ -153,3 +152,8 @@ class CouponProvisioning:
             return await self._platforms.ensure(item.store, item.placement.platform, order)
         except PlatformError as exc:
             return exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # An answer not shaped as the platform documents: not this message's fault, and not a reason to
+            # stop the sender for every store. Tried again later; the log says what was odd.
+            log.warning("platform_answer_unexpected", store_id=item.store.store_id, error=type(exc).__name__)
+            return PlatformUnavailable(f"unexpected answer from the platform ({type(exc).__name__})")
