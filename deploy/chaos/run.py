@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import yaml
 from rich.console import Console
 
 from deploy.chaos import gather
@@ -58,13 +59,32 @@ class ChaosOptions:
 
 
 def chaos_registry(target: Path, shopify_port: int, woocommerce_port: int) -> Path:
-    """The development registry with the demo store's test shop and site moved to this stack's ports
-    (the registry names make up's, 8010 and 8011, which this run must not touch)."""
-    text = DEV_REGISTRY.read_text()
-    for fixed, port in ((8010, shopify_port), (8011, woocommerce_port)):
-        text = text.replace(f"http://127.0.0.1:{fixed}/", f"http://127.0.0.1:{port}/")
-    target.write_text(text)
+    """The development registry, written to target, with the demo store's test shop and site moved to this
+    stack's ports (the registry names make up's, 8010 and 8011, which this run must not touch), and its
+    relative paths (templates_dir...) made absolute, since they are read relative to the registry file."""
+    document = yaml.safe_load(DEV_REGISTRY.read_text())
+    demo = document["stores"][STORE]
+    demo["shopify"]["admin_api_url"] = f"http://127.0.0.1:{shopify_port}/admin/api/2025-10/graphql.json"
+    demo["woocommerce"]["api_url"] = f"http://127.0.0.1:{woocommerce_port}/wp-json/wc/v3/"
+    _absolute_paths(document, DEV_REGISTRY.parent)
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target
+
+
+def _absolute_paths(node: object, base: Path) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (
+                isinstance(value, str)
+                and str(key).endswith(("_dir", "_file"))
+                and not Path(value).is_absolute()
+            ):
+                node[key] = str(base / value)
+            else:
+                _absolute_paths(value, base)
+    elif isinstance(node, list):
+        for item in node:
+            _absolute_paths(item, base)
 
 
 def chaos_layout(root: Path, brokers: int) -> StackLayout:
