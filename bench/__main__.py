@@ -15,7 +15,11 @@ import typer
 from rich.console import Console
 
 from bench.e2e_bench import run_e2e
-from bench.ingest_bench import run_ingest
+from bench.ingest_bench import KAFKA_TOOL_RECORDS, run_ingest
+from bench.limits_bench import run_limits
+from bench.replay_check import BATCH as REPLAY_BATCH
+from bench.replay_check import REPO_ROOT, differences, replay_check
+from bench.replay_check import load as load_replay
 from bench.report import RESULTS_DIR, figures, markdown_table, print_table, write_chart, write_json
 from bench.segmenter_bench import run_segmenter
 from bench.stack import BenchStack
@@ -24,6 +28,18 @@ app = typer.Typer(add_completion=False, help="Loyalty Funnel benchmark (issue 6)
 # Wide when piped to a file too: a wrapped table is hard to read in a log.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
 PHASES = ("ingest", "segmenter", "e2e")
+# Not run by default: the limits alone (their runs are inside the ingest and segmenter phases already).
+EXTRA_PHASES = ("limits",)
+# The broker's durability settings (deploy/kafka/server.properties, one broker) and the producers' (both
+# the ingest's aiokafka producer and Kafka's own tool): reported beside the figures.
+KAFKA_SETTINGS = {
+    "brokers": 1,
+    "replication.factor": 1,
+    "min.insync.replicas": 1,
+    "acks": "all",
+    "enable.idempotence": True,
+    "log.flush.interval.messages": "Kafka's default (the OS page cache decides; durability is replication)",
+}
 
 
 def _say(message: str) -> None:
@@ -33,9 +49,14 @@ def _say(message: str) -> None:
 @app.command()
 def run(
     runs: Annotated[int, typer.Option(help="runs of each figure (median and spread)")] = 3,
-    phases: Annotated[str, typer.Option(help="comma-separated: ingest,segmenter,e2e")] = ",".join(PHASES),
+    phases: Annotated[
+        str, typer.Option(help="comma-separated: ingest,segmenter,e2e; or limits (the limits alone)")
+    ] = ",".join(PHASES),
     ingest_seconds: Annotated[float, typer.Option(help="measuring window of each ingest run")] = 10.0,
     segmenter_events: Annotated[int, typer.Option(help="events pre-filled for the segmenter")] = 200_000,
+    kafka_limit_records: Annotated[
+        int, typer.Option(help="records Kafka's ProducerPerformance sends (--phases limits: aiokafka too)")
+    ] = KAFKA_TOOL_RECORDS,
     e2e_rate: Annotated[float, typer.Option(help="offered events/s end to end")] = 1000.0,
     e2e_seconds: Annotated[float, typer.Option(help="length of each end-to-end run")] = 60.0,
     output: Annotated[Path, typer.Option(help="results JSON (the PNG goes beside it)")] = RESULTS_DIR
@@ -45,17 +66,23 @@ def run(
 ) -> None:
     """Run the benchmark on a stack of its own (.run/bench/) and stop everything it started."""
     chosen = [p.strip() for p in phases.split(",") if p.strip()]
-    unknown = set(chosen) - set(PHASES)
+    unknown = set(chosen) - set(PHASES) - set(EXTRA_PHASES)
     if unknown:
         raise typer.BadParameter(f"unknown phases: {', '.join(sorted(unknown))}")
     began = time.monotonic()
     _say("starting the benchmark's own Kafka, PostgreSQL and SMTP sink")
     stack = BenchStack.start()
+    try:
+        durability = stack.postgres_durability()
+    except BaseException:
+        stack.stop()
+        raise
     raw: dict[str, Any] = {}
     phase_runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "ingest": lambda: run_ingest(stack, runs, ingest_seconds, _say),
+        "ingest": lambda: run_ingest(stack, runs, ingest_seconds, _say, kafka_limit_records),
         "segmenter": lambda: run_segmenter(stack, runs, segmenter_events, _say),
         "e2e": lambda: run_e2e(stack, runs, e2e_rate, e2e_seconds, _say),
+        "limits": lambda: run_limits(stack, runs, kafka_limit_records, segmenter_events, _say),
     }
     try:
         for phase in chosen:
@@ -76,8 +103,11 @@ def run(
         "phases": chosen,
         "ingest_seconds": ingest_seconds,
         "segmenter_events": segmenter_events,
+        "kafka_limit_records": kafka_limit_records,
         "e2e_rate": e2e_rate,
         "e2e_seconds": e2e_seconds,
+        "postgres_settings": durability,
+        "kafka_settings": KAFKA_SETTINGS,
         "machine": {"cpus": _cpus(), "python": platform.python_version(), "load_at_end": _loadavg()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(time.monotonic() - began, 1),
@@ -94,6 +124,43 @@ def _cpus() -> int:
 
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+@app.command("replay-check")
+def replay_check_command(
+    events: Annotated[int, typer.Option(help="events of the mix to replay")] = 200_000,
+    batch: Annotated[
+        int, typer.Option(help="events per batch (the segmenter's default batch)")
+    ] = REPLAY_BATCH,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="where the digest JSON goes (default: .run/bench-replay/<commit>.json)"),
+    ] = None,
+    dump: Annotated[
+        Path | None, typer.Option(help="also write each table's dump (TSV) into this directory")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option(help="another replay-check JSON: exit 1 unless this run matches it")
+    ] = None,
+) -> None:
+    """Replay the benchmark's mix into an empty database through the segmenter's batch handler and write
+    a digest of its tables and outbox, to compare two commits byte for byte (bench/README.md)."""
+    root = REPO_ROOT / ".run" / "bench-replay"
+    _say(f"replaying {events} events of the mix in batches of {batch} (PostgreSQL of its own in {root})")
+    result = replay_check(events, batch, root, dump)
+    target = output or root / f"{result['commit'].replace('+', '-')}-{events}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    for name, table_digest in result["tables"].items():
+        console.print(f"  {name:<18} {table_digest['rows']:>9,} rows  {table_digest['sha256'][:16]}")
+    _say(f"digest {result['digest']} of {result['commit']} ({result['wall_seconds']:.0f} s) in {target}")
+    if compare is not None:
+        found = differences(result, load_replay(compare))
+        if found:
+            for line in found:
+                console.print(f"[red]differs[/] {line}")
+            raise typer.Exit(1)
+        console.print(f"[green]same state[/] as {compare}")
 
 
 @app.command()

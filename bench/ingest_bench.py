@@ -1,13 +1,16 @@
-"""ingest: single Shopify webhooks/s and Segment batch events/s with response latency, and beside them the
-limit: the raw aiokafka producer with the ingest's own settings sending the same canonical events."""
+"""ingest: single Shopify webhooks/s and Segment batch events/s with response latency, and beside them two
+limits: Kafka's own producer performance tool, and the raw aiokafka producer, both with the ingest's own
+settings sending the same canonical events."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.httpload import closed_loop, encode_request
+from bench.limits import kafka_tool_limit
 from bench.stack import BenchStack, Service
 from bench.stats import percentile
 from bench.workload import Storefront, canonical, segment_batch_body
@@ -18,6 +21,10 @@ from shared.settings import KafkaSettings
 WEBHOOK_POOL = 20_000
 BATCH_CALLS = 100  # analytics-python's default upload size
 BATCH_POOL = 400
+# Records ProducerPerformance sends per run, and the distinct payloads it picks them from.
+KAFKA_TOOL_RECORDS = 500_000
+KAFKA_TOOL_PAYLOADS = 20_000
+LIMIT_TOPIC = "bench-produce-limit"
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -79,23 +86,45 @@ async def kafka_produce_limit(bootstrap: str, run: str, topic: str, count: int) 
     return {"events_per_s": len(records) / elapsed, "events": len(records), "seconds": elapsed}
 
 
-def run_ingest(stack: BenchStack, runs: int, seconds: float, say: Any) -> dict[str, Any]:
+def kafka_tool_run(bootstrap: str, run: str, topic: str, records: int, work_dir: Path) -> dict[str, Any]:
+    """Kafka's ProducerPerformance with the canonical events of the same mix as payloads (bench/limits.py)."""
+    calls = Storefront(seed=13, run=run).segment_calls(KAFKA_TOOL_PAYLOADS)
+    values = [encode_event(e) for e in canonical(calls)]
+    return kafka_tool_limit(bootstrap, topic, values, records, work_dir)
+
+
+def kafka_limits(
+    stack: BenchStack, r: int, aiokafka_records: int, tool_records: int, say: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run of each Kafka limit, one after the other on the same broker and topic."""
     from bench.isolated import run_isolated
 
-    stack.recreate_topics([STOREFRONT_EVENTS, "bench-produce-limit"])
+    bootstrap = stack.kafka.bootstrap_servers
+    limit = run_isolated(kafka_produce_limit, bootstrap, f"k{r}", LIMIT_TOPIC, aiokafka_records)
+    say(f"aiokafka produce limit run {r + 1}: {limit['events_per_s']:.0f} events/s")
+    tool = run_isolated(kafka_tool_run, bootstrap, f"t{r}", LIMIT_TOPIC, tool_records, stack.root)
+    say(f"Kafka ProducerPerformance limit run {r + 1}: {tool['events_per_s']:.0f} records/s "
+        f"({tool['mean_record_bytes']:.0f} B a record)")  # fmt: skip
+    return limit, tool
+
+
+def run_ingest(
+    stack: BenchStack, runs: int, seconds: float, say: Any, tool_records: int = KAFKA_TOOL_RECORDS
+) -> dict[str, Any]:
+    from bench.isolated import run_isolated
+
+    stack.recreate_topics([STOREFRONT_EVENTS, LIMIT_TOPIC])
     ingest: Service = stack.start_service("ingest", stack.env())
-    out: dict[str, list[Any]] = {"webhooks": [], "batch": [], "limit": []}
+    out: dict[str, list[Any]] = {"webhooks": [], "batch": [], "limit": [], "limit_kafka_tool": []}
     try:
         for r in range(runs):
             out["webhooks"].append(run_isolated(webhook_load, ingest.port, f"w{r}", 64, seconds))
             say(f"ingest webhooks run {r + 1}: {out['webhooks'][-1]['per_s']:.0f} req/s")
             out["batch"].append(run_isolated(batch_load, ingest.port, f"b{r}", 8, seconds))
             say(f"ingest batch run {r + 1}: {out['batch'][-1]['events_per_s']:.0f} events/s")
-            limit = run_isolated(
-                kafka_produce_limit, stack.kafka.bootstrap_servers, f"k{r}", "bench-produce-limit", 100_000
-            )
+            limit, tool = kafka_limits(stack, r, 100_000, tool_records, say)
             out["limit"].append(limit)
-            say(f"kafka produce limit run {r + 1}: {limit['events_per_s']:.0f} events/s")
+            out["limit_kafka_tool"].append(tool)
         out["peak_rss_mb"] = [ingest.peak_rss_mb()]
     finally:
         stack.stop_service(ingest)

@@ -1,5 +1,6 @@
-"""segmenter: events/s fully processed (DB commit, then offsets) from a pre-filled topic, and beside it the
-limit: the same rows written by raw batched upserts (asyncpg, one statement per table per batch)."""
+"""segmenter: events/s fully processed (DB commit, then offsets) from a pre-filled topic, and beside it two
+limits: the same rows written by the segmenter's own upsert statements run by pgbench (no Python), and by
+raw batched upserts from asyncpg (one statement per table per batch)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bench.isolated import run_isolated
+from bench.limits import PGBENCH_SCHEMA, SEGMENTER_WRITES, pgbench_figures, pgbench_script, run_pgbench
 from bench.stack import PARTITIONS, BenchStack
 from bench.workload import Step, Storefront, canonical
+from services.segmenter.adapters import tables as segmenter_tables
+from services.segmenter.adapters.unnest import _element_type
 from services.segmenter.domain.funnel import event_identifiers
 from services.segmenter.settings import SegmenterSettings
 from shared.events import OrderPlacedEvent, encode_event
@@ -150,12 +154,17 @@ _CONFLICTS: dict[str, tuple[str, ...] | None] = {
 }
 
 
-async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path) -> dict[str, Any]:
+async def postgres_upsert_limit(
+    database_url: str, bootstrap: str, prefill: Path, work_dir: Path | None = None
+) -> dict[str, Any]:
     """Write as many rows into each table as the segmenter run wrote (Postgres's own counters: inserted +
     updated), taken from what it left in its tables (so the same shapes and sizes, a first write of a key
     an insert, a later one an update, in the same proportion), in as many batches as the run had (one per
     1,000 events), each one transaction of one `INSERT ... SELECT FROM unnest(...)` per table, into copies
-    of its tables with the same indexes. No reads, no decisions: the floor under the segmenter."""
+    of its tables with the same indexes. No reads, no decisions: the floor under the segmenter.
+
+    With a `work_dir`, pgbench then writes the very same batches with the segmenter's own statements
+    (bench/limits.py), into fresh copies of the tables: under "pgbench" in the result."""
     with prefill.open("rb") as f:
         _, meta = pickle.load(f)  # noqa: S301 - our own cache file
     funnel = await _funnel_values(bootstrap)
@@ -231,45 +240,103 @@ async def postgres_upsert_limit(database_url: str, bootstrap: str, prefill: Path
                         await statements[table].fetch(*(list(col) for col in zip(*chunk, strict=True)))
                         rows_written += len(chunk)
         elapsed = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "rows_per_s": rows_written / elapsed,
+            "events_per_s": len(meta) / elapsed,
+            "rows": rows_written,
+            "rows_per_event": rows_written / len(meta),
+            "segmenter_rows_by_table": counters,
+            "seconds": elapsed,
+        }
+        if work_dir is not None:
+            await _stage_pgbench_batches(conn, plan, names, batches)
+            # Copies made with LIKE are logged tables, as the segmenter's are: checked, not assumed.
+            unlogged = await conn.fetch("SELECT relname FROM pg_class WHERE relpersistence = 'u'")
+            if unlogged:
+                raise RuntimeError(f"unlogged tables in the limit's database: {[r[0] for r in unlogged]}")
+            tables = [t for t in SEGMENTER_WRITES if t in plan]
+            ran = run_pgbench(database_url, pgbench_script(tables), batches, work_dir)
+            result["pgbench"] = pgbench_figures(ran, len(meta), rows_written, batches)
     finally:
         await conn.close()
-    return {
-        "rows_per_s": rows_written / elapsed,
-        "events_per_s": len(meta) / elapsed,
-        "rows": rows_written,
-        "rows_per_event": rows_written / len(meta),
-        "segmenter_rows_by_table": counters,
-        "seconds": elapsed,
-    }
+    return result
 
 
-def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[str, Any]:
+async def _stage_pgbench_batches(
+    conn: asyncpg.Connection,
+    plan: dict[str, list[list[tuple[Any, ...]]]],
+    names: dict[str, list[str]],
+    batches: int,
+) -> None:
+    """Fresh copies of the tables for pgbench to write into, and the batches' rows as one row of arrays per
+    batch (`<table>__<column>`, typed as the segmenter's statements cast them), numbered from 1 by a
+    sequence the script draws from."""
+    schema = PGBENCH_SCHEMA
+    await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    await conn.execute(f"CREATE SEQUENCE {schema}.next_batch")
+    tables = [t for t in SEGMENTER_WRITES if t in plan]
+    staged: list[tuple[str, str, str]] = []  # (table, column, array type)
+    for table in tables:
+        await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE segmenter.{table} INCLUDING ALL)")
+        definition = getattr(segmenter_tables, table)
+        for column in SEGMENTER_WRITES[table][1]:
+            staged.append((table, column, f"{_element_type(definition, column)}[]"))
+    columns = ", ".join(f"{t}__{c} {kind}" for t, c, kind in staged)
+    await conn.execute(f"CREATE TABLE {schema}.batches (batch bigint PRIMARY KEY, {columns})")
+    placeholders = ", ".join(f"${i + 2}::{kind}" for i, (_, _, kind) in enumerate(staged))
+    insert = f"INSERT INTO {schema}.batches VALUES ($1, {placeholders})"  # noqa: S608 - our own names
+    for b in range(batches):
+        values: list[Any] = [b + 1]
+        for table, column, _ in staged:
+            index = names[table].index(column)
+            values.append([row[index] for row in plan[table][b]])
+        await conn.execute(insert, *values)
+
+
+def prefilled(stack: BenchStack, events: int, say: Any) -> Path:
+    """The mix of `events` canonical events in storefront-events (recreated), and its cache file."""
     # The cache is named by its generator's version: bump it when bench/workload.py changes the mix.
     prefill = stack.root / f"prefill-v2-{events}.pickle"
     run_isolated(build_prefill, prefill, events)
     stack.recreate_topics([STOREFRONT_EVENTS])
     produced = run_isolated(produce_prefill, stack.kafka.bootstrap_servers, prefill)
     say(f"pre-filled {STOREFRONT_EVENTS} with {produced} events")
+    return prefill
+
+
+def segmenter_with_limits(
+    stack: BenchStack, r: int, prefill: Path, say: Any
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """One segmenter run over the pre-filled topic (fresh database and group), then the Postgres limits of
+    the rows it wrote: (the run, the limits, its peak memory)."""
+    stack.recreate_topics([FUNNEL_EVENTS])
+    url = stack.fresh_database(f"bench_segmenter_{r}", ("segmenter",))
+    group = f"bench-segmenter-{r}-{int(time.time())}"
+    # Not waiting for readiness: the clock is the group's commits, which start before /readyz says so.
+    segmenter = stack.start_service("segmenter", stack.env(url, SEGMENTER_GROUP_ID=group), timeout=0)
+    try:
+        result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
+        peak = segmenter.peak_rss_mb()
+        # Let the relay publish what the run wrote: the limit writes those outbox rows too.
+        time.sleep(3)
+    finally:
+        stack.stop_service(segmenter)
+    say(f"segmenter run {r + 1}: {result['events_per_s']:.0f} events/s")
+    limit = run_isolated(postgres_upsert_limit, url, stack.kafka.bootstrap_servers, prefill, stack.root)
+    say(f"postgres upsert limit run {r + 1}: asyncpg {limit['rows_per_s']:.0f} rows/s "
+        f"({limit['events_per_s']:.0f} events/s); pgbench {limit['pgbench']['rows_per_s']:.0f} rows/s "
+        f"({limit['pgbench']['events_per_s']:.0f} events/s)")  # fmt: skip
+    return result, limit, peak
+
+
+def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[str, Any]:
+    prefill = prefilled(stack, events, say)
     out: dict[str, list[Any]] = {"segmenter": [], "limit": [], "peak_rss_mb": []}
     for r in range(runs):
-        stack.recreate_topics([FUNNEL_EVENTS])
-        url = stack.fresh_database(f"bench_segmenter_{r}", ("segmenter",))
-        group = f"bench-segmenter-{r}-{int(time.time())}"
-        # Not waiting for readiness: the clock is the group's commits, which start before /readyz says so.
-        segmenter = stack.start_service("segmenter", stack.env(url, SEGMENTER_GROUP_ID=group), timeout=0)
-        try:
-            result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
-            out["peak_rss_mb"].append(segmenter.peak_rss_mb())
-            # Let the relay publish what the run wrote: the limit writes those outbox rows too.
-            time.sleep(3)
-        finally:
-            stack.stop_service(segmenter)
+        result, limit, peak = segmenter_with_limits(stack, r, prefill, say)
         out["segmenter"].append(result)
-        say(f"segmenter run {r + 1}: {result['events_per_s']:.0f} events/s")
-        limit = run_isolated(postgres_upsert_limit, url, stack.kafka.bootstrap_servers, prefill)
         out["limit"].append(limit)
-        say(f"postgres upsert limit run {r + 1}: {limit['rows_per_s']:.0f} rows/s "
-            f"({limit['events_per_s']:.0f} events/s)")  # fmt: skip
+        out["peak_rss_mb"].append(peak)
     # The same work shared by two segmenter processes in one group (6 partitions), beside the one-process
     # headline: on two cores they compete with PostgreSQL and Kafka for the CPU.
     out["segmenter_2_instances"] = []

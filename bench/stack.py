@@ -33,6 +33,20 @@ BENCH_DIR = REPO_ROOT / ".run" / "bench"
 HOST = "127.0.0.1"
 STORES_FILE = REPO_ROOT / "deploy" / "stores.dev.yaml"
 PARTITIONS = 6
+# What a durable server has (PostgreSQL's defaults), and further settings the results report.
+DURABLE_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+}
+REPORTED_SETTINGS = (
+    "wal_sync_method",
+    "shared_buffers",
+    "max_wal_size",
+    "wal_compression",
+    "wal_level",
+    "track_commit_timestamp",
+)
 
 
 class TimestampingSmtpSink:
@@ -129,6 +143,18 @@ class BenchStack:
         smtp = TimestampingSmtpSink(smtp_port)
         smtp.start()
         return cls(root, kafka, postgres, smtp, lock=lock)
+
+    def postgres_durability(self) -> dict[str, str]:
+        """The server's settings that decide what a commit survives: the benchmark refuses to measure with
+        any of them traded for speed (see bench/README.md, "Honest settings")."""
+        names = ", ".join(f"'{n}'" for n in (*DURABLE_SETTINGS, *REPORTED_SETTINGS))
+        query = f"SELECT name, setting FROM pg_settings WHERE name IN ({names}) ORDER BY name"  # noqa: S608
+        rows = self.postgres.psql(query)
+        found = dict(line.split("|", 1) for line in rows.splitlines() if "|" in line)
+        traded = {k: found.get(k) for k, wanted in DURABLE_SETTINGS.items() if found.get(k) != wanted}
+        if traded:
+            raise StackError(f"the benchmark's PostgreSQL is not durable: {traded}")
+        return found
 
     def stop(self) -> None:
         for service in self.services:
