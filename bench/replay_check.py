@@ -101,13 +101,11 @@ async def _dump_queries(conn: asyncpg.Connection) -> dict[str, str]:
         if name == "alembic_version":
             continue
         columns = await conn.fetch(
-            "SELECT attname, attidentity FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum",
+            "SELECT attname, attidentity <> '' AS identity FROM pg_attribute "
+            "WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             table["oid"],
         )
-        kept = [
-            c["attname"] for c in columns if c["attname"] not in VOLATILE_COLUMNS and not c["attidentity"]
-        ]
+        kept = [c["attname"] for c in columns if c["attname"] not in VOLATILE_COLUMNS and not c["identity"]]
         if name in IDENTITY_ORDER:
             order = list(IDENTITY_ORDER[name])
         else:
@@ -119,6 +117,8 @@ async def _dump_queries(conn: asyncpg.Connection) -> dict[str, str]:
                 table["oid"],
             )
             order = [r["attname"] for r in key] or kept
+        if not kept:
+            raise RuntimeError(f"no columns to dump in {SCHEMA}.{name}")
         selected = ", ".join(f'"{c}"' for c in kept)
         ordered = ", ".join(f'"{c}"' for c in order)
         queries[name] = f'SELECT {selected} FROM {SCHEMA}."{name}" ORDER BY {ordered}'  # noqa: S608
