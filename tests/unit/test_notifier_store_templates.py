@@ -272,3 +272,15 @@ def test_the_development_registry_and_its_templates_validate() -> None:
     demo = registry.get("demo")
     assert demo is not None
     assert demo.templates_dir == REPO_ROOT / "deploy" / "templates" / "demo"
+
+
+async def test_an_unwritable_pidfile_does_not_stop_the_notifier(tmp_path: Path) -> None:
+    reloader, *_ = reloader_for(tmp_path)
+    not_a_directory = write(tmp_path, "a-file", "")
+    reloader._pidfile = not_a_directory / "notifier.pid"  # cannot be created, not even by root
+    try:
+        reloader.start()  # logs pidfile_unwritable and carries on, SIGHUP included
+        assert reloader._pidfile is None
+        assert reloader.reload().ok
+    finally:
+        reloader.stop()

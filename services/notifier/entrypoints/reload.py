@@ -94,16 +94,24 @@ class Reloader:
         if self._pidfile is not None:
             target = status_path(self._pidfile)
             temporary = target.with_suffix(".tmp")
-            temporary.write_text(json.dumps(asdict(outcome)))
-            temporary.replace(target)  # the command never reads a half-written file
+            try:
+                temporary.write_text(json.dumps(asdict(outcome)))
+                temporary.replace(target)  # the command never reads a half-written file
+            except OSError as exc:
+                log.warning("reload_status_unwritable", error=type(exc).__name__)
         return outcome
 
     def start(self) -> None:
         """Write the pidfile and reload on SIGHUP (the validation runs in a thread: it takes a second)."""
         if self._pidfile is not None:
-            self._pidfile.parent.mkdir(parents=True, exist_ok=True)
-            status_path(self._pidfile).unlink(missing_ok=True)
-            self._pidfile.write_text(f"{os.getpid()}\n")
+            try:
+                self._pidfile.parent.mkdir(parents=True, exist_ok=True)
+                status_path(self._pidfile).unlink(missing_ok=True)
+                self._pidfile.write_text(f"{os.getpid()}\n")
+            except OSError as exc:
+                # A read-only install (a container image): SIGHUP works, only the command cannot find us.
+                log.warning("pidfile_unwritable", pidfile=str(self._pidfile), error=type(exc).__name__)
+                self._pidfile = None
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._on_hangup()))
