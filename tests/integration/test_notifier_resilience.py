@@ -6,9 +6,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -184,3 +189,56 @@ async def test_an_unreachable_smtp_server_pauses_the_sender_and_costs_no_attempt
     assert (row.status, row.attempts, row.due_at, row.claim_id) == ("pending", 0, T0, None)
     assert await notifier.send() == 1  # the server is back
     assert len(mails_to(smtp_server, f"down-{sid}")) == 1
+
+
+class _DropsDuringData:
+    """An SMTP server that takes the first `drops` messages in, then loses the connection before answering."""
+
+    def __init__(self, drops: int) -> None:
+        self.drops = drops
+        self.mails: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content: Any = envelope.original_content or envelope.content or b""
+        parsed = BytesParser(policy=policy.default).parsebytes(content)
+        assert isinstance(parsed, EmailMessage)
+        self.mails.append(parsed)
+        if self.drops > 0:
+            self.drops -= 1
+            assert server.transport is not None
+            server.transport.close()
+        return "250 Message accepted for delivery"
+
+
+async def test_a_connection_lost_during_data_resends_a_welcome_once_and_never_a_promotion(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    handler = _DropsDuringData(drops=2)
+    [port] = free_ports(1)
+    server = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="smtp-test.localhost")
+    server.start()
+    n = Notifier(engine, dev_store(store_id), Clock(T0), "127.0.0.1", port)
+    welcome, milestone = f"w-{store_id}", f"m-{store_id}"
+    try:
+        await n.plan(
+            [
+                event(n, "stage_changed", welcome, FIRST_ORDER),
+                event(n, "stage_changed", milestone, SECOND_ORDER),
+            ]
+        )
+        assert await n.send() == 2  # both go out on two connections, both connections break during DATA
+        [w] = await n.rows(welcome)
+        [m] = await n.rows(milestone)
+        assert (w.status, w.resent_at is not None) == ("pending", True)
+        assert (m.status, m.skip_reason) == ("skipped", delivery.UNCERTAIN)
+        assert await n.send() == 1  # the welcome, once more
+        [w] = await n.rows(welcome)
+        assert w.status == "sent"
+        assert await n.send() == 0
+    finally:
+        server.stop()
+        await n.http.aclose()
+    copies = [m for m in handler.mails if m["To"] == f"{welcome}@example.com"]
+    assert len(copies) == 2
+    assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+    assert len([m for m in handler.mails if m["To"] == f"{milestone}@example.com"]) == 1

@@ -549,6 +549,26 @@ async def settle_claim(
         )
 
 
+async def resend_once(conn: AsyncConnection, message_id: int, claim_id: str, now: datetime) -> bool:
+    """A transactional message whose hand-over may or may not have worked: back to the queue, once."""
+    done = await conn.execute(
+        update(messages)
+        .where(*_claimed_by(message_id, claim_id))
+        .values(status=MessageStatus.PENDING, due_at=now, resent_at=now, **_UNCLAIMED)
+    )
+    return bool(done.rowcount)
+
+
+async def mark_uncertain(conn: AsyncConnection, message_id: int, claim_id: str, error: str) -> bool:
+    """A message whose hand-over may or may not have worked, not to be sent again."""
+    done = await conn.execute(
+        update(messages)
+        .where(*_claimed_by(message_id, claim_id))
+        .values(status=MessageStatus.SKIPPED, skip_reason=UNCERTAIN, last_error=error, lease_until=None)
+    )
+    return bool(done.rowcount)
+
+
 async def fail_unclaimed(conn: AsyncConnection, message_id: int, error: str) -> None:
     """A pending message that could not even be decided (its data breaks the decision): failed, once."""
     await conn.execute(

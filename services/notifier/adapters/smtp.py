@@ -21,11 +21,21 @@ from shared.settings import SmtpSettings
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, retryable: bool, permanent_for_address: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        permanent_for_address: bool = False,
+        fate_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         # The recipient's server said this address will never take mail (5xx to RCPT): suppress it.
         self.permanent_for_address = permanent_for_address
+        # The conversation broke after the message's content went out, before the server's answer: it may
+        # have been accepted (domain/delivery.py says what then).
+        self.fate_unknown = fate_unknown
 
 
 class SmtpUnavailable(DeliveryError):
@@ -188,8 +198,12 @@ class SmtpSender:
             raise _failure(exc) from exc
         try:
             await connection.client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _failure(exc) from exc  # the server answered: it kept the message or it did not
         except _SMTP_ERRORS as exc:
-            raise _failure(exc) from exc
+            raise DeliveryError(
+                f"SMTP connection lost during DATA: {type(exc).__name__}", retryable=False, fate_unknown=True
+            ) from exc
 
 
 async def _quit(connection: _Connection) -> None:

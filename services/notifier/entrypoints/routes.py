@@ -68,12 +68,11 @@ class FlowReport(BaseModel):
     failed: int
     skipped: dict[str, int] = Field(description="skipped messages by reason")
     resent: int = Field(
-        description="transactional messages a stopped sender left on an SMTP connection (fate unknown), "
-        "sent once more with the same Message-ID"
+        description="transactional messages of unknown fate (a sender stopped with it on an SMTP connection, "
+        "or the connection broke during DATA), sent once more with the same Message-ID"
     )
     uncertain: int = Field(
-        description="marketing messages a stopped sender left on an SMTP connection (fate unknown), not sent "
-        "again (also under skipped)"
+        description="marketing messages of unknown fate (as for resent), not sent again (also under skipped)"
     )
     converted: int = Field(description="messages to which an order was attributed")
     revenue: Decimal = Field(description="total of the orders attributed to this flow")

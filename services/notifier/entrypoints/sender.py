@@ -61,8 +61,8 @@ DECIDED = Counter(
 DELIVERY_SECONDS = Histogram("notifier_delivery_seconds", "Render and hand-over time of one message")
 SETTLED = Counter(
     "notifier_unknown_fate_total",
-    "Messages a stopped sender left on a connection: resent (transactional, same Message-ID) or uncertain "
-    "(not sent again)",
+    "Messages whose hand-over may or may not have worked (a sender stopped, or the connection broke during "
+    "DATA): resent (transactional, same Message-ID) or uncertain (not sent again)",
     ["flow", "outcome"],
 )
 REQUEUED = Counter(
@@ -558,6 +558,14 @@ class MessageSender(Poller):
             "message_failed", message_id=row.id, flow=row.flow, retryable=exc.retryable, error=str(exc)
         )
         now = self._clock()
+        if exc.fate_unknown:
+            # As after a crash (domain/delivery.py): a transactional message goes once more, with the same
+            # Message-ID; a marketing one is not sent again.
+            if not row.marketing and row.resent_at is None:
+                SETTLED.labels(row.flow, "resent").inc()
+                return await repository.resend_once(conn, row.id, claim_id, now)
+            SETTLED.labels(row.flow, delivery.UNCERTAIN).inc()
+            return await repository.mark_uncertain(conn, row.id, claim_id, str(exc))
         if exc.retryable and row.attempts + 1 < self._max_attempts:
             due = now + backoff(row.attempts + 1, first=FIRST_RETRY, cap=MAX_RETRY)
             return await repository.mark_retry(conn, row.id, due, str(exc), claim_id)
