@@ -17,6 +17,7 @@ from bench.limits import (
     pgbench_figures,
     pgbench_script,
     pgbench_statement,
+    producer_limit,
     write_payload_file,
 )
 from bench.report import figures
@@ -39,6 +40,16 @@ def test_producer_performance_summary_and_steady_rate() -> None:
     assert found["steady_per_s"] == pytest.approx(6174.4)
 
 
+def test_the_limit_is_the_higher_of_the_whole_run_and_the_steady_rate() -> None:
+    slow_start = parse_producer_performance((OUTPUTS / "producer_performance.txt").read_text())
+    assert producer_limit(slow_start) == pytest.approx(6174.4)  # not the whole run's 4156
+    # A run whose last, partial window was its fastest: 150,000 records at 10,676.9/s in all, 10,501.4/s
+    # in its one full window after the first.
+    fast_end = parse_producer_performance((OUTPUTS / "producer_performance_150k.txt").read_text())
+    assert fast_end["steady_per_s"] == pytest.approx(10501.4)
+    assert producer_limit(fast_end) == pytest.approx(10676.916507)
+
+
 def test_a_run_too_short_for_a_second_window_has_no_steady_rate() -> None:
     output = (
         "1 records sent, 0.2 records/sec (0.00 MB/sec), 6099.0 ms avg latency, 6099.0 ms max latency.\n"
@@ -48,6 +59,7 @@ def test_a_run_too_short_for_a_second_window_has_no_steady_rate() -> None:
     found = parse_producer_performance(output)
     assert found["per_s"] == pytest.approx(800.1)
     assert math.isnan(found["steady_per_s"])
+    assert producer_limit(found) == pytest.approx(800.1)
 
 
 def test_producer_performance_without_a_summary_is_an_error() -> None:
