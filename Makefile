@@ -20,10 +20,11 @@ JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
 # The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install kafka-jars postgres js-clients chromium up down status lint test demo bench chaos
+.PHONY: help install lock kafka-jars postgres js-clients chromium up down status lint test demo bench chaos
 
 help:
-	@echo "make install     virtualenv in $(VENV) with the project and its dev tools"
+	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock)"
+	@echo "make lock        regenerate requirements.lock and requirements-dev.lock after changing pyproject.toml"
 	@echo "make up          start Kafka, Postgres, an SMTP sink and the three services (returns when ready)"
 	@echo "make status      what is running"
 	@echo "make down        stop everything make up started"
@@ -35,10 +36,38 @@ help:
 
 install: $(INSTALL_STAMP)
 
-$(INSTALL_STAMP): pyproject.toml
+# Every package comes from requirements-dev.lock, pinned with hashes (indirect ones included); the project
+# itself is installed on top without resolving anything. `pip check` catches a lock that pyproject.toml
+# has outgrown (a dependency added without `make lock`).
+$(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(VENV)/bin/pip install --disable-pip-version-check -q --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -e .
+	$(VENV)/bin/pip check --disable-pip-version-check \
+		|| { echo "requirements-dev.lock does not cover pyproject.toml: run 'make lock'"; exit 1; }
 	touch $@
+
+# Regenerate the lock files after changing a dependency in pyproject.toml (with uv, one of the dev tools).
+# requirements-dev.lock: the services' packages plus the tests' and tools'; requirements.lock: the services'
+# alone (the Docker image), held to the same versions.
+UV := $(VENV)/bin/uv
+UV_COMPILE := $(UV) pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --quiet \
+	--no-header
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(VENV)/bin/pip install -q "$$(grep -o '"uv==[^"]*"' pyproject.toml | tr -d '"')"
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock.new
+	$(UV_COMPILE) --constraint requirements-dev.lock.new -o requirements.lock.new
+	for f in requirements.lock requirements-dev.lock; do \
+		{ \
+		echo "# $$f: every package, indirect ones included, pinned with its hashes."; \
+		echo "# Generated from pyproject.toml by 'make lock' (uv pip compile for CPython 3.11 on x86_64"; \
+		echo "# Linux, with hashes); do not edit by hand. After changing a dependency in pyproject.toml, run"; \
+		echo "# 'make lock' and commit pyproject.toml with requirements.lock and requirements-dev.lock."; \
+		echo "# 'make install' installs requirements-dev.lock (pip --require-hashes); the Dockerfile, requirements.lock."; \
+		cat $$f.new; \
+		} > $$f && rm $$f.new; \
+	done
 
 kafka-jars: $(KAFKA_STAMP)
 
