@@ -96,9 +96,9 @@ async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
         await asyncio.sleep(1.0)
         profile = await _profile(client, services, str(number))
     assert profile["orders_count"] == 1
-    assert [m["Subject"] for m in smtp_server.messages if m["To"] == email] == [
-        "Thank you for your order, Camille!"
-    ]
+    # One email; the demo store words its own welcome subject (deploy/templates/demo), greeting by name.
+    [subject] = [str(m["Subject"]) for m in smtp_server.messages if m["To"] == email]
+    assert subject.startswith("Thank you for your order, Camille!")
 
 
 async def _events_for(kafka_bootstrap: str, user_id: str, count: int) -> list[Any]:
