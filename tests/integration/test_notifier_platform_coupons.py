@@ -495,3 +495,28 @@ async def test_segment_only_store_signed_coupon_webhook_before_the_email(
         )
         [mail] = await mails_for(smtp_server, "7010")
         assert coupon.code in text_of(mail)
+
+
+async def test_a_customer_the_shop_does_not_know_gets_a_single_use_code(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    """Known to us only through Segment (no Shopify id, an email the shop has no account for): the code still
+    exists in the shop before the email, single use, open to any buyer (as Klaviyo's unique codes are)."""
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "web-5f2a")
+    await n.send()
+    [row] = await n.rows("web-5f2a")
+    assert row.status == "sent"
+    [coupon] = await n.coupons()
+    discount = state.discounts[coupon.code.upper()]
+    assert discount.customers == []
+    assert discount.usage_limit == 1
+    assert "customers" in state.calls  # looked up by email first
+    [mail] = await mails_for(smtp_server, "web-5f2a")
+    assert coupon.code in text_of(mail)

@@ -185,7 +185,9 @@ class ShopifyAdmin:
         found = await self.find_discount(order.code)
         if found is not None:
             return Confirmed(found, created=False)
-        gid = await self.customer_id(order.customer_id, order.email)
+        # A customer the shop does not know (known to us only through Segment, say) still gets a working
+        # code: single use and unguessable, open to any buyer, as Klaviyo's unique codes are.
+        gid = await self.find_customer(order.customer_id, order.email)
         mutation, payload_key, variables = discount_mutation(order, gid, combines)
         data = await self.execute(mutation, variables, cost=MUTATION_COST)
         payload = data.get(payload_key) or {}
@@ -201,7 +203,8 @@ class ShopifyAdmin:
             raise PlatformUnavailable("shopify: discount created without an id")
         return Confirmed(str(node["id"]), created=True)
 
-    async def customer_id(self, customer_id: str, email: str | None) -> str:
+    async def find_customer(self, customer_id: str, email: str | None) -> str | None:
+        """The customer's GID: our id when it is Shopify's, else looked up by email; None if unknown."""
         gid = customer_gid(customer_id)
         if gid is not None:
             return gid
@@ -210,7 +213,13 @@ class ShopifyAdmin:
             nodes = ((data.get("customers") or {}).get("nodes")) or []
             if nodes and nodes[0].get("id"):
                 return str(nodes[0]["id"])
-        raise PlatformRefused("shopify: the customer has no account in the shop")
+        return None
+
+    async def customer_id(self, customer_id: str, email: str | None) -> str:
+        gid = await self.find_customer(customer_id, email)
+        if gid is None:
+            raise PlatformRefused("shopify: the customer has no account in the shop")
+        return gid
 
     # -- store credit -----------------------------------------------------------------------------------
 
@@ -300,17 +309,18 @@ class ShopifyAdmin:
 
 
 def discount_mutation(
-    order: CouponOrder, customer: str, combines: DiscountCombination
+    order: CouponOrder, customer: str | None, combines: DiscountCombination
 ) -> tuple[str, str, dict[str, Any]]:
     """The create mutation for this coupon: an amount-off code (percentage or fixed), or free shipping.
     Eligibility is the one customer (`context.customers.add`, which replaced the deprecated
-    `customerSelection` in 2025-10), single use, once per customer, expiring with the coupon."""
+    `customerSelection` in 2025-10) when the shop knows them, single use, once per customer, expiring with
+    the coupon."""
     common: dict[str, Any] = {
         "title": order.title,
         "code": order.code,
         "startsAt": _iso(order.starts_at),
         "endsAt": _iso(order.expires_at),
-        "context": {"customers": {"add": [customer]}},
+        "context": {"customers": {"add": [customer]}} if customer else {"all": True},
         "appliesOncePerCustomer": True,
         "usageLimit": 1,
         "combinesWith": {
