@@ -142,12 +142,18 @@ def replay_check_command(
     compare: Annotated[
         Path | None, typer.Option(help="another replay-check JSON: exit 1 unless this run matches it")
     ] = None,
+    save_input: Annotated[
+        Path | None, typer.Option(help="also save the replayed events to this file")
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="replay events saved by --save-input (not the mix)")
+    ] = None,
 ) -> None:
     """Replay the benchmark's mix into an empty database through the segmenter's batch handler and write
     a digest of its tables and outbox, to compare two commits byte for byte (bench/README.md)."""
     root = REPO_ROOT / ".run" / "bench-replay"
     _say(f"replaying {events} events of the mix in batches of {batch} (PostgreSQL of its own in {root})")
-    result = replay_check(events, batch, root, dump)
+    result = replay_check(events, batch, root, dump, input_file, save_input)
     target = output or root / f"{result['commit'].replace('+', '-')}-{events}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")

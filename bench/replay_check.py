@@ -20,6 +20,7 @@ the same reason; each customer's events keep their order, as one partition would
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import asyncpg
 from bench.workload import Step, Storefront, canonical
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import start_postgres
-from deploy.devstack.process import run_checked
+from deploy.devstack.process import StackError, run_checked
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.settings import SegmenterSettings
 from shared.db import build_engine
@@ -68,11 +69,40 @@ def replay_input(count: int) -> list[tuple[bytes, bytes]]:
     return [(e.partition_key.encode(), encode_event(e)) for e in events]
 
 
+def _framed(records: Sequence[tuple[bytes, bytes]]) -> Iterator[bytes]:
+    for key, value in records:
+        yield len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value
+
+
 def input_digest(records: Sequence[tuple[bytes, bytes]]) -> str:
     digest = hashlib.sha256()
-    for key, value in records:
-        digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+    for frame in _framed(records):
+        digest.update(frame)
     return digest.hexdigest()
+
+
+def save_input(records: Sequence[tuple[bytes, bytes]], path: Path) -> None:
+    """The records as length-prefixed keys and values: another commit can replay these very bytes (when
+    it changed how ingest makes or encodes events, its own input would differ)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(_framed(records)))
+
+
+def load_input(path: Path) -> list[tuple[bytes, bytes]]:
+    data = path.read_bytes()
+    records: list[tuple[bytes, bytes]] = []
+    at = 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        key = data[at + 4 : at + 4 + size]
+        at += 4 + size
+        size = int.from_bytes(data[at : at + 4], "big")
+        value = data[at + 4 : at + 4 + size]
+        at += 4 + size
+        if len(value) != size:
+            raise ValueError(f"{path} ends inside a record")
+        records.append((key, value))
+    return records
 
 
 async def replay(database_url: str, records: Sequence[tuple[bytes, bytes]], batch: int) -> None:
@@ -184,10 +214,41 @@ def migrate(database_url: str) -> None:
     )
 
 
-def replay_check(events: int, batch: int, root: Path, dump_dir: Path | None) -> dict[str, Any]:
-    """Start a PostgreSQL of its own under `root`, replay, digest, stop it."""
+def replay_check(
+    events: int,
+    batch: int,
+    root: Path,
+    dump_dir: Path | None,
+    input_file: Path | None = None,
+    save_input_file: Path | None = None,
+) -> dict[str, Any]:
+    """Start a PostgreSQL of its own under `root`, replay, digest, stop it. `input_file`: replay the
+    records saved there (`save_input_file`) instead of making the mix."""
     began = time.monotonic()
-    records = replay_input(events)
+    commit = _commit()  # now: the code that runs is the code checked out when it started
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as lock:
+        # Two checks at once would share (and wipe) one server's directory.
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(f"another replay-check is running (it holds {root / '.lock'})") from None
+        return _replay_check(events, batch, root, dump_dir, input_file, save_input_file, commit, began)
+
+
+def _replay_check(
+    events: int,
+    batch: int,
+    root: Path,
+    dump_dir: Path | None,
+    input_file: Path | None,
+    save_input_file: Path | None,
+    commit: str,
+    began: float,
+) -> dict[str, Any]:
+    records = load_input(input_file) if input_file else replay_input(events)
+    if save_input_file is not None:
+        save_input(records, save_input_file)
     shutil.rmtree(root / "postgres", ignore_errors=True)
     server = start_postgres(root / "postgres", free_ports(1)[0], die_with_parent=True)
     try:
@@ -207,7 +268,7 @@ def replay_check(events: int, batch: int, root: Path, dump_dir: Path | None) -> 
     return {
         **found,
         "input": {"events": len(records), "sha256": input_digest(records), "batch": batch},
-        "commit": _commit(),
+        "commit": commit,
         "replay_seconds": round(replay_seconds, 1),
         "wall_seconds": round(time.monotonic() - began, 1),
     }

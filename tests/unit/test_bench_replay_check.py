@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from bench.replay_check import differences, input_digest, replay_input
+from bench.replay_check import differences, input_digest, load_input, replay_input, save_input
 
 # Made in a fresh interpreter: string hashing is salted per process, so a mix that leaned on hash()
 # would differ between two commits' runs even with nothing changed.
@@ -38,6 +39,12 @@ def test_the_input_digest_sees_a_single_byte() -> None:
     key, value = records[10]
     changed = [*records[:10], (key, value.replace(b"demo", b"dem0", 1)), *records[11:]]
     assert input_digest(changed) != input_digest(records)
+
+
+def test_a_saved_input_is_read_back_byte_for_byte(tmp_path: Path) -> None:
+    records = [*replay_input(30), (b"", b""), (b"k", b"\x00\xff" * 300)]
+    save_input(records, tmp_path / "input.bin")
+    assert load_input(tmp_path / "input.bin") == records
 
 
 def _result(**tables: str) -> dict[str, Any]:
