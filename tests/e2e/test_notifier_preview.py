@@ -78,13 +78,17 @@ async def test_a_real_customers_preview_plans_and_issues_nothing(services: Runni
             await client.post(f"{services.ingest}/webhooks/shopify", content=body, headers=headers)
         ).is_success
 
-        async def known() -> bool:
+        async def planned() -> bool:
+            # The order's funnel events (its stage change and the order itself) reach the notifier one by
+            # one: wait until all the messages they plan exist, so only a preview could add another.
             answer = await client.get(preview_url, params={"customer_id": str(customer_id)})
-            return answer.status_code == 200
+            listed = await client.get(notifications)
+            if answer.status_code != 200 or listed.status_code != 200:
+                return False
+            return {"welcome", "review_request", "follow_up"} <= {m["flow"] for m in listed.json()}
 
-        await _eventually(known, 120, "the customer known to the notifier")
-        # The order planned its own messages (welcome now, reviews and follow-up later); their status may move
-        # on meanwhile, but a preview adds none and issues no coupon.
+        await _eventually(planned, 120, "the order's messages planned")
+        # Their status may move on meanwhile, but a preview adds none and issues no coupon.
         before = {(m["id"], m["flow"]) for m in (await client.get(notifications)).json()}
         preview = (
             await client.get(preview_url, params={"customer_id": str(customer_id), "locale": "fr"})

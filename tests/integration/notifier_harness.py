@@ -79,9 +79,12 @@ class Notifier:
             stores=registry,
             coupon_provisioning=provisioning,
             renderer=TemplateRenderer(),
+            # A generous timeout: the SMTP server runs in this test process, and on a loaded 2-core machine
+            # 16 concurrent connects (four senders of four lanes) can take seconds to be accepted. A closed
+            # port is still refused at once.
             smtp=SmtpSender(
                 SmtpSettings(
-                    smtp_host=self.smtp_host, smtp_port=smtp_port or self.smtp_port, smtp_timeout_seconds=5
+                    smtp_host=self.smtp_host, smtp_port=smtp_port or self.smtp_port, smtp_timeout_seconds=30
                 )
             ),
             webhooks=WebhookSender(self.http),
