@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,3 +30,15 @@ def serving(app: Any, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def hold(seconds: float, still: Callable[[], bool]) -> None:
+    """Wait up to `seconds` while `still()` holds: a test server's late answer that the test can let go.
+    Polled, since the test flips it from its own thread (an asyncio.Event belongs to this server's loop)."""
+    for _ in range(max(1, round(seconds / _POLL))):
+        if not still():
+            return
+        await asyncio.sleep(_POLL)
+
+
+_POLL = 0.05

@@ -28,7 +28,6 @@ from `variables`, as the notifier always sends them. `/_test/...` routes are thi
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -39,6 +38,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from deploy.platforms.server import hold
 
 MUTATION_COST = 10
 QUERY_COST = 2
@@ -188,8 +189,9 @@ def create_app(state: ShopState | None = None) -> FastAPI:
                 else 0
             )
         if stall:
-            # The discount exists now; the answer is late (a test kills the caller meanwhile).
-            await asyncio.sleep(stall)
+            # The discount exists now; the answer is late (a test kills the caller meanwhile). Setting
+            # stall_after_create back to 0 lets a held answer go.
+            await hold(stall, lambda: shop.stall_after_create > 0)
         return JSONResponse({"data": {root: data}, "extensions": _cost(shop, cost)})
 
     @app.get("/healthz")

@@ -29,6 +29,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from deploy.platforms.server import hold
+
 
 @dataclass
 class SiteState:
@@ -41,6 +43,8 @@ class SiteState:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
+    # Seconds to hold the answer after a coupon is created (0 again lets it go): a test kills the caller.
+    stall_after_create: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_id: int = 500
 
@@ -131,6 +135,9 @@ def create_app(state: SiteState | None = None) -> FastAPI:
                 "meta_data": [],
             }
             site.coupons[code] = coupon
+            stall = site.stall_after_create
+        if stall:
+            await hold(stall, lambda: site.stall_after_create > 0)
         return JSONResponse(coupon, status_code=201)
 
     @app.put(base + "/customers/{customer_id}")

@@ -17,6 +17,10 @@ class NotifierSettings(ConsumerServiceSettings, SmtpSettings):
     # How long a sender's claim on a batch holds without being renewed (renewed every quarter of it): after
     # a crash, its messages wait this long before another sender (or the restarted one) settles them.
     notifier_send_lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
+    # How long a message waits in `provisioning` (its coupon being created in the store's platform) before
+    # a sender takes it back after a crash: longer than a platform's slowest answer, or a live sender's
+    # create would be repeated by another (the lookup before create still finds it, so no code twice).
+    notifier_provisioning_lease_seconds: float = Field(default=120.0, ge=1.0, le=3600.0)
     # Our unsubscribe links: https (RFC 8058); plain http only on loopback, for development.
     notifier_public_url: str = "http://127.0.0.1:8002"
     # The segmenter's REST API, for complementary products in recommendations.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ def compose() -> dict[str, Any]:
 
 
 def test_every_component_is_a_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "postgres", "smtp", "migrate", *APP_PORTS}
+    assert set(compose["services"]) == {"kafka", "postgres", "smtp", "migrate", "platforms", *APP_PORTS}
 
 
 def test_kafka_is_apache_kafka_3_9_in_kraft_mode(compose: dict[str, Any]) -> None:
@@ -69,6 +70,38 @@ def test_smtp_sink_has_a_web_ui_and_the_notifier_points_at_it(compose: dict[str,
     assert "127.0.0.1:8025:8025" in compose["services"]["smtp"]["ports"]
     env = compose["services"]["notifier"]["environment"]
     assert (env["SMTP_HOST"], env["SMTP_PORT"]) == ("smtp", "1025")
+
+
+def test_the_demo_stores_test_shop_and_site_answer_where_the_registry_points_the_notifier(
+    compose: dict[str, Any],
+) -> None:
+    """The image's registry (STORES_FILE) connects `demo` to http://127.0.0.1:<port>: inside the notifier's
+    container that is its own loopback, so the test shop and site must run in its network namespace, on
+    those very ports."""
+    notifier = compose["services"]["notifier"]
+    stores_file = notifier["environment"]["STORES_FILE"]
+    assert stores_file.startswith("/app/")
+    demo = yaml.safe_load((REPO_ROOT / stores_file.removeprefix("/app/")).read_text())["stores"]["demo"]
+    wanted = {
+        "--shopify-port": urlsplit(demo["shopify"]["admin_api_url"]),
+        "--woocommerce-port": urlsplit(demo["woocommerce"]["api_url"]),
+    }
+    assert {url.hostname for url in wanted.values()} == {"127.0.0.1"}
+
+    platforms = compose["services"]["platforms"]
+    assert platforms["network_mode"] == "service:notifier"
+    assert "ports" not in platforms, "a service in another's network namespace publishes through it"
+    assert platforms["depends_on"]["notifier"]["condition"] == "service_started"
+    command = platforms["command"]
+    assert command[:3] == ["python", "-m", "deploy.platforms"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    for option, url in wanted.items():
+        assert options[option] == str(url.port)
+        # Published on the host's loopback as `make up` does, so the demo's codes can be looked at there.
+        assert f"127.0.0.1:{url.port}:{url.port}" in notifier["ports"]
+    # Bound on every address of the namespace: the published ports arrive on its network interface.
+    assert options["--host"] == "0.0.0.0"  # noqa: S104
+    assert "/healthz" in " ".join(platforms["healthcheck"]["test"])
 
 
 # -- the three-broker override (docker compose -f docker-compose.yml -f docker-compose.kafka-cluster.yml) --

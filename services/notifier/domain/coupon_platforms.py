@@ -25,7 +25,7 @@ COUPON_UNAVAILABLE = "coupon_unavailable"
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(minutes=30)
 # A provisioning interrupted by a crash is picked up again after this long (nothing was sent yet, and the
-# lookup before create makes a second attempt safe).
+# lookup before create makes a second attempt safe). The default of NOTIFIER_PROVISIONING_LEASE_SECONDS.
 PROVISIONING_LEASE = timedelta(minutes=2)
 
 

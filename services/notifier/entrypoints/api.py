@@ -72,6 +72,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             coupon_provisioning=CouponProvisioning(engine, platforms, clock),
             lanes=settings.smtp_connections,
             lease=timedelta(seconds=settings.notifier_send_lease_seconds),
+            provisioning_lease=timedelta(seconds=settings.notifier_provisioning_lease_seconds),
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",

@@ -123,6 +123,7 @@ class MessageSender(Poller):
         lease: timedelta = timedelta(minutes=2),
         idle_poll_seconds: float = 0.5,
         coupon_provisioning: CouponProvisioning | None = None,
+        provisioning_lease: timedelta = PROVISIONING_LEASE,
     ) -> None:
         self._engine = engine
         self._stores = stores
@@ -140,6 +141,7 @@ class MessageSender(Poller):
         self._next_recovery = 0.0  # time.monotonic() of the next look for claims whose lease ran out
         # Without it (tests of other concerns), every coupon stays ours alone, as before platforms existed.
         self._provisioning = coupon_provisioning
+        self._provisioning_lease = provisioning_lease
 
     def is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, SmtpUnavailable) or super().is_outage(exc)
@@ -166,7 +168,7 @@ class MessageSender(Poller):
         try:
             async with self._engine.begin() as conn:
                 if self._provisioning is not None:
-                    await platform_repository.release_stale_provisioning(conn, now, PROVISIONING_LEASE)
+                    await platform_repository.release_stale_provisioning(conn, now, self._provisioning_lease)
                 rows = await repository.due_messages(conn, now, self._batch_size)
                 pending: list[Pending] = []
                 decided = await self._decide(conn, rows, now, pending) if rows else []
