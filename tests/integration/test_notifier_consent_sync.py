@@ -3,7 +3,7 @@ worker, real Postgres, and the test shop and site of deploy/platforms (as Shopif
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.platforms import shopify_admin, woocommerce
-from deploy.platforms.server import serving
 from services.notifier.adapters import consent_repository, repository
 from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.entrypoints.consent_sync import ConsentSync
@@ -19,23 +18,9 @@ from shared.stores import StoreRegistry
 from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Notifier
-from tests.integration.test_notifier_platform_coupons import KEY, SECRET, TOKEN, connected_store, notifier
+from tests.integration.test_notifier_platform_coupons import connected_store, notifier
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[str, shopify_admin.ShopState]]:
-    state = shopify_admin.ShopState(token=TOKEN)
-    with serving(shopify_admin.create_app(state)) as url:
-        yield url, state
-
-
-@pytest.fixture
-def site() -> Iterator[tuple[str, woocommerce.SiteState]]:
-    state = woocommerce.SiteState(key=KEY, secret=SECRET)
-    with serving(woocommerce.create_app(state)) as url:
-        yield url, state
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ that answer as Shopify's Admin GraphQL API and WooCommerce's REST API document (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.platforms import shopify_admin, woocommerce
-from deploy.platforms.server import serving
 from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.adapters.tables import store_connections
 from services.notifier.adapters.webhooks import signature
@@ -29,12 +28,12 @@ from shared.notifier_rules import CouponKind
 from shared.stores import StoreConfig, StoreRegistry
 from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
+from tests.integration.conftest import PLATFORM_KEY, PLATFORM_SECRET, PLATFORM_TOKEN
 from tests.integration.notifier_harness import Clock, Notifier, dev_store, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "shpat_test_0123456789abcdef"
-KEY, SECRET = "ck_test_key_0123", "cs_test_secret_0123"
+TOKEN, KEY, SECRET = PLATFORM_TOKEN, PLATFORM_KEY, PLATFORM_SECRET
 CART = {
     "cart_id": "k-1",
     "items": [{"product_id": "p-kit", "title": "Pour-Over Kit", "quantity": 1, "price": "59.90"}],
@@ -54,20 +53,6 @@ ORDER = {
 def _now() -> datetime:
     # The test shop checks dates against its own clock, as Shopify would: the notifier's clock starts now.
     return datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def shop() -> Iterator[tuple[str, shopify_admin.ShopState]]:
-    state = shopify_admin.ShopState(token=TOKEN)
-    with serving(shopify_admin.create_app(state)) as url:
-        yield url, state
-
-
-@pytest.fixture
-def site() -> Iterator[tuple[str, woocommerce.SiteState]]:
-    state = woocommerce.SiteState(key=KEY, secret=SECRET)
-    with serving(woocommerce.create_app(state)) as url:
-        yield url, state
 
 
 def _secret_file(tmp_path: Path, name: str, value: str) -> Path:
