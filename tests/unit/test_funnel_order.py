@@ -36,6 +36,8 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = START + timedelta(days=900)
 RULES = FunnelRules()
 STORE = "demo"
+CART_START = START + timedelta(days=300)
+CARTS = ["k1", "k2"]
 
 # The three keys one customer is known by, and what names them in an event.
 KEYS: dict[str, dict[str, Any]] = {
@@ -116,7 +118,8 @@ def _event(n: int, kind: str, at: datetime, who: dict[str, Any], payload: dict[s
 @st.composite
 def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
     """One customer's history: orders under any of their keys, refunds naming only the order, survey
-    answers, referrals, carts, contact changes with consent, and the identify that links the keys."""
+    answers, referrals, carts (snapshots, added/removed deltas, completed checkouts, abandonments, orders
+    naming a cart), contact changes with consent, and the identify that links the keys."""
     day = st.integers(min_value=0, max_value=700)
     key = st.sampled_from(sorted(KEYS))
     events: list[StorefrontEvent] = []
@@ -125,13 +128,22 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
         events.append(_event(len(events), kind, at, who, payload))
 
     for i in range(draw(st.integers(min_value=1, max_value=6))):
-        placed = START + timedelta(days=draw(day), hours=draw(st.integers(0, 23)))
+        # Some orders fall among the cart activity (below), so that they close what came before them.
+        placed = draw(st.sampled_from([START, CART_START])) + timedelta(
+            days=draw(st.integers(0, 3)) if draw(st.booleans()) else draw(day), hours=draw(st.integers(0, 23))
+        )
         total = draw(st.sampled_from(["20.00", "50.00"]))
         add(
             "order_placed",
             placed,
             dict(KEYS[draw(key)]),
-            {"order_id": f"o{i}", "total": total, "currency": "EUR", "line_items": [{"product_id": f"p{i}"}]},
+            {
+                "order_id": f"o{i}",
+                "total": total,
+                "currency": "EUR",
+                "line_items": [{"product_id": f"p{i}"}],
+                "cart_id": draw(st.sampled_from([None, None, *CARTS])),
+            },
         )
         refund = draw(st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves"]))
         amounts = {"partial": ["5.00"], "full": [total], "cancelled": [total], "two halves": ["10.00"] * 2}
@@ -165,17 +177,31 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
         add(
             "custom", START + timedelta(days=draw(day)), dict(KEYS[draw(key)]), {"name": "Referral Completed"}
         )
-    for _ in range(draw(st.integers(0, 2))):
+    # Carts: whole snapshots, Segment's Product Added/Removed deltas, completed checkouts, abandonments, and
+    # orders naming a cart (above), close together in time so that they interleave with one another.
+    cart_day = st.integers(min_value=0, max_value=3)
+    for _ in range(draw(st.integers(0, 6))):
+        fact = draw(
+            st.sampled_from(["snapshot", "snapshot", "added", "added", "removed", "completed", "abandoned"])
+        )
+        products = draw(st.lists(st.sampled_from(["p1", "p2"]), min_size=1, max_size=2, unique=True))
+        quantities = [draw(st.integers(1, 2)) for _ in products]
+        items = [
+            {"product_id": p, "quantity": q, "price": "10.00"}
+            for p, q in zip(products, quantities, strict=True)
+        ]
+        cart: dict[str, Any] = {"cart_id": draw(st.sampled_from(CARTS)), "currency": "EUR"}
+        if fact in ("snapshot", "abandoned"):
+            cart |= {"line_items": items, "total": f"{10 * sum(quantities)}.00"}
+        elif fact == "completed":
+            cart |= {"completed": True}
+        else:
+            cart |= {"action": fact, "line_items": items}
         add(
-            "cart_updated",
-            START + timedelta(days=draw(day), minutes=draw(st.integers(0, 59))),
+            "cart_abandoned" if fact == "abandoned" else "cart_updated",
+            CART_START + timedelta(days=draw(cart_day), hours=draw(st.integers(0, 23))),
             dict(KEYS[draw(key)]),
-            {
-                "cart_id": "k1",
-                "currency": "EUR",
-                "total": "10.00",
-                "line_items": [{"product_id": draw(st.sampled_from(["p1", "p2"])), "price": "10.00"}],
-            },
+            cart,
         )
     for _ in range(draw(st.integers(0, 3))):
         add(
@@ -231,6 +257,11 @@ def test_any_delivery_order_gives_the_same_state(data: st.DataObject, events: li
     assert not got.pending_refunds
     refunded = {e.payload.order_id for e in events if e.type == "order_refunded"}
     assert {o.order_id for o in got.orders if o.refunds} == refunded
+    # ...no completed checkout is open again, whatever came after it...
+    completed = {e.payload.cart_id for e in events if e.type == "cart_updated" and e.payload.completed}
+    completed |= {e.payload.cart_id for e in events if e.type == "order_placed" and e.payload.cart_id}
+    assert set(got.completed_carts) == completed
+    assert not completed & {c.cart_id for c in got.carts}
     # ...and the consent held is the one said last (a withdrawal wins a tie).
     said = [
         (e.occurred_at, e.customer.accepts_marketing is False, e.customer.accepts_marketing)
@@ -335,3 +366,51 @@ def test_a_profile_stored_before_histories_were_derived_is_not_announced_again()
     d = decide(stored, second, RULES, "42")
     assert [t.to_value for t in d.transitions] == ["repeat"]  # not "first_time" once more
     assert [t.to_value for t in d.profile.transitions] == ["first_time", "repeat"]
+
+
+def test_a_late_older_update_does_not_reopen_a_completed_checkout() -> None:
+    """The gap issue 16 left in carts: an update delivered after the checkout completed, dated before."""
+    who = {"store_customer_id": "42"}
+    added = _event(
+        1,
+        "cart_updated",
+        CART_START,
+        who,
+        {"cart_id": "k1", "currency": "EUR", "action": "added", "line_items": [{"product_id": "p1"}]},
+    )
+    removed = _event(
+        2,
+        "cart_updated",
+        CART_START + timedelta(hours=1),
+        who,
+        {"cart_id": "k1", "currency": "EUR", "action": "removed", "line_items": [{"product_id": "p1"}]},
+    )
+    again = _event(
+        3,
+        "cart_updated",
+        CART_START + timedelta(hours=2),
+        who,
+        {"cart_id": "k1", "currency": "EUR", "action": "added", "line_items": [{"product_id": "p2"}]},
+    )
+    done = _event(
+        4,
+        "cart_updated",
+        CART_START + timedelta(hours=3),
+        who,
+        {"cart_id": "k1", "currency": "EUR", "completed": True},
+    )
+    # The deltas alone, in any order: p2 only (p1 was added, then removed), and an abandonment timer.
+    for sequence in ([added, removed, again], [again, removed, added], [removed, again, added]):
+        pipeline = Pipeline()
+        for event in sequence:
+            pipeline.feed(event)
+        [cart] = pipeline.live()["42"].carts
+        assert [(i.product_id, i.quantity) for i in cart.items] == [("p2", 1)]
+        assert pipeline.timers == {("42", "cart:k1"): again.occurred_at + RULES.cart_abandonment}
+    # Completed, then the older updates: closed for good, no timer.
+    p = Pipeline()
+    for event in (done, again, added, removed):
+        p.feed(event)
+    assert p.live()["42"].carts == ()
+    assert p.live()["42"].completed_carts == ("k1",)
+    assert p.timers == {}

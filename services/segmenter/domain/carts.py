@@ -1,11 +1,21 @@
-"""Open carts and their abandonment. Pure."""
+"""Open carts and their abandonment, as a function of the facts about each cart. Pure.
+
+Shopify and Segment promise no delivery order, so a cart is not edited in place as updates arrive. It keeps
+the set of its dated changes (`CartFact.changes`): whole-cart snapshots and Segment's Product Added/Removed
+deltas, keyed by event id. Its contents are the newest snapshot (by the source's time, then event id) with
+the deltas after it folded in that order; deltas before it are already part of it. A completed checkout is
+terminal (`Profile.completed_carts`): no update, older or newer, reopens it. An order closes what the cart
+held up to the order (changes at or before it). Abandonment counts while no activity is newer than it.
+Delivered in any order, the same facts give the same carts and the same abandonment timers.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from services.segmenter.domain.profile import CartFact, Profile
+from services.segmenter.domain.profile import CartChange, CartFact, Profile
 from shared.events import CartUpdated, LineItem
 
 MAX_CARTS = 10  # a customer with more open carts than this is a bot; keep the newest
@@ -15,14 +25,25 @@ def timer_kind(cart_id: str) -> str:
     return f"cart:{cart_id}"
 
 
-def _apply_items(current: tuple[LineItem, ...], update: CartUpdated) -> tuple[LineItem, ...]:
-    if update.action == "snapshot":
-        return update.line_items
+def abandonment_due(cart: CartFact | None, delay: timedelta) -> datetime | None:
+    """When an open, non-empty cart counts as abandoned: its newest activity plus the delay."""
+    if cart is None or cart.abandoned_at is not None or not cart.items:
+        return None
+    return cart.updated_at + delay
+
+
+def _change_key(c: CartChange) -> tuple[datetime, str]:
+    return (c.at, c.event_id)
+
+
+def _apply(current: tuple[LineItem, ...], change: CartChange) -> tuple[LineItem, ...]:
+    if change.action == "snapshot":
+        return change.items
     by_key = {(i.product_id, i.variant_id): i for i in current}
-    for item in update.line_items:
+    for item in change.items:
         key = (item.product_id, item.variant_id)
         held = by_key.get(key)
-        if update.action == "added":
+        if change.action == "added":
             quantity = item.quantity + (held.quantity if held else 0)
             by_key[key] = item.model_copy(update={"quantity": quantity})
         elif held is not None:
@@ -34,48 +55,135 @@ def _apply_items(current: tuple[LineItem, ...], update: CartUpdated) -> tuple[Li
     return tuple(by_key.values())
 
 
-def updated_cart(profile: Profile, update: CartUpdated, at: datetime) -> tuple[Profile, CartFact | None]:
-    """The profile with the cart updated (or closed when the checkout completed); the cart if still open.
+def _changes(cart: CartFact) -> tuple[CartChange, ...]:
+    """A cart's changes; a cart stored before changes were kept is one snapshot of what it held."""
+    if cart.changes:
+        return cart.changes
+    return (
+        CartChange(
+            at=cart.updated_at,
+            action="snapshot",
+            items=cart.items,
+            total=cart.total,
+            currency=cart.currency,
+            recovery_url=cart.recovery_url,
+        ),
+    )
 
-    Facts, not arrival order, decide: activity older than one of the customer's orders belongs to a cart
-    that order closed, and a whole-cart snapshot older than what is held is out of date.
-    """
-    held = next((c for c in profile.carts if c.cart_id == update.cart_id), None)
-    unchanged = held if held is not None and held.abandoned_at is None else None
-    if any(o.placed_at >= at for o in profile.orders):
-        return profile, unchanged
-    others = tuple(c for c in profile.carts if c.cart_id != update.cart_id)
-    if update.completed:
-        return profile.model_copy(update={"carts": others}), None
-    if held is not None and update.action == "snapshot" and at < held.updated_at:
-        return profile, unchanged
-    items = _apply_items(held.items if held else (), update)
-    total = (
-        update.total
-        if update.action == "snapshot"
-        else sum((i.price * i.quantity for i in items), Decimal("0"))
-    )
-    cart = CartFact(
-        cart_id=update.cart_id,
+
+def cart_of(
+    cart_id: str, changes: Iterable[CartChange], abandonments: Iterable[datetime | None]
+) -> CartFact | None:
+    """The cart its changes make (None without any): the newest snapshot and the deltas after it; abandoned
+    since the first abandonment no activity came after (activity after an abandonment reopens the cart)."""
+    ordered = sorted({c.event_id or c.at.isoformat(): c for c in changes}.values(), key=_change_key)
+    if not ordered:
+        return None
+    snapshots = [i for i, c in enumerate(ordered) if c.action == "snapshot"]
+    kept = ordered[snapshots[-1] :] if snapshots else ordered
+    items: tuple[LineItem, ...] = ()
+    for change in kept:
+        items = _apply(items, change)
+    newest = kept[-1]
+    updated_at = newest.at
+    return CartFact(
+        cart_id=cart_id,
         items=items,
-        total=total,
-        currency=update.currency,
-        recovery_url=update.recovery_url or (held.recovery_url if held else None),
-        updated_at=max(at, held.updated_at) if held else at,
-        # Activity reopens an abandoned cart; activity from before the abandonment, arriving late, does not.
-        abandoned_at=held.abandoned_at if held and held.abandoned_at and at <= held.abandoned_at else None,
+        total=newest.total
+        if newest.action == "snapshot"
+        else sum((i.price * i.quantity for i in items), Decimal("0")),
+        currency=newest.currency,
+        recovery_url=next((c.recovery_url for c in reversed(kept) if c.recovery_url), None),
+        updated_at=updated_at,
+        abandoned_at=min((a for a in abandonments if a is not None and a >= updated_at), default=None),
+        changes=tuple(kept),
     )
-    carts = sorted((*others, cart), key=lambda c: (c.updated_at, c.cart_id))[-MAX_CARTS:]
-    return profile.model_copy(
-        update={"carts": tuple(carts)}
-    ), cart if items and not cart.abandoned_at else None
+
+
+def _with_cart(profile: Profile, cart_id: str, cart: CartFact | None) -> Profile:
+    others = [c for c in profile.carts if c.cart_id != cart_id]
+    kept = sorted((*others, *([cart] if cart else [])), key=lambda c: (c.updated_at, c.cart_id))
+    return profile.model_copy(update={"carts": tuple(kept[-MAX_CARTS:])})
+
+
+def _held(profile: Profile, cart_id: str) -> CartFact | None:
+    return next((c for c in profile.carts if c.cart_id == cart_id), None)
+
+
+def completed(profile: Profile, cart_id: str) -> Profile:
+    """The profile with the cart's checkout completed: gone, and closed for good."""
+    if cart_id in profile.completed_carts:
+        return profile
+    ids = tuple(sorted((*profile.completed_carts, cart_id)))
+    closed = profile.model_copy(update={"completed_carts": ids})
+    return _with_cart(closed, cart_id, None)
+
+
+def updated_cart(
+    profile: Profile, update: CartUpdated, at: datetime, event_id: str = ""
+) -> tuple[Profile, CartFact | None]:
+    """The profile with one more fact about the cart; the cart if it is open (and not empty)."""
+    if update.completed:
+        return completed(profile, update.cart_id), None
+    held = _held(profile, update.cart_id)
+    # A completed cart stays closed; activity at or before one of the customer's orders belongs to a cart
+    # that order closed.
+    if update.cart_id in profile.completed_carts or any(o.placed_at >= at for o in profile.orders):
+        return profile, held if abandonment_due(held, timedelta()) else None
+    change = CartChange(
+        at=at,
+        event_id=event_id,
+        action=update.action,
+        items=update.line_items,
+        total=update.total,
+        currency=update.currency,
+        recovery_url=update.recovery_url,
+    )
+    cart = cart_of(
+        update.cart_id, (*(_changes(held) if held else ()), change), (held.abandoned_at if held else None,)
+    )
+    return _with_cart(profile, update.cart_id, cart), cart if abandonment_due(cart, timedelta()) else None
+
+
+def closed_by_order(profile: Profile, placed_at: datetime) -> tuple[Profile, list[str]]:
+    """An order closes what each cart held up to it; the carts with nothing left are gone (their ids)."""
+    gone: list[str] = []
+    for held in profile.carts:
+        after = [c for c in _changes(held) if c.at > placed_at]
+        if len(after) != len(_changes(held)):
+            cart = cart_of(held.cart_id, after, (held.abandoned_at,))
+            profile = _with_cart(profile, held.cart_id, cart)
+            if cart is None:
+                gone.append(held.cart_id)
+    return profile, gone
+
+
+def merged_carts(a: Profile, b: Profile) -> tuple[tuple[CartFact, ...], tuple[str, ...]]:
+    """Two profiles' carts as one customer's: the union of each cart's changes, the later abandonment."""
+    completed_ids = tuple(sorted({*a.completed_carts, *b.completed_carts}))
+    by_id: dict[str, list[CartFact]] = {}
+    for cart in (*a.carts, *b.carts):
+        if cart.cart_id not in completed_ids:
+            by_id.setdefault(cart.cart_id, []).append(cart)
+    built = []
+    for cart_id, held in by_id.items():
+        changes = [ch for c in held for ch in _changes(c)]
+        one = cart_of(cart_id, changes, [c.abandoned_at for c in held])
+        if one is not None:
+            built.append(one)
+    built.sort(key=lambda c: (c.updated_at, c.cart_id))
+    return tuple(built[-MAX_CARTS:]), completed_ids
 
 
 def mark_abandoned(profile: Profile, cart_id: str, at: datetime) -> tuple[Profile, CartFact | None]:
-    """Mark an open cart abandoned; None when it is unknown, closed, or already abandoned (never twice)."""
-    for cart in profile.carts:
-        if cart.cart_id == cart_id and cart.abandoned_at is None:
-            abandoned = cart.model_copy(update={"abandoned_at": at})
-            carts = tuple(abandoned if c.cart_id == cart_id else c for c in profile.carts)
-            return profile.model_copy(update={"carts": carts}), abandoned
-    return profile, None
+    """Mark a cart abandoned at `at`; the cart when this newly abandons it, None when it is unknown, closed,
+    already abandoned (never twice; the earlier abandonment is the one kept), or has had activity since
+    `at` (an abandonment that activity already undid)."""
+    cart = _held(profile, cart_id)
+    if cart is None or at < cart.updated_at:
+        return profile, None
+    if cart.abandoned_at is not None and cart.abandoned_at <= at:
+        return profile, None
+    abandoned = cart.model_copy(update={"abandoned_at": at})
+    carts = tuple(abandoned if c.cart_id == cart_id else c for c in profile.carts)
+    return profile.model_copy(update={"carts": carts}), abandoned if cart.abandoned_at is None else None

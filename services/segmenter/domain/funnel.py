@@ -301,20 +301,17 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     )
     d.new_orders.append(fact)
     before = d.profile.transitions
-    # An order closes the carts whose last activity came before it: nothing there is abandoned any more.
-    # (A cart touched after the order stays open, whichever of the two arrived first.)
-    closed = [c.cart_id for c in d.profile.carts if c.updated_at <= fact.placed_at]
-    d.profile = _settled(
-        d.profile.model_copy(
-            update={
-                "orders": tuple(sorted((*d.profile.orders, fact), key=lambda o: (o.placed_at, o.order_id))),
-                "carts": tuple(c for c in d.profile.carts if c.cart_id not in closed),
-            }
-        )
+    before_carts = d.profile.carts
+    # An order closes what the carts held up to it (and for good the cart it names): nothing there is
+    # abandoned any more. Activity after the order stays, whichever of the two arrived first.
+    with_order = d.profile.model_copy(
+        update={"orders": tuple(sorted((*d.profile.orders, fact), key=lambda o: (o.placed_at, o.order_id)))}
     )
+    if order.cart_id:
+        with_order = carts.completed(with_order, order.cart_id)
+    d.profile = _settled(carts.closed_by_order(with_order, fact.placed_at)[0])
     d.profile = _with_identifiers(d.profile, [f"order:{order.order_id}"])
-    for cart_id in closed:
-        d.timers[carts.timer_kind(cart_id)] = None
+    _cart_timers(d, rules, {c.cart_id for c in before_carts})
     d.emit(
         "order_placed",
         OrderPlacedFunnelEvent,
@@ -353,10 +350,16 @@ def _on_refund(d: Decision, event: OrderRefundedEvent, rules: FunnelRules) -> No
     _refresh(d, rules, before)
 
 
+def _cart_timers(d: Decision, rules: FunnelRules, cart_ids: set[str]) -> None:
+    """Each cart's abandonment timer as its state says: newest activity + the delay while open."""
+    held = {c.cart_id: c for c in d.profile.carts}
+    for cart_id in sorted(cart_ids):
+        d.timers[carts.timer_kind(cart_id)] = carts.abandonment_due(held.get(cart_id), rules.cart_abandonment)
+
+
 def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
-    d.profile, open_cart = carts.updated_cart(d.profile, event.payload, event.occurred_at)
-    kind = carts.timer_kind(event.payload.cart_id)
-    d.timers[kind] = open_cart.updated_at + rules.cart_abandonment if open_cart else None
+    d.profile, _ = carts.updated_cart(d.profile, event.payload, event.occurred_at, event.event_id)
+    _cart_timers(d, rules, {event.payload.cart_id})
 
 
 def _cart_item(item: LineItem) -> CartItem:
@@ -381,12 +384,13 @@ def _abandoned_payload(cart: CartFact, source: str) -> CartAbandoned:
     )
 
 
-def _on_explicit_abandonment(d: Decision, event: CartAbandonedEvent) -> None:
+def _on_explicit_abandonment(d: Decision, event: CartAbandonedEvent, rules: FunnelRules) -> None:
     payload = event.payload
-    if not any(c.cart_id == payload.cart_id for c in d.profile.carts):
-        d.profile, _ = carts.updated_cart(d.profile, payload, event.occurred_at)
+    # What the abandoned cart held is a snapshot like any other (an empty one says nothing about it).
+    if payload.line_items or not any(c.cart_id == payload.cart_id for c in d.profile.carts):
+        d.profile, _ = carts.updated_cart(d.profile, payload, event.occurred_at, event.event_id)
     d.profile, abandoned = carts.mark_abandoned(d.profile, payload.cart_id, event.occurred_at)
-    d.timers[carts.timer_kind(payload.cart_id)] = None
+    _cart_timers(d, rules, {payload.cart_id})
     if abandoned is not None:  # already abandoned by our own timer: never twice
         d.emit(
             "cart_abandoned",
@@ -561,7 +565,7 @@ def decide(
     elif isinstance(event, OrderRefundedEvent):
         _on_refund(d, event, rules)
     elif isinstance(event, CartAbandonedEvent):
-        _on_explicit_abandonment(d, event)
+        _on_explicit_abandonment(d, event, rules)
     elif isinstance(event, CartUpdatedEvent):
         _on_cart(d, event, rules)
     elif isinstance(event, SurveyAnsweredEvent):
@@ -644,9 +648,7 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
             if held.event_id and held.event_id < o.event_id:
                 o = o.model_copy(update={"event_id": held.event_id})
         orders[o.order_id] = o
-    cart_map: dict[str, CartFact] = {}
-    for c in sorted((*absorbed.carts, *survivor.carts), key=_cart_key):
-        cart_map[c.cart_id] = c  # the same cart under both: its latest state (the larger key) wins
+    merged_carts, completed_carts = carts.merged_carts(survivor, absorbed)
     contact = {n: _newer_contact(survivor, absorbed, n) for n in CONTACT_FIELDS}
     contact_at = {}
     for n in CONTACT_FIELDS:
@@ -668,9 +670,8 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
             "orders": tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
             "viewed": browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
             "pending_refunds": tuple(sorted(pending.values(), key=lambda r: (r.at, r.event_id))),
-            "carts": tuple(
-                sorted(cart_map.values(), key=lambda c: (c.updated_at, c.cart_id))[-carts.MAX_CARTS :]
-            ),
+            "carts": merged_carts,
+            "completed_carts": completed_carts,
             "survey": max(surveys, key=_survey_key) if surveys else None,
             "survey_levels": tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
             "referred": tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
@@ -684,25 +685,18 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
             ),
         }
     )
-    # A cart one profile held is closed by an order the other held, if the order came after it.
+    # What a cart one profile held is closed by an order the other held, if the order came after it.
     last_order = max((o.placed_at for o in merged.orders), default=None)
     if last_order is not None:
-        open_after = tuple(c for c in merged.carts if c.updated_at > last_order)
-        if open_after != merged.carts:
-            merged = merged.model_copy(update={"carts": open_after})
+        merged = carts.closed_by_order(merged, last_order)[0]
     return _settled(merged)
-
-
-def _cart_key(c: CartFact) -> tuple[datetime, bool, str]:
-    return (c.updated_at, c.abandoned_at is not None, c.model_dump_json())
 
 
 def after_merge(profile: Profile, rules: FunnelRules, cause: str, at: datetime) -> Decision:
     """Re-evaluate a merged profile: its combined facts may earn a higher stage, and timers restart."""
     d = Decision(profile=profile, cause=f"{cause}:merge", at=at)
     _refresh(d, rules, profile.transitions)
-    for cart in d.profile.open_carts:
-        d.timers[carts.timer_kind(cart.cart_id)] = cart.updated_at + rules.cart_abandonment
+    _cart_timers(d, rules, {c.cart_id for c in d.profile.carts})
     if d.profile.birthday is not None:
         _birthday_timer(d, rules)
     return d

@@ -87,7 +87,22 @@ class OrderFact(_Fact):
         )
 
 
+class CartChange(_Fact):
+    """One dated fact about a cart's contents: a whole-cart snapshot or a Segment Product Added/Removed."""
+
+    at: AwareDatetime
+    event_id: str = ""
+    action: Literal["snapshot", "added", "removed"]
+    items: tuple[LineItem, ...] = ()
+    total: Decimal = Decimal("0")
+    currency: str | None = None
+    recovery_url: str | None = None
+
+
 class CartFact(_Fact):
+    """An open or abandoned cart. Its contents, total and last activity are derived (domain/carts.py) from
+    `changes`: the newest snapshot and the deltas after it, folded in (time, event id) order."""
+
     cart_id: str
     items: tuple[LineItem, ...] = ()
     total: Decimal = Decimal("0")
@@ -95,6 +110,7 @@ class CartFact(_Fact):
     recovery_url: str | None = None
     updated_at: AwareDatetime
     abandoned_at: AwareDatetime | None = None
+    changes: tuple[CartChange, ...] = ()
 
 
 class ViewedProduct(_Fact):
@@ -161,6 +177,8 @@ class Profile(_Fact):
     # Refunds whose order is not known yet (a refund may arrive before its order); applied when it comes.
     pending_refunds: tuple[RefundFact, ...] = ()
     carts: tuple[CartFact, ...] = ()
+    # Carts whose checkout completed: terminal, so no update, older or newer, reopens them.
+    completed_carts: tuple[str, ...] = ()
     # Newest first, one entry per product, at most browsing.MAX_VIEWED.
     viewed: tuple[ViewedProduct, ...] = ()
     survey: SurveyFact | None = None  # the latest answer (by when it was given)
