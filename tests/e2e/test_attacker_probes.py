@@ -5,12 +5,11 @@ where an attacker has none."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.e2e.conftest import RunningServices
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
 from tests.kafka_helpers import end_offsets
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -125,12 +125,6 @@ def _guest_order(email: str) -> tuple[bytes, dict[str, str]]:
     }
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.2)
-
 
 async def test_a_segment_email_with_a_header_in_it_is_422_and_reaches_nothing(
     services: RunningServices, kafka_bootstrap: str
@@ -170,7 +164,7 @@ async def test_guest_ids_and_smtp_replies_stay_out_of_logs_and_error_bodies(
         async def welcomed() -> bool:
             return any(m["To"] == delivered for m in smtp_server.messages)
 
-        await _eventually(welcomed, 60, "the guest's welcome email")
+        await eventually(welcomed, 60, "the guest's welcome email")
         bounced_url = (
             f"{services.notifier}/v1/stores/demo/customers/{url_segment('email:' + bounced)}/notifications"
         )
@@ -179,7 +173,7 @@ async def test_guest_ids_and_smtp_replies_stay_out_of_logs_and_error_bodies(
             answer = await client.get(bounced_url, headers=API)
             return answer.status_code == 200 and any(n["status"] == "failed" for n in answer.json())
 
-        await _eventually(refused, 60, "the bounced guest's welcome marked failed")
+        await eventually(refused, 60, "the bounced guest's welcome marked failed")
         # An unknown guest's 404 does not echo the address it was asked about.
         unknown = f"nobody.{tag}@example.com"
         missing = await client.get(
@@ -354,7 +348,7 @@ async def test_a_recovery_link_off_the_stores_hosts_never_reaches_an_email(
         return all(cart_email(email) is not None for email in cases)
 
     # The development registry abandons a cart after 20 s.
-    await _eventually(all_sent, 120, "the four abandoned-cart emails")
+    await eventually(all_sent, 120, "the four abandoned-cart emails")
     for email, (link, kept) in cases.items():
         text = cart_email(email) or ""
         assert "evil.example" not in text, email
@@ -394,7 +388,7 @@ async def test_lists_come_a_page_at_a_time_with_a_maximum_page_size(
             answer = await client.get(notifications)
             return answer.status_code == 200 and len(answer.json()) >= 2
 
-        await _eventually(planned, 60, "the order's messages planned (welcome, review request...)")
+        await eventually(planned, 60, "the order's messages planned (welcome, review request...)")
         everything = (await client.get(notifications)).json()
         first = await client.get(notifications, params={"limit": 1})
         assert len(first.json()) == 1

@@ -4,11 +4,9 @@ one-click unsubscribe works; the second order congratulates the customer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -20,6 +18,7 @@ from services.ingest.sources import shopify
 from tests.e2e.conftest import Platforms, RunningServices
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -80,12 +79,6 @@ def _order(customer_id: int, email: str, order_id: int, codes: list[str]) -> dic
     return payload
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.2)
-
 
 def _mail(smtp: SmtpServer, email: str, starts: str) -> EmailMessage | None:
     return next((m for m in smtp.messages if m["To"] == email and m["Subject"].startswith(starts)), None)
@@ -106,7 +99,7 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
         async def cart_email() -> bool:
             return _mail(smtp_server, email, "Aiko, your cart is waiting") is not None
 
-        await _eventually(cart_email, 60, "the abandoned-cart email")
+        await eventually(cart_email, 60, "the abandoned-cart email")
         mail = _mail(smtp_server, email, "Aiko, your cart is waiting")
         assert mail is not None
         plain = mail.get_body(("plain",))
@@ -144,7 +137,7 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
             answer = await client.get(coupons_url, headers=API)
             return answer.status_code == 200 and answer.json()[0]["redeemed_order_id"] == str(order_id)
 
-        await _eventually(redeemed, 20, "the coupon redeemed by the order")
+        await eventually(redeemed, 20, "the coupon redeemed by the order")
         [coupon] = (await client.get(coupons_url, headers=API)).json()
         assert (coupon["code"], coupon["flow"], coupon["kind"], coupon["value"]) == (
             code,
@@ -173,7 +166,7 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
         async def shop_consent() -> bool:
             return platforms.shop.consent.get(gid, {}).get("marketingState") == "UNSUBSCRIBED"
 
-        await _eventually(shop_consent, 30, "the shop's email marketing consent withdrawn")
+        await eventually(shop_consent, 30, "the shop's email marketing consent withdrawn")
 
         # The order made a first-time customer: the (transactional) welcome still goes; the review request,
         # marketing, due 30 s later in the development registry, is skipped because of the unsubscription.
@@ -183,7 +176,7 @@ async def test_abandoned_checkout_coupon_redemption_attribution_and_one_click_un
             rows = (await client.get(notifications_url, headers=API)).json()
             return any(r["flow"] == "review_request" and r["status"] == "skipped" for r in rows)
 
-        await _eventually(review_settled, 60, "the review request skipped")
+        await eventually(review_settled, 60, "the review request skipped")
         rows = {r["flow"]: r for r in (await client.get(notifications_url, headers=API)).json()}
     assert rows["review_request"]["skip_reason"] == "unsubscribed"
     assert rows["welcome"]["status"] == "sent"

@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.notifier.domain.samples import EMAIL_FLOWS
 from shared.settings import REPO_ROOT
 from tests.e2e.conftest import RunningServices
-from tests.e2e.test_notifier_flows import _eventually, _order, _signed
+from tests.e2e.test_notifier_flows import _order, _signed
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +88,7 @@ async def test_a_real_customers_preview_plans_and_issues_nothing(services: Runni
                 return False
             return {"welcome", "review_request", "follow_up"} <= {m["flow"] for m in listed.json()}
 
-        await _eventually(planned, 120, "the order's messages planned")
+        await eventually(planned, 120, "the order's messages planned")
         # Their status may move on meanwhile, but a preview adds none and issues no coupon.
         before = {(m["id"], m["flow"]) for m in (await client.get(notifications)).json()}
         preview = (
@@ -119,7 +120,7 @@ async def test_test_send_reaches_the_smtp_server_marked_and_recorded_nowhere(
     async def arrived() -> bool:
         return any(m["Subject"] == answer["subject"] for m in smtp_server.messages)
 
-    await _eventually(arrived, 30, "the test email at the SMTP server")
+    await eventually(arrived, 30, "the test email at the SMTP server")
     [mail] = [m for m in smtp_server.messages if m["Subject"] == answer["subject"]]
     assert mail["X-LoyaltyFunnel-Test"] == "true"
     assert mail["Message-ID"] == answer["message_id"]

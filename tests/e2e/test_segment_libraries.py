@@ -10,7 +10,7 @@ import json
 import re
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.browser import EVIL_HOST, JS_DIR, chromium, page_server
 from tests.e2e.conftest import RunningServices
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -78,12 +79,6 @@ class Traffic:
     def to(self, path: str) -> list[tuple[str, str, int, dict[str, str]]]:
         return [c for c in self.calls if c[1] == path]
 
-
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.3)
 
 
 async def _metric(client: httpx.AsyncClient, services: RunningServices, name: str) -> float:
@@ -158,7 +153,7 @@ async def test_analytics_js_in_chromium_reaches_the_segmenter(
         # the write key as Basic auth, each call preceded by a CORS preflight for the authorization header.
         assert [c[2] for c in traffic.to(f"/v1/projects/{BROWSER_KEY}/settings")] == [200]
         for path, calls in (("/v1/p", 1), ("/v1/t", 5), ("/v1/a", 1), ("/v1/i", 1)):
-            await _eventually(partial(_answered, traffic, path, calls), 10, f"{calls} x {path}")
+            await eventually(partial(_answered, traffic, path, calls), 10, f"{calls} x {path}")
             for method, _, status, headers in traffic.to(path):
                 assert (method, status) == ("POST", 200)
                 assert headers["content-type"].startswith("text/plain")
@@ -183,7 +178,7 @@ async def test_analytics_js_in_chromium_reaches_the_segmenter(
             )
             return response.status_code == 200 and f"anon:{anonymous_id}" in response.json()["identifiers"]
 
-        await _eventually(merged, 20, "the segmenter merged the anonymous visitor into the user")
+        await eventually(merged, 20, "the segmenter merged the anonymous visitor into the user")
 
 
 async def _answered(traffic: Traffic, path: str, count: int) -> bool:
@@ -210,7 +205,7 @@ async def test_analytics_js_batching_mode_and_a_refused_fake_order(
         )
         events = await _events_of_visitor(kafka_bootstrap, anonymous_id, 2)
         assert sorted(e.type for e in events) == ["custom", "product_viewed"]
-        await _eventually(partial(_answered_with, traffic, "/v1/b", 200), 10, "a batch answered 200")
+        await eventually(partial(_answered_with, traffic, "/v1/b", 200), 10, "a batch answered 200")
         assert traffic.to("/v1/t") == []
 
         # An order sent with the public key, through the library itself: ingest refuses it (403, which the
@@ -221,7 +216,7 @@ async def test_analytics_js_batching_mode_and_a_refused_fake_order(
                 analytics.track("Order Completed", {order_id: "fake-1", total: 5000, currency: "EUR"});
             }"""
         )
-        await _eventually(
+        await eventually(
             partial(_answered_with, traffic, "/v1/b", 403), 15, "the batch with the fake order was refused"
         )
         assert await _metric(client, services, "ingest_segment_browser_key_refused_total") > refused
@@ -311,12 +306,12 @@ async def test_analytics_node_drives_the_funnel(services: RunningServices, smtp_
             body = response.json() if response.status_code == 200 else {}
             return body.get("stage") == "first_time" and body.get("orders_count") == 1
 
-        await _eventually(first_time, 20, "the analytics-node customer reached first_time")
+        await eventually(first_time, 20, "the analytics-node customer reached first_time")
 
     async def welcomed() -> bool:
         return any(m["To"] == email for m in smtp_server.messages)
 
-    await _eventually(welcomed, 30, "the order confirmation for the analytics-node customer")
+    await eventually(welcomed, 30, "the order confirmation for the analytics-node customer")
 
 
 async def test_from_anonymous_browsing_to_the_abandoned_cart_email(
@@ -358,7 +353,7 @@ async def test_from_anonymous_browsing_to_the_abandoned_cart_email(
                 and body.get("accepts_marketing") is True
             )
 
-        await _eventually(
+        await eventually(
             merged, 20, "the anonymous cart and views merged into the known, consenting customer"
         )
 
@@ -366,7 +361,7 @@ async def test_from_anonymous_browsing_to_the_abandoned_cart_email(
     async def abandoned_cart_email() -> bool:
         return any(m["To"] == email and "cart" in str(m["Subject"]).lower() for m in smtp_server.messages)
 
-    await _eventually(abandoned_cart_email, 90, "the abandoned-cart email")
+    await eventually(abandoned_cart_email, 90, "the abandoned-cart email")
     mail = next(m for m in smtp_server.messages if m["To"] == email and "cart" in str(m["Subject"]).lower())
     text = mail.get_body(("plain",))
     assert text is not None

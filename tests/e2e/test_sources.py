@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,17 +21,12 @@ from shared.kafka import STOREFRONT_EVENTS
 from tests.e2e.conftest import RunningServices
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
 API = {"Authorization": "Bearer demo-api-key"}
 
-
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def _profile(client: httpx.AsyncClient, services: RunningServices, customer_id: str) -> dict[str, Any]:
@@ -86,13 +80,13 @@ async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
         async def first_time() -> bool:
             return (await _profile(client, services, str(number))).get("stage") == "first_time"
 
-        await _eventually(first_time, 10, "the WooCommerce customer reached first_time")
+        await eventually(first_time, 10, "the WooCommerce customer reached first_time")
         await smtp_server.wait_for_async(1)
 
         async def emailed() -> bool:
             return any(m["To"] == email for m in smtp_server.messages)
 
-        await _eventually(emailed, 10, "the welcome email for the WooCommerce customer")
+        await eventually(emailed, 10, "the welcome email for the WooCommerce customer")
         await asyncio.sleep(1.0)
         profile = await _profile(client, services, str(number))
     assert profile["orders_count"] == 1
@@ -192,7 +186,7 @@ async def test_the_same_segment_message_twice_has_one_effect(services: RunningSe
             return (await _profile(client, services, user_id)).get("orders_count") == 2
 
         # The different order is processed after the duplicate: once it counts, so has the duplicate.
-        await _eventually(repeat, 10, "both distinct orders were counted")
+        await eventually(repeat, 10, "both distinct orders were counted")
         assert (await _profile(client, services, user_id))["stage"] == "repeat"
 
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RunningServices
-from tests.e2e.test_notifier_flows import API, _checkout, _eventually, _signed
+from tests.e2e.test_notifier_flows import API, _checkout, _signed
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +63,7 @@ async def test_a_late_older_subscribe_does_not_undo_an_unsubscribe(
             return answer.status_code == 200 and answer.json()["accepts_marketing"] is value
 
         await post("customers/update", unsubscribed)
-        await _eventually(lambda: consent_is(False), 60, "the unsubscription recorded")
+        await eventually(lambda: consent_is(False), 60, "the unsubscription recorded")
         await post("customers/update", subscribed_late)
         await post("checkouts/create", checkout)
 
@@ -72,7 +73,7 @@ async def test_a_late_older_subscribe_does_not_undo_an_unsubscribe(
             rows = answer.json() if answer.status_code == 200 else []
             return any(r["flow"] == "abandoned_cart" for r in rows)
 
-        await _eventually(abandoned_cart_settled, 90, "the abandoned-cart flow decided")
+        await eventually(abandoned_cart_settled, 90, "the abandoned-cart flow decided")
         rows = {r["flow"]: r for r in (await client.get(notifications_url, headers=API)).json()}
         assert (rows["abandoned_cart"]["status"], rows["abandoned_cart"]["skip_reason"]) == (
             "skipped",

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -20,6 +19,7 @@ from tests.e2e.conftest import RunningServices
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
 from tests.kafka_helpers import end_offsets
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -61,12 +61,6 @@ def _to(smtp: SmtpServer, email: str) -> list[str]:
     return [m["Subject"] for m in smtp.messages if m["To"] == email]
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.1)
-
 
 async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
     text = (await client.get(f"{url}/metrics")).text
@@ -86,7 +80,7 @@ async def test_signed_order_sends_exactly_one_personalised_email(
         async def one_email() -> bool:
             return len(_to(smtp_server, email)) >= 1
 
-        await _eventually(one_email, 10, "the welcome email reached the SMTP server")
+        await eventually(one_email, 10, "the welcome email reached the SMTP server")
         [subject] = _to(smtp_server, email)
         assert "María" in subject
         [message] = [m for m in smtp_server.messages if m["To"] == email]
@@ -104,7 +98,7 @@ async def test_signed_order_sends_exactly_one_personalised_email(
             now = await _metric(client, services.segmenter, "segmenter_duplicate_events_total")
             return now > duplicates_before
 
-        await _eventually(redelivery_seen, 10, "the segmenter saw the redelivered event")
+        await eventually(redelivery_seen, 10, "the segmenter saw the redelivered event")
         await asyncio.sleep(1.0)  # give a (wrong) second email time to arrive
         assert len(_to(smtp_server, email)) == 1
 
@@ -171,7 +165,7 @@ async def test_a_customers_redact_webhook_erases_personal_data_in_both_services(
         async def emailed() -> bool:
             return bool(_to(smtp_server, email))
 
-        await _eventually(emailed, 10, "the welcome email")
+        await eventually(emailed, 10, "the welcome email")
         redact = json.dumps(
             {
                 "shop_id": 1,
@@ -190,7 +184,7 @@ async def test_a_customers_redact_webhook_erases_personal_data_in_both_services(
             )
             return bool(profile.json().get("erased"))
 
-        await _eventually(erased, 10, "the segmenter erased the profile")
+        await eventually(erased, 10, "the segmenter erased the profile")
         profile = (
             await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
         ).json()
@@ -219,6 +213,6 @@ async def test_a_customers_redact_webhook_erases_personal_data_in_both_services(
             # One row per message (the welcome and the delayed flows the order scheduled).
             return len(rows) >= 1 and all(tuple(r) == (None, None, "{}", None) for r in rows)
 
-        await _eventually(notifier_forgot, 10, "the notifier forgot the address")
+        await eventually(notifier_forgot, 10, "the notifier forgot the address")
     finally:
         await engine.dispose()

@@ -14,9 +14,8 @@ import os
 import secrets
 import signal
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from shared.settings import REPO_ROOT
 from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -116,13 +116,6 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, 
     await engine.dispose()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 120.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within:.0f} s")
-        await asyncio.sleep(0.05)
-
 
 def registry(tmp_path: Path, name: str, shop_port: int, site_port: int) -> Path:
     """The development registry with the demo store's shop and site on this test's ports. For WooCommerce,
@@ -183,7 +176,7 @@ async def test_a_notifier_killed_while_the_platform_answers_creates_one_code_and
                     pytest.fail(f"the notifier exited:\n{notifier.log_tail()}")
                 return bool(platform.codes())
 
-            await eventually(created, f"the coupon's creation in the test {name}")
+            await eventually(created, 120, f"the coupon's creation in the test {name}", every=0.05)
             pid = notifier.pid()
             assert pid is not None
             os.kill(pid, signal.SIGKILL)  # the platform's answer is held: it never reaches our commit
@@ -191,7 +184,7 @@ async def test_a_notifier_killed_while_the_platform_answers_creates_one_code_and
             async def gone() -> bool:
                 return not notifier.is_running()
 
-            await eventually(gone, "the notifier's death")
+            await eventually(gone, 120, "the notifier's death")
             platform.hold_answers(0.0)
             [row] = await _messages(engine, customer)
             assert row.status == "provisioning"
@@ -206,7 +199,7 @@ async def test_a_notifier_killed_while_the_platform_answers_creates_one_code_and
                     pytest.fail(f"the notifier exited:\n{notifier.log_tail()}")
                 return bool([r for r in await _messages(engine, customer) if r.status == "sent"])
 
-            await eventually(sent, "the email after the restart")
+            await eventually(sent, 120, "the email after the restart")
             # A little longer, so a second email or code would have had its chance to appear.
             await asyncio.sleep(2 * LEASE_SECONDS)
         finally:

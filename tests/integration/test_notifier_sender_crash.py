@@ -13,10 +13,9 @@ import os
 import signal
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -39,6 +38,7 @@ from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from tests.builders import funnel_event
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -94,13 +94,6 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, 
     await engine.dispose()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 120.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {within:.0f} s")
-        await asyncio.sleep(0.1)
-
 
 async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_promotion(
     database: tuple[str, AsyncEngine], tmp_path: Path
@@ -149,11 +142,11 @@ async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_prom
                 pytest.fail(f"the notifier exited:\n{notifier.log_tail()}")
             return handler.held >= LANES
 
-        await eventually(every_lane_held, "a message on each of the 4 connections")
+        await eventually(every_lane_held, 120, "a message on each of the 4 connections")
         pid = notifier.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await eventually(lambda: _gone(notifier), "the notifier's death")
+        await eventually(lambda: _gone(notifier), 120, "the notifier's death")
         handler.release()
 
         async with engine.connect() as conn:
@@ -167,7 +160,7 @@ async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_prom
                 statuses: dict[str, int] = {s: n for s, n in (await conn.execute(_statuses())).all()}
             return not statuses.get("pending") and not statuses.get("sending")
 
-        await eventually(all_settled, "every message sent or settled")
+        await eventually(all_settled, 120, "every message sent or settled")
 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
             flows = {
@@ -187,14 +180,16 @@ async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_prom
             async def sender_ready_is(expected: bool) -> bool:
                 return bool((await api.get("/readyz")).json().get("sender") is expected)
 
-            await eventually(lambda: sender_ready_is(False), "readiness false while SMTP is away")
+            await eventually(lambda: sender_ready_is(False), 120, "readiness false while SMTP is away")
             smtp = Controller(
                 handler, hostname="127.0.0.1", port=smtp_port, server_hostname="smtp-test.localhost"
             )
             smtp.start()
-            await eventually(lambda: sender_ready_is(True), "readiness back once SMTP is")
+            await eventually(lambda: sender_ready_is(True), 120, "readiness back once SMTP is")
             await eventually(
-                lambda: _arrived(handler, f"late-{run}@example.com"), "the welcome planned during the outage"
+                lambda: _arrived(handler, f"late-{run}@example.com"),
+                120,
+                "the welcome planned during the outage",
             )
     finally:
         notifier.stop(timeout=15)
