@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,6 +16,15 @@ from services.notifier.domain.messages import MessageStatus
 
 PROVISIONING = MessageStatus.PROVISIONING
 
+
+def _still_ours(message_id: int, claimed_at: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The message is still provisioning under this claim: a lease that ran out meanwhile (and gave the
+    message to another sender) makes the update match nothing."""
+    return (
+        messages.c.id == message_id,
+        messages.c.status == PROVISIONING,
+        messages.c.claimed_at == claimed_at,
+    )
 
 async def release_stale_provisioning(conn: AsyncConnection, now: datetime, lease: timedelta) -> int:
     """Messages left in `provisioning` by a crashed sender go back to `pending`: nothing was sent yet, and
@@ -84,11 +93,7 @@ async def confirm(
     )
     moved = await conn.execute(
         update(messages)
-        .where(
-            messages.c.id == message_id,
-            messages.c.status == PROVISIONING,
-            messages.c.claimed_at == claimed_at,
-        )
+        .where(*_still_ours(message_id, claimed_at))
         .values(status=MessageStatus.SENDING, claimed_at=now, attempts=messages.c.attempts + 1)
         .returning(messages.c.id)
     )
@@ -100,11 +105,7 @@ async def retry_later(
 ) -> None:
     await conn.execute(
         update(messages)
-        .where(
-            messages.c.id == message_id,
-            messages.c.status == PROVISIONING,
-            messages.c.claimed_at == claimed_at,
-        )
+        .where(*_still_ours(message_id, claimed_at))
         .values(
             status=MessageStatus.PENDING,
             claimed_at=None,
@@ -117,11 +118,7 @@ async def retry_later(
 async def give_up(conn: AsyncConnection, message_id: int, claimed_at: datetime, reason: str) -> None:
     await conn.execute(
         update(messages)
-        .where(
-            messages.c.id == message_id,
-            messages.c.status == PROVISIONING,
-            messages.c.claimed_at == claimed_at,
-        )
+        .where(*_still_ours(message_id, claimed_at))
         .values(status=MessageStatus.SKIPPED, skip_reason="coupon_unavailable", last_error=reason[:500])
     )
 
