@@ -14,14 +14,18 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.metrics import LabelledChildren
 from shared.ratelimit import ClientRateLimitMiddleware, parse_networks
 from shared.registry_checks import sha256_hex
 from shared.settings import ClientRateLimitSettings
@@ -40,6 +44,8 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+_REQUESTS = LabelledChildren(HTTP_REQUESTS)
+_LATENCY = LabelledChildren(HTTP_LATENCY)
 
 
 class FieldError(BaseModel):
@@ -228,8 +234,64 @@ class _MetricsMiddleware:
         finally:
             # The route template, not the raw path: customer ids must not explode metric cardinality.
             template = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_LATENCY.labels(template, scope["method"]).observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            _LATENCY.child(template, scope["method"]).observe(time.perf_counter() - started)
+            _REQUESTS.child(template, scope["method"], str(status)).inc()
+
+
+DirectHandler = Callable[[Request], Awaitable[Response]]
+
+
+class _DirectRoute(BaseRoute):
+    """Answers one declared route's requests with `handler(request) -> Response`, without FastAPI's
+    per-request machinery: route matching through the included routers, dependency solving, the nested exit
+    stacks, and validating and rendering the answer through the response model. On ingest's webhooks that
+    machinery was about a third of the process's time per request (bench/README.md, issue 14).
+
+    The declared APIRoute stays in the app, so OpenAPI, `url_path_for` and the 405 for another method are
+    its own; requests reaching this one get that APIRoute as `scope["route"]`, so the metrics count them
+    under the same template. What the handler raises goes to the app's exception handlers, as from any
+    route. The handler therefore reads everything itself (headers, body) and returns the final Response:
+    nothing is validated or rendered for it."""
+
+    def __init__(self, route: APIRoute, handler: DirectHandler) -> None:
+        self._route = route
+        self._handler = handler
+        self._path = route.path
+        self._methods = frozenset(route.methods or ())
+        self.path_format = route.path_format  # what FastAPI reports as the selected route
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] not in self._methods:
+            return Match.NONE, {}  # another method: the declared route answers it (405)
+        if get_route_path(scope) != self._path:
+            return Match.NONE, {}
+        return Match.FULL, {"route": self._route, "endpoint": self._route.endpoint, "path_params": {}}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)  # the declared route names the path
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def serve_directly(app: FastAPI, routes: Sequence[tuple[APIRoute, DirectHandler]]) -> None:
+    """Serve these declared routes (already included in `app`) through their direct handlers (see
+    `_DirectRoute`). Each handler must answer exactly as its declared endpoint would, so a route with
+    dependencies (its own or its router's) or included under a prefix is refused: they would be skipped."""
+    declared = {  # by identity: routes compare by value
+        id(context.original_route): context
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+    }
+    for route, handler in routes:
+        context = declared.get(id(route))
+        if context is None or context.path != route.path:
+            raise ValueError(f"{route.path} is not a route of this app at that path")
+        if route.dependencies or getattr(context, "dependencies", None):
+            raise ValueError(f"{route.path} has dependencies, which a direct handler would skip")
+        # First in the app's own list: the router stops at the first full match.
+        app.router.routes.insert(0, _DirectRoute(route, handler))
 
 
 def ops_router(readiness: ReadinessCheck) -> APIRouter:

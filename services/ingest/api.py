@@ -23,6 +23,7 @@ from shared.web import (
     install_input_guard,
     install_metrics_middleware,
     ops_router,
+    serve_directly,
 )
 from shared.workers import WorkerGroup
 
@@ -86,4 +87,5 @@ def create_app(
     app.include_router(segment.router)
     app.include_router(segment_settings.router)
     document_models(app, list(segment.REQUEST_MODELS.values()))
+    serve_directly(app, webhooks.DIRECT_ROUTES)
     return app

@@ -1,23 +1,32 @@
-"""Storefront platforms' webhooks: Shopify and WooCommerce."""
+"""Storefront platforms' webhooks: Shopify and WooCommerce.
+
+Each route is declared for OpenAPI (its headers, answers and errors) and answered by a direct handler
+(`DIRECT_ROUTES`, see shared.web.serve_directly): it reads the headers and the raw body itself, verifies the
+signature on the bytes, and answers with JSON rendered here, exactly as FastAPI rendered the `Accepted`
+model (the same bytes and headers).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Request
+import msgspec
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
 from services.ingest.accept import check_rate, publish, reject_future
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import context
-from services.ingest.headers import HeaderSpec, openapi_parameters, read_headers
+from services.ingest.headers import HeaderSet, HeaderSpec
 from services.ingest.sources import shopify, woocommerce
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
 from shared.events import StorefrontEvent
 from shared.logging import get_logger
-from shared.web import ApiError, ErrorBody, validation_errors
+from shared.metrics import LabelledChildren
+from shared.web import ApiError, DirectHandler, ErrorBody, validation_errors
 
 log = get_logger(__name__)
 
@@ -25,12 +34,27 @@ WEBHOOKS = Counter(
     "ingest_webhooks_total", "Webhooks received, by source, topic and outcome", ["source", "topic", "outcome"]
 )
 
+_OUTCOMES = LabelledChildren(WEBHOOKS)
+
 router = APIRouter(tags=["webhooks"])
 
 
+# The answer to a webhook, documented by this model and rendered by `_answer` (no docstring: it would
+# become the schema's description in OpenAPI).
 class Accepted(BaseModel):
     status: str
     event_id: str | None = None
+
+
+def _answer(status: str, event_id: str | None = None) -> Response:
+    """The bytes FastAPI's JSONResponse made of `Accepted(status=..., event_id=...)` (json.dumps with
+    ensure_ascii=False, no spaces). msgspec writes a string as json.dumps does then (checked for every
+    character a header value can hold, Latin-1) at a twentieth of the cost."""
+    rendered = msgspec.json.encode(event_id) if event_id is not None else b"null"
+    return Response(b'{"status":"' + status.encode() + b'","event_id":' + rendered + b"}", media_type=_JSON)
+
+
+_JSON = "application/json"
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -44,7 +68,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _invalid(source: str, topic: str, exc: ValidationError) -> ApiError:
-    WEBHOOKS.labels(source, topic, "invalid").inc()
+    _OUTCOMES.child(source, topic, "invalid").inc()
     errors = validation_errors(exc.errors())
     return ApiError(
         422, "invalid_payload", "; ".join(f"{e.field}: {e.message}" for e in errors[:5]), errors=errors
@@ -53,19 +77,19 @@ def _invalid(source: str, topic: str, exc: ValidationError) -> ApiError:
 
 async def _accept(
     request: Request, source: str, topic: str, store_id: str, event: StorefrontEvent | None
-) -> Accepted:
+) -> Response:
     ctx = context(request)
     if event is None:
-        WEBHOOKS.labels(source, topic, "ignored").inc()
-        return Accepted(status="ignored")
+        _OUTCOMES.child(source, topic, "ignored").inc()
+        return _answer("ignored")
     reject_future([event], event.received_at)
     check_rate(ctx.limiter, store_id, source, 1)
     await publish(ctx.publisher, [event], source)
-    WEBHOOKS.labels(source, topic, "accepted").inc()
+    _OUTCOMES.child(source, topic, "accepted").inc()
     # Debug, not info: a JSON line per accepted webhook was about 7 % of its time (bench/README.md), and
     # Segment calls were never logged one by one either; ingest_webhooks_total counts them.
     log.debug("event_accepted", store_id=store_id, event_id=event.event_id, type=event.type)
-    return Accepted(status="accepted", event_id=event.event_id)
+    return _answer("accepted", event.event_id)
 
 
 class WebhookMapper(Protocol):
@@ -122,7 +146,7 @@ async def _translate(
     body: bytes,
     store_id: str,
     delivery: str,
-) -> Accepted:
+) -> Response:
     """Once the sender is verified: parse, map to the canonical event, accept (or 422 naming the field)."""
     event_id = f"{source}:{delivery}"
     label = topic if topic in mapper.HANDLED_TOPICS else "other"
@@ -141,12 +165,14 @@ async def _translate(
     return await _accept(request, source, label, store_id, event)
 
 
-SHOPIFY_HEADERS = (
-    HeaderSpec("X-Shopify-Topic", required=True),
-    HeaderSpec("X-Shopify-Shop-Domain", required=True),
-    HeaderSpec("X-Shopify-Hmac-Sha256"),
-    HeaderSpec("X-Shopify-Event-Id"),
-    HeaderSpec("X-Shopify-Webhook-Id"),
+SHOPIFY_HEADERS = HeaderSet(
+    (
+        HeaderSpec("X-Shopify-Topic", required=True),
+        HeaderSpec("X-Shopify-Shop-Domain", required=True),
+        HeaderSpec("X-Shopify-Hmac-Sha256"),
+        HeaderSpec("X-Shopify-Event-Id"),
+        HeaderSpec("X-Shopify-Webhook-Id"),
+    )
 )
 
 
@@ -155,48 +181,50 @@ SHOPIFY_HEADERS = (
     summary="Receive a Shopify webhook",
     response_model=Accepted,
     responses=ERRORS,
-    openapi_extra=openapi_parameters(SHOPIFY_HEADERS),
+    openapi_extra=SHOPIFY_HEADERS.openapi_parameters(),
 )
-async def shopify_webhook(request: Request) -> Accepted:
+async def shopify_webhook(request: Request) -> Response:
     """Orders, refunds, checkouts, customers and the privacy topics of a Shopify shop, known by its domain
     and its signature. A topic we do not use is acknowledged (200, status `ignored`) so Shopify stops
     retrying it. The event id is X-Shopify-Event-Id (the same on every retry), else X-Shopify-Webhook-Id."""
-    headers = read_headers(request, SHOPIFY_HEADERS)
-    x_shopify_topic = headers["x-shopify-topic"] or ""
-    x_shopify_shop_domain = headers["x-shopify-shop-domain"] or ""
-    x_shopify_hmac_sha256 = headers["x-shopify-hmac-sha256"]
-    x_shopify_event_id = headers["x-shopify-event-id"]
-    x_shopify_webhook_id = headers["x-shopify-webhook-id"]
+    return await receive_shopify(request)
+
+
+async def receive_shopify(request: Request) -> Response:
+    headers = SHOPIFY_HEADERS.read(request.scope)
+    topic = headers["x-shopify-topic"]
     ctx = context(request)
     body = await read_limited_body(request, ctx.settings.ingest_max_body_bytes)
-    store = ctx.stores.by_shop_domain(x_shopify_shop_domain)
+    store = ctx.stores.by_shop_domain(headers["x-shopify-shop-domain"])
     if store is None or store.shopify is None:
         raise ApiError(401, "unknown_shop", "no store is registered for this X-Shopify-Shop-Domain")
     if not shopify.signature_is_valid(
-        store.shopify.webhook_secret.get_secret_value(), body, x_shopify_hmac_sha256
+        store.shopify.webhook_secret.get_secret_value(), body, headers.get("x-shopify-hmac-sha256")
     ):
-        WEBHOOKS.labels("shopify", "any", "bad_signature").inc()
+        _OUTCOMES.child("shopify", "any", "bad_signature").inc()
         raise ApiError(401, "bad_signature", "X-Shopify-Hmac-Sha256 does not match the body")
-    delivery = x_shopify_event_id or x_shopify_webhook_id
+    delivery = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id")
     if not delivery:
         raise ApiError(400, "missing_header", "X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required")
-    if x_shopify_topic in shopify.PRIVACY_TOPICS and not shopify.body_shop_matches(
-        x_shopify_topic, parse_json(body), store.shopify.shop_domain
+    if topic in shopify.PRIVACY_TOPICS and not shopify.body_shop_matches(
+        topic, parse_json(body), store.shopify.shop_domain
     ):
-        WEBHOOKS.labels("shopify", x_shopify_topic, "shop_mismatch").inc()
+        _OUTCOMES.child("shopify", topic, "shop_mismatch").inc()
         raise ApiError(
             401, "shop_mismatch", "the signed body's shop_domain is not the X-Shopify-Shop-Domain's shop"
         )
-    return await _translate(request, "shopify", shopify, x_shopify_topic, body, store.store_id, delivery)
+    return await _translate(request, "shopify", shopify, topic, body, store.store_id, delivery)
 
 
 # All optional here: a ping carries none of them, and a missing one is a 400 naming it, below.
-WOOCOMMERCE_HEADERS = (
-    HeaderSpec("Content-Type"),
-    HeaderSpec("X-WC-Webhook-Source"),
-    HeaderSpec("X-WC-Webhook-Topic"),
-    HeaderSpec("X-WC-Webhook-Signature"),
-    HeaderSpec("X-WC-Webhook-Delivery-ID"),
+WOOCOMMERCE_HEADERS = HeaderSet(
+    (
+        HeaderSpec("Content-Type"),
+        HeaderSpec("X-WC-Webhook-Source"),
+        HeaderSpec("X-WC-Webhook-Topic"),
+        HeaderSpec("X-WC-Webhook-Signature"),
+        HeaderSpec("X-WC-Webhook-Delivery-ID"),
+    )
 )
 
 
@@ -205,41 +233,51 @@ WOOCOMMERCE_HEADERS = (
     summary="Receive a WooCommerce webhook",
     response_model=Accepted,
     responses=ERRORS,
-    openapi_extra=openapi_parameters(WOOCOMMERCE_HEADERS),
+    openapi_extra=WOOCOMMERCE_HEADERS.openapi_parameters(),
 )
-async def woocommerce_webhook(request: Request) -> Accepted:
+async def woocommerce_webhook(request: Request) -> Response:
     """Orders and customers of a WooCommerce site, known by X-WC-Webhook-Source and its signature (base64
     HMAC-SHA256 of the raw body). The ping WooCommerce sends when a webhook is saved (a form-encoded
     `webhook_id=<n>`, unsigned) is answered 200 so the webhook can be activated; it produces nothing."""
-    headers = read_headers(request, WOOCOMMERCE_HEADERS)
-    content_type = headers["content-type"]
-    x_wc_webhook_source = headers["x-wc-webhook-source"]
-    x_wc_webhook_topic = headers["x-wc-webhook-topic"]
-    x_wc_webhook_signature = headers["x-wc-webhook-signature"]
-    x_wc_webhook_delivery_id = headers["x-wc-webhook-delivery-id"]
+    return await receive_woocommerce(request)
+
+
+async def receive_woocommerce(request: Request) -> Response:
+    headers = WOOCOMMERCE_HEADERS.read(request.scope)
     ctx = context(request)
     body = await read_limited_body(request, ctx.settings.ingest_max_body_bytes)
-    if woocommerce.is_ping(content_type, body):
-        WEBHOOKS.labels("woocommerce", "ping", "accepted").inc()
-        return Accepted(status="pong")
-    if not x_wc_webhook_source or not x_wc_webhook_topic:
+    if woocommerce.is_ping(headers.get("content-type"), body):
+        _OUTCOMES.child("woocommerce", "ping", "accepted").inc()
+        return _answer("pong")
+    source = headers.get("x-wc-webhook-source")
+    topic = headers.get("x-wc-webhook-topic")
+    if not source or not topic:
         raise ApiError(400, "missing_header", "X-WC-Webhook-Source and X-WC-Webhook-Topic are required")
-    store = ctx.stores.by_woocommerce_site(x_wc_webhook_source)
+    store = ctx.stores.by_woocommerce_site(source)
     if store is None or store.woocommerce is None:
         raise ApiError(401, "unknown_site", "no store is registered for this X-WC-Webhook-Source")
     if not woocommerce.signature_is_valid(
-        store.woocommerce.webhook_secret.get_secret_value(), body, x_wc_webhook_signature
+        store.woocommerce.webhook_secret.get_secret_value(), body, headers.get("x-wc-webhook-signature")
     ):
-        WEBHOOKS.labels("woocommerce", "any", "bad_signature").inc()
+        _OUTCOMES.child("woocommerce", "any", "bad_signature").inc()
         raise ApiError(401, "bad_signature", "X-WC-Webhook-Signature does not match the body")
-    if not x_wc_webhook_delivery_id:
+    delivery = headers.get("x-wc-webhook-delivery-id")
+    if not delivery:
         raise ApiError(400, "missing_header", "X-WC-Webhook-Delivery-ID is required")
-    delivery = x_wc_webhook_delivery_id
     mapper = _WooCommerceForStore(
         woocommerce.ConsentField(store.woocommerce.consent_meta_key, store.woocommerce.consent_yes_values)
         if store.woocommerce.consent_meta_key
         else None
     )
-    return await _translate(
-        request, "woocommerce", mapper, x_wc_webhook_topic, body, store.store_id, delivery
-    )
+    return await _translate(request, "woocommerce", mapper, topic, body, store.store_id, delivery)
+
+
+def _declared(path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
+
+
+# Served by their direct handlers (api.py): the declared routes above document them.
+DIRECT_ROUTES: tuple[tuple[APIRoute, DirectHandler], ...] = (
+    (_declared("/webhooks/shopify"), receive_shopify),
+    (_declared("/webhooks/woocommerce"), receive_woocommerce),
+)

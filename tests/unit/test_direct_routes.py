@@ -1,0 +1,238 @@
+"""Routes served directly (shared.web.serve_directly): the webhooks answer exactly as their declared FastAPI
+endpoints did, byte for byte, with the same OpenAPI, metrics and 405s."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.routing import APIRoute
+from prometheus_client import REGISTRY, Counter
+
+from services.ingest.api import create_app
+from services.ingest.routes import webhooks
+from services.ingest.settings import IngestSettings
+from shared.events import StorefrontEvent
+from shared.metrics import LabelledChildren
+from shared.settings import REPO_ROOT
+from shared.web import serve_directly
+from tests.examples import source_example, source_examples
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.published: list[StorefrontEvent] = []
+
+    async def connect_forever(self) -> None:
+        return None
+
+    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
+        self.published.extend(events)
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _sign(secret: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def _shopify(topic: str, body: bytes, **changes: str | bytes | None) -> dict[str, Any]:
+    headers: dict[str, str | bytes | None] = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": "demo.myshopify.com",
+        "X-Shopify-Hmac-Sha256": _sign("demo-shopify-secret", body),
+        "X-Shopify-Event-Id": 'ev-1 "é"'.encode("latin-1"),  # a header is Latin-1
+        "X-Shopify-Webhook-Id": "wh-1",
+        **changes,
+    }
+    return {
+        "url": "/webhooks/shopify",
+        "content": body,
+        "headers": {k: v for k, v in headers.items() if v is not None},
+    }
+
+
+def _woocommerce(topic: str, body: bytes, **changes: str | None) -> dict[str, Any]:
+    headers: dict[str, str | None] = {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Source": "https://demo-woo.example.com/",
+        "X-WC-Webhook-Topic": topic,
+        "X-WC-Webhook-Signature": _sign("demo-woo-secret", body),
+        "X-WC-Webhook-Delivery-ID": "d-1",
+        **changes,
+    }
+    return {
+        "url": "/webhooks/woocommerce",
+        "content": body,
+        "headers": {k: v for k, v in headers.items() if v is not None},
+    }
+
+
+def _requests() -> list[dict[str, Any]]:
+    requests = [_shopify(topic, path.read_bytes()) for topic, path in source_examples("shopify")]
+    requests += [_woocommerce(topic, path.read_bytes()) for topic, path in source_examples("woocommerce")]
+    order = source_example("shopify", "orders.create__order_with_customer")
+    body = json.dumps(order).encode()
+    requests += [
+        _shopify("products/create", b'{"id": 1}'),
+        _shopify("orders/create", body, **{"X-Shopify-Topic": None, "X-Shopify-Shop-Domain": None}),
+        _shopify("orders/create", body, **{"X-Shopify-Hmac-Sha256": "bad"}),
+        _shopify("orders/create", body, **{"X-Shopify-Shop-Domain": "other.myshopify.com"}),
+        _shopify("orders/create", body, **{"X-Shopify-Event-Id": None, "X-Shopify-Webhook-Id": ""}),
+        _shopify("orders/create", b'{"id": '),
+        _shopify("orders/create", json.dumps({**order, "currency": "dollars"}).encode()),
+        _shopify("orders/create", json.dumps({**order, "created_at": "2999-01-01T00:00:00Z"}).encode()),
+        _shopify("orders/create", b'{"pad": "' + b"x" * (70 * 1024) + b'"}'),
+        _shopify("shop/redact", b'{"shop_domain": "other.myshopify.com"}'),
+        _woocommerce("order.created", b"{}", **{"X-WC-Webhook-Topic": None}),
+        _woocommerce("order.created", b"{}", **{"X-WC-Webhook-Signature": "bad"}),
+        _woocommerce("order.created", b"{}", **{"X-WC-Webhook-Delivery-ID": None}),
+        {
+            "url": "/webhooks/woocommerce",
+            "content": b"webhook_id=12",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+        },
+        {**_shopify("orders/create", body), "url": "/webhooks/shopify?x=%01"},
+    ]
+    return requests
+
+
+def _without_direct_routes(app: FastAPI) -> FastAPI:
+    app.router.routes[:] = [r for r in app.router.routes if type(r).__name__ != "_DirectRoute"]
+    return app
+
+
+@pytest.fixture
+async def apps() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI]]:
+    settings = IngestSettings(
+        stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml", ingest_max_body_bytes=64 * 1024
+    )
+    direct = create_app(settings, publisher=_Publisher(), clock=lambda: NOW)
+    declared = _without_direct_routes(create_app(settings, publisher=_Publisher(), clock=lambda: NOW))
+    async with (
+        direct.router.lifespan_context(direct),
+        declared.router.lifespan_context(declared),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=direct), base_url="http://i") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=declared), base_url="http://i") as b,
+    ):
+        yield a, b, direct, declared
+
+
+async def test_webhooks_answer_as_their_declared_endpoints(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
+) -> None:
+    direct, declared, direct_app, declared_app = apps
+    for request in _requests():
+        a = await direct.post(**request)
+        b = await declared.post(**request)
+        assert (a.status_code, a.headers.raw, a.content) == (b.status_code, b.headers.raw, b.content), request
+        assert a.status_code < 500
+    published_direct = direct_app.state.ingest.publisher.published
+    published_declared = declared_app.state.ingest.publisher.published
+    assert published_direct == published_declared
+    assert len(published_direct) >= 12
+    accepted = await direct.post(**_shopify("customers/create", b'{"id": 7}'))
+    assert accepted.content == '{"status":"accepted","event_id":"shopify:ev-1 \\"é\\""}'.encode()
+
+
+async def test_openapi_and_other_methods_are_the_declared_routes(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
+) -> None:
+    direct, declared, _, _ = apps
+    assert (await direct.get("/openapi.json")).json() == (await declared.get("/openapi.json")).json()
+    for path in ("/webhooks/shopify", "/webhooks/woocommerce"):
+        a, b = await direct.get(path), await declared.get(path)
+        assert a.status_code == 405
+        assert (a.status_code, a.headers.raw, a.content) == (b.status_code, b.headers.raw, b.content)
+
+
+async def test_direct_answers_are_counted_under_the_route_template(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
+) -> None:
+    direct, _, _, _ = apps
+    labels = {"route": "/webhooks/shopify", "method": "POST", "status": "200"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0
+    await direct.post(**_shopify("customers/create", b'{"id": 7}'))
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 1
+
+
+async def test_direct_handlers_serve_the_webhooks(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
+) -> None:
+    direct, _, direct_app, _ = apps
+    calls: list[str] = []
+    original = webhooks.receive_shopify
+
+    # The declared endpoint would also reach receive_shopify; the direct route holds its own reference,
+    # so the endpoint is what must not run.
+    declared = next(
+        r for r in webhooks.router.routes if isinstance(r, APIRoute) and r.path == "/webhooks/shopify"
+    )
+
+    async def spy(request: Request) -> Response:
+        calls.append("declared")
+        return await original(request)
+
+    endpoint, declared.dependant.call = declared.dependant.call, spy
+    try:
+        response = await direct.post(**_shopify("customers/create", b'{"id": 7}'))
+    finally:
+        declared.dependant.call = endpoint
+    assert response.status_code == 200
+    assert calls == []
+    assert direct_app.state.ingest.publisher.published
+
+
+def test_serve_directly_refuses_what_it_would_change() -> None:
+    async def handler(request: Request) -> Response:
+        return Response(b"{}")
+
+    def dependency() -> None:
+        return None
+
+    router = APIRouter()
+
+    @router.post("/plain")
+    async def plain() -> dict[str, str]:
+        return {}
+
+    @router.post("/guarded", dependencies=[Depends(dependency)])
+    async def guarded() -> dict[str, str]:
+        return {}
+
+    plain_route, guarded_route = (r for r in router.routes if isinstance(r, APIRoute))
+    with pytest.raises(ValueError, match="not a route of this app"):
+        serve_directly(FastAPI(), [(plain_route, handler)])
+    prefixed = FastAPI()
+    prefixed.include_router(router, prefix="/v2")
+    with pytest.raises(ValueError, match="not a route of this app"):
+        serve_directly(prefixed, [(plain_route, handler)])
+    app = FastAPI()
+    app.include_router(router)
+    with pytest.raises(ValueError, match="dependencies"):
+        serve_directly(app, [(guarded_route, handler)])
+    serve_directly(app, [(plain_route, handler)])
+
+
+def test_labelled_children_are_the_metrics_own() -> None:
+    counter = Counter("test_direct_labelled_total", "test", ["a", "b"])
+    children = LabelledChildren(counter)
+    assert children.child("x", "y") is children.child("x", "y")
+    children.child("x", "y").inc(2)
+    counter.labels("x", "y").inc()
+    assert REGISTRY.get_sample_value("test_direct_labelled_total", {"a": "x", "b": "y"}) == 3
