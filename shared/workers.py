@@ -81,6 +81,9 @@ class Poller:
     async def run_forever(self) -> None:
         attempt = 0
         while True:
+            # Cleared before the step, not after it: a wake-up that comes while the step runs (a commit of
+            # new work it may not have seen) must cut the idle wait that follows short, not be lost to it.
+            self._wake.clear()
             try:
                 handled = await self.step()
                 attempt = 0
@@ -96,7 +99,6 @@ class Poller:
                 attempt += 1
                 continue
             if handled < self._batch_size:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_seconds)
 

@@ -43,3 +43,32 @@ async def test_a_bug_stops_the_worker() -> None:
     worker = _Flaky([ValueError("bug")])
     with pytest.raises(ValueError, match="bug"):
         await asyncio.wait_for(worker.run_forever(), 30)
+
+
+class _Counting(Poller):
+    """Each step wakes itself once while it runs, as a commit of new work during a step would."""
+
+    def __init__(self) -> None:
+        super().__init__("counting", batch_size=10, idle_seconds=60.0)
+        self.steps = 0
+        self.second_step = asyncio.Event()
+
+    async def step(self) -> int:
+        self.steps += 1
+        if self.steps == 1:
+            await asyncio.sleep(0)
+            self.wake()  # new work arrived while this step ran
+        else:
+            self.second_step.set()
+        return 0
+
+
+async def test_a_wake_up_during_a_step_runs_the_next_step_at_once() -> None:
+    worker = _Counting()
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        # Not after the 60 s idle wait: the wake-up that came during the first step is not lost.
+        await asyncio.wait_for(worker.second_step.wait(), 5)
+    finally:
+        task.cancel()
+    assert worker.steps == 2
