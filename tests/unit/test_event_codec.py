@@ -1,0 +1,243 @@
+"""The canonical events' encoding and decoding were made cheaper (shared/events.py); what travels on
+`storefront-events` and what the segmenter makes of it must not change. The frozen references below are
+the code as it was: encode_event was `model_dump_json(exclude_none=True).encode()`, and decode_event was
+one TypeAdapter of the models with every field validator, the per-field NUL check included."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from bench.workload import Storefront, canonical
+from shared import events
+from shared.events import LineItem, StorefrontEvent, decode_event, encode_event, reject_nul
+from shared.examples import example_files
+
+_REFERENCE: TypeAdapter[StorefrontEvent] = TypeAdapter(StorefrontEvent)
+
+
+def reference_encode(event: StorefrontEvent) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def reference_decode(raw: bytes | str) -> StorefrontEvent:
+    return _REFERENCE.validate_json(raw)
+
+
+def _mix() -> list[StorefrontEvent]:
+    store = Storefront(seed=3, run="codec")
+    return canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)])
+
+
+MIX = _mix()
+EXAMPLES = [reference_decode(Path(p).read_bytes()) for p in example_files("storefront-events")]
+SEEDS: list[dict[str, Any]] = [json.loads(reference_encode(e)) for e in [*EXAMPLES, *MIX[::7]]]
+
+
+def test_encoding_gives_the_very_bytes_it_gave() -> None:
+    assert len({e.type for e in [*EXAMPLES, *MIX]}) >= 8
+    for event in [*EXAMPLES, *MIX]:
+        assert encode_event(event) == reference_encode(event)
+
+
+def _fields_set(model: BaseModel) -> dict[str, Any]:
+    """Which fields each model (nested ones too) was given: what exclude_unset and the merges see."""
+    tree: dict[str, Any] = {"": sorted(model.model_fields_set)}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        for i, item in enumerate(value if isinstance(value, tuple) else (value,)):
+            if isinstance(item, BaseModel):
+                tree[f"{name}[{i}]"] = _fields_set(item)
+    return tree
+
+
+def _comparable(error: Any) -> dict[str, Any]:
+    # The context holds exception objects, which compare by identity: their text is what anyone sees.
+    return {**error, "ctx": {k: repr(v) for k, v in error.get("ctx", {}).items()}}
+
+
+def outcome(decode: Any, raw: bytes | str) -> tuple[Any, ...]:
+    try:
+        event = decode(raw)
+    except ValidationError as exc:
+        return ("refused", exc.title, str(exc), [_comparable(e) for e in exc.errors()])
+    return ("accepted", type(event), event, repr(event), event.model_dump(), _fields_set(event))
+
+
+def assert_same(raw: bytes | str) -> None:
+    assert outcome(decode_event, raw) == outcome(reference_decode, raw)
+
+
+def test_every_event_of_the_mix_and_the_examples_decodes_the_same() -> None:
+    for event in [*EXAMPLES, *MIX]:
+        raw = reference_encode(event)
+        assert_same(raw)
+        assert decode_event(raw) == event
+        assert_same(raw.decode())
+
+
+def _paths(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            found += _paths(value, (*path, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            found += _paths(value, (*path, i))
+    return found
+
+
+def _at(doc: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        doc = doc[step]
+    return doc
+
+
+TEXT = st.text(
+    alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(["\x00", "\\", "é", " ", "@", "-"])),
+    max_size=12,
+)
+LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+    st.sampled_from([
+        "", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-02-30T00:00:00+01:00", "1999-12-31",
+        "12.345", "0.5", "-1", "1e3", "USD", "usd", "en-US", "xx-", " A@B.CO ", "a@b", "anonymous_id",
+        "snapshot", "added", "shop", "customer", "order_placed", "custom", "cart_abandoned", "shopify",
+        "\x00", "a\x00b", "\\u0000",
+    ]),
+)  # fmt: skip
+FIELD_NAMES = st.sampled_from([
+    "type", "event_id", "store_id", "customer", "payload", "email", "anonymous_id", "store_customer_id",
+    "placed_order_id", "line_items", "product_id", "price", "quantity", "total", "currency", "properties",
+    "answers", "agree", "score", "scope", "schema_version", "locale", "birthday", "updated_at", "x\x00",
+])  # fmt: skip
+JSON = st.recursive(
+    LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELD_NAMES | TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _mutate(doc: Any, data: st.DataObject) -> Any:
+    """One change somewhere in the document: a value replaced, a key removed or added, NUL put into a text."""
+    path = data.draw(st.sampled_from(_paths(doc)))
+    action = data.draw(st.sampled_from(["replace", "delete", "add", "nul"]))
+    if not path:
+        return data.draw(JSON) if action == "replace" else doc
+    parent, last = _at(doc, path[:-1]), path[-1]
+    if action == "replace":
+        parent[last] = data.draw(JSON)
+    elif action == "delete":
+        if isinstance(parent, dict):
+            del parent[last]
+        else:
+            parent.pop(last)
+    elif action == "add":
+        target = parent[last]
+        if isinstance(target, dict):
+            target[data.draw(FIELD_NAMES | TEXT)] = data.draw(JSON)
+        elif isinstance(target, list):
+            target.append(data.draw(JSON))
+    elif isinstance(parent[last], str):
+        at = data.draw(st.integers(min_value=0, max_value=len(parent[last])))
+        parent[last] = parent[last][:at] + "\x00" + parent[last][at:]
+    return doc
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_changed_event_gets_the_same_verdict_and_the_same_event(data: st.DataObject) -> None:
+    doc = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        doc = _mutate(doc, data)
+    text = json.dumps(doc, ensure_ascii=data.draw(st.booleans()))
+    assert_same(text.encode())
+    assert_same(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.sampled_from(SEEDS),
+    cut=st.integers(min_value=0, max_value=2000),
+    inserted=st.sampled_from([b"\\u0000", b"\x00", b"\\\\u0000", b'"', b"\\", b"}", b"\xff", b""]),
+)
+def test_broken_or_raw_nul_bytes_get_the_same_verdict(
+    seed: dict[str, Any], cut: int, inserted: bytes
+) -> None:
+    raw = json.dumps(seed).encode()
+    cut %= len(raw) + 1
+    assert_same(raw[:cut] + inserted + raw[cut:])
+    assert_same(raw[:cut])
+
+
+@given(payload=JSON)
+def test_anything_at_all_gets_the_same_verdict(payload: Any) -> None:
+    assert_same(json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        (("event_id",), "event_id"),
+        (("customer", "first_name"), "first_name"),
+        (("payload", "line_items", 0, "title"), "title"),
+    ],
+)
+def test_nul_anywhere_is_still_refused_naming_the_field(where: tuple[Any, ...], field: str) -> None:
+    doc = json.loads(Path(example_files("storefront-events")[0]).read_bytes())
+    order = next(s for s in SEEDS if s["type"] == "order_placed" and s["payload"]["line_items"])
+    doc = copy.deepcopy(order)
+    parent = _at(doc, where[:-1])
+    parent[where[-1]] = "bad\x00value"
+    raw = json.dumps(doc).encode()
+    assert b"\\u0000" in raw
+    with pytest.raises(ValidationError) as refused:
+        decode_event(raw)
+    assert refused.value.errors()[0]["loc"][-1] == field
+    assert "NUL" in refused.value.errors()[0]["msg"]
+    assert_same(raw)
+
+
+def test_a_custom_property_key_with_nul_is_refused() -> None:
+    custom = next(s for s in SEEDS if s["type"] == "custom")
+    doc = copy.deepcopy(custom)
+    doc["payload"]["properties"] = {"ok": 1, "k\x00": "v"}
+    assert_same(json.dumps(doc).encode())
+    with pytest.raises(ValidationError):
+        decode_event(json.dumps(doc).encode())
+
+
+def test_the_models_still_refuse_nul_when_built_directly() -> None:
+    # The fast decoder was built with the models marked incomplete for a moment; they must be whole again.
+    for cls in events._model_classes(_REFERENCE.core_schema):
+        assert cls.__pydantic_complete__
+    with pytest.raises(ValidationError, match="NUL"):
+        LineItem(product_id="p\x00")
+
+
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.integers(), TEXT), lambda inner: st.lists(inner) | st.dictionaries(TEXT, inner)
+)
+
+
+@given(value=JSONISH | st.tuples(TEXT, TEXT))
+def test_the_inlined_nul_check_agrees_with_reject_nul(value: Any) -> None:
+    def verdict(check: Any) -> str:
+        try:
+            check(value)
+        except ValueError as exc:
+            return str(exc)
+        return "ok"
+
+    assert verdict(lambda v: events._Model._no_nul(v)) == verdict(reject_nul)
