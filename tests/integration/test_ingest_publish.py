@@ -56,7 +56,8 @@ async def test_records_land_on_the_default_partitioners_partition_with_the_same_
             while len(seen) < len(expected):
                 for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                     for record in records:
-                        assert record.key is not None and record.value is not None
+                        assert record.key is not None
+                        assert record.value is not None
                         event_id = record.value.split(b'"event_id":"', 1)[1].split(b'"', 1)[0].decode()
                         if event_id in expected:
                             seen[event_id] = (tp.partition, record.key, record.value)
