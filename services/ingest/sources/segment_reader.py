@@ -85,11 +85,16 @@ def text(value: Any, limit: int, field: str) -> str | None:
         return None
     kind = type(value)
     if kind is str:
-        if not value.strip():
+        stripped = value.strip()
+        if not stripped:
             return None
-        if not _unicode(value):
+        if stripped is value and value.isascii():
+            # Nothing to strip by Python's notion, so none by pydantic's narrower one; ASCII has no surrogate.
+            result: str = value
+        elif not _unicode(value):
             raise Invalid(field)
-        result: str = value.strip(WHITESPACE)
+        else:
+            result = value.strip(WHITESPACE)
     elif kind is int or kind is float:
         result = str(value)
     else:
@@ -286,23 +291,22 @@ class Traits:
 
 
 @dataclass(slots=True)
-class Page:
-    path: str | None
-    referrer: str | None
-    search: str | None
-    title: str | None
+class PageRef:
+    """`context.page`, checked; its url is read (a cart's recovery link), the rest only on a page call."""
+
+    fields: dict[str, Any]
     url: str | None
 
     def known(self) -> dict[str, str]:
         """The fields that are set, in the model's order (what `model_dump(exclude_none=True)` gave)."""
-        fields = (
-            ("path", self.path),
-            ("referrer", self.referrer),
-            ("search", self.search),
-            ("title", self.title),
-            ("url", self.url),
-        )
-        return {name: value for name, value in fields if value is not None}
+        known: dict[str, str] = {}
+        for name in _PAGE_TEXTS:
+            value = text(self.fields.get(name), NO_LIMIT, name)
+            if value is not None:
+                known[name] = value
+        if self.url is not None:
+            known["url"] = self.url
+        return known
 
 
 @dataclass(slots=True)
@@ -310,7 +314,7 @@ class Context:
     traits: Traits | None
     locale: str | None
     timezone: str | None
-    page: Page | None
+    page: PageRef | None
 
 
 @dataclass(slots=True)
@@ -354,28 +358,42 @@ def read_traits(traits: dict[str, Any]) -> Traits:
     )
 
 
+def check_texts(obj: dict[str, Any], names: tuple[str, ...], prefix: str) -> None:
+    """Fields read as `Text` (no limit) and then not used: only their type can be wrong (a string without
+    lone surrogates, a number or null), so they are checked in one loop, not read one by one."""
+    for name in names:
+        value = obj.get(name)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() and not _unicode(value):
+                raise Invalid(prefix + name)
+        elif kind is not int and kind is not float:
+            raise Invalid(prefix + name)
+
+
+_CONTEXT_TEXTS = ("ip", "userAgent")
+_LIBRARY_TEXTS = ("name", "version")
+_PAGE_TEXTS = ("path", "referrer", "search", "title")
+_CALL_TEXTS = ("writeKey",)
+_PAGE_CALL_TEXTS = ("writeKey", "category")
+
+
 def _read_context(context: dict[str, Any]) -> Context:
     traits = _object(context.get("traits"), "context.traits")
     library = _object(context.get("library"), "context.library")
     if library is not None:  # validated, not used
-        text(library.get("name"), NO_LIMIT, "context.library.name")
-        text(library.get("version"), NO_LIMIT, "context.library.version")
+        check_texts(library, _LIBRARY_TEXTS, "context.library.")
+    check_texts(context, _CONTEXT_TEXTS, "context.")
     page = _object(context.get("page"), "context.page")
-    text(context.get("ip"), NO_LIMIT, "context.ip")
-    text(context.get("userAgent"), NO_LIMIT, "context.userAgent")
+    if page is not None:
+        check_texts(page, _PAGE_TEXTS, "context.page.")
     return Context(
         traits=None if traits is None else read_traits(traits),
         locale=locale(context.get("locale"), "context.locale"),
         timezone=text(context.get("timezone"), 64, "context.timezone"),
-        page=None
-        if page is None
-        else Page(
-            path=text(page.get("path"), NO_LIMIT, "context.page.path"),
-            referrer=text(page.get("referrer"), NO_LIMIT, "context.page.referrer"),
-            search=text(page.get("search"), NO_LIMIT, "context.page.search"),
-            title=text(page.get("title"), NO_LIMIT, "context.page.title"),
-            url=text(page.get("url"), 2000, "context.page.url"),
-        ),
+        page=None if page is None else PageRef(page, text(page.get("url"), 2000, "context.page.url")),
     )
 
 
@@ -385,13 +403,14 @@ def read_call(kind: str, call: Any) -> Call:
     if type(call) is not dict:
         raise Invalid("")
     context = _object(call.get("context"), "context")
-    timestamp(call.get("receivedAt"), "receivedAt")  # validated, then ignored: receipt is our clock's
+    if call.get("receivedAt") is not None:  # validated, then ignored: receipt is our clock's
+        timestamp(call["receivedAt"], "receivedAt")
     mapping(call.get("integrations"), "integrations")
-    text(call.get("writeKey"), NO_LIMIT, "writeKey")
     own_traits: Traits | None = None
     event = previous_id = ""
     name: str | None = None
     properties: dict[str, Any] | None = None
+    check_texts(call, _PAGE_CALL_TEXTS if kind in ("page", "screen") else _CALL_TEXTS, "")
     if kind == "track":
         event = required(call.get("event"), 1, 255, "event")
         properties = mapping(call.get("properties"), "properties")
@@ -400,7 +419,6 @@ def read_call(kind: str, call: Any) -> Call:
         own_traits = None if traits is None else read_traits(traits)
     elif kind in ("page", "screen"):
         name = text(call.get("name"), m.MAX_PAGE_NAME, "name")
-        text(call.get("category"), NO_LIMIT, "category")
         properties = mapping(call.get("properties"), "properties")
     elif kind == "alias":
         previous_id = required(call.get("previousId"), 1, m.MAX_ID, "previousId")
