@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -22,8 +23,29 @@ LAST_PRODUCTS = 5
 FAVOURITE_CATEGORIES = 3
 
 
+_set = object.__setattr__
+
+
 class _Fact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """BaseModel.model_copy without what these models never have (extra fields, private attributes):
+        a decision copies a profile or fact a few times per event, and pydantic's generic copy (three
+        `copy.copy` calls and a `hasattr`) took 5 µs where this takes 3. Like model_copy, no validation."""
+        if deep:
+            return super().model_copy(update=update, deep=True)
+        copied = self.__class__.__new__(self.__class__)
+        values = self.__dict__.copy()
+        fields_set = set(self.__pydantic_fields_set__)
+        if update:
+            values.update(update)
+            fields_set.update(update)
+        _set(copied, "__dict__", values)
+        _set(copied, "__pydantic_fields_set__", fields_set)
+        _set(copied, "__pydantic_extra__", None)
+        _set(copied, "__pydantic_private__", None)
+        return copied
 
 
 class RefundFact(_Fact):

@@ -9,6 +9,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
+from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.domain.funnel import after_merge, decide, erase_shop, event_identifiers, merge
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
@@ -20,15 +21,24 @@ DUPLICATES = Counter(
     "segmenter_duplicate_events_total", "Events skipped because their id was already processed"
 )
 MERGES = Counter("segmenter_profile_merges_total", "Profiles found to be one customer and merged")
+# Profiles remembered between batches (adapters/profile_cache.py): a backlog's batch of 3,000 events writes
+# about 2,000, and four in five of the profiles a batch loads were written by the batch before it.
+PROFILE_CACHE_SIZE = 4000
 
 
 class FunnelProcessor:
     def __init__(
-        self, engine: AsyncEngine, stores: StoreRegistry, on_outbox_written: Callable[[], None] = lambda: None
+        self,
+        engine: AsyncEngine,
+        stores: StoreRegistry,
+        on_outbox_written: Callable[[], None] = lambda: None,
+        *,
+        profile_cache: ProfileCache | None = None,
     ) -> None:
         self._engine = engine
         self._stores = stores
         self._on_outbox_written = on_outbox_written
+        self._cache = profile_cache if profile_cache is not None else ProfileCache(PROFILE_CACHE_SIZE)
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
         async with self._engine.begin() as conn:
@@ -37,11 +47,14 @@ class FunnelProcessor:
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
                 return
-            written = await self._apply(conn, fresh)
+            written, xid, changes = await self._apply(conn, fresh)
+        # Committed: these rows now hold what this transaction wrote.
+        for p in changes.written:
+            self._cache.remember((p.store_id, p.customer_id), xid, p)
         if written:
             self._on_outbox_written()
 
-    async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> int:
+    async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> tuple[int, int, Changes]:
         # Each event's identifiers, worked out once for the look-ups below and for resolution.
         ids_of = [event_identifiers(e) for e in events]
         wanted = {(e.store_id, i) for e, ids in zip(events, ids_of, strict=True) for i in ids}
@@ -54,14 +67,17 @@ class FunnelProcessor:
         candidates |= {
             (e.store_id, resolve(ids, {}).customer_id) for e, ids in zip(events, ids_of, strict=True)
         }
-        loaded = await repository.load_profiles_for_update(conn, candidates)
+        versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
+        loaded = versioned.profiles
         changes = Changes(stored_profiles=dict(loaded), stored_identities=dict(found))
         for event, ids in zip(events, ids_of, strict=True):
             if isinstance(event, CustomerErasedEvent) and event.customer.store_customer_id == SHOP_WIDE:
                 await self._erase_shop(conn, event, changes, loaded)
                 continue
             self._apply_one(event, ids, known, loaded, changes)
-        return await changes.write(conn)
+        written = await changes.write(conn)
+        xid = versioned.xid if versioned.xid is not None else await repository.current_xid(conn)
+        return written, xid, changes
 
     def _apply_one(
         self,

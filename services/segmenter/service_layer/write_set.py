@@ -55,6 +55,8 @@ class Changes:
     # written again (most events touch a profile without changing its identities, orders or often anything).
     stored_profiles: dict[Key, Profile] = field(default_factory=dict)
     stored_identities: dict[Key, str] = field(default_factory=dict)
+    # The profiles `write` wrote (those that came out of the batch changed).
+    written: list[Profile] = field(default_factory=list)
 
     def record(self, decision: Decision) -> None:
         p = decision.profile
@@ -71,6 +73,7 @@ class Changes:
         # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
         # identity tells an untouched profile, and an order or identity carried over unchanged, apart.
         changed = [p for key, p in self.profiles.items() if p is not self.stored_profiles.get(key)]
+        self.written = changed
         await repository.save_profiles(conn, changed)
         await repository.save_identities(
             conn, {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
