@@ -13,7 +13,8 @@ from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import profiles
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from tests.integration.test_segmenter_engine import event, order, registry
+from services.segmenter.entrypoints.timers import TimerWorker
+from tests.integration.test_segmenter_engine import cart, event, funnel_events, order, registry
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,22 @@ async def test_two_instances_writing_the_same_customer_in_turn_each_see_the_othe
     after = await stored(engine, store_id, "c1")
     assert [o.order_id for o in after.orders] == ["o1", "o2", "o3", "o4"]
     assert after.first_name == "Ana"
+
+
+async def test_the_consumer_and_the_timers_sharing_the_cache_see_each_others_writes(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    stores = registry(store_id, cart_abandonment=20)
+    cache = ProfileCache(100)
+    processor = FunnelProcessor(engine, stores, profile_cache=cache)
+    worker = TimerWorker(engine, stores, lambda: T0 + timedelta(seconds=30), profile_cache=cache)
+    who = {"store_customer_id": "c1"}
+    await processor([cart(store_id, who, "k1", T0)])
+    await worker.fire_due()  # abandons the cart on the profile the consumer wrote
+    await processor(
+        [event(store_id, "customer_upserted", None, T0 + timedelta(seconds=40), first_name="Ana", **who)]
+    )
+    after = await stored(engine, store_id, "c1")
+    assert after.first_name == "Ana"
+    assert [c.abandoned_at for c in after.carts] == [T0 + timedelta(seconds=20)]
+    assert [e.type for e in await funnel_events(engine, store_id)] == ["cart_abandoned", "customer_updated"]

@@ -126,7 +126,7 @@ async def load_profiles_for_update(
     return {(p.store_id, p.customer_id): p for p in found}
 
 
-_LOAD_VERSIONED = text(
+_LOAD_VERSIONED = (
     "SELECT p.store_id, p.customer_id, p.xmin::text AS xmin, pg_current_xact_id()::text AS xid, "
     "CASE WHEN p.xmin::text = w.xmin THEN NULL ELSE p.facts::text END AS facts "
     "FROM segmenter.profiles p JOIN unnest(CAST(:store_id AS text[]), CAST(:customer_id AS text[]), "
@@ -134,6 +134,8 @@ _LOAD_VERSIONED = text(
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
     "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
 )
+_LOAD_VERSIONED_LOCKED = text(_LOAD_VERSIONED)
+_LOAD_VERSIONED_SKIP_LOCKED = text(_LOAD_VERSIONED + " SKIP LOCKED")
 _LOAD_FACTS = text(
     "SELECT p.facts::text AS facts FROM segmenter.profiles p "  # noqa: S608 - our own names
     f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
@@ -150,7 +152,7 @@ class LoadedProfiles:
 
 
 async def load_profiles_with_versions(
-    conn: AsyncConnection, keys: Iterable[CustomerKey], cache: ProfileCache
+    conn: AsyncConnection, keys: Iterable[CustomerKey], cache: ProfileCache, *, skip_locked: bool = False
 ) -> LoadedProfiles:
     """`load_profiles_for_update`, taking from `cache` each profile whose row still holds the version the
     cache remembers: PostgreSQL sends such a row's document as NULL and it is not parsed again."""
@@ -158,7 +160,7 @@ async def load_profiles_with_versions(
     if not wanted:
         return LoadedProfiles({}, None)
     result = await conn.execute(
-        _LOAD_VERSIONED,
+        _LOAD_VERSIONED_SKIP_LOCKED if skip_locked else _LOAD_VERSIONED_LOCKED,
         {
             "store_id": [k[0] for k in wanted],
             "customer_id": [k[1] for k in wanted],

@@ -7,9 +7,10 @@ import gc
 
 from fastapi import FastAPI
 
+from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import outbox
 from services.segmenter.entrypoints import routes
-from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.settings import SegmenterSettings
 from shared.clock import Clock, utcnow
@@ -43,8 +44,15 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
         # Timers fire in rounds of 100: a round runs on the consumer's event loop, and a round of 500
         # held a live event's batch back for the best part of 100 ms. The worker goes on at once while
         # its rounds are full, so a backlog drains as fast.
+        # One cache of the profiles this process wrote, for the consumer and the timers alike.
+        profile_cache = ProfileCache(PROFILE_CACHE_SIZE)
         timers = TimerWorker(
-            runtime.engine, runtime.stores, clock, batch_size=100, on_outbox_written=relay.wake
+            runtime.engine,
+            runtime.stores,
+            clock,
+            batch_size=100,
+            on_outbox_written=relay.wake,
+            profile_cache=profile_cache,
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="segmenter",
@@ -54,7 +62,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             dlq_producer=lambda: runtime.producer,
             decode=decode_event,
             handle=FunnelProcessor(  # type: ignore[arg-type]
-                runtime.engine, runtime.stores, on_outbox_written=relay.wake
+                runtime.engine, runtime.stores, on_outbox_written=relay.wake, profile_cache=profile_cache
             ),
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,

@@ -50,11 +50,14 @@ class FunnelProcessor:
             written, xid, changes = await self._apply(conn, fresh)
         # Committed: these rows now hold what this transaction wrote.
         for p in changes.written:
+            assert xid is not None
             self._cache.remember((p.store_id, p.customer_id), xid, p)
         if written:
             self._on_outbox_written()
 
-    async def _apply(self, conn: AsyncConnection, events: list[StorefrontEvent]) -> tuple[int, int, Changes]:
+    async def _apply(
+        self, conn: AsyncConnection, events: list[StorefrontEvent]
+    ) -> tuple[int, int | None, Changes]:
         # Each event's identifiers, worked out once for the look-ups below and for resolution.
         ids_of = [event_identifiers(e) for e in events]
         wanted = {(e.store_id, i) for e, ids in zip(events, ids_of, strict=True) for i in ids}
@@ -76,7 +79,9 @@ class FunnelProcessor:
                 continue
             self._apply_one(event, ids, known, loaded, changes)
         written = await changes.write(conn)
-        xid = versioned.xid if versioned.xid is not None else await repository.current_xid(conn)
+        xid = versioned.xid
+        if xid is None and changes.written:
+            xid = await repository.current_xid(conn)
         return written, xid, changes
 
     def _apply_one(

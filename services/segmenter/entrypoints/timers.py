@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.adapters import repository
+from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.domain.funnel import decide_timer
 from services.segmenter.service_layer.write_set import Changes, rules_for
 from shared.clock import Clock
@@ -40,8 +41,12 @@ class TimerWorker(Poller):
         batch_size: int = 500,
         max_sleep_seconds: float = 1.0,
         on_outbox_written: Callable[[], None] = lambda: None,
+        profile_cache: ProfileCache | None = None,
     ) -> None:
         self._engine = engine
+        # The consumer's, when they share a process: the profiles a timer fires on were mostly written by
+        # a recent batch, and the next batch finds those a round wrote.
+        self._cache = profile_cache if profile_cache is not None else ProfileCache(0)
         self._stores = stores
         self._clock = clock
         super().__init__("timers", batch_size, max_sleep_seconds)
@@ -59,7 +64,8 @@ class TimerWorker(Poller):
             if not due:
                 return 0
             keys = {(t.store_id, t.customer_id) for t in due}
-            profiles = await repository.load_profiles_for_update(conn, keys, skip_locked=True)
+            loaded = await repository.load_profiles_with_versions(conn, keys, self._cache, skip_locked=True)
+            profiles = loaded.profiles
             changes = Changes()
             fired = 0
             for timer in due:
@@ -77,6 +83,13 @@ class TimerWorker(Poller):
                 fired += 1
                 FIRED.labels(_kind_label(timer.kind)).inc()
             written = await changes.write(conn)
+            xid = loaded.xid
+            if xid is None and changes.written:
+                xid = await repository.current_xid(conn)
+        # Committed: these rows now hold what this round wrote.
+        for p in changes.written:
+            assert xid is not None
+            self._cache.remember((p.store_id, p.customer_id), xid, p)
         if written:
             self._on_outbox_written()
         return fired
