@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters.audience_repository import refresh_memberships
-from services.notifier.adapters.tables import audience_members
+from services.notifier.adapters.tables import audience_members, customers
 from services.notifier.entrypoints.processor import MessagePlanner
 from shared.funnel_events import FunnelEvent
 from shared.stores import StoreConfig, StoreRegistry
@@ -77,3 +77,24 @@ async def test_funnel_events_move_customers_between_audiences(engine: AsyncEngin
         ("all_customers", "c2", False),
         ("loyal_and_advocates", "c2", False),
     }
+
+
+async def test_a_batch_notes_each_customers_latest_abandoned_cart(engine: AsyncEngine, store_id: str) -> None:
+    store = StoreConfig.model_validate({"store_id": store_id, "name": "Test", "api_key": "k"})
+
+    def abandoned(customer: str, hours_ago: int) -> FunnelEvent:
+        at = T0 - timedelta(hours=hours_ago)
+        payload = {"cart_id": f"cart-{hours_ago}", "last_activity_at": at.isoformat(), "source": "timer"}
+        return funnel_event("cart_abandoned", store_id, customer, at, payload)
+
+    # Out of time order within a batch and across batches: the latest abandonment stays.
+    await _process(engine, store, [abandoned("c1", 2), abandoned("c1", 5), abandoned("c2", 4)])
+    await _process(engine, store, [abandoned("c2", 6)])
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(customers.c.customer_id, customers.c.last_cart_abandoned_at).where(
+                customers.c.store_id == store_id
+            )
+        )
+        noted = dict(rows.all())
+    assert noted == {"c1": T0 - timedelta(hours=2), "c2": T0 - timedelta(hours=4)}

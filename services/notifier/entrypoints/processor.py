@@ -63,6 +63,7 @@ class MessagePlanner:
                 ((e.store_id, e.profile) for e in events if not isinstance(e, CustomerErasedFunnelEvent)),
             )
             orders: list[repository.SeenOrder] = []
+            abandoned: list[tuple[str, str, datetime]] = []
             for event in events:
                 store = self._stores.get(event.store_id)
                 if store is None:
@@ -78,9 +79,7 @@ class MessagePlanner:
                     touched.append((event.store_id, event.customer_id))
                     continue
                 if isinstance(event, CartAbandonedEvent):
-                    await repository.note_cart_abandoned(
-                        conn, event.store_id, event.customer_id, event.occurred_at
-                    )
+                    abandoned.append((event.store_id, event.customer_id, event.occurred_at))
                 elif isinstance(event, OrderPlacedFunnelEvent):
                     orders.append(
                         repository.SeenOrder(
@@ -88,6 +87,7 @@ class MessagePlanner:
                         )
                     )
                 planned.extend(plan(event, store.notifier, now))
+            await repository.note_carts_abandoned(conn, abandoned)
             await self._on_orders(conn, orders)
             new = await repository.record_planned(conn, planned, now)
             for store_id, customer_ids in _by_store(touched).items():
