@@ -66,6 +66,10 @@ class Notifier:
     platforms: bool = False
 
     def sender(self, *, smtp_port: int | None = None, batch_size: int = 50) -> MessageSender:
+        return MessageSender(**self.sender_settings(smtp_port=smtp_port, batch_size=batch_size))
+
+    def sender_settings(self, *, smtp_port: int | None = None, batch_size: int = 50) -> dict[str, Any]:
+        """What a sender is built with here (one SMTP client of its own per call)."""
         # The segmenter is not running in these tests: complements are unavailable and fall back.
         [closed] = free_ports(1)
         registry = StoreRegistry([self.store])
@@ -74,7 +78,7 @@ class Notifier:
             if self.platforms
             else None
         )
-        return MessageSender(
+        return dict(
             engine=self.engine,
             stores=registry,
             coupon_provisioning=provisioning,

@@ -353,15 +353,21 @@ async def record_planned(
 # -- sending ----------------------------------------------------------------------------------------------
 
 
-async def due_messages(conn: AsyncConnection, now: datetime, limit: int) -> list[Message]:
+async def due_messages(
+    conn: AsyncConnection, now: datetime, limit: int, *, transactional_only: bool = False
+) -> list[Message]:
     """Lock due messages; SKIP LOCKED lets several senders share the work without waiting on each other.
 
     Transactional messages (a welcome, a support alert) come before marketing ones: when the sender falls
     behind, a message the customer is waiting for now goes out first, and a review request planned for a week
-    later waits a few seconds more. Within each kind, the longest due first."""
+    later waits a few seconds more. Within each kind, the longest due first. `transactional_only` leaves the
+    marketing ones out (the express sender's share)."""
+    due = [messages.c.status == MessageStatus.PENDING, messages.c.due_at <= now]
+    if transactional_only:
+        due.append(messages.c.marketing.is_(False))
     rows = await conn.execute(
         select(messages)
-        .where(messages.c.status == MessageStatus.PENDING, messages.c.due_at <= now)
+        .where(*due)
         .order_by(messages.c.marketing, messages.c.due_at, messages.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

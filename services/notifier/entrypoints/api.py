@@ -4,6 +4,7 @@ Start-up, readiness and shutdown are shared with the segmenter (shared/service_a
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from services.notifier.entrypoints.audience_routes import audience_router
 from services.notifier.entrypoints.audience_worker import AudienceWorker
 from services.notifier.entrypoints.consent_sync import ConsentSync
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning
+from services.notifier.entrypoints.express import ExpressSender
 from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.reload import Reloader
 from services.notifier.entrypoints.sender import MessageSender
@@ -58,7 +60,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         async def stop_reloader() -> None:
             reloader.stop()
 
-        sender = MessageSender(
+        sending: dict[str, Any] = dict(
             engine=engine,
             stores=stores,
             renderer=renderer,
@@ -74,6 +76,13 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             lease=timedelta(seconds=settings.notifier_send_lease_seconds),
             provisioning_lease=timedelta(seconds=settings.notifier_provisioning_lease_seconds),
         )
+        sender = MessageSender(**sending)
+        # Transactional messages due while the sender works a claim go out beside it, on the same connections.
+        express = ExpressSender(main=sender, **sending)
+
+        def messages_due() -> None:
+            sender.wake()
+            express.wake()
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",
             consumer_factory=lambda: build_consumer(
@@ -82,7 +91,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             dlq_producer=lambda: runtime.producer,
             decode=decode_funnel_event,
             handle=MessagePlanner(  # type: ignore[arg-type]
-                engine, stores, clock, on_messages_due=sender.wake
+                engine, stores, clock, on_messages_due=messages_due
             ),
         )
         consent = ConsentSync(engine=engine, stores=stores, platforms=platforms, clock=clock)
@@ -92,6 +101,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             topics=[FUNNEL_EVENTS, dlq_topic(FUNNEL_EVENTS)],
             workers=[
                 ("sender", sender.run_forever),
+                ("express-sender", express.run_forever),
                 ("consent-sync", consent.run_forever),
                 ("audiences", audiences.run_forever),
             ],

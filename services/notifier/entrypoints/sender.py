@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -124,6 +124,8 @@ class MessageSender(Poller):
         idle_poll_seconds: float = 0.5,
         coupon_provisioning: CouponProvisioning | None = None,
         provisioning_lease: timedelta = PROVISIONING_LEASE,
+        transactional_only: bool = False,
+        name: str = "sender",
     ) -> None:
         self._engine = engine
         self._stores = stores
@@ -133,7 +135,7 @@ class MessageSender(Poller):
         self._recommender = recommender
         self._public_url = public_url.rstrip("/")
         self._clock = clock
-        super().__init__("sender", batch_size, idle_poll_seconds)
+        super().__init__(name, batch_size, idle_poll_seconds)
         self._batch_size = batch_size
         self._max_attempts = max_attempts
         self._lanes = lanes
@@ -142,6 +144,18 @@ class MessageSender(Poller):
         # Without it (tests of other concerns), every coupon stays ours alone, as before platforms existed.
         self._provisioning = coupon_provisioning
         self._provisioning_lease = provisioning_lease
+        self._transactional_only = transactional_only
+        self._sending = False
+        self._on_sending: list[Callable[[], None]] = []
+
+    @property
+    def sending(self) -> bool:
+        """True while a claim of this sender is going out (its lanes are running)."""
+        return self._sending
+
+    def when_sending(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time a claim starts going out."""
+        self._on_sending.append(callback)
 
     def is_outage(self, exc: BaseException) -> bool:
         return isinstance(exc, SmtpUnavailable) or super().is_outage(exc)
@@ -153,11 +167,21 @@ class MessageSender(Poller):
         if time.monotonic() >= self._next_recovery:
             await self.settle_expired_claims()
             self._next_recovery = time.monotonic() + self._lease.total_seconds() / 4
+        return await self.claim_and_send()
+
+    async def claim_and_send(self) -> int:
+        """Claim the due messages (at most a batch) and send them; returns how many were looked at."""
         now = self._clock()
         claim = _Claim(str(uuid.uuid4()))
         rows = await self._claim(claim, now)
         if claim.places:
-            await self._send(claim)
+            self._sending = True
+            for callback in self._on_sending:
+                callback()
+            try:
+                await self._send(claim)
+            finally:
+                self._sending = False
         return len(rows)
 
     # -- claiming -----------------------------------------------------------------------------------------
@@ -169,7 +193,9 @@ class MessageSender(Poller):
             async with self._engine.begin() as conn:
                 if self._provisioning is not None:
                     await platform_repository.release_stale_provisioning(conn, now, self._provisioning_lease)
-                rows = await repository.due_messages(conn, now, self._batch_size)
+                rows = await repository.due_messages(
+                    conn, now, self._batch_size, transactional_only=self._transactional_only
+                )
                 pending: list[Pending] = []
                 decided = await self._decide(conn, rows, now, pending) if rows else []
                 places = await self._record_claim(conn, claim, decided, pending, now)
