@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from services.ingest.context import IngestContext
 from services.ingest.cors import SegmentCors
@@ -26,6 +28,15 @@ from shared.web import (
     serve_directly,
 )
 from shared.workers import WorkerGroup
+
+
+def _native_telemetry() -> TelemetryConfig | None:
+    """FastAPI's own OpenTelemetry support asks the global OpenTelemetry providers, on every request, whether
+    one is configured: 11 us a webhook here, for nothing, since no provider is set up in ingest. Kept when
+    an operator asks FastAPI to export from the environment (FASTAPI_OTEL_AUTO_CONFIGURE=true)."""
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -70,6 +81,7 @@ def create_app(
             "Retry-After."
         ),
         lifespan=lifespan,
+        telemetry=_native_telemetry(),
     )
     install_error_handlers(app)
     install_input_guard(app)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.ingest.accept import check_rate, publish, reject_future
 from services.ingest.body import parse_json, read_limited_body
-from services.ingest.context import context
+from services.ingest.context import IngestContext, context
 from services.ingest.headers import HeaderSet, HeaderSpec
 from services.ingest.sources import shopify, woocommerce
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
@@ -76,9 +76,8 @@ def _invalid(source: str, topic: str, exc: ValidationError) -> ApiError:
 
 
 async def _accept(
-    request: Request, source: str, topic: str, store_id: str, event: StorefrontEvent | None
+    ctx: IngestContext, source: str, topic: str, store_id: str, event: StorefrontEvent | None
 ) -> Response:
-    ctx = context(request)
     if event is None:
         _OUTCOMES.child(source, topic, "ignored").inc()
         return _answer("ignored")
@@ -139,7 +138,7 @@ class _WooCommerceForStore:
 
 
 async def _translate(
-    request: Request,
+    ctx: IngestContext,
     source: str,
     mapper: WebhookMapper,
     topic: str,
@@ -157,12 +156,12 @@ async def _translate(
             payload,
             store_id=store_id,
             event_id=event_id,
-            received_at=context(request).clock(),
+            received_at=ctx.clock(),
             checked=Checked.body(body),
         )
     except ValidationError as exc:
         raise _invalid(source, label, exc) from exc
-    return await _accept(request, source, label, store_id, event)
+    return await _accept(ctx, source, label, store_id, event)
 
 
 SHOPIFY_HEADERS = HeaderSet(
@@ -213,7 +212,7 @@ async def receive_shopify(request: Request) -> Response:
         raise ApiError(
             401, "shop_mismatch", "the signed body's shop_domain is not the X-Shopify-Shop-Domain's shop"
         )
-    return await _translate(request, "shopify", shopify, topic, body, store.store_id, delivery)
+    return await _translate(ctx, "shopify", shopify, topic, body, store.store_id, delivery)
 
 
 # All optional here: a ping carries none of them, and a missing one is a 400 naming it, below.
@@ -269,7 +268,7 @@ async def receive_woocommerce(request: Request) -> Response:
         if store.woocommerce.consent_meta_key
         else None
     )
-    return await _translate(request, "woocommerce", mapper, topic, body, store.store_id, delivery)
+    return await _translate(ctx, "woocommerce", mapper, topic, body, store.store_id, delivery)
 
 
 def _declared(path: str) -> APIRoute:

@@ -26,6 +26,7 @@ def _still_ours(message_id: int, claimed_at: datetime) -> tuple[ColumnElement[bo
         messages.c.claimed_at == claimed_at,
     )
 
+
 async def release_stale_provisioning(conn: AsyncConnection, now: datetime, lease: timedelta) -> int:
     """Messages left in `provisioning` by a crashed sender go back to `pending`: nothing was sent yet, and
     provisioning looks the coupon up before creating it, so trying again creates nothing twice."""
