@@ -1,6 +1,6 @@
 """The profiles this process wrote last, each with the transaction that wrote it, so a batch need not parse
 again a document it wrote itself a batch ago (about four in five of the profiles a backlog's batch loads;
-parsing one cost about 40 µs).
+parsing one cost 40-90 µs on the loaded benchmark machine).
 
 A row's `xmin` is the transaction that wrote its current version, and a profile row is written at most once
 per transaction (one upsert per batch or timer round, whoever writes), so while the row's xmin is the
@@ -8,16 +8,17 @@ transaction that wrote our copy, the row holds exactly our copy. Any later write
 instance, the timer worker, a test), changes the xmin and the row is read and parsed as before. The lock is
 taken as before (`FOR UPDATE`): nothing changes about who may write a row meanwhile.
 
-`xmin` is the low 32 bits of the 64-bit transaction id (`pg_current_xact_id()`), so an entry is trusted only
-while the counter has moved less than 2^31 past its writer: a later writer's id cannot then share those low
-bits. A counter that goes back (another database behind the same address) forgets every entry.
+`xmin` is the low 32 bits of the 64-bit transaction id (`pg_current_xact_id()`), which only grows within one
+server: an entry is trusted only while the loading statement's horizon (the next id to be assigned when it
+began, `pg_snapshot_xmax`) is less than 2^31 past the entry's writer, so no later writer can share those low
+bits. Another server behind the same address (a restored copy, which would number transactions anew) shows
+another start time, and every entry is forgotten.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from services.segmenter.domain.profile import Profile
 
@@ -26,10 +27,8 @@ _XID_SPAN = 2**32
 _TRUSTED_AGE = 2**31
 
 
-@dataclass(frozen=True)
-class Cached:
-    xid: int  # the 64-bit id of the transaction that wrote the row
-    profile: Profile
+# (the 64-bit id of the transaction that wrote the row, what it wrote)
+Cached = tuple[int, Profile]
 
 
 def xmin_of(xid: int) -> str:
@@ -38,12 +37,12 @@ def xmin_of(xid: int) -> str:
 
 
 class ProfileCache:
-    """At most `capacity` profiles, the least recently used forgotten first."""
+    """At most `capacity` profiles, the least recently remembered forgotten first."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[Key, Cached] = OrderedDict()
-        self._latest_xid = 0
+        self._server: str | None = None  # the start time of the server the entries come from
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,26 +51,30 @@ class ProfileCache:
         """The xmin each key's row has if it still holds our copy (None when we have none), to send with
         the load."""
         entries = self._entries
-        return [xmin_of(entry.xid) if (entry := entries.get(key)) is not None else None for key in keys]
+        return [xmin_of(entry[0]) if (entry := entries.get(key)) is not None else None for key in keys]
 
-    def hit(self, key: Key, xmin: str, now_xid: int) -> Profile | None:
+    def hit(self, key: Key, xmin: str, horizon: int, server: str) -> Profile | None:
         """Our copy, when the row still holds it (its xmin is our copy's writer); None when it must be read.
-        `now_xid`: the loading transaction's 64-bit id."""
-        self._observe(now_xid)
+        `horizon`: the first transaction id not yet assigned when the loading statement began."""
+        self._on_server(server)
         entry = self._entries.get(key)
-        if entry is None or xmin_of(entry.xid) != xmin or not 0 <= now_xid - entry.xid < _TRUSTED_AGE:
+        if entry is None:
             return None
-        return entry.profile
+        xid, profile = entry
+        if xmin_of(xid) != xmin or not 0 < horizon - xid < _TRUSTED_AGE:
+            return None
+        return profile
 
-    def remember(self, key: Key, xid: int, profile: Profile) -> None:
-        """`profile` is what the transaction `xid` wrote to the key's row (and committed)."""
+    def remember(self, key: Key, xid: int, server: str, profile: Profile) -> None:
+        """`profile` is what the transaction `xid` of `server` wrote to the key's row (and committed)."""
+        self._on_server(server)
         entries = self._entries
-        entries[key] = Cached(xid, profile)
+        entries[key] = (xid, profile)
         entries.move_to_end(key)
         while len(entries) > self._capacity:
             entries.popitem(last=False)
 
-    def _observe(self, now_xid: int) -> None:
-        if now_xid < self._latest_xid:
-            self._entries.clear()  # the counter went back: not the database these versions came from
-        self._latest_xid = now_xid
+    def _on_server(self, server: str) -> None:
+        if server != self._server:
+            self._entries.clear()
+            self._server = server

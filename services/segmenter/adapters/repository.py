@@ -126,12 +126,19 @@ async def load_profiles_for_update(
     return {(p.store_id, p.customer_id): p for p in found}
 
 
+# The transaction's id (what the rows it writes will have as xmin), the first id not yet assigned when
+# the statement began (every writer whose row it can see has a smaller one) and which server this is.
+_WHO_AND_WHEN = (
+    "SELECT pg_current_xact_id()::text AS xid, pg_snapshot_xmax(pg_current_snapshot())::text AS horizon, "
+    "pg_postmaster_start_time()::text AS server"
+)
 _LOAD_VERSIONED = (
-    "SELECT p.store_id, p.customer_id, p.xmin::text AS xmin, pg_current_xact_id()::text AS xid, "
+    "SELECT p.store_id, p.customer_id, p.xmin::text AS xmin, s.xid, s.horizon, s.server, "  # noqa: S608
     "CASE WHEN p.xmin::text = w.xmin THEN NULL ELSE p.facts::text END AS facts "
     "FROM segmenter.profiles p JOIN unnest(CAST(:store_id AS text[]), CAST(:customer_id AS text[]), "
     "CAST(:xmin AS text[])) AS w(store_id, customer_id, xmin) "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
+    f"CROSS JOIN ({_WHO_AND_WHEN}) s "
     "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
 )
 _LOAD_VERSIONED_LOCKED = text(_LOAD_VERSIONED)
@@ -141,14 +148,23 @@ _LOAD_FACTS = text(
     f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id"
 )
+_CURRENT_XID = text(_WHO_AND_WHEN)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A transaction that writes rows: its 64-bit id and the server it runs on (its start time)."""
+
+    xid: int
+    server: str
 
 
 @dataclass
 class LoadedProfiles:
-    """Profiles locked for update, and the loading transaction's 64-bit id (None when no row was found)."""
+    """Profiles locked for update, and the loading transaction (None when no row was found)."""
 
     profiles: dict[CustomerKey, Profile]
-    xid: int | None
+    writer: Writer | None
 
 
 async def load_profiles_with_versions(
@@ -168,23 +184,28 @@ async def load_profiles_with_versions(
         },
     )
     found: dict[CustomerKey, Profile | None] = {}
-    xid: int | None = None
+    writer: Writer | None = None
     for r in result:
         key = (r.store_id, r.customer_id)
-        xid = int(r.xid)
-        found[key] = _profile(r) if r.facts is not None else cache.hit(key, r.xmin, xid)
+        if writer is None:
+            writer = Writer(int(r.xid), r.server)
+        if r.facts is not None:
+            found[key] = _profile(r)
+        else:
+            found[key] = cache.hit(key, r.xmin, int(r.horizon), r.server)
     unread = sorted(k for k, p in found.items() if p is None)
     if unread:  # a remembered version the cache no longer trusts: read the document after all (locked)
         for r in await conn.execute(_LOAD_FACTS, params(_PROFILE_KEY, unread)):
             p = _profile(r)
             found[(p.store_id, p.customer_id)] = p
     profiles = {k: p for k, p in found.items() if p is not None}
-    return LoadedProfiles(profiles, xid)
+    return LoadedProfiles(profiles, writer)
 
 
-async def current_xid(conn: AsyncConnection) -> int:
-    """The 64-bit id of the connection's transaction (the xmin of the rows it writes is its low 32 bits)."""
-    return int((await conn.execute(text("SELECT pg_current_xact_id()::text"))).scalar_one())
+async def current_writer(conn: AsyncConnection) -> Writer:
+    """The connection's transaction (the xmin of the rows it writes is the low 32 bits of its id)."""
+    row = (await conn.execute(_CURRENT_XID)).one()
+    return Writer(int(row.xid), row.server)
 
 
 async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -> list[Profile]:

@@ -179,8 +179,9 @@ def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
     return profile.model_copy(update={"identifiers": tuple(sorted({*profile.identifiers, *fresh}))})
 
 
-def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile:
-    """Newer non-empty facts win; a source that omits a field does not erase what we knew.
+def _with_contact(profile: Profile, customer: Customer, at: datetime) -> tuple[Profile, tuple[str, ...]]:
+    """Newer non-empty facts win; a source that omits a field does not erase what we knew. Also returns the
+    contact fields whose value changed.
 
     `at`: when the source says these details were current (its signed timestamp); consent may carry its own.
     """
@@ -189,26 +190,34 @@ def _with_contact(profile: Profile, customer: Customer, at: datetime) -> Profile
     updates: dict[str, object] = {}
     stamps: dict[str, datetime] = {}
     details_at = customer.updated_at or at
+    erased_at = profile.erased_at
+    held_stamps = profile.contact_at
     for name in CONTACT_FIELDS:
         value = getattr(customer, name)
         if value is None:
             continue
         said_at = (customer.consent_at or details_at) if name == "accepts_marketing" else details_at
-        if not _contact_is_newer(profile, name, value, said_at):
+        held_at = held_stamps.get(name)
+        # The common case inline (never erased, said later than what is held): newer by the rule below.
+        if (erased_at is not None or (held_at is not None and said_at <= held_at)) and not _contact_is_newer(
+            profile, name, value, said_at
+        ):
             continue
         if value != getattr(profile, name):
             updates[name] = value
-        if profile.contact_at.get(name) != said_at:
+        if held_at != said_at:
             stamps[name] = said_at
+    changed = tuple(name for name in CONTACT_FIELDS if name in updates) if updates else ()
     if stamps:
-        updates["contact_at"] = {**profile.contact_at, **stamps}
-    if profile.erased and any(name in updates for name in CONTACT_FIELDS):
+        updates["contact_at"] = {**held_stamps, **stamps}
+    if profile.erased and changed:
         updates["erased"] = False  # a customer who comes back after an erasure is a new relationship
     if updates:
         profile = profile.model_copy(update=updates)
     if profile.erased_at is not None and details_at <= profile.erased_at:
-        return profile  # an identifier said before the erasure must not find the customer again
-    return _with_identifiers(profile, [i for i in identifiers_of(customer) if not i.startswith("order:")])
+        return profile, changed  # an identifier said before the erasure must not find the customer again
+    ids = _with_identifiers(profile, [i for i in identifiers_of(customer) if not i.startswith("order:")])
+    return ids, changed
 
 
 # -- stage and health ----------------------------------------------------------------------------------
@@ -544,14 +553,9 @@ def decide(
         erase(d)
         return d
     had_birthday = current.birthday
-    d.profile = _with_contact(current, event.customer, event.occurred_at)
     # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
-    # referrals, stage and health), and it returns the very profile it got when it changed nothing.
-    changed = (
-        ()
-        if d.profile is current
-        else tuple(n for n in CONTACT_FIELDS if getattr(d.profile, n) != getattr(current, n))
-    )
+    # referrals, stage and health).
+    d.profile, changed = _with_contact(current, event.customer, event.occurred_at)
     if identifiers is None:
         identifiers = event_identifiers(event)
     forgotten = d.profile.erased_at is not None and event.occurred_at <= d.profile.erased_at

@@ -35,9 +35,17 @@ class Resolution:
 def resolve(identifiers: Iterable[str], known: Mapping[str, str]) -> Resolution:
     """`known`: identifier -> customer id for identifiers already seen (in this store)."""
     ids = list(identifiers)
-    candidates = {known[i] for i in ids if i in known}
-    candidates |= {customer_id_for(i) for i in ids if i.startswith("id:")}
+    # One loop and no sort in the usual case (one candidate): twice per event, it was 5 % of a batch.
+    candidates: set[str] = set()
+    for i in ids:
+        held = known.get(i)
+        if held is not None:
+            candidates.add(held)
+        if i.startswith("id:"):
+            candidates.add(customer_id_for(i))
     if not candidates:
-        candidates = {customer_id_for(ids[0])}
+        return Resolution(customer_id_for(ids[0]), ())
+    if len(candidates) == 1:
+        return Resolution(candidates.pop(), ())
     survivor = min(candidates, key=_rank)
     return Resolution(survivor, tuple(sorted(candidates - {survivor})))

@@ -47,17 +47,17 @@ class FunnelProcessor:
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
                 return
-            written, xid, changes = await self._apply(conn, fresh)
+            written, writer, changes = await self._apply(conn, fresh)
         # Committed: these rows now hold what this transaction wrote.
         for p in changes.written:
-            assert xid is not None
-            self._cache.remember((p.store_id, p.customer_id), xid, p)
+            assert writer is not None
+            self._cache.remember((p.store_id, p.customer_id), writer.xid, writer.server, p)
         if written:
             self._on_outbox_written()
 
     async def _apply(
         self, conn: AsyncConnection, events: list[StorefrontEvent]
-    ) -> tuple[int, int | None, Changes]:
+    ) -> tuple[int, repository.Writer | None, Changes]:
         # Each event's identifiers, worked out once for the look-ups below and for resolution.
         ids_of = [event_identifiers(e) for e in events]
         wanted = {(e.store_id, i) for e, ids in zip(events, ids_of, strict=True) for i in ids}
@@ -79,10 +79,10 @@ class FunnelProcessor:
                 continue
             self._apply_one(event, ids, known, loaded, changes)
         written = await changes.write(conn)
-        xid = versioned.xid
-        if xid is None and changes.written:
-            xid = await repository.current_xid(conn)
-        return written, xid, changes
+        writer = versioned.writer
+        if writer is None and changes.written:
+            writer = await repository.current_writer(conn)
+        return written, writer, changes
 
     def _apply_one(
         self,

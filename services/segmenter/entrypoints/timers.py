@@ -83,13 +83,13 @@ class TimerWorker(Poller):
                 fired += 1
                 FIRED.labels(_kind_label(timer.kind)).inc()
             written = await changes.write(conn)
-            xid = loaded.xid
-            if xid is None and changes.written:
-                xid = await repository.current_xid(conn)
+            writer = loaded.writer
+            if writer is None and changes.written:
+                writer = await repository.current_writer(conn)
         # Committed: these rows now hold what this round wrote.
         for p in changes.written:
-            assert xid is not None
-            self._cache.remember((p.store_id, p.customer_id), xid, p)
+            assert writer is not None
+            self._cache.remember((p.store_id, p.customer_id), writer.xid, writer.server, p)
         if written:
             self._on_outbox_written()
         return fired
