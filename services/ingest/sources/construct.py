@@ -43,6 +43,10 @@ class Constructor(Generic[M]):
         self._factories = tuple(factories)
 
     def __call__(self, **values: Any) -> M:
+        return self.of(values)
+
+    def of(self, values: dict[str, Any]) -> M:
+        """The instance of these field values (the dict is not kept)."""
         fields = self._template.copy()
         fields.update(values)
         for name, factory in self._factories:

@@ -220,13 +220,10 @@ def _envelope(payload: Any, nul_free: bool) -> tuple[list[Any], dict[str, Any] |
 # --- One call: the stages of the old parser, in its order -----------------------------------------------
 
 
-def _stage(read: Callable[[], Any], model: type[Any], data: Any, prefix: str, checked: Checked) -> Any:
-    """What `read` returns; if it refuses, the SegmentError of `model`, which names every bad field."""
-    try:
-        return read()
-    except r.Invalid as exc:
-        validated(model, data, prefix, checked=checked)
-        raise _mismatch(exc) from None
+def _refused(exc: r.Invalid, model: type[Any], data: Any, prefix: str, checked: Checked) -> SegmentError:
+    """The reader refused `data`: the SegmentError of `model`, which names every bad field."""
+    validated(model, data, prefix, checked=checked)
+    return _mismatch(exc)
 
 
 def _mismatch(exc: r.Invalid) -> SegmentError:
@@ -243,7 +240,10 @@ def _map_call(
     batch_sent_at: datetime | None,
     checked: Checked,
 ) -> list[StorefrontEvent]:
-    call: r.Call = _stage(lambda: r.read_call(kind, payload), CALL_MODELS[kind], payload, "", checked)
+    try:
+        call = r.read_call(kind, payload)
+    except r.Invalid as exc:
+        raise _refused(exc, CALL_MODELS[kind], payload, "", checked) from None
     common = _Common.of(call, store_id, received_at, batch_sent_at, checked)
     if kind == "track":
         return _track(call, common)
@@ -284,21 +284,31 @@ class _Common:
             raise SegmentError(errors + time_errors)
         return cls(call, store_id, received_at, occurred_at, checked)
 
-    def envelope(self, *, email: str | None = None, suffix: str = "") -> dict[str, Any]:
-        return {
-            "event_id": f"{EVENT_ID_PREFIX}{self.call.message_id}{suffix}",
-            "store_id": self.store_id,
-            "customer": _customer(self.call, email),
-            "occurred_at": self.occurred_at,
-            "received_at": self.received_at,
-            "source": Source.SEGMENT,
-        }
+    def event(
+        self, new: Constructor[Any], payload: Any, *, email: str | None = None, suffix: str = ""
+    ) -> StorefrontEvent:
+        """An event of this call: its envelope, with `payload`."""
+        event: StorefrontEvent = new.of(
+            {
+                "event_id": f"{EVENT_ID_PREFIX}{self.call.message_id}{suffix}",
+                "store_id": self.store_id,
+                "customer": _customer(self.call, email),
+                "occurred_at": self.occurred_at,
+                "received_at": self.received_at,
+                "source": Source.SEGMENT,
+                "payload": payload,
+            }
+        )
+        return event
 
     def properties(
         self, read: Callable[[dict[str, Any]], Any], model: type[Any], data: dict[str, Any]
     ) -> Any:
         """The call's properties read by `read`; errors (by `model`) name `properties.<field>`."""
-        return _stage(lambda: read(data), model, data, "properties", self.checked)
+        try:
+            return read(data)
+        except r.Invalid as exc:
+            raise _refused(exc, model, data, "properties", self.checked) from None
 
     @property
     def visitor(self) -> str:
@@ -344,18 +354,26 @@ def _split_name(full_name: str) -> tuple[str, str | None]:
 
 
 def _customer(call: r.Call, email_from_properties: str | None) -> Customer:
+    # None is every field's default: left out, as the validating constructor had them (only the fields
+    # given are in the model's fields set).
+    known: dict[str, Any] = {}
+    if call.user_id is not None:
+        known["store_customer_id"] = call.user_id
+    if call.anonymous_id is not None:
+        known["anonymous_id"] = call.anonymous_id
+    context = call.context
     # Where a call's traits are, best first: an identify call's own traits describe the user better than
     # the traits echoed in its context.
-    context = call.context
     own, echoed = call.traits, context.traits if context is not None else None
     first = own or echoed
-    second = echoed if own is not None else None
-    first_name = last_name = email = phone = birthday = address = accepts_marketing = None
-    if first is not None:
+    if first is None:
+        if email_from_properties:
+            known["email"] = email_from_properties
+    else:
+        second = echoed if own is not None else None
         first_name, last_name, email = first.first_name, first.last_name, first.email
         phone, birthday, address = first.phone, first.birthday, first.address
-        accepts_marketing = first.accepts_marketing
-        full_name = first.name
+        accepts_marketing, full_name = first.accepts_marketing, first.name
         if second is not None:
             first_name = first_name if first_name is not None else second.first_name
             last_name = last_name if last_name is not None else second.last_name
@@ -363,28 +381,33 @@ def _customer(call: r.Call, email_from_properties: str | None) -> Customer:
             phone = phone if phone is not None else second.phone
             birthday = birthday if birthday is not None else second.birthday
             address = address if address is not None else second.address
-            accepts_marketing = (
-                accepts_marketing if accepts_marketing is not None else second.accepts_marketing
-            )
+            if accepts_marketing is None:
+                accepts_marketing = second.accepts_marketing
             full_name = full_name if full_name is not None else second.name
         if first_name is None and last_name is None and full_name:
             first_name, last_name = _split_name(full_name)
-    known = {
-        "store_customer_id": call.user_id,
-        "anonymous_id": call.anonymous_id,
-        "email": email or email_from_properties,
-        "phone": phone,
-        "first_name": first_name,
-        "last_name": last_name,
-        "locale": context.locale if context else None,
-        "timezone": context.timezone if context else None,
-        "city": address.city if address else None,
-        "country": address.country if address else None,
-        "birthday": birthday,
-        "accepts_marketing": accepts_marketing,
-    }
-    # None is every field's default: left out, as the validating constructor had them.
-    return _new_Customer(**{field: value for field, value in known.items() if value is not None})
+        email = email or email_from_properties
+        for field, value in (
+            ("email", email),
+            ("phone", phone),
+            ("first_name", first_name),
+            ("last_name", last_name),
+            ("birthday", birthday),
+            ("accepts_marketing", accepts_marketing),
+        ):
+            if value is not None:
+                known[field] = value
+        if address is not None:
+            if address.city is not None:
+                known["city"] = address.city
+            if address.country is not None:
+                known["country"] = address.country
+    if context is not None:
+        if context.locale is not None:
+            known["locale"] = context.locale
+        if context.timezone is not None:
+            known["timezone"] = context.timezone
+    return _new_Customer.of(known)
 
 
 # --- Mappings -----------------------------------------------------------------------------------------------
@@ -394,25 +417,17 @@ def _identify(call: r.Call, common: _Common) -> list[StorefrontEvent]:
     created_at = call.traits.created_at if call.traits is not None else None
     if created_at is None and call.context is not None and call.context.traits is not None:
         created_at = call.context.traits.created_at
-    events: list[StorefrontEvent] = [
-        _new_CustomerUpsertedEvent(**common.envelope(), payload=_new_CustomerUpserted(created_at=created_at))
-    ]
+    events = [common.event(_new_CustomerUpsertedEvent, _new_CustomerUpserted(created_at=created_at))]
     if call.user_id and call.anonymous_id:
         # The visitor just became known: their anonymous browsing and cart belong to this user now.
-        events.append(
-            _new_IdentityLinkedEvent(
-                **common.envelope(suffix=LINK_SUFFIX),
-                payload=_new_IdentityLinked(previous_id=call.anonymous_id, previous_kind="anonymous_id"),
-            )
-        )
+        linked = _new_IdentityLinked(previous_id=call.anonymous_id, previous_kind="anonymous_id")
+        events.append(common.event(_new_IdentityLinkedEvent, linked, suffix=LINK_SUFFIX))
     return events
 
 
 def _alias(call: r.Call, common: _Common) -> StorefrontEvent:
-    return _new_IdentityLinkedEvent(
-        **common.envelope(),
-        payload=_new_IdentityLinked(previous_id=call.previous_id, previous_kind="anonymous_id"),
-    )
+    linked = _new_IdentityLinked(previous_id=call.previous_id, previous_kind="anonymous_id")
+    return common.event(_new_IdentityLinkedEvent, linked)
 
 
 def _page(call: r.Call, common: _Common) -> StorefrontEvent:
@@ -424,9 +439,7 @@ def _page(call: r.Call, common: _Common) -> StorefrontEvent:
             properties.setdefault(key, value)
     email = common.properties(r.read_email, _Properties, properties)
     name = f"{PAGE_VIEWED}: {call.name}" if call.name else PAGE_VIEWED
-    return _new_CustomEvent(
-        **common.envelope(email=email), payload=_new_Custom(name=name, properties=properties)
-    )
+    return common.event(_new_CustomEvent, _new_Custom(name=name, properties=properties), email=email)
 
 
 def _track(call: r.Call, common: _Common) -> list[StorefrontEvent]:
@@ -453,11 +466,8 @@ def _track(call: r.Call, common: _Common) -> list[StorefrontEvent]:
             survey = common.properties(r.read_survey_properties, SurveyAnsweredProperties, properties)
             return [_survey_answered(survey, common)]
     email = common.properties(r.read_email, _Properties, properties)
-    return [
-        _new_CustomEvent(
-            **common.envelope(email=email), payload=_new_Custom(name=call.event, properties=properties)
-        )
-    ]
+    custom = _new_Custom(name=call.event, properties=properties)
+    return [common.event(_new_CustomEvent, custom, email=email)]
 
 
 def _line_item(product: r.Product, path: str) -> LineItem:
@@ -500,19 +510,15 @@ def _order_id(properties: r.OrderProperties) -> str:
 def _order_completed(properties: r.OrderProperties, common: _Common) -> StorefrontEvent:
     items = _line_items(properties)
     total = _first_amount(properties.total, properties.revenue)
-    envelope = common.envelope(email=properties.email)
-    order_id = _order_id(properties)
-    return _new_OrderPlacedEvent(
-        **envelope,
-        payload=_new_OrderPlaced(
-            order_id=order_id,
-            total=total if total is not None else _sum(items, "properties.products"),
-            currency=properties.currency or DEFAULT_CURRENCY,
-            line_items=items,
-            cart_id=properties.cart_id or properties.checkout_id,
-            discount_codes=(properties.coupon,) if properties.coupon else (),
-        ),
+    order = _new_OrderPlaced(
+        order_id=_order_id(properties),
+        total=total if total is not None else _sum(items, "properties.products"),
+        currency=properties.currency or DEFAULT_CURRENCY,
+        line_items=items,
+        cart_id=properties.cart_id or properties.checkout_id,
+        discount_codes=(properties.coupon,) if properties.coupon else (),
     )
+    return common.event(_new_OrderPlacedEvent, order, email=properties.email)
 
 
 def _cart_id(explicit: str | None, common: _Common) -> str:
@@ -529,72 +535,57 @@ def _recovery_url(url: str | None, common: _Common) -> str | None:
 def _cart_snapshot(properties: r.OrderProperties, common: _Common) -> StorefrontEvent:
     items = _line_items(properties)
     total = _first_amount(properties.value, properties.revenue, properties.total)
-    envelope = common.envelope(email=properties.email)
-    cart_id = _cart_id(properties.cart_id or properties.checkout_id or properties.order_id, common)
-    return _new_CartUpdatedEvent(
-        **envelope,
-        payload=_new_CartUpdated(
-            cart_id=cart_id,
-            action="snapshot",
-            line_items=items,
-            total=total if total is not None else _sum(items, "properties.products"),
-            currency=properties.currency or DEFAULT_CURRENCY,
-            recovery_url=_recovery_url(properties.url, common),
-        ),
+    cart = _new_CartUpdated(
+        cart_id=_cart_id(properties.cart_id or properties.checkout_id or properties.order_id, common),
+        action="snapshot",
+        line_items=items,
+        total=total if total is not None else _sum(items, "properties.products"),
+        currency=properties.currency or DEFAULT_CURRENCY,
+        recovery_url=_recovery_url(properties.url, common),
     )
+    return common.event(_new_CartUpdatedEvent, cart, email=properties.email)
 
 
 def _cart_change(
     properties: r.ProductProperties, action: Literal["added", "removed"], common: _Common
 ) -> StorefrontEvent:
     item = _line_item(properties.product, "properties")
-    envelope = common.envelope(email=properties.email)
-    return _new_CartUpdatedEvent(
-        **envelope,
-        payload=_new_CartUpdated(
-            cart_id=_cart_id(properties.cart_id, common),
-            action=action,
-            line_items=(item,),
-            # The value of the change, not of the cart: a delta's consumer knows the rest of the cart.
-            total=_sum((item,), "properties.price"),
-            currency=properties.currency or DEFAULT_CURRENCY,
-        ),
+    change = _new_CartUpdated(
+        cart_id=_cart_id(properties.cart_id, common),
+        action=action,
+        line_items=(item,),
+        # The value of the change, not of the cart: a delta's consumer knows the rest of the cart.
+        total=_sum((item,), "properties.price"),
+        currency=properties.currency or DEFAULT_CURRENCY,
     )
+    return common.event(_new_CartUpdatedEvent, change, email=properties.email)
 
 
 def _product_viewed(properties: r.ProductProperties, common: _Common) -> StorefrontEvent:
-    envelope = common.envelope(email=properties.email)
-    return _new_ProductViewedEvent(
-        **envelope, payload=_new_ProductViewed(product=_line_item(properties.product, "properties"))
-    )
+    viewed = _new_ProductViewed(product=_line_item(properties.product, "properties"))
+    return common.event(_new_ProductViewedEvent, viewed, email=properties.email)
 
 
 def _order_refunded(properties: r.OrderProperties, cancelled: bool, common: _Common) -> StorefrontEvent:
     amount = _first_amount(properties.total, properties.revenue)
-    envelope = common.envelope(email=properties.email)
-    order_id = _order_id(properties)
-    return _new_OrderRefundedEvent(
-        **envelope,
-        payload=_new_OrderRefunded(
-            order_id=order_id,
-            amount=amount if amount is not None else _sum(_line_items(properties), "properties.products"),
-            currency=properties.currency or DEFAULT_CURRENCY,
-            cancelled=cancelled,
-        ),
+    refund = _new_OrderRefunded(
+        order_id=_order_id(properties),
+        amount=amount if amount is not None else _sum(_line_items(properties), "properties.products"),
+        currency=properties.currency or DEFAULT_CURRENCY,
+        cancelled=cancelled,
     )
+    return common.event(_new_OrderRefundedEvent, refund, email=properties.email)
 
 
 def _survey_answered(properties: r.SurveyProperties, common: _Common) -> StorefrontEvent:
-    return _new_SurveyAnsweredEvent(
-        **common.envelope(email=properties.email),
-        payload=_new_SurveyAnswered(
-            survey_id=properties.survey_id,
-            answers=tuple(
-                _new_SurveyAnswer(statement_id=a.statement_id, scale=a.scale, agree=a.agree, score=a.score)
-                for a in properties.answers
-            ),
-            csat=properties.csat,
-            ces=properties.ces,
-            nps=properties.nps,
+    survey = _new_SurveyAnswered(
+        survey_id=properties.survey_id,
+        answers=tuple(
+            _new_SurveyAnswer(statement_id=a.statement_id, scale=a.scale, agree=a.agree, score=a.score)
+            for a in properties.answers
         ),
+        csat=properties.csat,
+        ces=properties.ces,
+        nps=properties.nps,
     )
+    return common.event(_new_SurveyAnsweredEvent, survey, email=properties.email)
