@@ -29,7 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters import consent_repository, platform_repository, repository
 from services.notifier.adapters.recommendations import Recommender, seed_products, viewed_products
-from services.notifier.adapters.smtp import DeliveryError, Envelope, SmtpSender, SmtpUnavailable, build_email
+from services.notifier.adapters.smtp import (
+    DeliveryError,
+    Envelope,
+    SmtpSender,
+    SmtpUnavailable,
+    prepare_email,
+)
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
@@ -571,7 +577,7 @@ class MessageSender(Poller):
         envelope = Envelope(
             store.email.from_address, store.email.from_name, customer.email, headers, message_id
         )
-        await self._smtp.send(build_email(envelope, rendered))
+        await self._smtp.send(prepare_email(envelope, rendered))
         return rendered.subject
 
     def unsubscribe_url(self, token: str) -> str:
