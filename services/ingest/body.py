@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Request
 from pydantic_core import from_json
 
-from shared.web import ApiError
+from shared.web import ApiError, FieldError, field_path
 
 
 def _too_large(limit: int, what: str) -> ApiError:
@@ -51,14 +51,60 @@ def parse_json(body: bytes) -> Any:
 
     pydantic's parser (jiter) takes half the time of `json.loads` on a webhook and, whenever it succeeds,
     gives the same values (big integers stay integers, unlike orjson's). What it refuses and `json.loads`
-    takes (lone surrogates, UTF-16 bodies, deep nesting) goes to `json.loads`, which also words the 400."""
+    takes (lone surrogates, UTF-16 bodies, deep nesting) goes to `json.loads`, which also words the 400.
+
+    A lone surrogate (`"\\udf58"`) is valid JSON but not text: it can never be written as UTF-8 to Kafka or
+    PostgreSQL, so a body holding one anywhere, even in a field we pass on unread, is a 422 naming it."""
     try:
         return from_json(body)
     except ValueError:
         pass
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and UnicodeDecodeError, and also an integer of more digits than
         # Python converts (4,300), which no storefront sends and which must not become a 500.
         raise ApiError(400, "malformed_json", f"body is not valid JSON: {str(exc)[:200]}") from exc
+    # Only bodies jiter refused get here (rare), so the walk costs the hot path nothing.
+    at_fault = _lone_surrogates(value)
+    if at_fault:
+        raise ApiError(
+            422,
+            "invalid_payload",
+            f"{at_fault[0]}: {_NOT_TEXT}",
+            errors=[FieldError(field=field, message=_NOT_TEXT) for field in at_fault],
+        )
+    return value
+
+
+_NOT_TEXT = "must be Unicode text: a lone surrogate escape (\\ud800-\\udfff) is not a character"
+_MAX_REPORTED = 5
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lone_surrogates(value: Any) -> list[str]:
+    """The paths (as in every other 422) of the first few strings or keys that are not text."""
+    found: list[str] = []
+    pending: list[tuple[tuple[Any, ...], Any]] = [((), value)]
+    while pending and len(found) < _MAX_REPORTED:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if not _is_text(item):
+                found.append(field_path(path))
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                # A key that is not text is named with its escapes, so the error itself can be written.
+                name = key if _is_text(key) else key.encode("utf-8", "backslashreplace").decode()
+                if name is not key:
+                    found.append(field_path((*path, name)))
+                pending.append(((*path, name), child))
+        elif isinstance(item, list):
+            pending.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))
+    return found[:_MAX_REPORTED]

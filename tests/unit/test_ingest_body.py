@@ -22,7 +22,6 @@ LIMIT = 32 * 1024
         b'{"a": 1, "a": 2}',
         b'{"total": 19.990000000000002, "big": 18446744073709551616}',
         b'{"nan": NaN, "inf": Infinity, "huge": 1e400}',
-        b'{"lone": "\\udf58"}',
         '{"utf16": "é"}'.encode("utf-16"),
     ],
 )
@@ -31,6 +30,24 @@ def test_bodies_parse_as_the_standard_library_reads_them(body: bytes) -> None:
     expected = json.loads(body)
     assert json.dumps(parsed) == json.dumps(expected)
     assert [type(v) for v in parsed.values()] == [type(v) for v in expected.values()]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b'{"lone": "\\udf58"}', ["lone"]),
+        (b'{"batch": [{"properties": {"note": "ok"}}, {"properties": {"note": "a\\ud800b"}}]}',
+         ["batch[1].properties.note"]),
+        (b'{"context": {"\\udc00k": 1}}', ["context.\\udc00k"]),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_422_naming_where(body: bytes, fields: list[str]) -> None:
+    # Valid JSON, not text: it could never be written to Kafka or PostgreSQL, so it must not reach them
+    # (it used to pass here when in a field no source reads, and the publish then failed with a 500).
+    with pytest.raises(ApiError) as refused:
+        parse_json(body)
+    assert refused.value.status_code == 422
+    assert [e.field for e in refused.value.body.errors] == fields
 
 
 def test_nan_survives_the_fallback_parser() -> None:

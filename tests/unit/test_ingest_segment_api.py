@@ -151,6 +151,18 @@ async def test_a_lone_surrogate_escape_is_422_naming_the_field(
     assert publisher.published == []
 
 
+async def test_a_lone_surrogate_in_a_property_no_one_reads_is_422_not_500(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # Custom properties travel on unread; one that is not text used to fail only at publish, as a 500.
+    payload = _track()
+    payload["properties"]["note"] = "\udf58"
+    response = await client.post("/v1/track", content=json.dumps(payload).encode(), headers=BASIC)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "properties.note"
+    assert publisher.published == []
+
+
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/track", content=b'{"type": "track",', headers=BASIC)
     assert response.status_code == 400
