@@ -93,7 +93,9 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     env = stack.env(
         url, SEGMENTER_GROUP_ID=f"bench-e2e-seg-{stamp}", NOTIFIER_GROUP_ID=f"bench-e2e-not-{stamp}"
     )
-    services = [stack.start_service(name, env) for name in ("ingest", "segmenter", "notifier")]
+    services = [stack.start_service(name, env) for name in ("ingest", "segmenter")]
+    # The notifier asks this run's segmenter for recommendations, never the default port (another stack's).
+    services.append(stack.start_service("notifier", env | {"SEGMENTER_URL": services[1].url}))
     out: dict[str, list[Any]] = {"runs": []}
     try:
         for r in range(runs):
