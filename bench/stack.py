@@ -4,6 +4,12 @@ under .run/bench/, so a run never touches the shared `make up` stack (.run/stack
 Everything started here dies with the benchmark (PR_SET_PDEATHSIG) and is stopped by PID at the end.
 PostgreSQL runs with durable settings, like `make up`'s, plus `track_commit_timestamp`, which tells the
 end-to-end figure when a stage change was committed.
+
+The development registry's `demo` store is connected to a Shopify shop and a WooCommerce site (its coupons are
+created there before each email), which `make up` runs on fixed ports. The benchmark runs the same test shop
+and site (deploy/platforms) on ports of its own, with the rate limit of the Shopify plan a store of this
+traffic has, and gives the services a copy of the registry pointing there: a real deployment places those
+coupons, it does not defer them to a shop that is not there.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -32,6 +39,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / ".run" / "bench"
 HOST = "127.0.0.1"
 STORES_FILE = REPO_ROOT / "deploy" / "stores.dev.yaml"
+# Where the development registry connects the demo store (`make up`'s test shop and site, deploy/platforms).
+DEV_PLATFORM_URLS = ("http://127.0.0.1:8010/", "http://127.0.0.1:8011/")
+# Shopify Plus's GraphQL Admin rate limit, 1,000 cost points a second (shopify.dev, "GraphQL Admin API rate
+# limits"): a store taking 1,000 events a second is on Plus; the test shop's default is a Standard plan's.
+SHOPIFY_RESTORE_RATE = 1000.0
+SHOPIFY_BUCKET = 2000.0
 PARTITIONS = 6
 # What a durable server has (PostgreSQL's defaults), and further settings the results report.
 DURABLE_SETTINGS = {
@@ -106,6 +119,8 @@ class BenchStack:
     kafka: KafkaBroker
     postgres: PostgresServer
     smtp: TimestampingSmtpSink
+    platforms: ManagedProcess
+    stores_file: Path
     lock: IO[str] | None = None
     services: list[Service] = field(default_factory=list)
 
@@ -127,7 +142,7 @@ class BenchStack:
             remove_server_data(run_dir)
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
-        kafka_port, controller_port, pg_port, smtp_port = free_ports(4)
+        kafka_port, controller_port, pg_port, smtp_port, shop_port, site_port = free_ports(6)
         kafka = start_kafka(
             root / "kafka", kafka_port, controller_port, internal_partitions=4, die_with_parent=True
         )
@@ -142,7 +157,14 @@ class BenchStack:
             raise
         smtp = TimestampingSmtpSink(smtp_port)
         smtp.start()
-        return cls(root, kafka, postgres, smtp, lock=lock)
+        try:
+            platforms, stores_file = _start_platforms(root, shop_port, site_port)
+        except BaseException:
+            smtp.stop()
+            postgres.stop()
+            kafka.stop()
+            raise
+        return cls(root, kafka, postgres, smtp, platforms, stores_file, lock=lock)
 
     def postgres_durability(self) -> dict[str, str]:
         """The server's settings that decide what a commit survives: the benchmark refuses to measure with
@@ -160,6 +182,7 @@ class BenchStack:
         for service in self.services:
             service.process.stop()
         self.smtp.stop()
+        self.platforms.stop()
         self.postgres.stop()
         self.kafka.stop()
         if self.lock is not None:
@@ -176,7 +199,7 @@ class BenchStack:
             "DATABASE_URL": database_url or self.postgres.url,
             "SMTP_HOST": HOST,
             "SMTP_PORT": str(self.smtp.port),
-            "STORES_FILE": str(STORES_FILE),
+            "STORES_FILE": str(self.stores_file),
             # The per-store rate limit guards a pipeline against one runaway store: here that store is us.
             "INGEST_RATE_LIMIT_PER_SECOND": "1000000000",
             "INGEST_RATE_LIMIT_BURST": "1000000000",
@@ -223,6 +246,39 @@ class BenchStack:
     def stop_service(self, service: Service) -> None:
         service.process.stop()
         self.services.remove(service)
+
+
+def _start_platforms(root: Path, shop_port: int, site_port: int) -> tuple[ManagedProcess, Path]:
+    """The test shop and site on free ports, and the development registry pointing at them."""
+    process = ManagedProcess("platforms", root / "platforms.pid", root / "logs" / "platforms.log")
+    if process.is_running():  # a benchmark killed outright: its own pidfile, its own process
+        process.stop()
+    argv = [sys.executable, "-m", "deploy.platforms", "--host", HOST]
+    argv += ["--shopify-port", str(shop_port), "--woocommerce-port", str(site_port)]
+    argv += ["--shopify-restore-rate", str(SHOPIFY_RESTORE_RATE), "--shopify-bucket", str(SHOPIFY_BUCKET)]
+    process.start(argv, cwd=REPO_ROOT, die_with_parent=True)
+    try:
+        process.wait_for_http(f"http://{HOST}:{shop_port}/healthz", 60)
+        process.wait_for_http(f"http://{HOST}:{site_port}/healthz", 60)
+    except BaseException:
+        process.stop()
+        raise
+    # The registry as the services read it, with the demo store's platform addresses moved to these ports
+    # and template folders made absolute (they are relative to the registry file, which moves here).
+    registry = yaml.safe_load(STORES_FILE.read_text())
+    ports = (shop_port, site_port)
+    moved = {url: f"http://{HOST}:{port}/" for url, port in zip(DEV_PLATFORM_URLS, ports, strict=True)}
+    for store in registry["stores"].values():
+        for platform, key in (("shopify", "admin_api_url"), ("woocommerce", "api_url")):
+            url = (store.get(platform) or {}).get(key)
+            for dev, here in moved.items():
+                if url and url.startswith(dev):
+                    store[platform][key] = here + url.removeprefix(dev)
+        if store.get("templates_dir"):
+            store["templates_dir"] = str(STORES_FILE.parent / store["templates_dir"])
+    stores_file = root / "stores.yaml"
+    stores_file.write_text(yaml.safe_dump(registry, allow_unicode=True, sort_keys=False))
+    return process, stores_file
 
 
 async def _recreate_topics(bootstrap: str, topics: list[str]) -> None:
