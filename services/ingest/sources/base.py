@@ -32,12 +32,22 @@ class Checked:
 
     # No string of the payload holds a NUL, so the per-field search for one is skipped.
     nul_free: bool = False
+    # No string of the payload holds a lone surrogate, which the models refuse as not text (the routes'
+    # parse_json refuses such bodies first; the hand readers that rely on this do not look for them).
+    surrogate_free: bool = False
 
     @classmethod
     def body(cls, body: bytes) -> Checked:
         # JSON carries NUL only as the escape \u0000 (a raw one is not valid JSON), unless the body is
-        # UTF-16 or UTF-32, which json.loads also reads: their ASCII characters hold zero bytes.
-        return cls(nul_free=b"\\u0000" not in body and b"\x00" not in body)
+        # UTF-16 or UTF-32, which json.loads also reads: their ASCII characters hold zero bytes. A lone
+        # surrogate only as an escape \ud800-\udfff (raw, it is not UTF-8); `\ud` or `\uD` also finds a
+        # few other characters' escapes, which merely take the models' path.
+        if b"\x00" in body:
+            return NOTHING_CHECKED
+        return cls(
+            nul_free=b"\\u0000" not in body,
+            surrogate_free=b"\\ud" not in body and b"\\uD" not in body,
+        )
 
 
 NOTHING_CHECKED = Checked()

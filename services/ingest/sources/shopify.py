@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
+from services.ingest.sources import shopify_reader
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
@@ -239,6 +240,15 @@ def to_canonical(
     Raises pydantic.ValidationError naming the field when the payload is not what the topic promises.
     `checked`: what the caller knows of the raw body (see sources.base.Checked).
     """
+    if checked.nul_free and checked.surrogate_free and topic in shopify_reader.TOPICS:
+        # The hand reader: the same event for a third of the cost (shopify_reader's docstring). What it
+        # does not know, or would refuse, is decided by the models below, which word the 422.
+        try:
+            return shopify_reader.read(
+                topic, payload, store_id=store_id, event_id=event_id, received_at=received_at
+            )
+        except (shopify_reader.Unusual, ValueError):
+            pass
     common: dict[str, Any] = {
         "event_id": event_id,
         "store_id": store_id,
