@@ -93,6 +93,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             handle=MessagePlanner(  # type: ignore[arg-type]
                 engine, stores, clock, on_messages_due=messages_due
             ),
+            max_records=settings.notifier_max_batch,
         )
         consent = ConsentSync(engine=engine, stores=stores, platforms=platforms, clock=clock)
         audiences = AudienceWorker(engine=engine, stores=stores, clock=clock)
