@@ -629,12 +629,34 @@ async def mark_sent(
     conn: AsyncConnection, message_id: int, claim_id: str | None, subject: str, now: datetime
 ) -> bool:
     """Recorded as sent; False when the claim no longer holds the message (see _claimed_by)."""
+    if claim_id is not None:
+        # The sender's statement for every message it sends, built once (building it was a sixth of
+        # recording an outcome).
+        params = {"sent_id": message_id, "sent_claim": claim_id, "sent_subject": subject, "sent_now": now}
+        return bool((await conn.execute(_MARK_CLAIMED_SENT, params)).rowcount)
     done = await conn.execute(
         update(messages)
         .where(*_claimed_by(message_id, claim_id))
         .values(status=MessageStatus.SENT, subject=subject, sent_at=now, last_error=None, lease_until=None)
     )
     return bool(done.rowcount)
+
+
+_MARK_CLAIMED_SENT = (
+    update(messages)
+    .where(
+        messages.c.id == bindparam("sent_id"),
+        messages.c.claim_id == bindparam("sent_claim"),
+        messages.c.status == MessageStatus.SENDING,
+    )
+    .values(
+        status=MessageStatus.SENT,
+        subject=bindparam("sent_subject"),
+        sent_at=bindparam("sent_now"),
+        last_error=None,
+        lease_until=None,
+    )
+)
 
 
 async def mark_retry(

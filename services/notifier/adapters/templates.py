@@ -123,6 +123,7 @@ class TemplateSet:
         self._plain = _Environment(loader=loader, undefined=FalsyStrictUndefined)
         self._html = _Environment(loader=loader, undefined=FalsyStrictUndefined, autoescape=True)
         self._templates: dict[str, BoundTemplate] = {}
+        self._locales: dict[str, frozenset[str]] = {}
 
     def name_of(self, template_name: str | None) -> str | None:
         """The set's name of a template known by its include name or by its origin."""
@@ -136,14 +137,19 @@ class TemplateSet:
         return {name.split("/")[0] for name in self.sources if not name.startswith("_")}
 
     def locales(self, flow: str) -> set[str]:
-        return {
-            name.split("/")[1]
-            for name in self.sources
-            if name.startswith(f"{flow}/") and name.count("/") == 2 and name.endswith("/subject.liquid")
-        }
+        # A set never changes once built (a reload builds a new one): each flow's locales are found once,
+        # not by a scan of every template for each message (twice a message).
+        found = self._locales.get(flow)
+        if found is None:
+            found = self._locales[flow] = frozenset(
+                name.split("/")[1]
+                for name in self.sources
+                if name.startswith(f"{flow}/") and name.count("/") == 2 and name.endswith("/subject.liquid")
+            )
+        return set(found)
 
     def locale_for(self, flow: str, locale: str | None) -> str:
-        available = self.locales(flow)
+        available = self._locales.get(flow) or self.locales(flow)
         for candidate in _locale_candidates(locale, self.default_locale):
             if candidate in available:
                 return candidate
