@@ -114,39 +114,6 @@ async def ensure_topics(
         await admin.close()
 
 
-async def all_acknowledged(acks: Sequence[asyncio.Future[Any]]) -> None:
-    """Wait until every record's acknowledgement is in; raise the first failure found, as gather would.
-
-    Cheaper than `asyncio.gather` over thousands of records: the broker acknowledges a whole batch at once,
-    so once the last records' futures are done nearly all the others are too, and checking a done future
-    costs far less than the callback gather hangs on each one."""
-    for ack in reversed(acks):
-        if not ack.done():
-            try:
-                await ack
-            except BaseException:
-                _retrieve_all(acks)
-                raise
-        elif ack.cancelled() or ack.exception() is not None:
-            _retrieve_all(acks)
-            ack.result()  # raises it (CancelledError for a cancelled one)
-
-
-def _retrieve_all(acks: Sequence[asyncio.Future[Any]]) -> None:
-    # As gather does: every failure is marked retrieved, so asyncio does not log the others as unhandled.
-    for ack in acks:
-        if ack.done():
-            if not ack.cancelled():
-                ack.exception()
-        else:
-            ack.add_done_callback(_consume)
-
-
-def _consume(ack: asyncio.Future[Any]) -> None:
-    if not ack.cancelled():
-        ack.exception()
-
-
 async def kafka_reachable(producer: AIOKafkaProducer, within_seconds: float = 2.0) -> bool:
     """True when a broker answers a metadata request now (not merely when we once connected)."""
     try:

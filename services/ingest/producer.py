@@ -10,8 +10,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from services.ingest.record_batches import PartitionBatches, acknowledged
 from shared.events import StorefrontEvent, encode_event
-from shared.kafka import STOREFRONT_EVENTS, all_acknowledged, ensure_topics, kafka_reachable
+from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
 from shared.logging import get_logger
 from shared.metrics import count_each
 from shared.partitioning import KeyPartitions
@@ -48,6 +49,7 @@ class EventPublisher:
         self._factory = producer_factory
         self._timeout = timeout_seconds
         self._producer: AIOKafkaProducer | None = None
+        self._batches: PartitionBatches | None = None
         self._key_partitions = KeyPartitions()
 
     @property
@@ -69,13 +71,13 @@ class EventPublisher:
                 attempt += 1
                 continue
             self._producer = producer
+            self._batches = PartitionBatches(producer, STOREFRONT_EVENTS)
             log.info("kafka_connected")
 
     async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
-        producer = self._producer
-        if producer is None:
+        producer, batches = self._producer, self._batches
+        if producer is None or batches is None:
             raise PublishUnavailable("not connected to Kafka yet")
-        records = [(e.partition_key.encode(), encode_event(e)) for e in events]
         try:
             async with asyncio.timeout(self._timeout):
                 # Kafka's default partition, computed here (shared/partitioning.py): the partition aiokafka's
@@ -83,14 +85,16 @@ class EventPublisher:
                 partitions = sorted(await producer.partitions_for(STOREFRONT_EVENTS))
                 place = self._key_partitions.partition
                 count = len(partitions)
-                # Hand every record to the producer first, then wait: they travel in shared batches.
-                acks = [
-                    await producer.send(
-                        STOREFRONT_EVENTS, value=value, key=key, partition=partitions[place(key, count)]
-                    )
-                    for key, value in records
-                ]
-                await all_acknowledged(acks)
+                records = []
+                for event in events:
+                    key = event.partition_key.encode()
+                    records.append((partitions[place(key, count)], key, encode_event(event)))
+                if batches.behind({partition for partition, _, _ in records}):
+                    raise PublishUnavailable("Kafka is behind: too many record batches wait to be sent")
+                # Every record joins its partition's open batch first, then the request waits for the
+                # acknowledgement of each batch that holds one of its records.
+                append = batches.append
+                await acknowledged({append(partition, key, value) for partition, key, value in records})
         except (TimeoutError, KafkaError) as exc:
             # Records may still be delivered later by the producer's own retries; that is safe because
             # the event id makes a second copy (from the sender's retry) a no-op downstream.
@@ -102,6 +106,9 @@ class EventPublisher:
         return self._producer is not None and await kafka_reachable(self._producer)
 
     async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
+            self._batches = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -1,6 +1,6 @@
 """What ingest publishes, read back from a real broker: every record on the partition Kafka's default
 partitioner gives its key, with the key and the bytes of the event as they always were, acknowledged before
-publish_many returns."""
+publish_many returns, and within a partition in the order they were published."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ async def test_records_land_on_the_default_partitioners_partition_with_the_same_
         end = await consumer.end_offsets(tps)
         assert sum(end[tp] - start[tp] for tp in tps) >= len(events)
         expected = {e.event_id: e for e in events}
-        seen: dict[str, tuple[int, bytes, bytes]] = {}
+        seen: dict[str, tuple[int, bytes, bytes, int]] = {}
         async with asyncio.timeout(30):
             while len(seen) < len(expected):
                 for tp, records in (await consumer.getmany(timeout_ms=500)).items():
@@ -60,14 +60,19 @@ async def test_records_land_on_the_default_partitioners_partition_with_the_same_
                         assert record.value is not None
                         event_id = record.value.split(b'"event_id":"', 1)[1].split(b'"', 1)[0].decode()
                         if event_id in expected:
-                            seen[event_id] = (tp.partition, record.key, record.value)
+                            seen[event_id] = (tp.partition, record.key, record.value, record.offset)
     finally:
         await consumer.stop()
         await publisher.close()
 
     partitioner = DefaultPartitioner()
     for event_id, event in expected.items():
-        partition, key, value = seen[event_id]
+        partition, key, value, _ = seen[event_id]
         assert key == event.partition_key.encode()
         assert value == event.model_dump_json(exclude_none=True).encode()
         assert partition == partitioner(key, partitions, partitions)
+    # One request's events of one partition (one customer's among them) are stored in the order it sent them.
+    for chunk in chunks:
+        for tp in tps:
+            offsets = [seen[e.event_id][3] for e in chunk if seen[e.event_id][0] == tp.partition]
+            assert offsets == sorted(offsets)

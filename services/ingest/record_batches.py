@@ -1,0 +1,135 @@
+"""Kafka record batches built by ingest itself, one open batch per partition, handed to aiokafka whole.
+
+aiokafka's per-record `send` checks the metadata, the record's size and partition, builds a TopicPartition,
+appends to the accumulator's batch and makes a future per record, and on the broker's answer builds a
+RecordMetadata and resolves each of those futures: most of what a Segment batch event cost to publish. Its
+batch API (`create_batch`, `BatchBuilder.append`, `send_batch`) takes a whole record batch with one future
+for all of it. The records and their order within a partition are the same; the broker acknowledges whole
+batches in either case, so nobody is answered before Kafka acknowledged every one of their records.
+
+Concurrent requests share batches, as they shared aiokafka's: each partition has one open batch that
+records are appended to, and a flusher that hands the partition's batches to the producer one after the
+other. `send_batch` waits while the producer still holds an unsent batch of that partition, and records
+arriving meanwhile fill the next one, so a busy partition sends a few hundred records per produce request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerClosed
+
+# Per partition, batches (256 KiB at most each) waiting to be handed to the producer: beyond this, Kafka is
+# far behind. aiokafka's `send` bounded it by making senders wait for the one open batch of a partition.
+MAX_WAITING_BATCHES = 16
+# The record batch builder wants a list; it only reads it.
+_NONE: list[tuple[str, bytes]] = []
+
+
+class _Batch:
+    """An aiokafka BatchBuilder and the future of its delivery, which every request with records in it
+    waits on."""
+
+    __slots__ = ("builder", "delivered")
+
+    def __init__(self, builder: Any, delivered: asyncio.Future[None]) -> None:
+        self.builder = builder
+        self.delivered = delivered
+
+
+class PartitionBatches:
+    """Appends records to one topic's partitions; `delivered` futures say when Kafka acknowledged them."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        # Per partition: the batches not yet handed to the producer, oldest first; the last one is open.
+        self._waiting: dict[int, collections.deque[_Batch]] = {}
+        self._flushers: dict[int, asyncio.Task[None]] = {}
+
+    def behind(self, partitions: set[int]) -> bool:
+        """Whether any of these partitions has more batches waiting than the producer can send soon: Kafka
+        is not keeping up, and a request is refused (503, retried later) rather than queued without end."""
+        waiting = self._waiting
+        return any(len(waiting.get(p, ())) > MAX_WAITING_BATCHES for p in partitions)
+
+    def append(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
+        """Add a record to the partition's open batch; the future is that batch's acknowledgement (shared:
+        await it through `acknowledged`, never directly)."""
+        queue = self._waiting.get(partition)
+        if queue is None:
+            queue = self._waiting[partition] = collections.deque()
+        # The timestamp is the append time, as `send` gives a record without one. A full batch refuses the
+        # record (None) and it opens the next one.
+        last = queue[-1] if queue else None
+        if last is None or last.builder.append(timestamp=None, key=key, value=value, headers=_NONE) is None:
+            last = _Batch(self._producer.create_batch(), asyncio.get_running_loop().create_future())
+            last.builder.append(timestamp=None, key=key, value=value, headers=_NONE)
+            queue.append(last)
+        if partition not in self._flushers:
+            flusher = asyncio.get_running_loop().create_task(self._flush(partition, queue))
+            self._flushers[partition] = flusher
+        return last.delivered
+
+    async def _flush(self, partition: int, queue: collections.deque[_Batch]) -> None:
+        try:
+            while queue:
+                batch = queue[0]
+                try:
+                    # While send_batch waits for the producer to take the partition's previous batch, this one
+                    # stays open: records arriving meanwhile still join it.
+                    sent = await self._producer.send_batch(batch.builder, self._topic, partition=partition)
+                except asyncio.CancelledError:
+                    _settle(queue.popleft().delivered, ProducerClosed())
+                    raise
+                except Exception as exc:  # its waiters answer 503; the next batch tries again
+                    _settle(queue.popleft().delivered, exc)
+                    continue
+                # It is in the producer's queue now, and no other task has run since send_batch put it there
+                # (aiokafka 0.14 returns without suspending once it has), so the sender has not taken it yet.
+                # Closed now, before it can: nothing may join a batch the sender took (its sequence number
+                # counts the records the batch held then).
+                batch.builder.close()
+                queue.popleft()
+                sent.add_done_callback(lambda done, batch=batch: _settle_from(batch.delivered, done))
+        finally:
+            del self._flushers[partition]
+            # Cancelled (the producer is closing): what never reached the producer fails, not hangs.
+            while queue:
+                _settle(queue.popleft().delivered, ProducerClosed())
+
+    async def close(self) -> None:
+        """Wait until every batch is in the producer's hands (before the producer stops)."""
+        while self._flushers:
+            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+
+
+def _settle_from(delivered: asyncio.Future[None], sent: asyncio.Future[Any]) -> None:
+    if sent.cancelled():
+        _settle(delivered, KafkaError("the batch's delivery was cancelled"))
+    else:
+        _settle(delivered, sent.exception())
+
+
+def _settle(delivered: asyncio.Future[None], failure: BaseException | None) -> None:
+    if delivered.done():
+        return
+    if failure is None:
+        delivered.set_result(None)
+    else:
+        delivered.set_exception(failure)
+        # Retrieved here, so asyncio does not log it when every waiter has already given up (timed out).
+        delivered.exception()
+
+
+async def acknowledged(deliveries: set[asyncio.Future[None]] | list[asyncio.Future[None]]) -> None:
+    """Wait for every delivery; raise the first failure. Shared futures are awaited through a shield, so a
+    request that gives up (its timeout) does not cancel them for the other requests waiting."""
+    for delivered in deliveries:
+        if delivered.done():
+            delivered.result()
+        else:
+            await asyncio.shield(delivered)
