@@ -12,6 +12,7 @@ from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.domain.funnel import after_merge, decide, erase_shop, event_identifiers, merge
 from services.segmenter.domain.identity import resolve
+from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE, CustomerErasedEvent, StorefrontEvent
@@ -44,6 +45,8 @@ class FunnelProcessor:
         self._cache = profile_cache if profile_cache is not None else ProfileCache(PROFILE_CACHE_SIZE)
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
+        for event in events:
+            standardise_event(event)
         async with self._engine.begin() as conn:
             first_seen = await repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
             fresh = first_copies(events, first_seen)
@@ -77,7 +80,7 @@ class FunnelProcessor:
         loaded = versioned.profiles
         changes = Changes(stored_profiles=dict(loaded), stored_identities=dict(found))
         for event, ids in zip(events, ids_of, strict=True):
-            if isinstance(event, CustomerErasedEvent) and event.customer.store_customer_id == SHOP_WIDE:
+            if type(event) is CustomerErasedEvent and event.customer.store_customer_id == SHOP_WIDE:
                 await self._erase_shop(conn, event, changes, loaded)
                 continue
             self._apply_one(event, ids, known, loaded, changes)
