@@ -1,0 +1,79 @@
+"""Datetimes on shared tzinfo objects (services/segmenter/domain/instants.py): the same instants, the same
+text and JSON, only cheaper to compare."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from pydantic import TypeAdapter
+
+from services.segmenter.domain.instants import Instant, standard, standardise_event
+from services.segmenter.domain.profile import Profile
+from shared.events import CustomerUpsertedEvent, encode_event
+from tests.builders import canonical_event
+
+_PARSED = TypeAdapter(Instant)
+_PLAIN: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def test_a_parsed_utc_datetime_holds_the_standard_utc_and_keeps_its_json() -> None:
+    for text in ('"2026-01-05T10:00:00Z"', '"2026-01-05T10:00:00.120+00:00"'):
+        plain = _PLAIN.validate_json(text)
+        assert plain.tzinfo is not UTC  # pydantic's own TzInfo: what the standard form replaces
+        held = _PARSED.validate_json(text)
+        assert held.tzinfo is UTC
+        assert held == plain
+        assert held.isoformat() == plain.isoformat()
+        assert _PARSED.dump_json(held) == _PLAIN.dump_json(plain)
+
+
+def test_other_offsets_share_one_tzinfo_per_offset_and_keep_their_offset() -> None:
+    one = _PARSED.validate_json('"2026-01-05T10:00:00-05:00"')
+    other = _PARSED.validate_json('"2026-03-01T08:30:00-05:00"')
+    assert one.tzinfo is other.tzinfo
+    assert one.utcoffset() == timedelta(hours=-5)
+    assert _PARSED.dump_json(one) == b'"2026-01-05T10:00:00-05:00"'
+    assert one.isoformat() == "2026-01-05T10:00:00-05:00"
+
+
+def test_standard_leaves_an_already_standard_datetime_as_it_is() -> None:
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    assert standard(at) is at
+    shared = standard(datetime(2026, 1, 5, tzinfo=timezone(timedelta(hours=2))))
+    assert standard(shared) is shared
+
+
+def test_a_standardised_event_is_the_same_event() -> None:
+    event = canonical_event(
+        "s1",
+        "customer_upserted",
+        datetime(2026, 1, 5, 9, 30, tzinfo=timezone(timedelta(hours=1))),
+        {
+            "email": "ines@example.com",
+            "updated_at": "2026-01-04T08:00:00Z",
+            "consent_at": "2026-01-03T07:00:00Z",
+        },
+        {"created_at": "2025-12-01T00:00:00Z"},
+    )
+    before = encode_event(event)
+    assert standardise_event(event) is event
+    assert event.occurred_at.tzinfo is standard(event.occurred_at).tzinfo
+    assert event.occurred_at.utcoffset() == timedelta(hours=1)
+    assert isinstance(event, CustomerUpsertedEvent)
+    for at in (event.customer.updated_at, event.customer.consent_at, event.payload.created_at):
+        assert at is not None
+        assert at.tzinfo is UTC
+    assert encode_event(event) == before
+
+
+def test_a_stored_profile_comes_back_with_standard_datetimes_and_the_same_document() -> None:
+    document = (
+        '{"store_id":"s1","customer_id":"c1","contact_at":{"email":"2026-01-04T08:00:00Z"},'
+        '"erased_at":"2026-01-02T00:00:00+00:00"}'
+    )
+    profile = Profile.model_validate_json(document)
+    assert profile.contact_at["email"].tzinfo is UTC
+    assert profile.erased_at is not None
+    assert profile.erased_at.tzinfo is UTC
+    assert Profile.model_validate_json(profile.model_dump_json()) == profile
+    assert '"erased_at":"2026-01-02T00:00:00Z"' in profile.model_dump_json()
