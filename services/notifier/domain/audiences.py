@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
 
 import phonenumbers
-from phonenumbers import geocoder
 
+from services.notifier.domain.country_names import REGIONS_BY_NAME
 from shared.audience_rules import AudienceDefinition
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 
@@ -361,18 +360,6 @@ _COUNTRY_ALIASES = {
 }
 
 
-@cache
-def _regions_by_name() -> dict[str, str]:
-    names: dict[str, str] = {}
-    for region in phonenumbers.SUPPORTED_REGIONS:
-        example = phonenumbers.example_number(region)
-        if example is not None:
-            name = geocoder.country_name_for_number(example, "en")
-            if name:
-                names[name.casefold()] = region
-    return names
-
-
 def region_code(country: str | None) -> str | None:
     """ISO 3166 alpha-2 code of a country given as a code or an English name; None if unknown."""
     if not country or not country.strip():
@@ -381,7 +368,7 @@ def region_code(country: str | None) -> str | None:
     if len(text) == 2 and text.upper() in phonenumbers.SUPPORTED_REGIONS:
         return text.upper()
     folded = text.casefold()
-    return _COUNTRY_ALIASES.get(folded) or _regions_by_name().get(folded)
+    return _COUNTRY_ALIASES.get(folded) or REGIONS_BY_NAME.get(folded)
 
 
 def _locale_region(locale: str | None) -> str | None:
