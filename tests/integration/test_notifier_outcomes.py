@@ -67,10 +67,14 @@ async def test_an_outcome_connection_dropped_between_two_messages_still_records_
     try:
         customers = [f"first-{store_id}", f"second-{store_id}"]
         await notifier.plan([funnel_event("stage_changed", store_id, c, T0, FIRST_ORDER) for c in customers])
-        # One lane: both messages go out one after the other, their outcomes on the same connection.
+        # One lane: the messages of a claim go out one after the other, their outcomes on one connection.
+        # (Other tests' messages may be due in this shared database too: they go out first, and the
+        # connection is dropped between whichever two messages come first.)
         sender = DroppingSender(admin=engine, **notifier.sender_settings() | {"lanes": 1})
-        assert await sender.send_due() == 2
-        assert sender.delivered == 2
+        for _ in range(50):
+            if not await sender.send_due():
+                break
+        assert sender.delivered >= 2
         rows = await notifier.rows()
         assert sorted((r.customer_id, r.status) for r in rows) == [(c, "sent") for c in sorted(customers)]
         for customer_id in customers:
