@@ -101,10 +101,18 @@ class PartitionBatches:
             while queue:
                 _settle(queue.popleft().delivered, ProducerClosed())
 
-    async def close(self) -> None:
-        """Wait until every batch is in the producer's hands (before the producer stops)."""
+    async def close(self, within_seconds: float = 10.0) -> None:
+        """Wait until every batch is in the producer's hands (before the producer stops), at most
+        `within_seconds`: with Kafka away, what is left fails (its requests have long answered 503)."""
+        deadline = asyncio.get_running_loop().time() + within_seconds
         while self._flushers:
-            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for flusher in list(self._flushers.values()):
+                    flusher.cancel()
+                await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+                return
+            await asyncio.wait(list(self._flushers.values()), timeout=left)
 
 
 def _settle_from(delivered: asyncio.Future[None], sent: asyncio.Future[Any]) -> None:

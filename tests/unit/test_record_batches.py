@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, ProducerClosed
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
@@ -195,3 +195,14 @@ async def test_close_waits_until_every_batch_is_handed_over() -> None:
     producer.take(0)
     await asyncio.wait_for(closing, 1)
     assert len(producer.handed) == 2
+
+
+async def test_close_gives_up_after_its_time_and_fails_what_was_left() -> None:
+    producer = FakeProducer()
+    records = batches(producer)
+    records.append(0, b"k", b"1")
+    await settle()
+    left = records.append(0, b"k", b"2")  # waits for a sender that never takes the first batch
+    await asyncio.wait_for(records.close(within_seconds=0.05), 1)
+    with pytest.raises(ProducerClosed):
+        await acknowledged([left])
