@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from services.ingest.body import parse_json
 from services.ingest.sources import shopify as new
 from services.ingest.sources import shopify_reader
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
 from shared.events import StorefrontEvent, encode_event
-from shared.web import validation_errors
+from shared.web import ApiError, validation_errors
 from tests.examples import source_example
 from tests.reference import shopify_mapper_v1 as old
 
@@ -254,3 +255,73 @@ def test_the_examples_take_the_hand_reader() -> None:
         event = shopify_reader.read(topic, body, store_id="demo", event_id="shopify:ev-1", received_at=NOW)
         assert event is not None or topic.startswith("checkouts/")
         _same(topic, body)
+
+
+# -- from the raw body: decoded straight into msgspec Structs (shopify_reader.read_body) -----------------
+
+RAW_ODDITIES = st.sampled_from(
+    [
+        b"",
+        b'"note":"\xff",',  # not UTF-8, in a field nobody reads
+        b'"note":"\xed\xa0\x80",',  # a surrogate written as UTF-8 (CESU-8)
+        b'"note":"caf\xc3\xa9",',  # UTF-8 that is fine
+        b'"note":"\\u00e9\\ud83d\\ude00",',  # escapes, a surrogate pair among them
+        b'"note":"\\udf58",',
+        b'"note":"\\u0000",',
+        b'"note":' + b"[" * 3000 + b"]" * 3000 + b",",
+        b'"note":1e400,',
+        b'"note":NaN,',
+        b'"note":"a\tb",',  # a raw control character: not JSON
+        b'"id":1,"id":2,',  # a key twice
+        b'"customer":null,"customer":{"id":5,"email":"dup@example.com"},',
+        b'"total_price":"1.00","total_price":"x",',
+        b'"note":{"a" 1},',
+    ]
+)
+
+
+@st.composite
+def raw_webhooks(draw: st.DrawFn) -> tuple[str, bytes]:
+    topic, body = draw(webhooks())
+    try:
+        raw = json.dumps(body, ensure_ascii=draw(st.booleans())).encode()
+    except UnicodeEncodeError:
+        raw = json.dumps(body).encode()
+    if raw.startswith(b"{") and len(raw) > 2:
+        raw = b"{" + draw(st.just(b"") | RAW_ODDITIES) + raw[1:]
+    return topic, draw(st.sampled_from([raw, raw, raw, b"\xef\xbb\xbf" + raw, raw[:-1], b" " + raw + b"\n"]))
+
+
+def _body_outcome(map_: Callable[[], StorefrontEvent | None]) -> tuple[str, Any]:
+    try:
+        return _outcome(map_)
+    except ApiError as exc:
+        return "refused", (exc.status_code, exc.body)
+
+
+def _old_from_body(topic: str, raw: bytes, **arguments: Any) -> StorefrontEvent | None:
+    return old.to_canonical(topic, parse_json(raw), **arguments)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(webhook=raw_webhooks())
+def test_a_raw_body_gets_the_same_answer_as_when_parsed_first(webhook: tuple[str, bytes]) -> None:
+    topic, raw = webhook
+    arguments: dict[str, Any] = {
+        "store_id": "demo",
+        "event_id": "shopify:ev-1",
+        "received_at": NOW,
+        "checked": Checked.body(raw),
+    }
+    before = _body_outcome(partial(_old_from_body, topic, raw, **arguments))
+    after = _body_outcome(partial(new.body_to_canonical, topic, raw, parse_json, **arguments))
+    assert after == before
+
+
+def test_the_examples_are_read_from_their_bytes() -> None:
+    for topic, name in TEMPLATES.items():
+        raw = json.dumps(source_example("shopify", name)).encode()
+        event = shopify_reader.read_body(
+            topic, raw, store_id="demo", event_id="shopify:ev-1", received_at=NOW
+        )
+        assert event is not None or topic.startswith("checkouts/")

@@ -8,6 +8,7 @@ model (the same bytes and headers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -96,16 +97,19 @@ class WebhookMapper(Protocol):
 
     HANDLED_TOPICS: frozenset[str]
 
-    def to_canonical(
+    def body_to_canonical(
         self,
         topic: str,
-        payload: Any,
+        body: bytes,
+        parse: Callable[[bytes], Any],
         *,
         store_id: str,
         event_id: str,
         received_at: datetime,
         checked: Checked = ...,
-    ) -> StorefrontEvent | None: ...
+    ) -> StorefrontEvent | None:
+        """The event of the raw body; `parse` is the route's JSON parser (its errors are the 400)."""
+        ...
 
 
 class _WooCommerceForStore:
@@ -116,10 +120,11 @@ class _WooCommerceForStore:
     def __init__(self, consent: woocommerce.ConsentField | None) -> None:
         self._consent = consent
 
-    def to_canonical(
+    def body_to_canonical(
         self,
         topic: str,
-        payload: Any,
+        body: bytes,
+        parse: Callable[[bytes], Any],
         *,
         store_id: str,
         event_id: str,
@@ -128,7 +133,7 @@ class _WooCommerceForStore:
     ) -> StorefrontEvent | None:
         return woocommerce.to_canonical(
             topic,
-            payload,
+            parse(body),
             store_id=store_id,
             event_id=event_id,
             received_at=received_at,
@@ -149,11 +154,11 @@ async def _translate(
     """Once the sender is verified: parse, map to the canonical event, accept (or 422 naming the field)."""
     event_id = f"{source}:{delivery}"
     label = topic if topic in mapper.HANDLED_TOPICS else "other"
-    payload = parse_json(body)
     try:
-        event = mapper.to_canonical(
+        event = mapper.body_to_canonical(
             topic,
-            payload,
+            body,
+            parse_json,
             store_id=store_id,
             event_id=event_id,
             received_at=ctx.clock(),

@@ -6,6 +6,7 @@ and names the delivery with X-Shopify-Event-Id (the same id on every retry of on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -298,6 +299,32 @@ def to_canonical(
         )
     # customers/data_request is answered by the store owner from our API; nothing flows downstream.
     return None
+
+
+def body_to_canonical(
+    topic: str,
+    body: bytes,
+    parse: Callable[[bytes], Any],
+    *,
+    store_id: str,
+    event_id: str,
+    received_at: datetime,
+    checked: Checked = NOTHING_CHECKED,
+) -> StorefrontEvent | None:
+    """`to_canonical(topic, parse(body), ...)`, for the raw body: the usual webhook is read straight from
+    its bytes (shopify_reader.read_body: 7 µs to decode an order's fields instead of 25 to parse the whole
+    body); `parse` (the route's JSON parser, which words the 400) only for the rest. `checked` must be
+    `Checked.body(body)`."""
+    if checked.nul_free and checked.surrogate_free and topic in shopify_reader.TOPICS:
+        try:
+            return shopify_reader.read_body(
+                topic, body, store_id=store_id, event_id=event_id, received_at=received_at
+            )
+        except (shopify_reader.Unusual, ValueError):
+            pass
+    return to_canonical(
+        topic, parse(body), store_id=store_id, event_id=event_id, received_at=received_at, checked=checked
+    )
 
 
 def body_shop_matches(topic: str, payload: Any, shop_domain: str) -> bool:
