@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel
+from pydantic import AfterValidator, AwareDatetime
 
-from shared.events import CustomerUpsertedEvent, StorefrontEvent
+from shared.events import StorefrontEvent
 
 _ZONES: dict[timedelta, timezone] = {}
 
@@ -38,25 +38,20 @@ def standard(at: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(standard)]
 
 
-def _restamp(model: BaseModel, names: tuple[str, ...]) -> None:
-    values = model.__dict__
-    for name in names:
-        at = values.get(name)
-        if at is not None and at.tzinfo is not UTC:
-            # In place, although the model is frozen: the same instant, equal and serialised the same, so
-            # nothing that holds the event can tell (and doing it twice changes nothing).
-            values[name] = standard(at)
-
-
 def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
-    """The event with its datetimes (its own, its customer's, its payload's) on shared tzinfo objects."""
-    _restamp(event, _EVENT_DATES)
-    _restamp(event.customer, _CUSTOMER_DATES)
-    if type(event) is CustomerUpsertedEvent:
-        _restamp(event.payload, _UPSERT_DATES)
+    """The event with the datetimes a decision reads (when it happened, when its customer's details and
+    consent were said) on shared tzinfo objects. In place, although the models are frozen: the same
+    instants, equal and serialised the same, so nothing that holds the event can tell, and doing it twice
+    changes nothing. (`received_at` and a payload's `created_at` are never read here: left as they are.)"""
+    values = event.__dict__
+    at = values["occurred_at"]
+    if at.tzinfo is not UTC:
+        values["occurred_at"] = standard(at)
+    said = values["customer"].__dict__
+    at = said["updated_at"]
+    if at is not None and at.tzinfo is not UTC:
+        said["updated_at"] = standard(at)
+    at = said["consent_at"]
+    if at is not None and at.tzinfo is not UTC:
+        said["consent_at"] = standard(at)
     return event
-
-
-_EVENT_DATES = ("occurred_at", "received_at")
-_CUSTOMER_DATES = ("updated_at", "consent_at")
-_UPSERT_DATES = ("created_at",)
