@@ -13,9 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from services.segmenter.domain.instants import Instant
 from shared.events import LineItem
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef, ProfileSnapshot
@@ -54,14 +53,14 @@ class RefundFact(_Fact):
 
     order_id: str
     event_id: str
-    at: Instant
+    at: AwareDatetime
     amount: Decimal
     cancelled: bool = False
 
 
 class OrderFact(_Fact):
     order_id: str
-    placed_at: Instant
+    placed_at: AwareDatetime
     total: Decimal
     currency: str
     # `refunded` and `cancelled` sum up `refunds` (fields: the order rows and older documents use them).
@@ -113,7 +112,7 @@ class OrderFact(_Fact):
 class CartChange(_Fact):
     """One dated fact about a cart's contents: a whole-cart snapshot or a Segment Product Added/Removed."""
 
-    at: Instant
+    at: AwareDatetime
     event_id: str = ""
     action: Literal["snapshot", "added", "removed"]
     items: tuple[LineItem, ...] = ()
@@ -131,8 +130,8 @@ class CartFact(_Fact):
     total: Decimal = Decimal("0")
     currency: str | None = None
     recovery_url: str | None = None
-    updated_at: Instant
-    abandoned_at: Instant | None = None
+    updated_at: AwareDatetime
+    abandoned_at: AwareDatetime | None = None
     changes: tuple[CartChange, ...] = ()
 
 
@@ -144,12 +143,12 @@ class ViewedProduct(_Fact):
     title: str | None = None
     category: str | None = None
     price: Decimal | None = None
-    viewed_at: Instant
+    viewed_at: AwareDatetime
 
 
 class SurveyFact(_Fact):
     survey_id: str
-    answered_at: Instant
+    answered_at: AwareDatetime
     event_id: str = ""
     level: SurveyLevel
     agreed: dict[str, int] = {}
@@ -165,14 +164,14 @@ class Transition(_Fact):
     from_value: str
     to_value: str
     reason: str
-    occurred_at: Instant
+    occurred_at: AwareDatetime
     event_id: str
 
 
 class Mark(_Fact):
     """A dated fact with no more to it than its cause (a referral)."""
 
-    at: Instant
+    at: AwareDatetime
     event_id: str
 
 
@@ -195,7 +194,7 @@ class Profile(_Fact):
     accepts_marketing: bool | None = None
     # When the source said each contact field (and consent) was last set: an older fact never overwrites a
     # newer one, so a replay or a late delivery changes nothing.
-    contact_at: dict[str, Instant] = {}
+    contact_at: dict[str, AwareDatetime] = {}
     orders: tuple[OrderFact, ...] = ()  # sorted by (placed_at, order_id)
     # Refunds whose order is not known yet (a refund may arrive before its order); applied when it comes.
     pending_refunds: tuple[RefundFact, ...] = ()
@@ -206,16 +205,16 @@ class Profile(_Fact):
     viewed: tuple[ViewedProduct, ...] = ()
     survey: SurveyFact | None = None  # the latest answer (by when it was given)
     # Every survey answer's level, as dated marks: a stage earned by an answer stays earned.
-    survey_levels: tuple[tuple[Instant, str, SurveyLevel], ...] = ()
+    survey_levels: tuple[tuple[AwareDatetime, str, SurveyLevel], ...] = ()
     referrals: int = 0
     referred: tuple[Mark, ...] = ()
     erased: bool = False
-    erased_at: Instant | None = None
+    erased_at: AwareDatetime | None = None
     merged_into: str | None = None
     # The funnel history, derived from the facts above (see domain/history.py), and the time up to which
     # health timers have fired: the part of health's history that depends on time passing.
     transitions: tuple[Transition, ...] = ()
-    health_seen_at: Instant | None = None
+    health_seen_at: AwareDatetime | None = None
 
     # -- derived figures -------------------------------------------------------------------------------
 
