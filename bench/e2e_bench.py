@@ -1,20 +1,27 @@
-"""End to end at a steady offered load: from the HTTP 2xx of an order to its stage change committed in
-the segmenter's database (the commit timestamp of the transition row), and to the welcome email accepted
-by the SMTP server. Requests go out on schedule whatever the answers' pace (open loop)."""
+"""End to end at a steady offered load: from the HTTP 2xx of an order to its stage change published on
+funnel-events (the record's timestamp, set by the segmenter's outbox relay, which only sees committed
+rows: an upper bound of the commit), and to the welcome email accepted by the SMTP server. Requests go
+out on schedule whatever the answers' pace (open loop).
+
+Not the commit timestamp of the transition row, as before: a customer's transition rows are rewritten
+whenever a later fact of theirs arrives (a history is derived from the facts, so a late one may re-date a
+step), so that timestamp is the customer's last event's, up to the end of the run, not the stage's."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.httpload import encode_request, open_loop
 from bench.isolated import run_isolated
 from bench.segmenter_bench import wait_until_committed
-from bench.stack import BenchStack
+from bench.stack import PARTITIONS, BenchStack
 from bench.stats import percentile
 from bench.workload import SegmentCall, Storefront, segment_batch_body
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS
@@ -74,16 +81,29 @@ def _is_order(call: SegmentCall) -> bool:
     return call.kind == "track" and call.body.get("event") == "Order Completed"
 
 
-async def _stage_commits(database_url: str) -> dict[str, float]:
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+async def _stage_published(bootstrap: str) -> dict[str, float]:
+    """Storefront event id -> when the stage change it caused was first published (epoch seconds)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
     try:
-        rows = await conn.fetch(
-            "SELECT event_id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS committed "
-            "FROM segmenter.transitions WHERE dimension = 'stage'"
-        )
-        return {r["event_id"]: r["committed"] for r in rows}
+        partitions = [TopicPartition(FUNNEL_EVENTS, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        first: dict[str, float] = {}
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    event = json.loads(record.value or b"{}")
+                    if event.get("type") != "stage_changed":
+                        continue
+                    cause, at = event["caused_by"], record.timestamp / 1000
+                    first[cause] = min(at, first.get(cause, at))
+        return first
     finally:
-        await conn.close()
+        # aiokafka 0.14 lets a group-less consumer's stop() raise the CancelledError of its own task.
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
 
 
 def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any) -> dict[str, Any]:
@@ -104,7 +124,7 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, len(load["first_order"]) + mails_before, 60)
-            commits = asyncio.run(_stage_commits(url))
+            commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
             # The first email to an address is the welcome its first order triggered; other flows (reviews,
             # milestones) write to the same customer later.

@@ -51,7 +51,7 @@ SPECS = (
     Spec("limit_postgres_upsert_rows_per_s", "limit: asyncpg upserts alone", "rows/s"),
     Spec("limit_postgres_upsert_events_per_s", "  same rows, per event", "events/s"),
     Spec("segmenter_limit_ratio", "  asyncpg limit / segmenter", "×", None, False),
-    Spec("e2e_stage_p50_ms", "e2e: 2xx → stage committed p50", "ms", None, False),
+    Spec("e2e_stage_p50_ms", "e2e: 2xx → stage published p50", "ms", None, False),
     Spec("e2e_stage_p95_ms", "  p95", "ms", None, False),
     Spec("e2e_stage_p99_ms", "  p99", "ms", 150, False),
     Spec("e2e_email_p50_ms", "e2e: 2xx → email accepted p50", "ms", None, False),
@@ -212,7 +212,7 @@ def write_chart(found: dict[str, Figure], path: Path, before: dict[str, Any] | N
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 4), squeeze=False)
     titles = {s.key: s.label.strip() for s in SPECS}
     titles |= {
-        "e2e_stage_p99_ms": "e2e: 2xx → stage committed p99",
+        "e2e_stage_p99_ms": "e2e: 2xx → stage published p99",
         "e2e_email_p99_ms": "e2e: 2xx → email, p99",
     }
     for ax, spec in zip(axes[0], shown, strict=True):
