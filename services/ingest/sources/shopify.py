@@ -250,6 +250,15 @@ def to_canonical(
             )
         except (shopify_reader.Unusual, ValueError):
             pass
+    return _by_models(
+        topic, payload, store_id=store_id, event_id=event_id, received_at=received_at, checked=checked
+    )
+
+
+def _by_models(
+    topic: str, payload: Any, *, store_id: str, event_id: str, received_at: datetime, checked: Checked
+) -> StorefrontEvent | None:
+    """to_canonical through the pydantic models alone: what the hand reader leaves to them."""
     common: dict[str, Any] = {
         "event_id": event_id,
         "store_id": store_id,
@@ -322,7 +331,9 @@ def body_to_canonical(
             )
         except (shopify_reader.Unusual, ValueError):
             pass
-    return to_canonical(
+    # Straight to the models, not to_canonical: its reader would only refuse the parsed body again (it reads
+    # the same fields), and without the checks above it is not tried at all.
+    return _by_models(
         topic, parse(body), store_id=store_id, event_id=event_id, received_at=received_at, checked=checked
     )
 
