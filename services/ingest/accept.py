@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from services.ingest.producer import Publisher, PublishUnavailable
 from services.ingest.ratelimit import RateLimiter
 from shared.clock import MAX_CLOCK_AHEAD
-from shared.events import StorefrontEvent
+from shared.events import PublishableEvent
 from shared.logging import get_logger
 from shared.metrics import count_each
 from shared.web import ApiError, FieldError
@@ -26,7 +26,7 @@ RATE_LIMITED = Counter(
 RETRY_AFTER_SECONDS = "5"
 
 
-def reject_future(events: Sequence[StorefrontEvent], received_at: datetime, field_prefix: str = "") -> None:
+def reject_future(events: Sequence[PublishableEvent], received_at: datetime, field_prefix: str = "") -> None:
     """A timestamp more than a day ahead is a broken clock or a forgery; it would bend every time rule."""
     bad = [
         FieldError(
@@ -57,7 +57,7 @@ def check_rate(
         )
 
 
-async def publish(publisher: Publisher, events: Sequence[StorefrontEvent], source: str) -> None:
+async def publish(publisher: Publisher, events: Sequence[PublishableEvent], source: str) -> None:
     """Answer only once Kafka acknowledged every event; otherwise 503 and the sender retries all of them."""
     if not events:
         return

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from services.ingest.record_batches import PartitionBatches, acknowledged
-from shared.events import StorefrontEvent, encode_event
+from shared.events import PublishableEvent, encode_event
 from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
 from shared.logging import get_logger
 from shared.metrics import count_each
@@ -33,7 +33,7 @@ class PublishUnavailable(Exception):
 
 class Publisher(Protocol):
     async def connect_forever(self) -> None: ...
-    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None: ...
+    async def publish_many(self, events: Sequence[PublishableEvent]) -> None: ...
     async def reachable(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -74,7 +74,7 @@ class EventPublisher:
             self._batches = PartitionBatches(producer, STOREFRONT_EVENTS)
             log.info("kafka_connected")
 
-    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
+    async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
         producer, batches = self._producer, self._batches
         if producer is None or batches is None:
             raise PublishUnavailable("not connected to Kafka yet")

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, Counter
 from services.ingest.api import create_app
 from services.ingest.routes import webhooks
 from services.ingest.settings import IngestSettings
-from shared.events import StorefrontEvent
+from shared.events import PublishableEvent, StorefrontEvent, decode_event, encode_event
 from shared.metrics import LabelledChildren
 from shared.settings import REPO_ROOT
 from shared.web import serve_directly
@@ -36,8 +36,9 @@ class _Publisher:
     async def connect_forever(self) -> None:
         return None
 
-    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
-        self.published.extend(events)
+    async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
+        # As the segmenter will read them: events written straight to bytes are decoded.
+        self.published.extend(decode_event(encode_event(e)) for e in events)
 
     async def reachable(self) -> bool:
         return True

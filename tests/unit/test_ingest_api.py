@@ -12,7 +12,7 @@ from services.ingest.api import create_app
 from services.ingest.producer import PublishUnavailable
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import shopify
-from shared.events import StorefrontEvent
+from shared.events import PublishableEvent, StorefrontEvent, decode_event, encode_event
 from shared.settings import REPO_ROOT
 from tests.examples import source_example
 
@@ -27,10 +27,11 @@ class FakePublisher:
     async def connect_forever(self) -> None:
         return None
 
-    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
+    async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
         if not self.available:
             raise PublishUnavailable("down")
-        self.published.extend(events)
+        # As the segmenter will read them: events written straight to bytes are decoded.
+        self.published.extend(decode_event(encode_event(e)) for e in events)
 
     async def reachable(self) -> bool:
         return self.available

@@ -15,7 +15,7 @@ import pytest
 from services.ingest.api import create_app
 from services.ingest.producer import PublishUnavailable
 from services.ingest.settings import IngestSettings
-from shared.events import OrderPlacedEvent, StorefrontEvent
+from shared.events import OrderPlacedEvent, PublishableEvent, StorefrontEvent, decode_event, encode_event
 from shared.settings import REPO_ROOT
 from tests.examples import source_example
 
@@ -30,10 +30,12 @@ class FakePublisher:
     async def connect_forever(self) -> None:
         return None
 
-    async def publish_many(self, events: Sequence[StorefrontEvent]) -> None:
-        if any(e.customer.store_customer_id == "kafka-down" for e in events):
+    async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
+        # As the segmenter will read them: a batch's events are written straight to bytes.
+        decoded = [decode_event(encode_event(e)) for e in events]
+        if any(e.customer.store_customer_id == "kafka-down" for e in decoded):
             raise PublishUnavailable("down")
-        self.published.extend(events)
+        self.published.extend(decoded)
 
     async def reachable(self) -> bool:
         return True

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import orjson
 from fastapi import APIRouter, Header, Request
@@ -22,7 +22,7 @@ from services.ingest.context import IngestContext, context
 from services.ingest.cors import check_origin
 from services.ingest.sources import segment, segment_browser
 from services.ingest.sources.base import Checked
-from shared.events import CartUpdatedEvent, StorefrontEvent
+from shared.events import CartUpdatedEvent, PublishableEvent, StorefrontEvent
 from shared.ratelimit import Network, client_address, parse_networks
 from shared.stores import StoreConfig, WriteKeyKind
 from shared.web import ApiError, ErrorBody, FieldError
@@ -189,12 +189,13 @@ async def _deliver(
     ctx: IngestContext,
     kind: str,
     sender: _Sender,
-    events: Sequence[StorefrontEvent],
+    events: Sequence[PublishableEvent],
 ) -> SegmentOk:
     cost = max(1, len(events))
     if sender.key_kind is WriteKeyKind.BROWSER:
         _check_browser_rate(request, ctx, sender, cost)
-        events = _without_foreign_links(events, sender.store)
+        # The browser key's events are models (see _batch): their links are checked, and kept or not.
+        events = _without_foreign_links(cast(Sequence[StorefrontEvent], events), sender.store)
     else:
         check_rate(ctx.limiter, sender.store.store_id, "segment", cost)
     await publish(ctx.publisher, events, "segment")
@@ -296,8 +297,13 @@ async def _batch(request: Request) -> SegmentOk:
             CALLS.labels("batch", "refused").inc()
             raise _refused(exc) from exc
     received_at = ctx.clock()
+    # The server key's events go out as written straight to bytes (segment_records.py); the browser key's
+    # are models, whose cart links _without_foreign_links may still drop.
+    to_events = (
+        segment.batch_to_canonical if sender.key_kind is WriteKeyKind.BROWSER else segment.batch_to_records
+    )
     try:
-        events = segment.batch_to_canonical(
+        events: Sequence[PublishableEvent] = to_events(
             payload,
             store_id=sender.store.store_id,
             received_at=received_at,

@@ -21,6 +21,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import msgspec
+
 from services.ingest.sources import segment_reader as r
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
 from services.ingest.sources.construct import Constructor
@@ -49,6 +51,7 @@ from services.ingest.sources.segment_models import (
     join,
     validated,
 )
+from services.ingest.sources.segment_records import RECORDS, Builders
 from shared.clock import MAX_CLOCK_AHEAD
 from shared.events import (
     CartUpdated,
@@ -67,6 +70,7 @@ from shared.events import (
     OrderRefundedEvent,
     ProductViewed,
     ProductViewedEvent,
+    PublishableEvent,
     Source,
     StorefrontEvent,
     SurveyAnswer,
@@ -87,6 +91,7 @@ __all__ = [
     "SurveyAnsweredProperties",
     "TrackCall",
     "batch_to_canonical",
+    "batch_to_records",
     "to_canonical",
     "write_key_from_body",
 ]
@@ -123,6 +128,57 @@ _new_ProductViewedEvent = Constructor(ProductViewedEvent)
 _new_SurveyAnswer = Constructor(SurveyAnswer)
 _new_SurveyAnswered = Constructor(SurveyAnswered)
 _new_SurveyAnsweredEvent = Constructor(SurveyAnsweredEvent)
+_EVENT_MODELS: dict[str, Constructor[Any]] = {
+    "customer_upserted": _new_CustomerUpsertedEvent,
+    "identity_linked": _new_IdentityLinkedEvent,
+    "custom": _new_CustomEvent,
+    "order_placed": _new_OrderPlacedEvent,
+    "order_refunded": _new_OrderRefundedEvent,
+    "cart_updated": _new_CartUpdatedEvent,
+    "product_viewed": _new_ProductViewedEvent,
+    "survey_answered": _new_SurveyAnsweredEvent,
+}
+
+
+def _model_event(
+    type_: str,
+    store_id: str,
+    event_id: str,
+    customer: Customer,
+    payload: Any,
+    occurred_at: datetime,
+    received_at: datetime,
+) -> StorefrontEvent:
+    event: StorefrontEvent = _EVENT_MODELS[type_].of(
+        {
+            "event_id": event_id,
+            "store_id": store_id,
+            "customer": customer,
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "source": Source.SEGMENT,
+            "payload": payload,
+        }
+    )
+    return event
+
+
+# The canonical models, as the models' `model_construct` would build them (segment_records.RECORDS writes the
+# same events straight to bytes).
+MODELS = Builders(
+    customer=_new_Customer.of,
+    customer_upserted=_new_CustomerUpserted,
+    identity_linked=_new_IdentityLinked,
+    custom=_new_Custom,
+    line_item=_new_LineItem,
+    order_placed=_new_OrderPlaced,
+    order_refunded=_new_OrderRefunded,
+    cart_updated=_new_CartUpdated,
+    product_viewed=_new_ProductViewed,
+    survey_answer=_new_SurveyAnswer,
+    survey_answered=_new_SurveyAnswered,
+    event=_model_event,
+)
 
 
 # --- Public entry points ------------------------------------------------------------------------------------
@@ -157,9 +213,10 @@ def to_canonical(
         except SegmentError as exc:
             raise at_root(exc) from None
     try:
-        return _map_call(kind, payload, store_id, received_at, None, checked)
+        events: list[StorefrontEvent] = _map_call(kind, payload, store_id, received_at, None, checked, MODELS)
     except SegmentError as exc:
         raise at_root(exc) from None
+    return events
 
 
 def batch_to_canonical(
@@ -171,6 +228,42 @@ def batch_to_canonical(
     checked: Checked = NOTHING_CHECKED,
 ) -> list[StorefrontEvent]:
     """Translate a batch, all or nothing: one SegmentError lists every invalid call by index."""
+    events: list[StorefrontEvent] = _map_batch(payload, store_id, received_at, max_events, checked, MODELS)
+    return events
+
+
+def batch_to_records(
+    payload: Any,
+    *,
+    store_id: str,
+    received_at: datetime,
+    max_events: int = 2500,
+    checked: Checked = NOTHING_CHECKED,
+) -> list[PublishableEvent]:
+    """`batch_to_canonical`'s events written straight to their message values (segment_records.py): the
+    same bytes, keys and errors, without a pydantic model per event. A batch msgspec cannot write (a lone
+    surrogate in a custom event's properties, which the routes refuse first) gets the models."""
+    try:
+        events: list[PublishableEvent] = _map_batch(
+            payload, store_id, received_at, max_events, checked, RECORDS
+        )
+    except (UnicodeEncodeError, msgspec.EncodeError, TypeError, OverflowError):
+        return list(
+            batch_to_canonical(
+                payload, store_id=store_id, received_at=received_at, max_events=max_events, checked=checked
+            )
+        )
+    return events
+
+
+def _map_batch(
+    payload: Any,
+    store_id: str,
+    received_at: datetime,
+    max_events: int,
+    checked: Checked,
+    build: Builders,
+) -> list[Any]:
     try:
         items, shared_context, sent_at = _envelope(payload, checked.nul_free)
     except r.Invalid as exc:
@@ -181,7 +274,7 @@ def batch_to_canonical(
         raise _mismatch(exc) from None
     if len(items) > max_events:
         raise SegmentError([("batch", f"over the limit of {max_events} calls per batch ({len(items)} sent)")])
-    events: list[StorefrontEvent] = []
+    events: list[Any] = []
     errors: list[tuple[str, str]] = []
     for index, item in enumerate(items):
         try:
@@ -194,7 +287,7 @@ def batch_to_canonical(
                 own_context = item.get("context")
                 if own_context is None or isinstance(own_context, dict):
                     item = {**item, "context": {**shared_context, **(own_context or {})}}
-            events.extend(_map_call(kind, item, store_id, received_at, sent_at, checked))
+            events.extend(_map_call(kind, item, store_id, received_at, sent_at, checked, build))
         except SegmentError as exc:
             errors.extend((join(f"batch[{index}]", field), message) for field, message in exc.errors)
     if errors:
@@ -239,12 +332,13 @@ def _map_call(
     received_at: datetime,
     batch_sent_at: datetime | None,
     checked: Checked,
-) -> list[StorefrontEvent]:
+    build: Builders,
+) -> list[Any]:
     try:
         call = r.read_call(kind, payload)
     except r.Invalid as exc:
         raise _refused(exc, CALL_MODELS[kind], payload, "", checked) from None
-    common = _Common.of(call, store_id, received_at, batch_sent_at, checked)
+    common = _Common.of(call, store_id, received_at, batch_sent_at, checked, build)
     if kind == "track":
         return _track(call, common)
     if kind == "identify":
@@ -261,13 +355,14 @@ def _map_call(
 
 @dataclass(slots=True)
 class _Common:
-    """What every event of one call shares."""
+    """What every event of one call shares, and what its parts are built with."""
 
     call: r.Call
     store_id: str
     received_at: datetime
     occurred_at: datetime
     checked: Checked
+    build: Builders
 
     @classmethod
     def of(
@@ -277,29 +372,25 @@ class _Common:
         received_at: datetime,
         batch_sent_at: datetime | None,
         checked: Checked,
+        build: Builders,
     ) -> _Common:
         errors = _identity_errors(call, user_id_required=call.kind == "alias")
         occurred_at, time_errors = _occurred_at(call, received_at, batch_sent_at)
         if errors or time_errors:
             raise SegmentError(errors + time_errors)
-        return cls(call, store_id, received_at, occurred_at, checked)
+        return cls(call, store_id, received_at, occurred_at, checked, build)
 
-    def event(
-        self, new: Constructor[Any], payload: Any, *, email: str | None = None, suffix: str = ""
-    ) -> StorefrontEvent:
+    def event(self, type_: str, payload: Any, *, email: str | None = None, suffix: str = "") -> Any:
         """An event of this call: its envelope, with `payload`."""
-        event: StorefrontEvent = new.of(
-            {
-                "event_id": f"{EVENT_ID_PREFIX}{self.call.message_id}{suffix}",
-                "store_id": self.store_id,
-                "customer": _customer(self.call, email),
-                "occurred_at": self.occurred_at,
-                "received_at": self.received_at,
-                "source": Source.SEGMENT,
-                "payload": payload,
-            }
+        return self.build.event(
+            type_,
+            self.store_id,
+            f"{EVENT_ID_PREFIX}{self.call.message_id}{suffix}",
+            self.build.customer(_customer(self.call, email)),
+            payload,
+            self.occurred_at,
+            self.received_at,
         )
-        return event
 
     def properties(
         self, read: Callable[[dict[str, Any]], Any], model: type[Any], data: dict[str, Any]
@@ -353,9 +444,10 @@ def _split_name(full_name: str) -> tuple[str, str | None]:
     return first, rest[0] if rest else None
 
 
-def _customer(call: r.Call, email_from_properties: str | None) -> Customer:
-    # None is every field's default: left out, as the validating constructor had them (only the fields
-    # given are in the model's fields set).
+def _customer(call: r.Call, email_from_properties: str | None) -> dict[str, Any]:
+    """The customer's known fields, in the order the Customer model declares them (the order its JSON has).
+    None is every field's default: left out, as the validating constructor had them (only the fields given
+    are in the model's fields set, and `encode_event` leaves None out)."""
     known: dict[str, Any] = {}
     if call.user_id is not None:
         known["store_customer_id"] = call.user_id
@@ -366,71 +458,76 @@ def _customer(call: r.Call, email_from_properties: str | None) -> Customer:
     # the traits echoed in its context.
     own, echoed = call.traits, context.traits if context is not None else None
     first = own or echoed
+    locale = timezone = None
+    if context is not None:
+        locale, timezone = context.locale, context.timezone
     if first is None:
         if email_from_properties:
             known["email"] = email_from_properties
-    else:
-        second = echoed if own is not None else None
-        first_name, last_name, email = first.first_name, first.last_name, first.email
-        phone, birthday, address = first.phone, first.birthday, first.address
-        accepts_marketing, full_name = first.accepts_marketing, first.name
-        if second is not None:
-            first_name = first_name if first_name is not None else second.first_name
-            last_name = last_name if last_name is not None else second.last_name
-            email = email if email is not None else second.email
-            phone = phone if phone is not None else second.phone
-            birthday = birthday if birthday is not None else second.birthday
-            address = address if address is not None else second.address
-            if accepts_marketing is None:
-                accepts_marketing = second.accepts_marketing
-            full_name = full_name if full_name is not None else second.name
-        if first_name is None and last_name is None and full_name:
-            first_name, last_name = _split_name(full_name)
-        email = email or email_from_properties
-        for field, value in (
-            ("email", email),
-            ("phone", phone),
-            ("first_name", first_name),
-            ("last_name", last_name),
-            ("birthday", birthday),
-            ("accepts_marketing", accepts_marketing),
-        ):
-            if value is not None:
-                known[field] = value
-        if address is not None:
-            if address.city is not None:
-                known["city"] = address.city
-            if address.country is not None:
-                known["country"] = address.country
-    if context is not None:
-        if context.locale is not None:
-            known["locale"] = context.locale
-        if context.timezone is not None:
-            known["timezone"] = context.timezone
-    return _new_Customer.of(known)
+        if locale is not None:
+            known["locale"] = locale
+        if timezone is not None:
+            known["timezone"] = timezone
+        return known
+    second = echoed if own is not None else None
+    first_name, last_name, email = first.first_name, first.last_name, first.email
+    phone, birthday, address = first.phone, first.birthday, first.address
+    accepts_marketing, full_name = first.accepts_marketing, first.name
+    if second is not None:
+        first_name = first_name if first_name is not None else second.first_name
+        last_name = last_name if last_name is not None else second.last_name
+        email = email if email is not None else second.email
+        phone = phone if phone is not None else second.phone
+        birthday = birthday if birthday is not None else second.birthday
+        address = address if address is not None else second.address
+        if accepts_marketing is None:
+            accepts_marketing = second.accepts_marketing
+        full_name = full_name if full_name is not None else second.name
+    if first_name is None and last_name is None and full_name:
+        first_name, last_name = _split_name(full_name)
+    email = email or email_from_properties
+    city = country = None
+    if address is not None:
+        city, country = address.city, address.country
+    for field, value in (
+        ("email", email),
+        ("phone", phone),
+        ("first_name", first_name),
+        ("last_name", last_name),
+        ("locale", locale),
+        ("city", city),
+        ("country", country),
+        ("timezone", timezone),
+        ("birthday", birthday),
+        ("accepts_marketing", accepts_marketing),
+    ):
+        if value is not None:
+            known[field] = value
+    return known
 
 
 # --- Mappings -----------------------------------------------------------------------------------------------
 
 
-def _identify(call: r.Call, common: _Common) -> list[StorefrontEvent]:
+def _identify(call: r.Call, common: _Common) -> list[Any]:
+    build = common.build
     created_at = call.traits.created_at if call.traits is not None else None
     if created_at is None and call.context is not None and call.context.traits is not None:
         created_at = call.context.traits.created_at
-    events = [common.event(_new_CustomerUpsertedEvent, _new_CustomerUpserted(created_at=created_at))]
+    events = [common.event("customer_upserted", build.customer_upserted(created_at=created_at))]
     if call.user_id and call.anonymous_id:
         # The visitor just became known: their anonymous browsing and cart belong to this user now.
-        linked = _new_IdentityLinked(previous_id=call.anonymous_id, previous_kind="anonymous_id")
-        events.append(common.event(_new_IdentityLinkedEvent, linked, suffix=LINK_SUFFIX))
+        linked = build.identity_linked(previous_id=call.anonymous_id, previous_kind="anonymous_id")
+        events.append(common.event("identity_linked", linked, suffix=LINK_SUFFIX))
     return events
 
 
-def _alias(call: r.Call, common: _Common) -> StorefrontEvent:
-    linked = _new_IdentityLinked(previous_id=call.previous_id, previous_kind="anonymous_id")
-    return common.event(_new_IdentityLinkedEvent, linked)
+def _alias(call: r.Call, common: _Common) -> Any:
+    linked = common.build.identity_linked(previous_id=call.previous_id, previous_kind="anonymous_id")
+    return common.event("identity_linked", linked)
 
 
-def _page(call: r.Call, common: _Common) -> StorefrontEvent:
+def _page(call: r.Call, common: _Common) -> Any:
     properties = dict(call.properties or {})
     page = call.context.page if call.context else None
     if page is not None:
@@ -439,10 +536,10 @@ def _page(call: r.Call, common: _Common) -> StorefrontEvent:
             properties.setdefault(key, value)
     email = common.properties(r.read_email, _Properties, properties)
     name = f"{PAGE_VIEWED}: {call.name}" if call.name else PAGE_VIEWED
-    return common.event(_new_CustomEvent, _new_Custom(name=name, properties=properties), email=email)
+    return common.event("custom", common.build.custom(name=name, properties=properties), email=email)
 
 
-def _track(call: r.Call, common: _Common) -> list[StorefrontEvent]:
+def _track(call: r.Call, common: _Common) -> list[Any]:
     properties = call.properties or {}
     match call.event:
         case "Order Completed":
@@ -466,15 +563,15 @@ def _track(call: r.Call, common: _Common) -> list[StorefrontEvent]:
             survey = common.properties(r.read_survey_properties, SurveyAnsweredProperties, properties)
             return [_survey_answered(survey, common)]
     email = common.properties(r.read_email, _Properties, properties)
-    custom = _new_Custom(name=call.event, properties=properties)
-    return [common.event(_new_CustomEvent, custom, email=email)]
+    custom = common.build.custom(name=call.event, properties=properties)
+    return [common.event("custom", custom, email=email)]
 
 
-def _line_item(product: r.Product, path: str) -> LineItem:
+def _line_item(product: r.Product, path: str, build: Builders) -> Any:
     product_id = product.product_id or product.sku
     if product_id is None:
         raise SegmentError([(join(path, "product_id"), "product_id or sku is required")])
-    return _new_LineItem(
+    return build.line_item(
         product_id=product_id,
         sku=product.sku,
         title=product.name,
@@ -484,12 +581,14 @@ def _line_item(product: r.Product, path: str) -> LineItem:
     )
 
 
-def _line_items(properties: r.OrderProperties) -> tuple[LineItem, ...]:
-    return tuple(_line_item(p, f"properties.products[{i}]") for i, p in enumerate(properties.products))
+def _line_items(properties: r.OrderProperties, build: Builders) -> tuple[Any, ...]:
+    return tuple(_line_item(p, f"properties.products[{i}]", build) for i, p in enumerate(properties.products))
 
 
-def _sum(items: tuple[LineItem, ...], field: str) -> Decimal:
-    total = sum((item.price * item.quantity for item in items), ZERO)
+def _sum(products: list[r.Product], field: str) -> Decimal:
+    """What the line items of these products add up to (each the price its line item has, times its
+    quantity)."""
+    total = sum(((p.price or ZERO) * (p.quantity or 1) for p in products), ZERO)
     if total > MAX_AMOUNT:
         raise SegmentError([(field, f"the items add up to more than {MAX_AMOUNT}")])
     return total
@@ -507,18 +606,18 @@ def _order_id(properties: r.OrderProperties) -> str:
     return order_id
 
 
-def _order_completed(properties: r.OrderProperties, common: _Common) -> StorefrontEvent:
-    items = _line_items(properties)
+def _order_completed(properties: r.OrderProperties, common: _Common) -> Any:
+    items = _line_items(properties, common.build)
     total = _first_amount(properties.total, properties.revenue)
-    order = _new_OrderPlaced(
+    order = common.build.order_placed(
         order_id=_order_id(properties),
-        total=total if total is not None else _sum(items, "properties.products"),
+        total=total if total is not None else _sum(properties.products, "properties.products"),
         currency=properties.currency or DEFAULT_CURRENCY,
         line_items=items,
         cart_id=properties.cart_id or properties.checkout_id,
         discount_codes=(properties.coupon,) if properties.coupon else (),
     )
-    return common.event(_new_OrderPlacedEvent, order, email=properties.email)
+    return common.event("order_placed", order, email=properties.email)
 
 
 def _cart_id(explicit: str | None, common: _Common) -> str:
@@ -532,60 +631,66 @@ def _recovery_url(url: str | None, common: _Common) -> str | None:
     return url or (page.url if page else None)
 
 
-def _cart_snapshot(properties: r.OrderProperties, common: _Common) -> StorefrontEvent:
-    items = _line_items(properties)
+def _cart_snapshot(properties: r.OrderProperties, common: _Common) -> Any:
+    items = _line_items(properties, common.build)
     total = _first_amount(properties.value, properties.revenue, properties.total)
-    cart = _new_CartUpdated(
+    cart = common.build.cart_updated(
         cart_id=_cart_id(properties.cart_id or properties.checkout_id or properties.order_id, common),
         action="snapshot",
         line_items=items,
-        total=total if total is not None else _sum(items, "properties.products"),
+        total=total if total is not None else _sum(properties.products, "properties.products"),
         currency=properties.currency or DEFAULT_CURRENCY,
         recovery_url=_recovery_url(properties.url, common),
     )
-    return common.event(_new_CartUpdatedEvent, cart, email=properties.email)
+    return common.event("cart_updated", cart, email=properties.email)
 
 
 def _cart_change(
     properties: r.ProductProperties, action: Literal["added", "removed"], common: _Common
-) -> StorefrontEvent:
-    item = _line_item(properties.product, "properties")
-    change = _new_CartUpdated(
+) -> Any:
+    item = _line_item(properties.product, "properties", common.build)
+    change = common.build.cart_updated(
         cart_id=_cart_id(properties.cart_id, common),
         action=action,
         line_items=(item,),
         # The value of the change, not of the cart: a delta's consumer knows the rest of the cart.
-        total=_sum((item,), "properties.price"),
+        total=_sum([properties.product], "properties.price"),
         currency=properties.currency or DEFAULT_CURRENCY,
     )
-    return common.event(_new_CartUpdatedEvent, change, email=properties.email)
+    return common.event("cart_updated", change, email=properties.email)
 
 
-def _product_viewed(properties: r.ProductProperties, common: _Common) -> StorefrontEvent:
-    viewed = _new_ProductViewed(product=_line_item(properties.product, "properties"))
-    return common.event(_new_ProductViewedEvent, viewed, email=properties.email)
+def _product_viewed(properties: r.ProductProperties, common: _Common) -> Any:
+    viewed = common.build.product_viewed(product=_line_item(properties.product, "properties", common.build))
+    return common.event("product_viewed", viewed, email=properties.email)
 
 
-def _order_refunded(properties: r.OrderProperties, cancelled: bool, common: _Common) -> StorefrontEvent:
+def _order_refunded(properties: r.OrderProperties, cancelled: bool, common: _Common) -> Any:
+    order_id = _order_id(properties)
     amount = _first_amount(properties.total, properties.revenue)
-    refund = _new_OrderRefunded(
-        order_id=_order_id(properties),
-        amount=amount if amount is not None else _sum(_line_items(properties), "properties.products"),
+    if amount is None:
+        # The line items are built for their checks only (a product without an id is refused).
+        _line_items(properties, common.build)
+        amount = _sum(properties.products, "properties.products")
+    refund = common.build.order_refunded(
+        order_id=order_id,
+        amount=amount,
         currency=properties.currency or DEFAULT_CURRENCY,
         cancelled=cancelled,
     )
-    return common.event(_new_OrderRefundedEvent, refund, email=properties.email)
+    return common.event("order_refunded", refund, email=properties.email)
 
 
-def _survey_answered(properties: r.SurveyProperties, common: _Common) -> StorefrontEvent:
-    survey = _new_SurveyAnswered(
+def _survey_answered(properties: r.SurveyProperties, common: _Common) -> Any:
+    build = common.build
+    survey = build.survey_answered(
         survey_id=properties.survey_id,
         answers=tuple(
-            _new_SurveyAnswer(statement_id=a.statement_id, scale=a.scale, agree=a.agree, score=a.score)
+            build.survey_answer(statement_id=a.statement_id, scale=a.scale, agree=a.agree, score=a.score)
             for a in properties.answers
         ),
         csat=properties.csat,
         ces=properties.ces,
         nps=properties.nps,
     )
-    return common.event(_new_SurveyAnsweredEvent, survey, email=properties.email)
+    return common.event("survey_answered", survey, email=properties.email)
