@@ -49,13 +49,39 @@ class Checked:
             # No escape at all (the usual body): one search for one byte (memchr) answers both, where the
             # searches for the escapes took a webhook 3-4 µs each.
             return _PLAIN
-        return cls(
-            nul_free=b"\\u0000" not in body,
-            surrogate_free=b"\\ud" not in body and b"\\uD" not in body,
-        )
+        return _escapes_checked(body)
+
+
+def _escapes_checked(body: bytes) -> Checked:
+    """`Checked.body` of a body with escapes: every `\\u0000`, `\\ud` and `\\uD` starts with a backslash, so
+    looking after each backslash finds exactly what searching the body for each of them finds. A Segment
+    batch of the benchmark (100 KB, ~180 escapes of non-ASCII text) took 3 substring searches of ~110 µs
+    each, and the looks ~40 µs in all. A body of many backslashes is searched as before (a look is a Python
+    step, a search a C loop)."""
+    nul_free = surrogate_free = True
+    find = body.find
+    at = find(b"\\")
+    looks = 0
+    while at >= 0:
+        looks += 1
+        if looks > _MANY_ESCAPES:
+            return Checked(
+                nul_free=b"\\u0000" not in body,
+                surrogate_free=b"\\ud" not in body and b"\\uD" not in body,
+            )
+        escape = body[at + 1 : at + 3]
+        if escape == b"u0":
+            if body[at : at + 6] == b"\\u0000":
+                nul_free = False
+        elif escape == b"ud" or escape == b"uD":
+            surrogate_free = False
+        at = find(b"\\", at + 1)
+    return Checked(nul_free=nul_free, surrogate_free=surrogate_free)
 
 
 NOTHING_CHECKED = Checked()
+# Beyond this many backslashes a body is searched for each escape instead (see _escapes_checked).
+_MANY_ESCAPES = 2_000
 _PLAIN = Checked(nul_free=True, surrogate_free=True)
 
 
