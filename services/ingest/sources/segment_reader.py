@@ -15,6 +15,7 @@ before-validators are.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -60,7 +61,8 @@ _INTEGERS: dict[tuple[int, int], TypeAdapter[int | None]] = {}
 
 def _adapted(adapter: TypeAdapter[Any], value: Any, field: str) -> Any:
     try:
-        return adapter.validate_python(value)
+        # The adapter's own validator: TypeAdapter.validate_python only checks its keyword arguments first.
+        return adapter.validator.validate_python(value)
     except ValidationError:
         raise Invalid(field) from None
 
@@ -130,14 +132,26 @@ def email(value: Any, field: str) -> str | None:
         raise Invalid(field) from None
 
 
+# Tags already read, as language_tag gave them: a store's visitors send a handful of locales, and matching
+# the BCP 47 expression was a twentieth of reading a call.
+_LOCALES: dict[str, str] = {}
+_MAX_LOCALES = 1024
+
+
 def locale(value: Any, field: str) -> str | None:
     found = text(value, 35, field)
     if found is None:
         return None
+    known = _LOCALES.get(found)
+    if known is not None:
+        return known
     try:
-        return language_tag(found)
+        tag = language_tag(found)
     except ValueError:
         raise Invalid(field) from None
+    if len(_LOCALES) < _MAX_LOCALES:
+        _LOCALES[found] = tag
+    return tag
 
 
 def currency(value: Any, field: str) -> str | None:
@@ -150,10 +164,22 @@ def currency(value: Any, field: str) -> str | None:
         raise Invalid(field) from None
 
 
+# The form every Segment library sends (JavaScript's toISOString, with milliseconds; or microseconds): UTC.
+_ISO_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z")
+
+
 def timestamp(value: Any, field: str) -> datetime | None:
     # pydantic-core's own parser: the same instants, offsets (its TzInfo) and accepted forms as the model.
     if value is None:
         return None
+    if type(value) is str and _ISO_UTC.fullmatch(value) is not None:
+        # The usual form, read by the standard library: the same instant as pydantic-core's, on the standard
+        # UTC, whose offset costs nothing to ask where TzInfo's cost 1.3 µs (each time comparison and each
+        # written time asks it). A time the standard library refuses (a leap second, year 0) goes on below.
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     result: datetime | None = _adapted(_TIMESTAMP, value, field)
     return result
 
