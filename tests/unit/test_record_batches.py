@@ -206,3 +206,41 @@ async def test_close_gives_up_after_its_time_and_fails_what_was_left() -> None:
     await asyncio.wait_for(records.close(within_seconds=0.05), 1)
     with pytest.raises(ProducerClosed):
         await acknowledged([left])
+
+
+# Long enough that a loaded machine's late wake-ups stay well inside it.
+LINGER = 0.3
+
+
+async def test_with_a_linger_an_idle_partitions_records_wait_for_it_and_share_one_batch() -> None:
+    producer = FakeProducer()
+    records = PartitionBatches(producer, TOPIC, linger_seconds=LINGER)
+    first = records.append(2, b"a", b"1")
+    await settle()
+    assert producer.handed == [], "handed over before the linger ended"
+    assert records.append(2, b"b", b"2") is first
+    await asyncio.sleep(LINGER * 1.5)
+    assert len(producer.handed) == 1
+    assert producer.records(0) == [(b"a", b"1"), (b"b", b"2")]
+    producer.acknowledge(0)
+    await asyncio.wait_for(acknowledged([first]), 1)
+
+
+async def test_partitions_turning_busy_within_one_linger_are_handed_over_together() -> None:
+    producer = FakeProducer()
+    records = PartitionBatches(producer, TOPIC, linger_seconds=LINGER)
+    records.append(0, b"a", b"1")
+    await asyncio.sleep(LINGER / 10)
+    records.append(5, b"b", b"2")  # joins the linger the first partition started
+    await settle()
+    assert producer.handed == []
+    await asyncio.sleep(LINGER)
+    assert sorted(partition for partition, _, _ in producer.handed) == [0, 5]
+
+
+async def test_closing_during_a_linger_still_hands_the_batches_over() -> None:
+    producer = FakeProducer()
+    records = PartitionBatches(producer, TOPIC, linger_seconds=LINGER)
+    records.append(1, b"a", b"1")
+    await asyncio.wait_for(records.close(), 1)
+    assert [partition for partition, _, _ in producer.handed] == [1]
