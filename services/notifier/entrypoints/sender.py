@@ -134,19 +134,23 @@ class _OutcomeConnection:
                 if self._conn is None:
                     conn = await self._engine.connect()
                     self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await repository.mark_sent(self._conn, message_id, claim_id, subject, now)
+                return await repository.mark_claimed_sent_autocommit(
+                    self._conn, message_id, claim_id, subject, now
+                )
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                await self.close()
+                await self.close(broken=True)
             async with self._engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await repository.mark_sent(conn, message_id, claim_id, subject, now)
+                return await repository.mark_claimed_sent_autocommit(conn, message_id, claim_id, subject, now)
 
-    async def close(self) -> None:
+    async def close(self, *, broken: bool = False) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                if broken:  # not back to the pool: its asyncpg connection may have broken under SQLAlchemy
+                    await conn.invalidate()
                 await conn.close()
 
 
