@@ -54,6 +54,14 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             on_outbox_written=relay.wake,
             profile_cache=profile_cache,
         )
+        # The consumer's batches run one at a time on one connection kept between them.
+        processor = FunnelProcessor(
+            runtime.engine,
+            runtime.stores,
+            on_outbox_written=relay.wake,
+            profile_cache=profile_cache,
+            hold_connection=True,
+        )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="segmenter",
             consumer_factory=lambda: build_consumer(
@@ -61,9 +69,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             ),
             dlq_producer=lambda: runtime.producer,
             decode=decode_event,
-            handle=FunnelProcessor(  # type: ignore[arg-type]
-                runtime.engine, runtime.stores, on_outbox_written=relay.wake, profile_cache=profile_cache
-            ),
+            handle=processor,  # type: ignore[arg-type]
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,
         )
@@ -72,6 +78,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             topics=[STOREFRONT_EVENTS, FUNNEL_EVENTS, dlq_topic(STOREFRONT_EVENTS)],
             workers=[("timers", timers.run_forever)],
             workers_once_connected=[("outbox-relay", relay.run_forever)],
+            close=[processor.close],
         )
 
     return consuming_service_app(
