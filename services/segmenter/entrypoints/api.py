@@ -40,6 +40,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             table=outbox,
             producer=lambda: runtime.producer,
             lock_key=OUTBOX_LOCK_KEY,
+            hold_connection=True,
         )
         # Timers fire in rounds of 100: a round runs on the consumer's event loop, and a round of 500
         # held a live event's batch back for the best part of 100 ms. The worker goes on at once while
@@ -78,7 +79,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             topics=[STOREFRONT_EVENTS, FUNNEL_EVENTS, dlq_topic(STOREFRONT_EVENTS)],
             workers=[("timers", timers.run_forever)],
             workers_once_connected=[("outbox-relay", relay.run_forever)],
-            close=[processor.close],
+            close=[processor.close, relay.close],
         )
 
     return consuming_service_app(

@@ -3,11 +3,9 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
@@ -18,6 +16,7 @@ from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE, CustomerErasedEvent, StorefrontEvent
+from shared.kept_connection import KeptConnection
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
@@ -46,63 +45,35 @@ class FunnelProcessor:
         self._stores = stores
         self._on_outbox_written = on_outbox_written
         self._cache = profile_cache if profile_cache is not None else ProfileCache(PROFILE_CACHE_SIZE)
-        # With `hold_connection`, the connection of one batch is kept for the next (the consumer's handler
-        # runs one batch at a time), instead of being checked out of the pool per batch: each checkout is
-        # pinged (three round trips: BEGIN, the ping, ROLLBACK) and goes through the pool's bookkeeping,
-        # a fixed cost per batch that weighs most at steady load, when batches are small. `close` gives it
-        # back.
-        self._hold = hold_connection
-        self._held: AsyncConnection | None = None
+        # With `hold_connection`, one connection is kept from batch to batch (the consumer's handler runs
+        # one batch at a time) instead of a pinged pool checkout per batch (shared/kept_connection.py): in
+        # process, at batches of 100 events, 297 -> 248 us of CPU an event. `close` gives it back.
+        self._connections = KeptConnection(engine, keep=hold_connection)
 
     async def close(self) -> None:
         """Give the connection kept between batches back to the pool (nothing to do without one)."""
-        held, self._held = self._held, None
-        if held is not None:
-            await held.close()
+        await self._connections.close()
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
         for event in events:
             standardise_event(event)
-        kept = self._held is not None
-        try:
-            await self._handle(events)
-        except DBAPIError as exc:
-            if not (kept and exc.connection_invalidated):
-                raise
-            # The connection kept since the last batch was found dead (a server restarted or a backend
-            # ended meanwhile): what the pool's ping would have found at checkout, so the batch is done
-            # at once on a fresh connection, pinged like any other.
-            await self._handle(events)
-
-    async def _handle(self, events: Sequence[StorefrontEvent]) -> None:
-        conn = self._held
-        self._held = None
-        if conn is None:
-            conn = await self._engine.connect()
-        try:
-            async with conn.begin():
-                first_seen = await repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
-                fresh = first_copies(events, first_seen)
-                DUPLICATES.inc(len(events) - len(fresh))
-                if not fresh:
-                    written, writer, changes = 0, None, Changes()
-                else:
-                    written, writer, changes = await self._apply(conn, fresh)
-        except BaseException:
-            # Back to the pool, which drops a connection found broken; the failure itself goes on up.
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        if self._hold:
-            self._held = conn
-        else:
-            await conn.close()
+        written, writer, changes = await self._connections.transaction(lambda conn: self._batch(conn, events))
         # Committed: these rows now hold what this transaction wrote.
         for p in changes.written:
             assert writer is not None
             self._cache.remember((p.store_id, p.customer_id), writer.xid, writer.server, p)
         if written:
             self._on_outbox_written()
+
+    async def _batch(
+        self, conn: AsyncConnection, events: Sequence[StorefrontEvent]
+    ) -> tuple[int, repository.Writer | None, Changes]:
+        first_seen = await repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
+        fresh = first_copies(events, first_seen)
+        DUPLICATES.inc(len(events) - len(fresh))
+        if not fresh:
+            return 0, None, Changes()
+        return await self._apply(conn, fresh)
 
     async def _apply(
         self, conn: AsyncConnection, events: list[StorefrontEvent]
