@@ -314,10 +314,14 @@ _TRANSITION = (
 )  # fmt: skip
 # In the order given, so ids (which break ties in a customer's history) follow the history.
 _ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
-_CUSTOMER = ("store_id", "customer_id")
-_DROP_HISTORIES = text(
-    f"DELETE FROM segmenter.transitions t USING {unnest(transitions, _CUSTOMER, 'g')} "  # noqa: S608 - ours
-    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id"
+# One statement for both steps: the DELETE sees the rows as they stood when the statement began, never the
+# ones it inserts (the table has no unique key but its identity column), so it is the old DELETE followed
+# by the old INSERT, in one round trip.
+_REPLACE_HISTORIES = text(
+    "WITH gone AS (DELETE FROM segmenter.transitions t "  # noqa: S608 - our own names
+    "USING unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[])) "
+    "AS g(store_id, customer_id) "
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id) " + _ADD_TRANSITIONS.text
 )
 
 
@@ -329,7 +333,6 @@ async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -
     if not profiles:
         return
     keys = sorted({(p.store_id, p.customer_id) for p in profiles})
-    await conn.execute(_DROP_HISTORIES, params(_CUSTOMER, keys))
     values = [
         (
             p.store_id,
@@ -345,18 +348,21 @@ async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -
         if p.merged_into is None
         for t in p.transitions
     ]
-    if values:
-        await conn.execute(_ADD_TRANSITIONS, params(_TRANSITION, values))
+    gone = params(("gone_store_id", "gone_customer_id"), keys)
+    await conn.execute(_REPLACE_HISTORIES, {**gone, **params(_TRANSITION, values)})
 
 
 _TIMER = ("store_id", "customer_id", "kind", "due_at")
 _SET_TIMERS = insert_rows(
     timers, _TIMER, "ON CONFLICT (store_id, customer_id, kind) DO UPDATE SET due_at = excluded.due_at"
 )
-_TIMER_KEY = _TIMER[:3]
-_DELETE_TIMERS = text(
-    f"DELETE FROM segmenter.timers t USING {unnest(timers, _TIMER_KEY, 'g')} "  # noqa: S608 - our own names
-    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind"
+# Timers set (or moved) and timers deleted, in one statement: a key is never both (one due time per key),
+# so the two parts touch different rows.
+_APPLY_TIMERS = text(
+    "WITH gone AS (DELETE FROM segmenter.timers t "  # noqa: S608 - our own names
+    "USING unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), "
+    "CAST(:gone_kind AS text[])) AS g(store_id, customer_id, kind) "
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind) " + _SET_TIMERS.text
 )
 
 
@@ -364,10 +370,11 @@ async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str]
     """Set (or move) each timer to its due time; delete those whose due time is None."""
     due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
     gone = sorted(key for key, at in changes.items() if at is None)
-    if due:
-        await conn.execute(_SET_TIMERS, params(_TIMER, due))
-    if gone:
-        await conn.execute(_DELETE_TIMERS, params(_TIMER_KEY, gone))
+    if due or gone:
+        await conn.execute(
+            _APPLY_TIMERS,
+            {**params(_TIMER, due), **params(("gone_store_id", "gone_customer_id", "gone_kind"), gone)},
+        )
 
 
 def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
@@ -382,32 +389,28 @@ def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str
     return owner
 
 
-_REPOINT = {
-    table: text(
-        f"UPDATE segmenter.{table} t SET customer_id = m.survivor "  # noqa: S608 - table names are ours
-        "FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), CAST(:survivors AS text[])) "
-        "AS m(store_id, absorbed, survivor) WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
-    )
+# Everything of the absorbed customers moves to their survivors in one statement: each part changes rows
+# of its own table, and all of them see the rows as they stood when it began, as the four statements did
+# one after another.
+_MOVES = ", ".join(
+    f"{table} AS (UPDATE segmenter.{table} t SET customer_id = m.survivor FROM m "  # noqa: S608 - ours
+    "WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed)"
     for table in ("transitions", "orders", "identities")
-}
-_DROP_ABSORBED_TIMERS = text(
-    "DELETE FROM segmenter.timers t USING unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[])) "
-    "AS m(store_id, absorbed) WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
+)
+_REPOINT = text(
+    "WITH m AS (SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), "  # noqa: S608
+    f"CAST(:survivors AS text[])) AS m(store_id, absorbed, survivor)), {_MOVES} "
+    "DELETE FROM segmenter.timers t USING m WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
 )
 
 
 async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str, str]]) -> None:
     """Everything recorded under each absorbed customer (store, absorbed, survivor) now belongs to its
-    survivor; histories are kept. One statement per table for all the merges of a batch."""
+    survivor; histories are kept. One statement for all the merges of a batch."""
     if not merges:
         return
     rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
-    moves = params(("store_ids", "absorbed", "survivors"), rows)
-    for statement in _REPOINT.values():
-        await conn.execute(statement, moves)
-    await conn.execute(
-        _DROP_ABSORBED_TIMERS, {"store_ids": moves["store_ids"], "absorbed": moves["absorbed"]}
-    )
+    await conn.execute(_REPOINT, params(("store_ids", "absorbed", "survivors"), rows))
 
 
 _OUTBOX = ("topic", "key", "value")
