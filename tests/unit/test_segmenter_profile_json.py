@@ -1,0 +1,94 @@
+"""The profile document the segmenter writes (adapters/repository.py, msgspec) holds the same JSON values as
+pydantic's `model_dump_json()` wrote: the same strings, the same number texts, so the same jsonb."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import TzInfo
+
+from bench.workload import Storefront, canonical
+from services.segmenter.adapters.repository import _profile_row
+from services.segmenter.domain.funnel import decide, new_profile
+from services.segmenter.domain.instants import standardise_event
+from services.segmenter.domain.profile import OrderFact, Profile
+from shared.funnel_events import ProductRef
+from shared.funnel_rules import FunnelRules
+
+
+def _values(document: str) -> Any:
+    # Numbers kept as their text: 1.0 and 1 are different jsonb.
+    return json.loads(document, parse_float=str, parse_int=lambda text: f"int:{text}")
+
+
+def assert_same_document(profile: Profile) -> None:
+    assert _values(_profile_row(profile)[-1]) == _values(profile.model_dump_json())
+
+
+def test_the_profiles_of_the_mix_are_written_the_same() -> None:
+    store = Storefront(seed=5, run="profile-json")
+    rules = FunnelRules()
+    held: dict[str, Profile] = {}
+    for event in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
+        standardise_event(event)
+        key = event.customer.key
+        decision = decide(held.get(key), event, rules, key)
+        held[key] = decision.profile
+        assert_same_document(decision.profile)
+    assert any(p.orders for p in held.values())
+    assert any(p.transitions for p in held.values())
+
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=3)),
+                         TzInfo(0), TzInfo(-7200)])  # fmt: skip
+INSTANTS = st.builds(
+    lambda at, zone: at.replace(tzinfo=zone),
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    ZONES,
+)
+MONEY = st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**15), max_value=10**15)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=TEXT, city=st.none() | TEXT, at=INSTANTS, total=MONEY, refunded=MONEY, price=st.none() | MONEY,
+    birthday=st.none() | st.dates(), consent=st.none() | st.booleans(),
+    stamps=st.dictionaries(TEXT, INSTANTS),
+)  # fmt: skip
+def test_any_values_are_written_the_same(
+    name: str,
+    city: str | None,
+    at: datetime,
+    total: Decimal,
+    refunded: Decimal,
+    price: Decimal | None,
+    birthday: Any,
+    consent: bool | None,
+    stamps: dict[str, datetime],
+) -> None:
+    order = OrderFact(
+        order_id=name or "o",
+        placed_at=at,
+        total=total,
+        refunded=refunded,
+        currency="EUR",
+        products=(ProductRef(product_id="p", title=name, price=price),),
+    )
+    profile = new_profile("demo", name).model_copy(
+        update={
+            "first_name": name,
+            "city": city,
+            "birthday": birthday,
+            "accepts_marketing": consent,
+            "contact_at": stamps,
+            "orders": (order,),
+            "identifiers": (f"email:{name}",),
+        }
+    )
+    assert_same_document(profile)
