@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.notifier.adapters import raw_sql
 from services.notifier.adapters.audience_rows import facts_from_row
 from services.notifier.adapters.tables import (
     audience_members,
@@ -91,29 +91,18 @@ async def _refresh_chunk(
     ids: Sequence[str],
     now: datetime,
 ) -> None:
-    facts_rows = await conn.execute(
-        select(*_FACT_COLUMNS)
-        .where(customers.c.store_id == store_id, customers.c.customer_id.in_(ids))
-        .order_by(customers.c.customer_id)
-        .with_for_update()
-    )
-    facts = {row.customer_id: facts_from_row(row._mapping) for row in facts_rows}
+    # Straight to asyncpg (adapters/raw_sql.py): run for every funnel-event batch, these three reads were
+    # the planner's most expensive statements through SQLAlchemy (its IN lists rendered a bind per customer).
+    facts = {
+        row["customer_id"]: facts_from_row(row)
+        for row in await raw_sql.fetch(conn, _FACTS_SQL, store_id, list(ids))
+    }
     existing: dict[str, dict[str, MemberRow]] = {}
-    for row in await conn.execute(
-        select(audience_members)
-        .where(audience_members.c.store_id == store_id, audience_members.c.customer_id.in_(ids))
-        .order_by(audience_members.c.customer_id, audience_members.c.audience)
-        .with_for_update()
-    ):
-        existing.setdefault(row.customer_id, {})[row.audience] = _member_row(row)
+    for row in await raw_sql.fetch(conn, _MEMBERS_SQL, store_id, list(ids)):
+        existing.setdefault(row["customer_id"], {})[row["audience"]] = _member_row(row)
     timers = {
-        row.customer_id: row.due_at
-        for row in await conn.execute(
-            select(audience_reevaluations.c.customer_id, audience_reevaluations.c.due_at).where(
-                audience_reevaluations.c.store_id == store_id,
-                audience_reevaluations.c.customer_id.in_(ids),
-            )
-        )
+        row["customer_id"]: row["due_at"]
+        for row in await raw_sql.fetch(conn, _TIMERS_SQL, store_id, list(ids))
     }
 
     upserts: list[dict[str, Any]] = []
@@ -184,15 +173,30 @@ async def _refresh_chunk(
         )
 
 
-def _member_row(row: Row[Any]) -> MemberRow:
+_FACTS_SQL = (
+    f"SELECT {', '.join(c.name for c in _FACT_COLUMNS)} FROM {customers.fullname} "  # noqa: S608
+    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[]) ORDER BY customer_id FOR UPDATE"
+)
+_MEMBERS_SQL = (
+    f"SELECT {', '.join(c.name for c in audience_members.c)} FROM {audience_members.fullname} "  # noqa: S608
+    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[]) ORDER BY customer_id, audience FOR UPDATE"
+)
+_TIMERS_SQL = (
+    f"SELECT customer_id, due_at FROM {audience_reevaluations.fullname} "  # noqa: S608
+    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[])"
+)
+
+
+def _member_row(row: Any) -> MemberRow:
+    """An audience_members row (an asyncpg Record) as the domain sees it."""
     return MemberRow(
-        member=row.member,
-        joined_at=row.joined_at,
-        expires_at=row.expires_at,
-        contact=row.contact,
-        sync_pending=row.sync_pending,
-        synced_contact=row.synced_contact,
-        in_flight=row.sync_batch_id is not None,
+        member=row["member"],
+        joined_at=row["joined_at"],
+        expires_at=row["expires_at"],
+        contact=row["contact"],
+        sync_pending=row["sync_pending"],
+        synced_contact=row["synced_contact"],
+        in_flight=row["sync_batch_id"] is not None,
     )
 
 

@@ -10,11 +10,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Row, and_, bindparam, case, func, or_, select, text, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.notifier.adapters import raw_sql
 from services.notifier.adapters.tables import coupons, customers, messages, orders, products
 from services.notifier.domain.coupons import CouponTerms, OpenCoupon, SentMessage, new_code
 from services.notifier.domain.delivery import UNCERTAIN, Unsettled
@@ -664,33 +664,9 @@ async def mark_claimed_sent_autocommit(
     conn: AsyncConnection, message_id: int, claim_id: str, subject: str, now: datetime
 ) -> bool:
     """`mark_sent` under a claim, for a connection in autocommit (the sender's outcome connection): the same
-    UPDATE sent straight to asyncpg, whose statement cache keeps it prepared. SQLAlchemy's execute (cache key,
-    parameter processing, result object) cost 185 us of CPU a statement, asyncpg alone 45 (1,000 statements
-    on one connection, measured); it is one statement for every message sent."""
-    raw = await conn.get_raw_connection()
-    try:
-        status: str = await raw.driver_connection.execute(  # type: ignore[union-attr]
-            _MARK_CLAIMED_SENT_SQL, message_id, claim_id, subject, now
-        )
-    except _CONNECTION_BROKE as exc:
-        # asyncpg's own errors, which SQLAlchemy is not there to wrap: the connection broke, the server is
-        # going down, or its protocol state is lost (a terminated backend's notice arrives while idle, and the
-        # next statement finds "another operation in progress"): an outage of this connection, and the caller
-        # records the outcome again on a fresh one, as with the errors SQLAlchemy wrapped.
-        raise OutcomeConnectionLost(type(exc).__name__) from exc
+    UPDATE sent straight to asyncpg (adapters/raw_sql.py), one statement for every message sent."""
+    status = await raw_sql.execute(conn, _MARK_CLAIMED_SENT_SQL, message_id, claim_id, subject, now)
     return status != "UPDATE 0"
-
-
-_CONNECTION_BROKE = (
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-)
-
-
-class OutcomeConnectionLost(ConnectionError):
-    """The connection an outcome was being recorded on broke (an OSError: transient, see shared/transient)."""
 
 
 _MARK_CLAIMED_SENT_SQL = (
