@@ -65,3 +65,13 @@ async def test_a_connection_the_server_ended_is_an_outage(
 async def _select_until_it_fails(conn: AsyncConnection) -> None:
     for _ in range(3):  # the server's notice may arrive after the next statement went out
         await raw_sql.fetch(conn, "SELECT 1")
+
+
+async def test_the_first_statement_of_a_transaction_runs_in_it(own_engine: AsyncEngine) -> None:
+    async with own_engine.begin() as conn:
+        first = await raw_sql.fetch(
+            conn, "SELECT pg_current_xact_id_if_assigned() IS NULL AS none, now() AS at"
+        )
+        await raw_sql.fetch(conn, "SELECT txid_current()")  # assigns one, in the same transaction
+        again = await raw_sql.fetch(conn, "SELECT now() AS at")
+        assert first[0]["at"] == again[0]["at"]  # now() is the transaction's start: one transaction

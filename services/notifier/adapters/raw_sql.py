@@ -55,6 +55,12 @@ async def execute(conn: AsyncConnection, sql: str, *args: object) -> str:
 
 async def _driver(conn: AsyncConnection) -> Any:
     raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if adapted._transaction is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it executes itself: a
+        # statement sent straight to asyncpg first would run outside the caller's transaction (its FOR UPDATE
+        # locks released at once). Begin as the adapter would (nothing on an autocommit connection).
+        await adapted._start_transaction()
     return raw.driver_connection
 
 
