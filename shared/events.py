@@ -347,7 +347,8 @@ class EncodedEvent:
         self.value = value
 
     def __repr__(self) -> str:
-        return f"EncodedEvent({self.value.decode()!r})"
+        # Not the value: it holds the customer's personal data, and a repr can end up in a log.
+        return f"EncodedEvent(type={self.type!r}, source={self.source.value!r}, {len(self.value)} bytes)"
 
 
 # What ingest publishes: a model, or an event written to bytes already.

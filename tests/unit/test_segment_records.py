@@ -301,8 +301,13 @@ def test_a_batch_gets_the_same_bytes_and_errors_either_way(body: Any) -> None:
     _same_batch(body)
 
 
-def test_a_batch_msgspec_cannot_write_gets_the_models() -> None:
-    body = {"batch": [{**_CALL, "properties": {"a": "\udf58"}}]}
+@pytest.mark.parametrize(
+    "properties",
+    [{"a": "\udf58"}, {"f": 1e20, "a": "\udf58"}],
+    ids=["msgspec writes it", "pydantic-core writes it (a large float)"],
+)
+def test_a_batch_msgspec_cannot_write_gets_the_models(properties: dict[str, Any]) -> None:
+    body = {"batch": [{**_CALL, "properties": properties}]}
     [event] = segment.batch_to_records(body, store_id="demo", received_at=NOW)
     assert not isinstance(event, EncodedEvent)
     with pytest.raises(ValueError, match="surrogates not allowed"):

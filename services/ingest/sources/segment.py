@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
+import pydantic_core
 
 from services.ingest.sources import segment_reader as r
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
@@ -242,12 +243,19 @@ def batch_to_records(
 ) -> list[PublishableEvent]:
     """`batch_to_canonical`'s events written straight to their message values (segment_records.py): the
     same bytes, keys and errors, without a pydantic model per event. A batch msgspec cannot write (a lone
-    surrogate in a custom event's properties, which the routes refuse first) gets the models."""
+    surrogate in a custom event's properties, which the routes refuse first) gets the models; so does one
+    whose custom event pydantic-core writes (a large float, segment_records.py) and refuses for the same."""
     try:
         events: list[PublishableEvent] = _map_batch(
             payload, store_id, received_at, max_events, checked, RECORDS
         )
-    except (UnicodeEncodeError, msgspec.EncodeError, TypeError, OverflowError):
+    except (
+        UnicodeEncodeError,
+        msgspec.EncodeError,
+        pydantic_core.PydanticSerializationError,
+        TypeError,
+        OverflowError,
+    ):
         return list(
             batch_to_canonical(
                 payload, store_id=store_id, received_at=received_at, max_events=max_events, checked=checked
