@@ -1,12 +1,12 @@
 """One database connection kept between the transactions of a worker that runs one at a time (a consumer's
 batches, a relay's rounds), instead of one pool checkout per transaction.
 
-Every checkout from the services' pool is pinged (`pool_pre_ping`: BEGIN, the ping and ROLLBACK, three round
-trips) and goes through the pool's bookkeeping: a fixed cost per transaction, which weighs most at steady
-load, when the transactions are small and many. A kept connection is not pinged again; when it is found dead
-at its next use (the server restarted, the backend was ended), the work is done once more at once on a fresh,
-pinged connection, which is what the ping would have done at checkout. Failures of a fresh connection, and
-any other failure, go up unchanged.
+Every checkout from the services' pool goes through the pool's bookkeeping and its checks (shared/db.py):
+a fixed cost per transaction, which weighs most at steady load, when the transactions are small and many
+(it was larger still when each checkout was pinged, three round trips). A kept connection skips them; when
+it is found dead at its next use (the server restarted, the backend was ended), the work is done once more
+at once on a fresh, checked connection, which is what the pool's checks would have given at checkout.
+Failures of a fresh connection, and any other failure, go up unchanged.
 """
 
 from __future__ import annotations

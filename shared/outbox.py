@@ -47,8 +47,9 @@ class OutboxRelay(Poller):
         self._producer = producer
         self._lock_key = lock_key
         # With `hold_connection`, one connection kept from round to round (shared/kept_connection.py): at
-        # steady load the relay runs after every batch the consumer commits, and a pinged pool checkout
-        # per round was three of its round trips. `close` gives it back.
+        # steady load the relay runs after every batch the consumer commits, and a pool checkout per
+        # round is bookkeeping it need not repeat (three round trips while checkouts were pinged). `close`
+        # gives it back.
         self._connections = KeptConnection(engine, keep=hold_connection)
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.notifier.adapters.smtp import DeliveryError
 from services.notifier.entrypoints.sender import Claimed, MessageSender
+from shared.db import check_pooled_connections
 from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
@@ -26,11 +27,10 @@ APP = "notifier-outcomes-test"
 
 @pytest.fixture
 async def own_engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
-    """The service's pool settings (a connection is pinged when handed out), under a name of its own so the
-    test can drop exactly its connections."""
-    engine = create_async_engine(
-        migrated_url, pool_pre_ping=True, connect_args={"server_settings": {"application_name": APP}}
-    )
+    """The service's pool checks (shared.db: a connection the server closed is replaced when handed out),
+    under a name of its own so the test can drop exactly its connections."""
+    engine = create_async_engine(migrated_url, connect_args={"server_settings": {"application_name": APP}})
+    check_pooled_connections(engine)
     yield engine
     await engine.dispose()
 

@@ -1,6 +1,6 @@
 """The consumer's handler and the outbox relay keep their connection from one transaction to the next
-(`hold_connection`, shared/kept_connection.py) instead of a pinged checkout each; a kept connection found
-dead at its next use is replaced at once, as the pool's ping would have replaced it, and the work commits."""
+(`hold_connection`, shared/kept_connection.py) instead of a pool checkout each; a kept connection found
+dead at its next use is replaced at once, as the pool's checks would have, and the work commits."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ __all__ = ["relay_producer", "relay_table"]  # fixtures
 
 async def end_idle_sessions(engine: AsyncEngine) -> None:
     """Every other idle session of this database ends, kept connections among them (as after a server
-    restart); the pool's other connections are pinged, and replaced, at their next checkout."""
+    restart); the pool's other connections are found closed, and replaced, at their next checkout."""
     async with engine.connect() as conn:
         ended = (
             await conn.execute(
