@@ -4,6 +4,7 @@ dead at its next use is replaced at once, as the pool's checks would have, and t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -33,15 +34,29 @@ async def end_idle_sessions(engine: AsyncEngine) -> None:
     """Every other idle session of this database ends, kept connections among them (as after a server
     restart); the pool's other connections are found closed, and replaced, at their next checkout."""
     async with engine.connect() as conn:
-        ended = (
-            await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+        ended = list(
+            (
+                await conn.execute(
+                    text(
+                        # Materialised: the idle sessions are chosen first, then each one is ended.
+                        "WITH idle AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle') "
+                        "SELECT pid FROM idle WHERE pg_terminate_backend(pid)"
+                    )
                 )
+            ).scalars()
+        )
+        assert ended
+        # Until the server has closed them, then a moment for asyncpg to read that they are closed (as it
+        # has long read it when a restart happens between two batches).
+        for _ in range(100):
+            left = await conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:ended)"), {"ended": ended}
             )
-        ).scalar_one()
-    assert ended >= 1
+            if not left.scalar_one():
+                break
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
 
 
 def checked_out(engine: AsyncEngine) -> int:
