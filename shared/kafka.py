@@ -45,13 +45,9 @@ def dlq_topic(topic: str) -> str:
 # throughput: 16 KiB batches (its default) hold a dozen canonical events per partition. 256 KiB lets a
 # busy producer send a few hundred per partition per trip; a quiet one still sends after linger_ms.
 MAX_BATCH_BYTES = 256 * 1024
-# How long a producer's batch waits for more records before it goes, when the producer is not busy anyway.
-PRODUCER_LINGER_MS = 5
 
 
-def build_producer(
-    settings: KafkaSettings, client_id: str, *, linger_ms: int = PRODUCER_LINGER_MS
-) -> AIOKafkaProducer:
+def build_producer(settings: KafkaSettings, client_id: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
     # acks=all + idempotence: an acknowledged event is on every in-sync replica, and producer retries
     # never write it twice.
     return AIOKafkaProducer(

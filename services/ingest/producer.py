@@ -12,7 +12,7 @@ from prometheus_client import Counter
 
 from services.ingest.record_batches import PartitionBatches, acknowledged
 from shared.events import PublishableEvent, encode_event
-from shared.kafka import PRODUCER_LINGER_MS, STOREFRONT_EVENTS, ensure_topics, kafka_reachable
+from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
 from shared.logging import get_logger
 from shared.metrics import count_each
 from shared.partitioning import KeyPartitions
@@ -71,9 +71,7 @@ class EventPublisher:
                 attempt += 1
                 continue
             self._producer = producer
-            self._batches = PartitionBatches(
-                producer, STOREFRONT_EVENTS, linger_seconds=PRODUCER_LINGER_MS / 1000
-            )
+            self._batches = PartitionBatches(producer, STOREFRONT_EVENTS)
             log.info("kafka_connected")
 
     async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
