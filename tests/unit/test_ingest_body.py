@@ -6,7 +6,10 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from services.ingest.body import parse_json
 from services.ingest.routes.segment import _check_event_sizes
@@ -48,6 +51,65 @@ def test_a_lone_surrogate_anywhere_is_422_naming_where(body: bytes, fields: list
         parse_json(body)
     assert refused.value.status_code == 422
     assert [e.field for e in refused.value.body.errors] == fields
+
+
+def _typed(value: Any) -> Any:
+    """A JSON value with every scalar's type beside it, and floats by their bits (so -0.0 is not 0.0)."""
+    if isinstance(value, dict):
+        return ("dict", [(key, _typed(child)) for key, child in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(child) for child in value])
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, value)
+
+
+NUMBER_TEXT = st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", fullmatch=True)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.characters().map(lambda c: c * 3)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _texts(value: Any) -> st.SearchStrategy[bytes]:
+    return st.sampled_from(
+        [
+            json.dumps(value).encode(),
+            json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+            json.dumps(value, indent=1, separators=(" , ", " : ")).encode(),
+        ]
+    )
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=VALUES.flatmap(_texts) | NUMBER_TEXT.map(str.encode) | st.binary(max_size=20))
+@example(body=b'{"a": 1, "a": 2, "b": {"c": 1, "c": [1, 2]}}')
+@example(body=b"[" * 200 + b"]" * 200)
+@example(body=b"[" * 3000 + b"]" * 3000)
+@example(body=b'["\\\\ud800", "\\u00e9\\ud83d\\ude00", "\\ud800", 1e400, -0, -0.0, 4.9e-324]')
+@example(body=b"9" * 4300)
+@example(body=b"1." + b"9" * 5000)
+def test_msgspec_reads_what_it_reads_as_the_standard_library(body: bytes) -> None:
+    # parse_json's first reader: whatever msgspec reads, it reads as `json.loads` does (the same types,
+    # values, key order, the last of repeated keys); what it refuses goes to the readers after it.
+    try:
+        fast = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return
+    assert _typed(fast) == _typed(json.loads(body))
+    assert _typed(parse_json(body)) == _typed(fast)
 
 
 def test_nan_survives_the_fallback_parser() -> None:
