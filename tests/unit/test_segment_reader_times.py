@@ -4,6 +4,7 @@ same refusal."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,3 +56,33 @@ def test_the_usual_form_is_on_the_standard_utc() -> None:
     assert read.tzinfo is UTC
     assert read == datetime(2026, 11, 21, 10, 10, 40, 12000, tzinfo=UTC)
     assert read.utcoffset() == timedelta(0)
+
+
+# The usual form as the expression the reader matched it with before (r.usual_time is a faster test of it).
+ISO_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z")
+NEAR_DIGITS = st.sampled_from("0123456789٣５²")
+NEAR = st.lists(
+    NEAR_DIGITS | st.sampled_from("-T:.Zzt +") | st.characters(), min_size=18, max_size=28
+).map("".join)
+
+
+@given(
+    value=st.from_regex(ISO_UTC, fullmatch=True)
+    | ISO_LIKE
+    | NEAR
+    | st.from_regex(ISO_UTC, fullmatch=True).flatmap(
+        lambda v: st.tuples(st.integers(0, len(v) - 1), NEAR_DIGITS | st.characters()).map(
+            lambda change: v[: change[0]] + change[1] + v[change[0] + 1 :]
+        )
+    )
+    | st.text(max_size=30)
+)
+@example(value="2026-11-21T10:10:40.012Z")
+@example(value="2026-11-21T10:10:40Z")
+@example(value="2026-11-21T10:10:40.012345Z")
+@example(value="2026-11-21T10:10:40.0123Z")
+@example(value="2026-11-21T10:10:40.012Z\n")
+@example(value="2026-11-21T10:10:4٣.012Z")
+@example(value="2026-11-21t10:10:40.012Z")
+def test_the_usual_form_is_told_as_the_expression_tells_it(value: str) -> None:
+    assert r.usual_time(value) == (ISO_UTC.fullmatch(value) is not None)

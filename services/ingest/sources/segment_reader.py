@@ -15,7 +15,6 @@ before-validators are.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -164,15 +163,26 @@ def currency(value: Any, field: str) -> str | None:
         raise Invalid(field) from None
 
 
-# The form every Segment library sends (JavaScript's toISOString, with milliseconds; or microseconds): UTC.
-_ISO_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z")
+# The form every Segment library sends (JavaScript's toISOString, with milliseconds; or microseconds), UTC:
+# `[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z`, written with every digit
+# as 0. An ASCII text whose digits all become 0 is one of these exactly when that expression matches it
+# (tests/unit/test_segment_reader_times.py): 0.4 µs a time where matching the expression took 1.0.
+_ZEROED = bytes.maketrans(b"123456789", b"000000000")
+_ISO_UTC_FORMS = frozenset(
+    {b"0000-00-00T00:00:00Z", b"0000-00-00T00:00:00.000Z", b"0000-00-00T00:00:00.000000Z"}
+)
+
+
+def usual_time(value: str) -> bool:
+    """Whether `value` is of that form (ASCII digits where it has digits, and its very punctuation)."""
+    return value.isascii() and value.encode().translate(_ZEROED) in _ISO_UTC_FORMS
 
 
 def timestamp(value: Any, field: str) -> datetime | None:
     # pydantic-core's own parser: the same instants, offsets (its TzInfo) and accepted forms as the model.
     if value is None:
         return None
-    if type(value) is str and _ISO_UTC.fullmatch(value) is not None:
+    if type(value) is str and usual_time(value):
         # The usual form, read by the standard library: the same instant as pydantic-core's, on the standard
         # UTC, whose offset costs nothing to ask where TzInfo's cost 1.3 µs (each time comparison and each
         # written time asks it). A time the standard library refuses (a leap second, year 0) goes on below.
