@@ -89,8 +89,10 @@ def text(value: Any, limit: int, field: str) -> str | None:
         stripped = value.strip()
         if not stripped:
             return None
-        if stripped is value and value.isascii():
+        if stripped is value:
             # Nothing to strip by Python's notion, so none by pydantic's narrower one; ASCII has no surrogate.
+            if not value.isascii() and not _unicode(value):
+                raise Invalid(field)
             result: str = value
         elif not _unicode(value):
             raise Invalid(field)
@@ -109,9 +111,13 @@ def required(value: Any, low: int, high: int, field: str) -> str:
     """A required string (messageId, event, previousId...): trimmed; blank is too short, not absent."""
     kind = type(value)
     if kind is str:
-        if not _unicode(value):
+        if value.isascii() and value.strip() is value:
+            # As in `text`: nothing to strip, and no surrogate (strip(WHITESPACE) cost 0.3 µs a call).
+            result: str = value
+        elif not _unicode(value):
             raise Invalid(field)
-        result: str = value.strip(WHITESPACE)
+        else:
+            result = value.strip(WHITESPACE)
     elif kind is int or kind is float:
         result = str(value)
     else:
@@ -265,7 +271,12 @@ def mapping(value: Any, field: str) -> dict[str, Any] | None:
         raise Invalid(field)
     for key in value:
         # strip returns the very string when there is nothing to strip: the common case copies nothing.
-        if type(key) is not str or key.strip(WHITESPACE) is not key or not _unicode(key):
+        # Python's strip (no argument) strips all of WHITESPACE and more, and is cheaper than
+        # strip(WHITESPACE) on the 10-15 keys of a call's properties; only a key it would strip (or one not
+        # ASCII) needs the narrower question.
+        if (type(key) is not str or not key.isascii() or key.strip() is not key) and (
+            type(key) is not str or key.strip(WHITESPACE) is not key or not _unicode(key)
+        ):
             result: dict[str, Any] = _adapted(_MAPPING, value, field)
             return result
     return value
