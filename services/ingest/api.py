@@ -99,5 +99,5 @@ def create_app(
     app.include_router(segment.router)
     app.include_router(segment_settings.router)
     document_models(app, list(segment.REQUEST_MODELS.values()))
-    serve_directly(app, webhooks.DIRECT_ROUTES)
+    serve_directly(app, [*webhooks.DIRECT_ROUTES, *segment.DIRECT_ROUTES])
     return app

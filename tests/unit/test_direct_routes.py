@@ -4,6 +4,7 @@ endpoints did, byte for byte, with the same OpenAPI, metrics and 405s."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -18,7 +19,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY, Counter
 
 from services.ingest.api import create_app
-from services.ingest.routes import webhooks
+from services.ingest.routes import segment, webhooks
 from services.ingest.settings import IngestSettings
 from shared.events import PublishableEvent, StorefrontEvent, decode_event, encode_event
 from shared.metrics import LabelledChildren
@@ -151,12 +152,79 @@ async def test_webhooks_answer_as_their_declared_endpoints(
     assert accepted.content == '{"status":"accepted","event_id":"shopify:ev-1 \\"é\\""}'.encode()
 
 
+def _segment_batches() -> list[dict[str, Any]]:
+    call = {
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": "m-1",
+        "anonymousId": "a-1",
+        "timestamp": "2026-11-26T11:59:00.000Z",
+        "properties": {"product_id": "p-1", "price": 12.5, "currency": "eur"},
+        "context": {"page": {"url": "https://shop.example.com/p"}, "locale": "pt-BR"},
+    }
+    server = {"Authorization": "Basic " + base64.b64encode(b"demo-write-key:").decode()}
+    browser = {
+        "Authorization": "Basic " + base64.b64encode(b"demo-browser-key:").decode(),
+        "Origin": "http://localhost:3000",
+    }
+    body = json.dumps({"batch": [call, {**call, "messageId": "m-2", "type": "identify", "userId": "u"}]})
+    requests: list[dict[str, Any]] = []
+    for path in ("/v1/batch", "/v1/b"):
+        requests += [
+            {"url": path, "content": body, "headers": server},
+            {"url": path, "content": body, "headers": {**server, "Origin": "http://localhost:3000"}},
+            {"url": path, "content": body, "headers": {**server, "Origin": "https://evil.example"}},
+            {"url": path, "content": body, "headers": browser},
+            {"url": path, "content": json.dumps({"batch": [call], "writeKey": "demo-write-key"})},
+            {"url": path, "content": body},
+            {"url": path, "content": b'{"batch": [', "headers": server},
+            {"url": path, "content": json.dumps({"batch": [{**call, "messageId": ""}]}), "headers": server},
+            {"url": path, "content": json.dumps({"batch": [call] * 3000}), "headers": server},
+            {
+                "url": path,
+                "content": json.dumps({"batch": [{**call, "pad": "x" * 40_000}]}),
+                "headers": server,
+            },
+            {
+                "url": path,
+                "content": gzip.compress(body.encode()),
+                "headers": {**server, "Content-Encoding": "gzip"},
+            },
+            {"url": path + "?x=%01", "content": body, "headers": server},
+        ]
+    return requests
+
+
+async def test_segment_batches_answer_as_their_declared_endpoints(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
+) -> None:
+    direct, declared, direct_app, declared_app = apps
+    statuses = set()
+    for request in _segment_batches():
+        a = await direct.post(**request)
+        b = await declared.post(**request)
+        assert (a.status_code, a.headers.raw, a.content) == (b.status_code, b.headers.raw, b.content), request
+        statuses.add(a.status_code)
+    assert statuses >= {200, 400, 401, 403, 413, 422}
+    published_direct = direct_app.state.ingest.publisher.published
+    assert published_direct == declared_app.state.ingest.publisher.published
+    assert len(published_direct) >= 10
+    assert (await direct.post(**_segment_batches()[0])).content == b'{"success":true}'
+
+
+def test_segment_batches_are_served_directly() -> None:
+    assert [route.path for route, _ in segment.DIRECT_ROUTES] == ["/v1/batch", "/v1/b"]
+    app = create_app(IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml"))
+    direct = [r for r in app.router.routes if type(r).__name__ == "_DirectRoute"]
+    assert {getattr(r, "path_format", None) for r in direct} >= {"/v1/batch", "/v1/b"}
+
+
 async def test_openapi_and_other_methods_are_the_declared_routes(
     apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
 ) -> None:
     direct, declared, _, _ = apps
     assert (await direct.get("/openapi.json")).json() == (await declared.get("/openapi.json")).json()
-    for path in ("/webhooks/shopify", "/webhooks/woocommerce"):
+    for path in ("/webhooks/shopify", "/webhooks/woocommerce", "/v1/batch", "/v1/b"):
         a, b = await direct.get(path), await declared.get(path)
         assert a.status_code == 405
         assert (a.status_code, a.headers.raw, a.content) == (b.status_code, b.headers.raw, b.content)

@@ -12,7 +12,8 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal, cast
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.routing import APIRoute
 from prometheus_client import Counter
 from pydantic import BaseModel
 
@@ -25,7 +26,7 @@ from services.ingest.sources.base import Checked
 from shared.events import CartUpdatedEvent, PublishableEvent, StorefrontEvent
 from shared.ratelimit import Network, client_address, parse_networks
 from shared.stores import StoreConfig, WriteKeyKind
-from shared.web import ApiError, ErrorBody, FieldError
+from shared.web import ApiError, DirectHandler, ErrorBody, FieldError
 
 CALLS = Counter("ingest_segment_calls_total", "Segment API calls, by kind and outcome", ["kind", "outcome"])
 BROWSER_REFUSED = Counter(
@@ -335,6 +336,28 @@ async def batch_short(request: Request, authorization: AuthHeader = None) -> Seg
 
 
 batch.__doc__ = batch_short.__doc__ = BATCH_DOC
+
+# SegmentOk() as FastAPI renders it for the declared routes (tests/unit/test_direct_routes.py).
+_OK_BODY = b'{"success":true}'
+
+
+async def receive_batch(request: Request) -> Response:
+    """`/v1/batch` and `/v1/b` answered directly (see shared.web.serve_directly): FastAPI's routing, its
+    dependency solving for the documented Authorization header and the response model's validation and
+    rendering cost about 90 µs a request, ~1 µs an event of a batch of 100 (in process)."""
+    await _batch(request)
+    return Response(_OK_BODY, media_type="application/json")
+
+
+def _declared(path: str) -> APIRoute:
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path)
+
+
+# Served by their direct handlers (api.py): the declared routes above document them.
+DIRECT_ROUTES: tuple[tuple[APIRoute, DirectHandler], ...] = (
+    (_declared("/v1/batch"), receive_batch),
+    (_declared("/v1/b"), receive_batch),
+)
 
 
 def _check_event_sizes(payload: Any, limit: int) -> None:
