@@ -192,10 +192,28 @@ def _segment_batches() -> list[dict[str, Any]]:
             },
             {"url": path + "?x=%01", "content": body, "headers": server},
         ]
+    for path in ("/v1/track", "/v1/t", "/v1/identify", "/v1/i", "/v1/page", "/v1/p", "/v1/screen", "/v1/s"):
+        requests += [
+            {"url": path, "content": json.dumps(call), "headers": server},
+            {"url": path, "content": json.dumps({**call, "writeKey": "demo-write-key"})},
+            {"url": path, "content": json.dumps(call), "headers": browser},
+            {"url": path, "content": json.dumps({**call, "anonymousId": None}), "headers": server},
+            {"url": path, "content": json.dumps({**call, "pad": "x" * 40_000}), "headers": server},
+        ]
+    for path in ("/v1/alias", "/v1/a", "/v1/group", "/v1/g"):
+        requests += [
+            {
+                "url": path,
+                "content": json.dumps({**call, "userId": "u", "previousId": "a-1"}),
+                "headers": server,
+            },
+            {"url": path, "content": json.dumps({**call, "userId": "u", "groupId": "g"}), "headers": server},
+            {"url": path, "content": b"[]", "headers": server},
+        ]
     return requests
 
 
-async def test_segment_batches_answer_as_their_declared_endpoints(
+async def test_the_segment_api_answers_as_its_declared_endpoints(
     apps: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI, FastAPI],
 ) -> None:
     direct, declared, direct_app, declared_app = apps
@@ -208,15 +226,20 @@ async def test_segment_batches_answer_as_their_declared_endpoints(
     assert statuses >= {200, 400, 401, 403, 413, 422}
     published_direct = direct_app.state.ingest.publisher.published
     assert published_direct == declared_app.state.ingest.publisher.published
-    assert len(published_direct) >= 10
+    assert len(published_direct) >= 30
     assert (await direct.post(**_segment_batches()[0])).content == b'{"success":true}'
 
 
-def test_segment_batches_are_served_directly() -> None:
-    assert [route.path for route, _ in segment.DIRECT_ROUTES] == ["/v1/batch", "/v1/b"]
+def test_the_segment_api_is_served_directly() -> None:
+    # Every POST route of the Segment API: the batch, each kind of call and its analytics.js short path.
+    declared = {
+        r.path for r in segment.router.routes if isinstance(r, APIRoute) and "POST" in (r.methods or ())
+    }
+    assert len(declared) == 14
+    assert {route.path for route, _ in segment.DIRECT_ROUTES} == declared
     app = create_app(IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml"))
     direct = [r for r in app.router.routes if type(r).__name__ == "_DirectRoute"]
-    assert {getattr(r, "path_format", None) for r in direct} >= {"/v1/batch", "/v1/b"}
+    assert {getattr(r, "path_format", None) for r in direct} >= declared
 
 
 async def test_openapi_and_other_methods_are_the_declared_routes(
