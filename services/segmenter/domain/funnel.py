@@ -186,9 +186,12 @@ def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
     return profile.model_copy(update={"identifiers": tuple(sorted({*profile.identifiers, *fresh}))})
 
 
-def _with_contact(profile: Profile, customer: Customer, at: datetime) -> tuple[Profile, tuple[str, ...]]:
-    """Newer non-empty facts win; a source that omits a field does not erase what we knew. Also returns the
-    contact fields whose value changed.
+def _contact_changes(
+    profile: Profile, customer: Customer, at: datetime
+) -> tuple[dict[str, object], tuple[str, ...], datetime]:
+    """The updates that bring the profile's contact details up to what the event's customer says (newer
+    non-empty facts win; a source that omits a field does not erase what we knew), the contact fields whose
+    value changed, and when the source says these details were current.
 
     `at`: when the source says these details were current (its signed timestamp); consent may carry its own.
     """
@@ -223,12 +226,38 @@ def _with_contact(profile: Profile, customer: Customer, at: datetime) -> tuple[P
         updates["contact_at"] = {**held_stamps, **stamps}
     if profile.erased and changed:
         updates["erased"] = False  # a customer who comes back after an erasure is a new relationship
+    return updates, changed, details_at
+
+
+def _with_contact(
+    profile: Profile, event: StorefrontEvent, identifiers: Sequence[str]
+) -> tuple[Profile, tuple[str, ...]]:
+    """The profile with the event's contact details (`_contact_changes`) and the identifiers it names
+    (`identifiers`: the event's `event_identifiers`, which include its customer's); also returns the contact
+    fields whose value changed. Orders' identifiers are added by the order itself."""
+    customer = event.customer
+    updates, changed, details_at = _contact_changes(profile, customer, event.occurred_at)
+    erased_at = profile.erased_at
+    if erased_at is None:
+        # Never erased (nearly every profile): the identifiers join in the same copy as the details.
+        held = profile.identifiers
+        fresh = [i for i in identifiers if i not in held and not i.startswith("order:")]
+        if fresh:
+            updates["identifiers"] = tuple(sorted({*held, *fresh}))
+        return (profile.model_copy(update=updates) if updates else profile), changed
     if updates:
         profile = profile.model_copy(update=updates)
-    if profile.erased_at is not None and details_at <= profile.erased_at:
-        return profile, changed  # an identifier said before the erasure must not find the customer again
-    ids = _with_identifiers(profile, [i for i in identifiers_of(customer) if not i.startswith("order:")])
-    return ids, changed
+    if details_at > erased_at:
+        # An identifier said before the erasure must not find the customer again.
+        profile = _with_identifiers(
+            profile, [i for i in identifiers_of(customer) if not i.startswith("order:")]
+        )
+    # After an erasure, an event from before it may name the customer by id only (as the erasure keeps).
+    forgotten = event.occurred_at <= erased_at
+    named = [
+        i for i in identifiers if not i.startswith("order:") and not (forgotten and not i.startswith("id:"))
+    ]
+    return _with_identifiers(profile, named), changed
 
 
 # -- stage and health ----------------------------------------------------------------------------------
@@ -564,21 +593,11 @@ def decide(
         erase(d)
         return d
     had_birthday = current.birthday
-    # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
-    # referrals, stage and health).
-    d.profile, changed = _with_contact(current, event.customer, event.occurred_at)
     if identifiers is None:
         identifiers = event_identifiers(event)
-    forgotten = d.profile.erased_at is not None and event.occurred_at <= d.profile.erased_at
-    d.profile = _with_identifiers(
-        d.profile,
-        # After an erasure, an event from before it may name the customer by id only (as the erasure keeps).
-        [
-            i
-            for i in identifiers
-            if not i.startswith("order:") and not (forgotten and not i.startswith("id:"))
-        ],
-    )
+    # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
+    # referrals, stage and health).
+    d.profile, changed = _with_contact(current, event, identifiers)
     # `type(...) is`, not isinstance: pydantic's model classes are ABCs, whose isinstance is a Python-level
     # call (seven of them an event cost about 3 µs); the event classes have no subclasses.
     if type(event) is OrderPlacedEvent:

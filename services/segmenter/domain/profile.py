@@ -269,7 +269,8 @@ class Profile(_Fact):
         return tuple(c for c in self.carts if c.abandoned_at is None)
 
     def snapshot(self) -> ProfileSnapshot:
-        counted = self.counted_orders
+        figures = _order_figures(self.orders)
+        contact_at = self.contact_at
         # Built from values already of their fields' types (this profile's), so nothing is validated again:
         # every funnel event carries one, and pydantic's validating constructor cost 5 µs of it.
         return unvalidated(
@@ -284,26 +285,21 @@ class Profile(_Fact):
             country=self.country,
             timezone=self.timezone,
             accepts_marketing=self.accepts_marketing,
-            consent_at=self.contact_at.get("accepts_marketing"),
+            consent_at=contact_at.get("accepts_marketing") if contact_at else None,
             stage=self.stage,
             health=self.health,
-            orders_count=len(counted),
-            total_spent=self.total_spent,
-            currency=self.currency,
-            first_order_at=counted[0].placed_at if counted else None,
-            last_order_at=counted[-1].placed_at if counted else None,
-            survey_level=self.survey_level,
+            orders_count=figures[0],
+            total_spent=figures[1],
+            currency=figures[2],
+            first_order_at=figures[3],
+            last_order_at=figures[4],
+            survey_level=self.survey.level if self.survey else SurveyLevel.NONE,
             birthday=self.birthday,
-            average_order_value=_average_order_value(counted),
-            median_days_between_orders=_median_days_between(counted),
-            favourite_categories=_favourite_categories(counted),
-            last_products=_last_products(counted),
-            viewed_products=tuple(
-                unvalidated(
-                    ProductRef, product_id=v.product_id, title=v.title, category=v.category, price=v.price
-                )
-                for v in self.viewed
-            ),
+            average_order_value=figures[5],
+            median_days_between_orders=figures[6],
+            favourite_categories=figures[7],
+            last_products=figures[8],
+            viewed_products=_viewed_refs(self.viewed),
         )
 
 
@@ -374,3 +370,64 @@ def _last_products(counted: tuple[OrderFact, ...]) -> tuple[ProductRef, ...]:
         for product in order.products:
             seen.setdefault(product.product_id, product)
     return tuple(list(seen.values())[:LAST_PRODUCTS])
+
+
+# A snapshot's figures drawn from the orders, by the tuple of orders they come from. Funnel events of one
+# customer share it (an order's event and the stage it earned; a contact change of a customer whose orders
+# did not change): copies of a profile share the tuple until its orders change, so its identity is the key,
+# and the memo holds the tuple, so that identity cannot be reused meanwhile. Bounded: emptied when full.
+# Profiles with no orders all hold the empty tuple, one object. A snapshot of the replay mix's profiles took
+# 17 µs with its figures (and viewed products) made, 7.5 when found (6,000 profiles, in process).
+_OrderFigures = tuple[
+    int,
+    Decimal,
+    str | None,
+    datetime | None,
+    datetime | None,
+    Decimal | None,
+    float | None,
+    tuple[str, ...],
+    tuple[ProductRef, ...],
+]
+_MEMO_SIZE = 4096
+_figures_of: dict[int, tuple[tuple[OrderFact, ...], _OrderFigures]] = {}
+
+
+def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
+    held = _figures_of.get(id(orders))
+    if held is not None and held[0] is orders:
+        return held[1]
+    counted = _counted(orders)
+    figures = (
+        len(counted),
+        sum((o.total - o.refunded for o in orders if not o.cancelled), Decimal("0")),
+        orders[0].currency if orders else None,
+        counted[0].placed_at if counted else None,
+        counted[-1].placed_at if counted else None,
+        _average_order_value(counted),
+        _median_days_between(counted),
+        _favourite_categories(counted),
+        _last_products(counted),
+    )
+    if len(_figures_of) >= _MEMO_SIZE:
+        _figures_of.clear()
+    _figures_of[id(orders)] = (orders, figures)
+    return figures
+
+
+# The viewed products of a snapshot, by the tuple of views they come from (as `_order_figures`).
+_refs_of: dict[int, tuple[tuple[ViewedProduct, ...], tuple[ProductRef, ...]]] = {}
+
+
+def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[ProductRef, ...]:
+    held = _refs_of.get(id(viewed))
+    if held is not None and held[0] is viewed:
+        return held[1]
+    refs = tuple(
+        unvalidated(ProductRef, product_id=v.product_id, title=v.title, category=v.category, price=v.price)
+        for v in viewed
+    )
+    if len(_refs_of) >= _MEMO_SIZE:
+        _refs_of.clear()
+    _refs_of[id(viewed)] = (viewed, refs)
+    return refs
