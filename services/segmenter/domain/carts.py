@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from services.segmenter.domain.profile import CartChange, CartFact, Profile
+from services.segmenter.domain.profile import CartChange, CartFact, Profile, unvalidated
 from shared.events import CartUpdated, LineItem
 
 MAX_CARTS = 10  # a customer with more open carts than this is a bot; keep the newest
@@ -86,7 +86,9 @@ def cart_of(
         items = _apply(items, change)
     newest = kept[-1]
     updated_at = newest.at
-    return CartFact(
+    # Not validated again: every value is of its field's type (like `unvalidated`'s other callers).
+    return unvalidated(
+        CartFact,
         cart_id=cart_id,
         items=items,
         total=newest.total
@@ -130,11 +132,12 @@ def updated_cart(
     # that order closed.
     if update.cart_id in profile.completed_carts or any(o.placed_at >= at for o in profile.orders):
         return profile, held if abandonment_due(held, timedelta()) else None
-    change = CartChange(
+    change = unvalidated(
+        CartChange,
         at=at,
         event_id=event_id,
         action=update.action,
-        items=update.line_items,
+        items=tuple(update.line_items),
         total=update.total,
         currency=update.currency,
         recovery_url=update.recovery_url,

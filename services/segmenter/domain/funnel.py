@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.history import (
@@ -75,6 +76,7 @@ from shared.funnel_rules import FunnelRules
 __all__ = ["HEALTH_TIMER"]
 
 BIRTHDAY_TIMER = "birthday"
+_NOTHING = Decimal("0")
 
 
 @dataclass
@@ -287,11 +289,15 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
         suffix = "" if n == 1 else f"#{n}"
         if t.dimension == "stage":
             before_stage, after_stage = LoyaltyStage(t.from_value), LoyaltyStage(t.to_value)
-            change: object = StageChanged(from_stage=before_stage, to_stage=after_stage, reason=t.reason)
+            change: object = unvalidated(
+                StageChanged, from_stage=before_stage, to_stage=after_stage, reason=t.reason
+            )
             d.emit(kind, StageChangedEvent, change, key=suffix, at=t.occurred_at)
         else:
             before_health, after_health = Health(t.from_value), Health(t.to_value)
-            change = HealthChanged(from_health=before_health, to_health=after_health, reason=t.reason)
+            change = unvalidated(
+                HealthChanged, from_health=before_health, to_health=after_health, reason=t.reason
+            )
             d.emit(kind, HealthChangedEvent, change, key=suffix, at=t.occurred_at)
     d.timers[HEALTH_TIMER] = next_check
 
@@ -299,9 +305,14 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
 # -- events ----------------------------------------------------------------------------------------------
 
 
+# The facts and payloads below are built with `unvalidated` from the event's validated fields (every field
+# given, in the model's order, of its type): a validating constructor cost 1.5-3 µs each, and an order
+# makes a dozen of them.
+
+
 def _products(event: OrderPlacedEvent) -> tuple[ProductRef, ...]:
     return tuple(
-        ProductRef(product_id=i.product_id, title=i.title, category=i.category)
+        unvalidated(ProductRef, product_id=i.product_id, title=i.title, category=i.category, price=None)
         for i in event.payload.line_items
     )
 
@@ -343,14 +354,18 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         )
         _refresh(d, rules, before)
         return
-    fact = OrderFact(
+    fact = unvalidated(
+        OrderFact,
         order_id=order.order_id,
         placed_at=event.occurred_at,
         total=order.total,
         currency=order.currency,
+        refunded=_NOTHING,
+        cancelled=False,
         products=_products(event),
-        discount_codes=order.discount_codes,
+        discount_codes=tuple(order.discount_codes),
         event_id=event.event_id,
+        refunds=(),
     )
     d.new_orders.append(fact)
     before = d.profile.transitions
@@ -368,12 +383,13 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     d.emit(
         "order_placed",
         OrderPlacedFunnelEvent,
-        OrderRecorded(
+        unvalidated(
+            OrderRecorded,
             order_id=order.order_id,
             total=order.total,
             currency=order.currency,
             items=tuple(_cart_item(i) for i in order.line_items),
-            discount_codes=order.discount_codes,
+            discount_codes=tuple(order.discount_codes),
             cart_id=order.cart_id,
         ),
     )
@@ -416,7 +432,8 @@ def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
 
 
 def _cart_item(item: LineItem) -> CartItem:
-    return CartItem(
+    return unvalidated(
+        CartItem,
         product_id=item.product_id,
         title=item.title,
         category=item.category,
@@ -619,7 +636,7 @@ def decide(
     if changed and not d.funnel_events:
         # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
         # the notifier (audiences, exports) even when nothing else happened.
-        d.emit("customer_updated", CustomerUpdatedEvent, CustomerUpdated(changed=changed))
+        d.emit("customer_updated", CustomerUpdatedEvent, unvalidated(CustomerUpdated, changed=changed))
     if d.profile.birthday != had_birthday:
         _birthday_timer(d, rules)
     return d
