@@ -7,6 +7,7 @@ before re-evaluating. So two refreshes of one customer never interleave, and nev
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,7 +106,7 @@ async def _refresh_chunk(
         for row in await raw_sql.fetch(conn, _TIMERS_SQL, store_id, list(ids))
     }
 
-    upserts: list[dict[str, Any]] = []
+    upserts: list[tuple[str, str, MemberRow]] = []
     removals: list[tuple[str, str]] = []
     due: list[dict[str, Any]] = []
     not_due: list[str] = []
@@ -113,19 +114,7 @@ async def _refresh_chunk(
         changes = membership_changes(
             definitions, facts.get(customer_id), existing.get(customer_id, {}), sync_on=sync_on, now=now
         )
-        upserts.extend(
-            {
-                "store_id": store_id,
-                "audience": audience,
-                "customer_id": customer_id,
-                "member": row.member,
-                "joined_at": row.joined_at,
-                "expires_at": row.expires_at,
-                "contact": row.contact,
-                "sync_pending": row.sync_pending,
-            }
-            for audience, row in changes.upserts.items()
-        )
+        upserts.extend((audience, customer_id, row) for audience, row in changes.upserts.items())
         removals.extend((audience, customer_id) for audience in changes.removals)
         due_at = changes.reevaluate_at
         if due_at is None and customer_id in timers:
@@ -134,20 +123,21 @@ async def _refresh_chunk(
             due.append({"store_id": store_id, "customer_id": customer_id, "due_at": due_at})
 
     if upserts:
-        stmt = insert(audience_members)  # rows as executemany parameters: the statement is compiled once
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["store_id", "audience", "customer_id"],
-                set_={
-                    "member": stmt.excluded.member,
-                    "joined_at": stmt.excluded.joined_at,
-                    "expires_at": stmt.excluded.expires_at,
-                    "contact": stmt.excluded.contact,
-                    "sync_pending": stmt.excluded.sync_pending,
-                    "updated_at": func.now(),
-                },
-            ),
-            upserts,
+        # Straight to asyncpg, a parameter array per column (raw_sql.unnest_insert), rows in the order the
+        # executemany had them: SQLAlchemy processed a bind per value and the rows' dicts for every batch.
+        rows = [row for _, _, row in upserts]
+        await raw_sql.execute(
+            conn,
+            _UPSERT_MEMBERS_SQL,
+            [store_id] * len(rows),
+            [audience for audience, _, _ in upserts],
+            [customer_id for _, customer_id, _ in upserts],
+            [row.member for row in rows],
+            [row.joined_at for row in rows],
+            [row.expires_at for row in rows],
+            # JSONB(none_as_null=True): no contact is SQL NULL, not JSON null.
+            [None if row.contact is None else json.dumps(dict(row.contact)) for row in rows],
+            [row.sync_pending for row in rows],
         )
     if removals:
         await conn.execute(
@@ -173,6 +163,35 @@ async def _refresh_chunk(
         )
 
 
+def _upsert_members() -> str:
+    stmt = insert(audience_members)
+    return raw_sql.unnest_insert(
+        audience_members,
+        (
+            "store_id",
+            "audience",
+            "customer_id",
+            "member",
+            "joined_at",
+            "expires_at",
+            "contact",
+            "sync_pending",
+        ),
+        stmt.on_conflict_do_update(
+            index_elements=["store_id", "audience", "customer_id"],
+            set_={
+                "member": stmt.excluded.member,
+                "joined_at": stmt.excluded.joined_at,
+                "expires_at": stmt.excluded.expires_at,
+                "contact": stmt.excluded.contact,
+                "sync_pending": stmt.excluded.sync_pending,
+                "updated_at": func.now(),
+            },
+        ),
+    )
+
+
+_UPSERT_MEMBERS_SQL = _upsert_members()
 _FACTS_SQL = (
     f"SELECT {', '.join(c.name for c in _FACT_COLUMNS)} FROM {customers.fullname} "  # noqa: S608
     "WHERE store_id = $1 AND customer_id = ANY($2::varchar[]) ORDER BY customer_id FOR UPDATE"

@@ -13,11 +13,17 @@ a database error as a DBAPIError carrying its SQLSTATE (a deadlock stays retryab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Numeric, SmallInteger, String, Table
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.types import TypeEngine
 
 # The connection is gone or unusable (closed, the server going down, its protocol state lost).
 _CONNECTION_BROKE = (
@@ -70,3 +76,48 @@ def _translated(exc: Exception, sql: str) -> Exception:
     if isinstance(exc, asyncpg.PostgresError):
         return DBAPIError(sql, None, exc)
     return exc
+
+
+def unnest_insert(table: Table, columns: Sequence[str], conflict: ClauseElement) -> str:
+    """The text of `conflict` (an INSERT ... ON CONFLICT [RETURNING] built with SQLAlchemy, so its clauses
+    are written once) taking its rows from one array parameter per column, $1 to $n in `columns` order,
+    inserted in the arrays' order; a JSONB column's array holds each value as JSON text.
+
+    One statement and one bind per column whatever the batch, where SQLAlchemy's executemany renders and
+    processes a bind per value (and the rows' dicts) on every call. The conflict clause must have no bind
+    parameters of its own (it may only refer to `excluded` and the table's columns)."""
+    compiled = str(conflict.compile(dialect=_DIALECT))
+    _, found, tail = compiled.partition(" ON CONFLICT ")
+    if not found or "$" in tail:
+        raise ValueError(f"not an ON CONFLICT statement without parameters: {compiled}")
+    arrays = ", ".join(f"${i}::{_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1))
+    values = ", ".join(
+        f"{name}::jsonb" if isinstance(table.c[name].type, JSONB) else name for name in columns
+    )
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table.fullname} ({names}) SELECT {values} "  # noqa: S608
+        f"FROM unnest({arrays}) WITH ORDINALITY AS batch ({names}, batch_order) ORDER BY batch_order "
+        f"ON CONFLICT {tail}"
+    )
+
+
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # SQLAlchemy's dialects are untyped
+
+
+def _array_type(column_type: TypeEngine[Any]) -> str:
+    """A column's type for its parameter array, without a length: a value too long for the column fails on
+    assignment, as a bound VARCHAR did, where a cast to varchar(n) would cut it."""
+    if isinstance(column_type, JSONB):
+        return "text"
+    if isinstance(column_type, Boolean):
+        return "boolean"
+    if isinstance(column_type, DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    if isinstance(column_type, Numeric):
+        return "numeric"
+    if isinstance(column_type, (BigInteger, Integer, SmallInteger)):
+        return {BigInteger: "bigint", SmallInteger: "smallint"}.get(type(column_type), "integer")
+    if isinstance(column_type, String):
+        return "varchar"
+    raise TypeError(f"no array type for {column_type!r}")
