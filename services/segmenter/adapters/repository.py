@@ -2,6 +2,10 @@
 
 The write path of a batch is one statement per table whatever the batch size: rows travel as arrays
 (`unnest`, see unnest.py), so a batch of 1,000 events costs a dozen round trips.
+
+A batch's statements after its first go straight to asyncpg (shared/raw_sql.py), not through SQLAlchemy's
+execute. The first, the claim, stays on SQLAlchemy: it begins the transaction, and a kept connection found
+dead there is replaced at once (shared/kept_connection.py).
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ from services.segmenter.adapters.tables import (
     timers,
     transitions,
 )
-from services.segmenter.adapters.unnest import insert_rows, params, unnest
+from services.segmenter.adapters.unnest import Positional, insert_rows, params, positional, unnest
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_events import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
+from shared.raw_sql import fetch
 
 CustomerKey = tuple[str, str]
+
+
+async def _run(conn: AsyncConnection, statement: Positional, values: dict[str, Any]) -> list[Any]:
+    return await fetch(conn, statement.sql, statement.args(values))
 
 
 _CLAIMED = ("store_id", "event_id")
@@ -61,6 +70,7 @@ _LOAD_IDENTITIES = text(
     f"JOIN {unnest(identities, _IDENTITY_KEY, 'w')} "
     "ON i.store_id = w.store_id AND i.identifier = w.identifier"
 )
+_LOAD_IDENTITIES_RAW = positional(_LOAD_IDENTITIES)
 
 
 async def load_identities(
@@ -69,8 +79,8 @@ async def load_identities(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    result = await conn.execute(_LOAD_IDENTITIES, params(_IDENTITY_KEY, wanted))
-    return {(r.store_id, r.identifier): r.customer_id for r in result}
+    result = await _run(conn, _LOAD_IDENTITIES_RAW, params(_IDENTITY_KEY, wanted))
+    return {(r[0], r[1]): r[2] for r in result}
 
 
 _IDENTITY = ("store_id", "identifier", "customer_id")
@@ -79,12 +89,15 @@ _SAVE_IDENTITIES = insert_rows(
     _IDENTITY,
     "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id",
 )
+_SAVE_IDENTITIES_RAW = positional(_SAVE_IDENTITIES)
 
 
 async def save_identities(conn: AsyncConnection, rows: dict[tuple[str, str], str]) -> None:
     if not rows:
         return
-    await conn.execute(_SAVE_IDENTITIES, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())]))
+    await _run(
+        conn, _SAVE_IDENTITIES_RAW, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())])
+    )
 
 
 async def forget_identities(
@@ -99,9 +112,9 @@ async def forget_identities(
     )
 
 
-def _profile(row: Any) -> Profile:
+def _profile(facts: str) -> Profile:
     # The document as text, validated straight from JSON: no dict in between.
-    return Profile.model_validate_json(row.facts)
+    return Profile.model_validate_json(facts)
 
 
 _PROFILE_KEY = ("store_id", "customer_id")
@@ -124,7 +137,7 @@ async def load_profiles_for_update(
         return {}
     stmt = _LOAD_PROFILES_SKIP_LOCKED if skip_locked else _LOAD_PROFILES_LOCKED
     result = await conn.execute(stmt, params(_PROFILE_KEY, wanted))
-    found = (_profile(r) for r in result)
+    found = (_profile(r.facts) for r in result)
     return {(p.store_id, p.customer_id): p for p in found}
 
 
@@ -143,14 +156,14 @@ _LOAD_VERSIONED = (
     f"CROSS JOIN ({_WHO_AND_WHEN}) s "
     "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
 )
-_LOAD_VERSIONED_LOCKED = text(_LOAD_VERSIONED)
-_LOAD_VERSIONED_SKIP_LOCKED = text(_LOAD_VERSIONED + " SKIP LOCKED")
-_LOAD_FACTS = text(
+_LOAD_VERSIONED_LOCKED = positional(_LOAD_VERSIONED)
+_LOAD_VERSIONED_SKIP_LOCKED = positional(_LOAD_VERSIONED + " SKIP LOCKED")
+_LOAD_FACTS = positional(
     "SELECT p.facts::text AS facts FROM segmenter.profiles p "  # noqa: S608 - our own names
     f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id"
 )
-_CURRENT_XID = text(_WHO_AND_WHEN)
+_CURRENT_XID = positional(_WHO_AND_WHEN)
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,8 @@ async def load_profiles_with_versions(
     wanted = sorted(set(keys))
     if not wanted:
         return LoadedProfiles({}, None)
-    result = await conn.execute(
+    result = await _run(
+        conn,
         _LOAD_VERSIONED_SKIP_LOCKED if skip_locked else _LOAD_VERSIONED_LOCKED,
         {
             "store_id": [k[0] for k in wanted],
@@ -187,18 +201,18 @@ async def load_profiles_with_versions(
     )
     found: dict[CustomerKey, Profile | None] = {}
     writer: Writer | None = None
-    for r in result:
-        key = (r.store_id, r.customer_id)
+    for store_id, customer_id, xmin, xid, horizon, server, facts in result:
+        key = (store_id, customer_id)
         if writer is None:
-            writer = Writer(int(r.xid), r.server)
-        if r.facts is not None:
-            found[key] = _profile(r)
+            writer = Writer(int(xid), server)
+        if facts is not None:
+            found[key] = _profile(facts)
         else:
-            found[key] = cache.hit(key, r.xmin, int(r.horizon), r.server)
+            found[key] = cache.hit(key, xmin, int(horizon), server)
     unread = sorted(k for k, p in found.items() if p is None)
     if unread:  # a remembered version the cache no longer trusts: read the document after all (locked)
-        for r in await conn.execute(_LOAD_FACTS, params(_PROFILE_KEY, unread)):
-            p = _profile(r)
+        for r in await _run(conn, _LOAD_FACTS, params(_PROFILE_KEY, unread)):
+            p = _profile(r[0])
             found[(p.store_id, p.customer_id)] = p
     profiles = {k: p for k, p in found.items() if p is not None}
     return LoadedProfiles(profiles, writer)
@@ -206,8 +220,8 @@ async def load_profiles_with_versions(
 
 async def current_writer(conn: AsyncConnection) -> Writer:
     """The connection's transaction (the xmin of the rows it writes is the low 32 bits of its id)."""
-    row = (await conn.execute(_CURRENT_XID)).one()
-    return Writer(int(row.xid), row.server)
+    (row,) = await _run(conn, _CURRENT_XID, {})
+    return Writer(int(row["xid"]), row["server"])
 
 
 async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -> list[Profile]:
@@ -217,7 +231,7 @@ async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -
         .order_by(profiles.c.customer_id)
         .with_for_update()
     )
-    return [_profile(r) for r in (await conn.execute(stmt)).all()]
+    return [_profile(r.facts) for r in (await conn.execute(stmt)).all()]
 
 
 _PROFILE = (
@@ -230,6 +244,7 @@ _SAVE_PROFILES = insert_rows(
     "ON CONFLICT (store_id, customer_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
 )
+_SAVE_PROFILES_RAW = positional(_SAVE_PROFILES)
 
 
 def _fields(model: object) -> dict[str, Any]:
@@ -265,7 +280,7 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
 async def save_profiles(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
     rows = [_profile_row(p) for p in changed]
     if rows:
-        await conn.execute(_SAVE_PROFILES, params(_PROFILE, rows))
+        await _run(conn, _SAVE_PROFILES_RAW, params(_PROFILE, rows))
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
@@ -274,6 +289,7 @@ _SAVE_ORDERS = insert_rows(
     _ORDER,
     "ON CONFLICT (store_id, order_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _ORDER[2:]),
 )
+_SAVE_ORDERS_RAW = positional(_SAVE_ORDERS)
 
 
 async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, Iterable[OrderFact]]]) -> None:
@@ -295,7 +311,7 @@ async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, It
     }
     if not by_key:
         return
-    await conn.execute(_SAVE_ORDERS, params(_ORDER, list(by_key.values())))
+    await _run(conn, _SAVE_ORDERS_RAW, params(_ORDER, list(by_key.values())))
 
 
 _COPURCHASE = ("store_id", "product_id", "other_product_id", "orders", "title")
@@ -305,6 +321,7 @@ _ADD_COPURCHASES = insert_rows(
     "ON CONFLICT (store_id, product_id, other_product_id) DO UPDATE "
     "SET orders = segmenter.copurchases.orders + excluded.orders, title = excluded.title",
 )
+_ADD_COPURCHASES_RAW = positional(_ADD_COPURCHASES)
 
 
 async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str, OrderFact]]) -> None:
@@ -320,7 +337,7 @@ async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str,
     if not pairs:
         return
     rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items())]
-    await conn.execute(_ADD_COPURCHASES, params(_COPURCHASE, rows))
+    await _run(conn, _ADD_COPURCHASES_RAW, params(_COPURCHASE, rows))
 
 
 _TRANSITION = (
@@ -337,6 +354,7 @@ _REPLACE_HISTORIES = text(
     "AS g(store_id, customer_id) "
     "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id) " + _ADD_TRANSITIONS.text
 )
+_REPLACE_HISTORIES_RAW = positional(_REPLACE_HISTORIES)
 
 
 async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
@@ -363,7 +381,7 @@ async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -
         for t in p.transitions
     ]
     gone = params(("gone_store_id", "gone_customer_id"), keys)
-    await conn.execute(_REPLACE_HISTORIES, {**gone, **params(_TRANSITION, values)})
+    await _run(conn, _REPLACE_HISTORIES_RAW, {**gone, **params(_TRANSITION, values)})
 
 
 _TIMER = ("store_id", "customer_id", "kind", "due_at")
@@ -378,6 +396,7 @@ _APPLY_TIMERS = text(
     "CAST(:gone_kind AS text[])) AS g(store_id, customer_id, kind) "
     "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind) " + _SET_TIMERS.text
 )
+_APPLY_TIMERS_RAW = positional(_APPLY_TIMERS)
 
 
 async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str], datetime | None]) -> None:
@@ -385,8 +404,9 @@ async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str]
     due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
     gone = sorted(key for key, at in changes.items() if at is None)
     if due or gone:
-        await conn.execute(
-            _APPLY_TIMERS,
+        await _run(
+            conn,
+            _APPLY_TIMERS_RAW,
             {**params(_TIMER, due), **params(("gone_store_id", "gone_customer_id", "gone_kind"), gone)},
         )
 
@@ -416,6 +436,7 @@ _REPOINT = text(
     f"CAST(:survivors AS text[])) AS m(store_id, absorbed, survivor)), {_MOVES} "
     "DELETE FROM segmenter.timers t USING m WHERE t.store_id = m.store_id AND t.customer_id = m.absorbed"
 )
+_REPOINT_RAW = positional(_REPOINT)
 
 
 async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str, str]]) -> None:
@@ -424,12 +445,13 @@ async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str,
     if not merges:
         return
     rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
-    await conn.execute(_REPOINT, params(("store_ids", "absorbed", "survivors"), rows))
+    await _run(conn, _REPOINT_RAW, params(("store_ids", "absorbed", "survivors"), rows))
 
 
 _OUTBOX = ("topic", "key", "value")
 # In the order given: the relay publishes by id, and one customer's events must keep their order.
 _ADD_TO_OUTBOX = insert_rows(outbox, _OUTBOX, ordered=True)
+_ADD_TO_OUTBOX_RAW = positional(_ADD_TO_OUTBOX)
 
 
 async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) -> int:
@@ -439,8 +461,8 @@ async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) ->
         keys.append(e.partition_key.encode())
         values.append(encode_funnel_event(e))
     if keys:
-        await conn.execute(
-            _ADD_TO_OUTBOX, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values}
+        await _run(
+            conn, _ADD_TO_OUTBOX_RAW, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values}
         )
     return len(keys)
 

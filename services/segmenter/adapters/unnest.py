@@ -7,7 +7,9 @@ time. Each array's type comes from its column; parameters are named after the co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Integer, LargeBinary, Numeric, String, Table, Text
@@ -69,3 +71,32 @@ def params(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, l
     if not rows:
         return {c: [] for c in columns}
     return dict(zip(columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
+
+
+# A bind `:name`, not the second colon of a cast (`::jsonb`).
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@dataclass(frozen=True)
+class Positional:
+    """A statement's text with asyncpg's `$n` parameters in place of its `:name` ones (shared/raw_sql.py),
+    and the names in the order of their numbers."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] for name in self.names]
+
+
+def positional(statement: TextClause | str) -> Positional:
+    names: list[str] = []
+
+    def number(bind: re.Match[str]) -> str:
+        name = bind.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    sql = _BIND.sub(number, statement.text if isinstance(statement, TextClause) else statement)
+    return Positional(sql, tuple(names))
