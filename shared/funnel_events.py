@@ -18,7 +18,7 @@ from shared.funnel import Health, LoyaltyStage, SurveyLevel
 
 SCHEMA_VERSION: Literal[1] = 1
 _NAMESPACE = uuid.UUID("6f1f7d2e-4a43-4b8e-9a55-0c7b3f1d2a10")
-_NAMESPACE_BYTES = _NAMESPACE.bytes
+_NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE.bytes, usedforsecurity=False)
 
 
 class _Model(BaseModel):
@@ -199,8 +199,10 @@ def funnel_event_id(caused_by: str, kind: str) -> str:
     `str(uuid.uuid5(_NAMESPACE, name))`, computed without the UUID object (its int conversions were most of
     the cost, and the segmenter makes one id per funnel event).
     """
-    name = f"{caused_by}/{kind}".encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    # A copy of the hash that has taken in the namespace already: 0.7 µs instead of 1.25 for a new one.
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(f"{caused_by}/{kind}".encode())
+    digest = bytearray(sha.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()

