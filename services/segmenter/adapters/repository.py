@@ -261,17 +261,19 @@ _PROFILE_JSON = msgspec.json.Encoder(enc_hook=_fields, decimal_format="string")
 
 def _profile_row(p: Profile) -> tuple[Any, ...]:
     counted = p.counted_orders  # sorted once for the three projections that need it
+    # The stage, health and survey level as they are: StrEnum members are strings holding their values,
+    # which asyncpg writes as any string (`.value` went through enum's descriptor, ~0.4 us each).
     return (
         p.store_id,
         p.customer_id,
-        p.stage.value,
-        p.health.value,
+        p.stage,
+        p.health,
         p.email,
         len(counted),
         p.total_spent,
         counted[0].placed_at if counted else None,
         counted[-1].placed_at if counted else None,
-        p.survey_level.value,
+        p.survey_level,
         p.merged_into,
         _PROFILE_JSON.encode(p).decode(),
     )
