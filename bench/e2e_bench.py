@@ -123,7 +123,7 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
-            _wait_for_mail_to_settle(stack, len(load["first_order"]) + mails_before, 60)
+            _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
             # The first email to an address is the welcome its first order triggered; other flows (reviews,
@@ -168,16 +168,19 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     return out
 
 
-def _wait_for_mail_to_settle(stack: BenchStack, expected: int, timeout: float) -> None:
-    """Until the expected count arrived, or nothing new came for 5 s (a flow may skip some customers)."""
+def _wait_for_mail_to_settle(stack: BenchStack, addresses: set[str], since: int, timeout: float) -> None:
+    """Until every address whose first order was measured got an email, or nothing new came for 5 s (a flow
+    may skip some customers). Counted by address, not by emails: other flows' emails (a repeat customer's
+    milestone) used to end the wait before the last, slowest welcomes came, which then went unmeasured (a
+    quiet run of 2026-11-30 17:16: 5,718 of 5,949 welcomes measured, 309 milestones sent)."""
     deadline = time.monotonic() + timeout
-    count, since = len(stack.smtp.snapshot()), time.monotonic()
+    count, quiet_since = len(stack.smtp.snapshot()), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = len(stack.smtp.snapshot())
-        if now >= expected:
+        mails = stack.smtp.snapshot()
+        if addresses <= {rcpt for _, rcpts in mails[since:] for rcpt in rcpts}:
             return
-        if now != count:
-            count, since = now, time.monotonic()
-        elif time.monotonic() - since > 5:
+        if len(mails) != count:
+            count, quiet_since = len(mails), time.monotonic()
+        elif time.monotonic() - quiet_since > 5:
             return
