@@ -3,9 +3,11 @@
 SQLAlchemy's execute costs client CPU on every statement (an execution context, parameter and result
 processing, rows wrapped as Row objects); for a batch's dozen statements at steady load (batches of about
 a hundred events) that is several per cent of the segmenter's CPU. asyncpg alone keeps the statements
-prepared in its own cache. The notifier's services/notifier/adapters/raw_sql.py does the same for its
-claims; this one raises a database's refusal exactly as SQLAlchemy's adapter does (same exception classes,
-same message), so what the consumer logs and dead-letters with its reason does not change.
+prepared in its own cache. The segmenter sends a batch's statements after its claim here; the notifier its
+planning writes, claims and outcomes (services/notifier/adapters/raw_sql.py builds their texts). A
+database's refusal is raised exactly as SQLAlchemy's adapter raises it (same exception classes, same
+message), so what decides whether a failure is an outage (shared/transient.py) sees the same thing, and what
+the consumer logs and dead-letters with its reason does not change.
 """
 
 from __future__ import annotations
@@ -30,21 +32,36 @@ class ConnectionLost(ConnectionError):
     """asyncpg's connection broke under a statement sent to it directly (an OSError: transient)."""
 
 
-async def fetch(conn: AsyncConnection, sql: str, args: list[Any]) -> list[Any]:
-    """The rows (asyncpg Records: `r[0]`, `r["col"]`) of a statement with `$n` parameters on `conn`."""
-    raw = await conn.get_raw_connection()
-    adapted: Any = raw.dbapi_connection
-    if adapted._transaction is None:
-        # SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it executes itself: a
-        # statement sent straight to asyncpg first would run outside the caller's transaction. Begin as the
-        # adapter would (nothing on an autocommit connection).
-        await adapted._start_transaction()
-    driver: Any = raw.driver_connection
+async def fetch(conn: AsyncConnection, sql: str, *args: object) -> list[Any]:
+    """The rows (asyncpg Records: `r[0]`, `r["col"]`, `r.get`) of a statement with `$n` parameters."""
+    adapted, driver = await _connection(conn)
     try:
         rows: list[Any] = await driver.fetch(sql, *args)
     except Exception as exc:
         raise _translated(exc, sql, adapted, conn) from exc
     return rows
+
+
+async def execute(conn: AsyncConnection, sql: str, *args: object) -> str:
+    """The command status ("UPDATE 1") of a statement with `$n` parameters on `conn`."""
+    adapted, driver = await _connection(conn)
+    try:
+        status: str = await driver.execute(sql, *args)
+    except Exception as exc:
+        raise _translated(exc, sql, adapted, conn) from exc
+    return status
+
+
+async def _connection(conn: AsyncConnection) -> tuple[Any, Any]:
+    """SQLAlchemy's adapted connection and asyncpg's own beneath it, in the caller's transaction."""
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if adapted._transaction is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it executes itself: a
+        # statement sent straight to asyncpg first would run outside the caller's transaction (its FOR UPDATE
+        # locks released at once). Begin as the adapter would (nothing on an autocommit connection).
+        await adapted._start_transaction()
+    return adapted, raw.driver_connection
 
 
 def _translated(exc: Exception, sql: str, adapted: Any, conn: AsyncConnection) -> Exception:

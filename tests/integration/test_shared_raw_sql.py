@@ -35,7 +35,7 @@ async def test_a_refusal_is_raised_as_sqlalchemy_raised_it(own_engine: AsyncEngi
             await conn.execute(text(insert.format(":s")), {"s": too_long})
     async with own_engine.connect() as conn:
         with pytest.raises(DBAPIError) as straight:
-            await raw_sql.fetch(conn, insert.format("$1"), [too_long])
+            await raw_sql.fetch(conn, insert.format("$1"), too_long)
     assert type(straight.value) is type(through_sqlalchemy.value)
     assert type(straight.value.orig) is type(through_sqlalchemy.value.orig)
     assert _reason(straight.value) == _reason(through_sqlalchemy.value)
@@ -47,8 +47,8 @@ async def test_a_refusal_is_raised_as_sqlalchemy_raised_it(own_engine: AsyncEngi
 async def test_the_first_statement_of_a_transaction_runs_in_it(own_engine: AsyncEngine) -> None:
     async with own_engine.connect() as conn:
         transaction = await conn.begin()
-        await raw_sql.fetch(conn, "CREATE TEMP TABLE t (k text)", [])
-        await raw_sql.fetch(conn, "INSERT INTO t VALUES ($1)", ["a"])
+        await raw_sql.fetch(conn, "CREATE TEMP TABLE t (k text)")
+        await raw_sql.fetch(conn, "INSERT INTO t VALUES ($1)", "a")
         await transaction.rollback()
         rows = await conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename = 't'"))
         assert rows.scalar_one() == 0  # the rollback took the table with it: one transaction
@@ -58,7 +58,7 @@ async def test_a_connection_the_server_ended_is_an_outage(
     own_engine: AsyncEngine, engine: AsyncEngine
 ) -> None:
     async with own_engine.connect() as conn:
-        await raw_sql.fetch(conn, "SELECT 1", [])
+        await raw_sql.fetch(conn, "SELECT 1")
         async with engine.connect() as admin:
             await admin.execute(
                 text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :app"),
@@ -73,4 +73,4 @@ async def test_a_connection_the_server_ended_is_an_outage(
 
 async def _select_until_it_fails(conn: AsyncConnection) -> None:
     for _ in range(3):  # the server's notice may arrive after the next statement went out
-        await raw_sql.fetch(conn, "SELECT 1", [])
+        await raw_sql.fetch(conn, "SELECT 1")

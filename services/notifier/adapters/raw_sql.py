@@ -6,9 +6,9 @@ run for every funnel-event batch or every message sent, asyncpg alone (its state
 prepared) takes a third to a quarter of that (measured: the facts of 45 customers read FOR UPDATE, 2.5-2.8 ms
 of CPU through SQLAlchemy, 1.1 ms through asyncpg; one outcome UPDATE, 185 us against 45).
 
-asyncpg's own errors are raised as SQLAlchemy would have raised them, so that what decides whether a failure
-is an outage (shared/transient.py) sees the same thing: a broken connection as a transient ConnectionError,
-a database error as a DBAPIError carrying its SQLSTATE (a deadlock stays retryable, bad data stays bad data).
+asyncpg's own errors are raised as SQLAlchemy would have raised them (shared/raw_sql.py): a broken connection
+as a transient ConnectionError, a database error as a DBAPIError carrying its SQLSTATE (a deadlock stays
+retryable, bad data stays bad data).
 """
 
 from __future__ import annotations
@@ -16,66 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Numeric, SmallInteger, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeEngine
 
-# The connection is gone or unusable (closed, the server going down, its protocol state lost).
-_CONNECTION_BROKE = (
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-)
+from shared.raw_sql import ConnectionLost, execute, fetch
 
-
-class ConnectionLost(ConnectionError):
-    """asyncpg's connection broke under a statement sent to it directly (an OSError: transient)."""
-
-
-async def fetch(conn: AsyncConnection, sql: str, *args: object) -> list[Any]:
-    """The rows (asyncpg Records: by name with `r["col"]` or `r.get`) of a query on `conn`."""
-    driver = await _driver(conn)
-    try:
-        rows: list[Any] = await driver.fetch(sql, *args)
-    except Exception as exc:
-        raise _translated(exc, sql) from exc
-    return rows
-
-
-async def execute(conn: AsyncConnection, sql: str, *args: object) -> str:
-    """The command status ("UPDATE 1") of a statement on `conn`."""
-    driver = await _driver(conn)
-    try:
-        status: str = await driver.execute(sql, *args)
-    except Exception as exc:
-        raise _translated(exc, sql) from exc
-    return status
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    raw = await conn.get_raw_connection()
-    adapted: Any = raw.dbapi_connection
-    if adapted._transaction is None:
-        # SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it executes itself: a
-        # statement sent straight to asyncpg first would run outside the caller's transaction (its FOR UPDATE
-        # locks released at once). Begin as the adapter would (nothing on an autocommit connection).
-        await adapted._start_transaction()
-    return raw.driver_connection
-
-
-def _translated(exc: Exception, sql: str) -> Exception:
-    if isinstance(exc, _CONNECTION_BROKE):
-        return ConnectionLost(type(exc).__name__)
-    if isinstance(exc, asyncpg.PostgresError):
-        return DBAPIError(sql, None, exc)
-    return exc
+# The statements themselves go through shared/raw_sql.py (the segmenter's too): one translation of asyncpg's
+# errors for both services.
+__all__ = ["ConnectionLost", "execute", "fetch", "unnest_insert"]
 
 
 def unnest_insert(table: Table, columns: Sequence[str], conflict: ClauseElement) -> str:

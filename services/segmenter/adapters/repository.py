@@ -42,7 +42,7 @@ CustomerKey = tuple[str, str]
 
 
 async def _run(conn: AsyncConnection, statement: Positional, values: dict[str, Any]) -> list[Any]:
-    return await fetch(conn, statement.sql, statement.args(values))
+    return await fetch(conn, statement.sql, *statement.args(values))
 
 
 _CLAIMED = ("store_id", "event_id")
