@@ -1,6 +1,7 @@
-"""shared/raw_sql.py: a statement sent straight to asyncpg runs in the caller's transaction, and a refusal
-by the database is raised as SQLAlchemy's execute raised it (same class, same message, so the consumer's
-dead-letter reason is the same); a broken connection is an outage."""
+"""shared/raw_sql.py (the segmenter's and the notifier's statements): a statement sent straight to asyncpg
+runs in the caller's transaction, and a refusal by the database is raised as SQLAlchemy's execute raised it
+(same class, same message and SQLSTATE, so the consumer's dead-letter reason is the same, bad data stays bad
+data and a deadlock stays retryable); a broken connection is an outage."""
 
 from __future__ import annotations
 
@@ -42,6 +43,29 @@ async def test_a_refusal_is_raised_as_sqlalchemy_raised_it(own_engine: AsyncEngi
     assert "value too long" in _reason(straight.value)
     assert is_bad_data(straight.value)
     assert not is_transient(straight.value)
+
+
+async def test_rows_come_back_by_name_in_the_callers_transaction(own_engine: AsyncEngine) -> None:
+    async with own_engine.begin() as conn:
+        await conn.execute(text("CREATE TEMP TABLE t (k text, v jsonb) ON COMMIT DROP"))
+        await conn.execute(text("""INSERT INTO t VALUES ('a', '{"x": 1}'), ('b', NULL)"""))
+        rows = await raw_sql.fetch(
+            conn, "SELECT k, v FROM t WHERE k = ANY($1::text[]) ORDER BY k", ["a", "b"]
+        )
+        assert [(r["k"], r["v"]) for r in rows] == [("a", {"x": 1}), ("b", None)]
+        assert await raw_sql.execute(conn, "UPDATE t SET v = NULL WHERE k = $1", "a") == "UPDATE 1"
+
+
+async def test_a_database_error_keeps_its_sqlstate(own_engine: AsyncEngine) -> None:
+    async with own_engine.connect() as conn:
+        with pytest.raises(DBAPIError) as bad:
+            await raw_sql.fetch(conn, "SELECT 1 / $1::int", 0)
+    assert is_bad_data(bad.value)  # 22012, division by zero: the data, not an outage
+    assert not is_transient(bad.value)
+    async with own_engine.connect() as conn:
+        with pytest.raises(DBAPIError) as failed:
+            await raw_sql.execute(conn, "SELECT 1 / $1::int", 0)
+    assert is_bad_data(failed.value)
 
 
 async def test_the_first_statement_of_a_transaction_runs_in_it(own_engine: AsyncEngine) -> None:
