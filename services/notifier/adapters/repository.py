@@ -258,14 +258,21 @@ async def lock_customers(
         [store_id for store_id, _ in wanted],
         [customer_id for _, customer_id in wanted],
     )
-    # Both keys as arrays, then only the wanted pairs: one statement text whatever the batch (raw_sql.py).
+    return {
+        (r["store_id"], r["customer_id"]): _customer(r) for r in await _rows_of(conn, _CUSTOMERS_SQL, wanted)
+    }
+
+
+async def _rows_of(
+    conn: AsyncConnection, sql: str, wanted: Sequence[CustomerKey], *args: object
+) -> list[Any]:
+    """The rows of `sql` (whose $1 and $2 are arrays of stores and of customer ids, its other parameters
+    `args`) that belong to the wanted customers: both keys as arrays, then only the wanted pairs, so the
+    statement's text is the same whatever the batch (asyncpg keeps it prepared)."""
     stores, ids = sorted({s for s, _ in wanted}), sorted({c for _, c in wanted})
     pairs = set(wanted)
-    return {
-        (r["store_id"], r["customer_id"]): _customer(r)
-        for r in await raw_sql.fetch(conn, _CUSTOMERS_SQL, stores, ids)
-        if (r["store_id"], r["customer_id"]) in pairs
-    }
+    rows = await raw_sql.fetch(conn, sql, stores, ids, *args)
+    return [r for r in rows if (r["store_id"], r["customer_id"]) in pairs]
 
 
 _LOCK_CUSTOMERS_SQL = (
@@ -441,12 +448,8 @@ async def recent_marketing(
     found: dict[CustomerKey, list[tuple[int, datetime]]] = defaultdict(list)
     if not wanted:
         return found
-    stores, ids = sorted({s for s, _ in wanted}), sorted({c for _, c in wanted})
-    pairs = set(wanted)
-    for r in await raw_sql.fetch(conn, _RECENT_MARKETING_SQL, stores, ids, since):
-        key = (r["store_id"], r["customer_id"])
-        if key in pairs:
-            found[key].append((r["id"], r["claimed_at"]))
+    for r in await _rows_of(conn, _RECENT_MARKETING_SQL, wanted, since):
+        found[(r["store_id"], r["customer_id"])].append((r["id"], r["claimed_at"]))
     return found
 
 
@@ -861,14 +864,8 @@ async def recent_sends(
     found: dict[CustomerKey, list[SentMessage]] = defaultdict(list)
     if not wanted:
         return found
-    # Both keys as arrays, then only the wanted pairs (as recent_marketing): one statement text whatever
-    # the batch, straight to asyncpg.
-    stores, ids = sorted({s for s, _ in wanted}), sorted({c for _, c in wanted})
-    pairs = set(wanted)
-    for r in await raw_sql.fetch(conn, _RECENT_SENDS_SQL, stores, ids, since):
-        key = (r["store_id"], r["customer_id"])
-        if key in pairs:
-            found[key].append(SentMessage(r["id"], r["sent_at"]))
+    for r in await _rows_of(conn, _RECENT_SENDS_SQL, wanted, since):
+        found[(r["store_id"], r["customer_id"])].append(SentMessage(r["id"], r["sent_at"]))
     return found
 
 
