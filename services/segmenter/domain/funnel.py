@@ -181,12 +181,17 @@ def _contact_is_newer(profile: Profile, name: str, value: object, at: datetime) 
     return str(value) > str(held)
 
 
+def _joined(held: tuple[str, ...], new: Iterable[str]) -> tuple[str, ...] | None:
+    """`held` with the `new` identifiers in it, kept sorted so the document is the same in any order; None
+    when none is new (the profile keeps its very tuple)."""
+    fresh = [i for i in new if i not in held]
+    return tuple(sorted({*held, *fresh})) if fresh else None
+
+
 def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
-    """The profile knowing these identifiers too, kept sorted so the document is the same in any order."""
-    fresh = [i for i in new if i not in profile.identifiers]
-    if not fresh:
-        return profile
-    return profile.model_copy(update={"identifiers": tuple(sorted({*profile.identifiers, *fresh}))})
+    """The profile knowing these identifiers too (`_joined`)."""
+    joined = _joined(profile.identifiers, new)
+    return profile if joined is None else profile.model_copy(update={"identifiers": joined})
 
 
 def _contact_changes(
@@ -243,10 +248,9 @@ def _with_contact(
     erased_at = profile.erased_at
     if erased_at is None:
         # Never erased (nearly every profile): the identifiers join in the same copy as the details.
-        held = profile.identifiers
-        fresh = [i for i in identifiers if i not in held and not i.startswith("order:")]
-        if fresh:
-            updates["identifiers"] = tuple(sorted({*held, *fresh}))
+        joined = _joined(profile.identifiers, [i for i in identifiers if not i.startswith("order:")])
+        if joined is not None:
+            updates["identifiers"] = joined
         return (profile.model_copy(update=updates) if updates else profile), changed
     if updates:
         profile = profile.model_copy(update=updates)
@@ -377,9 +381,9 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     update: dict[str, object] = {
         "orders": tuple(sorted((*d.profile.orders, fact), key=lambda o: (o.placed_at, o.order_id)))
     }
-    placed = f"order:{order.order_id}"
-    if placed not in d.profile.identifiers:
-        update["identifiers"] = tuple(sorted({*d.profile.identifiers, placed}))
+    joined = _joined(d.profile.identifiers, (f"order:{order.order_id}",))
+    if joined is not None:
+        update["identifiers"] = joined
     with_order = d.profile.model_copy(update=update)
     if order.cart_id:
         with_order = carts.completed(with_order, order.cart_id)
