@@ -210,7 +210,9 @@ def funnel_event_id(caused_by: str, kind: str) -> str:
 
 
 def encode_funnel_event(event: FunnelEvent) -> bytes:
-    return event.model_dump_json(exclude_none=True).encode()
+    # The model's serializer straight to bytes: the very bytes of model_dump_json(...).encode() (which
+    # decodes its bytes to a str, then encoded here again), as shared/events.py's encode_event writes.
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
 
 def decode_funnel_event(raw: bytes | str) -> FunnelEvent:
