@@ -136,4 +136,6 @@ def test_any_other_link_is_dropped(url: object) -> None:
 
 
 def test_product_ids_are_escaped_in_product_links() -> None:
-    assert product_url("https://s.example/", "../admin?x=1") == "https://s.example/products/..%2Fadmin%3Fx%3D1"
+    assert (
+        product_url("https://s.example/", "../admin?x=1") == "https://s.example/products/..%2Fadmin%3Fx%3D1"
+    )

@@ -39,8 +39,10 @@ def test_bodies_parse_as_the_standard_library_reads_them(body: bytes) -> None:
     ("body", "fields"),
     [
         (b'{"lone": "\\udf58"}', ["lone"]),
-        (b'{"batch": [{"properties": {"note": "ok"}}, {"properties": {"note": "a\\ud800b"}}]}',
-         ["batch[1].properties.note"]),
+        (
+            b'{"batch": [{"properties": {"note": "ok"}}, {"properties": {"note": "a\\ud800b"}}]}',
+            ["batch[1].properties.note"],
+        ),
         (b'{"context": {"\\udc00k": 1}}', ["context.\\udc00k"]),
     ],
 )

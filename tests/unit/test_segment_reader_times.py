@@ -61,9 +61,9 @@ def test_the_usual_form_is_on_the_standard_utc() -> None:
 # The usual form as the expression the reader matched it with before (r.usual_time is a faster test of it).
 ISO_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?Z")
 NEAR_DIGITS = st.sampled_from("0123456789٣５²")
-NEAR = st.lists(
-    NEAR_DIGITS | st.sampled_from("-T:.Zzt +") | st.characters(), min_size=18, max_size=28
-).map("".join)
+NEAR = st.lists(NEAR_DIGITS | st.sampled_from("-T:.Zzt +") | st.characters(), min_size=18, max_size=28).map(
+    "".join
+)
 
 
 @given(

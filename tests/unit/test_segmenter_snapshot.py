@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from services.segmenter.domain.funnel import decide
-from services.segmenter.domain.profile import OrderFact, Profile, ViewedProduct
-from shared.funnel_events import ProductRef, ProfileSnapshot, decode_funnel_event, encode_funnel_event
+from services.segmenter.domain.profile import OrderFact, ProductFact, Profile, ViewedProduct
+from shared.funnel_events import ProfileSnapshot, decode_funnel_event, encode_funnel_event
 from shared.funnel_rules import FunnelRules
 from tests.builders import canonical_event
 
@@ -27,7 +27,7 @@ def _profile() -> Profile:
                 placed_at=at,
                 total=Decimal("48.00"),
                 currency="EUR",
-                products=(ProductRef(product_id="p-mug", title="Mug", category="mugs"),),
+                products=(ProductFact(product_id="p-mug", title="Mug", category="mugs"),),
             ),
         ),
         viewed=(ViewedProduct(product_id="p-cup", title="Cup", price=Decimal("9.50"), viewed_at=at),),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.segmenter.domain.profile import ViewedProduct, unvalidated
+from services.segmenter.domain.profile import ViewedProduct
 from shared.events import ProductViewedEvent
 
 MAX_VIEWED = 10
@@ -18,9 +18,7 @@ def viewed(history: tuple[ViewedProduct, ...], event: ProductViewedEvent) -> tup
     """`history` with the event's product in it; a view older than the one held changes nothing, so the
     result does not depend on the order in which views arrive."""
     item = event.payload.product
-    # Not validated again: the event's fields are (like `unvalidated`'s other callers, domain/funnel.py).
-    seen = unvalidated(
-        ViewedProduct,
+    seen = ViewedProduct(
         product_id=item.product_id,
         title=item.title,
         category=item.category,

@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from services.segmenter.domain.profile import CartChange, CartFact, Profile, unvalidated
-from shared.events import CartUpdated, LineItem
+from msgspec.structs import replace
+
+from services.segmenter.domain.profile import CartChange, CartFact, ItemFact, Profile, item_fact
+from shared.events import CartUpdated
 
 MAX_CARTS = 10  # a customer with more open carts than this is a bot; keep the newest
 
@@ -36,7 +38,7 @@ def _change_key(c: CartChange) -> tuple[datetime, str]:
     return (c.at, c.event_id)
 
 
-def _apply(current: tuple[LineItem, ...], change: CartChange) -> tuple[LineItem, ...]:
+def _apply(current: tuple[ItemFact, ...], change: CartChange) -> tuple[ItemFact, ...]:
     if change.action == "snapshot":
         return change.items
     by_key = {(i.product_id, i.variant_id): i for i in current}
@@ -45,11 +47,11 @@ def _apply(current: tuple[LineItem, ...], change: CartChange) -> tuple[LineItem,
         held = by_key.get(key)
         if change.action == "added":
             quantity = item.quantity + (held.quantity if held else 0)
-            by_key[key] = item.model_copy(update={"quantity": quantity})
+            by_key[key] = replace(item, quantity=quantity)
         elif held is not None:
             left = held.quantity - item.quantity
             if left > 0:
-                by_key[key] = held.model_copy(update={"quantity": left})
+                by_key[key] = replace(held, quantity=left)
             else:
                 del by_key[key]
     return tuple(by_key.values())
@@ -81,14 +83,12 @@ def cart_of(
         return None
     snapshots = [i for i, c in enumerate(ordered) if c.action == "snapshot"]
     kept = ordered[snapshots[-1] :] if snapshots else ordered
-    items: tuple[LineItem, ...] = ()
+    items: tuple[ItemFact, ...] = ()
     for change in kept:
         items = _apply(items, change)
     newest = kept[-1]
     updated_at = newest.at
-    # Not validated again: every value is of its field's type (like `unvalidated`'s other callers).
-    return unvalidated(
-        CartFact,
+    return CartFact(
         cart_id=cart_id,
         items=items,
         total=newest.total
@@ -105,7 +105,7 @@ def cart_of(
 def _with_cart(profile: Profile, cart_id: str, cart: CartFact | None) -> Profile:
     others = [c for c in profile.carts if c.cart_id != cart_id]
     kept = sorted((*others, *([cart] if cart else [])), key=lambda c: (c.updated_at, c.cart_id))
-    return profile.model_copy(update={"carts": tuple(kept[-MAX_CARTS:])})
+    return replace(profile, carts=tuple(kept[-MAX_CARTS:]))
 
 
 def _held(profile: Profile, cart_id: str) -> CartFact | None:
@@ -117,7 +117,7 @@ def completed(profile: Profile, cart_id: str) -> Profile:
     if cart_id in profile.completed_carts:
         return profile
     ids = tuple(sorted((*profile.completed_carts, cart_id)))
-    closed = profile.model_copy(update={"completed_carts": ids})
+    closed = replace(profile, completed_carts=ids)
     return _with_cart(closed, cart_id, None)
 
 
@@ -132,12 +132,11 @@ def updated_cart(
     # that order closed.
     if update.cart_id in profile.completed_carts or any(o.placed_at >= at for o in profile.orders):
         return profile, held if abandonment_due(held, timedelta()) else None
-    change = unvalidated(
-        CartChange,
+    change = CartChange(
         at=at,
         event_id=event_id,
         action=update.action,
-        items=tuple(update.line_items),
+        items=tuple(map(item_fact, update.line_items)),
         total=update.total,
         currency=update.currency,
         recovery_url=update.recovery_url,
@@ -187,6 +186,6 @@ def mark_abandoned(profile: Profile, cart_id: str, at: datetime) -> tuple[Profil
         return profile, None
     if cart.abandoned_at is not None and cart.abandoned_at <= at:
         return profile, None
-    abandoned = cart.model_copy(update={"abandoned_at": at})
+    abandoned = replace(cart, abandoned_at=at)
     carts = tuple(abandoned if c.cart_id == cart_id else c for c in profile.carts)
-    return profile.model_copy(update={"carts": carts}), abandoned if cart.abandoned_at is None else None
+    return replace(profile, carts=carts), abandoned if cart.abandoned_at is None else None

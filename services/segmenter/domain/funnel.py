@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from msgspec.structs import replace
+
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.history import (
     HEALTH_TIMER,
@@ -21,8 +23,10 @@ from services.segmenter.domain.history import (
 )
 from services.segmenter.domain.profile import (
     CartFact,
+    ItemFact,
     Mark,
     OrderFact,
+    ProductFact,
     Profile,
     RefundFact,
     SurveyFact,
@@ -62,7 +66,6 @@ from shared.funnel_events import (
     HealthChangedEvent,
     OrderPlacedFunnelEvent,
     OrderRecorded,
-    ProductRef,
     StageChanged,
     StageChangedEvent,
     SurveyScored,
@@ -120,12 +123,8 @@ class Decision:
         self.funnel_events.append(unvalidated_from(build, values))
 
 
-# Copied rather than built: validating a profile's thirty defaults cost 8 µs a new customer, a copy 3.
-_BLANK = Profile(store_id="", customer_id="")
-
-
 def new_profile(store_id: str, customer_id: str) -> Profile:
-    return _BLANK.model_copy(update={"store_id": store_id, "customer_id": customer_id})
+    return Profile(store_id=store_id, customer_id=customer_id)
 
 
 def identifiers_of(customer: Customer) -> list[str]:
@@ -191,7 +190,7 @@ def _joined(held: tuple[str, ...], new: Iterable[str]) -> tuple[str, ...] | None
 def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
     """The profile knowing these identifiers too (`_joined`)."""
     joined = _joined(profile.identifiers, new)
-    return profile if joined is None else profile.model_copy(update={"identifiers": joined})
+    return profile if joined is None else replace(profile, identifiers=joined)
 
 
 def _contact_changes(
@@ -207,13 +206,12 @@ def _contact_changes(
     # every time), and an unchanged profile stays the very same object, which spares writing it back.
     updates: dict[str, object] = {}
     stamps: dict[str, datetime] = {}
-    # The models' field values read from their __dict__: this loop runs for every event, and the dict
+    # The event's field values read from its __dict__: this loop runs for every event, and the dict
     # look-ups cost about half of the getattr calls (pydantic models also define __getattr__).
     said = customer.__dict__
-    held = profile.__dict__
     details_at = said["updated_at"] or at
-    erased_at = held["erased_at"]
-    held_stamps = held["contact_at"]
+    erased_at = profile.erased_at
+    held_stamps = profile.contact_at
     for name in CONTACT_FIELDS:
         value = said[name]
         if value is None:
@@ -225,7 +223,7 @@ def _contact_changes(
             profile, name, value, said_at
         ):
             continue
-        if value != held[name]:
+        if value != getattr(profile, name):
             updates[name] = value
         if held_at != said_at:
             stamps[name] = said_at
@@ -251,9 +249,9 @@ def _with_contact(
         joined = _joined(profile.identifiers, [i for i in identifiers if not i.startswith("order:")])
         if joined is not None:
             updates["identifiers"] = joined
-        return (profile.model_copy(update=updates) if updates else profile), changed
+        return (replace(profile, **updates) if updates else profile), changed
     if updates:
-        profile = profile.model_copy(update=updates)
+        profile = replace(profile, **updates)
     if details_at > erased_at:
         # An identifier said before the erasure must not find the customer again.
         profile = _with_identifiers(
@@ -315,9 +313,9 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
 # makes a dozen of them.
 
 
-def _products(event: OrderPlacedEvent) -> tuple[ProductRef, ...]:
+def _products(event: OrderPlacedEvent) -> tuple[ProductFact, ...]:
     return tuple(
-        unvalidated(ProductRef, product_id=i.product_id, title=i.title, category=i.category, price=None)
+        ProductFact(product_id=i.product_id, title=i.title, category=i.category, price=None)
         for i in event.payload.line_items
     )
 
@@ -336,11 +334,10 @@ def _settled(profile: Profile) -> Profile:
             if refund.order_id == order.order_id:
                 order = order.with_refund(refund)
         orders.append(order)
-    return profile.model_copy(
-        update={
-            "orders": tuple(orders),
-            "pending_refunds": tuple(r for r in profile.pending_refunds if r.order_id not in known),
-        }
+    return replace(
+        profile,
+        orders=tuple(orders),
+        pending_refunds=tuple(r for r in profile.pending_refunds if r.order_id not in known),
     )
 
 
@@ -353,14 +350,11 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         if held.event_id and held.event_id <= event.event_id:
             return
         before = d.profile.transitions
-        fixed = held.model_copy(update={"event_id": event.event_id})
-        d.profile = d.profile.model_copy(
-            update={"orders": tuple(fixed if o is held else o for o in d.profile.orders)}
-        )
+        fixed = replace(held, event_id=event.event_id)
+        d.profile = replace(d.profile, orders=tuple(fixed if o is held else o for o in d.profile.orders))
         _refresh(d, rules, before)
         return
-    fact = unvalidated(
-        OrderFact,
+    fact = OrderFact(
         order_id=order.order_id,
         placed_at=event.occurred_at,
         total=order.total,
@@ -384,7 +378,7 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     joined = _joined(d.profile.identifiers, (f"order:{order.order_id}",))
     if joined is not None:
         update["identifiers"] = joined
-    with_order = d.profile.model_copy(update=update)
+    with_order = replace(d.profile, **update)
     if order.cart_id:
         with_order = carts.completed(with_order, order.cart_id)
     d.profile = _settled(carts.closed_by_order(with_order, fact.placed_at)[0])
@@ -417,12 +411,12 @@ def _on_refund(d: Decision, event: OrderRefundedEvent, rules: FunnelRules) -> No
     before = d.profile.transitions
     if any(o.order_id == refund.order_id for o in d.profile.orders):
         orders = tuple(o.with_refund(fact) if o.order_id == refund.order_id else o for o in d.profile.orders)
-        d.profile = d.profile.model_copy(update={"orders": orders})
+        d.profile = replace(d.profile, orders=orders)
     elif all(r.event_id != fact.event_id for r in d.profile.pending_refunds):
         # A refund of an order not seen yet (Shopify promises no order): kept until the order comes. One for
         # an order that never comes (an unpaid order that timed out) stays here and changes nothing.
         pending = sorted((*d.profile.pending_refunds, fact), key=lambda r: (r.at, r.event_id))
-        d.profile = d.profile.model_copy(update={"pending_refunds": tuple(pending)})
+        d.profile = replace(d.profile, pending_refunds=tuple(pending))
         return
     # A refund is one of the two things that may correct a stage down (erasure is the other).
     _refresh(d, rules, before)
@@ -440,7 +434,7 @@ def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
     _cart_timers(d, rules, {event.payload.cart_id})
 
 
-def _cart_item(item: LineItem) -> CartItem:
+def _cart_item(item: LineItem | ItemFact) -> CartItem:
     return unvalidated(
         CartItem,
         product_id=item.product_id,
@@ -498,8 +492,10 @@ def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> N
     marks = {m[1]: m for m in d.profile.survey_levels} | {
         fact.event_id: (fact.answered_at, fact.event_id, level)
     }
-    d.profile = d.profile.model_copy(
-        update={"survey": latest, "survey_levels": tuple(sorted(marks.values(), key=lambda m: (m[0], m[1])))}
+    d.profile = replace(
+        d.profile,
+        survey=latest,
+        survey_levels=tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
     )
     d.emit(
         "survey_scored",
@@ -530,7 +526,7 @@ def _on_custom(d: Decision, event: CustomEvent, rules: FunnelRules) -> None:
             (*d.profile.referred, Mark(at=event.occurred_at, event_id=event.event_id)),
             key=lambda m: (m.at, m.event_id),
         )
-        d.profile = d.profile.model_copy(update={"referred": tuple(referred), "referrals": len(referred)})
+        d.profile = replace(d.profile, referred=tuple(referred), referrals=len(referred))
         _refresh(d, rules, before)
 
 
@@ -543,18 +539,17 @@ def erase(d: Decision) -> None:
 def _forget_personal_data(d: Decision) -> None:
     for cart in d.profile.carts:
         d.timers[carts.timer_kind(cart.cart_id)] = None
-    d.profile = d.profile.model_copy(
-        update={
-            **dict.fromkeys(CONTACT_FIELDS),
-            "contact_at": {},
-            "identifiers": tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
-            "carts": (),
-            "viewed": (),
-            "survey": None,
-            "erased": True,
-            # Contact details said before now are never taken up again, whenever they arrive.
-            "erased_at": max(filter(None, (d.profile.erased_at, d.at))) if d.at else d.profile.erased_at,
-        }
+    d.profile = replace(
+        d.profile,
+        **dict.fromkeys(CONTACT_FIELDS),
+        contact_at={},
+        identifiers=tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
+        carts=(),
+        viewed=(),
+        survey=None,
+        erased=True,
+        # Contact details said before now are never taken up again, whenever they arrive.
+        erased_at=max(filter(None, (d.profile.erased_at, d.at))) if d.at else d.profile.erased_at,
     )
     d.timers[BIRTHDAY_TIMER] = None
 
@@ -641,7 +636,7 @@ def decide(
     elif type(event) is ProductViewedEvent:
         views = browsing.viewed(d.profile.viewed, event)
         if views != d.profile.viewed:  # an older view of a product seen since changes nothing
-            d.profile = d.profile.model_copy(update={"viewed": views})
+            d.profile = replace(d.profile, viewed=views)
     if changed and not d.funnel_events:
         # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
         # the notifier (audiences, exports) even when nothing else happened.
@@ -663,7 +658,7 @@ def decide_timer(
     if kind == HEALTH_TIMER:
         assert d.cause == timer_cause(profile.store_id, profile.customer_id, due_at)
         seen = max(filter(None, (profile.health_seen_at, due_at)))
-        d.profile = profile.model_copy(update={"health_seen_at": seen})
+        d.profile = replace(profile, health_seen_at=seen)
         _refresh(d, rules, profile.transitions)
     elif kind == BIRTHDAY_TIMER and profile.birthday is not None and not profile.erased:
         d.emit(
@@ -712,7 +707,7 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
             for r in held.refunds:
                 o = o.with_refund(r)
             if held.event_id and held.event_id < o.event_id:
-                o = o.model_copy(update={"event_id": held.event_id})
+                o = replace(o, event_id=held.event_id)
         orders[o.order_id] = o
     merged_carts, completed_carts = carts.merged_carts(survivor, absorbed)
     contact = {n: _newer_contact(survivor, absorbed, n) for n in CONTACT_FIELDS}
@@ -728,28 +723,25 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     pending = {r.event_id: r for r in (*survivor.pending_refunds, *absorbed.pending_refunds)}
     marks = {m[1]: m for m in (*survivor.survey_levels, *absorbed.survey_levels)}
     referred = {m.event_id: m for m in (*survivor.referred, *absorbed.referred)}
-    merged = survivor.model_copy(
-        update={
-            **contact,
-            "contact_at": contact_at,
-            "identifiers": tuple(sorted({*survivor.identifiers, *absorbed.identifiers})),
-            "orders": tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
-            "viewed": browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
-            "pending_refunds": tuple(sorted(pending.values(), key=lambda r: (r.at, r.event_id))),
-            "carts": merged_carts,
-            "completed_carts": completed_carts,
-            "survey": max(surveys, key=_survey_key) if surveys else None,
-            "survey_levels": tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
-            "referred": tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
-            "referrals": len(referred) or survivor.referrals + absorbed.referrals,
-            "erased_at": max(filter(None, (survivor.erased_at, absorbed.erased_at)), default=None),
-            "health_seen_at": max(
-                filter(None, (survivor.health_seen_at, absorbed.health_seen_at)), default=None
-            ),
-            "transitions": tuple(
-                sorted((*survivor.transitions, *absorbed.transitions), key=lambda t: t.occurred_at)
-            ),
-        }
+    merged = replace(
+        survivor,
+        **contact,
+        contact_at=contact_at,
+        identifiers=tuple(sorted({*survivor.identifiers, *absorbed.identifiers})),
+        orders=tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
+        viewed=browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
+        pending_refunds=tuple(sorted(pending.values(), key=lambda r: (r.at, r.event_id))),
+        carts=merged_carts,
+        completed_carts=completed_carts,
+        survey=max(surveys, key=_survey_key) if surveys else None,
+        survey_levels=tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
+        referred=tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
+        referrals=len(referred) or survivor.referrals + absorbed.referrals,
+        erased_at=max(filter(None, (survivor.erased_at, absorbed.erased_at)), default=None),
+        health_seen_at=max(filter(None, (survivor.health_seen_at, absorbed.health_seen_at)), default=None),
+        transitions=tuple(
+            sorted((*survivor.transitions, *absorbed.transitions), key=lambda t: t.occurred_at)
+        ),
     )
     # What a cart one profile held is closed by an order the other held, if the order came after it.
     last_order = max((o.placed_at for o in merged.orders), default=None)

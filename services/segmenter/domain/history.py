@@ -20,8 +20,10 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
+from msgspec.structs import replace
+
 from services.segmenter.domain import health
-from services.segmenter.domain.profile import OrderFact, Profile, Transition, unvalidated
+from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from services.segmenter.domain.stages import earned
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules
@@ -89,10 +91,7 @@ def stage_history(profile: Profile, rules: FunnelRules) -> Iterator[Transition]:
 def _transition(
     dimension: Literal["stage", "health"], before: str, after: str, reason: str, at: datetime, cause: str
 ) -> Transition:
-    # Not validated: every value is already of its field's type, and a history is derived on every change
-    # (model_construct's Python loop over the fields cost more than `unvalidated`).
-    return unvalidated(
-        Transition,
+    return Transition(
         dimension=dimension,
         from_value=before,
         to_value=after,
@@ -180,13 +179,12 @@ def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | No
         (*stages, *healths.transitions),
         key=lambda t: (t.occurred_at, t.dimension != "stage"),
     )
-    derived = profile.model_copy(
-        update={
-            "transitions": tuple(merged),
-            "stage": LoyaltyStage(stages[-1].to_value) if stages else LoyaltyStage.PROSPECT,
-            "health": Health(healths.transitions[-1].to_value) if healths.transitions else Health.ACTIVE,
-            "health_seen_at": healths.seen_at,
-        }
+    derived = replace(
+        profile,
+        transitions=tuple(merged),
+        stage=LoyaltyStage(stages[-1].to_value) if stages else LoyaltyStage.PROSPECT,
+        health=Health(healths.transitions[-1].to_value) if healths.transitions else Health.ACTIVE,
+        health_seen_at=healths.seen_at,
     )
     return derived, healths.next_check
 
