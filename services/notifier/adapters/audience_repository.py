@@ -94,16 +94,17 @@ async def _refresh_chunk(
 ) -> None:
     # Straight to asyncpg (adapters/raw_sql.py): run for every funnel-event batch, these three reads were
     # the planner's most expensive statements through SQLAlchemy (its IN lists rendered a bind per customer).
+    stores, customer_ids = [store_id] * len(ids), list(ids)
     facts = {
         row["customer_id"]: facts_from_row(row)
-        for row in await raw_sql.fetch(conn, _FACTS_SQL, store_id, list(ids))
+        for row in await raw_sql.fetch(conn, _FACTS_SQL, stores, customer_ids)
     }
     existing: dict[str, dict[str, MemberRow]] = {}
-    for row in await raw_sql.fetch(conn, _MEMBERS_SQL, store_id, list(ids)):
+    for row in await raw_sql.fetch(conn, _MEMBERS_SQL, stores, customer_ids):
         existing.setdefault(row["customer_id"], {})[row["audience"]] = _member_row(row)
     timers = {
         row["customer_id"]: row["due_at"]
-        for row in await raw_sql.fetch(conn, _TIMERS_SQL, store_id, list(ids))
+        for row in await raw_sql.fetch(conn, _TIMERS_SQL, stores, customer_ids)
     }
 
     upserts: list[tuple[str, str, MemberRow]] = []
@@ -192,18 +193,16 @@ def _upsert_members() -> str:
 
 
 _UPSERT_MEMBERS_SQL = _upsert_members()
-_FACTS_SQL = (
-    f"SELECT {', '.join(c.name for c in _FACT_COLUMNS)} FROM {customers.fullname} "  # noqa: S608
-    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[]) ORDER BY customer_id FOR UPDATE"
+# A chunk's customers are distinct (refresh_memberships), so each pair is asked once.
+_FACTS_SQL = raw_sql.of_customers(
+    customers, [c.name for c in _FACT_COLUMNS], tail="ORDER BY t.customer_id FOR UPDATE OF t"
 )
-_MEMBERS_SQL = (
-    f"SELECT {', '.join(c.name for c in audience_members.c)} FROM {audience_members.fullname} "  # noqa: S608
-    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[]) ORDER BY customer_id, audience FOR UPDATE"
+_MEMBERS_SQL = raw_sql.of_customers(
+    audience_members,
+    [c.name for c in audience_members.c],
+    tail="ORDER BY t.customer_id, t.audience FOR UPDATE OF t",
 )
-_TIMERS_SQL = (
-    f"SELECT customer_id, due_at FROM {audience_reevaluations.fullname} "  # noqa: S608
-    "WHERE store_id = $1 AND customer_id = ANY($2::varchar[])"
-)
+_TIMERS_SQL = raw_sql.of_customers(audience_reevaluations, ["customer_id", "due_at"])
 
 
 def _member_row(row: Any) -> MemberRow:

@@ -26,7 +26,28 @@ from shared.raw_sql import ConnectionLost, execute, fetch
 
 # The statements themselves go through shared/raw_sql.py (the segmenter's too): one translation of asyncpg's
 # errors for both services.
-__all__ = ["ConnectionLost", "execute", "fetch", "unnest_insert"]
+__all__ = ["ConnectionLost", "execute", "fetch", "of_customers", "unnest_insert"]
+
+
+def of_customers(table: Table, columns: Sequence[str], where: str = "", tail: str = "") -> str:
+    """SELECT `columns` of `table`'s rows for the customers whose stores and ids are the arrays $1 and $2
+    (one pair per customer, each pair once), `where` (conditions on the row `t`, parameters from $3) and
+    `tail` (ORDER BY, FOR UPDATE OF t) added.
+
+    A join on the pairs, not `store_id = ANY($1) AND customer_id = ANY($2)`: PostgreSQL looks each pair up in
+    the (store_id, customer_id) index whatever its statistics say. With ANY and a fresh database's missing
+    statistics it took store_id alone as the index condition and read every row of the store (the
+    benchmark's end-to-end run, one store: 57 ms for the facts of 110 customers, 34 ms for recent sends),
+    and a generic plan cached while the table was empty kept a sequential scan (measured on PostgreSQL 15
+    with 28,000 customers: 0.3-0.6 ms by the pairs' join either way)."""
+    selected = ", ".join(f"t.{name}" for name in columns)
+    conditions = f" WHERE {where}" if where else ""
+    return (
+        f"SELECT {selected} FROM {table.fullname} t "  # noqa: S608
+        "JOIN unnest($1::text[], $2::text[]) AS wanted (store_id, customer_id) "
+        f"ON t.store_id = wanted.store_id AND t.customer_id = wanted.customer_id{conditions}"
+        + (f" {tail}" if tail else "")
+    )
 
 
 def unnest_insert(table: Table, columns: Sequence[str], conflict: ClauseElement) -> str:

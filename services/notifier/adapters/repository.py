@@ -266,13 +266,11 @@ async def lock_customers(
 async def _rows_of(
     conn: AsyncConnection, sql: str, wanted: Sequence[CustomerKey], *args: object
 ) -> list[Any]:
-    """The rows of `sql` (whose $1 and $2 are arrays of stores and of customer ids, its other parameters
-    `args`) that belong to the wanted customers: both keys as arrays, then only the wanted pairs, so the
-    statement's text is the same whatever the batch (asyncpg keeps it prepared)."""
-    stores, ids = sorted({s for s, _ in wanted}), sorted({c for _, c in wanted})
-    pairs = set(wanted)
-    rows = await raw_sql.fetch(conn, sql, stores, ids, *args)
-    return [r for r in rows if (r["store_id"], r["customer_id"]) in pairs]
+    """The rows of `sql` (raw_sql.of_customers: $1 and $2 the wanted customers' stores and ids, one pair
+    each, its other parameters `args`)."""
+    return await raw_sql.fetch(
+        conn, sql, [store_id for store_id, _ in wanted], [customer_id for _, customer_id in wanted], *args
+    )
 
 
 _LOCK_CUSTOMERS_SQL = (
@@ -281,10 +279,7 @@ _LOCK_CUSTOMERS_SQL = (
     " FROM unnest($2::text[], $3::text[]) AS u(s, c)"
     " ORDER BY k) AS keys"
 )
-_CUSTOMERS_SQL = (
-    f"SELECT {', '.join(c.name for c in customers.c)} FROM {customers.fullname} "  # noqa: S608
-    "WHERE store_id = ANY($1::varchar[]) AND customer_id = ANY($2::varchar[])"
-)
+_CUSTOMERS_SQL = raw_sql.of_customers(customers, [c.name for c in customers.c])
 
 
 async def suppress(
@@ -454,11 +449,11 @@ async def recent_marketing(
 
 
 # A message whose fate a crash left unknown may have reached the customer: it counts.
-_RECENT_MARKETING_SQL = (
-    f"SELECT store_id, customer_id, id, claimed_at FROM {messages.fullname} "  # noqa: S608
-    "WHERE store_id = ANY($1::varchar[]) AND customer_id = ANY($2::varchar[]) AND marketing "
-    f"AND claimed_at >= $3 AND (status IN ({', '.join(repr(str(c.value)) for c in CLAIMED)}) "
-    f"OR skip_reason = '{UNCERTAIN}')"
+_RECENT_MARKETING_SQL = raw_sql.of_customers(
+    messages,
+    ["store_id", "customer_id", "id", "claimed_at"],
+    f"t.marketing AND t.claimed_at >= $3 AND (t.status IN ({', '.join(repr(str(c.value)) for c in CLAIMED)}) "
+    f"OR t.skip_reason = '{UNCERTAIN}')",
 )
 
 
@@ -869,10 +864,10 @@ async def recent_sends(
     return found
 
 
-_RECENT_SENDS_SQL = (
-    f"SELECT store_id, customer_id, id, sent_at FROM {messages.fullname} "  # noqa: S608
-    "WHERE store_id = ANY($1::varchar[]) AND customer_id = ANY($2::varchar[]) "
-    f"AND status = '{MessageStatus.SENT.value}' AND sent_at >= $3 AND converted_order_id IS NULL"
+_RECENT_SENDS_SQL = raw_sql.of_customers(
+    messages,
+    ["store_id", "customer_id", "id", "sent_at"],
+    f"t.status = '{MessageStatus.SENT.value}' AND t.sent_at >= $3 AND t.converted_order_id IS NULL",
 )
 
 
