@@ -66,7 +66,10 @@ class TimerWorker(Poller):
             keys = {(t.store_id, t.customer_id) for t in due}
             loaded = await repository.load_profiles_with_versions(conn, keys, self._cache, skip_locked=True)
             profiles = loaded.profiles
-            changes = Changes()
+            # What the rows held, as the consumer's batches tell it (processor.py): a profile a timer leaves
+            # as it was is not written again, nor the orders and history rows it already had (a cart's or a
+            # birthday's timer rewrote every order and the whole history of its customer).
+            changes = Changes(stored_profiles=dict(profiles))
             fired = 0
             for timer in due:
                 key = (timer.store_id, timer.customer_id)
