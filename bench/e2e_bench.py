@@ -29,6 +29,7 @@ from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS
 SHOPIFY_SHARE = 0.3  # of the events; the rest come from Segment libraries in batches of BATCH_CALLS
 BATCH_CALLS = 10
 WARMUP_SECONDS = 3.0
+DATABASE = "bench_e2e"
 
 
 async def e2e_load(port: int, run: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -108,7 +109,7 @@ async def _stage_published(bootstrap: str) -> dict[str, float]:
 
 def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any) -> dict[str, Any]:
     stack.recreate_topics([STOREFRONT_EVENTS, FUNNEL_EVENTS])
-    url = stack.fresh_database("bench_e2e")
+    url = stack.fresh_database(DATABASE)
     stamp = int(time.time())
     env = stack.env(
         url, SEGMENTER_GROUP_ID=f"bench-e2e-seg-{stamp}", NOTIFIER_GROUP_ID=f"bench-e2e-not-{stamp}"
@@ -126,6 +127,7 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
             _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
+            hops = _hops(stack, load["answered"], commits)
             # The first email to an address is the welcome its first order triggered; other flows (reviews,
             # milestones) write to the same customer later.
             mails: dict[str, float] = {}
@@ -137,6 +139,7 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
                 for email, event in load["first_order"].items()
                 if email in mails and event in load["answered"]
             ]
+            hops |= _email_hops(stack, load, commits, mails)
             result = {
                 "offered_events_per_s": rate,
                 "seconds": seconds,
@@ -147,6 +150,7 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
                 "stage_p50_ms": percentile(stage_ms, 50),
                 "stage_p95_ms": percentile(stage_ms, 95),
                 "stage_p99_ms": percentile(stage_ms, 99),
+                **hops,
                 "email_samples": len(email_ms),
                 "email_expected": len(load["first_order"]),
                 # Percentiles are of the emails that came within the run and its drain; this says how many.
@@ -165,6 +169,71 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     finally:
         for service in services:
             stack.stop_service(service)
+    return out
+
+
+def _hops(stack: BenchStack, answered: dict[str, float], published: dict[str, float]) -> dict[str, Any]:
+    """Where the stage latency goes, per order: from its 2xx to the start of the segmenter's transaction
+    that claimed it (`processed_at` is now(), the transaction's start: the wait for Kafka's fetch, the
+    batch before it and the decoding), from there to that transaction's commit (PostgreSQL's commit
+    timestamp of the claim row, which is written once), and from the commit to the stage change's record on
+    funnel-events (the outbox relay). p50 and p99 of each hop, in ms."""
+    rows = stack.postgres.psql(
+        "SELECT event_id, extract(epoch FROM processed_at), "
+        "extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM segmenter.processed_events",
+        database=DATABASE,
+    )
+    hops: dict[str, list[float]] = {"claim": [], "commit": [], "relay": []}
+    for line in rows.splitlines():
+        event_id, began, committed = line.split("|")
+        if event_id not in answered or event_id not in published or not committed:
+            continue
+        t0, t1, t2, t3 = answered[event_id], float(began), float(committed), published[event_id]
+        hops["claim"].append((t1 - t0) * 1000)
+        hops["commit"].append((t2 - t1) * 1000)
+        hops["relay"].append((t3 - t2) * 1000)
+    out: dict[str, Any] = {"hop_samples": len(hops["claim"])}
+    for name, values in hops.items():
+        out[f"hop_{name}_p50_ms"] = percentile(values, 50)
+        out[f"hop_{name}_p99_ms"] = percentile(values, 99)
+    # The stage's p50 and p99 per 10 s of the run: a tail from the start (cold services, a fresh database)
+    # or all along.
+    start = min(answered.values(), default=0.0)
+    windows: dict[int, list[float]] = {}
+    for event_id, at in answered.items():
+        if event_id in published:
+            windows.setdefault(int((at - start) // 10), []).append((published[event_id] - at) * 1000)
+    out["stage_by_10s_ms"] = [
+        [w * 10, round(percentile(v, 50)), round(percentile(v, 99))] for w, v in sorted(windows.items())
+    ]
+    return out
+
+
+def _email_hops(
+    stack: BenchStack, load: dict[str, Any], published: dict[str, float], mails: dict[str, float]
+) -> dict[str, float]:
+    """Where the welcome email's latency goes after the stage's publication: to the start of the notifier's
+    planning transaction that wrote the message (its `created_at` is now()), to the sender's claim
+    (`claimed_at`), and to the SMTP server accepting it. p50 and p99 of each hop, in ms."""
+    rows = stack.postgres.psql(
+        "SELECT to_address, extract(epoch FROM created_at), extract(epoch FROM claimed_at) "
+        "FROM notifier.messages WHERE flow = 'welcome' AND claimed_at IS NOT NULL",
+        database=DATABASE,
+    )
+    hops: dict[str, list[float]] = {"plan": [], "claim": [], "send": []}
+    for line in rows.splitlines():
+        address, created, claimed = line.split("|")
+        event_id = load["first_order"].get(address)
+        if event_id not in published or address not in mails:
+            continue
+        t0, t1, t2, t3 = published[event_id], float(created), float(claimed), mails[address]
+        hops["plan"].append((t1 - t0) * 1000)
+        hops["claim"].append((t2 - t1) * 1000)
+        hops["send"].append((t3 - t2) * 1000)
+    out: dict[str, float] = {"email_hop_samples": len(hops["plan"])}
+    for name, values in hops.items():
+        out[f"email_hop_{name}_p50_ms"] = percentile(values, 50)
+        out[f"email_hop_{name}_p99_ms"] = percentile(values, 99)
     return out
 
 
