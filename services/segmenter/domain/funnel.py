@@ -83,6 +83,11 @@ BIRTHDAY_TIMER = "birthday"
 _NOTHING = Decimal("0")
 
 
+# Each funnel event class's `type` and whether it has a payload, read once (pydantic's model_fields is a
+# descriptor run in Python on each access since pydantic 2.11).
+_KINDS: dict[type[FunnelEvent], tuple[str, bool]] = {}
+
+
 @dataclass(slots=True)
 class Decision:
     """What one event (or one timer) did to one profile. Timers: kind -> due time, None = cancel."""
@@ -105,7 +110,10 @@ class Decision:
         at: datetime | None = None,
     ) -> None:
         """Add a funnel event whose id derives from its cause, so replays produce the same ids."""
-        fields = build.model_fields
+        kind_of = _KINDS.get(build)
+        if kind_of is None:
+            fields = build.model_fields
+            kind_of = _KINDS[build] = (fields["type"].default, "payload" in fields)
         values: dict[str, object] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": funnel_event_id(self.cause, f"{kind}{key}"),
@@ -114,9 +122,9 @@ class Decision:
             "occurred_at": at or self.at,
             "caused_by": self.cause,
             "profile": self.profile.snapshot(),
-            "type": fields["type"].default,
+            "type": kind_of[0],
         }
-        if "payload" in fields:
+        if kind_of[1]:
             values["payload"] = payload
         # Every value is already of its field's type (ours, built above or by the caller): not validated
         # again, which cost 8 µs a funnel event.

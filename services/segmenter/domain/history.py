@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
+import msgspec
 from msgspec.structs import replace
 
 from services.segmenter.domain import health
@@ -121,8 +121,8 @@ def _median_days(gaps: list[float]) -> float | None:
     return round(middle, 2)
 
 
-@dataclass(frozen=True)
-class HealthHistory:
+# A Struct, not a frozen dataclass: one is made on every derivation (see identity.Resolution).
+class HealthHistory(msgspec.Struct, frozen=True, gc=False):
     transitions: tuple[Transition, ...]
     seen_at: datetime | None  # the latest move earned by time passing after the last order
     next_check: datetime | None  # when the next such move is due (the health timer)
