@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,35 +54,24 @@ class Checked:
 
 
 def _escapes_checked(body: bytes) -> Checked:
-    """`Checked.body` of a body with escapes: every `\\u0000`, `\\ud` and `\\uD` starts with a backslash, so
-    looking after each backslash finds exactly what searching the body for each of them finds. A Segment
-    batch of the benchmark (100 KB, ~180 escapes of non-ASCII text) took 3 substring searches of ~110 µs
-    each, and the looks ~40 µs in all. A body of many backslashes is searched as before (a look is a Python
-    step, a search a C loop)."""
+    """`Checked.body` of a body with escapes: every `\\u0000`, `\\ud` and `\\uD` starts with a backslash and
+    holds no other, so the escapes the regular expression finds (one pass in C, without overlaps) are
+    exactly those searching the body for each of them finds. A Segment batch of the benchmark (100 KB, ~130
+    escapes of non-ASCII text) took 156 µs looking after each backslash in Python, 60 this way."""
     nul_free = surrogate_free = True
-    find = body.find
-    at = find(b"\\")
-    looks = 0
-    while at >= 0:
-        looks += 1
-        if looks > _MANY_ESCAPES:
-            return Checked(
-                nul_free=b"\\u0000" not in body,
-                surrogate_free=b"\\ud" not in body and b"\\uD" not in body,
-            )
-        escape = body[at + 1 : at + 3]
-        if escape == b"u0":
-            if body[at : at + 6] == b"\\u0000":
-                nul_free = False
-        elif escape == b"ud" or escape == b"uD":
+    for found in _ESCAPES.finditer(body):
+        if found.end() - found.start() == 6:  # \u0000
+            nul_free = False
+        else:
             surrogate_free = False
-        at = find(b"\\", at + 1)
+        if not (nul_free or surrogate_free):
+            break
     return Checked(nul_free=nul_free, surrogate_free=surrogate_free)
 
 
+# A NUL's escape, or the start of a (lone or paired) surrogate's.
+_ESCAPES = re.compile(rb"\\u(?:0000|[dD])")
 NOTHING_CHECKED = Checked()
-# Beyond this many backslashes a body is searched for each escape instead (see _escapes_checked).
-_MANY_ESCAPES = 2_000
 _PLAIN = Checked(nul_free=True, surrogate_free=True)
 
 
