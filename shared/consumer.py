@@ -9,7 +9,8 @@ satisfy, so its rules are also unit-tested against an in-memory fake (tests/kafk
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -133,6 +134,19 @@ class Invalid:
     reason: str
 
 
+# How many records a slice of decoding ahead takes before it lets the batch in hand go on (see _read_ahead).
+_AHEAD_SLICE = 100
+
+
+@dataclass
+class _Ahead(Generic[T]):
+    """The next batch, taken while the one in hand was handled, and its first records already decoded (each
+    value, or why it is invalid), in the order `_in_order` gives."""
+
+    batches: Batches
+    decoded: list[T | Invalid]
+
+
 class ConsumerPipeline(Generic[T]):
     def __init__(
         self,
@@ -145,6 +159,7 @@ class ConsumerPipeline(Generic[T]):
         dlq_limit: DlqLimit = DlqLimit(),
         max_records: int = 1000,
         poll_timeout_ms: int = 100,
+        decode_ahead: int = 0,
     ) -> None:
         self._name = name
         self._consumer_factory = consumer_factory
@@ -154,6 +169,11 @@ class ConsumerPipeline(Generic[T]):
         self._dlq_limit = DlqLimitState(dlq_limit)
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
+        # With `decode_ahead`, while a full batch (a backlog) is handled, the next one is taken from what
+        # the consumer has buffered already and its first `decode_ahead` records decoded, in slices, in
+        # the handler's waits for the database: that CPU work then overlaps PostgreSQL's instead of
+        # following it. Bounded because a decoded event holds several times its bytes.
+        self._decode_ahead = decode_ahead
         self._consumer: Consumer | None = None
         self._stopping = False
 
@@ -168,33 +188,82 @@ class ConsumerPipeline(Generic[T]):
 
     async def run_forever(self) -> None:
         self._consumer = await start_forever(self._consumer_factory, self._name, log)
+        consumer = self._consumer
+        ahead: asyncio.Task[_Ahead[T]] | None = None
         try:
             while not self._stopping:
-                batches = await self._consumer.getmany(
-                    timeout_ms=self._poll_timeout_ms, max_records=self._max_records
-                )
-                if batches:
-                    await self.process(self._consumer, batches)
+                decoded: list[T | Invalid] = []
+                if ahead is not None:
+                    taken = await ahead
+                    ahead = None
+                    batches, decoded = self._still_assigned(consumer, taken)
+                else:
+                    batches = await consumer.getmany(
+                        timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                    )
+                if not batches:
+                    continue
+                # Only a full batch says more is waiting; live traffic's small polls are left as they are.
+                if self._decode_ahead and sum(len(r) for r in batches.values()) >= self._max_records:
+                    ahead = asyncio.create_task(self._read_ahead(consumer))
+                await self.process(consumer, batches, decoded)
         finally:
+            if ahead is not None:
+                # Taken but not handled, so not committed: the partitions' next owner (or we, on a restart)
+                # reads those records again.
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+
+    async def _read_ahead(self, consumer: Consumer) -> _Ahead[T]:
+        """The next batch as the consumer holds it now (no wait), and its first records decoded."""
+        batches = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
+        decoded: list[T | Invalid] = []
+        for record in _in_order(batches):
+            if len(decoded) >= self._decode_ahead:
+                break
+            if decoded and len(decoded) % _AHEAD_SLICE == 0:
+                # Let the batch in hand go on as soon as the database answers it: its statements come
+                # first, this only fills their waits.
+                await asyncio.sleep(0)
+            decoded.append(self._decoded(record))
+        return _Ahead(batches, decoded)
+
+    def _still_assigned(self, consumer: Consumer, taken: _Ahead[T]) -> tuple[Batches, list[T | Invalid]]:
+        """A batch read ahead, less the partitions a rebalance took from us meanwhile (their new owner reads
+        those records from the committed offset), with what was decoded of the rest."""
+        assigned = consumer.assignment()
+        if all(tp in assigned for tp in taken.batches):
+            return taken.batches, taken.decoded
+        kept = {tp: records for tp, records in taken.batches.items() if tp in assigned}
+        held = {id(r) for r in _in_order(kept)}
+        decoded = [
+            value
+            for record, value in zip(_in_order(taken.batches), taken.decoded, strict=False)
+            if id(record) in held
+        ]
+        return kept, decoded
 
     def stop_after_batch(self) -> None:
         """Finish the batch in hand, commit it, then leave the group (a clean shutdown)."""
         self._stopping = True
 
-    async def process(self, consumer: Consumer, batches: Batches) -> None:
+    async def process(
+        self, consumer: Consumer, batches: Batches, decoded: Sequence[T | Invalid] = ()
+    ) -> None:
+        """Handle, dead-letter and commit one batch; `decoded`: its first records' decodings, when they were
+        decoded ahead (in `_in_order`'s order)."""
         with BATCH_SECONDS.labels(self._name).time():
             valid: list[tuple[Record, T]] = []
             invalid: list[Invalid] = []
-            for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
-                for record in batches[tp]:
-                    try:
-                        if record.value is None:
-                            raise ValueError("message has no value")
-                        valid.append((record, self._decode(record.value)))
-                    except (ValidationError, ValueError) as exc:
-                        invalid.append(Invalid(record, _reason(exc)))
+            for i, record in enumerate(_in_order(batches)):
+                value = decoded[i] if i < len(decoded) else self._decoded(record)
+                if isinstance(value, Invalid):
+                    invalid.append(value)
+                else:
+                    valid.append((record, value))
             if valid:
                 try:
                     await self._handle_with_retry([value for _, value in valid])
@@ -208,6 +277,14 @@ class ConsumerPipeline(Generic[T]):
             await self._commit(consumer, batches)
         CONSUMED.labels(self._name, "processed").inc(sum(len(r) for r in batches.values()) - len(invalid))
         CONSUMED.labels(self._name, "dead_lettered").inc(len(invalid))
+
+    def _decoded(self, record: Record) -> T | Invalid:
+        try:
+            if record.value is None:
+                raise ValueError("message has no value")
+            return self._decode(record.value)
+        except (ValidationError, ValueError) as exc:
+            return Invalid(record, _reason(exc))
 
     def _count_invalid(self, invalid: list[Invalid]) -> None:
         """Before anything is dead-lettered or committed: stop when a partition has had too many invalid
@@ -291,6 +368,12 @@ class ConsumerPipeline(Generic[T]):
             # The group rebalanced while we worked: the partition's new owner gets the batch again, and the
             # handler's idempotency makes the second delivery a no-op.
             log.warning("commit_failed_after_rebalance", consumer=self._name, error=str(exc))
+
+
+def _in_order(batches: Batches) -> Iterator[Record]:
+    """A batch's records, partition after partition (sorted), each partition's in offset order."""
+    for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+        yield from batches[tp]
 
 
 def _reason(exc: BaseException) -> str:
