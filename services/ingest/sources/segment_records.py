@@ -1,11 +1,12 @@
 """A Segment call's canonical events written straight to their Kafka value bytes, without pydantic models.
 
 The mapping (segment.py) builds every part of an event through a `Builders`: `MODELS` (in segment.py) gives
-the canonical pydantic models, as it always did; `RECORDS` (here) gives each part as a plain dict in the
-form the model serialises to (its fields in declaration order, defaults written, None left out, which is
-`encode_event`'s `exclude_none`) and each event as an `EncodedEvent`: those dicts encoded by msgspec. On the
-benchmark's batches, building the models (construct.py) and serialising them (pydantic-core's `to_json`)
-cost about 13 µs a call; the dicts and msgspec about 4 (measured in process).
+the canonical pydantic models, as it always did; `RECORDS` (here) gives each part in the form the model
+serialises to (its fields in declaration order, defaults written, None left out, which is `encode_event`'s
+`exclude_none`): the customer as a plain dict, the payload's parts as msgspec Structs; and each event as an
+`EncodedEvent`, those parts encoded by msgspec. On the benchmark's batches, building the models
+(construct.py) and serialising them (pydantic-core's `to_json`) cost about 13 µs a call; dicts and msgspec
+about 4 (measured in process), Structs a little less.
 
 The bytes are the same: msgspec writes strings (UTF-8, the same escapes), integers, booleans, Decimals (as
 strings, `str()`), datetimes and dates (RFC 3339, `Z` for UTC, microseconds when set) and StrEnums (their
@@ -60,119 +61,108 @@ def _customer(known: dict[str, Any]) -> dict[str, Any]:
     return known
 
 
-def _customer_upserted(*, created_at: datetime | None) -> dict[str, Any]:
-    return {} if created_at is None else {"created_at": created_at}
+# Each part as a msgspec Struct: its fields in the model's declaration order; a field that is None by default
+# is left out when None (omit_defaults, which is exclude_none for these), the others are always written.
+# Built and encoded about a quarter cheaper than dicts of the same fields (a Product Viewed event's parts 2.5
+# -> 1.9 µs, measured in process); the same JSON (tests/unit/test_segment_records.py).
+class _CustomerUpserted(msgspec.Struct, omit_defaults=True):
+    created_at: datetime | None = None
 
 
-def _identity_linked(*, previous_id: str, previous_kind: str) -> dict[str, Any]:
-    return {"previous_id": previous_id, "previous_kind": previous_kind}
+class _IdentityLinked(msgspec.Struct):
+    previous_id: str
+    previous_kind: str
 
 
-def _custom(*, name: str, properties: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "properties": properties}
+class _Custom(msgspec.Struct):
+    name: str
+    properties: dict[str, Any]
 
 
-def _line_item(
-    *,
-    product_id: str,
-    sku: str | None,
-    title: str | None,
-    category: str | None,
-    quantity: int,
-    price: Decimal,
-) -> dict[str, Any]:
-    item: dict[str, Any] = {"product_id": product_id}
-    if sku is not None:
-        item["sku"] = sku
-    if title is not None:
-        item["title"] = title
-    if category is not None:
-        item["category"] = category
-    item["quantity"] = quantity
-    item["price"] = price
-    return item
+class _LineItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    product_id: str
+    sku: str | None = None
+    title: str | None = None
+    category: str | None = None
+    quantity: int
+    price: Decimal
 
 
-def _order_placed(
-    *,
-    order_id: str,
-    total: Decimal,
-    currency: str,
-    line_items: tuple[dict[str, Any], ...],
-    cart_id: str | None,
-    discount_codes: tuple[str, ...],
-) -> dict[str, Any]:
-    order: dict[str, Any] = {
-        "order_id": order_id,
-        "total": total,
-        "currency": currency,
-        "line_items": line_items,
-    }
-    if cart_id is not None:
-        order["cart_id"] = cart_id
-    order["discount_codes"] = discount_codes
-    return order
+class _OrderPlaced(msgspec.Struct, kw_only=True, omit_defaults=True):
+    order_id: str
+    total: Decimal
+    currency: str
+    line_items: tuple[_LineItem, ...]
+    cart_id: str | None = None
+    discount_codes: tuple[str, ...]
 
 
-def _order_refunded(*, order_id: str, amount: Decimal, currency: str, cancelled: bool) -> dict[str, Any]:
-    return {"order_id": order_id, "amount": amount, "currency": currency, "cancelled": cancelled}
+class _OrderRefunded(msgspec.Struct):
+    order_id: str
+    amount: Decimal
+    currency: str
+    cancelled: bool
+
+
+class _CartUpdated(msgspec.Struct, kw_only=True, omit_defaults=True):
+    cart_id: str
+    action: str
+    line_items: tuple[_LineItem, ...]
+    total: Decimal
+    currency: str
+    recovery_url: str | None = None
+    completed: bool
+
+
+class _ProductViewed(msgspec.Struct):
+    product: _LineItem
+
+
+class _SurveyAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    statement_id: str
+    scale: str | None = None
+    agree: bool | None = None
+    score: int | None = None
+
+
+class _SurveyAnswered(msgspec.Struct, kw_only=True, omit_defaults=True):
+    survey_id: str
+    answers: tuple[_SurveyAnswer, ...]
+    csat: int | None = None
+    ces: int | None = None
+    nps: int | None = None
+
+
+class _Event(msgspec.Struct):
+    schema_version: int
+    event_id: str
+    store_id: str
+    customer: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    type: str
+    payload: Any
 
 
 def _cart_updated(
     *,
     cart_id: str,
     action: str,
-    line_items: tuple[dict[str, Any], ...],
+    line_items: tuple[_LineItem, ...],
     total: Decimal,
     currency: str,
     recovery_url: str | None = None,
-) -> dict[str, Any]:
-    cart: dict[str, Any] = {
-        "cart_id": cart_id,
-        "action": action,
-        "line_items": line_items,
-        "total": total,
-        "currency": currency,
-    }
-    if recovery_url is not None:
-        cart["recovery_url"] = recovery_url
-    cart["completed"] = False
-    return cart
-
-
-def _product_viewed(*, product: dict[str, Any]) -> dict[str, Any]:
-    return {"product": product}
-
-
-def _survey_answer(
-    *, statement_id: str, scale: str | None, agree: bool | None, score: int | None
-) -> dict[str, Any]:
-    answer: dict[str, Any] = {"statement_id": statement_id}
-    if scale is not None:
-        answer["scale"] = scale
-    if agree is not None:
-        answer["agree"] = agree
-    if score is not None:
-        answer["score"] = score
-    return answer
-
-
-def _survey_answered(
-    *,
-    survey_id: str,
-    answers: tuple[dict[str, Any], ...],
-    csat: int | None,
-    ces: int | None,
-    nps: int | None,
-) -> dict[str, Any]:
-    survey: dict[str, Any] = {"survey_id": survey_id, "answers": answers}
-    if csat is not None:
-        survey["csat"] = csat
-    if ces is not None:
-        survey["ces"] = ces
-    if nps is not None:
-        survey["nps"] = nps
-    return survey
+) -> _CartUpdated:
+    return _CartUpdated(
+        cart_id=cart_id,
+        action=action,
+        line_items=line_items,
+        total=total,
+        currency=currency,
+        recovery_url=recovery_url,
+        completed=False,
+    )
 
 
 def _has_large_float(value: Any) -> bool:
@@ -210,39 +200,51 @@ def _event(
     store_id: str,
     event_id: str,
     customer: dict[str, Any],
-    payload: dict[str, Any],
+    payload: Any,
     occurred_at: datetime,
     received_at: datetime,
 ) -> EncodedEvent:
-    fields = {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event_id,
-        "store_id": store_id,
-        "customer": customer,
-        "occurred_at": occurred_at,
-        "received_at": received_at,
-        "source": "segment",
-        "type": type_,
-        "payload": payload,
-    }
-    if type_ == "custom" and _has_large_float(payload["properties"]):
+    if type_ == "custom" and _has_large_float(payload.properties):
+        fields = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "store_id": store_id,
+            "customer": customer,
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "source": "segment",
+            "type": type_,
+            "payload": msgspec.structs.asdict(payload),
+        }
         value = pydantic_core.to_json(fields, inf_nan_mode="null")
     else:
-        value = _encode(fields)
+        value = _encode(
+            _Event(
+                SCHEMA_VERSION,
+                event_id,
+                store_id,
+                customer,
+                occurred_at,
+                received_at,
+                "segment",
+                type_,
+                payload,
+            )
+        )
     return EncodedEvent(type_, Source.SEGMENT, occurred_at, f"{store_id}:{customer_key(customer)}", value)
 
 
 RECORDS = Builders(
     customer=_customer,
-    customer_upserted=_customer_upserted,
-    identity_linked=_identity_linked,
-    custom=_custom,
-    line_item=_line_item,
-    order_placed=_order_placed,
-    order_refunded=_order_refunded,
+    customer_upserted=_CustomerUpserted,
+    identity_linked=_IdentityLinked,
+    custom=_Custom,
+    line_item=_LineItem,
+    order_placed=_OrderPlaced,
+    order_refunded=_OrderRefunded,
     cart_updated=_cart_updated,
-    product_viewed=_product_viewed,
-    survey_answer=_survey_answer,
-    survey_answered=_survey_answered,
+    product_viewed=_ProductViewed,
+    survey_answer=_SurveyAnswer,
+    survey_answered=_SurveyAnswered,
     event=_event,
 )
