@@ -100,7 +100,9 @@ class EventPublisher:
             # the event id makes a second copy (from the sender's retry) a no-op downstream.
             PUBLISH_FAILURES.inc()
             raise PublishUnavailable(str(exc) or type(exc).__name__) from exc
-        count_each(PUBLISHED, ((e.source.value, e.type) for e in events))
+        # The Source itself (a StrEnum: equal to its value, and its label is the value): `.value` is a Python
+        # property in 3.11, 0.15 µs an event.
+        count_each(PUBLISHED, ((e.source, e.type) for e in events))
 
     async def reachable(self) -> bool:
         return self._producer is not None and await kafka_reachable(self._producer)
