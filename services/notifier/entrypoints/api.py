@@ -26,7 +26,7 @@ from services.notifier.entrypoints.reload import Reloader
 from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
 from shared.clock import Clock, utcnow
-from shared.consumer import ConsumerPipeline
+from shared.consumer import LIVE_CATCH_UP_MS, ConsumerPipeline
 from shared.funnel_events import decode_funnel_event
 from shared.kafka import FUNNEL_EVENTS, build_consumer, dlq_topic
 from shared.service_app import Runtime, Wiring, consuming_service_app
@@ -94,6 +94,8 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
                 engine, stores, clock, on_messages_due=messages_due
             ),
             max_records=settings.notifier_max_batch,
+            # Live traffic: a batch also takes what reached the broker while the previous one was handled.
+            catch_up_ms=LIVE_CATCH_UP_MS,
         )
         consent = ConsentSync(engine=engine, stores=stores, platforms=platforms, clock=clock)
         audiences = AudienceWorker(engine=engine, stores=stores, clock=clock)

@@ -14,7 +14,7 @@ from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelP
 from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.settings import SegmenterSettings
 from shared.clock import Clock, utcnow
-from shared.consumer import ConsumerPipeline, DlqLimit
+from shared.consumer import LIVE_CATCH_UP_MS, ConsumerPipeline, DlqLimit
 from shared.events import decode_event
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_consumer, dlq_topic
 from shared.outbox import OutboxRelay
@@ -78,6 +78,8 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,
             decode_ahead=SEGMENTER_DECODE_AHEAD,
+            # Live traffic: a batch also takes what reached the broker while the previous one was handled.
+            catch_up_ms=LIVE_CATCH_UP_MS,
         )
         return Wiring(
             pipeline=pipeline,
