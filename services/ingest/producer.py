@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -10,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from services.ingest.deadlines import Deadlines
 from services.ingest.record_batches import PartitionBatches, acknowledged
 from shared.events import PublishableEvent, encode_event
 from shared.kafka import STOREFRONT_EVENTS, ensure_topics, kafka_reachable
@@ -47,10 +47,11 @@ class EventPublisher:
     ) -> None:
         self._settings = settings
         self._factory = producer_factory
-        self._timeout = timeout_seconds
         self._producer: AIOKafkaProducer | None = None
         self._batches: PartitionBatches | None = None
         self._key_partitions = KeyPartitions()
+        # One timer for every request's time limit, not asyncio.timeout's each (services/ingest/deadlines.py).
+        self._deadlines = Deadlines(timeout_seconds)
 
     @property
     def connected(self) -> bool:
@@ -79,7 +80,7 @@ class EventPublisher:
         if producer is None or batches is None:
             raise PublishUnavailable("not connected to Kafka yet")
         try:
-            async with asyncio.timeout(self._timeout):
+            with self._deadlines.limit():
                 # Kafka's default partition, computed here (shared/partitioning.py): the partition aiokafka's
                 # partitioner would choose, for a fraction of its cost (it was 12 of a record's 30 µs).
                 partitions = sorted(await producer.partitions_for(STOREFRONT_EVENTS))
@@ -114,3 +115,4 @@ class EventPublisher:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        self._deadlines.close()
