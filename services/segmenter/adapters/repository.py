@@ -45,6 +45,19 @@ async def _run(conn: AsyncConnection, statement: Positional, values: dict[str, A
     return await fetch(conn, statement.sql, *statement.args(values))
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write statement of a batch with its rows already built (and its documents encoded): preparing is
+    the client's CPU, `send` the database's work, so a caller can prepare the next write while this one runs
+    (service_layer/write_set.py)."""
+
+    statement: Positional
+    values: dict[str, Any]
+
+    async def send(self, conn: AsyncConnection) -> None:
+        await _run(conn, self.statement, self.values)
+
+
 _CLAIMED = ("store_id", "event_id")
 _CLAIM = insert_rows(
     processed_events, _CLAIMED, "ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
@@ -92,12 +105,10 @@ _SAVE_IDENTITIES = insert_rows(
 _SAVE_IDENTITIES_RAW = positional(_SAVE_IDENTITIES)
 
 
-async def save_identities(conn: AsyncConnection, rows: dict[tuple[str, str], str]) -> None:
+def identities_write(rows: dict[tuple[str, str], str]) -> Write | None:
     if not rows:
-        return
-    await _run(
-        conn, _SAVE_IDENTITIES_RAW, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())])
-    )
+        return None
+    return Write(_SAVE_IDENTITIES_RAW, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())]))
 
 
 async def forget_identities(
@@ -279,10 +290,9 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
     )
 
 
-async def save_profiles(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
+def profiles_write(changed: Iterable[Profile]) -> Write | None:
     rows = [_profile_row(p) for p in changed]
-    if rows:
-        await _run(conn, _SAVE_PROFILES_RAW, params(_PROFILE, rows))
+    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows)) if rows else None
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
@@ -294,7 +304,7 @@ _SAVE_ORDERS = insert_rows(
 _SAVE_ORDERS_RAW = positional(_SAVE_ORDERS)
 
 
-async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, Iterable[OrderFact]]]) -> None:
+def orders_write(changed: Iterable[tuple[Profile, Iterable[OrderFact]]]) -> Write | None:
     """Upsert these orders of these profiles (the order rows are a projection of the profiles' facts)."""
     # Keyed by order id: should two sources of one store reuse an id, the last profile written wins here
     # rather than failing the batch.
@@ -312,8 +322,8 @@ async def save_orders(conn: AsyncConnection, changed: Iterable[tuple[Profile, It
         for o in held
     }
     if not by_key:
-        return
-    await _run(conn, _SAVE_ORDERS_RAW, params(_ORDER, list(by_key.values())))
+        return None
+    return Write(_SAVE_ORDERS_RAW, params(_ORDER, list(by_key.values())))
 
 
 _COPURCHASE = ("store_id", "product_id", "other_product_id", "orders", "title")
@@ -326,7 +336,7 @@ _ADD_COPURCHASES = insert_rows(
 _ADD_COPURCHASES_RAW = positional(_ADD_COPURCHASES)
 
 
-async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str, OrderFact]]) -> None:
+def copurchases_write(new_orders: Iterable[tuple[str, OrderFact]]) -> Write | None:
     pairs: Counter[tuple[str, str, str]] = Counter()
     titles: dict[tuple[str, str], str | None] = {}
     for store_id, order in new_orders:
@@ -337,9 +347,9 @@ async def add_copurchases(conn: AsyncConnection, new_orders: Iterable[tuple[str,
                     pairs[(store_id, a, b)] += 1
                     titles[(store_id, b)] = other.title
     if not pairs:
-        return
+        return None
     rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items())]
-    await _run(conn, _ADD_COPURCHASES_RAW, params(_COPURCHASE, rows))
+    return Write(_ADD_COPURCHASES_RAW, params(_COPURCHASE, rows))
 
 
 _TRANSITION = (
@@ -359,13 +369,13 @@ _REPLACE_HISTORIES = text(
 _REPLACE_HISTORIES_RAW = positional(_REPLACE_HISTORIES)
 
 
-async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -> None:
+def histories_write(changed: Iterable[Profile]) -> Write | None:
     """Each profile's transition rows become its history: a history is derived from the facts, so a late
     fact may re-date or remove a step as well as add one. An absorbed profile's rows go (its survivor's
     history holds them)."""
     profiles = list(changed)
     if not profiles:
-        return
+        return None
     keys = sorted({(p.store_id, p.customer_id) for p in profiles})
     values = [
         (
@@ -383,7 +393,7 @@ async def replace_histories(conn: AsyncConnection, changed: Iterable[Profile]) -
         for t in p.transitions
     ]
     gone = params(("gone_store_id", "gone_customer_id"), keys)
-    await _run(conn, _REPLACE_HISTORIES_RAW, {**gone, **params(_TRANSITION, values)})
+    return Write(_REPLACE_HISTORIES_RAW, {**gone, **params(_TRANSITION, values)})
 
 
 _TIMER = ("store_id", "customer_id", "kind", "due_at")
@@ -401,16 +411,16 @@ _APPLY_TIMERS = text(
 _APPLY_TIMERS_RAW = positional(_APPLY_TIMERS)
 
 
-async def apply_timers(conn: AsyncConnection, changes: dict[tuple[str, str, str], datetime | None]) -> None:
+def timers_write(changes: dict[tuple[str, str, str], datetime | None]) -> Write | None:
     """Set (or move) each timer to its due time; delete those whose due time is None."""
     due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
     gone = sorted(key for key, at in changes.items() if at is None)
-    if due or gone:
-        await _run(
-            conn,
-            _APPLY_TIMERS_RAW,
-            {**params(_TIMER, due), **params(("gone_store_id", "gone_customer_id", "gone_kind"), gone)},
-        )
+    if not (due or gone):
+        return None
+    return Write(
+        _APPLY_TIMERS_RAW,
+        {**params(_TIMER, due), **params(("gone_store_id", "gone_customer_id", "gone_kind"), gone)},
+    )
 
 
 def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
@@ -441,13 +451,13 @@ _REPOINT = text(
 _REPOINT_RAW = positional(_REPOINT)
 
 
-async def repoint_merged(conn: AsyncConnection, merges: Sequence[tuple[str, str, str]]) -> None:
+def repoint_write(merges: Sequence[tuple[str, str, str]]) -> Write | None:
     """Everything recorded under each absorbed customer (store, absorbed, survivor) now belongs to its
     survivor; histories are kept. One statement for all the merges of a batch."""
     if not merges:
-        return
+        return None
     rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
-    await _run(conn, _REPOINT_RAW, params(("store_ids", "absorbed", "survivors"), rows))
+    return Write(_REPOINT_RAW, params(("store_ids", "absorbed", "survivors"), rows))
 
 
 _OUTBOX = ("topic", "key", "value")
@@ -456,17 +466,15 @@ _ADD_TO_OUTBOX = insert_rows(outbox, _OUTBOX, ordered=True)
 _ADD_TO_OUTBOX_RAW = positional(_ADD_TO_OUTBOX)
 
 
-async def add_to_outbox(conn: AsyncConnection, events: Iterable[FunnelEvent]) -> int:
+def outbox_write(events: Iterable[FunnelEvent]) -> Write | None:
     keys: list[bytes] = []
     values: list[bytes] = []
     for e in events:
         keys.append(e.partition_key.encode())
         values.append(encode_funnel_event(e))
-    if keys:
-        await _run(
-            conn, _ADD_TO_OUTBOX_RAW, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values}
-        )
-    return len(keys)
+    if not keys:
+        return None
+    return Write(_ADD_TO_OUTBOX_RAW, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values})
 
 
 async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:

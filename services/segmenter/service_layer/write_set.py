@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters import repository
+from services.segmenter.adapters.writes_in_order import Send, WritesInOrder
 from services.segmenter.domain.funnel import Decision
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.events import StorefrontEvent
@@ -74,23 +75,33 @@ class Changes:
         # identity tells an untouched profile, and an order or identity carried over unchanged, apart.
         changed = [p for key, p in self.profiles.items() if p is not self.stored_profiles.get(key)]
         self.written = changed
-        await repository.save_profiles(conn, changed)
-        await repository.save_identities(
-            conn, {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
-        )
-        await repository.save_orders(conn, self._changed_orders(changed))
-        await repository.add_copurchases(conn, self.new_orders)
-        await repository.apply_timers(conn, self.timers)
-        # Rows this batch wrote under an absorbed id (before the event that linked it) move too.
-        await repository.repoint_merged(conn, self.merges)
-        # After the merges: a survivor's history replaces whatever rows its absorbed profiles brought.
-        await repository.replace_histories(conn, self._changed_histories(changed))
-        # An erased customer can no longer be found by email or anonymous id.
-        for p in self.profiles.values():
-            if p.erased:
-                await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
+        # The statements go out in this order, each prepared while PostgreSQL runs the one before
+        # (adapters/writes_in_order.py): 12.8-14.1 us an event of the client's preparing (rows, documents,
+        # funnel events encoded) now runs during PostgreSQL's writes instead of before them (in process,
+        # 27,000 events of the replay mix, 3 runs), out of 32-36 us the write phase costs the client.
+        async with WritesInOrder(conn) as writes:
+            await writes.then(_sent(repository.profiles_write(changed)))
+            await writes.then(
+                _sent(
+                    repository.identities_write(
+                        {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
+                    )
+                )
+            )
+            await writes.then(_sent(repository.orders_write(self._changed_orders(changed))))
+            await writes.then(_sent(repository.copurchases_write(self.new_orders)))
+            await writes.then(_sent(repository.timers_write(self.timers)))
+            # Rows this batch wrote under an absorbed id (before the event that linked it) move too.
+            await writes.then(_sent(repository.repoint_write(self.merges)))
+            # After the merges: a survivor's history replaces whatever rows its absorbed profiles brought.
+            await writes.then(_sent(repository.histories_write(self._changed_histories(changed))))
+            # An erased customer can no longer be found by email or anonymous id.
+            for p in self.profiles.values():
+                if p.erased:
+                    await writes.then(_forgotten(p))
+            await writes.then(_sent(repository.outbox_write(self.funnel_events)))
         count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
-        return await repository.add_to_outbox(conn, self.funnel_events)
+        return len(self.funnel_events)
 
     def _changed_histories(self, changed: list[Profile]) -> list[Profile]:
         """Profiles whose history (derived from their facts) is not the one stored: a late fact may re-date
@@ -114,6 +125,17 @@ class Changes:
             if fresh:
                 out.append((p, fresh))
         return out
+
+
+def _sent(write: repository.Write | None) -> Send | None:
+    return write.send if write is not None else None
+
+
+def _forgotten(p: Profile) -> Send:
+    async def forget(conn: AsyncConnection) -> None:
+        await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
+
+    return forget
 
 
 _DEFAULT_RULES = FunnelRules()
