@@ -23,7 +23,8 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import LabelledChildren
@@ -247,27 +248,14 @@ class _MetricsMiddleware:
 DirectHandler = Callable[[Request], Awaitable[Response]]
 
 
-class _DirectRoutes(BaseRoute):
-    """Answers the requests of declared routes with their `handler(request) -> Response`, without FastAPI's
-    per-request machinery: route matching through the included routers, dependency solving, the nested exit
-    stacks, and validating and rendering the answer through the response model. On ingest's webhooks that
-    machinery was about a third of the process's time per request (bench/README.md, issue 14).
-
-    One route for all of them, found by path and method in a dict: one route per path, first in the app's
-    list, made every request try each in turn (a Shopify webhook, behind the 14 Segment paths, 16 of them:
-    5 % of its time in process, issue 14's sixth round).
-
-    The declared APIRoutes stay in the app, so OpenAPI, `url_path_for` and the 405 for another method are
-    their own; a request served here gets its declared APIRoute as `scope["route"]`, so the metrics count it
-    under the same template. What the handler raises goes to the app's exception handlers, as from any
-    route. The handler therefore reads everything itself (headers, body) and returns the final Response:
-    nothing is validated or rendered for it."""
+class _RouteTable:
+    """The declared routes served directly, by path and method, with their handlers."""
 
     def __init__(self) -> None:
-        self._by_path: dict[str, dict[str, tuple[APIRoute, DirectHandler]]] = {}
+        self.by_path: dict[str, dict[str, tuple[APIRoute, DirectHandler]]] = {}
 
     def add(self, route: APIRoute, handler: DirectHandler) -> None:
-        methods = self._by_path.setdefault(route.path, {})
+        methods = self.by_path.setdefault(route.path, {})
         for method in route.methods or ():
             if method in methods:
                 raise ValueError(f"{method} {route.path} is served directly already")
@@ -275,24 +263,52 @@ class _DirectRoutes(BaseRoute):
 
     @property
     def paths(self) -> frozenset[str]:
-        return frozenset(self._by_path)
+        return frozenset(self.by_path)
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        # With FastAPI's own telemetry on, the declared route answers (the same answer, test_direct_routes.py)
-        # and names itself to the telemetry, which reads the path of the route that matched.
-        if scope["type"] != "http" or scope.get("fastapi.telemetry") is not None:
-            return Match.NONE, {}
-        found = self._by_path.get(get_route_path(scope), _NO_METHODS).get(scope["method"])
-        if found is None:
-            return Match.NONE, {}  # another path, or another method: the declared route answers it (405)
-        route = found[0]
-        return Match.FULL, {"route": route, "endpoint": route.endpoint, "path_params": {}}
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        raise NoMatchFound(name, path_params)  # the declared routes name the paths
+class _DirectRoutes:
+    """Answers the requests of declared routes with their `handler(request) -> Response`, without FastAPI's
+    per-request machinery: route matching through the included routers, dependency solving, the nested exit
+    stacks, and validating and rendering the answer through the response model. On ingest's webhooks that
+    machinery was about a third of the process's time per request (bench/README.md, issue 14).
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self._by_path[get_route_path(scope)][scope["method"]][1]
+    The innermost of the app's own middleware (every other one, CORS, metrics, rate limits and the input
+    guard, sees these requests as before), it finds the route by path and method in a dict and hands the
+    request to the app's exception handling (Starlette's ExceptionMiddleware with the handlers FastAPI gives
+    its own) around the handler. Until issue 14's sixth round each route was one of the router's routes,
+    tried in turn (a Shopify webhook after the 14 Segment paths), behind the exception handling, the exit
+    stack and the router: 14 % of a webhook's CPU in process.
+
+    The declared APIRoutes stay in the app, so OpenAPI, `url_path_for` and the 405 for another method are
+    their own (those requests go on to the router); a request served here gets its declared APIRoute as
+    `scope["route"]`, as the router gives it, so the metrics count it under the same template. The handler
+    reads everything itself (headers, body) and returns the final Response: nothing is validated or rendered
+    for it."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, routes: _RouteTable) -> None:
+        self._app = app
+        self._routes = routes.by_path
+        self._router = fastapi_app.router
+        # What FastAPI.build_middleware_stack gives its ExceptionMiddleware (500 and Exception go to the
+        # outermost ServerErrorMiddleware, as for every route).
+        handlers = {k: v for k, v in fastapi_app.exception_handlers.items() if k not in (500, Exception)}
+        self._handled = ExceptionMiddleware(self._serve, handlers=handlers, debug=fastapi_app.debug)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # With FastAPI's own telemetry on, the router answers (the declared route: the same answer,
+        # test_direct_routes.py) and names the route to the telemetry.
+        if scope["type"] == "http" and scope.get("fastapi.telemetry") is None:
+            found = self._routes.get(get_route_path(scope), _NO_METHODS).get(scope["method"])
+            if found is not None:
+                route = found[0]
+                scope.setdefault("router", self._router)
+                scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {}
+                await self._handled(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self._routes[get_route_path(scope)][scope["method"]][1]
         response = await handler(Request(scope, receive, send))
         await response(scope, receive, send)
 
@@ -315,13 +331,26 @@ def serve_directly(app: FastAPI, routes: Sequence[tuple[APIRoute, DirectHandler]
             raise ValueError(f"{route.path} is not a route of this app at that path")
         if route.dependencies or getattr(context, "dependencies", None):
             raise ValueError(f"{route.path} has dependencies, which a direct handler would skip")
-    direct = next((r for r in app.router.routes if isinstance(r, _DirectRoutes)), None)
-    if direct is None:
-        # First in the app's own list: the router stops at the first full match.
-        direct = _DirectRoutes()
-        app.router.routes.insert(0, direct)
+    table = direct_routes(app)
+    if table is None:
+        if app.middleware_stack is not None:
+            raise RuntimeError("routes can only be served directly before the app starts")
+        table = _RouteTable()
+        # Last in the list: the innermost of the app's own middleware (add_middleware puts each new one
+        # outside the others).
+        app.user_middleware.append(Middleware(_DirectRoutes, fastapi_app=app, routes=table))
     for route, handler in routes:
-        direct.add(route, handler)
+        table.add(route, handler)
+
+
+def direct_routes(app: FastAPI) -> _RouteTable | None:
+    """The app's routes served directly, if any."""
+    for middleware in app.user_middleware:
+        factory: object = middleware.cls
+        table = middleware.kwargs.get("routes")
+        if factory is _DirectRoutes and isinstance(table, _RouteTable):
+            return table
+    return None
 
 
 def ops_router(readiness: ReadinessCheck) -> APIRouter:
