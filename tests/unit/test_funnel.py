@@ -33,7 +33,8 @@ from shared.events import (
 )
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
-from shared.funnel_events import CustomerUpdatedEvent, funnel_event_id
+from shared.funnel_event_structs import CustomerUpdatedEvent
+from shared.funnel_events import funnel_event_id
 from shared.funnel_rules import FunnelRules
 from tests.builders import canonical_event
 
@@ -360,8 +361,8 @@ def test_survey_level_is_the_highest_scale_agreed_with_and_cognitive_weighs_noth
     profile, [d] = run(ev("survey_answered", {"survey_id": "s", "answers": answers, "csat": 2, "nps": 9}))
     assert profile.survey_level == SurveyLevel.CONATIVE
     [scored] = d.funnel_events
-    assert scored.payload.agreed == {"affective": 1, "conative": 1}  # type: ignore[union-attr]
-    assert scored.payload.csat == 2  # type: ignore[union-attr]
+    assert scored.payload.agreed == {"affective": 1, "conative": 1}
+    assert scored.payload.csat == 2
 
 
 def test_birthday_reminders_every_year() -> None:

@@ -34,7 +34,7 @@ from services.segmenter.adapters.tables import (
 )
 from services.segmenter.adapters.unnest import Positional, insert_rows, params, positional, unnest
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
-from shared.funnel_events import FunnelEvent, encode_funnel_event
+from shared.funnel_event_structs import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
 from shared.raw_sql import fetch
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -31,8 +32,6 @@ from services.segmenter.domain.profile import (
     RefundFact,
     SurveyFact,
     Transition,
-    unvalidated,
-    unvalidated_from,
 )
 from services.segmenter.domain.survey import score
 from shared.events import (
@@ -52,8 +51,7 @@ from shared.events import (
     SurveyAnsweredEvent,
 )
 from shared.funnel import Health, LoyaltyStage
-from shared.funnel_events import (
-    SCHEMA_VERSION,
+from shared.funnel_event_structs import (
     BirthdayDue,
     BirthdayDueEvent,
     CartAbandoned,
@@ -62,6 +60,7 @@ from shared.funnel_events import (
     CustomerUpdated,
     CustomerUpdatedEvent,
     FunnelEvent,
+    FunnelPayload,
     HealthChanged,
     HealthChangedEvent,
     OrderPlacedFunnelEvent,
@@ -70,22 +69,17 @@ from shared.funnel_events import (
     StageChangedEvent,
     SurveyScored,
     SurveyScoredEvent,
-    funnel_event_id,
 )
-from shared.funnel_events import (
+from shared.funnel_event_structs import (
     CartAbandonedEvent as FunnelCartAbandoned,
 )
+from shared.funnel_events import SCHEMA_VERSION, funnel_event_id
 from shared.funnel_rules import FunnelRules
 
 __all__ = ["HEALTH_TIMER"]
 
 BIRTHDAY_TIMER = "birthday"
 _NOTHING = Decimal("0")
-
-
-# Each funnel event class's `type` and whether it has a payload, read once (pydantic's model_fields is a
-# descriptor run in Python on each access since pydantic 2.11).
-_KINDS: dict[type[FunnelEvent], tuple[str, bool]] = {}
 
 
 @dataclass(slots=True)
@@ -104,31 +98,30 @@ class Decision:
         self,
         kind: str,
         build: type[FunnelEvent],
-        payload: object,
+        payload: FunnelPayload | None,
         *,
         key: str = "",
         at: datetime | None = None,
     ) -> None:
-        """Add a funnel event whose id derives from its cause, so replays produce the same ids."""
-        kind_of = _KINDS.get(build)
-        if kind_of is None:
-            fields = build.model_fields
-            kind_of = _KINDS[build] = (fields["type"].default, "payload" in fields)
-        values: dict[str, object] = {
+        """Add a funnel event whose id derives from its cause, so replays produce the same ids.
+
+        Funnel events are msgspec Structs with the contract's bytes (shared/funnel_event_structs.py), not the
+        pydantic models built unvalidated: 19.2 -> 16.8 µs an emit with its snapshot's figures made (6,000
+        profiles of the mix), and encoding them for the outbox 5.8 -> 1.8 µs per storefront event."""
+        profile = self.profile
+        envelope: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": funnel_event_id(self.cause, f"{kind}{key}"),
-            "store_id": self.profile.store_id,
-            "customer_id": self.profile.customer_id,
+            "store_id": profile.store_id,
+            "customer_id": profile.customer_id,
             "occurred_at": at or self.at,
             "caused_by": self.cause,
-            "profile": self.profile.snapshot(),
-            "type": kind_of[0],
+            "profile": profile.snapshot(),
+            "type": build.TYPE,
         }
-        if kind_of[1]:
-            values["payload"] = payload
-        # Every value is already of its field's type (ours, built above or by the caller): not validated
-        # again, which cost 8 µs a funnel event.
-        self.funnel_events.append(unvalidated_from(build, values))
+        if payload is not None:
+            envelope["payload"] = payload
+        self.funnel_events.append(build(**envelope))
 
 
 def new_profile(store_id: str, customer_id: str) -> Profile:
@@ -300,25 +293,20 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
         suffix = "" if n == 1 else f"#{n}"
         if t.dimension == "stage":
             before_stage, after_stage = LoyaltyStage(t.from_value), LoyaltyStage(t.to_value)
-            change: object = unvalidated(
-                StageChanged, from_stage=before_stage, to_stage=after_stage, reason=t.reason
-            )
-            d.emit(kind, StageChangedEvent, change, key=suffix, at=t.occurred_at)
+            stage_change = StageChanged(from_stage=before_stage, to_stage=after_stage, reason=t.reason)
+            d.emit(kind, StageChangedEvent, stage_change, key=suffix, at=t.occurred_at)
         else:
             before_health, after_health = Health(t.from_value), Health(t.to_value)
-            change = unvalidated(
-                HealthChanged, from_health=before_health, to_health=after_health, reason=t.reason
-            )
-            d.emit(kind, HealthChangedEvent, change, key=suffix, at=t.occurred_at)
+            health_change = HealthChanged(from_health=before_health, to_health=after_health, reason=t.reason)
+            d.emit(kind, HealthChangedEvent, health_change, key=suffix, at=t.occurred_at)
     d.timers[HEALTH_TIMER] = next_check
 
 
 # -- events ----------------------------------------------------------------------------------------------
 
 
-# The facts and payloads below are built with `unvalidated` from the event's validated fields (every field
-# given, in the model's order, of its type): a validating constructor cost 1.5-3 µs each, and an order
-# makes a dozen of them.
+# The facts (and the funnel events' payloads) below are Structs built from the event's validated fields,
+# so not checked again: a pydantic validating constructor cost 1.5-3 µs each, and an order makes a dozen.
 
 
 def _products(event: OrderPlacedEvent) -> tuple[ProductFact, ...]:
@@ -394,8 +382,7 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     d.emit(
         "order_placed",
         OrderPlacedFunnelEvent,
-        unvalidated(
-            OrderRecorded,
+        OrderRecorded(
             order_id=order.order_id,
             total=order.total,
             currency=order.currency,
@@ -443,8 +430,7 @@ def _on_cart(d: Decision, event: CartUpdatedEvent, rules: FunnelRules) -> None:
 
 
 def _cart_item(item: LineItem | ItemFact) -> CartItem:
-    return unvalidated(
-        CartItem,
+    return CartItem(
         product_id=item.product_id,
         title=item.title,
         category=item.category,
@@ -648,7 +634,7 @@ def decide(
     if changed and not d.funnel_events:
         # Every funnel event carries the snapshot; this one exists so that consent or address changes reach
         # the notifier (audiences, exports) even when nothing else happened.
-        d.emit("customer_updated", CustomerUpdatedEvent, unvalidated(CustomerUpdated, changed=changed))
+        d.emit("customer_updated", CustomerUpdatedEvent, CustomerUpdated(changed=changed))
     if d.profile.birthday != had_birthday:
         _birthday_timer(d, rules)
     return d

