@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.httpload import encode_request, open_loop
 from bench.isolated import run_isolated
 from bench.segmenter_bench import wait_until_committed
-from bench.stack import PARTITIONS, BenchStack
+from bench.stack import PARTITIONS, BenchStack, Service
 from bench.stats import percentile
 from bench.workload import SegmentCall, Storefront, segment_batch_body
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS
@@ -121,10 +122,13 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     try:
         for r in range(runs):
             mails_before = len(stack.smtp.snapshot())
+            cpu_before = {s.name: _cpu_seconds(s) for s in services}
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
+            cpu = {s.name: _cpu_seconds(s) - cpu_before[s.name] for s in services}
+            sent_in_run = len(stack.smtp.snapshot()) - mails_before
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
             hops = _hops(stack, load["answered"], commits)
@@ -158,6 +162,15 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
                 "email_p50_ms": percentile(email_ms, 50),
                 "email_p95_ms": percentile(email_ms, 95),
                 "email_p99_ms": percentile(email_ms, 99),
+                # Each service's CPU (user + system, /proc) from the load's start to the last welcome: per
+                # event offered (ingest, segmenter) and per email the SMTP server took meanwhile (notifier:
+                # planning every funnel event included).
+                "cpu_seconds": {name: round(v, 2) for name, v in cpu.items()},
+                "cpu_us_per_event": {
+                    name: round(cpu[name] / load["events"] * 1e6, 1) for name in ("ingest", "segmenter")
+                },
+                "emails_sent": sent_in_run,
+                "notifier_cpu_ms_per_email": round(cpu["notifier"] / max(1, sent_in_run) * 1000, 3),
             }
             out["runs"].append(result)
             say(
@@ -170,6 +183,17 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
         for service in services:
             stack.stop_service(service)
     return out
+
+
+def _cpu_seconds(service: Service) -> float:
+    """The service process's CPU time so far (utime + stime of /proc/<pid>/stat), in seconds."""
+    pid = service.process.pid()
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _hops(stack: BenchStack, answered: dict[str, float], published: dict[str, float]) -> dict[str, Any]:
