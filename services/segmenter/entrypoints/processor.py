@@ -3,7 +3,10 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,6 +32,27 @@ MERGES = Counter("segmenter_profile_merges_total", "Profiles found to be one cus
 # and 179 with 1,000, against 163 before the cache (issue 14 allows +10 %); the throughput did not differ
 # measurably between them.
 PROFILE_CACHE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What a batch's look-ups need of its events: each event's identifiers (in the events' order, worked out
+    once for the look-ups and for resolution), the (store, identifier) pairs to look up, and the customer
+    each event names on its own (resolved with nothing known yet), whose profile is loaded too."""
+
+    ids_of: list[list[str]]
+    wanted: set[tuple[str, str]]
+    named_alone: set[Key]
+
+    @classmethod
+    def of(cls, events: Sequence[StorefrontEvent]) -> _Keys:
+        ids_of = [event_identifiers(e) for e in events]
+        pairs = list(zip(events, ids_of, strict=True))
+        return cls(
+            ids_of,
+            {(e.store_id, i) for e, ids in pairs for i in ids},
+            {(e.store_id, resolve(ids, {}).customer_id) for e, ids in pairs},
+        )
 
 
 class FunnelProcessor:
@@ -69,28 +93,40 @@ class FunnelProcessor:
     async def _batch(
         self, conn: AsyncConnection, events: Sequence[StorefrontEvent]
     ) -> tuple[int, repository.Writer | None, Changes]:
-        first_seen = await repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
+        # The claim goes out first, and while PostgreSQL inserts the batch's ids, what the look-ups need of
+        # the events is worked out for all of them (a duplicate is rare; when there is one, again for the
+        # fresh ones): that CPU then overlaps the claim instead of following it.
+        claiming = asyncio.create_task(
+            repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
+        )
+        try:
+            await asyncio.sleep(0)  # one turn of the event loop: the claim is sent
+            keys = _Keys.of(events)
+        except Exception:
+            await claiming  # a failure of the claim came first, and is the one raised
+            raise
+        except BaseException:  # cancelled: so is the claim, as when it was awaited
+            claiming.cancel()
+            with contextlib.suppress(BaseException):
+                await claiming
+            raise
+        first_seen = await claiming
         fresh = first_copies(events, first_seen)
         DUPLICATES.inc(len(events) - len(fresh))
         if not fresh:
             return 0, None, Changes()
-        return await self._apply(conn, fresh)
+        return await self._apply(conn, fresh, keys if len(fresh) == len(events) else _Keys.of(fresh))
 
     async def _apply(
-        self, conn: AsyncConnection, events: list[StorefrontEvent]
+        self, conn: AsyncConnection, events: list[StorefrontEvent], keys: _Keys
     ) -> tuple[int, repository.Writer | None, Changes]:
-        # Each event's identifiers, worked out once for the look-ups below and for resolution.
-        ids_of = [event_identifiers(e) for e in events]
-        wanted = {(e.store_id, i) for e, ids in zip(events, ids_of, strict=True) for i in ids}
-        found = await repository.load_identities(conn, wanted)
-        candidates = {(s, c) for (s, _), c in found.items()}
+        ids_of = keys.ids_of
+        found = await repository.load_identities(conn, keys.wanted)
+        candidates = {(s, c) for (s, _), c in found.items()} | keys.named_alone
         # identifier -> customer, per store: what resolution consults (and updates) event after event.
         known: dict[str, dict[str, str]] = {}
         for (store, identifier), customer in found.items():
             known.setdefault(store, {})[identifier] = customer
-        candidates |= {
-            (e.store_id, resolve(ids, {}).customer_id) for e, ids in zip(events, ids_of, strict=True)
-        }
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
         loaded = versioned.profiles
         changes = Changes(stored_profiles=dict(loaded), stored_identities=dict(found))
