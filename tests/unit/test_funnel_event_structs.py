@@ -4,7 +4,7 @@ give for the same values, validated, as the segmenter wrote before, and what the
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,6 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
-from pydantic_core import TzInfo
 
 from bench.workload import Storefront, canonical
 from services.segmenter.domain.funnel import decide, new_profile
@@ -22,6 +21,7 @@ from shared import funnel_event_structs as out
 from shared import funnel_events as contract
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules
+from tests.strategies import INSTANTS, MONEY
 
 _EVENT: TypeAdapter[Any] = TypeAdapter(contract.FunnelEvent)
 
@@ -68,14 +68,6 @@ def test_the_funnel_events_of_the_mix_have_the_contracts_bytes() -> None:
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
 NAMES = st.none() | TEXT
-ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=3)),
-                         TzInfo(0), TzInfo(-7200)])  # fmt: skip
-INSTANTS = st.builds(
-    lambda at, zone: at.replace(tzinfo=zone),
-    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
-    ZONES,
-)
-MONEY = st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**15), max_value=10**15)
 PRODUCTS = st.builds(ProductFact, product_id=TEXT, title=NAMES, category=NAMES, price=st.none() | MONEY)
 ORDERS = st.builds(
     OrderFact,

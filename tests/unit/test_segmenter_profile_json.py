@@ -7,13 +7,12 @@ with the state before issue 14's second round.)"""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic_core import TzInfo
 
 from bench.workload import Storefront, canonical
 from services.segmenter.adapters.repository import _profile_row
@@ -21,6 +20,7 @@ from services.segmenter.domain.funnel import decide, new_profile
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import OrderFact, ProductFact, Profile
 from shared.funnel_rules import FunnelRules
+from tests.strategies import INSTANTS, MONEY
 
 
 def _values(document: str) -> Any:
@@ -51,14 +51,6 @@ def test_the_profiles_of_the_mix_are_written_the_same() -> None:
 
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
-ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=3)),
-                         TzInfo(0), TzInfo(-7200)])  # fmt: skip
-INSTANTS = st.builds(
-    lambda at, zone: at.replace(tzinfo=zone),
-    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
-    ZONES,
-)
-MONEY = st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**15), max_value=10**15)
 
 
 @settings(max_examples=300, deadline=None)
