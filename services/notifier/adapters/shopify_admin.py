@@ -44,6 +44,8 @@ MUTATION_COST = 10.0
 QUERY_COST = 5.0
 THROTTLED_RETRIES = 4
 LONGEST_WAIT_SECONDS = 20.0
+# Points kept back from an answer's currentlyAvailable, which may be rounded (see _observe).
+ROUNDING = 1.0
 
 
 @dataclass
@@ -81,11 +83,15 @@ class ShopifyAdmin:
         self._lock = asyncio.Lock()
         # Cost reserved by calls Shopify has not answered yet: an answer's bucket does not include them.
         self._in_flight = 0.0
+        # Calls numbered as they reserve, and the number of the latest whose bucket we took (see _observe).
+        self._sent = 0
+        self._seen = 0
 
     # -- transport ------------------------------------------------------------------------------------
 
-    async def _reserve(self, cost: float) -> None:
-        """Wait until the bucket holds `cost`, then take it (under a lock, so concurrent calls share it)."""
+    async def _reserve(self, cost: float) -> int:
+        """Wait until the bucket holds `cost`, then take it (under a lock, so concurrent calls share it);
+        return the call's number."""
         async with self._lock:
             now = self._monotonic()
             available = self._bucket.estimate(now)
@@ -97,32 +103,42 @@ class ShopifyAdmin:
             self._bucket.available = max(0.0, available - cost)
             self._bucket.observed_at = now
             self._in_flight += cost
+            self._sent += 1
+            return self._sent
 
-    def _observe(self, body: dict[str, Any], cost: float) -> None:
+    def _observe(self, body: dict[str, Any], cost: float, call: int) -> None:
         self._in_flight = max(0.0, self._in_flight - cost)
+        # Concurrent calls' answers can arrive in another order than they were sent: an earlier call's answer
+        # coming after a later one's tells a bucket from before the later call took its points, and those are
+        # no longer in flight, so taking it would count them as free again and send the next call into
+        # THROTTLED (seen on a loaded machine). The later call's answer already told as much or less.
+        if call < self._seen:
+            return
         status = (((body.get("extensions") or {}).get("cost") or {}).get("throttleStatus")) or {}
         try:
             self._bucket = _Bucket(
                 maximum=float(status["maximumAvailable"]),
-                available=max(0.0, float(status["currentlyAvailable"]) - self._in_flight),
+                # Less a point: the figure may be rounded up (Shopify's are whole points).
+                available=max(0.0, float(status["currentlyAvailable"]) - self._in_flight - ROUNDING),
                 restore_rate=float(status["restoreRate"]),
                 observed_at=self._monotonic(),
             )
         except (KeyError, TypeError, ValueError):
             return
+        self._seen = call
 
     async def execute(
         self, query: str, variables: dict[str, Any], *, cost: float = QUERY_COST
     ) -> dict[str, Any]:
         """Run one GraphQL operation and return its `data`; raise PlatformUnavailable or PlatformRefused."""
         for attempt in range(THROTTLED_RETRIES + 1):
-            await self._reserve(cost)
+            call = await self._reserve(cost)
             try:
                 body = await self._post(query, variables)
             except BaseException:
                 self._in_flight = max(0.0, self._in_flight - cost)
                 raise
-            self._observe(body, cost)
+            self._observe(body, cost, call)
             errors = body.get("errors") or []
             codes = {str((e.get("extensions") or {}).get("code", "")) for e in errors if isinstance(e, dict)}
             if "THROTTLED" in codes:
