@@ -18,10 +18,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Send = Callable[[AsyncConnection], Awaitable[object]]
+R = TypeVar("R")
+W = TypeVar("W")
+
+
+async def alongside(statement: Awaitable[R], work: Callable[[], W]) -> tuple[R, W]:
+    """The statement's result and `work()`'s, the work done while PostgreSQL runs the statement (sent by a
+    task of its own). Errors as in WritesInOrder: a failure of the statement came first and is the one
+    raised; cancelling cancels the statement."""
+    task = asyncio.ensure_future(statement)
+    try:
+        await asyncio.sleep(0)  # one turn of the event loop: the statement is sent
+        done = work()
+    except Exception:
+        await task  # raises the statement's error, which came before the work's
+        raise
+    except BaseException:
+        await _cancel(task)
+        raise
+    return await task, done
+
+
+async def _cancel(task: asyncio.Task[R] | asyncio.Future[R]) -> None:
+    """Cancel a statement in flight and wait until it has stopped, as an awaited one would have been."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 class WritesInOrder:
@@ -45,9 +72,7 @@ class WritesInOrder:
         else:  # cancelled (or exiting): the statement in flight is cancelled too, as an awaited one was
             last, self._last = self._last, None
             if last is not None:
-                last.cancel()
-                with contextlib.suppress(BaseException):
-                    await last
+                await _cancel(last)
 
     async def then(self, send: Send | None) -> None:
         """Send this statement once those before it are done (nothing when None); returns at once, after

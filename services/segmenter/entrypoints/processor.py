@@ -3,8 +3,6 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
+from services.segmenter.adapters.writes_in_order import alongside
 from services.segmenter.domain.funnel import after_merge, decide, erase_shop, event_identifiers, merge
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
@@ -96,21 +95,10 @@ class FunnelProcessor:
         # The claim goes out first, and while PostgreSQL inserts the batch's ids, what the look-ups need of
         # the events is worked out for all of them (a duplicate is rare; when there is one, again for the
         # fresh ones): that CPU then overlaps the claim instead of following it.
-        claiming = asyncio.create_task(
-            repository.claim_events(conn, [(e.event_id, e.store_id) for e in events])
+        first_seen, keys = await alongside(
+            repository.claim_events(conn, [(e.event_id, e.store_id) for e in events]),
+            lambda: _Keys.of(events),
         )
-        try:
-            await asyncio.sleep(0)  # one turn of the event loop: the claim is sent
-            keys = _Keys.of(events)
-        except Exception:
-            await claiming  # a failure of the claim came first, and is the one raised
-            raise
-        except BaseException:  # cancelled: so is the claim, as when it was awaited
-            claiming.cancel()
-            with contextlib.suppress(BaseException):
-                await claiming
-            raise
-        first_seen = await claiming
         fresh = first_copies(events, first_seen)
         DUPLICATES.inc(len(events) - len(fresh))
         if not fresh:
