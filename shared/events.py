@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import SchemaValidator
 
-from shared.fields import LanguageTag, email_address
+from shared.fields import LanguageTag, email_address, language_tag
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -400,6 +400,57 @@ def _is_nul_check(function: Any) -> bool:
     return getattr(function, "__func__", None) is _Model._no_nul.__func__  # type: ignore[attr-defined]
 
 
+# The segmenter's validator checks values spelt as ingest writes them in pydantic-core, not calling Python:
+# each pattern (Rust regex: `$` is the end of the text; ASCII classes only) matches only values that the full
+# check gives back unchanged, so an event whose values all match decodes to the very same model. Anything
+# else (other letters, upper case, spaces, `en_US`, a number for money, ...) fails there, and the full
+# validator decides, as before. Over the replay mix, an event decodes in 9.2 us, not 11.2 (medians of 9).
+# email_address: trimmed, lower-cased, an ASCII local part without RFC 5322 specials, ASCII labels.
+_CANONICAL_EMAIL = (
+    r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+# language_tag: shared.fields._LANGTAG with its case-insensitivity spelt out, nothing around it, no `_`.
+_CANONICAL_LANGUAGE_TAG = (
+    r"^(?:(?:[a-zA-Z]{2,3}(?:-[a-zA-Z]{3}){0,3}|[a-zA-Z]{4}|[a-zA-Z]{5,8})"
+    r"(?:-[a-zA-Z]{4})?"
+    r"(?:-(?:[a-zA-Z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[a-zA-Z0-9]{5,8}|[0-9][a-zA-Z0-9]{3}))*"
+    r"(?:-[0-9a-wyzA-WYZ](?:-[a-zA-Z0-9]{2,8})+)*"
+    r"(?:-[xX](?:-[a-zA-Z0-9]{1,8})+)?"
+    r"|[xX](?:-[a-zA-Z0-9]{1,8})+)$"
+)
+# Money as encode_event writes it (Decimal's str): at most 14 digits, 2 of them decimals, not negative. The
+# full check's max_digits/decimal_places asks Python for the Decimal's as_tuple() once per amount.
+_CANONICAL_MONEY = r"^(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?$"
+_MONEY_SCHEMA = {"type": "decimal", "ge": 0, "max_digits": 14, "decimal_places": 2}
+
+
+def _without_python_checks(schema: Any) -> Any:
+    """The core schema with the email, language tag and money checks that call into Python replaced by the
+    patterns above (_CANONICAL_*), and everything else kept."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "function-after":
+            function = schema["function"].get("function")
+            if getattr(function, "__func__", None) is Customer._normalise_email.__func__:  # type: ignore[attr-defined]
+                inner = schema["schema"]
+                assert inner["type"] == "nullable", inner
+                assert inner["schema"]["type"] == "str", inner
+                return {**inner, "schema": {**inner["schema"], "pattern": _CANONICAL_EMAIL}}
+            if function is language_tag:
+                assert schema["schema"] == {"type": "str"}, schema
+                return {"type": "str", "max_length": 35, "pattern": _CANONICAL_LANGUAGE_TAG}
+        if {key: value for key, value in schema.items() if key != "metadata"} == _MONEY_SCHEMA:
+            return {
+                "type": "chain",
+                "steps": [{"type": "str", "pattern": _CANONICAL_MONEY}, {"type": "decimal"}],
+            }
+        return {key: _without_python_checks(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_without_python_checks(value) for value in schema]
+    return schema
+
+
 def _build_without_nul_check() -> SchemaValidator:
     """A validator of the same models (instances of the very same classes, every other check kept) that
     skips the per-field NUL walk: a fifth of decoding an event, for a question one search of the raw bytes
@@ -411,7 +462,7 @@ def _build_without_nul_check() -> SchemaValidator:
     try:
         for cls in models:
             cls.__pydantic_complete__ = False
-        return SchemaValidator(_without_nul_check(schema))
+        return SchemaValidator(_without_python_checks(_without_nul_check(schema)))
     finally:
         for cls in models:
             cls.__pydantic_complete__ = True

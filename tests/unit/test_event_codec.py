@@ -241,3 +241,100 @@ def test_the_inlined_nul_check_agrees_with_reject_nul(value: Any) -> None:
         return "ok"
 
     assert verdict(lambda v: events._Model._no_nul(v)) == verdict(reject_nul)
+
+
+# The segmenter's validator checks emails, language tags and amounts written as ingest writes them with
+# patterns instead of calling Python (events._CANONICAL_*); any other spelling must still get the full check's
+# verdict and value. Values near the patterns' edges: case, spaces, `_`, non-ASCII letters that fold to ASCII
+# (the Kelvin sign, dotless i), a trailing newline (which Python's `$` would let through), long runs.
+NEAR_CHARS = st.sampled_from(
+    [*"aZz09.-_@+!#'`~{|}%/=?^&* \t\n", "\u212a", "\u0131", "é", "ß", "\u00a0", "x", "X", "-x-", ".."]
+)
+NEAR = st.one_of(
+    st.lists(NEAR_CHARS, max_size=12).map("".join),
+    st.builds(
+        lambda local, domain, around: around[0] + local + "@" + domain + around[1],
+        st.lists(NEAR_CHARS, min_size=1, max_size=8).map("".join),
+        st.lists(st.sampled_from(["a", "Z", "0", "-", ".", "é", "co", "\u212a"]), min_size=1, max_size=8).map(
+            "".join
+        ),
+        st.sampled_from([("", ""), (" ", ""), ("", "\n"), ("", " ")]),
+    ),
+    st.builds(
+        lambda parts, sep, end: sep.join(parts) + end,
+        st.lists(
+            st.sampled_from([
+                "en", "EN", "pt", "BR", "zh", "Hant", "TW", "x", "X", "a1b2c", "1234", "419", "i", "\u212a",
+                "abcdefghi", "q", "y", "qq",
+            ]),
+            min_size=1, max_size=5,
+        ),
+        st.sampled_from(["-", "_", "--"]),
+        st.sampled_from(["", "\n", " "]),
+    ),
+    st.builds(
+        lambda sign, whole, dot, fraction, end: f"{sign}{whole}{dot}{fraction}{end}",
+        st.sampled_from(["", "-", "+", " "]),
+        st.text(alphabet="0123456789", min_size=0, max_size=15),
+        st.sampled_from(["", ".", ","]),
+        st.text(alphabet="0123456789", min_size=0, max_size=4),
+        st.sampled_from(["", "\n", "e2", "E-1", " "]),
+    ),
+)  # fmt: skip
+FAST_CHECKED: list[tuple[Any, ...]] = [
+    ("customer", "email"),
+    ("customer", "locale"),
+    ("payload", "total"),
+    ("payload", "line_items", 0, "price"),
+    ("payload", "product", "price"),
+]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), value=NEAR)
+def test_an_email_locale_or_amount_spelt_any_way_gets_the_same_verdict_and_value(
+    data: st.DataObject, value: str
+) -> None:
+    where = data.draw(st.sampled_from(FAST_CHECKED))
+    doc = copy.deepcopy(data.draw(st.sampled_from([s for s in SEEDS if _has(s, where[:-1])])))
+    _at(doc, where[:-1])[where[-1]] = value
+    assert_same(json.dumps(doc, ensure_ascii=data.draw(st.booleans())).encode())
+
+
+def _has(doc: Any, path: tuple[Any, ...]) -> bool:
+    try:
+        _at(doc, path)
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def test_what_ingest_writes_takes_the_segmenters_cheaper_validator() -> None:
+    # Not behaviour but cost: an event the cheaper validator refuses is validated twice.
+    for event in [*EXAMPLES, *MIX]:
+        events._WITHOUT_NUL_CHECK.validate_json(encode_event(event))
+
+
+EDGES = [
+    "a@b.co", "A@b.co", "a@B.co", " a@b.co", "a@b.co\n", "a@b.co ", "é@b.co", "a@é.co", "a@b", "a@b.c-",
+    "a@-b.co", "a_b@b_c.co", "a..b@b.co", "\u212a@b.co", "a@\u212a.co", "a\u0131@b.co", f"{'a' * 64}@b.co",
+    f"{'a' * 65}@b.co", f"a@{'b' * 63}.co", f"a@{'b' * 64}.co", "", " ",
+    "en", "EN", "en-US", "en_US", "en-us\n", " en", "\u212aa", "en-\u212a\u212a", "x-abc", "X-ABC",
+    "i-klingon",
+    "en-a-bbb-x-a-ccc", f"en-{'-'.join(['abcde'] * 6)}", f"en-{'-'.join(['abcde'] * 5)}", "a" * 9, "e",
+    "0", "0.0", "00", "01", "1.", ".5", "1.234", "12.30", "-0", "+1", "1e2", "1E+1", "NaN", "Infinity", " 1",
+    "1\n", "123456789012", "1234567890123", "123456789012.34", "123456789012.345", "99999999999999",
+    "1234567890.12", "0.00", "٣",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("where", FAST_CHECKED)
+def test_edge_spellings_of_an_email_locale_or_amount_get_the_same_verdict_and_value(
+    where: tuple[Any, ...],
+) -> None:
+    seed = next(s for s in SEEDS if _has(s, where[:-1]))
+    for value in EDGES:
+        doc = copy.deepcopy(seed)
+        _at(doc, where[:-1])[where[-1]] = value
+        assert_same(json.dumps(doc).encode())
+        assert_same(json.dumps(doc, ensure_ascii=False).encode())
