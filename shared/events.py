@@ -368,11 +368,16 @@ def decode_event(raw: bytes | str) -> StorefrontEvent:
     if _may_hold_nul(raw):
         return _ADAPTER.validate_json(raw)
     try:
-        return _WITHOUT_NUL_CHECK.validate_json(raw)  # type: ignore[no-any-return]
+        event: StorefrontEvent = _WITHOUT_NUL_CHECK.validate_json(raw)
     except ValidationError:
         # Rare (a bad message on its way to the dead-letter topic): the full validator says why, exactly
         # as it always did.
         return _ADAPTER.validate_json(raw)
+    # Customer._has_identifier, which the cheaper validator leaves out.
+    customer = event.customer
+    if customer.store_customer_id or customer.anonymous_id or customer.email or customer.placed_order_id:
+        return event
+    return _ADAPTER.validate_json(raw)
 
 
 def _may_hold_nul(raw: bytes | str) -> bool:
@@ -404,7 +409,7 @@ def _is_nul_check(function: Any) -> bool:
 # each pattern (Rust regex: `$` is the end of the text; ASCII classes only) matches only values that the full
 # check gives back unchanged, so an event whose values all match decodes to the very same model. Anything
 # else (other letters, upper case, spaces, `en_US`, a number for money, ...) fails there, and the full
-# validator decides, as before. Over the replay mix, an event decodes in 9.2 us, not 11.2 (medians of 9).
+# validator decides, as before. Over the replay mix, an event decodes in 8.7 us, not 11.0 (medians of 9).
 # email_address: trimmed, lower-cased, an ASCII local part without RFC 5322 specials, ASCII labels.
 _CANONICAL_EMAIL = (
     r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
@@ -428,7 +433,8 @@ _MONEY_SCHEMA = {"type": "decimal", "ge": 0, "max_digits": 14, "decimal_places":
 
 def _without_python_checks(schema: Any) -> Any:
     """The core schema with the email, language tag and money checks that call into Python replaced by the
-    patterns above (_CANONICAL_*), and everything else kept."""
+    patterns above (_CANONICAL_*), without Customer._has_identifier (decode_event asks it), and everything
+    else kept."""
     if isinstance(schema, dict):
         if schema.get("type") == "function-after":
             function = schema["function"].get("function")
@@ -437,6 +443,9 @@ def _without_python_checks(schema: Any) -> Any:
                 assert inner["type"] == "nullable", inner
                 assert inner["schema"]["type"] == "str", inner
                 return {**inner, "schema": {**inner["schema"], "pattern": _CANONICAL_EMAIL}}
+            if function is Customer._has_identifier:
+                # Asked in decode_event instead, without a call from Rust into Python (0.4 us an event).
+                return _without_python_checks(schema["schema"])
             if function is language_tag:
                 assert schema["schema"] == {"type": "str"}, schema
                 return {"type": "str", "max_length": 35, "pattern": _CANONICAL_LANGUAGE_TAG}

@@ -338,3 +338,23 @@ def test_edge_spellings_of_an_email_locale_or_amount_get_the_same_verdict_and_va
         _at(doc, where[:-1])[where[-1]] = value
         assert_same(json.dumps(doc).encode())
         assert_same(json.dumps(doc, ensure_ascii=False).encode())
+
+
+@pytest.mark.parametrize(
+    "customer",
+    [
+        {},
+        {"store_customer_id": ""},
+        {"email": "  ", "first_name": "Ann"},
+        {"email": None, "anonymous_id": None},
+        {"placed_order_id": "1001"},
+        {"anonymous_id": "a"},
+        {"email": " A@B.CO "},
+        {"email": "a@b.co"},
+        {"store_customer_id": "", "email": ""},
+    ],
+)
+def test_a_customer_without_an_identifier_is_still_refused_naming_it(customer: dict[str, Any]) -> None:
+    for seed in SEEDS[:: len(SEEDS) // 10]:
+        doc = {**seed, "customer": customer}
+        assert_same(json.dumps(doc).encode())
