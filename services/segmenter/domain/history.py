@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
@@ -26,7 +26,7 @@ from services.segmenter.domain import health
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from services.segmenter.domain.stages import earned
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
-from shared.funnel_rules import FunnelRules
+from shared.funnel_rules import FunnelRules, HealthRule
 
 HEALTH_TIMER = "health"
 
@@ -101,15 +101,33 @@ def _transition(
     )
 
 
+# The thresholds and reasons of a health rule for one median gap, by (median gap, rule): every order of every
+# derivation asks for them, nearly always for the same few (no gap yet, one store's rule). Holds the rule, so
+# its id cannot be reused meanwhile; small, and emptied when full.
+_MovesMemo = tuple[HealthRule, tuple[tuple[timedelta, Health, str], tuple[timedelta, Health, str]]]
+_MOVES_MEMO_SIZE = 256
+_moves_of: dict[tuple[float | None, int], _MovesMemo] = {}
+
+
 def _health_moves(
     last: datetime, median_days: float | None, rules: FunnelRules
 ) -> list[tuple[datetime, Health, str]]:
     """When health would move after an order at `last` if no order followed."""
-    at_risk_after, lapsed_after = health.thresholds(median_days, rules.health)
-    return [
-        (last + at_risk_after, Health.AT_RISK, f"no order for {at_risk_after.days} days"),
-        (last + lapsed_after, Health.LAPSED, f"no order for {lapsed_after.days} days"),
-    ]
+    rule = rules.health
+    key = (median_days, id(rule))
+    held = _moves_of.get(key)
+    if held is None or held[0] is not rule:
+        at_risk_after, lapsed_after = health.thresholds(median_days, rule)
+        held = _moves_of[key] = (
+            rule,
+            (
+                (at_risk_after, Health.AT_RISK, f"no order for {at_risk_after.days} days"),
+                (lapsed_after, Health.LAPSED, f"no order for {lapsed_after.days} days"),
+            ),
+        )
+        if len(_moves_of) > _MOVES_MEMO_SIZE:
+            _moves_of.clear()
+    return [(last + after, to, reason) for after, to, reason in held[1]]
 
 
 def _median_days(gaps: list[float]) -> float | None:
@@ -173,20 +191,36 @@ def history(profile: Profile, rules: FunnelRules) -> Profile:
 
 def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | None]:
     """`history`, and when the health timer is next due."""
+    if not (profile.orders or profile.survey_levels or profile.referred):
+        # No dated fact (a merge of two browsing profiles, mostly): no step, as the two histories below give
+        # for no points and no orders, without building them.
+        empty = replace(
+            profile, transitions=(), stage=LoyaltyStage.PROSPECT, health=Health.ACTIVE, health_seen_at=None
+        )
+        return empty, None
     stages = list(stage_history(profile, rules))
     healths = health_history(profile, rules, profile.health_seen_at)
-    merged = sorted(
-        (*stages, *healths.transitions),
-        key=lambda t: (t.occurred_at, t.dimension != "stage"),
+    moves = healths.transitions
+    # The stage history comes out in its points' time order, so alone (no health move: most profiles) it is
+    # already what the stable sort would give.
+    merged = (
+        tuple(sorted((*stages, *moves), key=lambda t: (t.occurred_at, t.dimension != "stage")))
+        if moves
+        else tuple(stages)
     )
     derived = replace(
         profile,
-        transitions=tuple(merged),
-        stage=LoyaltyStage(stages[-1].to_value) if stages else LoyaltyStage.PROSPECT,
-        health=Health(healths.transitions[-1].to_value) if healths.transitions else Health.ACTIVE,
+        transitions=merged,
+        stage=_STAGE_OF[stages[-1].to_value] if stages else LoyaltyStage.PROSPECT,
+        health=_HEALTH_OF[moves[-1].to_value] if moves else Health.ACTIVE,
         health_seen_at=healths.seen_at,
     )
     return derived, healths.next_check
+
+
+# The members by value, as LoyaltyStage(value) and Health(value) find them, without the enum's call.
+_STAGE_OF = {stage.value: stage for stage in LoyaltyStage}
+_HEALTH_OF = {h.value: h for h in Health}
 
 
 def next_health_check(profile: Profile, rules: FunnelRules) -> datetime | None:
