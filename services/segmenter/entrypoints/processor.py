@@ -161,14 +161,25 @@ class FunnelProcessor:
             decision = after_merge(merged, rules, event.event_id, event.occurred_at)
             changes.record(decision)
             profile = decision.profile
-        decision = decide(profile, event, rules, resolution.customer_id, ids)
-        loaded[survivor_key] = decision.profile
+        customer_id = resolution.customer_id
+        decision = decide(profile, event, rules, customer_id, ids)
+        after = decision.profile
+        loaded[survivor_key] = after
         changes.record(decision)
-        for identifier in (
-            decision.profile.identifiers if decision.profile.erased else (*ids, *decision.profile.identifiers)
-        ):
-            in_store[identifier] = resolution.customer_id
-            changes.identities[(store_id, identifier)] = resolution.customer_id
+        identities = changes.identities
+        if after.customer_id == customer_id:
+            # The profile's own identifiers are in the write set already (record put each there, for this
+            # customer): only the event's are added to it.
+            for identifier in after.identifiers:
+                in_store[identifier] = customer_id
+            if not after.erased:
+                for identifier in ids:
+                    in_store[identifier] = customer_id
+                    identities[(store_id, identifier)] = customer_id
+            return
+        for identifier in after.identifiers if after.erased else (*ids, *after.identifiers):
+            in_store[identifier] = customer_id
+            identities[(store_id, identifier)] = customer_id
 
     async def _erase_shop(
         self, conn: AsyncConnection, event: CustomerErasedEvent, changes: Changes, loaded: dict[Key, Profile]

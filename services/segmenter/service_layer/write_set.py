@@ -61,14 +61,21 @@ class Changes:
 
     def record(self, decision: Decision) -> None:
         p = decision.profile
-        self.profiles[(p.store_id, p.customer_id)] = p
+        store_id, customer_id = p.store_id, p.customer_id
+        self.profiles[(store_id, customer_id)] = p
+        identities = self.identities
         for identifier in p.identifiers:
-            self.identities[(p.store_id, identifier)] = p.customer_id
-        self.transitions.extend((p, t) for t in decision.transitions)
-        self.funnel_events.extend(decision.funnel_events)
+            identities[(store_id, identifier)] = customer_id
+        # Most decisions make no transition, funnel event or order: nothing to extend then.
+        if decision.transitions:
+            self.transitions.extend((p, t) for t in decision.transitions)
+        if decision.funnel_events:
+            self.funnel_events.extend(decision.funnel_events)
+        timers = self.timers
         for kind, due in decision.timers.items():
-            self.timers[(p.store_id, p.customer_id, kind)] = due
-        self.new_orders.extend((p.store_id, o) for o in decision.new_orders)
+            timers[(store_id, customer_id, kind)] = due
+        if decision.new_orders:
+            self.new_orders.extend((store_id, o) for o in decision.new_orders)
 
     async def write(self, conn: AsyncConnection) -> int:
         # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
