@@ -530,11 +530,16 @@ _UNCLAIMED = {"claim_id": None, "lane": None, "lane_position": None, "lease_unti
 
 
 async def renew_lease(conn: AsyncConnection, claim_id: str, until: datetime) -> None:
-    await conn.execute(
-        update(messages)
+    # The rows locked in id order, as mark_many_claimed_sent_autocommit locks them: the two never deadlock.
+    held = (
+        select(messages.c.id)
         .where(messages.c.claim_id == claim_id, messages.c.status == MessageStatus.SENDING)
-        .values(lease_until=until)
+        .order_by(messages.c.id)
+        .with_for_update()
+        .cte("held")
+        .prefix_with("MATERIALIZED")
     )
+    await conn.execute(update(messages).where(messages.c.id == held.c.id).values(lease_until=until))
 
 
 async def release(conn: AsyncConnection, claim_id: str, message_ids: Sequence[int]) -> None:
@@ -719,6 +724,36 @@ _MARK_CLAIMED_SENT_SQL = (
     f"UPDATE {messages.fullname} SET status = '{MessageStatus.SENT.value}', subject = $3, sent_at = $4, "  # noqa: S608
     f"last_error = NULL, lease_until = NULL "
     f"WHERE id = $1 AND claim_id = $2 AND status = '{MessageStatus.SENDING.value}'"
+)
+
+
+async def mark_many_claimed_sent_autocommit(
+    conn: AsyncConnection, claim_id: str, sent: Sequence[tuple[int, str, datetime]]
+) -> set[int]:
+    """`mark_claimed_sent_autocommit` for several messages of one claim (id, subject, sent_at) in one
+    statement; returns the ids the claim still held. Their rows are locked in id order first, as
+    `renew_lease` locks a claim's rows, so the two never deadlock."""
+    ordered = sorted(sent)
+    rows = await raw_sql.fetch(
+        conn,
+        _MARK_MANY_CLAIMED_SENT_SQL,
+        [message_id for message_id, _, _ in ordered],
+        [subject for _, subject, _ in ordered],
+        [at for _, _, at in ordered],
+        claim_id,
+    )
+    return {row["id"] for row in rows}
+
+
+# The CTE emits (and locks) the rows in id order; the UPDATE only touches rows it locked.
+_MARK_MANY_CLAIMED_SENT_SQL = (
+    f"WITH held AS MATERIALIZED (SELECT id FROM {messages.fullname} "  # noqa: S608
+    f"WHERE id = ANY($1::bigint[]) AND claim_id = $4 AND status = '{MessageStatus.SENDING.value}' "
+    "ORDER BY id FOR UPDATE) "
+    f"UPDATE {messages.fullname} m SET status = '{MessageStatus.SENT.value}', subject = u.subject, "
+    "sent_at = u.sent_at, last_error = NULL, lease_until = NULL "
+    "FROM held JOIN unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u (id, subject, sent_at) "
+    "ON u.id = held.id WHERE m.id = held.id RETURNING m.id"
 )
 
 

@@ -112,12 +112,28 @@ class _Batch:
     stop: bool = False
 
 
+@dataclass
+class _Sent:
+    """An outcome to record: the message, its subject, when it was accepted, and whether the claim held it."""
+
+    message_id: int
+    subject: str
+    at: datetime
+    held: asyncio.Future[bool]
+
+
 class _OutcomeConnection:
     """One autocommit connection for the `sent` outcomes of a claim, shared by its lanes one statement at a
     time, instead of a connection from the pool for each message: the pool checks each connection it hands
     out with three round trips (BEGIN, a ping, ROLLBACK), which cost more than the UPDATE they preceded (a
     third of recording an outcome, measured in the benchmark's profile). One connection per claim, whatever
     the number of lanes, so a sender never holds more than one while it waits on SMTP.
+
+    The outcomes of lanes that finished while a statement was out are written together by the next one
+    (repository.mark_many_claimed_sent_autocommit), each lane still going on only once its own outcome is
+    committed: on a loaded machine, answers from the SMTP server come in bunches, and a statement costs the
+    notifier the same CPU for one row as for several. Should that statement fail, only its lane gets the
+    error; the others write their own outcomes, as before.
 
     When that connection broke (the database restarted between two messages), the outcome is recorded once
     more on a fresh connection from the pool, checked as before: a message handed over is never left
@@ -127,23 +143,37 @@ class _OutcomeConnection:
         self._engine = engine
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
+        self._queued: list[_Sent] = []
 
     async def mark_sent(self, message_id: int, claim_id: str, subject: str, now: datetime) -> bool:
+        sent = _Sent(message_id, subject, now, asyncio.get_running_loop().create_future())
+        self._queued.append(sent)
         async with self._lock:
-            try:
-                if self._conn is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await repository.mark_claimed_sent_autocommit(
-                    self._conn, message_id, claim_id, subject, now
-                )
-            except Exception as exc:
-                if not is_transient(exc):
+            if not sent.held.done():  # else written with another lane's, while this one waited
+                group, self._queued = self._queued, []
+                try:
+                    held = await self._write(claim_id, group)
+                except BaseException:
+                    self._queued[:0] = [other for other in group if other is not sent]
                     raise
-                await self.close(broken=True)
-            async with self._engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await repository.mark_claimed_sent_autocommit(conn, message_id, claim_id, subject, now)
+                for each in group:
+                    each.held.set_result(each.message_id in held)
+        return sent.held.result()
+
+    async def _write(self, claim_id: str, group: list[_Sent]) -> set[int]:
+        """The ids of `group` the claim still held, now `sent`."""
+        try:
+            if self._conn is None:
+                conn = await self._engine.connect()
+                self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await _mark_sent(self._conn, claim_id, group)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await self.close(broken=True)
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await _mark_sent(conn, claim_id, group)
 
     async def close(self, *, broken: bool = False) -> None:
         conn, self._conn = self._conn, None
@@ -655,6 +685,18 @@ class MessageSender(Poller):
                 conn, claimed.store, row.customer_id, subscribed=False, reason="bounce", at=now
             )
         return True
+
+
+async def _mark_sent(conn: AsyncConnection, claim_id: str, group: list[_Sent]) -> set[int]:
+    if len(group) == 1:
+        [one] = group
+        held = await repository.mark_claimed_sent_autocommit(
+            conn, one.message_id, claim_id, one.subject, one.at
+        )
+        return {one.message_id} if held else set()
+    return await repository.mark_many_claimed_sent_autocommit(
+        conn, claim_id, [(each.message_id, each.subject, each.at) for each in group]
+    )
 
 
 def _reason(what: str, exc: BaseException) -> str:
