@@ -108,7 +108,9 @@ _SAVE_IDENTITIES_RAW = positional(_SAVE_IDENTITIES)
 def identities_write(rows: dict[tuple[str, str], str]) -> Write | None:
     if not rows:
         return None
-    return Write(_SAVE_IDENTITIES_RAW, params(_IDENTITY, [(s, i, c) for (s, i), c in sorted(rows.items())]))
+    # The keys sorted, not the items: the same order (keys are unique, so an item's value never decides),
+    # without comparing the pairs nested in the items a second time.
+    return Write(_SAVE_IDENTITIES_RAW, params(_IDENTITY, [(s, i, rows[(s, i)]) for s, i in sorted(rows)]))
 
 
 async def forget_identities(
@@ -413,7 +415,7 @@ _APPLY_TIMERS_RAW = positional(_APPLY_TIMERS)
 
 def timers_write(changes: dict[tuple[str, str, str], datetime | None]) -> Write | None:
     """Set (or move) each timer to its due time; delete those whose due time is None."""
-    due = [(s, c, k, at) for (s, c, k), at in sorted(changes.items()) if at]
+    due = [(s, c, k, at) for s, c, k in sorted(changes) if (at := changes[(s, c, k)])]  # as identities_write
     gone = sorted(key for key, at in changes.items() if at is None)
     if not (due or gone):
         return None
