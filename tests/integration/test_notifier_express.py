@@ -1,7 +1,6 @@
 """The express sender against a real SMTP server and Postgres: a welcome that becomes due while the sender
-works a claim of promotions goes out beside that claim, on the same connections, not after it; one due while
-the express sender works a claim goes out by the next express sender of a chain, not after that claim; and
-while the sender is idle the express sender leaves every message to it."""
+works a claim of promotions goes out beside that claim, on the same connections, not after it; and while the
+sender is idle the express sender leaves every message to it."""
 
 from __future__ import annotations
 
@@ -95,49 +94,6 @@ async def test_a_welcome_due_during_a_claim_goes_out_beside_it(engine: AsyncEngi
     assert rows[welcome].status == "sent"
     assert rows[welcome].claim_id not in {rows[c].claim_id for c in promotions}
     assert len({rows[c].claim_id for c in promotions}) == 1  # the sender's one claim, undisturbed
-
-
-async def test_a_welcome_due_while_the_express_sender_is_busy_goes_out_by_the_next_in_the_chain(
-    engine: AsyncEngine,
-) -> None:
-    handler = SlowPromotions(delay=1.5)  # a recipient whose address starts with "m" is answered slowly
-    [port] = free_ports(1)
-    smtp = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="smtp-test.localhost")
-    smtp.start()
-    harness = Notifier(engine, dev_store("demo"), Clock(datetime.now(UTC)), "127.0.0.1", port)
-    run = uuid.uuid4().hex[:6]
-    promotions = [f"m{i}-{run}" for i in range(PROMOTIONS)]
-    await harness.plan(
-        [funnel_event("stage_changed", "demo", c, harness.clock.now, SECOND) for c in promotions]
-    )
-    settings = harness.sender_settings() | {"lanes": LANES}  # one SMTP client: the same connections
-    main = MessageSender(**settings)
-    first = ExpressSender(main=main, **settings)
-    second = ExpressSender(main=first, **settings)
-    workers = [asyncio.create_task(w.run_forever()) for w in (main, first, second)]
-    try:
-        await eventually(lambda: _true(main.sending), 60, "the sender working its claim of promotions")
-        slow = f"mw-{run}"  # a welcome the server takes as long to accept as a promotion
-        await harness.plan([funnel_event("stage_changed", "demo", slow, harness.clock.now, FIRST)])
-        first.wake()
-        await eventually(lambda: _true(first.sending), 60, "the first express sender working its claim")
-        welcome = f"w-{run}"
-        await harness.plan([funnel_event("stage_changed", "demo", welcome, harness.clock.now, FIRST)])
-        first.wake()
-        second.wake()
-        await eventually(lambda: _true(len(handler.arrived) == PROMOTIONS + 2), 120, "every message")
-    finally:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        smtp.stop()
-        await harness.http.aclose()
-
-    # Not after the first express sender's claim, as it would be with one express sender.
-    assert handler.arrived.index(f"{welcome}@example.com") < handler.arrived.index(f"{slow}@example.com")
-    rows = {r.customer_id: r for r in await harness.rows()}
-    assert rows[welcome].status == rows[slow].status == "sent"
-    assert rows[welcome].claim_id not in {rows[slow].claim_id, *(rows[c].claim_id for c in promotions)}
 
 
 async def test_the_express_sender_leaves_everything_to_an_idle_sender(engine: AsyncEngine) -> None:

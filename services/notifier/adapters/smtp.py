@@ -18,7 +18,6 @@ from email.utils import formataddr, formatdate, make_msgid, parseaddr
 
 import aiosmtplib
 
-from services.notifier.adapters.connection_slots import ConnectionSlots
 from services.notifier.adapters.templates import RenderedMessage
 from shared.settings import SmtpSettings
 
@@ -167,10 +166,7 @@ class SmtpSender:
 
     A connection that was idle may have been closed by the server; that shows at MAIL FROM, before anything
     was handed over, so the message goes out on a fresh connection. A failure later in the conversation
-    drops the connection and is reported as before: it may come after the server took the message.
-
-    An `urgent` message (transactional) takes the next free connection before routine ones waiting
-    (adapters/connection_slots.py)."""
+    drops the connection and is reported as before: it may come after the server took the message."""
 
     # Servers close idle connections (RFC 5321 asks them to wait at least 5 minutes); we let go sooner.
     MAX_IDLE_SECONDS = 60.0
@@ -178,31 +174,25 @@ class SmtpSender:
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
         self._idle: list[_Connection] = []
-        self._slots = ConnectionSlots(settings.smtp_connections)
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
         self._local_hostname: str | None = None
 
-    async def send(self, message: Message | Outgoing, *, urgent: bool = False) -> None:
+    async def send(self, message: Message | Outgoing) -> None:
         outgoing = message if isinstance(message, Outgoing) else _outgoing(message)
         sender, recipient, data = outgoing.sender, outgoing.recipient, outgoing.data
-        await self._slots.acquire(urgent=urgent)
-        try:
-            await self._send(sender, recipient, data)
-        finally:
-            self._slots.release()
-
-    async def _send(self, sender: str, recipient: str, data: bytes) -> None:
-        connection = await self._start(sender)
-        try:
-            await self._finish(connection, recipient, data)
-        except BaseException:
-            connection.client.close()
-            raise
-        connection.sent += 1
-        if connection.sent >= self._settings.smtp_messages_per_connection:
-            await _quit(connection)
-        else:
-            connection.idle_since = time.monotonic()
-            self._idle.append(connection)
+        async with self._slots:
+            connection = await self._start(sender)
+            try:
+                await self._finish(connection, recipient, data)
+            except BaseException:
+                connection.client.close()
+                raise
+            connection.sent += 1
+            if connection.sent >= self._settings.smtp_messages_per_connection:
+                await _quit(connection)
+            else:
+                connection.idle_since = time.monotonic()
+                self._idle.append(connection)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -31,10 +31,6 @@ from shared.funnel_events import decode_funnel_event
 from shared.kafka import FUNNEL_EVENTS, build_consumer, dlq_topic
 from shared.service_app import Runtime, Wiring, consuming_service_app
 
-# Express senders in the chain. In the end-to-end benchmark (about 100 welcomes a second) one alone let a
-# welcome wait for its claim to finish.
-EXPRESS_SENDERS = 3
-
 
 def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
     def wire(app: FastAPI, runtime: Runtime) -> Wiring:
@@ -81,19 +77,12 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             provisioning_lease=timedelta(seconds=settings.notifier_provisioning_lease_seconds),
         )
         sender = MessageSender(**sending)
-        # Transactional messages due while the sender works a claim go out beside it, on the same connections
-        # (where they go before marketing ones waiting). A chain of express senders, each claiming while the
-        # one before it is sending: a welcome due while the first works its claim is taken by the second
-        # then, not once the first's claim is done.
-        express: list[ExpressSender] = []
-        for _ in range(EXPRESS_SENDERS):
-            express.append(ExpressSender(main=express[-1] if express else sender, **sending))
+        # Transactional messages due while the sender works a claim go out beside it, on the same connections.
+        express = ExpressSender(main=sender, **sending)
 
         def messages_due() -> None:
             sender.wake()
-            for each in express:
-                each.wake()
-
+            express.wake()
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",
             consumer_factory=lambda: build_consumer(
@@ -115,7 +104,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             topics=[FUNNEL_EVENTS, dlq_topic(FUNNEL_EVENTS)],
             workers=[
                 ("sender", sender.run_forever),
-                *((f"express-sender-{i + 1}", each.run_forever) for i, each in enumerate(express)),
+                ("express-sender", express.run_forever),
                 ("consent-sync", consent.run_forever),
                 ("audiences", audiences.run_forever),
             ],

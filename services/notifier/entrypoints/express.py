@@ -9,10 +9,6 @@ connections (a welcome waits for the next free one, about one message), and its 
 (lease, lanes, Message-ID, settlement after a crash), as those of a second notifier process would be. When
 the main sender is idle it does nothing: the main sender then takes every due message itself, as before. It
 never settles the expired claims of others; the main sender does that.
-
-Its `main` may itself be an express sender: in a chain, each claims only while the one ahead of it is
-sending, so a welcome due while every sender ahead works a claim still goes out beside them, and an idle
-chain costs nothing (the one behind the first idle sender returns at once, without a query).
 """
 
 from __future__ import annotations

@@ -649,8 +649,7 @@ class MessageSender(Poller):
         envelope = Envelope(
             store.email.from_address, store.email.from_name, customer.email, headers, message_id
         )
-        # Transactional first on the shared connections: a welcome does not queue behind promotions.
-        await self._smtp.send(prepare_email(envelope, rendered), urgent=not row.marketing)
+        await self._smtp.send(prepare_email(envelope, rendered))
         return rendered.subject
 
     def unsubscribe_url(self, token: str) -> str:
