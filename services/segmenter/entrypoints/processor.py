@@ -166,20 +166,16 @@ class FunnelProcessor:
         after = decision.profile
         loaded[survivor_key] = after
         changes.record(decision)
-        identities = changes.identities
-        if after.customer_id == customer_id:
-            # The profile's own identifiers are in the write set already (record put each there, for this
-            # customer): only the event's are added to it.
-            for identifier in after.identifiers:
-                in_store[identifier] = customer_id
-            if not after.erased:
-                for identifier in ids:
-                    in_store[identifier] = customer_id
-                    identities[(store_id, identifier)] = customer_id
-            return
-        for identifier in after.identifiers if after.erased else (*ids, *after.identifiers):
+        # The profile's own identifiers are in the write set already (`record` put each there, for its
+        # customer, which is always the resolved one: the profile is loaded under that id, or made or merged
+        # into it): only the event's are added to it, unless the event erased the customer.
+        for identifier in after.identifiers:
             in_store[identifier] = customer_id
-            identities[(store_id, identifier)] = customer_id
+        if not after.erased:
+            identities = changes.identities
+            for identifier in ids:
+                in_store[identifier] = customer_id
+                identities[(store_id, identifier)] = customer_id
 
     async def _erase_shop(
         self, conn: AsyncConnection, event: CustomerErasedEvent, changes: Changes, loaded: dict[Key, Profile]
