@@ -530,7 +530,7 @@ _UNCLAIMED = {"claim_id": None, "lane": None, "lane_position": None, "lease_unti
 
 
 async def renew_lease(conn: AsyncConnection, claim_id: str, until: datetime) -> None:
-    # The rows locked in id order, as mark_many_claimed_sent_autocommit locks them: the two never deadlock.
+    # The rows locked in id order, as mark_claimed_sent_autocommit locks several: the two never deadlock.
     held = (
         select(messages.c.id)
         .where(messages.c.claim_id == claim_id, messages.c.status == MessageStatus.SENDING)
@@ -712,27 +712,17 @@ _MARK_CLAIMED_SENT = (
 
 
 async def mark_claimed_sent_autocommit(
-    conn: AsyncConnection, message_id: int, claim_id: str, subject: str, now: datetime
-) -> bool:
-    """`mark_sent` under a claim, for a connection in autocommit (the sender's outcome connection): the same
-    UPDATE sent straight to asyncpg (adapters/raw_sql.py), one statement for every message sent."""
-    status = await raw_sql.execute(conn, _MARK_CLAIMED_SENT_SQL, message_id, claim_id, subject, now)
-    return status != "UPDATE 0"
-
-
-_MARK_CLAIMED_SENT_SQL = (
-    f"UPDATE {messages.fullname} SET status = '{MessageStatus.SENT.value}', subject = $3, sent_at = $4, "  # noqa: S608
-    f"last_error = NULL, lease_until = NULL "
-    f"WHERE id = $1 AND claim_id = $2 AND status = '{MessageStatus.SENDING.value}'"
-)
-
-
-async def mark_many_claimed_sent_autocommit(
     conn: AsyncConnection, claim_id: str, sent: Sequence[tuple[int, str, datetime]]
 ) -> set[int]:
-    """`mark_claimed_sent_autocommit` for several messages of one claim (id, subject, sent_at) in one
-    statement; returns the ids the claim still held. Their rows are locked in id order first, as
+    """`mark_sent` under a claim, for a connection in autocommit (the sender's outcome connection), for one
+    or several messages of the claim (id, subject, sent_at) in one statement sent straight to asyncpg
+    (adapters/raw_sql.py); returns the ids the claim still held. One message takes the plain UPDATE (the
+    cheaper statement, and most outcomes come alone); several have their rows locked in id order first, as
     `renew_lease` locks a claim's rows, so the two never deadlock."""
+    if len(sent) == 1:
+        [(message_id, subject, at)] = sent
+        status = await raw_sql.execute(conn, _MARK_CLAIMED_SENT_SQL, message_id, claim_id, subject, at)
+        return set() if status == "UPDATE 0" else {message_id}
     ordered = sorted(sent)
     rows = await raw_sql.fetch(
         conn,
@@ -743,6 +733,13 @@ async def mark_many_claimed_sent_autocommit(
         claim_id,
     )
     return {row["id"] for row in rows}
+
+
+_MARK_CLAIMED_SENT_SQL = (
+    f"UPDATE {messages.fullname} SET status = '{MessageStatus.SENT.value}', subject = $3, sent_at = $4, "  # noqa: S608
+    f"last_error = NULL, lease_until = NULL "
+    f"WHERE id = $1 AND claim_id = $2 AND status = '{MessageStatus.SENDING.value}'"
+)
 
 
 # The CTE emits (and locks) the rows in id order; the UPDATE only touches rows it locked.

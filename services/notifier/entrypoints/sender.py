@@ -130,7 +130,7 @@ class _OutcomeConnection:
     the number of lanes, so a sender never holds more than one while it waits on SMTP.
 
     The outcomes of lanes that finished while a statement was out are written together by the next one
-    (repository.mark_many_claimed_sent_autocommit), each lane still going on only once its own outcome is
+    (repository.mark_claimed_sent_autocommit), each lane still going on only once its own outcome is
     committed: on a loaded machine, answers from the SMTP server come in bunches, and a statement costs the
     notifier the same CPU for one row as for several. Should that statement fail, only its lane gets the
     error; the others write their own outcomes, as before.
@@ -162,18 +162,19 @@ class _OutcomeConnection:
 
     async def _write(self, claim_id: str, group: list[_Sent]) -> set[int]:
         """The ids of `group` the claim still held, now `sent`."""
+        sent = [(each.message_id, each.subject, each.at) for each in group]
         try:
             if self._conn is None:
                 conn = await self._engine.connect()
                 self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await _mark_sent(self._conn, claim_id, group)
+            return await repository.mark_claimed_sent_autocommit(self._conn, claim_id, sent)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             await self.close(broken=True)
         async with self._engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await _mark_sent(conn, claim_id, group)
+            return await repository.mark_claimed_sent_autocommit(conn, claim_id, sent)
 
     async def close(self, *, broken: bool = False) -> None:
         conn, self._conn = self._conn, None
@@ -684,18 +685,6 @@ class MessageSender(Poller):
                 conn, claimed.store, row.customer_id, subscribed=False, reason="bounce", at=now
             )
         return True
-
-
-async def _mark_sent(conn: AsyncConnection, claim_id: str, group: list[_Sent]) -> set[int]:
-    if len(group) == 1:
-        [one] = group
-        held = await repository.mark_claimed_sent_autocommit(
-            conn, one.message_id, claim_id, one.subject, one.at
-        )
-        return {one.message_id} if held else set()
-    return await repository.mark_many_claimed_sent_autocommit(
-        conn, claim_id, [(each.message_id, each.subject, each.at) for each in group]
-    )
 
 
 def _reason(what: str, exc: BaseException) -> str:
