@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Date, and_, cast, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.segmenter.adapters.tables import copurchases, identities, orders, profiles, transitions
+from services.segmenter.adapters.tables import identities, orders, profiles, transitions
+from shared.raw_sql import fetch
 
 
 async def funnel_counts(conn: AsyncConnection, store_id: str) -> list[tuple[str, str, int]]:
@@ -125,13 +126,16 @@ async def customers_by_email(conn: AsyncConnection, store_id: str, email: str) -
     return list((await conn.execute(stmt)).scalars())
 
 
+# Sent straight to asyncpg (shared/raw_sql.py): the notifier asks for every email of a recommending flow,
+# and building this select and running it through SQLAlchemy's execute was about two thirds of the route's
+# own work at 1,000 events/s.
+_COMPLEMENTS = (
+    "SELECT other_product_id, title, orders FROM segmenter.copurchases "
+    "WHERE store_id = $1 AND product_id = $2 ORDER BY orders DESC, other_product_id LIMIT $3"
+)
+
+
 async def complements(
     conn: AsyncConnection, store_id: str, product_id: str, limit: int
 ) -> list[tuple[str, str | None, int]]:
-    stmt = (
-        select(copurchases.c.other_product_id, copurchases.c.title, copurchases.c.orders)
-        .where(copurchases.c.store_id == store_id, copurchases.c.product_id == product_id)
-        .order_by(copurchases.c.orders.desc(), copurchases.c.other_product_id)
-        .limit(limit)
-    )
-    return [(r[0], r[1], int(r[2])) for r in (await conn.execute(stmt)).all()]
+    return [(r[0], r[1], int(r[2])) for r in await fetch(conn, _COMPLEMENTS, store_id, product_id, limit)]

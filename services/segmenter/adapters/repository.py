@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 from pydantic import BaseModel
-from sqlalchemy import Text, delete, select, text
+from sqlalchemy import Integer, Text, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters.profile_cache import ProfileCache
@@ -479,16 +479,20 @@ def outbox_write(events: Iterable[FunnelEvent]) -> Write | None:
     return Write(_ADD_TO_OUTBOX_RAW, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values})
 
 
+# Built once (a round runs every second, and at once again while rounds are full): the same statement, its
+# due time and size passed as parameters.
+_CLAIM_DUE_TIMERS = (
+    select(timers)
+    .where(timers.c.due_at <= bindparam("now", type_=timers.c.due_at.type))
+    .order_by(timers.c.due_at)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+
+
 async def claim_due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
     """Due timers, locked; SKIP LOCKED lets several instances fire timers without waiting on each other."""
-    stmt = (
-        select(timers)
-        .where(timers.c.due_at <= now)
-        .order_by(timers.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list((await conn.execute(stmt)).all())
+    return list((await conn.execute(_CLAIM_DUE_TIMERS, {"now": now, "limit": limit})).all())
 
 
 # -- reads for the API ------------------------------------------------------------------------------------
