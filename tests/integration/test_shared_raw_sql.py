@@ -6,6 +6,7 @@ data and a deadlock stays retryable); a broken connection is an outage."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -76,6 +77,34 @@ async def test_the_first_statement_of_a_transaction_runs_in_it(own_engine: Async
         await transaction.rollback()
         rows = await conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename = 't'"))
         assert rows.scalar_one() == 0  # the rollback took the table with it: one transaction
+
+
+async def test_a_read_alone_begins_nothing_and_fails_as_fetch_fails(own_engine: AsyncEngine) -> None:
+    async with own_engine.connect() as conn:
+        rows = await raw_sql.fetch_alone(conn, "SELECT $1::text AS k, txid_current_if_assigned() AS x", "a")
+        assert [(r["k"], r["x"]) for r in rows] == [("a", None)]
+        raw = await conn.get_raw_connection()
+        adapted: Any = raw.dbapi_connection
+        driver: Any = raw.driver_connection
+        # No BEGIN was sent, so the connection goes back to the pool without a ROLLBACK.
+        assert adapted._transaction is None
+        assert not driver.is_in_transaction()
+    async with own_engine.connect() as conn:
+        with pytest.raises(DBAPIError) as alone:
+            await raw_sql.fetch_alone(conn, "SELECT 1 / $1::int", 0)
+    async with own_engine.connect() as conn:
+        with pytest.raises(DBAPIError) as in_transaction:
+            await raw_sql.fetch(conn, "SELECT 1 / $1::int", 0)
+    assert type(alone.value) is type(in_transaction.value)
+    assert _reason(alone.value) == _reason(in_transaction.value)
+    assert is_bad_data(alone.value)
+    async with own_engine.connect() as conn:
+        transaction = await conn.begin()
+        await raw_sql.fetch(conn, "CREATE TEMP TABLE t (k text)")
+        await raw_sql.fetch_alone(conn, "INSERT INTO t VALUES ($1) RETURNING k", "a")
+        await transaction.rollback()
+        left = await conn.execute(text("SELECT count(*) FROM pg_tables WHERE tablename = 't'"))
+        assert left.scalar_one() == 0  # in a transaction begun already, it runs in that transaction
 
 
 async def test_a_connection_the_server_ended_is_an_outage(
