@@ -209,25 +209,34 @@ _UPSERT_CUSTOMERS_SQL = _upsert_customers()
 async def note_carts_abandoned(conn: AsyncConnection, abandoned: Sequence[tuple[str, str, datetime]]) -> None:
     """Each (store, customer, when) as the customer's latest abandoned cart, unless a later one is noted.
 
-    One executemany for a batch's carts, not a statement each: a batch of live traffic carries dozens, and
-    their round trips were a twentieth of the notifier's time. `greatest` makes the order of the rows moot,
-    and an erasure in the same batch leaves this column alone, so noting them after it changes nothing (the
-    rows are already locked by the batch's upsert of the same customers)."""
-    if not abandoned:
+    One statement for a batch's carts, each customer's latest first picked here: `greatest` of the held time
+    and that one is what noting them one by one gave, in any order. Straight to asyncpg from one array per
+    column: the executemany it replaces (a statement a cart, through SQLAlchemy) was 4.4 % of the notifier's
+    busy samples at 1,000 events/s. An erasure in the same batch leaves this column alone, so noting them
+    after it changes nothing (the rows are already locked by the batch's upsert of the same customers, so
+    the order the UPDATE meets them in takes no new lock)."""
+    latest: dict[tuple[str, str], datetime] = {}
+    for store_id, customer_id, at in abandoned:
+        held = latest.get((store_id, customer_id))
+        if held is None or at > held:
+            latest[(store_id, customer_id)] = at
+    if not latest:
         return
-    held = customers.c.last_cart_abandoned_at
-    await conn.execute(
-        update(customers)
-        .where(
-            customers.c.store_id == bindparam("abandoned_store"),
-            customers.c.customer_id == bindparam("abandoned_customer"),
-        )
-        .values(last_cart_abandoned_at=func.greatest(held, bindparam("abandoned_at"))),
-        [
-            {"abandoned_store": store_id, "abandoned_customer": customer_id, "abandoned_at": at}
-            for store_id, customer_id, at in abandoned
-        ],
+    await raw_sql.execute(
+        conn,
+        _NOTE_CARTS_ABANDONED_SQL,
+        [store_id for store_id, _ in latest],
+        [customer_id for _, customer_id in latest],
+        list(latest.values()),
     )
+
+
+_NOTE_CARTS_ABANDONED_SQL = (
+    f"UPDATE {customers.fullname} t "  # noqa: S608
+    "SET last_cart_abandoned_at = greatest(t.last_cart_abandoned_at, u.at) "
+    "FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u (store_id, customer_id, at) "
+    "WHERE t.store_id = u.store_id AND t.customer_id = u.customer_id"
+)
 
 
 async def customer_known(conn: AsyncConnection, store_id: str, customer_id: str) -> bool:
