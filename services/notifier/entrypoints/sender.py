@@ -227,6 +227,9 @@ class MessageSender(Poller):
         self._transactional_only = transactional_only
         self._sending = False
         self._on_sending: list[Callable[[], None]] = []
+        # A store's facts for its templates, made once per registry entry (a StoreConfig is frozen; a reload
+        # brings new ones) instead of once a message (its link hosts worked out again each time).
+        self._store_facts: dict[str, tuple[StoreConfig, StoreFacts]] = {}
 
     @property
     def sending(self) -> bool:
@@ -602,7 +605,7 @@ class MessageSender(Poller):
         locale = profile.get("locale")
         ctx = data_for(
             row.flow,
-            StoreFacts.of(store),
+            self._facts_of(store),
             profile,
             trigger,
             claimed.coupon,
@@ -652,6 +655,12 @@ class MessageSender(Poller):
         )
         await self._smtp.send(prepare_email(envelope, rendered))
         return rendered.subject
+
+    def _facts_of(self, store: StoreConfig) -> StoreFacts:
+        kept = self._store_facts.get(store.store_id)
+        if kept is None or kept[0] is not store:
+            kept = self._store_facts[store.store_id] = (store, StoreFacts.of(store))
+        return kept[1]
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self._public_url}/u/{token}"
