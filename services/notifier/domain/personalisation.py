@@ -140,8 +140,15 @@ def babel_locale(tag: str | None) -> Locale:
 
 
 def money(amount: object, currency: str, locale: Locale) -> str | None:
+    return _money(str(amount), currency, locale)
+
+
+# Prices repeat (a catalogue's, a few totals): babel's formatting of one was about 2 % of the notifier's busy
+# samples at 1,000 events/s. Keyed by the amount's text, so 18.0 and 18.00 are formatted each as before.
+@lru_cache(maxsize=4096)
+def _money(amount: str, currency: str, locale: Locale) -> str | None:
     try:
-        value = Decimal(str(amount))
+        value = Decimal(amount)
     except (InvalidOperation, ValueError):
         return None
     return str(format_currency(value, currency, locale=locale))
