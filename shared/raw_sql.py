@@ -34,12 +34,7 @@ class ConnectionLost(ConnectionError):
 
 async def fetch(conn: AsyncConnection, sql: str, *args: object) -> list[Any]:
     """The rows (asyncpg Records: `r[0]`, `r["col"]`, `r.get`) of a statement with `$n` parameters."""
-    adapted, driver = await _connection(conn)
-    try:
-        rows: list[Any] = await driver.fetch(sql, *args)
-    except Exception as exc:
-        raise _translated(exc, sql, adapted, conn) from exc
-    return rows
+    return await _fetch(conn, sql, args, begin=True)
 
 
 async def fetch_alone(conn: AsyncConnection, sql: str, *args: object) -> list[Any]:
@@ -47,12 +42,15 @@ async def fetch_alone(conn: AsyncConnection, sql: str, *args: object) -> list[An
     checked out for it): sent without the BEGIN `fetch` sends first, so PostgreSQL runs it as a transaction
     of its own, and the connection then goes back to the pool without a ROLLBACK. Two round trips fewer, the
     same rows (one statement sees one snapshot either way). In a transaction already begun it runs there."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
+    return await _fetch(conn, sql, args, begin=False)
+
+
+async def _fetch(conn: AsyncConnection, sql: str, args: tuple[object, ...], *, begin: bool) -> list[Any]:
+    adapted, driver = await _connection(conn, begin=begin)
     try:
         rows: list[Any] = await driver.fetch(sql, *args)
     except Exception as exc:
-        raise _translated(exc, sql, raw.dbapi_connection, conn) from exc
+        raise _translated(exc, sql, adapted, conn) from exc
     return rows
 
 
@@ -66,11 +64,12 @@ async def execute(conn: AsyncConnection, sql: str, *args: object) -> str:
     return status
 
 
-async def _connection(conn: AsyncConnection) -> tuple[Any, Any]:
-    """SQLAlchemy's adapted connection and asyncpg's own beneath it, in the caller's transaction."""
+async def _connection(conn: AsyncConnection, *, begin: bool = True) -> tuple[Any, Any]:
+    """SQLAlchemy's adapted connection and asyncpg's own beneath it, in the caller's transaction (begun
+    here when none is yet, unless `begin` is false)."""
     raw = await conn.get_raw_connection()
     adapted: Any = raw.dbapi_connection
-    if adapted._transaction is None:
+    if begin and adapted._transaction is None:
         # SQLAlchemy's asyncpg adapter sends BEGIN only with the first statement it executes itself: a
         # statement sent straight to asyncpg first would run outside the caller's transaction (its FOR UPDATE
         # locks released at once). Begin as the adapter would (nothing on an autocommit connection).
