@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Date, and_, cast, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.segmenter.adapters.tables import identities, orders, profiles, transitions
+from services.segmenter.adapters.tables import copurchases, identities, orders, profiles, transitions
 from shared.raw_sql import fetch_alone
 
 
@@ -130,7 +130,7 @@ async def customers_by_email(conn: AsyncConnection, store_id: str, email: str) -
 # and building this select and running it through SQLAlchemy's execute was about two thirds of the route's
 # own work at 1,000 events/s. The route's connection runs nothing else, so no BEGIN and ROLLBACK around it.
 _COMPLEMENTS = (
-    "SELECT other_product_id, title, orders FROM segmenter.copurchases "
+    f"SELECT other_product_id, title, orders FROM {copurchases.fullname} "  # noqa: S608
     "WHERE store_id = $1 AND product_id = $2 ORDER BY orders DESC, other_product_id LIMIT $3"
 )
 
