@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -140,12 +141,36 @@ async def upsert_customers(
         [p.consent_at for p in snapshots],
         [p.stage.value for p in snapshots],
         [p.health.value for p in snapshots],
-        [json.dumps(p.model_dump(mode="json", exclude_none=True)) for p in snapshots],
+        [snapshot_json(p) for p in snapshots],
         [p.last_order_at for p in snapshots],
         # Only used when the row is new: the token of an existing customer never changes.
         [secrets.token_urlsafe(32) for _ in snapshots],
     )
     return keys
+
+
+_SNAPSHOT_SERIALIZER = ProfileSnapshot.__pydantic_serializer__
+
+
+def snapshot_json(snapshot: ProfileSnapshot) -> str:
+    """The snapshot as the JSON text stored in `customers.profile` (JSONB): the value
+    `json.dumps(snapshot.model_dump(mode="json", exclude_none=True))` gives, written by the model's own
+    serializer in one step instead of a dict of JSON types encoded again by `json`: 7.8 -> 4.1 us a snapshot
+    over the funnel events of the bench's mix (9 alternated pairs), where planning's client CPU is about
+    100 us an event.
+
+    The two spell some values differently but store the same JSONB (test_notifier_snapshot_json):
+    non-ASCII characters raw instead of escaped, a float's exponent without "+" or a leading zero ("1e16"
+    against "1e+16"). They differ where the serializer writes null for a float that is not finite (the
+    contract's decoder takes NaN and Infinity, which `json` writes and PostgreSQL refuses) and where
+    PostgreSQL refuses the text (a NUL, whose error quotes the JSON text before it): those take `json`'s
+    way, so the stored row, or the error, is what it was."""
+    median = snapshot.median_days_between_orders
+    if median is None or math.isfinite(median):
+        text = _SNAPSHOT_SERIALIZER.to_json(snapshot, exclude_none=True)
+        if b"\\u0000" not in text:
+            return text.decode()
+    return json.dumps(snapshot.model_dump(mode="json", exclude_none=True))
 
 
 def _newer_consent(incoming: Any) -> dict[str, Any]:
