@@ -18,6 +18,7 @@ from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from functools import lru_cache
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from services.notifier.adapters.templates import RenderedMessage
 from shared.settings import SmtpSettings
@@ -233,7 +234,7 @@ class SmtpSender:
                 connection.client.close()
                 continue
             try:
-                await connection.client.mail(sender)
+                await _mail(connection.client, sender)
                 return connection
             except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
                 connection.client.close()  # closed while idle; nothing was handed over
@@ -243,7 +244,7 @@ class SmtpSender:
                     raise _failure(exc) from exc
         connection = await self._connect()
         try:
-            await connection.client.mail(sender)
+            await _mail(connection.client, sender)
         except _SMTP_ERRORS as exc:
             connection.client.close()
             raise _failure(exc) from exc
@@ -277,7 +278,7 @@ class SmtpSender:
 
     async def _finish(self, connection: _Connection, recipient: str, data: bytes) -> None:
         try:
-            await connection.client.rcpt(recipient)
+            await _rcpt(connection.client, recipient)
         except aiosmtplib.SMTPRecipientRefused as exc:
             temporary = 400 <= exc.code < 500
             raise DeliveryError(
@@ -293,6 +294,42 @@ class SmtpSender:
             raise DeliveryError(
                 f"SMTP connection lost during DATA: {type(exc).__name__}", retryable=False, fate_unknown=True
             ) from exc
+
+
+async def _mail(client: aiosmtplib.SMTP, sender: str) -> None:
+    """`client.mail(sender)`, the same command and errors: see _mailbox."""
+    if client.is_ehlo_or_helo_needed:  # never after _connect; mail() greets first
+        await client.mail(sender)
+        return
+    response = await client.execute_command(b"MAIL", b"FROM:" + _mailbox(sender))
+    if response.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str) -> None:
+    """`client.rcpt(recipient)`, the same command and errors: see _mailbox."""
+    if client.is_ehlo_or_helo_needed:
+        await client.rcpt(recipient)
+        return
+    response = await client.execute_command(b"RCPT", b"TO:" + _mailbox(recipient))
+    if response.code not in (aiosmtplib.SMTPStatus.completed, aiosmtplib.SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+
+
+# Dot-separated atoms of letters, digits, "_", "+" and "-" on both sides of the "@" (the stores' senders and
+# the customers' addresses in practice): aiosmtplib's quote_address gives such an address back, in <>.
+_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _mailbox(address: str) -> bytes:
+    """The <address> of MAIL FROM and RCPT TO, as aiosmtplib's mail() and rcpt() write it: their
+    quote_address parses every address with the email package's parser (about 12 us an address, two a
+    message), which a simple address skips; any other goes through it, with its errors. With the greeting
+    check and the options mail() and rcpt() build for nothing, the SMTP conversation took 189 -> 152 us of
+    CPU a message (3 alternated pairs, medians, against aiosmtpd in another process)."""
+    if _SIMPLE_ADDRESS.fullmatch(address):
+        return f"<{address}>".encode("ascii")
+    return quote_address(address).encode("ascii")
 
 
 async def _quit(connection: _Connection) -> None:
