@@ -179,7 +179,7 @@ async def postgres_upsert_limit(
         await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
         columns: dict[str, list[tuple[str, str]]] = {}
         for table in _CONFLICTS:
-            await conn.execute(f"CREATE TABLE bench_limit.{table} (LIKE segmenter.{table} INCLUDING ALL)")
+            await _copy_table(conn, "bench_limit", table)
             columns[table] = [
                 (r["attname"], r["type"])
                 for r in await conn.fetch(
@@ -262,6 +262,19 @@ async def postgres_upsert_limit(
     return result
 
 
+async def _copy_table(conn: asyncpg.Connection, schema: str, table: str) -> None:
+    """An empty copy of the segmenter's table in `schema`: its columns, defaults, keys and indexes (`LIKE ...
+    INCLUDING ALL`) and its storage parameters (a fillfactor), which LIKE leaves out, so PostgreSQL alone
+    writes pages laid out as the segmenter's are."""
+    await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE segmenter.{table} INCLUDING ALL)")
+    options = await conn.fetchval(
+        "SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = $1::regclass",
+        f"segmenter.{table}",
+    )
+    if options:
+        await conn.execute(f"ALTER TABLE {schema}.{table} SET ({options})")
+
+
 async def _stage_pgbench_batches(
     conn: asyncpg.Connection,
     plan: dict[str, list[list[tuple[Any, ...]]]],
@@ -277,7 +290,7 @@ async def _stage_pgbench_batches(
     tables = [t for t in SEGMENTER_WRITES if t in plan]
     staged: list[tuple[str, str, str]] = []  # (table, column, array type)
     for table in tables:
-        await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE segmenter.{table} INCLUDING ALL)")
+        await _copy_table(conn, schema, table)
         definition = getattr(segmenter_tables, table)
         for column in SEGMENTER_WRITES[table][1]:
             staged.append((table, column, f"{_element_type(definition, column)}[]"))

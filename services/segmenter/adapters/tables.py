@@ -53,6 +53,8 @@ profiles = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_profiles_store_email", "store_id", "email"),
     Index("ix_profiles_store_stage_health", "store_id", "stage", "health"),
+    # Room on each page for a rewritten profile's new version (a HOT update): migration 0002 says why.
+    postgresql_with={"fillfactor": 70},
 )
 
 # identifier ("id:<store id>", "email:<address>", "anon:<id>", "order:<order id>") -> the customer it names.
