@@ -97,10 +97,16 @@ async def load_identities(
 
 
 _IDENTITY = ("store_id", "identifier", "customer_id")
+# A profile's own identifiers go into every write set that holds the profile, mapped as they are stored
+# (only the event's were looked up): an update to the same customer would leave a dead version and, on a
+# full page, new index entries for nothing. Skipping it leaves the same rows: over 117,000 events of the
+# replay mix 16,066 -> 6,201-6,374 updates, the statement's PostgreSQL time 4.19-8.87 -> 3.88-7.77 us an
+# event (3 alternated pairs, all lower).
 _SAVE_IDENTITIES = insert_rows(
     identities,
     _IDENTITY,
-    "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id",
+    "ON CONFLICT (store_id, identifier) DO UPDATE SET customer_id = excluded.customer_id "
+    "WHERE segmenter.identities.customer_id <> excluded.customer_id",
 )
 _SAVE_IDENTITIES_RAW = positional(_SAVE_IDENTITIES)
 
