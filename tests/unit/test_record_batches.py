@@ -206,3 +206,40 @@ async def test_close_gives_up_after_its_time_and_fails_what_was_left() -> None:
     await asyncio.wait_for(records.close(within_seconds=0.05), 1)
     with pytest.raises(ProducerClosed):
         await acknowledged([left])
+
+
+async def test_a_partition_idle_between_requests_keeps_its_flusher_and_close_ends_it() -> None:
+    producer = FakeProducer()
+    records = batches(producer)
+    first = records.append(2, b"k", b"1")
+    await settle()
+    producer.take(2)
+    producer.acknowledge(0)
+    await asyncio.wait_for(acknowledged([first]), 1)
+    await settle()  # every batch handed over: the flusher waits for the next one
+    flusher = records._flushers[2]
+    second = records.append(2, b"k", b"2")
+    await settle()
+    assert records._flushers[2] is flusher
+    assert producer.records(1) == [(b"k", b"2")]
+    producer.take(2)
+    producer.acknowledge(1)
+    await asyncio.wait_for(acknowledged([second]), 1)
+    await asyncio.wait_for(records.close(), 1)
+    assert flusher.done()
+    assert not flusher.cancelled()
+    assert not records._flushers
+
+
+async def test_a_request_waiting_for_several_batches_fails_with_the_one_that_failed() -> None:
+    producer = FakeProducer()
+    records = batches(producer)
+    one, two = records.append(0, b"k", b"1"), records.append(1, b"k", b"2")
+    waiting = asyncio.ensure_future(acknowledged({one, two}))
+    await settle()
+    producer.acknowledge(0)
+    await settle()
+    assert not waiting.done()
+    producer.fail(1, KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await asyncio.wait_for(waiting, 1)
