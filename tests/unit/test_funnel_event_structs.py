@@ -13,14 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bench.workload import Storefront, canonical
-from services.segmenter.domain.funnel import decide, new_profile
-from services.segmenter.domain.instants import standardise_event
+from services.segmenter.domain.funnel import new_profile
 from services.segmenter.domain.profile import OrderFact, ProductFact, Profile, SurveyFact, ViewedProduct
 from shared import funnel_event_structs as out
 from shared import funnel_events as contract
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
-from shared.funnel_rules import FunnelRules
+from tests.funnel_mix import funnel_events_of_the_mix
 from tests.strategies import INSTANTS, MONEY
 
 _EVENT: TypeAdapter[Any] = TypeAdapter(contract.FunnelEvent)
@@ -51,18 +49,10 @@ def assert_same_snapshot(profile: Profile) -> None:
 
 
 def test_the_funnel_events_of_the_mix_have_the_contracts_bytes() -> None:
-    store = Storefront(seed=7, run="funnel-structs")
-    rules = FunnelRules()
-    held: dict[str, Profile] = {}
     kinds: set[str] = set()
-    for event in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
-        standardise_event(event)
-        key = event.customer.key
-        decision = decide(held.get(key), event, rules, key)
-        held[key] = decision.profile
-        for funnel_event in decision.funnel_events:
-            kinds.add(funnel_event.type)
-            assert_same_bytes(funnel_event)
+    for funnel_event in funnel_events_of_the_mix(seed=7, run="funnel-structs"):
+        kinds.add(funnel_event.type)
+        assert_same_bytes(funnel_event)
     assert {"order_placed", "stage_changed", "customer_updated", "survey_scored"} <= kinds
 
 

@@ -15,15 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bench.workload import Storefront, canonical
 from services.notifier.adapters.repository import snapshot_json
-from services.segmenter.domain.funnel import decide
-from services.segmenter.domain.instants import standardise_event
-from services.segmenter.domain.profile import Profile
 from shared import funnel_event_structs as out
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef, ProfileSnapshot, decode_funnel_event
-from shared.funnel_rules import FunnelRules
+from tests.funnel_mix import funnel_events_of_the_mix
 from tests.strategies import INSTANTS, MONEY
 
 
@@ -50,19 +46,11 @@ def assert_same_stored(snapshot: ProfileSnapshot) -> None:
 
 
 def test_the_snapshots_of_the_bench_mix_are_stored_as_before() -> None:
-    store = Storefront(seed=11, run="snapshot-json")
-    rules = FunnelRules()
-    held: dict[str, Profile] = {}
     seen = 0
-    for event in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
-        standardise_event(event)
-        key = event.customer.key
-        decision = decide(held.get(key), event, rules, key)
-        held[key] = decision.profile
-        for funnel_event in decision.funnel_events:
-            decoded = decode_funnel_event(out.encode_funnel_event(funnel_event))
-            assert_same_stored(decoded.profile)
-            seen += 1
+    for funnel_event in funnel_events_of_the_mix(seed=11, run="snapshot-json"):
+        decoded = decode_funnel_event(out.encode_funnel_event(funnel_event))
+        assert_same_stored(decoded.profile)
+        seen += 1
     assert seen > 1000
 
 
