@@ -125,7 +125,6 @@ def _guest_order(email: str) -> tuple[bytes, dict[str, str]]:
     }
 
 
-
 async def test_a_segment_email_with_a_header_in_it_is_422_and_reaches_nothing(
     services: RunningServices, kafka_bootstrap: str
 ) -> None:

@@ -79,7 +79,6 @@ def _order(customer_id: int, email: str, order_id: int, codes: list[str]) -> dic
     return payload
 
 
-
 def _mail(smtp: SmtpServer, email: str, starts: str) -> EmailMessage | None:
     return next((m for m in smtp.messages if m["To"] == email and m["Subject"].startswith(starts)), None)
 

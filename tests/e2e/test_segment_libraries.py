@@ -80,7 +80,6 @@ class Traffic:
         return [c for c in self.calls if c[1] == path]
 
 
-
 async def _metric(client: httpx.AsyncClient, services: RunningServices, name: str) -> float:
     text = (await client.get(f"{services.ingest}/metrics")).text
     return sum(float(m) for m in re.findall(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE))

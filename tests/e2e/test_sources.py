@@ -28,7 +28,6 @@ pytestmark = pytest.mark.e2e
 API = {"Authorization": "Bearer demo-api-key"}
 
 
-
 async def _profile(client: httpx.AsyncClient, services: RunningServices, customer_id: str) -> dict[str, Any]:
     response = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{customer_id}", headers=API)
     return response.json() if response.status_code == 200 else {}

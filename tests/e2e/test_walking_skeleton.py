@@ -61,7 +61,6 @@ def _to(smtp: SmtpServer, email: str) -> list[str]:
     return [m["Subject"] for m in smtp.messages if m["To"] == email]
 
 
-
 async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
     text = (await client.get(f"{url}/metrics")).text
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)

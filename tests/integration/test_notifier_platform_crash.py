@@ -116,7 +116,6 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, 
     await engine.dispose()
 
 
-
 def registry(tmp_path: Path, name: str, shop_port: int, site_port: int) -> Path:
     """The development registry with the demo store's shop and site on this test's ports. For WooCommerce,
     the Shopify Admin API is disconnected (Shopify comes first when both are)."""

@@ -94,7 +94,6 @@ async def database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, 
     await engine.dispose()
 
 
-
 async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_promotion(
     database: tuple[str, AsyncEngine], tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         def messages_due() -> None:
             sender.wake()
             express.wake()
+
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="notifier",
             consumer_factory=lambda: build_consumer(
