@@ -29,7 +29,7 @@ help:
 	@echo "make status      what is running"
 	@echo "make down        stop everything make up started"
 	@echo "make demo        make up, then replay a simulated storefront and print the funnel report"
-	@echo "make lint        ruff, mypy and the import layering (lint-imports)"
+	@echo "make lint        ruff (check, format), mypy and the import layering (lint-imports)"
 	@echo "make test        lint, then every test against a real Kafka, Postgres and SMTP server"
 	@echo "make bench       the benchmark (own stack; BENCH_RUNS=3 runs per figure)"
 	@echo "make chaos       kill each component in turn under load; nothing acknowledged may be lost (BROKERS=3)"
@@ -106,6 +106,7 @@ status:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services deploy tests bench
 	$(VENV)/bin/lint-imports
 
