@@ -34,6 +34,22 @@ def test_other_offsets_share_one_tzinfo_per_offset_and_keep_their_offset() -> No
     assert one.isoformat() == "2026-01-05T10:00:00-05:00"
 
 
+def test_the_range_edges_keep_their_fields_at_any_offset() -> None:
+    # A zero offset goes through astimezone(UTC), another through replace: neither may overflow at the edges.
+    for text in (
+        '"0001-01-01T00:00:00Z"',
+        '"9999-12-31T23:59:59.999999Z"',
+        '"0001-01-01T00:00:00+05:00"',
+        '"9999-12-31T23:59:59-05:00"',
+    ):
+        plain = _PLAIN.validate_json(text)
+        held = standard(plain)
+        assert held.replace(tzinfo=None) == plain.replace(tzinfo=None)
+        assert held.utcoffset() == plain.utcoffset()
+        assert held.fold == plain.fold == 0
+        assert _PLAIN.dump_json(held) == _PLAIN.dump_json(plain)
+
+
 def test_standard_leaves_an_already_standard_datetime_as_it_is() -> None:
     at = datetime(2026, 1, 5, tzinfo=UTC)
     assert standard(at) is at
