@@ -14,12 +14,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.workload import Storefront, canonical
 from services.segmenter.adapters.repository import _profile_row
-from services.segmenter.domain.funnel import decide, new_profile
-from services.segmenter.domain.instants import standardise_event
+from services.segmenter.domain.funnel import new_profile
 from services.segmenter.domain.profile import OrderFact, ProductFact, Profile
-from shared.funnel_rules import FunnelRules
+from tests.funnel_mix import decisions_of_the_mix
 from tests.strategies import INSTANTS, MONEY
 
 
@@ -37,15 +35,11 @@ def assert_same_document(profile: Profile) -> None:
 
 
 def test_the_profiles_of_the_mix_are_written_the_same() -> None:
-    store = Storefront(seed=5, run="profile-json")
-    rules = FunnelRules()
-    held: dict[str, Profile] = {}
-    for event in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
-        standardise_event(event)
-        key = event.customer.key
-        decision = decide(held.get(key), event, rules, key)
-        held[key] = decision.profile
-        assert_same_document(decision.profile)
+    held: dict[tuple[str, str], Profile] = {}
+    for decision in decisions_of_the_mix(seed=5, run="profile-json"):
+        profile = decision.profile
+        held[(profile.store_id, profile.customer_id)] = profile
+        assert_same_document(profile)
     assert any(p.orders for p in held.values())
     assert any(p.transitions for p in held.values())
 
