@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.adapters.coupon_platforms import PlatformClients
-from services.notifier.adapters.http_client import build_http_client
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
 from services.notifier.adapters.templates import TemplateRenderer
@@ -35,7 +35,7 @@ from shared.service_app import Runtime, Wiring, consuming_service_app
 def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
     def wire(app: FastAPI, runtime: Runtime) -> Wiring:
         engine, stores = runtime.engine, runtime.stores
-        http = build_http_client()
+        http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
         app.state.refresh_audiences = refresh_memberships
         smtp = SmtpSender(settings)
         platforms = PlatformClients(http, stores)
