@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ class FakeConsumer:
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        # As aiokafka does, before it sends anything: a partition not held (a rebalance took it) is refused.
+        if not self.logs:
+            raise IllegalStateError("No partitions assigned")
+        for tp in offsets:
+            if tp not in self.logs:
+                raise IllegalStateError(f"Partition {tp} is not assigned")
         self.journal.entries.append(("commit", dict(offsets)))
         self.committed.update(offsets)
 
