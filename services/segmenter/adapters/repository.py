@@ -60,8 +60,18 @@ class Write:
 
 
 _CLAIMED = ("store_id", "event_id")
-_CLAIM = insert_rows(
+_INSERT_CLAIMS = insert_rows(
     processed_events, _CLAIMED, "ON CONFLICT (store_id, event_id) DO NOTHING RETURNING store_id, event_id"
+)
+# The keys inserted, as before, unless every key of the batch was (the usual batch): then one row of NULLs
+# says so, instead of the batch's 3,000 keys coming back through SQLAlchemy's result rows one by one. A
+# stored key is never NULL (primary key), so that row cannot be a key. In process, over 3,000-event claims:
+# the client's CPU 1.76 -> 0.8 us an event, PostgreSQL's unchanged (answering with the keys it did not
+# insert instead, an EXCEPT, cost PostgreSQL 0.5 us an event more).
+_CLAIM = text(
+    f"WITH claimed AS ({_INSERT_CLAIMS.text}), counted AS (SELECT count(*) AS n FROM claimed) "  # noqa: S608
+    "SELECT store_id, event_id FROM claimed, counted WHERE n < cardinality(CAST(:store_id AS text[])) "
+    "UNION ALL SELECT NULL, NULL FROM counted WHERE n = cardinality(CAST(:store_id AS text[]))"
 )
 
 
@@ -74,8 +84,10 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
         return set()
     # A second copy inside the batch would make ON CONFLICT see one key twice in one statement.
     unique = list(dict.fromkeys((store_id, event_id) for event_id, store_id in events))
-    result = await conn.execute(_CLAIM, params(_CLAIMED, unique))
-    return {(r.store_id, r.event_id) for r in result}
+    rows = (await conn.execute(_CLAIM, params(_CLAIMED, unique))).all()
+    if len(rows) == 1 and rows[0][0] is None:  # every key was new
+        return set(unique)
+    return {(r[0], r[1]) for r in rows}
 
 
 _IDENTITY_KEY = ("store_id", "identifier")
@@ -90,7 +102,9 @@ _LOAD_IDENTITIES_RAW = positional(_LOAD_IDENTITIES)
 async def load_identities(
     conn: AsyncConnection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
-    wanted = sorted(set(keys))
+    # In any order: a plain read, no lock taken, and the answer is a mapping. Sorting a batch's ~5,000
+    # (store, identifier) pairs first cost 2.5 ms of the client's CPU a batch of 3,000 events.
+    wanted = list(set(keys))
     if not wanted:
         return {}
     result = await _run(conn, _LOAD_IDENTITIES_RAW, params(_IDENTITY_KEY, wanted))
@@ -207,7 +221,9 @@ async def load_profiles_with_versions(
 ) -> LoadedProfiles:
     """`load_profiles_for_update`, taking from `cache` each profile whose row still holds the version the
     cache remembers: PostgreSQL sends such a row's document as NULL and it is not parsed again."""
-    wanted = sorted(set(keys))
+    # Not sorted here: the statement's ORDER BY is the order its FOR UPDATE locks the rows in (the rows are
+    # locked as they leave the sort), which is what keeps two instances from deadlocking.
+    wanted = list(set(keys))
     if not wanted:
         return LoadedProfiles({}, None)
     result = await _run(
