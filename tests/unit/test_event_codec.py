@@ -209,6 +209,24 @@ def test_nul_anywhere_is_still_refused_naming_the_field(where: tuple[Any, ...], 
     assert_same(raw)
 
 
+@pytest.mark.parametrize(
+    "where", [("event_id",), ("customer", "first_name"), ("payload", "line_items", 0, "title")]
+)
+@pytest.mark.parametrize("raw_nul", ["\x00", "a\x00", "\x00\\u0000"])
+def test_a_raw_nul_byte_in_a_text_gets_the_same_verdict(where: tuple[Any, ...], raw_nul: str) -> None:
+    # decode_event no longer searches for a raw NUL byte (shared/events._may_hold_nul): JSON refuses one
+    # anywhere, so the cheaper validator fails and the full one gives its verdict, as before.
+    order = next(s for s in SEEDS if s["type"] == "order_placed" and s["payload"]["line_items"])
+    doc = copy.deepcopy(order)
+    _at(doc, where[:-1])[where[-1]] = "raw"
+    raw = json.dumps(doc).encode().replace(b'"raw"', b'"' + raw_nul.encode() + b'"')
+    assert b"\x00" in raw
+    for text in (raw, raw.decode()):
+        assert_same(text)
+        with pytest.raises(ValidationError):
+            decode_event(text)
+
+
 def test_a_custom_property_key_with_nul_is_refused() -> None:
     custom = next(s for s in SEEDS if s["type"] == "custom")
     doc = copy.deepcopy(custom)
