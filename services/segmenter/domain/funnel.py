@@ -17,12 +17,15 @@ from msgspec.structs import replace
 
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.history import (
+    HEALTH_OF,
     HEALTH_TIMER,
+    STAGE_OF,
     derive,
     occurrences,
     timer_cause,
 )
 from services.segmenter.domain.profile import (
+    ORDER_KEY,
     CartFact,
     ItemFact,
     Mark,
@@ -65,6 +68,7 @@ from shared.funnel_event_structs import (
     HealthChangedEvent,
     OrderPlacedFunnelEvent,
     OrderRecorded,
+    ProfileSnapshot,
     StageChanged,
     StageChangedEvent,
     SurveyScored,
@@ -93,6 +97,10 @@ class Decision:
     new_orders: list[OrderFact] = field(default_factory=list)
     cause: str = ""
     at: datetime | None = None
+    # The snapshot last emitted and the profile it is of: a second funnel event of the same profile (or of
+    # one `_refresh` derived from it) starts from it instead of building one again (`_refresh`).
+    snapshot_of: Profile | None = field(default=None, repr=False, compare=False)
+    snapshot: ProfileSnapshot | None = field(default=None, repr=False, compare=False)
 
     def emit(
         self,
@@ -109,6 +117,10 @@ class Decision:
         pydantic models built unvalidated: 19.2 -> 16.8 µs an emit with its snapshot's figures made (6,000
         profiles of the mix), and encoding them for the outbox 5.8 -> 1.8 µs per storefront event."""
         profile = self.profile
+        snapshot = self.snapshot
+        if snapshot is None or profile is not self.snapshot_of:
+            snapshot = self.snapshot = profile.snapshot()
+            self.snapshot_of = profile
         envelope: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "event_id": funnel_event_id(self.cause, f"{kind}{key}"),
@@ -116,7 +128,7 @@ class Decision:
             "customer_id": profile.customer_id,
             "occurred_at": at or self.at,
             "caused_by": self.cause,
-            "profile": profile.snapshot(),
+            "profile": snapshot,
             "type": build.TYPE,
         }
         if payload is not None:
@@ -228,7 +240,9 @@ def _contact_changes(
             updates[name] = value
         if held_at != said_at:
             stamps[name] = said_at
-    changed = tuple(name for name in CONTACT_FIELDS if name in updates) if updates else ()
+    # The loop above put them in CONTACT_FIELDS's order, and nothing else yet: the dict's keys are the changed
+    # fields in that order (a generator over the ten names cost about 1 µs, in two events of five).
+    changed = tuple(updates)
     if stamps:
         updates["contact_at"] = {**held_stamps, **stamps}
     if profile.erased and changed:
@@ -246,11 +260,13 @@ def _with_contact(
     updates, changed, details_at = _contact_changes(profile, customer, event.occurred_at)
     erased_at = profile.erased_at
     if erased_at is None:
-        # Never erased (nearly every profile): the identifiers join in the same copy as the details, in one
-        # pass over them (no list of the non-order ones made first).
-        joined = _joined(profile.identifiers, (i for i in identifiers if not i.startswith("order:")))
-        if joined is not None:
-            updates["identifiers"] = joined
+        # Never erased (nearly every profile): the identifiers join in the same copy as the details, as
+        # `_joined` would join the non-order ones, in one comprehension (held ones, nearly all, are passed
+        # over first) instead of a generator feeding another.
+        held = profile.identifiers
+        fresh = [i for i in identifiers if i not in held and not i.startswith("order:")]
+        if fresh:
+            updates["identifiers"] = tuple(sorted({*held, *fresh}))
         return (replace(profile, **updates) if updates else profile), changed
     if updates:
         profile = replace(profile, **updates)
@@ -275,7 +291,15 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
     # A document written before histories were derived holds a stage but no history: what it had reached
     # before this event was announced then, and is not announced again.
     legacy = not before and (d.profile.stage != LoyaltyStage.PROSPECT or d.profile.health != Health.ACTIVE)
-    d.profile, next_check = derive(d.profile, rules)
+    derived_from = d.profile
+    d.profile, next_check = derive(derived_from, rules)
+    if d.snapshot is not None and d.snapshot_of is derived_from:
+        # `derive` changes the history, stage, health and health horizon only, and a snapshot holds the
+        # stage and health of these: the snapshot of the event just emitted (an order's, a refund's, a
+        # survey's) with those two is the derived profile's, and a stage change's event takes it instead
+        # of building its own (1.5-2 µs a snapshot with its figures found in their memo).
+        d.snapshot = replace(d.snapshot, stage=d.profile.stage, health=d.profile.health)
+        d.snapshot_of = d.profile
     known = set(occurrences(before))
     if legacy and d.at is not None:
         at = d.at
@@ -292,12 +316,13 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
         kind = f"{t.dimension}_changed"
         n = counts[kind] = counts.get(kind, 0) + 1
         suffix = "" if n == 1 else f"#{n}"
+        # The members by value from dicts, not the enums' calls (about 0.7 µs each).
         if t.dimension == "stage":
-            before_stage, after_stage = LoyaltyStage(t.from_value), LoyaltyStage(t.to_value)
+            before_stage, after_stage = STAGE_OF[t.from_value], STAGE_OF[t.to_value]
             stage_change = StageChanged(from_stage=before_stage, to_stage=after_stage, reason=t.reason)
             d.emit(kind, StageChangedEvent, stage_change, key=suffix, at=t.occurred_at)
         else:
-            before_health, after_health = Health(t.from_value), Health(t.to_value)
+            before_health, after_health = HEALTH_OF[t.from_value], HEALTH_OF[t.to_value]
             health_change = HealthChanged(from_health=before_health, to_health=after_health, reason=t.reason)
             d.emit(kind, HealthChangedEvent, health_change, key=suffix, at=t.occurred_at)
     d.timers[HEALTH_TIMER] = next_check
@@ -369,9 +394,7 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     # An order closes what the carts held up to it (and for good the cart it names): nothing there is
     # abandoned any more. Activity after the order stays, whichever of the two arrived first. The order's
     # identifier joins in the same copy (what follows changes carts and orders only).
-    update: dict[str, object] = {
-        "orders": tuple(sorted((*d.profile.orders, fact), key=lambda o: (o.placed_at, o.order_id)))
-    }
+    update: dict[str, object] = {"orders": tuple(sorted((*d.profile.orders, fact), key=ORDER_KEY))}
     joined = _joined(d.profile.identifiers, (f"order:{order.order_id}",))
     if joined is not None:
         update["identifiers"] = joined
@@ -723,7 +746,7 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
         **contact,
         contact_at=contact_at,
         identifiers=tuple(sorted({*survivor.identifiers, *absorbed.identifiers})),
-        orders=tuple(sorted(orders.values(), key=lambda o: (o.placed_at, o.order_id))),
+        orders=tuple(sorted(orders.values(), key=ORDER_KEY)),
         viewed=browsing.newest_first((*survivor.viewed, *absorbed.viewed)),
         pending_refunds=tuple(sorted(pending.values(), key=lambda r: (r.at, r.event_id))),
         carts=merged_carts,

@@ -24,7 +24,7 @@ from msgspec.structs import replace
 
 from services.segmenter.domain import health
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
-from services.segmenter.domain.stages import earned
+from services.segmenter.domain.stages import LEVEL_RANK, earned
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules, HealthRule
 
@@ -79,13 +79,22 @@ def stage_history(profile: Profile, rules: FunnelRules) -> Iterator[Transition]:
             assert point.order is not None
             placed.remove(point.order.placed_at)
         elif point.kind == _SURVEY:
-            level = max(level, point.level, key=lambda s: s.rank)
+            if LEVEL_RANK[point.level] > LEVEL_RANK[level]:  # max by rank, the first of equals
+                level = point.level
         else:
             referrals += 1
         stage, reason = earned(placed, level, referrals, rules)
         if stage != current:
-            yield _transition("stage", current.value, stage.value, reason, point.at, point.event_id)
+            yield _transition("stage", _VALUE[current], _VALUE[stage], reason, point.at, point.event_id)
             current = stage
+
+
+# A member's value from a dict: the enums' `value` is a Python-level property (about 0.2 µs, Python 3.11),
+# read twice for every step of every derived history.
+_VALUE: dict[LoyaltyStage | Health, str] = {
+    **{stage: stage.value for stage in LoyaltyStage},
+    **{h: h.value for h in Health},
+}
 
 
 def _transition(
@@ -159,7 +168,7 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
         if current != Health.ACTIVE:
             out.append(
                 _transition(
-                    "health", current.value, "active", "ordered again", order.placed_at, order.event_id
+                    "health", _VALUE[current], "active", "ordered again", order.placed_at, order.event_id
                 )
             )
             current = Health.ACTIVE
@@ -170,7 +179,7 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
             if not reached:
                 break
             cause = timer_cause(profile.store_id, profile.customer_id, at)
-            out.append(_transition("health", current.value, to.value, reason, at, cause))
+            out.append(_transition("health", _VALUE[current], _VALUE[to], reason, at, cause))
             current = to
         if following is None:
             trailing = [at for at, _, _ in moves]
@@ -211,16 +220,17 @@ def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | No
     derived = replace(
         profile,
         transitions=merged,
-        stage=_STAGE_OF[stages[-1].to_value] if stages else LoyaltyStage.PROSPECT,
-        health=_HEALTH_OF[moves[-1].to_value] if moves else Health.ACTIVE,
+        stage=STAGE_OF[stages[-1].to_value] if stages else LoyaltyStage.PROSPECT,
+        health=HEALTH_OF[moves[-1].to_value] if moves else Health.ACTIVE,
         health_seen_at=healths.seen_at,
     )
     return derived, healths.next_check
 
 
-# The members by value, as LoyaltyStage(value) and Health(value) find them, without the enum's call.
-_STAGE_OF = {stage.value: stage for stage in LoyaltyStage}
-_HEALTH_OF = {h.value: h for h in Health}
+# The members by value, as LoyaltyStage(value) and Health(value) find them, without the enum's call (about
+# 0.7 µs each, Python 3.11).
+STAGE_OF = {stage.value: stage for stage in LoyaltyStage}
+HEALTH_OF = {h.value: h for h in Health}
 
 
 def next_health_check(profile: Profile, rules: FunnelRules) -> datetime | None:

@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import msgspec
@@ -401,20 +402,25 @@ def unvalidated_from(cls: type[_Built], values: dict[str, Any]) -> _Built:
 _last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
 
 
+# Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
+ORDER_KEY = attrgetter("placed_at", "order_id")
+
+
 def _counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
     held, counted = _last_counted[0]
     if held is not orders:
-        counted = tuple(sorted((o for o in orders if o.counts), key=lambda o: (o.placed_at, o.order_id)))
+        counted = tuple(sorted((o for o in orders if o.counts), key=ORDER_KEY))
         _last_counted[0] = (orders, counted)
     return counted
+
+
+_CENT = Decimal("0.01")
 
 
 def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
     if not counted:
         return None
-    return (sum((o.total - o.refunded for o in counted), Decimal("0")) / len(counted)).quantize(
-        Decimal("0.01")
-    )
+    return (sum((o.total - o.refunded for o in counted), Decimal("0")) / len(counted)).quantize(_CENT)
 
 
 def _median_days_between(counted: tuple[OrderFact, ...]) -> float | None:
@@ -490,13 +496,19 @@ def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
     if held is not None and held[0] is orders:
         return held[1]
     counted = _counted(orders)
+    spent = sum((o.total - o.refunded for o in orders if not o.cancelled), Decimal("0"))
     figures = (
         len(counted),
-        sum((o.total - o.refunded for o in orders if not o.cancelled), Decimal("0")),
+        spent,
         orders[0].currency if orders else None,
         counted[0].placed_at if counted else None,
         counted[-1].placed_at if counted else None,
-        _average_order_value(counted),
+        # When every order counts (none cancelled or refunded in full: nearly always), the average's sum is
+        # `spent`, the same additions in the same order (`counted` is `orders` when they are in date order,
+        # as kept): not summed again (about 0.5 µs of an order's 6 µs of figures).
+        (spent / len(counted)).quantize(_CENT)
+        if counted and counted == orders
+        else _average_order_value(counted),
         _median_days_between(counted),
         _favourite_categories(counted),
         tuple(_snapshot_ref(p) for p in _last_product_facts(counted)),

@@ -27,6 +27,13 @@ def _most_within(placed: list[datetime], within: timedelta) -> int:
     return best
 
 
+# Ranks and values by member from dicts: the enums' `rank` and `value` are Python-level properties (about
+# 0.1 and 0.2 µs each, Python 3.11), and `earned` runs for every dated fact of every derived history.
+STAGE_RANK = {stage: stage.rank for stage in LoyaltyStage}
+LEVEL_RANK = {level: level.rank for level in SurveyLevel}
+_LEVEL_VALUE = {level: level.value for level in SurveyLevel}
+
+
 def earned(
     placed: list[datetime], level: SurveyLevel, referrals: int, rules: FunnelRules
 ) -> tuple[LoyaltyStage, str]:
@@ -39,15 +46,19 @@ def earned(
     if orders >= rules.repeat_orders:
         stage, reason = LoyaltyStage.REPEAT, _plural(orders, "order")
     loyal = rules.loyal
+    level_rank = LEVEL_RANK[level]
     most = _most_within(placed, loyal.within) if orders >= loyal.orders else 0
     if most >= loyal.orders:
         stage, reason = LoyaltyStage.LOYAL, f"{_plural(most, 'order')} within {loyal.within.days} days"
-    elif orders >= loyal.orders_with_survey and level.rank >= loyal.survey_level.rank:
-        stage, reason = LoyaltyStage.LOYAL, f"{_plural(orders, 'order')} and a {level.value} survey answer"
+    elif orders >= loyal.orders_with_survey and level_rank >= LEVEL_RANK[loyal.survey_level]:
+        stage, reason = (
+            LoyaltyStage.LOYAL,
+            f"{_plural(orders, 'order')} and a {_LEVEL_VALUE[level]} survey answer",
+        )
     advocate = rules.advocate
-    if stage.rank >= advocate.min_stage.rank:
-        if level.rank >= advocate.survey_level.rank:
-            stage, reason = LoyaltyStage.ADVOCATE, f"{level.value}-level survey answer"
+    if STAGE_RANK[stage] >= STAGE_RANK[advocate.min_stage]:
+        if level_rank >= LEVEL_RANK[advocate.survey_level]:
+            stage, reason = LoyaltyStage.ADVOCATE, f"{_LEVEL_VALUE[level]}-level survey answer"
         elif advocate.referral_counts and referrals > 0:
             stage, reason = LoyaltyStage.ADVOCATE, _plural(referrals, "referral")
     return stage, reason
