@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 from msgspec.structs import replace
 
@@ -34,8 +35,10 @@ def abandonment_due(cart: CartFact | None, delay: timedelta) -> datetime | None:
     return cart.updated_at + delay
 
 
-def _change_key(c: CartChange) -> tuple[datetime, str]:
-    return (c.at, c.event_id)
+# Sort keys by C's attrgetter rather than functions called in Python for each element: (time, event id) of
+# a change, (newest activity, id) of a cart.
+_change_key = attrgetter("at", "event_id")
+_cart_key = attrgetter("updated_at", "cart_id")
 
 
 def _apply(current: tuple[ItemFact, ...], change: CartChange) -> tuple[ItemFact, ...]:
@@ -104,12 +107,15 @@ def cart_of(
 
 def _with_cart(profile: Profile, cart_id: str, cart: CartFact | None) -> Profile:
     others = [c for c in profile.carts if c.cart_id != cart_id]
-    kept = sorted((*others, *([cart] if cart else [])), key=lambda c: (c.updated_at, c.cart_id))
+    kept = sorted((*others, *([cart] if cart else [])), key=_cart_key)
     return replace(profile, carts=tuple(kept[-MAX_CARTS:]))
 
 
 def _held(profile: Profile, cart_id: str) -> CartFact | None:
-    return next((c for c in profile.carts if c.cart_id == cart_id), None)
+    for c in profile.carts:  # a loop, not next() over a generator: most profiles hold one cart or none
+        if c.cart_id == cart_id:
+            return c
+    return None
 
 
 def completed(profile: Profile, cart_id: str) -> Profile:
@@ -130,7 +136,8 @@ def updated_cart(
     held = _held(profile, update.cart_id)
     # A completed cart stays closed; activity at or before one of the customer's orders belongs to a cart
     # that order closed.
-    if update.cart_id in profile.completed_carts or any(o.placed_at >= at for o in profile.orders):
+    orders = profile.orders
+    if update.cart_id in profile.completed_carts or (orders and any(o.placed_at >= at for o in orders)):
         return profile, held if abandonment_due(held, timedelta()) else None
     change = CartChange(
         at=at,
@@ -173,7 +180,7 @@ def merged_carts(a: Profile, b: Profile) -> tuple[tuple[CartFact, ...], tuple[st
         one = cart_of(cart_id, changes, [c.abandoned_at for c in held])
         if one is not None:
             built.append(one)
-    built.sort(key=lambda c: (c.updated_at, c.cart_id))
+    built.sort(key=_cart_key)
     return tuple(built[-MAX_CARTS:]), completed_ids
 
 
