@@ -14,10 +14,7 @@ class LoyaltyStage(StrEnum):
 
     @property
     def rank(self) -> int:
-        return _STAGE_ORDER.index(self)
-
-
-_STAGE_ORDER = list(LoyaltyStage)
+        return STAGE_RANK[self]
 
 
 class Health(StrEnum):
@@ -36,7 +33,16 @@ class SurveyLevel(StrEnum):
 
     @property
     def rank(self) -> int:
-        return _LEVEL_ORDER.index(self)
+        return LEVEL_RANK[self]
 
 
-_LEVEL_ORDER = list(SurveyLevel)
+# The same answers as the members' `rank` and `value` and the enums' calls (`LoyaltyStage("loyal")`), from
+# dicts: those are Python-level properties and a Python function (about 0.1, 0.2 and 0.7 µs each, Python
+# 3.11), and the segmenter reads them for every step of every history it derives, several times an event.
+STAGE_RANK: dict[LoyaltyStage, int] = {stage: i for i, stage in enumerate(LoyaltyStage)}
+LEVEL_RANK: dict[SurveyLevel, int] = {level: i for i, level in enumerate(SurveyLevel)}
+VALUE: dict[LoyaltyStage | Health | SurveyLevel, str] = {
+    member: member.value for kind in (LoyaltyStage, Health, SurveyLevel) for member in kind
+}
+STAGE_OF: dict[str, LoyaltyStage] = {stage.value: stage for stage in LoyaltyStage}
+HEALTH_OF: dict[str, Health] = {health.value: health for health in Health}

@@ -17,9 +17,7 @@ from msgspec.structs import replace
 
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.history import (
-    HEALTH_OF,
     HEALTH_TIMER,
-    STAGE_OF,
     derive,
     occurrences,
     timer_cause,
@@ -53,7 +51,7 @@ from shared.events import (
     StorefrontEvent,
     SurveyAnsweredEvent,
 )
-from shared.funnel import Health, LoyaltyStage
+from shared.funnel import HEALTH_OF, STAGE_OF, Health, LoyaltyStage
 from shared.funnel_event_structs import (
     BirthdayDue,
     BirthdayDueEvent,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.segmenter.domain.profile import Profile
-from shared.funnel import LoyaltyStage, SurveyLevel
+from shared.funnel import LEVEL_RANK, STAGE_RANK, VALUE, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules
 
 
@@ -25,13 +25,6 @@ def _most_within(placed: list[datetime], within: timedelta) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-# Ranks and values by member from dicts: the enums' `rank` and `value` are Python-level properties (about
-# 0.1 and 0.2 µs each, Python 3.11), and `earned` runs for every dated fact of every derived history.
-STAGE_RANK = {stage: stage.rank for stage in LoyaltyStage}
-LEVEL_RANK = {level: level.rank for level in SurveyLevel}
-_LEVEL_VALUE = {level: level.value for level in SurveyLevel}
 
 
 def earned(
@@ -53,12 +46,12 @@ def earned(
     elif orders >= loyal.orders_with_survey and level_rank >= LEVEL_RANK[loyal.survey_level]:
         stage, reason = (
             LoyaltyStage.LOYAL,
-            f"{_plural(orders, 'order')} and a {_LEVEL_VALUE[level]} survey answer",
+            f"{_plural(orders, 'order')} and a {VALUE[level]} survey answer",
         )
     advocate = rules.advocate
     if STAGE_RANK[stage] >= STAGE_RANK[advocate.min_stage]:
         if level_rank >= LEVEL_RANK[advocate.survey_level]:
-            stage, reason = LoyaltyStage.ADVOCATE, f"{_LEVEL_VALUE[level]}-level survey answer"
+            stage, reason = LoyaltyStage.ADVOCATE, f"{VALUE[level]}-level survey answer"
         elif advocate.referral_counts and referrals > 0:
             stage, reason = LoyaltyStage.ADVOCATE, _plural(referrals, "referral")
     return stage, reason
