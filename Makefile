@@ -11,6 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # pip re-runs only when pyproject.toml changes.
 INSTALL_STAMP := $(VENV)/.install-stamp
+# The modules shared/compiled.py lists, compiled by mypyc; rebuilt when one of them (or the list) changes.
+COMPILED_STAMP := .build/mypyc/SOURCES.json
+COMPILED_SOURCES := shared/compiled.py $(wildcard services/segmenter/domain/*.py)
 KAFKA_LIBS := .run/kafka-libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.make-stamp
 DEVSTACK := $(PY) -m deploy.devstack
@@ -23,7 +26,8 @@ CHROMIUM := /usr/bin/chromium
 .PHONY: help install lock kafka-jars postgres js-clients chromium up down status lint test demo bench chaos
 
 help:
-	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock)"
+	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock),"
+	@echo "                 and the segmenter's rules compiled by mypyc into .build/"
 	@echo "make lock        regenerate requirements.lock and requirements-dev.lock after changing pyproject.toml"
 	@echo "make up          start Kafka, Postgres, an SMTP sink and the three services (returns when ready)"
 	@echo "make status      what is running"
@@ -34,7 +38,7 @@ help:
 	@echo "make bench       the benchmark (own stack; BENCH_RUNS=3 runs per figure)"
 	@echo "make chaos       kill each component in turn under load; nothing acknowledged may be lost (BROKERS=3)"
 
-install: $(INSTALL_STAMP)
+install: $(INSTALL_STAMP) $(COMPILED_STAMP)
 
 # Every package comes from requirements-dev.lock, pinned with hashes (indirect ones included); the project
 # itself is installed on top without resolving anything. `pip check` catches a lock that pyproject.toml
@@ -46,6 +50,12 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 	$(VENV)/bin/pip check --disable-pip-version-check \
 		|| { echo "requirements-dev.lock does not cover pyproject.toml: run 'make lock'"; exit 1; }
 	touch $@
+
+# The segmenter's rules compiled to C extensions (gcc, Python's headers): about 8 % less of its CPU an
+# event. A package uses them only while they match its sources, so an edit runs interpreted until this
+# runs again (shared/compiled.py).
+$(COMPILED_STAMP): $(INSTALL_STAMP) $(COMPILED_SOURCES)
+	$(PY) -m shared.compiled
 
 # Regenerate the lock files after changing a dependency in pyproject.toml (with uv, one of the dev tools).
 # requirements-dev.lock: the services' packages plus the tests' and tools'; requirements.lock: the services'
