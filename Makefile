@@ -11,9 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # pip re-runs only when pyproject.toml changes.
 INSTALL_STAMP := $(VENV)/.install-stamp
-# The modules shared/compiled.py lists, compiled by mypyc; rebuilt when one of them (or the list) changes.
+# The modules shared/compiled.py lists, compiled by mypyc; rebuilt when a source they depend on changes.
 COMPILED_STAMP := .build/mypyc/SOURCES.json
-COMPILED_SOURCES := shared/compiled.py $(wildcard services/segmenter/domain/*.py)
+COMPILED_SOURCES := $(wildcard shared/*.py services/segmenter/domain/*.py)
 KAFKA_LIBS := .run/kafka-libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.make-stamp
 DEVSTACK := $(PY) -m deploy.devstack

@@ -8,11 +8,13 @@ client CPU 83.3 -> 76.9 us an event (3 alternated pairs), the same stored state 
 check) and the same unit tests passing. The code stays Python; nothing is written for the compiler.
 
 `make install` (and the Docker image's build stage) compile the modules listed in COMPILED into
-.build/mypyc/ with a manifest of their sources' SHA-256. A package puts that directory first on its
-`__path__` (`use_compiled`, called by its `__init__`) only if every one of its compiled modules' sources
-is still the one built: a source edited since, or a build from another commit, means the whole package
-runs interpreted (all or none: compiled modules call each other natively), so a stale build never runs.
-Without a build (no C compiler, `.build/` removed) everything runs interpreted, as before.
+.build/mypyc/ with a manifest of the SHA-256 of every source they were compiled against: the package's own
+modules and shared/'s, the only code of ours they import (mypyc compiles a call or an attribute read for
+the types it saw then). A package puts that directory first on its `__path__` (`use_compiled`, called by
+its `__init__`) only if each of those files is still the one built and each module's extension is there
+for this interpreter: an edit since, a build from another commit or for another Python, and the whole
+package runs interpreted (all or none: compiled modules call each other natively), so a stale build never
+runs. Without a build (no C compiler, `.build/` removed) everything runs interpreted, as before.
 
 Left interpreted: services/segmenter/domain/profile.py, whose msgspec Structs take class keyword
 arguments (`frozen=True, kw_only=True`) that a compiled class definition drops.
@@ -20,11 +22,12 @@ arguments (`frozen=True, kw_only=True`) that a compiled class definition drops.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import sys
 from collections.abc import MutableSequence
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -51,7 +54,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _manifest(build_dir: Path) -> dict[str, str]:
+def inputs(package: str, root: Path = REPO_ROOT) -> dict[str, str]:
+    """The SHA-256 of every source the package's compiled modules depend on, by path from `root`: the
+    package's modules and shared/'s."""
+    files = [*(root / "shared").glob("*.py"), *root.joinpath(*package.split(".")).glob("*.py")]
+    return {path.relative_to(root).as_posix(): _digest(path) for path in sorted(files)}
+
+
+def _manifest(build_dir: Path) -> dict[str, object]:
     try:
         recorded = json.loads((build_dir / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -59,21 +69,24 @@ def _manifest(build_dir: Path) -> dict[str, str]:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def use_compiled(package: str, path: MutableSequence[str], build_dir: Path = BUILD_DIR) -> bool:
+def use_compiled(
+    package: str, path: MutableSequence[str], build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT
+) -> bool:
     """Put the package's compiled modules first on its `__path__` when they were built from the sources
-    now in the package's directory (`path[0]`); leave it as it is otherwise. Whether they are used."""
-    recorded = _manifest(build_dir)
-    sources = Path(path[0])
-    current = all(
-        recorded.get(f"{package}.{module}") == _digest(sources / f"{module}.py")
-        for module in COMPILED.get(package, ())
+    now under `root` for this interpreter; leave it as it is otherwise. Whether they are used."""
+    modules = COMPILED.get(package, ())
+    compiled_dir = build_dir.joinpath(*package.split("."))
+    in_use = (
+        bool(modules)
+        and _manifest(build_dir).get(package) == inputs(package, root)
+        # The first suffix is this interpreter's own (`.cpython-311-x86_64-linux-gnu.so`).
+        and all((compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").is_file() for module in modules)
     )
-    in_use = bool(COMPILED.get(package)) and current
     if in_use:
         # The compiled modules share one runtime library, a top-level module at the build's root.
         if str(build_dir) not in sys.path:
             sys.path.append(str(build_dir))
-        path.insert(0, str(build_dir.joinpath(*package.split("."))))
+        path.insert(0, str(compiled_dir))
     COMPILED_IN_USE.labels(package).set(1 if in_use else 0)
     return in_use
 
@@ -84,22 +97,22 @@ def build(build_dir: Path = BUILD_DIR) -> None:
     from mypyc.build import mypycify
     from setuptools import setup  # type: ignore[import-untyped,unused-ignore]
 
-    os.chdir(REPO_ROOT)  # mypyc names each module after its path from here
-    sources = {
-        f"{package}.{module}": Path(*package.split("."), f"{module}.py")
+    before = {package: inputs(package) for package in COMPILED}
+    (build_dir / MANIFEST).unlink(missing_ok=True)
+    sources = [
+        str(Path(*package.split("."), f"{module}.py"))
         for package, modules in COMPILED.items()
         for module in modules
-    }
-    before = {name: _digest(source) for name, source in sources.items()}
-    (build_dir / MANIFEST).unlink(missing_ok=True)
-    setup(
-        name="loyalty-funnel-compiled",
-        ext_modules=mypycify([str(s) for s in sources.values()], target_dir=str(build_dir.parent / "c")),
-        script_args=["--quiet", "build_ext", "--build-lib", str(build_dir), "--build-temp",
-                     str(build_dir.parent / "temp")],
-    )  # fmt: skip
-    if {name: _digest(source) for name, source in sources.items()} != before:
-        raise RuntimeError("a compiled module's source changed during the build: run it again")
+    ]
+    with contextlib.chdir(REPO_ROOT):  # mypyc names each module after its path from here
+        setup(
+            name="loyalty-funnel-compiled",
+            ext_modules=mypycify(sources, target_dir=str(build_dir.parent / "c")),
+            script_args=["--quiet", "build_ext", "--build-lib", str(build_dir), "--build-temp",
+                         str(build_dir.parent / "temp")],
+        )  # fmt: skip
+    if {package: inputs(package) for package in COMPILED} != before:
+        raise RuntimeError("a source changed during the build: run it again")
     (build_dir / MANIFEST).write_text(json.dumps(before, indent=1, sort_keys=True) + "\n")
     print(f"compiled {len(sources)} modules into {build_dir}")
 
