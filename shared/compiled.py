@@ -50,6 +50,11 @@ COMPILED_IN_USE = Gauge(
 )
 
 
+def _relative(package: str) -> Path:
+    """The package's directory, from the repository's root (or a build's)."""
+    return Path(*package.split("."))
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -57,7 +62,7 @@ def _digest(path: Path) -> str:
 def inputs(package: str, root: Path = REPO_ROOT) -> dict[str, str]:
     """The SHA-256 of every source the package's compiled modules depend on, by path from `root`: the
     package's modules and shared/'s."""
-    files = [*(root / "shared").glob("*.py"), *root.joinpath(*package.split(".")).glob("*.py")]
+    files = [*(root / "shared").glob("*.py"), *(root / _relative(package)).glob("*.py")]
     return {path.relative_to(root).as_posix(): _digest(path) for path in sorted(files)}
 
 
@@ -75,7 +80,7 @@ def use_compiled(
     """Put the package's compiled modules first on its `__path__` when they were built from the sources
     now under `root` for this interpreter; leave it as it is otherwise. Whether they are used."""
     modules = COMPILED.get(package, ())
-    compiled_dir = build_dir.joinpath(*package.split("."))
+    compiled_dir = build_dir / _relative(package)
     in_use = (
         bool(modules)
         and _manifest(build_dir).get(package) == inputs(package, root)
@@ -100,7 +105,7 @@ def build(build_dir: Path = BUILD_DIR) -> None:
     before = {package: inputs(package) for package in COMPILED}
     (build_dir / MANIFEST).unlink(missing_ok=True)
     sources = [
-        str(Path(*package.split("."), f"{module}.py"))
+        str(_relative(package) / f"{module}.py")
         for package, modules in COMPILED.items()
         for module in modules
     ]
