@@ -23,7 +23,7 @@ JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
 # The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install lock kafka-jars postgres js-clients chromium up down status lint test demo bench chaos
+.PHONY: help install lock kafka-jars postgres js-clients c-compiler chromium up down status lint test demo bench chaos
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock),"
@@ -55,7 +55,7 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 # event. A package uses them only while they match its sources, so an edit runs interpreted until this
 # runs again (shared/compiled.py). Without a C compiler everything still runs, interpreted: `make up`
 # goes on, and `make test` says so (tests/unit/test_compiled_modules.py).
-$(COMPILED_STAMP): $(INSTALL_STAMP) $(COMPILED_SOURCES)
+$(COMPILED_STAMP): $(INSTALL_STAMP) $(COMPILED_SOURCES) | c-compiler
 	$(PY) -m shared.compiled \
 		|| echo "warning: could not compile the segmenter's rules (a C compiler and Python's headers are needed); they run interpreted"
 
@@ -97,6 +97,17 @@ js-clients: $(JS_STAMP)
 $(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The C compiler the compiled modules need: Debian's gcc, installed as root when missing, as chromium is
+# (Python's headers come with the interpreter: pyenv's and python.org's builds install them).
+c-compiler:
+	@if ! command -v gcc >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+		else \
+			echo "no gcc: the segmenter's rules will run interpreted (as root: apt-get install gcc libc6-dev)" >&2; \
+		fi; \
+	fi
 
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
