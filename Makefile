@@ -51,7 +51,7 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 		|| { echo "requirements-dev.lock does not cover pyproject.toml: run 'make lock'"; exit 1; }
 	touch $@
 
-# The segmenter's rules compiled to C extensions (gcc, Python's headers): about 8 % less of its CPU an
+# The segmenter's rules compiled to C extensions (gcc, Python's headers): about 12 % less of its CPU an
 # event. A package uses them only while they match its sources, so an edit runs interpreted until this
 # runs again (shared/compiled.py). Without a C compiler everything still runs, interpreted: `make up`
 # goes on, and `make test` says so (tests/unit/test_compiled_modules.py).
