@@ -11,9 +11,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # pip re-runs only when pyproject.toml changes.
 INSTALL_STAMP := $(VENV)/.install-stamp
-# The modules shared/compiled.py lists, compiled by mypyc; rebuilt when a source they depend on changes.
-COMPILED_STAMP := .build/mypyc/SOURCES.json
-COMPILED_SOURCES := $(wildcard shared/*.py services/segmenter/domain/*.py)
 KAFKA_LIBS := .run/kafka-libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.make-stamp
 DEVSTACK := $(PY) -m deploy.devstack
@@ -23,7 +20,7 @@ JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
 # The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install lock kafka-jars postgres js-clients c-compiler chromium up down status lint test demo bench chaos
+.PHONY: help install lock kafka-jars postgres js-clients c-compiler chromium up down status lint test demo bench chaos compiled
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock),"
@@ -38,7 +35,7 @@ help:
 	@echo "make bench       the benchmark (own stack; BENCH_RUNS=3 runs per figure)"
 	@echo "make chaos       kill each component in turn under load; nothing acknowledged may be lost (BROKERS=3)"
 
-install: $(INSTALL_STAMP) $(COMPILED_STAMP)
+install: $(INSTALL_STAMP) compiled
 
 # Every package comes from requirements-dev.lock, pinned with hashes (indirect ones included); the project
 # itself is installed on top without resolving anything. `pip check` catches a lock that pyproject.toml
@@ -53,9 +50,10 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 
 # The segmenter's rules compiled to C extensions (gcc, Python's headers): about 12 % less of its CPU an
 # event. A package uses them only while they match its sources, so an edit runs interpreted until this
-# runs again (shared/compiled.py). Without a C compiler everything still runs, interpreted: `make up`
-# goes on, and `make test` says so (tests/unit/test_compiled_modules.py).
-$(COMPILED_STAMP): $(INSTALL_STAMP) $(COMPILED_SOURCES) | c-compiler
+# runs again (shared/compiled.py), which rebuilds only when the build's manifest no longer matches the
+# sources. Without a C compiler everything still runs, interpreted: `make up` goes on, and `make test` says
+# so (tests/unit/test_compiled_modules.py).
+compiled: $(INSTALL_STAMP) | c-compiler
 	$(PY) -m shared.compiled \
 		|| echo "warning: could not compile the segmenter's rules (a C compiler and Python's headers are needed); they run interpreted"
 

@@ -75,19 +75,26 @@ def _manifest(build_dir: Path) -> dict[str, object]:
     return recorded if isinstance(recorded, dict) else {}
 
 
+def _current(package: str, manifest: dict[str, object], build_dir: Path, root: Path) -> bool:
+    """Whether `build_dir` holds the package's modules built from the sources now under `root`, each one's
+    extension for this interpreter."""
+    modules = COMPILED.get(package, ())
+    compiled_dir = build_dir / _relative(package)
+    return (
+        bool(modules)
+        and manifest.get(package) == inputs(package, root)
+        # The first suffix is this interpreter's own (`.cpython-311-x86_64-linux-gnu.so`).
+        and all((compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").is_file() for module in modules)
+    )
+
+
 def use_compiled(
     package: str, path: MutableSequence[str], build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT
 ) -> bool:
     """Put the package's compiled modules first on its `__path__` when they were built from the sources
     now under `root` for this interpreter; leave it as it is otherwise. Whether they are used."""
-    modules = COMPILED.get(package, ())
     compiled_dir = build_dir / _relative(package)
-    in_use = (
-        bool(modules)
-        and _manifest(build_dir).get(package) == inputs(package, root)
-        # The first suffix is this interpreter's own (`.cpython-311-x86_64-linux-gnu.so`).
-        and all((compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").is_file() for module in modules)
-    )
+    in_use = _current(package, _manifest(build_dir), build_dir, root)
     if in_use:
         # The compiled modules share one runtime library, a top-level module at the build's root.
         if str(build_dir) not in sys.path:
@@ -97,30 +104,37 @@ def use_compiled(
     return in_use
 
 
-def build(build_dir: Path = BUILD_DIR) -> None:
-    """Compile every module of COMPILED into `build_dir` and record the sources it was built from."""
+def build(build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT) -> bool:
+    """Compile every module of COMPILED into `build_dir` and record the sources it was built from, unless
+    the build there is of the current sources already (what `use_compiled` checks: so `make install` needs
+    no list of its own of what the build depends on). Whether it compiled."""
+    manifest = _manifest(build_dir)
+    if all(_current(package, manifest, build_dir, root) for package in COMPILED):
+        print(f"compiled modules in {build_dir} are up to date")
+        return False
     # Build-time tools only (mypy is a dev dependency): the services never import them.
     from mypyc.build import mypycify
     from setuptools import setup  # type: ignore[import-untyped,unused-ignore]
 
-    before = {package: inputs(package) for package in COMPILED}
+    before = {package: inputs(package, root) for package in COMPILED}
     (build_dir / MANIFEST).unlink(missing_ok=True)
     sources = [
         str(_relative(package) / f"{module}.py")
         for package, modules in COMPILED.items()
         for module in modules
     ]
-    with contextlib.chdir(REPO_ROOT):  # mypyc names each module after its path from here
+    with contextlib.chdir(root):  # mypyc names each module after its path from here
         setup(
             name="loyalty-funnel-compiled",
             ext_modules=mypycify(sources, target_dir=str(build_dir.parent / "c")),
             script_args=["--quiet", "build_ext", "--build-lib", str(build_dir), "--build-temp",
                          str(build_dir.parent / "temp")],
         )  # fmt: skip
-    if {package: inputs(package) for package in COMPILED} != before:
+    if {package: inputs(package, root) for package in COMPILED} != before:
         raise RuntimeError("a source changed during the build: run it again")
     (build_dir / MANIFEST).write_text(json.dumps(before, indent=1, sort_keys=True) + "\n")
     print(f"compiled {len(sources)} modules into {build_dir}")
+    return True
 
 
 if __name__ == "__main__":

@@ -13,7 +13,16 @@ import pytest
 
 import services.segmenter.domain as domain
 from services.segmenter.domain import funnel
-from shared.compiled import BUILD_DIR, COMPILED, COMPILED_IN_USE, MANIFEST, REPO_ROOT, inputs, use_compiled
+from shared.compiled import (
+    BUILD_DIR,
+    COMPILED,
+    COMPILED_IN_USE,
+    MANIFEST,
+    REPO_ROOT,
+    build,
+    inputs,
+    use_compiled,
+)
 
 PACKAGE = "services.segmenter.domain"
 PACKAGE_DIR = ("services", "segmenter", "domain")
@@ -97,6 +106,14 @@ def test_a_package_with_nothing_compiled_is_left_as_it_is(root: Path, tmp_path: 
     path = [str(root / "services" / "notifier" / "domain")]
     assert not use_compiled("services.notifier.domain", path, build_dir, root)
     assert len(path) == 1
+
+
+def test_a_build_of_the_current_sources_is_not_compiled_again(root: Path, tmp_path: Path) -> None:
+    # `make install` runs the build every time and relies on this to be quick when nothing changed.
+    build_dir = _built(root, tmp_path / "mypyc")
+    manifest = (build_dir / MANIFEST).read_text()
+    assert build(build_dir, root) is False
+    assert (build_dir / MANIFEST).read_text() == manifest
 
 
 def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
