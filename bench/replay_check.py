@@ -42,7 +42,8 @@ from deploy.devstack.process import StackError, run_checked
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.settings import SegmenterSettings
 from shared.db import build_engine
-from shared.events import decode_event, encode_event
+from shared.events import encode_event
+from shared.storefront_event_structs import decode_storefront_event
 from shared.stores import StoreRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ async def replay(database_url: str, records: Sequence[tuple[bytes, bytes]], batc
     handle = FunnelProcessor(engine, stores)
     try:
         for start in range(0, len(records), batch):
-            await handle([decode_event(value) for _, value in records[start : start + batch]])
+            await handle([decode_storefront_event(value) for _, value in records[start : start + batch]])
     finally:
         await engine.dispose()
 

@@ -27,6 +27,7 @@ from services.segmenter.settings import SegmenterSettings
 from shared.events import OrderPlacedEvent, encode_event
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_producer
 from shared.settings import KafkaSettings
+from shared.storefront_event_structs import from_model
 
 # The segmenter's default batch (SEGMENTER_MAX_BATCH): the limit writes the same rows in as many batches.
 BATCH: int = SegmenterSettings.model_fields["segmenter_max_batch"].default
@@ -48,7 +49,7 @@ def build_prefill(path: Path, count: int) -> int:
     meta = [
         (
             e.event_id,
-            (event_identifiers(e) or [""])[0],
+            (event_identifiers(from_model(e)) or [""])[0],
             e.payload.order_id if isinstance(e, OrderPlacedEvent) else None,
         )
         for e in events

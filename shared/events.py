@@ -19,13 +19,11 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import SchemaValidator
 
-from shared.fields import LanguageTag, email_address, language_tag
+from shared.fields import LanguageTag, email_address
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -368,131 +366,8 @@ def encode_event(event: PublishableEvent) -> bytes:
 
 
 def decode_event(raw: bytes | str) -> StorefrontEvent:
-    """Parse one message value; raises pydantic.ValidationError for anything that is not a v1 event."""
-    if _may_hold_nul(raw):
-        return _ADAPTER.validate_json(raw)
-    try:
-        event: StorefrontEvent = _WITHOUT_NUL_CHECK.validate_json(raw)
-    except ValidationError:
-        # Rare (a bad message on its way to the dead-letter topic): the full validator says why, exactly
-        # as it always did.
-        return _ADAPTER.validate_json(raw)
-    # Customer._has_identifier's rule, which the cheaper validator leaves out.
-    if event.customer.is_identified():
-        return event
+    """Parse one message value; raises pydantic.ValidationError for anything that is not a v1 event.
+
+    The contract's own reading, with every check. The segmenter reads its topic with msgspec Structs
+    (shared/storefront_event_structs.py), which give this function's very values or hand the message to it."""
     return _ADAPTER.validate_json(raw)
-
-
-def _may_hold_nul(raw: bytes | str) -> bool:
-    """Whether any string of this JSON text could hold NUL. JSON can only carry it as the escape `\\u0000`,
-    so without one, the per-field NUL check of every model can only pass. An escaped backslash before
-    `u0000` is a false alarm that merely takes the full path. A raw NUL is not looked for: it is not valid
-    JSON anywhere in a document (a control character), so the cheaper validator refuses such input and
-    decode_event hands it to the full one."""
-    # The backslash first: one search for one byte (memchr), where the search for the six-byte escape took
-    # 412 ns an event of the replay mix, and the one for a raw NUL 202 (622 -> about 200 ns in all).
-    if isinstance(raw, str):
-        return "\\" in raw and "\\u0000" in raw
-    return b"\\" in raw and b"\\u0000" in raw
-
-
-def _without_nul_check(schema: Any) -> Any:
-    """The core schema with the per-field NUL validator (_Model._no_nul) left out and everything else kept."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "function-after" and _is_nul_check(schema["function"].get("function")):
-            return _without_nul_check(schema["schema"])
-        return {key: _without_nul_check(value) for key, value in schema.items()}
-    if isinstance(schema, list):
-        return [_without_nul_check(value) for value in schema]
-    return schema
-
-
-def _is_nul_check(function: Any) -> bool:
-    return getattr(function, "__func__", None) is _Model._no_nul.__func__  # type: ignore[attr-defined]
-
-
-# The segmenter's validator checks values spelt as ingest writes them in pydantic-core, not calling Python:
-# each pattern (Rust regex: `$` is the end of the text; ASCII classes only) matches only values that the full
-# check gives back unchanged, so an event whose values all match decodes to the very same model. Anything
-# else (other letters, upper case, spaces, `en_US`, a number for money, ...) fails there, and the full
-# validator decides, as before. Over the replay mix, an event decodes in 8.7 us, not 11.0 (medians of 9).
-# email_address: trimmed, lower-cased, an ASCII local part without RFC 5322 specials, ASCII labels.
-_CANONICAL_EMAIL = (
-    r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
-    r"@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
-)
-# language_tag: shared.fields._LANGTAG with its case-insensitivity spelt out, nothing around it, no `_`.
-_CANONICAL_LANGUAGE_TAG = (
-    r"^(?:(?:[a-zA-Z]{2,3}(?:-[a-zA-Z]{3}){0,3}|[a-zA-Z]{4}|[a-zA-Z]{5,8})"
-    r"(?:-[a-zA-Z]{4})?"
-    r"(?:-(?:[a-zA-Z]{2}|[0-9]{3}))?"
-    r"(?:-(?:[a-zA-Z0-9]{5,8}|[0-9][a-zA-Z0-9]{3}))*"
-    r"(?:-[0-9a-wyzA-WYZ](?:-[a-zA-Z0-9]{2,8})+)*"
-    r"(?:-[xX](?:-[a-zA-Z0-9]{1,8})+)?"
-    r"|[xX](?:-[a-zA-Z0-9]{1,8})+)$"
-)
-# Money as encode_event writes it (Decimal's str): at most 14 digits, 2 of them decimals, not negative. The
-# full check's max_digits/decimal_places asks Python for the Decimal's as_tuple() once per amount.
-_CANONICAL_MONEY = r"^(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?$"
-_MONEY_SCHEMA = {"type": "decimal", "ge": 0, "max_digits": 14, "decimal_places": 2}
-
-
-def _without_python_checks(schema: Any) -> Any:
-    """The core schema with the email, language tag and money checks that call into Python replaced by the
-    patterns above (_CANONICAL_*), without Customer._has_identifier (decode_event asks it), and everything
-    else kept."""
-    if isinstance(schema, dict):
-        if schema.get("type") == "function-after":
-            function = schema["function"].get("function")
-            if getattr(function, "__func__", None) is Customer._normalise_email.__func__:  # type: ignore[attr-defined]
-                inner = schema["schema"]
-                assert inner["type"] == "nullable", inner
-                assert inner["schema"]["type"] == "str", inner
-                return {**inner, "schema": {**inner["schema"], "pattern": _CANONICAL_EMAIL}}
-            if function is Customer._has_identifier:
-                # Asked in decode_event instead, without a call from Rust into Python (0.4 us an event).
-                return _without_python_checks(schema["schema"])
-            if function is language_tag:
-                assert schema["schema"] == {"type": "str"}, schema
-                return {"type": "str", "max_length": 35, "pattern": _CANONICAL_LANGUAGE_TAG}
-        if {key: value for key, value in schema.items() if key != "metadata"} == _MONEY_SCHEMA:
-            return {
-                "type": "chain",
-                "steps": [{"type": "str", "pattern": _CANONICAL_MONEY}, {"type": "decimal"}],
-            }
-        return {key: _without_python_checks(value) for key, value in schema.items()}
-    if isinstance(schema, list):
-        return [_without_python_checks(value) for value in schema]
-    return schema
-
-
-def _build_without_nul_check() -> SchemaValidator:
-    """A validator of the same models (instances of the very same classes, every other check kept) that
-    skips the per-field NUL walk: a fifth of decoding an event, for a question one search of the raw bytes
-    answers (_may_hold_nul). pydantic-core reuses a complete model's own validator wherever the model
-    appears in a schema, which would bring the NUL check back, so the models are marked incomplete while
-    this one is built from the stripped schema, and marked complete again at once."""
-    schema = _ADAPTER.core_schema
-    models = [cls for cls in _model_classes(schema) if cls.__dict__.get("__pydantic_complete__")]
-    try:
-        for cls in models:
-            cls.__pydantic_complete__ = False
-        return SchemaValidator(_without_python_checks(_without_nul_check(schema)))
-    finally:
-        for cls in models:
-            cls.__pydantic_complete__ = True
-
-
-def _model_classes(schema: Any) -> set[type[BaseModel]]:
-    """Every model class a core schema builds."""
-    if isinstance(schema, dict):
-        found = {schema["cls"]} if schema.get("type") == "model" else set()
-        for value in schema.values():
-            found |= _model_classes(value)
-        return found
-    if isinstance(schema, list):
-        return set().union(*(_model_classes(value) for value in schema))
-    return set()
-
-
-_WITHOUT_NUL_CHECK = _build_without_nul_check()

@@ -7,7 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from shared.events import StorefrontEvent, decode_event
+import msgspec
+
+from shared import storefront_event_structs as segmenter
+from shared.events import StorefrontEvent, decode_event, encode_event
 from shared.funnel_events import FunnelEvent, decode_funnel_event
 
 
@@ -33,6 +36,30 @@ def canonical_event(
     if payload is not None:
         body["payload"] = payload
     return decode_event(json.dumps(body))
+
+
+def segmenter_event(
+    store_id: str,
+    kind: str,
+    at: datetime,
+    customer: dict[str, Any],
+    payload: dict[str, Any] | None = None,
+    *,
+    event_id: str | None = None,
+) -> segmenter.StorefrontEvent:
+    """`canonical_event`'s event as the segmenter reads it from its topic: encoded as ingest encodes it, then
+    decoded by the segmenter's own decoder."""
+    return as_segmenter_event(canonical_event(store_id, kind, at, customer, payload, event_id=event_id))
+
+
+def as_segmenter_event(event: StorefrontEvent) -> segmenter.StorefrontEvent:
+    """A contract model as the segmenter reads it from its topic."""
+    return segmenter.decode_storefront_event(encode_event(event))
+
+
+def contract_bytes(event: segmenter.StorefrontEvent) -> bytes:
+    """A segmenter's event as ingest publishes it: its contract model's bytes."""
+    return encode_event(decode_event(msgspec.json.encode(event)))
 
 
 # A profile in every funnel event; tests override what they look at.

@@ -11,6 +11,7 @@ from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
 from shared import funnel_event_structs as out
 from shared.funnel_rules import FunnelRules
+from tests.builders import as_segmenter_event
 
 
 def decisions_of_the_mix(seed: int, run: str) -> Iterator[Decision]:
@@ -19,8 +20,8 @@ def decisions_of_the_mix(seed: int, run: str) -> Iterator[Decision]:
     store = Storefront(seed=seed, run=run)
     rules = FunnelRules()
     held: dict[str, Profile] = {}
-    for event in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
-        standardise_event(event)
+    for model in canonical([*store.segment_calls(1500), *store.shopify_webhooks(500)]):
+        event = standardise_event(as_segmenter_event(model))
         key = event.customer.key
         decision = decide(held.get(key), event, rules, key)
         held[key] = decision.profile

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.consumer import ConsumerPipeline, DlqLimit
-from shared.events import StorefrontEvent, decode_event
+from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
 
 
 async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -69,7 +69,7 @@ def storefront_pipeline(
             **consumer_options,
         ),
         dlq_producer=lambda: dlq_producer,
-        decode=decode_event,
+        decode=decode_storefront_event,
         handle=handle,
         dlq_limit=DlqLimit(max_consecutive_invalid=dlq_limit),
         max_records=max_records,

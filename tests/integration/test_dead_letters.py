@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from shared.consumer import ConsumerPipeline, DlqLimitExceeded
-from shared.events import StorefrontEvent, decode_event
+from shared.events import decode_event
 from shared.examples import example_files
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
 from shared.settings import KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
 from shared.stores import StoreRegistry
 from tests.kafka_helpers import committed, storefront_pipeline
 
@@ -33,7 +34,7 @@ async def _topics(kafka_bootstrap: str) -> str:
 
 def _pipeline(
     kafka_bootstrap: str, topic: str, producer: AIOKafkaProducer, handle: FunnelProcessor, limit: int = 100
-) -> ConsumerPipeline[StorefrontEvent]:
+) -> ConsumerPipeline[SegmenterEvent]:
     return storefront_pipeline(kafka_bootstrap, topic, "g", handle, dlq_producer=producer, dlq_limit=limit)
 
 
@@ -68,7 +69,7 @@ async def test_poison_goes_to_the_dlq_with_its_origin_and_good_events_still_coun
     handled: list[int] = []
 
     class Counting(FunnelProcessor):
-        async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
+        async def __call__(self, events: Sequence[SegmenterEvent]) -> None:
             handled.append(len(events))
             await super().__call__(events)
 
@@ -104,7 +105,7 @@ async def test_a_flood_of_poison_stops_the_consumer_instead_of_dead_lettering_it
 class RefusesPoison(FunnelProcessor):
     """The real processor, plus a real database refusal (SQLSTATE 22012) for one message."""
 
-    async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
+    async def __call__(self, events: Sequence[SegmenterEvent]) -> None:
         if any("poison" in e.event_id for e in events):
             async with self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1 / 0"))

@@ -28,6 +28,7 @@ from shared.db import upgrade_to_head
 from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
 from shared.stores import StoreRegistry
 from tests.examples import source_example
 from tests.kafka_helpers import committed, storefront_pipeline
@@ -70,7 +71,7 @@ async def test_postgres_going_away_mid_stream_loses_nothing_and_the_consumer_res
         events = _orders(store_id, 300)
         processor = FunnelProcessor(engine, StoreRegistry([]))
 
-        async def slowly(batch: Sequence[StorefrontEvent]) -> None:
+        async def slowly(batch: Sequence[SegmenterEvent]) -> None:
             await asyncio.sleep(0.05)
             await processor(batch)
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,11 +25,11 @@ from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared.clock import utcnow
-from shared.events import StorefrontEvent
 from shared.registry_checks import sha256_hex
+from shared.storefront_event_structs import StorefrontEvent
 from shared.stores import StoreConfig, StoreRegistry
 from shared.web import install_error_handlers
-from tests.builders import canonical_event
+from tests.builders import segmenter_event
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +130,7 @@ def event(
     payload: Json | None = None,
 ) -> StorefrontEvent:
     """A canonical event through the contract's own decoder; the id is unique to the test's store."""
-    return canonical_event(store_id, kind, at, customer, payload, event_id=f"{store_id}:{event_id}")
+    return segmenter_event(store_id, kind, at, customer, payload, event_id=f"{store_id}:{event_id}")
 
 
 def item(
@@ -783,7 +784,7 @@ async def test_a_redelivered_event_changes_nothing(api: SegmenterApi) -> None:
     await api.feed(*events)
     await api.feed(events[3], events[3])
     tampered = order(s, who("n"), "q3-other", utc(2025, 4, 1), "999.00", item("A"), item("Z"))
-    tampered = tampered.model_copy(update={"event_id": events[3].event_id})
+    tampered = msgspec.structs.replace(tampered, event_id=events[3].event_id)
     await api.feed(tampered)
 
     assert await _answers(api) == first
@@ -817,7 +818,7 @@ async def test_an_event_id_seen_in_another_store_is_not_a_redelivery(
     shared_id = f"woocommerce:{store_id}-delivery-1"
     for sid in (store_id, other):
         placed = order(sid, who("c1"), "1001", utc(2025, 2, 1), "30.00")
-        await processor([placed.model_copy(update={"event_id": shared_id})])
+        await processor([msgspec.structs.replace(placed, event_id=shared_id)])
 
     transport = httpx.ASGITransport(app=build_app(engine, stores))
     async with httpx.AsyncClient(transport=transport, base_url="http://segmenter.test") as client:

@@ -19,6 +19,7 @@ from shared.consumer import ConsumerPipeline
 from shared.events import OrderPlacedEvent, StorefrontEvent, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
 from shared.stores import StoreRegistry
 from tests.kafka_helpers import committed, storefront_pipeline
 
@@ -64,8 +65,8 @@ def _pipeline(
     kafka_bootstrap: str,
     topic: str,
     group: str,
-    handle: Callable[[Sequence[StorefrontEvent]], Awaitable[Any]],
-) -> ConsumerPipeline[StorefrontEvent]:
+    handle: Callable[[Sequence[SegmenterEvent]], Awaitable[Any]],
+) -> ConsumerPipeline[SegmenterEvent]:
     return storefront_pipeline(kafka_bootstrap, topic, group, handle)
 
 
@@ -128,7 +129,7 @@ async def test_a_redelivered_batch_changes_nothing(
     # A second group reads the same topic from the start: every event is delivered again.
     seen: list[int] = []
 
-    async def counting(events: Sequence[StorefrontEvent]) -> None:
+    async def counting(events: Sequence[SegmenterEvent]) -> None:
         seen.append(len(events))
         await processor(events)
 
@@ -146,7 +147,7 @@ async def test_offsets_are_committed_only_after_the_database_commit(
     await _send(producer, topic, [_order(store_id, "c1", 1), _order(store_id, "c2", 1)])
     processor = FunnelProcessor(engine, StoreRegistry([]))
 
-    async def crash_after_commit(events: Sequence[StorefrontEvent]) -> None:
+    async def crash_after_commit(events: Sequence[SegmenterEvent]) -> None:
         await processor(events)  # the transaction commits here...
         raise SimulatedCrash  # ...and the process dies before the offsets are committed
 
@@ -175,7 +176,7 @@ async def test_a_failure_before_the_database_commit_leaves_no_trace(
     topic = await _topic(kafka_bootstrap)
     await _send(producer, topic, [_order(store_id, "c1", 1)])
 
-    async def crash_before_commit(events: Sequence[StorefrontEvent]) -> None:
+    async def crash_before_commit(events: Sequence[SegmenterEvent]) -> None:
         raise SimulatedCrash
 
     task = asyncio.create_task(_pipeline(kafka_bootstrap, topic, "g", crash_before_commit).run_forever())

@@ -13,6 +13,7 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
@@ -22,10 +23,11 @@ from services.segmenter.adapters.tables import processed_events, profiles, timer
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
-from shared.events import StorefrontEvent, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent
 from shared.stores import StoreRegistry
+from tests.builders import contract_bytes
 from tests.kafka_helpers import storefront_pipeline
 from tests.unit.test_funnel_order import NOW, sample_histories
 
@@ -35,7 +37,7 @@ SAMPLE = 8
 
 
 def _in_store(events: list[StorefrontEvent], store_id: str) -> list[StorefrontEvent]:
-    return [e.model_copy(update={"store_id": store_id}) for e in events]
+    return [msgspec.structs.replace(e, store_id=store_id) for e in events]
 
 
 async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
@@ -105,7 +107,7 @@ async def test_shuffled_histories_give_the_same_state_through_the_consumer(
         sent += _in_store(in_order, a) + _in_store(shuffled, b)
     # All stores interleaved on one topic: the consumer's batches mix them, as production's do.
     for event in sent:
-        await producer.send_and_wait(topic, encode_event(event), key=event.partition_key.encode())
+        await producer.send_and_wait(topic, contract_bytes(event), key=event.partition_key.encode())
 
     stores = [s for a, b, _ in pairs for s in (a, b)]
     pipeline = storefront_pipeline(

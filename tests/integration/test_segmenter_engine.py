@@ -21,14 +21,14 @@ from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared.consumer import ConsumerPipeline
 from shared.db import upgrade_to_head
-from shared.events import StorefrontEvent, encode_event
 from shared.funnel_events import decode_funnel_event
 from shared.funnel_rules import FunnelRules
 from shared.kafka import ensure_topics
 from shared.registry_checks import sha256_hex
 from shared.settings import REPO_ROOT, KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent
 from shared.stores import StoreConfig, StoreRegistry
-from tests.builders import canonical_event
+from tests.builders import contract_bytes, segmenter_event
 from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def registry(store_id: str, **rules: Any) -> StoreRegistry:
 def event(
     store_id: str, kind: str, payload: dict[str, Any] | None, at: datetime, **customer: Any
 ) -> StorefrontEvent:
-    return canonical_event(store_id, kind, at, customer, payload)
+    return segmenter_event(store_id, kind, at, customer, payload)
 
 
 def order(store_id: str, who: dict[str, Any], order_id: str, at: datetime, *products: str) -> StorefrontEvent:
@@ -293,7 +293,7 @@ async def _topic(kafka_bootstrap: str, partitions: int) -> str:
 
 async def _publish(producer: AIOKafkaProducer, topic: str, events: Sequence[StorefrontEvent]) -> None:
     await asyncio.gather(
-        *[await producer.send(topic, encode_event(e), key=e.partition_key.encode()) for e in events]
+        *[await producer.send(topic, contract_bytes(e), key=e.partition_key.encode()) for e in events]
     )
 
 

@@ -15,7 +15,7 @@ from services.segmenter.entrypoints.timers import TimerWorker
 from shared.funnel_rules import FunnelRules
 from shared.registry_checks import sha256_hex
 from shared.stores import StoreConfig, StoreRegistry
-from tests.builders import canonical_event
+from tests.builders import segmenter_event
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +58,8 @@ async def test_an_abandoned_cart_rewrites_the_profile_but_not_its_orders_or_hist
     opened = {"cart_id": "k1", "currency": "EUR", "total": "30.00", "line_items": [{"product_id": "p7"}]}
     await FunnelProcessor(engine, stores)(
         [
-            canonical_event(store_id, "order_placed", T0, who, placed),
-            canonical_event(store_id, "cart_updated", T0 + timedelta(seconds=5), who, opened),
+            segmenter_event(store_id, "order_placed", T0, who, placed),
+            segmenter_event(store_id, "cart_updated", T0 + timedelta(seconds=5), who, opened),
         ]
     )
     before = await versions(engine, store_id)

@@ -13,11 +13,11 @@ from services.notifier.domain.personalisation import Product
 from services.segmenter.domain.browsing import MAX_VIEWED
 from services.segmenter.domain.funnel import Decision, decide, erase, merge
 from services.segmenter.domain.profile import Profile
-from shared.events import StorefrontEvent
 from shared.funnel_rules import FunnelRules
 from shared.settings import REPO_ROOT
+from shared.storefront_event_structs import StorefrontEvent
 from shared.stores import StoreRegistry
-from tests.builders import canonical_event
+from tests.builders import segmenter_event
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 RULES = FunnelRules()
@@ -25,7 +25,7 @@ RULES = FunnelRules()
 
 def _view(product_id: str, minutes: int, title: str | None = None, visitor: str = "v-1") -> StorefrontEvent:
     product = {"product_id": product_id, "title": title or f"Product {product_id}", "price": "12.50"}
-    return canonical_event(
+    return segmenter_event(
         "demo",
         "product_viewed",
         T0 + timedelta(minutes=minutes),

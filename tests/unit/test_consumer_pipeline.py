@@ -22,7 +22,9 @@ from services.segmenter.service_layer.write_set import first_copies
 from shared.consumer import ConsumerPipeline, DlqLimit, DlqLimitExceeded
 from shared.events import StorefrontEvent, decode_event, encode_event
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
-from tests.builders import canonical_event
+from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
+from shared.storefront_event_structs import decode_storefront_event
+from tests.builders import canonical_event, segmenter_event
 from tests.kafka_fakes import FakeConsumer, FakeProducer, Journal
 
 TOPIC = "storefront-events"
@@ -189,17 +191,17 @@ async def test_a_duplicate_inside_one_batch_is_applied_once() -> None:
     claimed: set[tuple[str, str]] = {("demo", "b")}  # b was processed by an earlier batch
     applied: list[str] = []
 
-    async def handle(events: Sequence[StorefrontEvent]) -> None:
+    async def handle(events: Sequence[SegmenterEvent]) -> None:
         # What the segmenter does: ON CONFLICT DO NOTHING RETURNING, then first_copies.
         first_seen = {(e.store_id, e.event_id) for e in events} - claimed
         claimed.update(first_seen)
         applied.extend(e.event_id for e in first_copies(events, first_seen))
 
-    consuming: ConsumerPipeline[StorefrontEvent] = ConsumerPipeline(
+    consuming: ConsumerPipeline[SegmenterEvent] = ConsumerPipeline(
         name="unit",
         consumer_factory=lambda: consumer,
         dlq_producer=lambda: FakeProducer(journal),
-        decode=decode_event,
+        decode=decode_storefront_event,
         handle=handle,
     )
     await consuming.process(consumer, consumer.batch())
@@ -209,7 +211,7 @@ async def test_a_duplicate_inside_one_batch_is_applied_once() -> None:
 
 def test_first_copies_keeps_the_first_of_each_new_event_in_batch_order() -> None:
     a, b, c = (
-        canonical_event("demo", "customer_upserted", T0, {"store_customer_id": "c1"}, event_id=i)
+        segmenter_event("demo", "customer_upserted", T0, {"store_customer_id": "c1"}, event_id=i)
         for i in ("a", "b", "c")
     )
     assert [e.event_id for e in first_copies([a, b, a, c, b], {("demo", "a"), ("demo", "b")})] == ["a", "b"]

@@ -10,9 +10,9 @@ from typing import Any
 from services.ingest.sources import shopify
 from services.segmenter.domain.funnel import decide
 from services.segmenter.domain.profile import Profile
-from shared.events import StorefrontEvent
 from shared.funnel_rules import FunnelRules
-from tests.builders import canonical_event
+from shared.storefront_event_structs import StorefrontEvent
+from tests.builders import segmenter_event
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 RULES = FunnelRules()
@@ -20,7 +20,7 @@ _seq = iter(range(10**6))
 
 
 def upsert(at: datetime, **customer: Any) -> StorefrontEvent:
-    return canonical_event(
+    return segmenter_event(
         "demo", "customer_upserted", at, {"store_customer_id": "c1", **customer}, event_id=f"u{next(_seq)}"
     )
 
@@ -90,7 +90,7 @@ def test_the_source_timestamps_of_the_details_and_of_the_consent_are_used() -> N
 def test_details_said_before_an_erasure_never_come_back() -> None:
     p = feed(upsert(NOW - timedelta(days=1), email="ann@example.com", accepts_marketing=True))
     erased = decide(
-        p, canonical_event("demo", "customer_erased", NOW, {"store_customer_id": "c1"}), RULES, "c1"
+        p, segmenter_event("demo", "customer_erased", NOW, {"store_customer_id": "c1"}), RULES, "c1"
     ).profile
     late = feed(upsert(NOW - timedelta(hours=1), email="ann@example.com", first_name="Ann"), profile=erased)
     assert (late.email, late.first_name, late.erased) == (None, None, True)

@@ -28,15 +28,14 @@ from shared.events import (
     CUSTOMER_IDENTIFIERS,
     SHOP_WIDE,
     Customer,
-    StorefrontEvent,
-    decode_event,
 )
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_event_structs import CustomerUpdatedEvent
 from shared.funnel_events import funnel_event_id
 from shared.funnel_rules import FunnelRules
-from tests.builders import canonical_event
+from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
+from tests.builders import segmenter_event
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 RULES = FunnelRules()
@@ -48,7 +47,7 @@ def ev(
 ) -> StorefrontEvent:
     """A canonical event with a unique id; the customer defaults to store customer id c1."""
     who = customer or {"store_customer_id": "c1"}
-    return canonical_event("demo", kind, at, who, payload, event_id=f"e{next(_seq)}")
+    return segmenter_event("demo", kind, at, who, payload, event_id=f"e{next(_seq)}")
 
 
 def order(
@@ -451,7 +450,7 @@ def test_identifiers_of_an_event() -> None:
 
 @pytest.mark.parametrize("path", example_files("storefront-events"), ids=lambda p: p.stem)
 def test_every_storefront_example_goes_through_the_funnel_decision(path: Path) -> None:
-    event = decode_event(path.read_bytes())
+    event = decode_storefront_event(path.read_bytes())
     d = decide(None, event, RULES, event.customer.key)
     assert d.profile.store_id == event.store_id
     assert all(e.caused_by == event.event_id for e in d.funnel_events)

@@ -28,9 +28,9 @@ from services.segmenter.domain.funnel import (
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
-from shared.events import StorefrontEvent
 from shared.funnel_rules import FunnelRules
-from tests.builders import canonical_event
+from shared.storefront_event_structs import StorefrontEvent
+from tests.builders import segmenter_event
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = START + timedelta(days=900)
@@ -112,7 +112,7 @@ class Pipeline:
 
 
 def _event(n: int, kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None) -> Any:
-    return canonical_event(STORE, kind, at, who, payload, event_id=f"e{n:03d}")
+    return segmenter_event(STORE, kind, at, who, payload, event_id=f"e{n:03d}")
 
 
 @st.composite

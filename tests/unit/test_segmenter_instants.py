@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 from pydantic import TypeAdapter
 
 from services.segmenter.domain.instants import standard, standardise_event
-from shared.events import encode_event
-from tests.builders import canonical_event
+from tests.builders import segmenter_event
 
 _PLAIN: TypeAdapter[datetime] = TypeAdapter(datetime)
 
@@ -58,7 +58,7 @@ def test_standard_leaves_an_already_standard_datetime_as_it_is() -> None:
 
 
 def test_a_standardised_event_is_the_same_event() -> None:
-    event = canonical_event(
+    event = segmenter_event(
         "s1",
         "customer_upserted",
         datetime(2026, 1, 5, 9, 30, tzinfo=timezone(timedelta(hours=1))),
@@ -69,11 +69,11 @@ def test_a_standardised_event_is_the_same_event() -> None:
         },
         {"created_at": "2025-12-01T00:00:00Z"},
     )
-    before = encode_event(event)
+    before = msgspec.json.encode(event)
     assert standardise_event(event) is event
     assert event.occurred_at.tzinfo is standard(event.occurred_at).tzinfo
     assert event.occurred_at.utcoffset() == timedelta(hours=1)
     for at in (event.customer.updated_at, event.customer.consent_at):
         assert at is not None
         assert at.tzinfo is UTC
-    assert encode_event(event) == before
+    assert msgspec.json.encode(event) == before

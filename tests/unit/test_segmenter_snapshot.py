@@ -15,7 +15,7 @@ from services.segmenter.domain.profile import OrderFact, ProductFact, Profile, V
 from shared.funnel_event_structs import encode_funnel_event
 from shared.funnel_events import ProfileSnapshot, decode_funnel_event
 from shared.funnel_rules import FunnelRules
-from tests.builders import canonical_event
+from tests.builders import segmenter_event
 
 
 def _profile() -> Profile:
@@ -52,7 +52,7 @@ def test_a_snapshot_is_what_the_validating_constructor_builds() -> None:
 
 
 def test_a_funnel_event_is_what_decoding_its_own_json_gives() -> None:
-    event = canonical_event(
+    event = segmenter_event(
         "s1",
         "order_placed",
         datetime(2026, 1, 6, tzinfo=UTC),

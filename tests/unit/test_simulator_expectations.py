@@ -20,6 +20,7 @@ from services.segmenter.domain.profile import Profile
 from shared.events import StorefrontEvent
 from shared.funnel import Health, LoyaltyStage
 from shared.funnel_rules import FunnelRules
+from tests.builders import as_segmenter_event
 
 TARGET = StoreTarget("demo", "demo.myshopify.com", "demo-shopify-secret", "demo-write-key")
 END = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -80,7 +81,7 @@ def expected_profiles(
     for customer, events in events_of.items():
         profile: Profile | None = None
         for event in events:
-            profile = decide(profile, event, rules, customer).profile
+            profile = decide(profile, as_segmenter_event(event), rules, customer).profile
         assert profile is not None
         expected[customer] = (profile, health_at(profile, rules.health, now))
     return expected

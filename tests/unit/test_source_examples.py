@@ -14,6 +14,7 @@ from services.ingest.sources import segment, shopify, woocommerce
 from services.segmenter.domain.funnel import decide
 from shared.events import StorefrontEvent, decode_event, encode_event
 from shared.funnel_rules import FunnelRules
+from tests.builders import as_segmenter_event
 from tests.examples import source_examples
 
 RECEIVED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -50,5 +51,5 @@ def test_example_maps_to_canonical_events_the_segmenter_accepts(source: str, top
     events = _map(source, topic, json.loads(path.read_text()))
     for event in events:
         assert decode_event(encode_event(event)) == event
-        decision = decide(None, event, FunnelRules(), event.customer.key)
+        decision = decide(None, as_segmenter_event(event), FunnelRules(), event.customer.key)
         assert decision.profile.store_id == "demo"

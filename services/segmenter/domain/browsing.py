@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from services.segmenter.domain.profile import ViewedProduct
-from shared.events import ProductViewedEvent
+from shared.storefront_event_structs import ProductViewedEvent
 
 MAX_VIEWED = 10
 

@@ -19,7 +19,7 @@ from operator import attrgetter
 from msgspec.structs import replace
 
 from services.segmenter.domain.profile import CartChange, CartFact, ItemFact, Profile, item_fact
-from shared.events import CartUpdated
+from shared.storefront_event_structs import CartUpdated
 
 MAX_CARTS = 10  # a customer with more open carts than this is a bot; keep the newest
 

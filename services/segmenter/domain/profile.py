@@ -17,9 +17,9 @@ import msgspec
 from pydantic import BaseModel
 
 from shared import funnel_event_structs as out
-from shared.events import LineItem
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
+from shared.storefront_event_structs import LineItem
 
 LAST_PRODUCTS = 5
 FAVOURITE_CATEGORIES = 3

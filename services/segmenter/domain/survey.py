@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shared.events import SurveyAnswer, SurveyScale
+from shared.events import SurveyScale
 from shared.funnel import SurveyLevel
 from shared.funnel_rules import SurveyRule
+from shared.storefront_event_structs import SurveyAnswer
 
 # The scales climb; cognitive has no level of its own (weighted zero by default, and not a rung).
 _LEVEL_OF = {

@@ -15,11 +15,11 @@ from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.settings import SegmenterSettings
 from shared.clock import Clock, utcnow
 from shared.consumer import LIVE_CATCH_UP_MS, ConsumerPipeline, DlqLimit
-from shared.events import decode_event
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_consumer, dlq_topic
 from shared.outbox import OutboxRelay
 from shared.registry_checks import sha256_hex
 from shared.service_app import Runtime, Wiring, consuming_service_app
+from shared.storefront_event_structs import decode_storefront_event
 
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
@@ -73,7 +73,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
                 settings, settings.segmenter_group_id, [STOREFRONT_EVENTS], "segmenter"
             ),
             dlq_producer=lambda: runtime.producer,
-            decode=decode_event,
+            decode=decode_storefront_event,
             handle=processor,  # type: ignore[arg-type]
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,

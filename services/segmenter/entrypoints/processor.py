@@ -17,8 +17,9 @@ from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
-from shared.events import SHOP_WIDE, CustomerErasedEvent, StorefrontEvent
+from shared.events import SHOP_WIDE
 from shared.kept_connection import KeptConnection
+from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(

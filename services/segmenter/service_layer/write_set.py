@@ -15,10 +15,10 @@ from services.segmenter.adapters import repository
 from services.segmenter.adapters.writes_in_order import Send, WritesInOrder
 from services.segmenter.domain.funnel import Decision
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
-from shared.events import StorefrontEvent
 from shared.funnel_event_structs import FunnelEvent
 from shared.funnel_rules import FunnelRules
 from shared.metrics import count_each
+from shared.storefront_event_structs import StorefrontEvent
 from shared.stores import StoreRegistry
 
 TRANSITIONS = Counter("segmenter_transitions_total", "Funnel transitions", ["dimension", "to"])
