@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from pydantic import BaseModel
@@ -79,10 +79,6 @@ _LANGUAGE_TAG = Annotated[str, msgspec.Meta(max_length=35, pattern=_CANONICAL_LA
 class _Struct(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Frozen like the models; no GC tracking: these hold no cycles, only values and other such Structs (a
     custom event's properties are JSON values, which cannot refer to each other either)."""
-
-    if TYPE_CHECKING:
-        # What pydantic's BaseModel declares to mypy: a field of one member read through a union.
-        def __getattr__(self, name: str) -> Any: ...
 
 
 class Customer(_Struct, frozen=True, kw_only=True):

@@ -29,7 +29,12 @@ from services.segmenter.domain.funnel import (
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
 from shared.funnel_rules import FunnelRules
-from shared.storefront_event_structs import StorefrontEvent
+from shared.storefront_event_structs import (
+    CartUpdatedEvent,
+    OrderPlacedEvent,
+    OrderRefundedEvent,
+    StorefrontEvent,
+)
 from tests.builders import segmenter_event
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -255,11 +260,11 @@ def test_any_delivery_order_gives_the_same_state(data: st.DataObject, events: li
     assert shuffled.timers == in_order.timers
     # Not only the same, but right: the refunds that came before their order were applied...
     assert not got.pending_refunds
-    refunded = {e.payload.order_id for e in events if e.type == "order_refunded"}
+    refunded = {e.payload.order_id for e in events if isinstance(e, OrderRefundedEvent)}
     assert {o.order_id for o in got.orders if o.refunds} == refunded
     # ...no completed checkout is open again, whatever came after it...
-    completed = {e.payload.cart_id for e in events if e.type == "cart_updated" and e.payload.completed}
-    completed |= {e.payload.cart_id for e in events if e.type == "order_placed" and e.payload.cart_id}
+    completed = {e.payload.cart_id for e in events if isinstance(e, CartUpdatedEvent) and e.payload.completed}
+    completed |= {e.payload.cart_id for e in events if isinstance(e, OrderPlacedEvent) and e.payload.cart_id}
     assert set(got.completed_carts) == completed
     assert not completed & {c.cart_id for c in got.carts}
     # ...and the consent held is the one said last (a withdrawal wins a tie).
