@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -123,7 +123,7 @@ class Customer(_Model):
 
     def is_identified(self) -> bool:
         """Whether the customer carries at least one identifier: what `_has_identifier` requires."""
-        return bool(self.store_customer_id or self.anonymous_id or self.email or self.placed_order_id)
+        return is_identified(self)
 
     @model_validator(mode="after")
     def _has_identifier(self) -> Customer:
@@ -133,14 +133,39 @@ class Customer(_Model):
 
     @property
     def key(self) -> str:
-        """The per-store customer key: the store's id when known, else the anonymous id, else the email."""
-        if self.store_customer_id:
-            return self.store_customer_id
-        if self.anonymous_id:
-            return f"anon:{self.anonymous_id}"
-        if self.email:
-            return f"email:{self.email}"
-        return f"order:{self.placed_order_id}"
+        return customer_key(self)
+
+
+class Identifiers(Protocol):
+    """A customer's identifiers, as this contract's Customer and the segmenter's Struct of it hold them."""
+
+    @property
+    def store_customer_id(self) -> str | None: ...
+    @property
+    def anonymous_id(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def placed_order_id(self) -> str | None: ...
+
+
+def is_identified(customer: Identifiers) -> bool:
+    """Whether the customer carries at least one identifier."""
+    return bool(
+        customer.store_customer_id or customer.anonymous_id or customer.email or customer.placed_order_id
+    )
+
+
+def customer_key(customer: Identifiers) -> str:
+    """The per-store customer key: the store's id when known, else the anonymous id, else the email, else the
+    order that names them."""
+    if customer.store_customer_id:
+        return customer.store_customer_id
+    if customer.anonymous_id:
+        return f"anon:{customer.anonymous_id}"
+    if customer.email:
+        return f"email:{customer.email}"
+    return f"order:{customer.placed_order_id}"
 
 
 # The contact facts of a customer (every field of Customer but its identifiers and times), defined once here:

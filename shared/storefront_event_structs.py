@@ -99,18 +99,11 @@ class Customer(_Struct, frozen=True, kw_only=True):
     consent_at: Instant | None = None
 
     def is_identified(self) -> bool:
-        return bool(self.store_customer_id or self.anonymous_id or self.email or self.placed_order_id)
+        return events.is_identified(self)
 
     @property
     def key(self) -> str:
-        """shared.events.Customer.key."""
-        if self.store_customer_id:
-            return self.store_customer_id
-        if self.anonymous_id:
-            return f"anon:{self.anonymous_id}"
-        if self.email:
-            return f"email:{self.email}"
-        return f"order:{self.placed_order_id}"
+        return events.customer_key(self)
 
 
 class LineItem(_Struct, frozen=True, kw_only=True):
