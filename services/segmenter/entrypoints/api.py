@@ -24,8 +24,10 @@ from shared.storefront_event_structs import decode_storefront_event
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
 # While a backlog's batch is handled, the next batch's first events are decoded in its waits for the
-# database (shared/consumer.py). A decoded event holds about 5 KB: over the benchmark's 200,000 events the
-# segmenter's peak was 157 MiB without, 167 with 1,500 ahead and 174 with a whole batch (3,000) ahead.
+# database (shared/consumer.py). Bounded because a decoded event holds more than its bytes: about 5 KB as
+# the contract's pydantic models (the segmenter's peak over the benchmark's 200,000 events was 157 MiB
+# without, 167 with 1,500 ahead and 174 with a whole batch of 3,000), 1.3 kB allocated as the Structs it
+# decodes now (peak 151-152 MiB with 1,500 ahead).
 SEGMENTER_DECODE_AHEAD = 1500
 
 
