@@ -467,3 +467,20 @@ def test_an_amount_written_as_a_number_is_read_as_the_contract_reads_it() -> Non
     event = segmenter.decode_storefront_event(raw)
     assert str(event.payload.total) == str(decode_event(raw).payload.total) == "48"  # type: ignore[union-attr]
     assert_same(raw)
+
+
+@pytest.mark.parametrize("depth", [1, 60, 127, 150, 196, 197, 198, 200, 201, 250, 1_000, 5_000])
+@pytest.mark.parametrize("where", ["properties", "unknown field"])
+def test_deep_nesting_gets_the_same_verdict(depth: int, where: str) -> None:
+    # pydantic's parser refuses nesting deeper than 200 levels; msgspec reads deeper (a custom event's
+    # properties hold any JSON, and msgspec skips an unknown field whatever it holds), and raises
+    # RecursionError near Python's own limit, which no consumer expects.
+    seed = next(s for s in SEEDS if s["type"] == ("custom" if where == "properties" else "order_placed"))
+    doc = copy.deepcopy(seed)
+    if where == "properties":
+        doc["payload"]["properties"] = {"deep": "NESTED"}
+    else:
+        doc["extension"] = "NESTED"
+    # Spliced in as text: Python's own json module recurses too.
+    raw = json.dumps(doc).encode().replace(b'"NESTED"', b"[" * depth + b"]" * depth)
+    assert_same(raw)
