@@ -75,14 +75,14 @@ def _manifest(build_dir: Path) -> dict[str, object]:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def _current(package: str, manifest: dict[str, object], build_dir: Path, root: Path) -> bool:
-    """Whether `build_dir` holds the package's modules built from the sources now under `root`, each one's
+def _current(package: str, manifest: dict[str, object], build_dir: Path, sources: dict[str, str]) -> bool:
+    """Whether `build_dir` holds the package's modules built from `sources` (its `inputs` now), each one's
     extension for this interpreter."""
     modules = COMPILED.get(package, ())
     compiled_dir = build_dir / _relative(package)
     return (
         bool(modules)
-        and manifest.get(package) == inputs(package, root)
+        and manifest.get(package) == sources
         # The first suffix is this interpreter's own (`.cpython-311-x86_64-linux-gnu.so`).
         and all((compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").is_file() for module in modules)
     )
@@ -94,7 +94,7 @@ def use_compiled(
     """Put the package's compiled modules first on its `__path__` when they were built from the sources
     now under `root` for this interpreter; leave it as it is otherwise. Whether they are used."""
     compiled_dir = build_dir / _relative(package)
-    in_use = _current(package, _manifest(build_dir), build_dir, root)
+    in_use = _current(package, _manifest(build_dir), build_dir, inputs(package, root))
     if in_use:
         # The compiled modules share one runtime library, a top-level module at the build's root.
         if str(build_dir) not in sys.path:
@@ -109,14 +109,14 @@ def build(build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT) -> bool:
     the build there is of the current sources already (what `use_compiled` checks: so `make install` needs
     no list of its own of what the build depends on). Whether it compiled."""
     manifest = _manifest(build_dir)
-    if all(_current(package, manifest, build_dir, root) for package in COMPILED):
+    before = {package: inputs(package, root) for package in COMPILED}
+    if all(_current(package, manifest, build_dir, before[package]) for package in COMPILED):
         print(f"compiled modules in {build_dir} are up to date")
         return False
     # Build-time tools only (mypy is a dev dependency): the services never import them.
     from mypyc.build import mypycify
     from setuptools import setup  # type: ignore[import-untyped,unused-ignore]
 
-    before = {package: inputs(package, root) for package in COMPILED}
     (build_dir / MANIFEST).unlink(missing_ok=True)
     sources = [
         str(_relative(package) / f"{module}.py")

@@ -23,7 +23,7 @@ _EMAIL = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+", re.UNICODE)
 
 # BCP 47 language tags (RFC 5646, the "langtag" production, case-insensitive): language, optional
 # script, region, variants, extensions and a private-use part; also a bare private-use tag.
-_LANGTAG = re.compile(
+LANGUAGE_TAG_PATTERN = re.compile(
     r"(?:[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4}|[a-z]{5,8})"
     r"(?:-[a-z]{4})?"
     r"(?:-(?:[a-z]{2}|[0-9]{3}))?"
@@ -46,7 +46,7 @@ def email_address(value: str) -> str:
 def language_tag(value: str) -> str:
     """A BCP 47 language tag such as `en`, `pt-BR` or `zh-Hant-TW`; `en_US` (POSIX style) becomes `en-US`."""
     value = value.strip().replace("_", "-")
-    if len(value) > 35 or not _LANGTAG.fullmatch(value):
+    if len(value) > 35 or not LANGUAGE_TAG_PATTERN.fullmatch(value):
         raise ValueError("is not a BCP 47 language tag such as en or pt-BR")
     return value
 
