@@ -1,18 +1,22 @@
-"""A batch's identifiers are worked out while its claim runs, for all its events (processor.py): a batch that
-mixes events already processed, new ones and a second copy of a new one applies each new event once and
-looks up only the fresh events' customers."""
+"""A batch is looked up and decided before its claim comes back (processor.py): the claim runs while the
+decisions are made, and when it says some events were applied already, the fresh ones are looked up and
+decided again. A batch that mixes events already processed, new ones and a second copy of a new one applies
+each new event once; one that meets a running transaction holding some of its events decides the rest by
+that transaction's rows."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.adapters.tables import identities, profiles
+from services.segmenter.domain.instants import standardise_event
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from tests.integration.test_segmenter_engine import order, registry
+from tests.integration.test_segmenter_engine import cart, event, order, registry
 from tests.integration.test_segmenter_profile_cache import stored
 
 pytestmark = pytest.mark.integration
@@ -49,3 +53,52 @@ async def test_a_batch_of_old_new_and_repeated_events_applies_each_new_event_onc
         ).scalars()
         assert customers == 2
         assert "email:bob@x.io" in set(bobs)
+
+
+async def _waiting_for_a_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        waiting = await conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        )
+        return bool(waiting.scalar_one())
+
+
+async def test_a_batch_that_meets_a_running_transaction_with_some_of_its_events_decides_again_from_its_rows(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """The claim goes last, after the look-ups (processor.py). A batch that a running transaction applied in
+    part (a redelivery during a rebalance) waits for it at the profiles' locks; the claim then says which of
+    its events are new, and those are looked up again: the identities read before the wait (an anonymous id
+    the running transaction links to a customer) are not the ones to decide them by."""
+    stores = registry(store_id)
+    await FunnelProcessor(engine, stores)([order(store_id, {"store_customer_id": "ann"}, "o1", T0)])
+    link = event(
+        store_id,
+        "identity_linked",
+        {"previous_id": "a-9"},
+        T0 + timedelta(hours=1),
+        store_customer_id="ann",
+        anonymous_id="a-9",
+    )
+    anonymous_cart = cart(store_id, {"anonymous_id": "a-9"}, "k9", T0 + timedelta(hours=2))
+    for e in (link, anonymous_cart):
+        standardise_event(e)
+    async with engine.connect() as first, first.begin():
+        # The first instance has applied the link (anonymous id a-9 is ann) and not committed yet.
+        await FunnelProcessor(engine, stores)._batch(first, [link])
+        second = asyncio.create_task(FunnelProcessor(engine, stores)([link, anonymous_cart]))
+        for _ in range(200):
+            if await _waiting_for_a_lock(engine):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the second batch never waited for the first transaction")
+    await asyncio.wait_for(second, 10)
+    ann = await stored(engine, store_id, "ann")
+    assert "anon:a-9" in ann.identifiers
+    assert [c.cart_id for c in ann.carts] == ["k9"]  # not a new anonymous profile's
+    async with engine.connect() as conn:
+        count = await conn.execute(
+            select(func.count()).select_from(profiles).where(profiles.c.store_id == store_id)
+        )
+        assert count.scalar_one() == 1
