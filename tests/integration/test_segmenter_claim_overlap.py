@@ -1,8 +1,7 @@
-"""A batch is looked up and decided before its claim comes back (processor.py): the claim runs while the
-decisions are made, and when it says some events were applied already, the fresh ones are looked up and
-decided again. A batch that mixes events already processed, new ones and a second copy of a new one applies
-each new event once; one that meets a running transaction holding some of its events decides the rest by
-that transaction's rows."""
+"""A batch's identifiers are worked out while its claim runs, for all its events (processor.py): a batch that
+mixes events already processed, new ones and a second copy of a new one applies each new event once and
+looks up only the fresh events' customers; one that meets a running transaction holding some of its events
+decides the rest by that transaction's rows."""
 
 from __future__ import annotations
 
@@ -63,13 +62,14 @@ async def _waiting_for_a_lock(engine: AsyncEngine) -> bool:
         return bool(waiting.scalar_one())
 
 
-async def test_a_batch_that_meets_a_running_transaction_with_some_of_its_events_decides_again_from_its_rows(
+async def test_a_batch_that_meets_a_running_transaction_with_some_of_its_events_decides_the_rest_by_its_rows(
     engine: AsyncEngine, store_id: str
 ) -> None:
-    """The claim goes last, after the look-ups (processor.py). A batch that a running transaction applied in
-    part (a redelivery during a rebalance) waits for it at the profiles' locks; the claim then says which of
-    its events are new, and those are looked up again: the identities read before the wait (an anonymous id
-    the running transaction links to a customer) are not the ones to decide them by."""
+    """A batch that a running transaction applied in part (a redelivery during a rebalance) waits for it at
+    its claim, which then says which of its events are new; those are looked up only after that wait, so
+    they are decided by that transaction's rows (here an anonymous id it linked to a customer). Looked up
+    before the wait, the anonymous cart would make a new profile: the fourteenth round's claim after the
+    look-ups had to look them up again (bench/README.md)."""
     stores = registry(store_id)
     await FunnelProcessor(engine, stores)([order(store_id, {"store_customer_id": "ann"}, "o1", T0)])
     link = event(

@@ -4,7 +4,7 @@ The write path of a batch is one statement per table whatever the batch size: ro
 (`unnest`, see unnest.py), so a batch of 1,000 events costs a dozen round trips.
 
 A batch's statements after its first go straight to asyncpg (shared/raw_sql.py), not through SQLAlchemy's
-execute. The first (`begin`) stays on SQLAlchemy: it begins the transaction, and a kept connection found
+execute. The first, the claim, stays on SQLAlchemy: it begins the transaction, and a kept connection found
 dead there is replaced at once (shared/kept_connection.py).
 """
 
@@ -57,16 +57,6 @@ class Write:
 
     async def send(self, conn: AsyncConnection) -> None:
         await _run(conn, self.statement, self.values)
-
-
-_BEGIN = text("SELECT 1")
-
-
-async def begin(conn: AsyncConnection) -> None:
-    """Begin the batch's transaction with a statement through SQLAlchemy's execute, which finds a kept
-    connection that died since its last use (shared/kept_connection.py); the batch's own statements that
-    follow go straight to asyncpg. A round trip with nothing for PostgreSQL to do, once a batch."""
-    await conn.execute(_BEGIN)
 
 
 _CLAIMED = ("store_id", "event_id")
