@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -142,7 +141,7 @@ class FunnelProcessor:
         candidates = {(s, c) for (s, _), c in found.items()} | keys.named_alone
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
         shops = {}
-        erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _erases_shop(e)}
+        erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _is_shop_wide(e)}
         for store_id in sorted(erasing):
             shops[store_id] = await repository.load_store_profiles_for_update(conn, store_id)
         return _Loaded(found, versioned.profiles, shops, versioned.writer)
@@ -153,8 +152,8 @@ class FunnelProcessor:
         profiles = dict(loaded.profiles)
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
         for event, ids in zip(events, keys.ids_of, strict=True):
-            # The type first, inline: a call an event for the rare erasure cost more than the test.
-            if type(event) is CustomerErasedEvent and _erases_shop(event):
+            # The type inline: a call an event for the rare erasure would cost more than the test.
+            if type(event) is CustomerErasedEvent and _is_shop_wide(event):
                 _erase_shop(event, loaded, changes, profiles)
             else:
                 self._apply_one(event, ids, known, profiles, changes)
@@ -209,8 +208,9 @@ class FunnelProcessor:
                 identities[(store_id, identifier)] = customer_id
 
 
-def _erases_shop(event: StorefrontEvent) -> TypeGuard[CustomerErasedEvent]:
-    return type(event) is CustomerErasedEvent and event.customer.store_customer_id == SHOP_WIDE
+def _is_shop_wide(event: CustomerErasedEvent) -> bool:
+    """Shopify's shop/redact: the erasure of every customer of the store."""
+    return event.customer.store_customer_id == SHOP_WIDE
 
 
 def _erase_shop(
