@@ -215,3 +215,82 @@ async def test_a_customers_redact_webhook_erases_personal_data_in_both_services(
         await eventually(notifier_forgot, 10, "the notifier forgot the address")
     finally:
         await engine.dispose()
+
+
+async def test_a_customers_redact_webhook_reaches_the_guest_checkout_merged_into_the_customer(
+    services: RunningServices,
+) -> None:
+    """A guest checkout (customer id "email:<address>" in both services) later merged into an account: the
+    account's erasure also makes the notifier forget what it holds under the guest's id."""
+    account_id, email, _ = _order_for_new_customer()
+    guest = source_example("shopify", "orders.create__order_with_customer")
+    now = datetime.now(UTC).isoformat()
+    # Shopify's guest checkout: the order has no customer, only its email (REST Admin API, Order resource).
+    guest.update(id=int(account_id) + 1, email=email, customer=None, created_at=now, processed_at=now)
+    guest["shipping_address"] = {**guest.get("shipping_address", {}), "city": "Bergen", "first_name": "Gil"}
+    account = source_example("shopify", "customers.create__new_customer")
+    account.update(id=int(account_id), email=email, created_at=now, updated_at=now, first_name="Gil")
+    guest_id = f"email:{email}"
+    engine = create_async_engine(services.env["DATABASE_URL"])
+
+    async def notifier_row() -> tuple[str | None, str]:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT email, profile::text FROM notifier.customers "
+                        "WHERE store_id = 'demo' AND customer_id = :c"
+                    ),
+                    {"c": guest_id},
+                )
+            ).first()
+        return (row.email, row.profile) if row is not None else (None, "")
+
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def post(topic: str, payload: dict[str, object]) -> None:
+                body = json.dumps(payload).encode()
+                headers = {**_signed(body), "X-Shopify-Topic": topic}
+                response = await client.post(
+                    f"{services.ingest}/webhooks/shopify", content=body, headers=headers
+                )
+                assert response.status_code == 200, response.text
+
+            await post("orders/create", guest)
+
+            async def notifier_knows_the_guest() -> bool:
+                return (await notifier_row())[0] == email
+
+            await eventually(notifier_knows_the_guest, 10, "the notifier's row for the guest")
+            await post("customers/create", account)
+
+            async def merged() -> bool:
+                found = await client.get(
+                    f"{services.segmenter}/v1/stores/demo/customers/{guest_id}", headers=API
+                )
+                return found.status_code == 200 and found.json()["customer_id"] == account_id
+
+            await eventually(merged, 10, "the guest merged into the account")
+            redact = {"shop_id": 1, "shop_domain": "demo.myshopify.com", "customer": {"id": int(account_id)}}
+            await post("customers/redact", redact)
+
+            async def notifier_forgot_the_guest() -> bool:
+                return await notifier_row() == (None, "{}")
+
+            await eventually(notifier_forgot_the_guest, 10, "the notifier forgot the guest's row")
+        async with engine.connect() as conn:
+            tombstone = (
+                await conn.execute(
+                    text(
+                        "SELECT email, merged_into, facts::text AS facts FROM segmenter.profiles "
+                        "WHERE store_id = 'demo' AND customer_id = :c"
+                    ),
+                    {"c": guest_id},
+                )
+            ).one()
+        assert (tombstone.email, tombstone.merged_into) == (None, account_id)
+        assert "Gil" not in tombstone.facts
+        assert "Bergen" not in tombstone.facts
+    finally:
+        await engine.dispose()

@@ -25,6 +25,7 @@ from services.segmenter.domain.funnel import (
     decide_timer,
     event_identifiers,
     merge,
+    tombstone,
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
@@ -87,9 +88,7 @@ class Pipeline:
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
             merged = merge(base, absorbed)
-            self.profiles[absorbed_id] = absorbed.model_copy(
-                update={"merged_into": resolution.customer_id, "transitions": ()}
-            )
+            self.profiles[absorbed_id] = tombstone(absorbed, resolution.customer_id)
             self.timers = {k: v for k, v in self.timers.items() if k[0] != absorbed_id}
             for identifier, owner in list(self.known.items()):
                 if owner == absorbed_id:

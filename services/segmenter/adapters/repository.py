@@ -270,6 +270,31 @@ async def load_store_profiles_for_update(conn: AsyncConnection, store_id: str) -
     return [_profile(r.facts) for r in (await conn.execute(stmt)).all()]
 
 
+# The ids merged into these customers, at any depth (A into B, then B into C: both are C's), by the partial
+# index on merged_into (migration 0003). Read only for the rare batch that erases a customer or meets one
+# erased, so that their erasure reaches what they absorbed.
+_LOAD_MERGED_INTO = positional(
+    "WITH RECURSIVE absorbed(store_id, customer_id, merged_into) AS ("  # noqa: S608 - our own names
+    " SELECT p.store_id, p.customer_id, p.merged_into FROM segmenter.profiles p"
+    f" JOIN {unnest(profiles, _PROFILE_KEY, 'w')}"
+    " ON p.store_id = w.store_id AND p.merged_into = w.customer_id"
+    " UNION"
+    " SELECT p.store_id, p.customer_id, p.merged_into FROM segmenter.profiles p"
+    " JOIN absorbed a ON p.store_id = a.store_id AND p.merged_into = a.customer_id)"
+    " SELECT store_id, customer_id, merged_into FROM absorbed"
+)
+
+
+async def load_merged_into(conn: AsyncConnection, keys: Iterable[CustomerKey]) -> list[tuple[str, str, str]]:
+    """(store, absorbed id, the customer it was merged into) for every profile merged, directly or through
+    others, into one of these customers."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    rows = await _run(conn, _LOAD_MERGED_INTO, params(_PROFILE_KEY, wanted))
+    return [(r["store_id"], r["customer_id"], r["merged_into"]) for r in rows]
+
+
 _PROFILE = (
     "store_id", "customer_id", "stage", "health", "email", "orders_count", "total_spent", "first_order_at",
     "last_order_at", "survey_level", "merged_into", "facts",

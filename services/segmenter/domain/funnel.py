@@ -550,19 +550,55 @@ def erase(d: Decision) -> None:
 def _forget_personal_data(d: Decision) -> None:
     for cart in d.profile.carts:
         d.timers[carts.timer_kind(cart.cart_id)] = None
-    d.profile = replace(
-        d.profile,
+    d.profile = without_personal_data(d.profile, d.at)
+    d.timers[BIRTHDAY_TIMER] = None
+
+
+def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
+    """The profile erased at `at`: what aggregates need stays (orders' amounts and dates, stage, health)."""
+    return replace(
+        profile,
         **dict.fromkeys(CONTACT_FIELDS),
         contact_at={},
-        identifiers=tuple(i for i in d.profile.identifiers if i.startswith(("id:", "order:"))),
+        identifiers=tuple(i for i in profile.identifiers if i.startswith(("id:", "order:"))),
         carts=(),
         viewed=(),
         survey=None,
         erased=True,
         # Contact details said before now are never taken up again, whenever they arrive.
-        erased_at=max(filter(None, (d.profile.erased_at, d.at))) if d.at else d.profile.erased_at,
+        erased_at=max(filter(None, (profile.erased_at, at))) if at else profile.erased_at,
     )
-    d.timers[BIRTHDAY_TIMER] = None
+
+
+def tombstone(absorbed: Profile, survivor_id: str) -> Profile:
+    """What stays of a profile merged into another: only the pointer to its survivor (which followers of an
+    old id use, the REST reads among them). Everything it held is the survivor's now, so a copy here would
+    only be personal data that the survivor's erasure does not reach."""
+    return Profile(store_id=absorbed.store_id, customer_id=absorbed.customer_id, merged_into=survivor_id)
+
+
+def forgotten_in_merge(survivor: Profile, absorbed: Profile) -> bool:
+    """Whether a profile merging into an erased customer brings only what that erasure forgot: nothing it
+    heard said after the erasure. Then the merged customer stays forgotten, whichever came first to us, the
+    erasure or the link between the two (the identities an erasure keeps, "id:" and "order:", still link)."""
+    erased_at = survivor.erased_at
+    if not survivor.erased or erased_at is None:
+        return False
+    return all(at <= erased_at for at in absorbed.contact_at.values())
+
+
+def erasure_notices(
+    store_id: str, customer_ids: Iterable[str], cause: str, at: datetime
+) -> list[FunnelEvent]:
+    """A `customer_erased` for each id merged into an erased customer, for the consumers (the notifier)
+    that still hold what they heard under that id before the merge. Each id its own event id, derived from
+    the cause and the id, so that a replay gives the same ones."""
+    notices: list[FunnelEvent] = []
+    for customer_id in sorted(customer_ids):
+        d = Decision(profile=new_profile(store_id, customer_id), cause=cause, at=at)
+        d.emit("customer_erased", CustomerErasedFunnelEvent, None, key=f":{customer_id}")
+        notices.extend(d.funnel_events)
+    return notices
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.writes_in_order import alongside
-from services.segmenter.domain.funnel import after_merge, decide, erase_shop, event_identifiers, merge
+from services.segmenter.domain.funnel import (
+    after_merge,
+    decide,
+    erase_shop,
+    erasure_notices,
+    event_identifiers,
+    forgotten_in_merge,
+    merge,
+    tombstone,
+    without_personal_data,
+)
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
@@ -64,6 +74,9 @@ class _Loaded:
     profiles: dict[Key, Profile]
     shops: dict[str, list[Profile]]  # a store's profiles, for each store a shop-wide erasure names
     writer: repository.Writer | None
+    # customer -> the ids merged into it before this batch (directly), read only when the batch erases a
+    # customer or meets one erased: what an erasure must reach besides the customer itself.
+    merged: dict[Key, set[str]]
 
     def known(self) -> dict[str, dict[str, str]]:
         """identifier -> customer, per store: what resolution consults (and updates) event after event."""
@@ -144,19 +157,26 @@ class FunnelProcessor:
         erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _is_shop_wide(e)}
         for store_id in sorted(erasing):
             shops[store_id] = await repository.load_store_profiles_for_update(conn, store_id)
-        return _Loaded(found, versioned.profiles, shops, versioned.writer)
+        merged: dict[Key, set[str]] = {}
+        if any(type(e) is CustomerErasedEvent for e in events) or any(
+            p.erased for p in versioned.profiles.values()
+        ):
+            for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
+                merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
+        return _Loaded(found, versioned.profiles, shops, versioned.writer, merged)
 
     def _decide(self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded) -> Changes:
         """The decisions of a batch, from what was read for it."""
         known = loaded.known()
         profiles = dict(loaded.profiles)
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
+        merged = {k: set(v) for k, v in loaded.merged.items()}
         for event, ids in zip(events, keys.ids_of, strict=True):
             # The type inline: a call an event for the rare erasure would cost more than the test.
             if type(event) is CustomerErasedEvent and _is_shop_wide(event):
                 _erase_shop(event, loaded, changes, profiles)
             else:
-                self._apply_one(event, ids, known, profiles, changes)
+                self._apply_one(event, ids, known, profiles, changes, merged)
         return changes
 
     def _apply_one(
@@ -166,6 +186,7 @@ class FunnelProcessor:
         known: dict[str, dict[str, str]],
         loaded: dict[Key, Profile],
         changes: Changes,
+        merged_into: dict[Key, set[str]],
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
@@ -175,8 +196,14 @@ class FunnelProcessor:
         # A refund of an order never seen lands on a profile named after the order ("order:<id>"), durable
         # like any other; the order, when it comes, names that id too and absorbs the waiting refund.
         profile = loaded.get(survivor_key)
+        if profile is not None and profile.merged_into is not None:
+            # An id merged away whose identities an erasure forgot (nothing else resolves to a tombstone):
+            # whoever comes back under it is a new customer, not the erased one nor the tombstone's pointer.
+            profile = None
+        forgotten: set[str] = set()  # ids whose consumers must forget what they heard under them
         for absorbed_id in resolution.absorbed:
-            absorbed = loaded.get((store_id, absorbed_id))
+            absorbed_key = (store_id, absorbed_id)
+            absorbed = loaded.get(absorbed_key)
             if absorbed is None or absorbed.merged_into is not None:
                 continue
             MERGES.inc()
@@ -184,10 +211,16 @@ class FunnelProcessor:
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
             merged = merge(base, absorbed)
-            tombstone = absorbed.model_copy(update={"merged_into": resolution.customer_id, "transitions": ()})
-            loaded[(store_id, absorbed_id)] = tombstone
-            changes.profiles[(store_id, absorbed_id)] = tombstone
+            if profile is not None and forgotten_in_merge(profile, absorbed):
+                # Erased before we heard of the link: what the absorbed profile brings is what that erasure
+                # forgot, as if the link had come first (then the erasure would have reached it).
+                merged = without_personal_data(merged, None)
+                forgotten |= {absorbed_id, *_merged_into(absorbed_key, merged_into)}
+            loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
+                absorbed, resolution.customer_id
+            )
             changes.merges.append((store_id, absorbed_id, resolution.customer_id))
+            merged_into.setdefault(survivor_key, set()).add(absorbed_id)
             decision = after_merge(merged, rules, event.event_id, event.occurred_at)
             changes.record(decision)
             profile = decision.profile
@@ -196,6 +229,13 @@ class FunnelProcessor:
         after = decision.profile
         loaded[survivor_key] = after
         changes.record(decision)
+        if type(event) is CustomerErasedEvent:
+            # The erasure reaches every id merged into the customer, before this batch or in it.
+            forgotten |= _merged_into(survivor_key, merged_into)
+        if forgotten:
+            changes.funnel_events.extend(
+                erasure_notices(store_id, forgotten, event.event_id, event.occurred_at)
+            )
         # The profile's own identifiers are in the write set already (`record` put each there, for its
         # customer, which is always the resolved one: the profile is loaded under that id, or made or merged
         # into it): only the event's are added to it, unless the event erased the customer.
@@ -206,6 +246,19 @@ class FunnelProcessor:
             for identifier in ids:
                 in_store[identifier] = customer_id
                 identities[(store_id, identifier)] = customer_id
+
+
+def _merged_into(key: Key, merged_into: dict[Key, set[str]]) -> set[str]:
+    """The ids merged into this customer, directly or through others."""
+    store_id = key[0]
+    found: set[str] = set()
+    todo = [key]
+    while todo:
+        for absorbed_id in merged_into.get(todo.pop(), ()):
+            if absorbed_id not in found:
+                found.add(absorbed_id)
+                todo.append((store_id, absorbed_id))
+    return found
 
 
 def _is_shop_wide(event: CustomerErasedEvent) -> bool:

@@ -1,0 +1,256 @@
+"""What a customer's erasure reaches beyond the customer's own profile, through the segmenter's batch handler
+(processor.py) and PostgreSQL: the profiles merged into them (which keep only their pointer), the notifier's
+rows under each merged id (told by a `customer_erased` for each), and a link between the erased customer and
+an older profile that we hear of only after the erasure."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.segmenter.adapters.tables import identities, profiles
+from services.segmenter.entrypoints.processor import FunnelProcessor
+from shared.storefront_event_structs import StorefrontEvent
+from tests.integration.test_segmenter_engine import cart, event, funnel_events, order, registry
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 4, 6, 9, 0, tzinfo=UTC)
+GIL = {"email": "gil@x.io", "first_name": "Gil", "city": "Oslo", "phone": "+4790000000"}
+PERSONAL = ("gil@x.io", "Gil", "Oslo", "+4790000000")
+
+
+async def _rows(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(profiles.c.customer_id, profiles.c.email, profiles.c.merged_into, profiles.c.facts).where(
+                profiles.c.store_id == store_id
+            )
+        )
+        return {r.customer_id: r for r in found.all()}
+
+
+async def _identities(engine: AsyncEngine, store_id: str) -> dict[str, str]:
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(identities.c.identifier, identities.c.customer_id).where(identities.c.store_id == store_id)
+        )
+        return {r.identifier: r.customer_id for r in found.all()}
+
+
+async def _personal_data_left(engine: AsyncEngine, store_id: str) -> list[str]:
+    """Where any of Gil's details is still stored: profile rows and identities. A guest's customer id is
+    their email ("email:gil@x.io"), so the keys and pointers that name one are left aside (see the README)."""
+    left = []
+    for customer_id, row in (await _rows(engine, store_id)).items():
+        named = {k: v for k, v in row.facts.items() if k not in ("customer_id", "merged_into")}
+        document = json.dumps(named)
+        left += [f"{customer_id}: {v}" for v in PERSONAL if v in document or v == row.email]
+    for identifier in await _identities(engine, store_id):
+        left += [f"identity {identifier}" for v in PERSONAL if v in identifier]
+    return left
+
+
+async def _erased_ids(engine: AsyncEngine, store_id: str) -> list[str]:
+    return sorted(e.customer_id for e in await funnel_events(engine, store_id) if e.type == "customer_erased")
+
+
+def _erase(store_id: str, customer_id: str, at: datetime) -> StorefrontEvent:
+    return event(store_id, "customer_erased", None, at, store_customer_id=customer_id)
+
+
+async def test_a_profile_merged_away_keeps_only_its_pointer(engine: AsyncEngine, store_id: str) -> None:
+    processor = FunnelProcessor(engine, registry(store_id))
+    await processor([order(store_id, GIL, "o1", T0)])
+    await processor(
+        [
+            event(
+                store_id,
+                "customer_upserted",
+                None,
+                T0 + timedelta(hours=1),
+                store_customer_id="u-9",
+                email="gil@x.io",
+            )
+        ]
+    )
+    rows = await _rows(engine, store_id)
+    tombstone = rows["email:gil@x.io"]
+    assert tombstone.merged_into == "u-9"
+    assert tombstone.email is None
+    held = {k: v for k, v in tombstone.facts.items() if v not in (None, [], {}, 0, False)}
+    assert held == {
+        "store_id": store_id,
+        "customer_id": "email:gil@x.io",
+        "merged_into": "u-9",
+        "stage": "prospect",
+        "health": "active",
+    }
+    # What it held is the survivor's.
+    survivor = rows["u-9"].facts
+    assert (survivor["first_name"], survivor["city"], len(survivor["orders"])) == ("Gil", "Oslo", 1)
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["batch by batch", "one batch"])
+async def test_an_erasure_reaches_the_ids_merged_into_the_customer_at_any_depth(
+    engine: AsyncEngine, store_id: str, one_batch: bool
+) -> None:
+    processor = FunnelProcessor(engine, registry(store_id))
+    steps = [
+        [cart(store_id, {"anonymous_id": "a-1"}, "k1", T0)],
+        [order(store_id, GIL, "o1", T0 + timedelta(minutes=10))],
+        # The browser and the guest are one customer: anon:a-1 goes into email:gil@x.io ...
+        [order(store_id, {"anonymous_id": "a-1", **GIL}, "o2", T0 + timedelta(minutes=20))],
+        # ... which goes into the account.
+        [event(store_id, "customer_upserted", None, T0 + timedelta(hours=1), store_customer_id="u-9", **GIL)],
+        [_erase(store_id, "u-9", T0 + timedelta(days=2))],
+    ]
+    if one_batch:
+        await processor([e for step in steps for e in step])
+    else:
+        for step in steps:
+            await processor(step)
+    rows = await _rows(engine, store_id)
+    assert {c: r.merged_into for c, r in rows.items()} == {
+        "anon:a-1": "email:gil@x.io",
+        "email:gil@x.io": "u-9",
+        "u-9": None,
+    }
+    assert await _personal_data_left(engine, store_id) == []
+    # The notifier forgets each id it heard of Gil under, not only the account's.
+    assert await _erased_ids(engine, store_id) == ["anon:a-1", "email:gil@x.io", "u-9"]
+    # A redelivered erasure changes nothing and tells nothing again.
+    before = await funnel_events(engine, store_id)
+    await processor(steps[-1])
+    assert len(await funnel_events(engine, store_id)) == len(before)
+
+
+async def _link_then_erase(
+    processor: FunnelProcessor, store_id: str, link_first: bool
+) -> list[StorefrontEvent]:
+    """The events, in the order they happened (which is not the order they reach us in)."""
+    # A guest who signs up for the newsletter (profile email:gil@x.io) and leaves a cart ...
+    signup = event(store_id, "customer_upserted", None, T0, anonymous_id="a-1", **GIL)
+    left = cart(store_id, {"anonymous_id": "a-1"}, "k1", T0 + timedelta(minutes=5))
+    bought = order(store_id, {"store_customer_id": "u-9"}, "o1", T0 + timedelta(minutes=30))
+    for e in (signup, left, bought):
+        await processor([e])
+    # ... and who has an account, u-9. The login that links the browser to it happened before the erasure ...
+    link = event(
+        store_id,
+        "customer_upserted",
+        None,
+        T0 + timedelta(hours=1),
+        store_customer_id="u-9",
+        anonymous_id="a-1",
+    )
+    erase = _erase(store_id, "u-9", T0 + timedelta(days=2))
+    # ... and reaches us before it, or after it.
+    for e in [link, erase] if link_first else [erase, link]:
+        await processor([e])
+    return [signup, left, bought, link, erase]
+
+
+def _comparable(value: Any, names: dict[str, str]) -> Any:
+    """A stored document with the run's own names (store and event ids) put as the same placeholders."""
+    document = json.dumps(value, sort_keys=True)
+    for name, placeholder in names.items():
+        document = document.replace(name, placeholder)
+    return json.loads(document)
+
+
+async def test_a_link_heard_after_the_erasure_forgets_what_a_link_heard_before_it_would(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    stores = {when: f"{store_id}-{when}" for when in ("first", "last")}
+    states = {}
+    for when, store_id in stores.items():
+        processor = FunnelProcessor(engine, registry(store_id))
+        happened = await _link_then_erase(processor, store_id, link_first=when == "first")
+        assert await _personal_data_left(engine, store_id) == [], when
+        assert await _erased_ids(engine, store_id) == ["email:gil@x.io", "u-9"], when
+        names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store_id: "store"}
+        rows = await _rows(engine, store_id)
+        states[when] = (
+            _comparable({c: r.facts for c, r in rows.items()}, names),
+            sorted((await _identities(engine, store_id)).items()),
+        )
+    assert states["first"] == states["last"]
+    profiles_, owners = states["first"]
+    assert {c: p["merged_into"] for c, p in profiles_.items()} == {"email:gil@x.io": "u-9", "u-9": None}
+    assert owners == [("id:u-9", "u-9"), ("order:o1", "u-9")]
+
+
+async def test_a_shopper_back_under_an_id_whose_customer_was_erased_is_a_new_customer(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    processor = FunnelProcessor(engine, registry(store_id))
+    await _link_then_erase(processor, store_id, link_first=True)
+    # The same guest email, after the erasure: its identity went with the erased customer's personal data,
+    # and its id is a tombstone's (email:gil@x.io, merged into u-9).
+    await processor([cart(store_id, {"email": "gil@x.io"}, "k2", T0 + timedelta(days=3))])
+    rows = await _rows(engine, store_id)
+    back = rows["email:gil@x.io"]
+    assert (back.merged_into, back.email) == (None, "gil@x.io")
+    assert [c["cart_id"] for c in back.facts["carts"]] == ["k2"]
+    assert rows["u-9"].facts["carts"] == []
+    assert rows["u-9"].facts["email"] is None
+    assert (await _identities(engine, store_id))["email:gil@x.io"] == "email:gil@x.io"
+
+
+async def test_migration_0003_leaves_stored_tombstones_only_their_pointer(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """The migration's statement, run again over a tombstone as the code before it wrote them (its
+    document copied from its profile): the row becomes what the code writes for a tombstone now."""
+    from importlib import import_module
+
+    migration = import_module(
+        "services.segmenter.migrations.versions.0003_tombstones_keep_only_their_pointer"
+    )
+    processor = FunnelProcessor(engine, registry(store_id))
+    await processor([order(store_id, GIL, "o1", T0)])
+    await processor(
+        [
+            event(
+                store_id,
+                "customer_upserted",
+                None,
+                T0 + timedelta(hours=1),
+                store_customer_id="u-9",
+                email="gil@x.io",
+            )
+        ]
+    )
+    now = await _rows(engine, store_id)
+    async with engine.begin() as conn:
+        # The old tombstone: the absorbed profile's document with its pointer set.
+        old = {**now["u-9"].facts, "customer_id": "email:gil@x.io", "merged_into": "u-9"}
+        await conn.execute(
+            text(
+                "UPDATE segmenter.profiles SET facts = CAST(:f AS jsonb), email = 'gil@x.io', "
+                "orders_count = 1 WHERE store_id = :s AND customer_id = 'email:gil@x.io'"
+            ),
+            {"f": json.dumps(old), "s": store_id},
+        )
+        assert "Oslo" in json.dumps((await _rows_in(conn, store_id))["email:gil@x.io"].facts)
+        await conn.execute(text(migration.TOMBSTONES + " AND store_id = :s"), {"s": store_id})
+    after = await _rows(engine, store_id)
+    assert after["email:gil@x.io"].facts == now["email:gil@x.io"].facts
+    assert after["email:gil@x.io"].email is None
+    assert after["u-9"].facts == now["u-9"].facts  # live profiles untouched
+    left = await _personal_data_left(engine, store_id)
+    assert [where for where in left if where.startswith("email:gil@x.io: ")] == []
+    assert "u-9: Oslo" in left  # the live profile keeps what it holds: it is not erased
+
+
+async def _rows_in(conn: Any, store_id: str) -> dict[str, Any]:
+    found = await conn.execute(
+        select(profiles.c.customer_id, profiles.c.facts).where(profiles.c.store_id == store_id)
+    )
+    return {r.customer_id: r for r in found.all()}
