@@ -64,21 +64,16 @@ def _erase(store_id: str, customer_id: str, at: datetime) -> StorefrontEvent:
     return event(store_id, "customer_erased", None, at, store_customer_id=customer_id)
 
 
-async def test_a_profile_merged_away_keeps_only_its_pointer(engine: AsyncEngine, store_id: str) -> None:
+async def _guest_then_account(engine: AsyncEngine, store_id: str) -> None:
+    """Gil orders as a guest (profile email:gil@x.io), then opens account u-9 with that email."""
     processor = FunnelProcessor(engine, registry(store_id))
     await processor([order(store_id, GIL, "o1", T0)])
-    await processor(
-        [
-            event(
-                store_id,
-                "customer_upserted",
-                None,
-                T0 + timedelta(hours=1),
-                store_customer_id="u-9",
-                email="gil@x.io",
-            )
-        ]
-    )
+    account = {"store_customer_id": "u-9", "email": "gil@x.io"}
+    await processor([event(store_id, "customer_upserted", None, T0 + timedelta(hours=1), **account)])
+
+
+async def test_a_profile_merged_away_keeps_only_its_pointer(engine: AsyncEngine, store_id: str) -> None:
+    await _guest_then_account(engine, store_id)
     rows = await _rows(engine, store_id)
     tombstone = rows["email:gil@x.io"]
     assert tombstone.merged_into == "u-9"
@@ -213,20 +208,7 @@ async def test_migration_0003_leaves_stored_tombstones_only_their_pointer(
     migration = import_module(
         "services.segmenter.migrations.versions.0003_tombstones_keep_only_their_pointer"
     )
-    processor = FunnelProcessor(engine, registry(store_id))
-    await processor([order(store_id, GIL, "o1", T0)])
-    await processor(
-        [
-            event(
-                store_id,
-                "customer_upserted",
-                None,
-                T0 + timedelta(hours=1),
-                store_customer_id="u-9",
-                email="gil@x.io",
-            )
-        ]
-    )
+    await _guest_then_account(engine, store_id)
     now = await _rows(engine, store_id)
     async with engine.begin() as conn:
         # The old tombstone: the absorbed profile's document with its pointer set.
