@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters.tables import identities, profiles
 from services.segmenter.entrypoints.processor import FunnelProcessor
@@ -27,12 +27,7 @@ PERSONAL = ("gil@x.io", "Gil", "Oslo", "+4790000000")
 
 async def _rows(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
     async with engine.connect() as conn:
-        found = await conn.execute(
-            select(profiles.c.customer_id, profiles.c.email, profiles.c.merged_into, profiles.c.facts).where(
-                profiles.c.store_id == store_id
-            )
-        )
-        return {r.customer_id: r for r in found.all()}
+        return await _rows_in(conn, store_id)
 
 
 async def _identities(engine: AsyncEngine, store_id: str) -> dict[str, str]:
@@ -231,8 +226,10 @@ async def test_migration_0003_leaves_stored_tombstones_only_their_pointer(
     assert "u-9: Oslo" in left  # the live profile keeps what it holds: it is not erased
 
 
-async def _rows_in(conn: Any, store_id: str) -> dict[str, Any]:
+async def _rows_in(conn: AsyncConnection, store_id: str) -> dict[str, Any]:
     found = await conn.execute(
-        select(profiles.c.customer_id, profiles.c.facts).where(profiles.c.store_id == store_id)
+        select(profiles.c.customer_id, profiles.c.email, profiles.c.merged_into, profiles.c.facts).where(
+            profiles.c.store_id == store_id
+        )
     )
     return {r.customer_id: r for r in found.all()}

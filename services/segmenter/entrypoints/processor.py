@@ -170,13 +170,12 @@ class FunnelProcessor:
         known = loaded.known()
         profiles = dict(loaded.profiles)
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
-        merged = {k: set(v) for k, v in loaded.merged.items()}
         for event, ids in zip(events, keys.ids_of, strict=True):
             # The type inline: a call an event for the rare erasure would cost more than the test.
             if type(event) is CustomerErasedEvent and _is_shop_wide(event):
                 _erase_shop(event, loaded, changes, profiles)
             else:
-                self._apply_one(event, ids, known, profiles, changes, merged)
+                self._apply_one(event, ids, known, profiles, changes, loaded.merged)
         return changes
 
     def _apply_one(
@@ -186,7 +185,7 @@ class FunnelProcessor:
         known: dict[str, dict[str, str]],
         loaded: dict[Key, Profile],
         changes: Changes,
-        merged_into: dict[Key, set[str]],
+        stored_merges: dict[Key, set[str]],
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
@@ -215,12 +214,11 @@ class FunnelProcessor:
                 # Erased before we heard of the link: what the absorbed profile brings is what that erasure
                 # forgot, as if the link had come first (then the erasure would have reached it).
                 merged = without_personal_data(merged, None)
-                forgotten |= {absorbed_id, *_merged_into(absorbed_key, merged_into)}
+                forgotten |= {absorbed_id, *_merged_into(absorbed_key, stored_merges, changes.merges)}
             loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
                 absorbed, resolution.customer_id
             )
             changes.merges.append((store_id, absorbed_id, resolution.customer_id))
-            merged_into.setdefault(survivor_key, set()).add(absorbed_id)
             decision = after_merge(merged, rules, event.event_id, event.occurred_at)
             changes.record(decision)
             profile = decision.profile
@@ -231,7 +229,7 @@ class FunnelProcessor:
         changes.record(decision)
         if type(event) is CustomerErasedEvent:
             # The erasure reaches every id merged into the customer, before this batch or in it.
-            forgotten |= _merged_into(survivor_key, merged_into)
+            forgotten |= _merged_into(survivor_key, stored_merges, changes.merges)
         if forgotten:
             changes.funnel_events.extend(
                 erasure_notices(store_id, forgotten, event.event_id, event.occurred_at)
@@ -248,13 +246,18 @@ class FunnelProcessor:
                 identities[(store_id, identifier)] = customer_id
 
 
-def _merged_into(key: Key, merged_into: dict[Key, set[str]]) -> set[str]:
-    """The ids merged into this customer, directly or through others."""
+def _merged_into(key: Key, stored: dict[Key, set[str]], batch: list[tuple[str, str, str]]) -> set[str]:
+    """The ids merged into this customer, directly or through others: before this batch (`stored`,
+    survivor -> absorbed ids) or in it so far (the batch's merges, store -> absorbed -> survivor)."""
     store_id = key[0]
+    direct = {k: set(v) for k, v in stored.items() if k[0] == store_id}
+    for store, absorbed_id, survivor_id in batch:
+        if store == store_id:
+            direct.setdefault((store, survivor_id), set()).add(absorbed_id)
     found: set[str] = set()
     todo = [key]
     while todo:
-        for absorbed_id in merged_into.get(todo.pop(), ()):
+        for absorbed_id in direct.get(todo.pop(), ()):
             if absorbed_id not in found:
                 found.add(absorbed_id)
                 todo.append((store_id, absorbed_id))
