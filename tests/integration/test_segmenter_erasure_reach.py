@@ -176,6 +176,40 @@ async def test_a_link_heard_after_the_erasure_forgets_what_a_link_heard_before_i
     assert owners == [("id:u-9", "u-9"), ("order:o1", "u-9")]
 
 
+async def test_a_late_link_brings_into_the_erased_customer_only_what_was_said_after_the_erasure(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """The browser's own profile heard from Gil again after the erasure (a new email and a new cart), so the
+    link is not all forgotten: what it heard before the erasure (the old details, cart and product view)
+    stays forgotten, and what came after is the customer's."""
+    processor = FunnelProcessor(engine, registry(store_id))
+    browser = {"anonymous_id": "a-1"}
+    viewed = event(
+        store_id, "product_viewed", {"product": {"product_id": "p3"}}, T0 + timedelta(minutes=41), **browser
+    )
+    for e in (
+        event(store_id, "customer_upserted", None, T0, **browser, **GIL),
+        order(store_id, {"store_customer_id": "u-9"}, "o1", T0 + timedelta(minutes=30)),
+        # After the order (which would close an older cart), before the erasure.
+        cart(store_id, browser, "k1", T0 + timedelta(minutes=40)),
+        viewed,
+        _erase(store_id, "u-9", T0 + timedelta(days=2)),
+        event(store_id, "customer_upserted", None, T0 + timedelta(days=3), email="gil@new.io", **browser),
+        cart(store_id, browser, "k2", T0 + timedelta(days=3)),
+        # The login that links the browser to the account happened before the erasure; it reaches us last.
+        event(
+            store_id, "customer_upserted", None, T0 + timedelta(hours=1), store_customer_id="u-9", **browser
+        ),
+    ):
+        await processor([e])
+    customer = (await _rows(engine, store_id))["u-9"].facts
+    assert customer["email"] == "gil@new.io"
+    assert [customer[k] for k in ("first_name", "city", "phone")] == [None, None, None]
+    assert [c["cart_id"] for c in customer["carts"]] == ["k2"]
+    assert customer["viewed"] == []
+    assert len(customer["orders"]) == 1
+
+
 async def test_a_shopper_back_under_an_id_whose_customer_was_erased_is_a_new_customer(
     engine: AsyncEngine, store_id: str
 ) -> None:

@@ -19,6 +19,7 @@ from services.segmenter.domain.funnel import (
     identifiers_of,
     merge,
     next_birthday_reminder,
+    said_after,
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.profile import Profile
@@ -414,6 +415,86 @@ def test_erasure_removes_personal_data_and_keeps_the_aggregates() -> None:
     assert erased.orders_count == 1
     assert erased.stage == LoyaltyStage.FIRST_TIME
     assert [e.type for e in d.funnel_events] == ["customer_erased"]
+
+
+ERASED_AT = T0 + timedelta(hours=1)
+BEFORE_IT = T0 + timedelta(minutes=30)
+AFTER_IT = T0 + timedelta(hours=2)
+
+# What an erasure forgets of a customer's behaviour, each said before the erasure (BEFORE_IT).
+SAID_BEFORE = {
+    "product view": lambda: ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT),
+    "cart": lambda: cart("k1", at=BEFORE_IT),
+    "abandoned cart": lambda: ev(
+        "cart_abandoned",
+        {
+            "cart_id": "k1",
+            "currency": "EUR",
+            "total": "20.00",
+            "line_items": [{"product_id": "p1", "quantity": 2, "price": "10.00"}],
+        },
+        at=BEFORE_IT,
+    ),
+    "survey answer": lambda: ev(
+        "survey_answered",
+        {"survey_id": "s", "answers": [{"statement_id": "conative.buy_again", "score": 5}], "nps": 9},
+        at=BEFORE_IT,
+    ),
+}
+
+
+@pytest.mark.parametrize("said", SAID_BEFORE)
+def test_behaviour_said_before_an_erasure_stays_forgotten_when_it_reaches_us_after_it(said: str) -> None:
+    """A late delivery (a Segment client's offline queue, a redelivered webhook) of something said before
+    the customer asked to be forgotten: the profile ends as if it had come first and been erased, while
+    what was said after the erasure stays."""
+    late = SAID_BEFORE[said]()
+    erasure = ev("customer_erased", {"scope": "customer"}, at=ERASED_AT)
+    since = cart("k2", at=AFTER_IT)
+    bought = order("o1")
+    in_order, _ = run(bought, late, erasure, since)
+    profile, decisions = run(bought, erasure, since, late)
+    kept = ("carts", "viewed", "survey", "survey_levels", "completed_carts", "stage")
+    assert {k: getattr(profile, k) for k in kept} == {k: getattr(in_order, k) for k in kept}
+    assert [c.cart_id for c in profile.carts] == ["k2"]
+    assert (profile.viewed, profile.survey) == ((), None)
+    # Nothing said before the erasure is announced after it, nor brings a timer back.
+    assert [e.type for e in decisions[-1].funnel_events if e.type != "stage_changed"] == []
+    assert "cart:k1" not in decisions[-1].timers
+    if said == "survey answer":  # the level stays, as the erasure keeps it (the history's aggregate)
+        assert [m[1] for m in profile.survey_levels] == [late.event_id]
+
+
+def test_a_checkout_completed_before_an_erasure_still_closes_its_cart() -> None:
+    completed = cart("k1", at=BEFORE_IT, completed=True)
+    erasure = ev("customer_erased", {"scope": "customer"}, at=ERASED_AT)
+    reopened = cart("k1", action="added", at=AFTER_IT)
+    in_order, _ = run(completed, erasure, reopened)
+    profile, _ = run(erasure, reopened, completed)
+    assert (
+        (profile.carts, profile.completed_carts)
+        == (in_order.carts, in_order.completed_carts)
+        == ((), ("k1",))
+    )
+
+
+def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_after_the_erasure() -> None:
+    erased, _ = run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT))
+    guest = {"anonymous_id": "a1"}
+    older, _ = run(
+        ev("customer_upserted", at=BEFORE_IT, first_name="Gil", city="Oslo", **guest),
+        cart("k1", at=BEFORE_IT, **guest),
+        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT, **guest),
+        ev("customer_upserted", at=AFTER_IT, email="gil@new.example", **guest),
+        cart("k2", at=AFTER_IT, **guest),
+    )
+    assert erased.erased_at is not None
+    merged = merge(erased, said_after(older, erased.erased_at))
+    assert (merged.first_name, merged.city, merged.email) == (None, None, "gil@new.example")
+    assert ([c.cart_id for c in merged.carts], merged.viewed) == (["k2"], ())
+    assert merged.orders_count == 1
+    # Contact details from before the erasure are never taken up into it, even with nothing held instead.
+    assert merge(erased, older).first_name is None
 
 
 def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once() -> None:

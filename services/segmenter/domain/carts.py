@@ -167,6 +167,16 @@ def closed_by_order(profile: Profile, placed_at: datetime) -> tuple[Profile, lis
     return profile, gone
 
 
+def changed_after(held: Iterable[CartFact], at: datetime) -> tuple[CartFact, ...]:
+    """These carts as only their changes after `at` make them; a cart with none after it is gone."""
+    kept = []
+    for cart in held:
+        after = cart_of(cart.cart_id, [c for c in _changes(cart) if c.at > at], (cart.abandoned_at,))
+        if after is not None:
+            kept.append(after)
+    return tuple(sorted(kept, key=_cart_key))
+
+
 def merged_carts(a: Profile, b: Profile) -> tuple[tuple[CartFact, ...], tuple[str, ...]]:
     """Two profiles' carts as one customer's: the union of each cart's changes, the later abandonment."""
     completed_ids = tuple(sorted({*a.completed_carts, *b.completed_carts}))

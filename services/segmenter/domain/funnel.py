@@ -484,7 +484,11 @@ def _on_explicit_abandonment(d: Decision, event: CartAbandonedEvent, rules: Funn
         )
 
 
-def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> None:
+def _on_survey(
+    d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules, *, forgotten: bool = False
+) -> None:
+    """The answer's level marks the customer's history; the answer becomes their survey if it is the latest
+    and not one their erasure forgot (`forgotten`: then no one is told of it either)."""
     answer = event.payload
     level, agreed = score(answer.answers, rules.survey)
     fact = SurveyFact(
@@ -498,7 +502,7 @@ def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> N
         nps=answer.nps,
     )
     held = d.profile.survey
-    latest = fact if held is None or _survey_key(fact) > _survey_key(held) else held
+    latest = held if forgotten or (held is not None and _survey_key(fact) <= _survey_key(held)) else fact
     before = d.profile.transitions
     marks = {m[1]: m for m in d.profile.survey_levels} | {
         fact.event_id: (fact.answered_at, fact.event_id, level)
@@ -508,18 +512,19 @@ def _on_survey(d: Decision, event: SurveyAnsweredEvent, rules: FunnelRules) -> N
         survey=latest,
         survey_levels=tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
     )
-    d.emit(
-        "survey_scored",
-        SurveyScoredEvent,
-        SurveyScored(
-            survey_id=answer.survey_id,
-            level=level,
-            agreed=agreed,
-            csat=answer.csat,
-            ces=answer.ces,
-            nps=answer.nps,
-        ),
-    )
+    if not forgotten:
+        d.emit(
+            "survey_scored",
+            SurveyScoredEvent,
+            SurveyScored(
+                survey_id=answer.survey_id,
+                level=level,
+                agreed=agreed,
+                csat=answer.csat,
+                ces=answer.ces,
+                nps=answer.nps,
+            ),
+        )
     _refresh(d, rules, before)
 
 
@@ -567,6 +572,19 @@ def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
         erased=True,
         # Contact details said before now are never taken up again, whenever they arrive.
         erased_at=max(filter(None, (profile.erased_at, at))) if at else profile.erased_at,
+    )
+
+
+def said_after(profile: Profile, at: datetime) -> Profile:
+    """The profile without the behaviour it heard at or before `at` (carts' changes, product views, the
+    survey answer): what a profile merging into a customer erased at `at` brings of it. Its contact details
+    from before then are left to `merge`, which never takes them up into an erased customer."""
+    survey = profile.survey
+    return replace(
+        profile,
+        carts=carts.changed_after(profile.carts, at),
+        viewed=tuple(v for v in profile.viewed if v.viewed_at > at),
+        survey=survey if survey is not None and survey.answered_at > at else None,
     )
 
 
@@ -666,6 +684,12 @@ def decide(
     # Only the contact step changes contact fields (the handlers below change orders, carts, the survey,
     # referrals, stage and health).
     d.profile, changed = _with_contact(current, event, identifiers)
+    # Said before the customer's erasure and heard only after it (a late delivery, a client's offline
+    # queue): what the erasure forgets of their behaviour (carts, product views, the survey answer) is not
+    # taken up, so the profile ends as if the event had come first and been erased. What the erasure keeps
+    # (orders, a completed checkout, the survey's level, referrals) is, as then.
+    erased_at = current.erased_at
+    forgotten = erased_at is not None and event.occurred_at <= erased_at
     # `type(...) is`, not isinstance: one pointer comparison each (the event classes have no subclasses;
     # when they were pydantic models, ABCs, seven isinstance calls an event cost about 3 µs).
     if type(event) is OrderPlacedEvent:
@@ -673,14 +697,16 @@ def decide(
     elif type(event) is OrderRefundedEvent:
         _on_refund(d, event, rules)
     elif type(event) is CartAbandonedEvent:
-        _on_explicit_abandonment(d, event, rules)
+        if not forgotten:
+            _on_explicit_abandonment(d, event, rules)
     elif type(event) is CartUpdatedEvent:
-        _on_cart(d, event, rules)
+        if not forgotten or event.payload.completed:
+            _on_cart(d, event, rules)
     elif type(event) is SurveyAnsweredEvent:
-        _on_survey(d, event, rules)
+        _on_survey(d, event, rules, forgotten=forgotten)
     elif type(event) is CustomEvent:
         _on_custom(d, event, rules)
-    elif type(event) is ProductViewedEvent:
+    elif type(event) is ProductViewedEvent and not forgotten:
         views = browsing.viewed(d.profile.viewed, event)
         if views != d.profile.viewed:  # an older view of a product seen since changes nothing
             d.profile = replace(d.profile, viewed=views)
@@ -735,6 +761,9 @@ def _newer_contact(survivor: Profile, absorbed: Profile, name: str) -> object:
     if theirs is None:
         return mine
     at = absorbed.contact_at.get(name)
+    erased_at = survivor.erased_at
+    if erased_at is not None and (at is None or at <= erased_at):
+        return mine  # said before the survivor asked to be forgotten (or when is unknown): never taken up
     if mine is None or (at is not None and _contact_is_newer(survivor, name, theirs, at)):
         return theirs
     return mine
