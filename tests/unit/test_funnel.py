@@ -480,7 +480,7 @@ def test_a_checkout_completed_before_an_erasure_still_closes_its_cart() -> None:
 
 def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_after_the_erasure() -> None:
     erased, _ = run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT))
-    guest = {"anonymous_id": "a1"}
+    guest: dict[str, Any] = {"anonymous_id": "a1"}
     older, _ = run(
         ev("customer_upserted", at=BEFORE_IT, first_name="Gil", city="Oslo", **guest),
         cart("k1", at=BEFORE_IT, **guest),
