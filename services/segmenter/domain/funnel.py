@@ -575,10 +575,10 @@ def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
     )
 
 
-def said_after(profile: Profile, at: datetime) -> Profile:
+def _said_after(profile: Profile, at: datetime) -> Profile:
     """The profile without the behaviour it heard at or before `at` (carts' changes, product views, the
-    survey answer): what a profile merging into a customer erased at `at` brings of it. Its contact details
-    from before then are left to `merge`, which never takes them up into an erased customer."""
+    survey answer): what a profile merging into a customer erased at `at` brings of it (`merge`, which
+    also leaves out its contact details from before then)."""
     survey = profile.survey
     return replace(
         profile,
@@ -775,7 +775,11 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     Commutative in its facts (orders, refunds, carts, surveys, referrals, identifiers are unions), so the
     result does not depend on which event revealed the link first. The history is derived again by
     `after_merge`; until then `transitions` holds both histories, what the customer was already told.
+    Into a survivor erased before we heard of the link, the absorbed profile brings only what it heard after
+    the erasure: the rest is what that erasure forgot.
     """
+    if survivor.erased_at is not None:
+        absorbed = _said_after(absorbed, survivor.erased_at)
     orders = {o.order_id: o for o in absorbed.orders}
     for o in survivor.orders:
         held = orders.get(o.order_id)

@@ -20,7 +20,6 @@ from services.segmenter.domain.funnel import (
     event_identifiers,
     forgotten_in_merge,
     merge,
-    said_after,
     tombstone,
     without_personal_data,
 )
@@ -210,10 +209,7 @@ class FunnelProcessor:
             base = profile or absorbed.model_copy(
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
-            erased_at = profile.erased_at if profile is not None else None
-            # Into a customer erased before we heard of the link, the absorbed profile brings only what it
-            # heard after the erasure: the rest is what that erasure forgot.
-            merged = merge(base, absorbed if erased_at is None else said_after(absorbed, erased_at))
+            merged = merge(base, absorbed)
             if profile is not None and forgotten_in_merge(profile, absorbed):
                 # Erased before we heard of the link: what the absorbed profile brings is what that erasure
                 # forgot, as if the link had come first (then the erasure would have reached it).
