@@ -154,13 +154,17 @@ def updated_cart(
     return _with_cart(profile, update.cart_id, cart), cart if abandonment_due(cart, timedelta()) else None
 
 
+def _after(cart: CartFact, at: datetime) -> CartFact | None:
+    """The cart as only its changes after `at` make it; None when it has none after it."""
+    return cart_of(cart.cart_id, [c for c in _changes(cart) if c.at > at], (cart.abandoned_at,))
+
+
 def closed_by_order(profile: Profile, placed_at: datetime) -> tuple[Profile, list[str]]:
     """An order closes what each cart held up to it; the carts with nothing left are gone (their ids)."""
     gone: list[str] = []
     for held in profile.carts:
-        after = [c for c in _changes(held) if c.at > placed_at]
-        if len(after) != len(_changes(held)):
-            cart = cart_of(held.cart_id, after, (held.abandoned_at,))
+        if any(c.at <= placed_at for c in _changes(held)):
+            cart = _after(held, placed_at)
             profile = _with_cart(profile, held.cart_id, cart)
             if cart is None:
                 gone.append(held.cart_id)
@@ -169,11 +173,7 @@ def closed_by_order(profile: Profile, placed_at: datetime) -> tuple[Profile, lis
 
 def changed_after(held: Iterable[CartFact], at: datetime) -> tuple[CartFact, ...]:
     """These carts as only their changes after `at` make them; a cart with none after it is gone."""
-    kept = []
-    for cart in held:
-        after = cart_of(cart.cart_id, [c for c in _changes(cart) if c.at > at], (cart.abandoned_at,))
-        if after is not None:
-            kept.append(after)
+    kept = [after for after in (_after(cart, at) for cart in held) if after is not None]
     return tuple(sorted(kept, key=_cart_key))
 
 
