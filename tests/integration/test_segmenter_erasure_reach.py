@@ -121,9 +121,10 @@ async def test_an_erasure_reaches_the_ids_merged_into_the_customer_at_any_depth(
 
 
 async def _link_then_erase(
-    processor: FunnelProcessor, store_id: str, link_first: bool
+    processor: FunnelProcessor, store_id: str, link_first: bool, since: tuple[StorefrontEvent, ...] = ()
 ) -> list[StorefrontEvent]:
-    """The events, in the order they happened (which is not the order they reach us in)."""
+    """The events, in the order they happened (which is not the order they reach us in). `since`: what the
+    customer does after the erasure, heard before the late link."""
     # A guest who signs up for the newsletter (profile email:gil@x.io) and leaves a cart ...
     signup = event(store_id, "customer_upserted", None, T0, anonymous_id="a-1", **GIL)
     left = cart(store_id, {"anonymous_id": "a-1"}, "k1", T0 + timedelta(minutes=5))
@@ -141,9 +142,9 @@ async def _link_then_erase(
     )
     erase = _erase(store_id, "u-9", T0 + timedelta(days=2))
     # ... and reaches us before it, or after it.
-    for e in [link, erase] if link_first else [erase, link]:
+    for e in [link, erase, *since] if link_first else [erase, *since, link]:
         await processor([e])
-    return [signup, left, bought, link, erase]
+    return [signup, left, bought, link, erase, *since]
 
 
 def _comparable(value: Any, names: dict[str, str]) -> Any:
@@ -174,6 +175,37 @@ async def test_a_link_heard_after_the_erasure_forgets_what_a_link_heard_before_i
     profiles_, owners = states["first"]
     assert {c: p["merged_into"] for c, p in profiles_.items()} == {"email:gil@x.io": "u-9", "u-9": None}
     assert owners == [("id:u-9", "u-9"), ("order:o1", "u-9")]
+
+
+async def test_a_late_link_that_is_all_forgotten_leaves_what_the_customer_did_since_the_erasure(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """After the erasure Gil comes back logged in, by account id alone (no details): a cart, a product view.
+    A login from before the erasure that links the browser's older profile reaches us after that, and all
+    that profile heard was before the erasure: it brings nothing, and takes nothing away either. Both orders
+    end in the same state, the cart and the view still Gil's."""
+    stores = {when: f"{store_id}-{when}" for when in ("first", "last")}
+    states = {}
+    for when, store_id in stores.items():
+        processor = FunnelProcessor(engine, registry(store_id))
+        account = {"store_customer_id": "u-9"}
+        later = T0 + timedelta(days=3)
+        since = (
+            cart(store_id, account, "k2", later),
+            event(store_id, "product_viewed", {"product": {"product_id": "p3"}}, later, **account),
+        )
+        happened = await _link_then_erase(processor, store_id, link_first=when == "first", since=since)
+        assert await _personal_data_left(engine, store_id) == [], when
+        customer = (await _rows(engine, store_id))["u-9"].facts
+        assert [c["cart_id"] for c in customer["carts"]] == ["k2"], when
+        assert [v["product_id"] for v in customer["viewed"]] == ["p3"], when
+        names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store_id: "store"}
+        rows = await _rows(engine, store_id)
+        states[when] = (
+            _comparable({c: r.facts for c, r in rows.items()}, names),
+            sorted((await _identities(engine, store_id)).items()),
+        )
+    assert states["first"] == states["last"]
 
 
 async def test_a_late_link_brings_into_the_erased_customer_only_what_was_said_after_the_erasure(

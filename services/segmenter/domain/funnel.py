@@ -565,7 +565,7 @@ def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
         profile,
         **dict.fromkeys(CONTACT_FIELDS),
         contact_at={},
-        identifiers=tuple(i for i in profile.identifiers if i.startswith(("id:", "order:"))),
+        identifiers=_kept_identifiers(profile),
         carts=(),
         viewed=(),
         survey=None,
@@ -573,6 +573,17 @@ def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
         # Contact details said before now are never taken up again, whenever they arrive.
         erased_at=max(filter(None, (profile.erased_at, at))) if at else profile.erased_at,
     )
+
+
+def _kept_identifiers(profile: Profile) -> tuple[str, ...]:
+    """The identifiers an erasure keeps: the store's customer id and the orders', which name no one."""
+    return tuple(i for i in profile.identifiers if i.startswith(("id:", "order:")))
+
+
+def with_kept_identifiers(profile: Profile) -> Profile:
+    """The profile known only by the identifiers an erasure keeps: what a profile that `forgotten_in_merge`
+    brings of its identities (the rest of what it heard before the erasure `merge` itself leaves out)."""
+    return replace(profile, identifiers=_kept_identifiers(profile))
 
 
 def _said_after(profile: Profile, at: datetime) -> Profile:
