@@ -607,9 +607,10 @@ def tombstone(absorbed: Profile, survivor_id: str) -> Profile:
 
 
 def forgotten_in_merge(survivor: Profile, absorbed: Profile) -> bool:
-    """Whether a profile merging into an erased customer brings only what that erasure forgot: nothing it
-    heard said after the erasure. Then the merged customer stays forgotten, whichever came first to us, the
-    erasure or the link between the two (the identities an erasure keeps, "id:" and "order:", still link)."""
+    """Whether a profile merging into an erased customer gave none of its contact details after that erasure.
+    Then whom it knew the shopper as (its identities, and its id for the notifier) is what that erasure
+    forgot, whichever came first to us, the erasure or the link between the two (the identities an erasure
+    keeps, "id:" and "order:", still link). What it heard after the erasure without details `merge` brings."""
     erased_at = survivor.erased_at
     if not survivor.erased or erased_at is None:
         return False
