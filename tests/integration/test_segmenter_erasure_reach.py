@@ -147,6 +147,19 @@ async def _link_then_erase(
     return [signup, left, bought, link, erase, *since]
 
 
+async def _state(
+    engine: AsyncEngine, store_id: str, happened: list[StorefrontEvent]
+) -> tuple[Any, list[tuple[str, str]]]:
+    """The store's profiles and identities, comparable between two stores fed the same events (`happened`,
+    in the order they happened) in different orders."""
+    names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store_id: "store"}
+    rows = await _rows(engine, store_id)
+    return (
+        _comparable({c: r.facts for c, r in rows.items()}, names),
+        sorted((await _identities(engine, store_id)).items()),
+    )
+
+
 def _comparable(value: Any, names: dict[str, str]) -> Any:
     """A stored document with the run's own names (store and event ids) put as the same placeholders."""
     document = json.dumps(value, sort_keys=True)
@@ -165,12 +178,7 @@ async def test_a_link_heard_after_the_erasure_forgets_what_a_link_heard_before_i
         happened = await _link_then_erase(processor, store_id, link_first=when == "first")
         assert await _personal_data_left(engine, store_id) == [], when
         assert await _erased_ids(engine, store_id) == ["email:gil@x.io", "u-9"], when
-        names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store_id: "store"}
-        rows = await _rows(engine, store_id)
-        states[when] = (
-            _comparable({c: r.facts for c, r in rows.items()}, names),
-            sorted((await _identities(engine, store_id)).items()),
-        )
+        states[when] = await _state(engine, store_id, happened)
     assert states["first"] == states["last"]
     profiles_, owners = states["first"]
     assert {c: p["merged_into"] for c, p in profiles_.items()} == {"email:gil@x.io": "u-9", "u-9": None}
@@ -199,12 +207,7 @@ async def test_a_late_link_that_is_all_forgotten_leaves_what_the_customer_did_si
         customer = (await _rows(engine, store_id))["u-9"].facts
         assert [c["cart_id"] for c in customer["carts"]] == ["k2"], when
         assert [v["product_id"] for v in customer["viewed"]] == ["p3"], when
-        names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store_id: "store"}
-        rows = await _rows(engine, store_id)
-        states[when] = (
-            _comparable({c: r.facts for c, r in rows.items()}, names),
-            sorted((await _identities(engine, store_id)).items()),
-        )
+        states[when] = await _state(engine, store_id, happened)
     assert states["first"] == states["last"]
 
 
