@@ -211,6 +211,23 @@ async def test_a_late_link_that_is_all_forgotten_leaves_what_the_customer_did_si
     assert states["first"] == states["last"]
 
 
+async def test_what_the_older_profile_heard_without_details_after_the_erasure_is_kept_by_a_late_link(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """The browser's older profile heard a cart after the erasure, by its anonymous id alone: the late link is
+    still all forgotten (no details since), and the cart, accepted, joins the customer instead of being lost.
+    Its identities stay forgotten."""
+    processor = FunnelProcessor(engine, registry(store_id))
+    since = (cart(store_id, {"anonymous_id": "a-1"}, "k3", T0 + timedelta(days=3)),)
+    await _link_then_erase(processor, store_id, link_first=False, since=since)
+    rows = await _rows(engine, store_id)
+    assert [c["cart_id"] for c in rows["u-9"].facts["carts"]] == ["k3"]
+    assert rows["email:gil@x.io"].merged_into == "u-9"
+    assert await _personal_data_left(engine, store_id) == []
+    assert await _erased_ids(engine, store_id) == ["email:gil@x.io", "u-9"]
+    assert sorted((await _identities(engine, store_id)).items()) == [("id:u-9", "u-9"), ("order:o1", "u-9")]
+
+
 async def test_a_late_link_brings_into_the_erased_customer_only_what_was_said_after_the_erasure(
     engine: AsyncEngine, store_id: str
 ) -> None:
