@@ -580,12 +580,6 @@ def _kept_identifiers(profile: Profile) -> tuple[str, ...]:
     return tuple(i for i in profile.identifiers if i.startswith(("id:", "order:")))
 
 
-def with_kept_identifiers(profile: Profile) -> Profile:
-    """The profile known only by the identifiers an erasure keeps: what a profile that `forgotten_in_merge`
-    brings of its identities (the rest of what it heard before the erasure `merge` itself leaves out)."""
-    return replace(profile, identifiers=_kept_identifiers(profile))
-
-
 def _said_after(profile: Profile, at: datetime) -> Profile:
     """The profile without the behaviour it heard at or before `at` (carts' changes, product views, the
     survey answer): what a profile merging into a customer erased at `at` brings of it (`merge`, which
@@ -788,9 +782,12 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     result does not depend on which event revealed the link first. The history is derived again by
     `after_merge`; until then `transitions` holds both histories, what the customer was already told.
     Into a survivor erased before we heard of the link, the absorbed profile brings only what it heard after
-    the erasure: the rest is what that erasure forgot.
+    the erasure: the rest is what that erasure forgot. Its identities too, unless it gave contact details
+    since (`forgotten_in_merge`): identifiers carry no date.
     """
     if survivor.erased_at is not None:
+        if forgotten_in_merge(survivor, absorbed):
+            absorbed = replace(absorbed, identifiers=_kept_identifiers(absorbed))
         absorbed = _said_after(absorbed, survivor.erased_at)
     orders = {o.order_id: o for o in absorbed.orders}
     for o in survivor.orders:

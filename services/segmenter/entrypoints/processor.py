@@ -21,7 +21,6 @@ from services.segmenter.domain.funnel import (
     forgotten_in_merge,
     merge,
     tombstone,
-    with_kept_identifiers,
 )
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
@@ -209,16 +208,13 @@ class FunnelProcessor:
             base = profile or absorbed.model_copy(
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
+            merged = merge(base, absorbed)
             if profile is not None and forgotten_in_merge(profile, absorbed):
-                # Erased before we heard of the link, and the absorbed profile gave no details since: its
-                # identities are what that erasure forgot, as if the link had come first (then the erasure
-                # would have reached them). `merge` leaves out the rest it heard before the erasure; what
-                # the customer did since (by account id alone) stays theirs, as it would in that order.
-                brought = with_kept_identifiers(absorbed)
+                # Erased before we heard of the link, and the absorbed profile gave no details since: what the
+                # notifier heard under its id is what that erasure forgot, as if the link had come first (then
+                # the erasure would have reached it). `merge` leaves out its identities and what it heard
+                # before the erasure; what the customer did since (by account id alone) stays theirs.
                 forgotten |= {absorbed_id, *_merged_into(absorbed_key, stored_merges, changes.merges)}
-            else:
-                brought = absorbed
-            merged = merge(base, brought)
             loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
                 absorbed, resolution.customer_id
             )
