@@ -494,6 +494,25 @@ def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_aft
     assert merged.orders_count == 1
 
 
+def test_a_profile_that_gave_no_details_since_the_erasure_brings_none_of_its_identities() -> None:
+    # The erased customer came back by account id alone (no details), and left a cart.
+    erased, _ = run(
+        order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT), cart("k2", at=AFTER_IT)
+    )
+    guest: dict[str, Any] = {"anonymous_id": "a1"}
+    older, _ = run(
+        ev("customer_upserted", at=BEFORE_IT, email="gil@x.example", first_name="Gil", **guest),
+        cart("k1", at=BEFORE_IT, **guest),
+        cart("k3", at=AFTER_IT, **guest),  # heard after the erasure, but without details
+    )
+    merged = merge(erased, older)
+    # Its identifiers (its anonymous id, its email's look-up) are what the erasure forgot: none join.
+    assert merged.identifiers == erased.identifiers
+    # What either heard after the erasure stays: the customer's own cart, and the older profile's.
+    assert sorted(c.cart_id for c in merged.carts) == ["k2", "k3"]
+    assert (merged.email, merged.first_name, merged.erased) == (None, None, True)
+
+
 def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once() -> None:
     ann, _ = run(order("o1", email="ann@example.com", first_name="Ann", store_customer_id="c1"))
     bob, _ = run(
