@@ -211,6 +211,77 @@ async def test_a_late_link_that_is_all_forgotten_leaves_what_the_customer_did_si
     assert states["first"] == states["last"]
 
 
+async def test_a_late_link_after_the_customer_came_back_with_new_details_still_forgets_the_older_profile(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """Gil comes back after the erasure with a new email (no longer `erased`, a new relationship); then the
+    login from before the erasure reaches us. The browser's older profile, its old email's and anonymous id's
+    look-ups among it, stays forgotten as if the link had come first, and the notifier hears of its id."""
+    stores = {when: f"{store_id}-{when}" for when in ("first", "last")}
+    states = {}
+    for when, store_id in stores.items():
+        processor = FunnelProcessor(engine, registry(store_id))
+        back = event(
+            store_id,
+            "customer_upserted",
+            None,
+            T0 + timedelta(days=3),
+            store_customer_id="u-9",
+            email="gil@new.io",
+        )
+        happened = await _link_then_erase(processor, store_id, link_first=when == "first", since=(back,))
+        assert await _personal_data_left(engine, store_id) == [], when
+        assert await _erased_ids(engine, store_id) == ["email:gil@x.io", "u-9"], when
+        states[when] = await _state(engine, store_id, happened)
+    assert states["first"] == states["last"]
+    profiles_, owners = states["first"]
+    assert profiles_["u-9"]["email"] == "gil@new.io"
+    assert owners == [("email:gil@new.io", "u-9"), ("id:u-9", "u-9"), ("order:o1", "u-9")]
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["batch by batch", "one batch"])
+async def test_an_event_from_before_the_erasure_names_no_old_identifier_after_the_customer_came_back(
+    engine: AsyncEngine, store_id: str, one_batch: bool
+) -> None:
+    """Delivered late, after Gil came back with a new email: an update from before the erasure that names the
+    account with the old email and a browser's id. Neither finds the customer again, in a later batch or in
+    the same one: a guest cart under the old email, days later, is a new customer's."""
+    happened = [
+        order(store_id, {"store_customer_id": "u-9"}, "o1", T0),
+        _erase(store_id, "u-9", T0 + timedelta(days=2)),
+        event(
+            store_id,
+            "customer_upserted",
+            None,
+            T0 + timedelta(days=3),
+            store_customer_id="u-9",
+            email="gil@new.io",
+        ),
+        event(
+            store_id,
+            "customer_upserted",
+            None,
+            T0 + timedelta(hours=1),
+            store_customer_id="u-9",
+            anonymous_id="a-9",
+            **GIL,
+        ),
+        cart(store_id, {"email": "gil@x.io"}, "k5", T0 + timedelta(days=4)),
+    ]
+    processor = FunnelProcessor(engine, registry(store_id))
+    for batch in [happened] if one_batch else [[e] for e in happened]:
+        await processor(batch)
+    rows = await _rows(engine, store_id)
+    assert (rows["u-9"].email, rows["u-9"].facts["carts"]) == ("gil@new.io", [])
+    assert [c["cart_id"] for c in rows["email:gil@x.io"].facts["carts"]] == ["k5"]
+    assert sorted((await _identities(engine, store_id)).items()) == [
+        ("email:gil@new.io", "u-9"),
+        ("email:gil@x.io", "email:gil@x.io"),
+        ("id:u-9", "u-9"),
+        ("order:o1", "u-9"),
+    ]
+
+
 async def test_what_the_older_profile_heard_without_details_after_the_erasure_is_kept_by_a_late_link(
     engine: AsyncEngine, store_id: str
 ) -> None:

@@ -606,8 +606,10 @@ def forgotten_in_merge(survivor: Profile, absorbed: Profile) -> bool:
     forgot, whichever came first to us, the erasure or the link between the two (the identities an erasure
     keeps, "id:" and "order:", still link). What it heard after the erasure without details `merge` brings."""
     erased_at = survivor.erased_at
-    if not survivor.erased or erased_at is None:
+    if erased_at is None:
         return False
+    # Whether the customer came back since (new details, so no longer `erased`) does not matter: what the
+    # absorbed profile knew is as old either way.
     return all(at <= erased_at for at in absorbed.contact_at.values())
 
 

@@ -158,7 +158,7 @@ class FunnelProcessor:
             shops[store_id] = await repository.load_store_profiles_for_update(conn, store_id)
         merged: dict[Key, set[str]] = {}
         if any(type(e) is CustomerErasedEvent for e in events) or any(
-            p.erased for p in versioned.profiles.values()
+            p.erased_at is not None for p in versioned.profiles.values()
         ):
             for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
                 merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
@@ -236,10 +236,13 @@ class FunnelProcessor:
             )
         # The profile's own identifiers are in the write set already (`record` put each there, for its
         # customer, which is always the resolved one: the profile is loaded under that id, or made or merged
-        # into it): only the event's are added to it, unless the event erased the customer.
+        # into it): only the event's are added to it, unless the customer was ever erased. Then the profile
+        # holds only the identifiers said after the erasure (and "id:", "order:" ones), chosen by date in
+        # `decide` and `merge`, and the event's may be older: an erased customer who came back with new
+        # details (no longer `erased`) must not be found again by an old email or anonymous id.
         for identifier in after.identifiers:
             in_store[identifier] = customer_id
-        if not after.erased:
+        if after.erased_at is None:
             identities = changes.identities
             for identifier in ids:
                 in_store[identifier] = customer_id

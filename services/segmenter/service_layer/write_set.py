@@ -102,9 +102,11 @@ class Changes:
             await writes.then(_sent(repository.repoint_write(self.merges)))
             # After the merges: a survivor's history replaces whatever rows its absorbed profiles brought.
             await writes.then(_sent(repository.histories_write(self._changed_histories(changed))))
-            # An erased customer can no longer be found by email or anonymous id.
+            # An erased customer can no longer be found by an email or anonymous id from before the erasure,
+            # nor by those of profiles merged into them (their look-ups moved with the merge): only by the
+            # identifiers the profile holds, which are those an erasure keeps and those said since.
             for p in self.profiles.values():
-                if p.erased:
+                if p.erased_at is not None:
                     await writes.then(_forgotten(p))
             await writes.then(_sent(repository.outbox_write(self.funnel_events)))
         count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
