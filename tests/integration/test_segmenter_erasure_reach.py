@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -280,6 +281,42 @@ async def test_an_event_from_before_the_erasure_names_no_old_identifier_after_th
         ("id:u-9", "u-9"),
         ("order:o1", "u-9"),
     ]
+
+
+async def test_a_late_link_to_an_erased_guest_forgets_what_the_other_profiles_heard_before_the_erasure(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    """The erased one is the profile absorbed, not the survivor: Gil's guest profile (email:gil@x.io) is
+    erased by email; the browser a-1 that gave Gil's phone and left a cart before it was never linked to it.
+    Then Segment's Order Completed for the guest order, sent by the store's account u-9 with a-1's id before
+    the erasure, reaches us: u-9 absorbs both, and what either heard before the erasure stays forgotten, as
+    when the order reaches us before the erasure."""
+    stores = {when: f"{store_id}-{when}" for when in ("first", "last")}
+    states = {}
+    for when, store_id in stores.items():
+        browser = {"anonymous_id": "a-1"}
+        before = T0 + timedelta(minutes=30)
+        happened = [
+            order(store_id, GIL, "o1", T0),
+            event(store_id, "customer_upserted", None, before, phone=GIL["phone"], city="Oslo", **browser),
+            cart(store_id, browser, "k1", before),
+            event(store_id, "product_viewed", {"product": {"product_id": "p7"}}, before, **browser),
+        ]
+        erase = event(store_id, "customer_erased", None, T0 + timedelta(days=2), email="gil@x.io")
+        late = order(store_id, {"store_customer_id": "u-9", **browser}, "o1", T0 + timedelta(minutes=5))
+        # The order keeps the lower of its two events' ids; fix which one, to compare the two stores' rows.
+        late = msgspec.structs.replace(late, event_id=f"{happened[0].event_id}-late")
+        processor = FunnelProcessor(engine, registry(store_id))
+        for e in [*happened, *([late, erase] if when == "first" else [erase, late])]:
+            await processor([e])
+        assert await _personal_data_left(engine, store_id) == [], when
+        assert await _erased_ids(engine, store_id) == ["anon:a-1", "email:gil@x.io", "u-9"], when
+        customer = (await _rows(engine, store_id))["u-9"].facts
+        assert (customer["carts"], customer["viewed"], customer["erased"]) == ([], [], True), when
+        states[when] = await _state(engine, store_id, [*happened, late, erase])
+    assert states["first"] == states["last"]
+    _, owners = states["first"]
+    assert owners == [("id:u-9", "u-9"), ("order:o1", "u-9")]
 
 
 async def test_what_the_older_profile_heard_without_details_after_the_erasure_is_kept_by_a_late_link(

@@ -513,6 +513,28 @@ def test_a_profile_that_gave_no_details_since_the_erasure_brings_none_of_its_ide
     assert (merged.email, merged.first_name, merged.erased) == (None, None, True)
 
 
+def test_a_merge_forgets_what_either_side_heard_before_the_erasure_whichever_is_the_survivor() -> None:
+    erased, _ = run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT))
+    guest: dict[str, Any] = {"anonymous_id": "a1"}
+    other, _ = run(
+        ev("customer_upserted", at=BEFORE_IT, first_name="Gil", city="Oslo", **guest),
+        cart("k1", at=BEFORE_IT, **guest),
+        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT, **guest),
+        cart("k3", at=AFTER_IT, **guest),  # heard after the erasure, without details
+    )
+
+    def seen(p: Profile) -> tuple[object, ...]:
+        return (p.first_name, p.city, [c.cart_id for c in p.carts], p.viewed, p.identifiers, p.erased)
+
+    # The erased profile absorbed into the other, or the other into it: the same customer comes out.
+    assert (
+        seen(merge(other, erased))
+        == seen(merge(erased, other))
+        == (None, None, ["k3"], (), erased.identifiers, True)
+    )
+    assert merge(other, erased).orders_count == 1
+
+
 def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once() -> None:
     ann, _ = run(order("o1", email="ann@example.com", first_name="Ann", store_customer_id="c1"))
     bob, _ = run(

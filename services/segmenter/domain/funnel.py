@@ -600,17 +600,46 @@ def tombstone(absorbed: Profile, survivor_id: str) -> Profile:
     return Profile(store_id=absorbed.store_id, customer_id=absorbed.customer_id, merged_into=survivor_id)
 
 
-def forgotten_in_merge(survivor: Profile, absorbed: Profile) -> bool:
-    """Whether a profile merging into an erased customer gave none of its contact details after that erasure.
-    Then whom it knew the shopper as (its identities, and its id for the notifier) is what that erasure
-    forgot, whichever came first to us, the erasure or the link between the two (the identities an erasure
-    keeps, "id:" and "order:", still link). What it heard after the erasure without details `merge` brings."""
-    erased_at = survivor.erased_at
+def _merge_erased_at(survivor: Profile, absorbed: Profile) -> datetime | None:
+    """When either of two profiles that a link says are one customer was last erased."""
+    return max(filter(None, (survivor.erased_at, absorbed.erased_at)), default=None)
+
+
+def _gave_details_after(profile: Profile, at: datetime) -> bool:
+    return any(said > at for said in profile.contact_at.values())
+
+
+def _since(profile: Profile, at: datetime) -> Profile:
+    """What a profile brings into a merge with a customer erased at `at` (itself or the other): what it heard
+    after then, the contact details and the behaviour (`_said_after`), and its identities only if it gave
+    details after then (identifiers carry no date); the "id:" and "order:" ones, and its orders, refunds,
+    levels and history, as the erasure keeps them."""
+    if profile.erased_at == at:
+        return profile  # erased then itself: it holds nothing said before
+    said = profile.contact_at
+    stale = [n for n in CONTACT_FIELDS if getattr(profile, n) is not None and said.get(n, at) <= at]
+    return replace(
+        _said_after(profile, at),
+        **dict.fromkeys(stale),
+        contact_at={n: t for n, t in said.items() if t > at},
+        identifiers=profile.identifiers if _gave_details_after(profile, at) else _kept_identifiers(profile),
+    )
+
+
+def forgotten_in_merge(survivor: Profile, absorbed: Profile) -> tuple[bool, bool]:
+    """Whether what the survivor, and what the absorbed profile, were known as is what an erasure forgot:
+    a link says the two are one customer, one of them (or both) was erased, and the other was not erased
+    then itself and gave no details since. Its ids' consumers (the notifier) must forget what they heard under
+    them, whichever came first to us, the erasure or the link (the identities an erasure keeps, "id:" and
+    "order:", still link)."""
+    erased_at = _merge_erased_at(survivor, absorbed)
     if erased_at is None:
-        return False
-    # Whether the customer came back since (new details, so no longer `erased`) does not matter: what the
-    # absorbed profile knew is as old either way.
-    return all(at <= erased_at for at in absorbed.contact_at.values())
+        return False, False
+    return _forgotten_side(survivor, erased_at), _forgotten_side(absorbed, erased_at)
+
+
+def _forgotten_side(profile: Profile, erased_at: datetime) -> bool:
+    return profile.erased_at != erased_at and not _gave_details_after(profile, erased_at)
 
 
 def erasure_notices(
@@ -769,9 +798,6 @@ def _newer_contact(survivor: Profile, absorbed: Profile, name: str) -> object:
     if theirs is None:
         return mine
     at = absorbed.contact_at.get(name)
-    erased_at = survivor.erased_at
-    if erased_at is not None and (at is None or at <= erased_at):
-        return mine  # said before the survivor asked to be forgotten (or when is unknown): never taken up
     if mine is None or (at is not None and _contact_is_newer(survivor, name, theirs, at)):
         return theirs
     return mine
@@ -783,14 +809,12 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     Commutative in its facts (orders, refunds, carts, surveys, referrals, identifiers are unions), so the
     result does not depend on which event revealed the link first. The history is derived again by
     `after_merge`; until then `transitions` holds both histories, what the customer was already told.
-    Into a survivor erased before we heard of the link, the absorbed profile brings only what it heard after
-    the erasure: the rest is what that erasure forgot. Its identities too, unless it gave contact details
-    since (`forgotten_in_merge`): identifiers carry no date.
+    When either was erased before we heard of the link, each brings only what it heard after the erasure
+    (`_since`): the rest is what that erasure forgot, as it would have been had the link come first.
     """
-    if survivor.erased_at is not None:
-        if forgotten_in_merge(survivor, absorbed):
-            absorbed = replace(absorbed, identifiers=_kept_identifiers(absorbed))
-        absorbed = _said_after(absorbed, survivor.erased_at)
+    erased_at = _merge_erased_at(survivor, absorbed)
+    if erased_at is not None:
+        survivor, absorbed = _since(survivor, erased_at), _since(absorbed, erased_at)
     orders = {o.order_id: o for o in absorbed.orders}
     for o in survivor.orders:
         held = orders.get(o.order_id)
@@ -828,7 +852,9 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
         survey_levels=tuple(sorted(marks.values(), key=lambda m: (m[0], m[1]))),
         referred=tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
         referrals=len(referred) or survivor.referrals + absorbed.referrals,
-        erased_at=max(filter(None, (survivor.erased_at, absorbed.erased_at)), default=None),
+        erased_at=erased_at,
+        # Erased, unless one of the two gave details since (a customer who came back, as in `decide`).
+        erased=survivor.erased if erased_at is None else not any(t > erased_at for t in contact_at.values()),
         health_seen_at=max(filter(None, (survivor.health_seen_at, absorbed.health_seen_at)), default=None),
         transitions=tuple(
             sorted((*survivor.transitions, *absorbed.transitions), key=lambda t: t.occurred_at)

@@ -209,12 +209,19 @@ class FunnelProcessor:
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
             merged = merge(base, absorbed)
-            if profile is not None and forgotten_in_merge(profile, absorbed):
-                # Erased before we heard of the link, and the absorbed profile gave no details since: what the
-                # notifier heard under its id is what that erasure forgot, as if the link had come first (then
-                # the erasure would have reached it). `merge` leaves out its identities and what it heard
-                # before the erasure; what the customer did since (by account id alone) stays theirs.
-                forgotten |= {absorbed_id, *_merged_into(absorbed_key, stored_merges, changes.merges)}
+            if profile is not None:
+                # One of the two erased before we heard of the link, and the other gave no details since:
+                # what the notifier heard under the other's ids is what that erasure forgot, as if the link
+                # had come first (then the erasure would have reached them). `merge` leaves out its identities
+                # and what it heard before the erasure; what either did since (by account id alone) stays.
+                survivor_forgotten, absorbed_forgotten = forgotten_in_merge(profile, absorbed)
+                if absorbed_forgotten:
+                    forgotten |= {absorbed_id, *_merged_into(absorbed_key, stored_merges, changes.merges)}
+                if survivor_forgotten:
+                    forgotten |= {
+                        resolution.customer_id,
+                        *_merged_into(survivor_key, stored_merges, changes.merges),
+                    }
             loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
                 absorbed, resolution.customer_id
             )
