@@ -161,6 +161,18 @@ async def _state(
     )
 
 
+def _back_with_a_new_email(store_id: str) -> StorefrontEvent:
+    """Gil, erased two days after T0, comes back on the third with a new email: no longer `erased`."""
+    return event(
+        store_id,
+        "customer_upserted",
+        None,
+        T0 + timedelta(days=3),
+        store_customer_id="u-9",
+        email="gil@new.io",
+    )
+
+
 def _comparable(value: Any, names: dict[str, str]) -> Any:
     """A stored document with the run's own names (store and event ids) put as the same placeholders."""
     document = json.dumps(value, sort_keys=True)
@@ -222,15 +234,8 @@ async def test_a_late_link_after_the_customer_came_back_with_new_details_still_f
     states = {}
     for when, store_id in stores.items():
         processor = FunnelProcessor(engine, registry(store_id))
-        back = event(
-            store_id,
-            "customer_upserted",
-            None,
-            T0 + timedelta(days=3),
-            store_customer_id="u-9",
-            email="gil@new.io",
-        )
-        happened = await _link_then_erase(processor, store_id, link_first=when == "first", since=(back,))
+        since = (_back_with_a_new_email(store_id),)
+        happened = await _link_then_erase(processor, store_id, link_first=when == "first", since=since)
         assert await _personal_data_left(engine, store_id) == [], when
         assert await _erased_ids(engine, store_id) == ["email:gil@x.io", "u-9"], when
         states[when] = await _state(engine, store_id, happened)
@@ -250,14 +255,7 @@ async def test_an_event_from_before_the_erasure_names_no_old_identifier_after_th
     happened = [
         order(store_id, {"store_customer_id": "u-9"}, "o1", T0),
         _erase(store_id, "u-9", T0 + timedelta(days=2)),
-        event(
-            store_id,
-            "customer_upserted",
-            None,
-            T0 + timedelta(days=3),
-            store_customer_id="u-9",
-            email="gil@new.io",
-        ),
+        _back_with_a_new_email(store_id),
         event(
             store_id,
             "customer_upserted",

@@ -477,17 +477,30 @@ def test_a_checkout_completed_before_an_erasure_still_closes_its_cart() -> None:
     )
 
 
+def _erased_c1(*since: StorefrontEvent) -> Profile:
+    """Customer c1, with one order, erased at ERASED_AT; then `since`."""
+    return run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT), *since)[0]
+
+
+A1: dict[str, Any] = {"anonymous_id": "a1"}
+
+
+def _browser_before_the_erasure(*since: StorefrontEvent) -> Profile:
+    """Browser a1's profile: Gil's email, name and city, a cart and a product view, all said before the
+    erasure (never linked to c1 then); then `since` (by a1 too)."""
+    return run(
+        ev("customer_upserted", at=BEFORE_IT, email="gil@x.example", first_name="Gil", city="Oslo", **A1),
+        cart("k1", at=BEFORE_IT, **A1),
+        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT, **A1),
+        *since,
+    )[0]
+
+
 def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_after_the_erasure() -> None:
-    erased, _ = run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT))
-    guest: dict[str, Any] = {"anonymous_id": "a1"}
-    older, _ = run(
-        ev("customer_upserted", at=BEFORE_IT, first_name="Gil", city="Oslo", **guest),
-        cart("k1", at=BEFORE_IT, **guest),
-        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT, **guest),
-        ev("customer_upserted", at=AFTER_IT, email="gil@new.example", **guest),
-        cart("k2", at=AFTER_IT, **guest),
+    older = _browser_before_the_erasure(
+        ev("customer_upserted", at=AFTER_IT, email="gil@new.example", **A1), cart("k2", at=AFTER_IT, **A1)
     )
-    merged = merge(erased, older)
+    merged = merge(_erased_c1(), older)
     # Contact details from before the erasure are never taken up into it, even with nothing held instead.
     assert (merged.first_name, merged.city, merged.email) == (None, None, "gil@new.example")
     assert ([c.cart_id for c in merged.carts], merged.viewed) == (["k2"], ())
@@ -496,15 +509,8 @@ def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_aft
 
 def test_a_profile_that_gave_no_details_since_the_erasure_brings_none_of_its_identities() -> None:
     # The erased customer came back by account id alone (no details), and left a cart.
-    erased, _ = run(
-        order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT), cart("k2", at=AFTER_IT)
-    )
-    guest: dict[str, Any] = {"anonymous_id": "a1"}
-    older, _ = run(
-        ev("customer_upserted", at=BEFORE_IT, email="gil@x.example", first_name="Gil", **guest),
-        cart("k1", at=BEFORE_IT, **guest),
-        cart("k3", at=AFTER_IT, **guest),  # heard after the erasure, but without details
-    )
+    erased = _erased_c1(cart("k2", at=AFTER_IT))
+    older = _browser_before_the_erasure(cart("k3", at=AFTER_IT, **A1))  # after the erasure, without details
     merged = merge(erased, older)
     # Its identifiers (its anonymous id, its email's look-up) are what the erasure forgot: none join.
     assert merged.identifiers == erased.identifiers
@@ -514,14 +520,8 @@ def test_a_profile_that_gave_no_details_since_the_erasure_brings_none_of_its_ide
 
 
 def test_a_merge_forgets_what_either_side_heard_before_the_erasure_whichever_is_the_survivor() -> None:
-    erased, _ = run(order("o1"), ev("customer_erased", {"scope": "customer"}, at=ERASED_AT))
-    guest: dict[str, Any] = {"anonymous_id": "a1"}
-    other, _ = run(
-        ev("customer_upserted", at=BEFORE_IT, first_name="Gil", city="Oslo", **guest),
-        cart("k1", at=BEFORE_IT, **guest),
-        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT, **guest),
-        cart("k3", at=AFTER_IT, **guest),  # heard after the erasure, without details
-    )
+    erased = _erased_c1()
+    other = _browser_before_the_erasure(cart("k3", at=AFTER_IT, **A1))  # after the erasure, without details
 
     def seen(p: Profile) -> tuple[object, ...]:
         return (p.first_name, p.city, [c.cart_id for c in p.carts], p.viewed, p.identifiers, p.erased)
