@@ -582,8 +582,8 @@ def _kept_identifiers(profile: Profile) -> tuple[str, ...]:
 
 def _said_after(profile: Profile, at: datetime) -> Profile:
     """The profile without the behaviour it heard at or before `at` (carts' changes, product views, the
-    survey answer): what a profile merging into a customer erased at `at` brings of it (`merge`, which
-    also leaves out its contact details from before then)."""
+    survey answer): what a profile merging with a customer erased at `at` brings of it (`_since`, which
+    also leaves out its contact details and identities from before then)."""
     survey = profile.survey
     return replace(
         profile,
@@ -838,6 +838,10 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     pending = {r.event_id: r for r in (*survivor.pending_refunds, *absorbed.pending_refunds)}
     marks = {m[1]: m for m in (*survivor.survey_levels, *absorbed.survey_levels)}
     referred = {m.event_id: m for m in (*survivor.referred, *absorbed.referred)}
+    erased = survivor.erased
+    if erased_at is not None:
+        # Erased, unless one of the two gave details since (a customer who came back, as in `decide`).
+        erased = not (_gave_details_after(survivor, erased_at) or _gave_details_after(absorbed, erased_at))
     merged = replace(
         survivor,
         **contact,
@@ -853,8 +857,7 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
         referred=tuple(sorted(referred.values(), key=lambda m: (m.at, m.event_id))),
         referrals=len(referred) or survivor.referrals + absorbed.referrals,
         erased_at=erased_at,
-        # Erased, unless one of the two gave details since (a customer who came back, as in `decide`).
-        erased=survivor.erased if erased_at is None else not any(t > erased_at for t in contact_at.values()),
+        erased=erased,
         health_seen_at=max(filter(None, (survivor.health_seen_at, absorbed.health_seen_at)), default=None),
         transitions=tuple(
             sorted((*survivor.transitions, *absorbed.transitions), key=lambda t: t.occurred_at)
