@@ -56,40 +56,21 @@ class MessagePlanner:
 
     async def __call__(self, events: Sequence[FunnelEvent]) -> None:
         now = self._clock()
-        planned: list[PlannedMessage | Skipped] = []
+        new: list[tuple[str, MessageStatus]] = []
         async with self._engine.begin() as conn:
-            touched = await repository.upsert_customers(
-                conn,
-                ((e.store_id, e.profile) for e in events if not isinstance(e, CustomerErasedFunnelEvent)),
-            )
-            orders: list[repository.SeenOrder] = []
-            abandoned: list[tuple[str, str, datetime]] = []
-            for event in events:
-                store = self._stores.get(event.store_id)
-                if store is None:
-                    log.warning(
-                        "funnel_event_for_unknown_store", store_id=event.store_id, event_id=event.event_id
-                    )
-                    continue
-                if isinstance(event, CustomerErasedFunnelEvent):
-                    whole_store = event.customer_id == SHOP_WIDE
+            touched: list[tuple[str, str]] = []
+            # In the order the segmenter said them: what comes before an erasure is recorded before it, so
+            # the erasure reaches it (a message planned for the customer), and what comes after it (the
+            # customer back with new details) is recorded after it and stays. Nearly every batch has no
+            # erasure and is one part.
+            for part, erasure in _split_at_erasures(events):
+                touched += await self._record(conn, part, now, new)
+                if erasure is not None:
+                    whole_store = erasure.customer_id == SHOP_WIDE
                     await repository.forget_customer(
-                        conn, event.store_id, None if whole_store else event.customer_id
+                        conn, erasure.store_id, None if whole_store else erasure.customer_id
                     )
-                    touched.append((event.store_id, event.customer_id))
-                    continue
-                if isinstance(event, CartAbandonedEvent):
-                    abandoned.append((event.store_id, event.customer_id, event.occurred_at))
-                elif isinstance(event, OrderPlacedFunnelEvent):
-                    orders.append(
-                        repository.SeenOrder(
-                            event.store_id, event.customer_id, event.payload, event.occurred_at
-                        )
-                    )
-                planned.extend(plan(event, store.notifier, now))
-            await repository.note_carts_abandoned(conn, abandoned)
-            await self._on_orders(conn, orders)
-            new = await repository.record_planned(conn, planned, now)
+                    touched.append((erasure.store_id, erasure.customer_id))
             for store_id, customer_ids in _by_store(touched).items():
                 store = self._stores.get(store_id)
                 if store is not None:
@@ -98,6 +79,38 @@ class MessagePlanner:
             PLANNED.labels(flow, status).inc()
         if any(status == MessageStatus.PENDING for _, status in new):
             self._on_messages_due()
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[FunnelEvent],
+        now: datetime,
+        new: list[tuple[str, MessageStatus]],
+    ) -> list[tuple[str, str]]:
+        """Funnel events with no erasure among them: customers' latest facts, carts abandoned, orders and the
+        messages planned (the new ones added to `new`). Returns the customers touched."""
+        touched = await repository.upsert_customers(conn, ((e.store_id, e.profile) for e in events))
+        planned: list[PlannedMessage | Skipped] = []
+        orders: list[repository.SeenOrder] = []
+        abandoned: list[tuple[str, str, datetime]] = []
+        for event in events:
+            store = self._stores.get(event.store_id)
+            if store is None:
+                log.warning(
+                    "funnel_event_for_unknown_store", store_id=event.store_id, event_id=event.event_id
+                )
+                continue
+            if isinstance(event, CartAbandonedEvent):
+                abandoned.append((event.store_id, event.customer_id, event.occurred_at))
+            elif isinstance(event, OrderPlacedFunnelEvent):
+                orders.append(
+                    repository.SeenOrder(event.store_id, event.customer_id, event.payload, event.occurred_at)
+                )
+            planned.extend(plan(event, store.notifier, now))
+        await repository.note_carts_abandoned(conn, abandoned)
+        await self._on_orders(conn, orders)
+        new += await repository.record_planned(conn, planned, now)
+        return touched
 
     async def _on_orders(self, conn: AsyncConnection, seen: list[repository.SeenOrder]) -> None:
         """New orders (a redelivered one settled its coupon and attribution the first time): products
@@ -140,6 +153,20 @@ class MessagePlanner:
     def _window(self, store_id: str) -> timedelta:
         store = self._stores.get(store_id)
         return store.notifier.attribution_window if store else timedelta(0)
+
+
+def _split_at_erasures(
+    events: Sequence[FunnelEvent],
+) -> list[tuple[Sequence[FunnelEvent], CustomerErasedFunnelEvent | None]]:
+    """The batch as runs of events, each followed by the erasure that ends it (None after the last run)."""
+    parts: list[tuple[Sequence[FunnelEvent], CustomerErasedFunnelEvent | None]] = []
+    start = 0
+    for i, event in enumerate(events):
+        if isinstance(event, CustomerErasedFunnelEvent):
+            parts.append((events[start:i], event))
+            start = i + 1
+    parts.append((events[start:], None))
+    return parts
 
 
 def _by_store(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
