@@ -214,14 +214,10 @@ class FunnelProcessor:
                 # what the notifier heard under the other's ids is what that erasure forgot, as if the link
                 # had come first (then the erasure would have reached them). `merge` leaves out its identities
                 # and what it heard before the erasure; what either did since (by account id alone) stays.
-                survivor_forgotten, absorbed_forgotten = forgotten_in_merge(profile, absorbed)
-                if absorbed_forgotten:
-                    forgotten |= {absorbed_id, *_merged_into(absorbed_key, stored_merges, changes.merges)}
-                if survivor_forgotten:
-                    forgotten |= {
-                        resolution.customer_id,
-                        *_merged_into(survivor_key, stored_merges, changes.merges),
-                    }
+                sides = (survivor_key, absorbed_key)
+                for key, gone in zip(sides, forgotten_in_merge(profile, absorbed), strict=True):
+                    if gone:
+                        forgotten |= {key[1], *_merged_into(key, stored_merges, changes.merges)}
             loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
                 absorbed, resolution.customer_id
             )
