@@ -81,6 +81,10 @@ _PROFILE: dict[str, Any] = {
 }
 
 
+# The snapshot's contact details (an erasure's carries only those said after it).
+_DETAILS = ("email", "first_name", "last_name", "locale", "city", "country", "timezone", "accepts_marketing")
+
+
 def funnel_event(
     kind: str,
     store_id: str,
@@ -91,7 +95,11 @@ def funnel_event(
     event_id: str | None = None,
     **profile: Any,
 ) -> FunnelEvent:
-    """A funnel event of `kind` for `customer_id` (email <customer_id>@example.com unless given)."""
+    """A funnel event of `kind` for `customer_id` (email <customer_id>@example.com unless given, but for an
+    erasure, which carries only the details said after it, as the segmenter sends it)."""
+    snapshot = {**_PROFILE, "customer_id": customer_id, "email": f"{customer_id}@example.com"}
+    if kind == "customer_erased":  # as the segmenter sends it: no details but those said after the erasure
+        snapshot = {k: v for k, v in snapshot.items() if k not in _DETAILS}
     body: dict[str, Any] = {
         "event_id": event_id or f"{store_id}:{kind}:{uuid.uuid4().hex}",
         "type": kind,
@@ -99,12 +107,7 @@ def funnel_event(
         "customer_id": customer_id,
         "occurred_at": at.isoformat(),
         "caused_by": f"{store_id}:cause:{uuid.uuid4().hex}",
-        "profile": {
-            **_PROFILE,
-            "customer_id": customer_id,
-            "email": f"{customer_id}@example.com",
-            **profile,
-        },
+        "profile": {**snapshot, **profile},
     }
     if payload is not None:
         body["payload"] = payload

@@ -90,3 +90,58 @@ async def test_details_given_after_an_erasure_stay(
     await _process(engine, store_id, events, one_batch)
     customer = await _customer(engine, store_id, "c1")
     assert (customer.email, customer.accepts_marketing) == ("ines@new.example", True)
+
+
+def _came_back(store_id: str, late: bool) -> list[FunnelEvent]:
+    """Ines's welcome, her erasure, then, back with a new address and consent, a cart she left: in the
+    order the segmenter tells them when the erasure reaches it first, or when it reaches it last (then its
+    snapshot carries what she said since, as the segmenter keeps it)."""
+    erased_at, back = T0 - timedelta(hours=3), T0 - timedelta(hours=2)
+    new: dict[str, Any] = {
+        "email": "ines@new.example",
+        "accepts_marketing": True,
+        "consent_at": back.isoformat(),
+    }
+    welcome = _first_order(store_id, "c1", T0 - timedelta(hours=4), first_name="Ines")
+    updated = funnel_event(
+        "customer_updated", store_id, "c1", back, {"changed": ["email", "accepts_marketing"]}, **new
+    )
+    left = {"cart_id": "k2", "last_activity_at": back.isoformat(), "source": "timer"}
+    abandoned = funnel_event("cart_abandoned", store_id, "c1", T0 - timedelta(hours=1), left, **new)
+    if late:
+        return [
+            welcome,
+            updated,
+            abandoned,
+            funnel_event("customer_erased", store_id, "c1", erased_at, **new),
+        ]
+    return [welcome, funnel_event("customer_erased", store_id, "c1", erased_at), updated, abandoned]
+
+
+@ONE_BATCH
+async def test_an_erasure_that_reaches_us_late_keeps_what_the_customer_said_after_it(
+    engine: AsyncEngine, store_id: str, one_batch: bool
+) -> None:
+    """The same outcome whichever reached the segmenter first, the erasure or what Ines said after it: the
+    welcome planned before the erasure keeps no address; her new address, her consent and the abandoned
+    cart's message to that address stay."""
+    states = {}
+    for late in (False, True):
+        store = f"{store_id}-{'late' if late else 'first'}"
+        await _process(engine, store, _came_back(store, late), one_batch)
+        customer = await _customer(engine, store, "c1")
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                select(messages.c.flow, messages.c.to_address, messages.c.context != {})
+                .where(messages.c.store_id == store)
+                .order_by(messages.c.flow)
+            )
+            sent = [tuple(r) for r in found.all()]
+        states[late] = (customer.email, customer.accepts_marketing, customer.consent_updated_at, sent)
+    assert states[True] == states[False]
+    assert states[True] == (
+        "ines@new.example",
+        True,
+        T0 - timedelta(hours=2),
+        [("abandoned_cart", "ines@new.example", True), ("welcome", None, False)],
+    )

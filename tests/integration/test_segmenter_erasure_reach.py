@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.segmenter.adapters.tables import identities, profiles
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from shared.storefront_event_structs import StorefrontEvent
-from tests.integration.test_segmenter_engine import cart, event, funnel_events, order, registry
+from tests.integration.test_segmenter_engine import (
+    cart,
+    event,
+    funnel_events,
+    order,
+    pending_timers,
+    registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -366,6 +373,72 @@ async def test_a_late_link_brings_into_the_erased_customer_only_what_was_said_af
     assert [c["cart_id"] for c in customer["carts"]] == ["k2"]
     assert customer["viewed"] == []
     assert len(customer["orders"]) == 1
+
+
+def _erased_then_back(store_id: str, with_details: bool) -> list[StorefrontEvent]:
+    """Gil's account u-9, in the order things happened: details, a cart and an order, then the erasure on the
+    second day; on the third Gil comes back logged in (with a new email and consent, or by account id
+    alone), leaves a cart and views a product."""
+    account = {"store_customer_id": "u-9"}
+    back = T0 + timedelta(days=3)
+    details = {"email": "gil@new.io", "accepts_marketing": True} if with_details else {}
+    return [
+        event(store_id, "customer_upserted", None, T0, anonymous_id="a-1", **account, **GIL),
+        cart(store_id, account, "k1", T0 + timedelta(minutes=5)),
+        order(store_id, account, "o1", T0 + timedelta(minutes=30)),
+        _erase(store_id, "u-9", T0 + timedelta(days=2)),
+        *([event(store_id, "customer_upserted", None, back, **account, **details)] if with_details else []),
+        cart(store_id, account, "k2", back + timedelta(minutes=1)),
+        event(
+            store_id,
+            "product_viewed",
+            {"product": {"product_id": "p3"}},
+            back + timedelta(minutes=2),
+            **account,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("with_details", [True, False], ids=["back with a new email", "back by account id"])
+async def test_an_erasure_that_reaches_us_late_keeps_what_the_customer_said_after_it(
+    engine: AsyncEngine, store_id: str, with_details: bool
+) -> None:
+    """A customers/redact retried late, a Segment queue flushed after Gil came back: the erasure reaches us
+    after what Gil said since. It forgets what was said before it, and leaves what was said after it, as it
+    would had it reached us first: the same profiles, identities and timers, in separate batches or in one."""
+    orders = {"first": False, "last": False, "last, one batch": True}
+    states = {}
+    for when, one_batch in orders.items():
+        store = f"{store_id}-{when.replace(', ', '-').replace(' ', '-')}"
+        happened = _erased_then_back(store, with_details)
+        erasure = happened[3]
+        arrival = happened if when == "first" else [e for e in happened if e is not erasure] + [erasure]
+        processor = FunnelProcessor(engine, registry(store))
+        for batch in [arrival] if one_batch else [[e] for e in arrival]:
+            await processor(batch)
+        assert await _personal_data_left(engine, store) == [], when
+        customer = (await _rows(engine, store))["u-9"].facts
+        assert [c["cart_id"] for c in customer["carts"]] == ["k2"], when
+        assert [v["product_id"] for v in customer["viewed"]] == ["p3"], when
+        assert (customer["email"], customer["accepts_marketing"], customer["erased"]) == (
+            ("gil@new.io", True, False) if with_details else (None, None, True)
+        ), when
+        # What the notifier is told last of u-9 carries what was said since (its erasure snapshot, late).
+        told = [e for e in await funnel_events(engine, store) if e.customer_id == "u-9"]
+        assert told[-1].profile.email == ("gil@new.io" if with_details else None), when
+        names = {e.event_id: f"event {n}" for n, e in enumerate(happened)} | {store: "store"}
+        due = sorted(
+            (f"{c} {k}", at.isoformat()) for (c, k), at in (await pending_timers(engine, store)).items()
+        )
+        states[when] = (await _state(engine, store, happened), _comparable(due, names))
+    assert states["first"] == states["last"] == states["last, one batch"]
+    (_, owners), due = states["first"]
+    assert owners == [
+        *([("email:gil@new.io", "u-9")] if with_details else []),
+        ("id:u-9", "u-9"),
+        ("order:o1", "u-9"),
+    ]
+    assert "u-9 cart:k2" in dict(due)
 
 
 async def test_a_shopper_back_under_an_id_whose_customer_was_erased_is_a_new_customer(

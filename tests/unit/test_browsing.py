@@ -78,11 +78,12 @@ def test_a_merge_keeps_both_histories_and_the_snapshot_shows_them() -> None:
     ]
 
 
-def test_erasure_forgets_what_was_viewed() -> None:
-    profile = _apply([_view("a", 1)])
-    d = Decision(profile=profile, cause="erase", at=T0)
+def test_erasure_forgets_what_was_viewed_before_it() -> None:
+    profile = _apply([_view("a", 1), _view("b", 3)])
+    d = Decision(profile=profile, cause="erase", at=T0 + timedelta(minutes=2))
     erase(d)
-    assert d.profile.viewed == ()
+    # b was viewed after the customer asked to be forgotten (an erasure that reached us late): it stays.
+    assert [v.product_id for v in d.profile.viewed] == ["b"]
 
 
 # --- The notifier's side -----------------------------------------------------------------------------------

@@ -505,6 +505,8 @@ def test_a_profile_merging_into_an_erased_customer_brings_only_what_it_heard_aft
     assert (merged.first_name, merged.city, merged.email) == (None, None, "gil@new.example")
     assert ([c.cart_id for c in merged.carts], merged.viewed) == (["k2"], ())
     assert merged.orders_count == 1
+    # Of its identities only the new email's look-up: its anonymous id and old email were heard before.
+    assert merged.identifiers == ("email:gil@new.example", "id:c1", "order:o1")
 
 
 def test_a_profile_that_gave_no_details_since_the_erasure_brings_none_of_its_identities() -> None:
@@ -533,6 +535,42 @@ def test_a_merge_forgets_what_either_side_heard_before_the_erasure_whichever_is_
         == (None, None, ["k3"], (), erased.identifiers, True)
     )
     assert merge(other, erased).orders_count == 1
+
+
+@pytest.mark.parametrize("with_details", [True, False], ids=["back with a new email", "back by id alone"])
+def test_an_erasure_that_reaches_us_after_what_was_said_since_keeps_it(with_details: bool) -> None:
+    """The erasure of c1 (a customers/redact retried late) reaches us after what c1 said since: the profile
+    is the one it would be had the erasure come first."""
+    before = (
+        ev("customer_upserted", at=BEFORE_IT, email="gil@x.example", first_name="Gil", city="Oslo", **A1),
+        ev("customer_upserted", at=BEFORE_IT, store_customer_id="c1", **A1),
+        cart("k1", at=BEFORE_IT),
+        ev("product_viewed", {"product": {"product_id": "p1"}}, at=BEFORE_IT),
+        order("o1", at=T0),
+    )
+    erasure = ev("customer_erased", {"scope": "customer"}, at=ERASED_AT)
+    details: dict[str, Any] = {
+        "email": "gil@new.example",
+        "accepts_marketing": True,
+        "birthday": "1990-06-01",
+    }
+    since = (
+        *([ev("customer_upserted", at=AFTER_IT, store_customer_id="c1", **details)] if with_details else []),
+        cart("k2", at=AFTER_IT),
+        ev("product_viewed", {"product": {"product_id": "p2"}}, at=AFTER_IT),
+    )
+    first = run(*before, erasure, *since)[0]
+    late, decisions = run(*before, *since, erasure)
+    assert late == first
+    assert ([c.cart_id for c in late.carts], [v.product_id for v in late.viewed]) == (["k2"], ["p2"])
+    assert (late.email, late.first_name, late.city) == (("gil@new.example",) if with_details else (None,)) + (
+        None,
+        None,
+    )
+    assert late.erased is not with_details
+    # The timers of what it forgot go (k1's cart); those of what it kept stay (k2's, the birthday said since).
+    forgotten = {"cart:k1": None} | ({} if with_details else {"birthday": None})
+    assert decisions[-1].timers == forgotten
 
 
 def test_a_shop_wide_erasure_erases_every_customer_and_tells_the_notifier_once() -> None:

@@ -20,6 +20,7 @@ from services.notifier.adapters import raw_sql
 from services.notifier.adapters.tables import coupons, customers, messages, orders, products
 from services.notifier.domain.coupons import CouponTerms, OpenCoupon, SentMessage, new_code
 from services.notifier.domain.delivery import UNCERTAIN, Unsettled
+from services.notifier.domain.erasure import KeptAfterErasure
 from services.notifier.domain.flows import PlannedMessage, Skipped
 from services.notifier.domain.messages import (
     CLAIMED,
@@ -342,15 +343,29 @@ async def unsubscribe(conn: AsyncConnection, token: str, now: datetime) -> Any |
     return found.first()
 
 
-async def forget_customer(conn: AsyncConnection, store_id: str, customer_id: str | None) -> None:
+async def forget_customer(
+    conn: AsyncConnection, store_id: str, customer_id: str | None, kept: KeptAfterErasure | None = None
+) -> None:
     """Erasure: remove personal data of one customer (or, with None, of every customer of the store).
 
-    Message, coupon and order rows stay (flow, status, amounts and times) so per-flow figures add up."""
+    Message, coupon and order rows stay (flow, status, amounts and times) so per-flow figures add up.
+    `kept`: what the customer said after the erasure (an erasure that reached us late); the messages planned
+    since then to an address given since keep theirs. The caller takes the kept details up again."""
     who_c = [customers.c.store_id == store_id]
     who_m = [messages.c.store_id == store_id]
     if customer_id is not None:
         who_c.append(customers.c.customer_id == customer_id)
         who_m.append(messages.c.customer_id == customer_id)
+    if kept is not None:
+        # Spelled out with IS NULL: a NULL in a NOT (...) would keep the row's address.
+        who_m.append(
+            or_(
+                messages.c.trigger_at.is_(None),
+                messages.c.trigger_at <= kept.since,
+                messages.c.to_address.is_(None),
+                messages.c.to_address.not_in(kept.addresses),
+            )
+        )
     # Messages first: the sender locks a message before its customer, and the same order here avoids a
     # deadlock between an erasure and a send for the same customer.
     await conn.execute(update(messages).where(*who_m).values(to_address=None, context={}, subject=None))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.notifier.adapters import repository
 from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.domain.coupons import attributed_message, redeemed_by
+from services.notifier.domain.erasure import kept_after
 from services.notifier.domain.flows import PlannedMessage, Skipped, plan
 from services.notifier.domain.messages import MessageStatus
 from shared.clock import Clock
@@ -66,11 +67,7 @@ class MessagePlanner:
             for part, erasure in _split_at_erasures(events):
                 touched += await self._record(conn, part, now, new)
                 if erasure is not None:
-                    whole_store = erasure.customer_id == SHOP_WIDE
-                    await repository.forget_customer(
-                        conn, erasure.store_id, None if whole_store else erasure.customer_id
-                    )
-                    touched.append((erasure.store_id, erasure.customer_id))
+                    touched += await self._forget(conn, erasure)
             for store_id, customer_ids in _by_store(touched).items():
                 store = self._stores.get(store_id)
                 if store is not None:
@@ -111,6 +108,21 @@ class MessagePlanner:
         await self._on_orders(conn, orders)
         new += await repository.record_planned(conn, planned, now)
         return touched
+
+    async def _forget(
+        self, conn: AsyncConnection, erasure: CustomerErasedFunnelEvent
+    ) -> list[tuple[str, str]]:
+        """Apply an erasure; returns the customers touched. What the customer said after it (an erasure that
+        reached us after the customer came back) is taken up again from its snapshot, as the funnel events
+        after it would have had it reached us first."""
+        if erasure.customer_id == SHOP_WIDE:
+            await repository.forget_customer(conn, erasure.store_id, None)
+            return [(erasure.store_id, erasure.customer_id)]
+        kept = kept_after(erasure)
+        await repository.forget_customer(conn, erasure.store_id, erasure.customer_id, kept)
+        if kept is not None:
+            await repository.upsert_customers(conn, [(erasure.store_id, erasure.profile)])
+        return [(erasure.store_id, erasure.customer_id)]
 
     async def _on_orders(self, conn: AsyncConnection, seen: list[repository.SeenOrder]) -> None:
         """New orders (a redelivered one settled its coupon and attribution the first time): products

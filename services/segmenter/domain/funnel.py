@@ -547,9 +547,30 @@ def _on_custom(d: Decision, event: CustomEvent, rules: FunnelRules) -> None:
 
 
 def erase(d: Decision) -> None:
-    """Remove personal data; keep what aggregates need (orders' amounts and dates, stage, health)."""
-    _forget_personal_data(d)
+    """Remove the personal data said up to the erasure; keep what aggregates need (orders' amounts and
+    dates, stage, health) and what the customer said after it (`erased_since`)."""
+    before = d.profile
+    assert d.at is not None
+    d.profile = erased_since(before, d.at)
+    kept = {cart.cart_id for cart in d.profile.carts}
+    for cart in before.carts:
+        if cart.cart_id not in kept:
+            d.timers[carts.timer_kind(cart.cart_id)] = None
+    if d.profile.birthday is None:
+        d.timers[BIRTHDAY_TIMER] = None
     d.emit("customer_erased", CustomerErasedFunnelEvent, None)
+
+
+def erased_since(profile: Profile, at: datetime) -> Profile:
+    """The profile of a customer who asked at `at` to be forgotten. What was said up to then goes; what was
+    said after it stays, as it would had the erasure reached us first and the rest after it (an erasure
+    retried late, a Segment queue flushed after the customer came back): contact details said since, and
+    the carts, views and survey answer since (`_since`). Erased again at an earlier time than the one held,
+    the later one stands. Still `erased` unless the customer gave details since (then a new relationship, as
+    in `decide`)."""
+    when = max(filter(None, (profile.erased_at, at)))
+    kept = _since(profile, when)
+    return replace(kept, erased_at=when, erased=not _gave_details_after(kept, when))
 
 
 def _forget_personal_data(d: Decision) -> None:
@@ -578,6 +599,21 @@ def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
 def _kept_identifiers(profile: Profile) -> tuple[str, ...]:
     """The identifiers an erasure keeps: the store's customer id and the orders', which name no one."""
     return tuple(i for i in profile.identifiers if i.startswith(("id:", "order:")))
+
+
+def _identifiers_since(profile: Profile, at: datetime) -> tuple[str, ...]:
+    """The identifiers of a profile that an erasure at `at` keeps (`_kept_identifiers`), and its email's
+    look-up if the email was said after then. Identifiers carry no date: an anonymous id or an email heard
+    before the erasure must not find the customer again, so of the others only the email said since (which
+    the profile holds) is known to be new. An anonymous id heard since goes too, erring on forgetting: its
+    browser is a new customer until a login or an email links it again."""
+    kept = _kept_identifiers(profile)
+    email, said = profile.email, profile.contact_at.get("email")
+    if email and said is not None and said > at:
+        look_up = f"email:{email}"
+        if look_up in profile.identifiers:
+            return tuple(sorted({*kept, look_up}))
+    return kept
 
 
 def _said_after(profile: Profile, at: datetime) -> Profile:
@@ -610,19 +646,18 @@ def _gave_details_after(profile: Profile, at: datetime) -> bool:
 
 
 def _since(profile: Profile, at: datetime) -> Profile:
-    """What a profile brings into a merge with a customer erased at `at` (itself or the other): what it heard
-    after then, the contact details and the behaviour (`_said_after`), and its identities only if it gave
-    details after then (identifiers carry no date); the "id:" and "order:" ones, and its orders, refunds,
-    levels and history, as the erasure keeps them."""
-    if profile.erased_at == at:
-        return profile  # erased then itself: it holds nothing said before
+    """What a profile keeps of itself after an erasure at `at` (its own, or, in a merge, the other's): what it
+    heard after then, the contact details and the behaviour (`_said_after`), and of its identities the ones
+    `_identifiers_since` keeps; its orders, refunds, levels and history, as the erasure keeps them."""
+    if profile.erased_at is not None and profile.erased_at >= at:
+        return profile  # erased then (or later) itself: it holds nothing said before
     said = profile.contact_at
     stale = [n for n in CONTACT_FIELDS if getattr(profile, n) is not None and said.get(n, at) <= at]
     return replace(
         _said_after(profile, at),
         **dict.fromkeys(stale),
         contact_at={n: t for n, t in said.items() if t > at},
-        identifiers=profile.identifiers if _gave_details_after(profile, at) else _kept_identifiers(profile),
+        identifiers=_identifiers_since(profile, at),
     )
 
 

@@ -1,0 +1,49 @@
+"""What a customer's erasure leaves the notifier of what the customer said after it.
+
+The segmenter's erasure forgets what was said up to it and keeps what was said after it, so that an erasure
+that reaches us late (a customers/redact retried, a Segment queue flushed after the customer came back) ends
+as one that came first. Its `customer_erased` carries the profile as it left it: any contact detail in that
+snapshot was given after the erasure. The notifier forgets the rest as always, then takes those up again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.funnel_events import CustomerErasedFunnelEvent
+
+# The snapshot's fields that only the customer's own details fill (the segmenter's contact fields).
+_DETAILS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "locale",
+    "city",
+    "country",
+    "timezone",
+    "accepts_marketing",
+    "consent_at",
+    "birthday",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptAfterErasure:
+    """Details the customer gave after asking at `since` to be forgotten. A message planned after `since`
+    to one of `addresses` was planned for what the customer said since: it keeps its address and content."""
+
+    since: datetime
+    addresses: tuple[str, ...]
+
+
+def kept_after(erasure: CustomerErasedFunnelEvent) -> KeptAfterErasure | None:
+    """What the customer said after the erasure, if anything: None for an erasure that kept no details (as
+    every erasure that reaches us before what the customer said since does, and each notice for an id merged
+    into an erased customer, whose snapshot is empty)."""
+    snapshot = erasure.profile
+    if all(getattr(snapshot, name) is None for name in _DETAILS):
+        return None
+    addresses = tuple(a for a in (snapshot.email, snapshot.phone) if a is not None)
+    return KeptAfterErasure(since=erasure.occurred_at, addresses=addresses)
