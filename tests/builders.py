@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from shared import storefront_event_structs as segmenter
-from shared.events import StorefrontEvent, decode_event, encode_event
+from shared.events import CONTACT_FIELDS, StorefrontEvent, decode_event, encode_event
 from shared.funnel_events import FunnelEvent, decode_funnel_event
 
 
@@ -81,10 +81,6 @@ _PROFILE: dict[str, Any] = {
 }
 
 
-# The snapshot's contact details (an erasure's carries only those said after it).
-_DETAILS = ("email", "first_name", "last_name", "locale", "city", "country", "timezone", "accepts_marketing")
-
-
 def funnel_event(
     kind: str,
     store_id: str,
@@ -99,7 +95,7 @@ def funnel_event(
     erasure, which carries only the details said after it, as the segmenter sends it)."""
     snapshot = {**_PROFILE, "customer_id": customer_id, "email": f"{customer_id}@example.com"}
     if kind == "customer_erased":  # as the segmenter sends it: no details but those said after the erasure
-        snapshot = {k: v for k, v in snapshot.items() if k not in _DETAILS}
+        snapshot = {k: v for k, v in snapshot.items() if k not in CONTACT_FIELDS}
     body: dict[str, Any] = {
         "event_id": event_id or f"{store_id}:{kind}:{uuid.uuid4().hex}",
         "type": kind,

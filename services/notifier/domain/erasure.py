@@ -1,9 +1,10 @@
 """What a customer's erasure leaves the notifier of what the customer said after it.
 
 The segmenter's erasure forgets what was said up to it and keeps what was said after it, so that an erasure
-that reaches us late (a customers/redact retried, a Segment queue flushed after the customer came back) ends
-as one that came first. Its `customer_erased` carries the profile as it left it: any contact detail in that
-snapshot was given after the erasure. The notifier forgets the rest as always, then takes those up again.
+it reads after what the customer did since (a guest cart by their new email, keyed to another partition than
+the account's `customers/redact`) ends as one it read first. Its `customer_erased` carries the profile as it
+left it: any contact detail in that snapshot was given after the erasure. The notifier forgets the rest as
+always, then takes those up again.
 """
 
 from __future__ import annotations
@@ -11,22 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.events import CONTACT_FIELDS
 from shared.funnel_events import CustomerErasedFunnelEvent
-
-# The snapshot's fields that only the customer's own details fill (the segmenter's contact fields).
-_DETAILS = (
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "locale",
-    "city",
-    "country",
-    "timezone",
-    "accepts_marketing",
-    "consent_at",
-    "birthday",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +30,7 @@ def kept_after(erasure: CustomerErasedFunnelEvent) -> KeptAfterErasure | None:
     every erasure that reaches us before what the customer said since does, and each notice for an id merged
     into an erased customer, whose snapshot is empty)."""
     snapshot = erasure.profile
-    if all(getattr(snapshot, name) is None for name in _DETAILS):
+    if all(getattr(snapshot, name) is None for name in CONTACT_FIELDS):
         return None
     addresses = tuple(a for a in (snapshot.email, snapshot.phone) if a is not None)
     return KeptAfterErasure(since=erasure.occurred_at, addresses=addresses)

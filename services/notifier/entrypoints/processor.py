@@ -115,11 +115,11 @@ class MessagePlanner:
         """Apply an erasure; returns the customers touched. What the customer said after it (an erasure that
         reached us after the customer came back) is taken up again from its snapshot, as the funnel events
         after it would have had it reached us first."""
-        if erasure.customer_id == SHOP_WIDE:
-            await repository.forget_customer(conn, erasure.store_id, None)
-            return [(erasure.store_id, erasure.customer_id)]
-        kept = kept_after(erasure)
-        await repository.forget_customer(conn, erasure.store_id, erasure.customer_id, kept)
+        whole_store = erasure.customer_id == SHOP_WIDE
+        kept = None if whole_store else kept_after(erasure)
+        await repository.forget_customer(
+            conn, erasure.store_id, None if whole_store else erasure.customer_id, kept
+        )
         if kept is not None:
             await repository.upsert_customers(conn, [(erasure.store_id, erasure.profile)])
         return [(erasure.store_id, erasure.customer_id)]

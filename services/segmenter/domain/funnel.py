@@ -563,8 +563,9 @@ def erase(d: Decision) -> None:
 
 def erased_since(profile: Profile, at: datetime) -> Profile:
     """The profile of a customer who asked at `at` to be forgotten. What was said up to then goes; what was
-    said after it stays, as it would had the erasure reached us first and the rest after it (an erasure
-    retried late, a Segment queue flushed after the customer came back): contact details said since, and
+    said after it stays, as it would had the erasure reached us first and the rest after it (what the
+    customer did since, by an identifier keyed to another partition than the erasure's): contact details
+    said since, and
     the carts, views and survey answer since (`_since`). Erased again at an earlier time than the one held,
     the later one stands. Still `erased` unless the customer gave details since (then a new relationship, as
     in `decide`)."""
