@@ -1,10 +1,10 @@
 """What a customer's erasure leaves the notifier of what the customer said after it.
 
 The segmenter's erasure forgets what was said up to it and keeps what was said after it, so that an erasure
-it reads after what the customer did since (a guest cart by their new email, keyed to another partition than
-the account's `customers/redact`) ends as one it read first. Its `customer_erased` carries the profile as it
-left it: any contact detail in that snapshot was given after the erasure. The notifier forgets the rest as
-always, then takes those up again.
+it reads after what the customer did since (a cart by their browser's anonymous id or their email, keyed to
+another partition than the account's `customers/redact`) ends as one it read first. Its `customer_erased`
+carries the profile as it left it: any contact detail in that snapshot was given after the erasure. The
+notifier forgets the rest as always, then takes those up again.
 """
 
 from __future__ import annotations
