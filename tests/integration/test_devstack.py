@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fixtures.stack import SmtpServer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,13 @@ async def test_kafka_round_trip(kafka_bootstrap: str) -> None:
     try:
         # The broker does not auto-create topics (as in production): creating one first is the contract.
         await admin.create_topics([NewTopic(name=topic, num_partitions=3, replication_factor=1)])
-        assert topic in await admin.list_topics()
+
+        async def listed() -> bool:
+            return topic in await admin.list_topics()
+
+        # The broker answers a listing from its metadata cache, which the controller updates a moment after
+        # the topic is created: on a busy machine the first listing can miss it (seen once in CI).
+        await eventually(listed, 30, f"topic {topic} listed")
     finally:
         await admin.close()
 
