@@ -441,6 +441,83 @@ async def test_an_erasure_that_reaches_us_late_keeps_what_the_customer_said_afte
     assert "u-9 cart:k2" in dict(due)
 
 
+def _late_by_a_forgotten_look_up(store_id: str, case: str) -> tuple[list[StorefrontEvent], list[int]]:
+    """Events from before Gil's erasure (at E, by account u-9) that reach us after it and name Gil only by
+    an email or anonymous id the erasure forgot, or never heard of: the events in the order they happened,
+    and the order they reach us in (indexes)."""
+    erased = T0 + timedelta(days=2)
+    before = erased - timedelta(hours=10)
+    erase = _erase(store_id, "u-9", erased)
+    if case == "a link heard after the erasure":
+        guest = event(store_id, "customer_upserted", None, before, email="gil@x.io", first_name="Gil")
+        link = event(store_id, "customer_upserted", None, before, store_customer_id="u-9", email="gil@x.io")
+        return [guest, link, erase], [2, 1, 0]
+    if case == "a look-up the erasure forgot":
+        link = event(store_id, "customer_upserted", None, before, store_customer_id="u-9", anonymous_id="a-1")
+        view = event(
+            store_id,
+            "product_viewed",
+            {"product": {"product_id": "p3"}},
+            before,
+            anonymous_id="a-1",
+            city="Oslo",
+        )
+        return [link, view, erase], [0, 2, 1]
+    if case == "a tombstone's id":
+        left = cart(store_id, {"email": "gil@x.io"}, "k1", before)
+        link = event(store_id, "customer_upserted", None, before, store_customer_id="u-9", email="gil@x.io")
+        moved = event(
+            store_id, "customer_upserted", None, before + timedelta(hours=1), email="gil@x.io", city="Oslo"
+        )
+        return [left, link, moved, erase], [0, 1, 3, 2]
+    assert case == "a chain through a forgotten look-up"
+    guest = event(store_id, "customer_upserted", None, before, anonymous_id="a-2", email="gil@x.io")
+    left = cart(store_id, {"email": "gil@x.io"}, "k3", before)
+    login = event(
+        store_id,
+        "customer_upserted",
+        None,
+        before,
+        anonymous_id="a-2",
+        store_customer_id="u-9",
+        first_name="Gil",
+    )
+    return [guest, left, login, erase], [3, 2, 1, 0]
+
+
+LATE_CASES = [
+    "a link heard after the erasure",
+    "a look-up the erasure forgot",
+    "a tombstone's id",
+    "a chain through a forgotten look-up",
+]
+
+
+@pytest.mark.parametrize("case", LATE_CASES)
+async def test_an_event_from_before_the_erasure_by_a_forgotten_look_up_starts_no_customer(
+    engine: AsyncEngine, store_id: str, case: str
+) -> None:
+    """Said before the erasure, heard after it, by an email or anonymous id that no look-up knows any more
+    (or ever knew): the event is the erased customer's and forgotten as theirs, as it would have been had it
+    come first, instead of a new customer holding what the erasure removed."""
+    states = {}
+    for when in ("in time order", "late"):
+        store = f"{store_id}-{when.replace(' ', '-')}"
+        happened, arrival = _late_by_a_forgotten_look_up(store, case)
+        processor = FunnelProcessor(engine, registry(store))
+        for i in range(len(happened)) if when == "in time order" else arrival:
+            await processor([happened[i]])
+        assert await _personal_data_left(engine, store) == [], when
+        rows = await _rows(engine, store)
+        live = {c: r.facts for c, r in rows.items() if r.merged_into is None}
+        assert list(live) == ["u-9"], when
+        assert (live["u-9"]["carts"], live["u-9"]["viewed"]) == ([], []), when
+        assert sorted(await _identities(engine, store)) == ["id:u-9"], when
+        states[when] = await _state(engine, store, happened)
+    # The late order ends as time order did, but for what a tombstone holds (its pointer alone either way).
+    assert states["late"][1] == states["in time order"][1]
+
+
 async def test_a_shopper_back_under_an_id_whose_customer_was_erased_is_a_new_customer(
     engine: AsyncEngine, store_id: str
 ) -> None:

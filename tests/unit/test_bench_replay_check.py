@@ -61,3 +61,13 @@ def test_a_comparison_names_each_table_that_differs() -> None:
     assert len(found) == 1
     assert found[0].startswith("outbox:")
     assert differences(before, _result(profiles="a", outbox="b"))[0].startswith("timers:")
+
+
+def test_a_table_only_one_side_has_is_the_same_state_when_empty() -> None:
+    """A migration between the two runs added a table: empty, it holds the same state; with rows, not."""
+    before = _result(profiles="a")
+    after = _result(profiles="a")
+    after["tables"]["forgotten_identities"] = {"rows": 0, "sha256": "e"}
+    assert differences(before, after) == differences(after, before) == []
+    after["tables"]["forgotten_identities"] = {"rows": 1, "sha256": "f"}
+    assert differences(before, after)[0].startswith("forgotten_identities:")

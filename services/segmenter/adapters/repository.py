@@ -19,12 +19,13 @@ from typing import Any
 
 import msgspec
 from pydantic import BaseModel
-from sqlalchemy import Integer, Text, bindparam, delete, select, text
+from sqlalchemy import Integer, Text, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import (
     copurchases,
+    forgotten_identities,
     identities,
     orders,
     outbox,
@@ -111,6 +112,35 @@ async def load_identities(
     return {(r[0], r[1]): r[2] for r in result}
 
 
+# The digest is PostgreSQL's: the text of a forgotten look-up never leaves the statement that forgets it.
+_LOAD_FORGOTTEN = text(
+    "SELECT w.store_id, w.identifier, f.customer_id, f.erased_at "  # noqa: S608 - our own names
+    f"FROM {unnest(identities, _IDENTITY_KEY, 'w')} "
+    f"JOIN {forgotten_identities.fullname} f "
+    "ON f.store_id = w.store_id AND f.digest = sha256(convert_to(w.identifier, 'UTF8'))"
+)
+_LOAD_FORGOTTEN_RAW = positional(_LOAD_FORGOTTEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """A look-up an erasure forgot: the customer erased, and when."""
+
+    customer_id: str
+    erased_at: datetime
+
+
+async def load_forgotten(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Forgotten]:
+    """Of these (store, identifier) pairs, those an erasure forgot (`forget_identities`)."""
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    result = await _run(conn, _LOAD_FORGOTTEN_RAW, params(_IDENTITY_KEY, wanted))
+    return {(r[0], r[1]): Forgotten(r[2], r[3]) for r in result}
+
+
 _IDENTITY = ("store_id", "identifier", "customer_id")
 # A profile's own identifiers go into every write set that holds the profile, mapped as they are stored
 # (only the event's were looked up): an update to the same customer would leave a dead version and, on a
@@ -135,15 +165,41 @@ def identities_write(rows: dict[tuple[str, str], str]) -> Write | None:
 
 
 async def forget_identities(
-    conn: AsyncConnection, store_id: str, customer_id: str, *, keep: Sequence[str]
+    conn: AsyncConnection,
+    store_id: str,
+    customer_id: str,
+    erased_at: datetime,
+    *,
+    keep: Sequence[str],
+    also: Sequence[str] = (),
 ) -> None:
+    """The look-ups of an erased customer go, but those it `keep`s (the look-ups of the profiles merged into
+    it point to it already: `repoint_write`). Each email or anonymous id among them, and among `also` (named
+    by events of the customer's from before the erasure, or by profiles merged into it, that no look-up held),
+    is remembered by its digest, with the customer and the erasure's time."""
     await conn.execute(
-        delete(identities).where(
-            identities.c.store_id == store_id,
-            identities.c.customer_id == customer_id,
-            identities.c.identifier.not_in(list(keep)),
-        )
+        _FORGET_IDENTITIES,
+        {
+            "store_id": store_id,
+            "customer_id": customer_id,
+            "erased_at": erased_at,
+            "keep": list(keep),
+            "also": list(also),
+        },
     )
+
+
+_FORGET_IDENTITIES = text(
+    "WITH gone AS ("  # noqa: S608 - our own names
+    f"DELETE FROM {identities.fullname} i WHERE i.store_id = :store_id AND i.customer_id = :customer_id "
+    "AND i.identifier <> ALL(CAST(:keep AS text[])) RETURNING i.identifier), "
+    "named AS (SELECT identifier FROM gone UNION SELECT unnest(CAST(:also AS text[]))) "
+    f"INSERT INTO {forgotten_identities.fullname} AS f (store_id, digest, customer_id, erased_at) "
+    "SELECT :store_id, sha256(convert_to(identifier, 'UTF8')), :customer_id, :erased_at FROM named "
+    "WHERE identifier LIKE 'email:%' OR identifier LIKE 'anon:%' "
+    "ON CONFLICT (store_id, digest) DO UPDATE SET customer_id = excluded.customer_id, "
+    "erased_at = excluded.erased_at WHERE f.erased_at < excluded.erased_at"
+)
 
 
 def _profile(facts: str) -> Profile:

@@ -75,6 +75,19 @@ identities = Table(
     Index("ix_identities_customer", "store_id", "customer_id"),
 )
 
+# A look-up an erasure forgot (an email or anonymous id heard before it), kept as its SHA-256 digest only,
+# like a suppression list's entry: an event dated before the erasure that names it and reaches us after the
+# erasure is the erased customer's, and is forgotten as theirs would have been, instead of starting a new
+# customer with what the erasure removed. Migration 0004 says more.
+forgotten_identities = Table(
+    "forgotten_identities",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("digest", LargeBinary, primary_key=True),  # sha256 of the identifier's UTF-8 text
+    Column("customer_id", String(400), nullable=False),  # the customer erased
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
 transitions = Table(
     "transitions",
     metadata,

@@ -3,7 +3,8 @@ transitions, timers, order projections, co-purchases and outbox rows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -76,6 +77,8 @@ class _Loaded:
     # customer -> the ids merged into it before this batch (directly), read only when the batch erases a
     # customer or meets one erased: what an erasure must reach besides the customer itself.
     merged: dict[Key, set[str]]
+    # Of the identifiers no look-up knows, those an erasure forgot: whose, and when (`_forgotten_owner`).
+    forgotten: dict[tuple[str, str], repository.Forgotten]
 
     def known(self) -> dict[str, dict[str, str]]:
         """identifier -> customer, per store: what resolution consults (and updates) event after event."""
@@ -150,31 +153,48 @@ class FunnelProcessor:
     async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: _Keys) -> _Loaded:
         """What deciding `events` reads, its profiles locked (a whole store's for a shop-wide erasure)."""
         found = await repository.load_identities(conn, keys.wanted)
+        # Identifiers no look-up knows (a new customer's, nearly always): an erasure may have forgotten one.
+        unknown = [k for k in keys.wanted if k not in found]
+        forgotten = await repository.load_forgotten(conn, unknown) if unknown else {}
         candidates = {(s, c) for (s, _), c in found.items()} | keys.named_alone
+        candidates |= {(s, f.customer_id) for (s, _), f in forgotten.items()}
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
+        loaded = versioned.profiles
+        # An erased customer merged into another since: the late events its forgotten look-ups name are the
+        # survivor's (`_forgotten_owner` follows the pointers), so the survivors are loaded too.
+        owners = {(s, f.customer_id) for (s, _), f in forgotten.items()}
+        while pointed := {
+            (k[0], p.merged_into)
+            for k in owners
+            if (p := loaded.get(k)) is not None and p.merged_into and (k[0], p.merged_into) not in loaded
+        }:
+            more = await repository.load_profiles_with_versions(conn, pointed, self._cache)
+            loaded = {**loaded, **more.profiles}
+            owners = pointed
         shops = {}
         erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _is_shop_wide(e)}
         for store_id in sorted(erasing):
             shops[store_id] = await repository.load_store_profiles_for_update(conn, store_id)
         merged: dict[Key, set[str]] = {}
         if any(type(e) is CustomerErasedEvent for e in events) or any(
-            p.erased_at is not None for p in versioned.profiles.values()
+            p.erased_at is not None for p in loaded.values()
         ):
             for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
                 merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
-        return _Loaded(found, versioned.profiles, shops, versioned.writer, merged)
+        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten)
 
     def _decide(self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded) -> Changes:
         """The decisions of a batch, from what was read for it."""
         known = loaded.known()
         profiles = dict(loaded.profiles)
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
+        forgotten = dict(loaded.forgotten)  # and those this batch's erasures forget, as they go
         for event, ids in zip(events, keys.ids_of, strict=True):
             # The type inline: a call an event for the rare erasure would cost more than the test.
             if type(event) is CustomerErasedEvent and _is_shop_wide(event):
                 _erase_shop(event, loaded, changes, profiles)
             else:
-                self._apply_one(event, ids, known, profiles, changes, loaded.merged)
+                self._apply_one(event, ids, known, profiles, changes, loaded.merged, forgotten)
         return changes
 
     def _apply_one(
@@ -185,12 +205,15 @@ class FunnelProcessor:
         loaded: dict[Key, Profile],
         changes: Changes,
         stored_merges: dict[Key, set[str]],
+        forgotten_ids: dict[tuple[str, str], repository.Forgotten],
     ) -> None:
         store_id = event.store_id
         rules = rules_for(self._stores, store_id)
         in_store = known.setdefault(store_id, {})
-        resolution = resolve(ids, in_store)
+        # Only after an erasure is anything forgotten: the usual batch resolves by the look-ups alone.
+        resolution = resolve(ids, _as_when_said(event, ids, in_store, forgotten_ids, loaded) or in_store)
         survivor_key = (store_id, resolution.customer_id)
+        before = [loaded.get(survivor_key)]
         # A refund of an order never seen lands on a profile named after the order ("order:<id>"), durable
         # like any other; the order, when it comes, names that id too and absorbs the waiting refund.
         profile = loaded.get(survivor_key)
@@ -204,6 +227,7 @@ class FunnelProcessor:
             absorbed = loaded.get(absorbed_key)
             if absorbed is None or absorbed.merged_into is not None:
                 continue
+            before.append(absorbed)
             MERGES.inc()
             base = profile or absorbed.model_copy(
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
@@ -250,6 +274,65 @@ class FunnelProcessor:
             for identifier in ids:
                 in_store[identifier] = customer_id
                 identities[(store_id, identifier)] = customer_id
+        else:
+            _forget_look_ups(
+                after, [p for p in before if p is not None], ids, in_store, changes, forgotten_ids
+            )
+
+
+def _as_when_said(
+    event: StorefrontEvent,
+    ids: list[str],
+    in_store: dict[str, str],
+    forgotten: dict[tuple[str, str], repository.Forgotten],
+    loaded: dict[Key, Profile],
+) -> Mapping[str, str] | None:
+    """The look-ups as they stood when the event was said, if it names an identifier that an erasure at or
+    after that time forgot (None otherwise): that identifier then still named the erased customer (as it
+    is now: merged into another since, that one). Said before the erasure and heard after it, the event is
+    theirs and forgotten as theirs (with whoever else it names, as a link would have merged them then), not
+    the start of a new customer holding what the erasure removed, nor part of one who came under that
+    identifier since."""
+    if not forgotten:
+        return None
+    store_id = event.store_id
+    then: dict[str, str] = {}
+    for identifier in ids:
+        f = forgotten.get((store_id, identifier))
+        if f is None or event.occurred_at > f.erased_at:
+            continue
+        owner = f.customer_id
+        profile = loaded.get((store_id, owner))
+        while profile is not None and profile.merged_into is not None:
+            owner = profile.merged_into
+            profile = loaded.get((store_id, owner))
+        if profile is not None:
+            then[identifier] = owner
+    return ChainMap(then, in_store) if then else None
+
+
+def _forget_look_ups(
+    after: Profile,
+    before: list[Profile],
+    ids: list[str],
+    in_store: dict[str, str],
+    changes: Changes,
+    forgotten: dict[tuple[str, str], repository.Forgotten],
+) -> None:
+    """An erased customer's emails and anonymous ids that it no longer holds (its erasure, or a merge, or
+    an event from before the erasure left them out) find it no more, later in this batch either, and are
+    remembered as forgotten (`repository.forget_identities`) for the late events that name them."""
+    assert after.erased_at is not None
+    held = set(after.identifiers)
+    named = {i for p in before for i in p.identifiers} | set(ids)
+    dropped = sorted(i for i in named - held if i.startswith(("email:", "anon:")))
+    if not dropped:
+        return
+    store_id, customer_id = after.store_id, after.customer_id
+    for identifier in dropped:
+        in_store.pop(identifier, None)
+        forgotten[(store_id, identifier)] = repository.Forgotten(customer_id, after.erased_at)
+    changes.forgotten.setdefault((store_id, customer_id), set()).update(dropped)
 
 
 def _merged_into(key: Key, stored: dict[Key, set[str]], batch: list[tuple[str, str, str]]) -> set[str]:

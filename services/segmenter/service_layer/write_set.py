@@ -58,6 +58,9 @@ class Changes:
     stored_identities: dict[Key, str] = field(default_factory=dict)
     # The profiles `write` wrote (those that came out of the batch changed).
     written: list[Profile] = field(default_factory=list)
+    # An erased customer -> the emails and anonymous ids it no longer holds that this batch named
+    # (processor._forget_look_ups): remembered as forgotten with those its look-ups lose.
+    forgotten: dict[Key, set[str]] = field(default_factory=dict)
 
     def record(self, decision: Decision) -> None:
         p = decision.profile
@@ -105,9 +108,9 @@ class Changes:
             # An erased customer can no longer be found by an email or anonymous id from before the erasure,
             # nor by those of profiles merged into them (their look-ups moved with the merge): only by the
             # identifiers the profile holds, which are those an erasure keeps and those said since.
-            for p in self.profiles.values():
+            for key, p in self.profiles.items():
                 if p.erased_at is not None:
-                    await writes.then(_forgotten(p))
+                    await writes.then(_forgotten(p, self.forgotten.get(key, set())))
             await writes.then(_sent(repository.outbox_write(self.funnel_events)))
         count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
         return len(self.funnel_events)
@@ -140,9 +143,12 @@ def _sent(write: repository.Write | None) -> Send | None:
     return write.send if write is not None else None
 
 
-def _forgotten(p: Profile) -> Send:
+def _forgotten(p: Profile, also: set[str]) -> Send:
     async def forget(conn: AsyncConnection) -> None:
-        await repository.forget_identities(conn, p.store_id, p.customer_id, keep=p.identifiers)
+        assert p.erased_at is not None
+        await repository.forget_identities(
+            conn, p.store_id, p.customer_id, p.erased_at, keep=p.identifiers, also=sorted(also)
+        )
 
     return forget
 
