@@ -77,7 +77,7 @@ class _Loaded:
     # customer -> the ids merged into it before this batch (directly), read only when the batch erases a
     # customer or meets one erased: what an erasure must reach besides the customer itself.
     merged: dict[Key, set[str]]
-    # Of the identifiers no look-up knows, those an erasure forgot: whose, and when (`_forgotten_owner`).
+    # Of the identifiers no look-up knows, those an erasure forgot: whose, and when (`_as_when_said`).
     forgotten: dict[tuple[str, str], repository.Forgotten]
 
     def known(self) -> dict[str, dict[str, str]]:
@@ -161,7 +161,7 @@ class FunnelProcessor:
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
         loaded = versioned.profiles
         # An erased customer merged into another since: the late events its forgotten look-ups name are the
-        # survivor's (`_forgotten_owner` follows the pointers), so the survivors are loaded too.
+        # survivor's (`_as_when_said` follows the pointers), so the survivors are loaded too.
         owners = {(s, f.customer_id) for (s, _), f in forgotten.items()}
         while pointed := {
             (k[0], p.merged_into)
@@ -213,7 +213,6 @@ class FunnelProcessor:
         # Only after an erasure is anything forgotten: the usual batch resolves by the look-ups alone.
         resolution = resolve(ids, _as_when_said(event, ids, in_store, forgotten_ids, loaded) or in_store)
         survivor_key = (store_id, resolution.customer_id)
-        before = [loaded.get(survivor_key)]
         # A refund of an order never seen lands on a profile named after the order ("order:<id>"), durable
         # like any other; the order, when it comes, names that id too and absorbs the waiting refund.
         profile = loaded.get(survivor_key)
@@ -221,6 +220,7 @@ class FunnelProcessor:
             # An id merged away whose identities an erasure forgot (nothing else resolves to a tombstone):
             # whoever comes back under it is a new customer, not the erased one nor the tombstone's pointer.
             profile = None
+        before = [] if profile is None else [profile]  # the profiles this event's customer is made of
         forgotten: set[str] = set()  # ids whose consumers must forget what they heard under them
         for absorbed_id in resolution.absorbed:
             absorbed_key = (store_id, absorbed_id)
@@ -275,9 +275,7 @@ class FunnelProcessor:
                 in_store[identifier] = customer_id
                 identities[(store_id, identifier)] = customer_id
         else:
-            _forget_look_ups(
-                after, [p for p in before if p is not None], ids, in_store, changes, forgotten_ids
-            )
+            _forget_look_ups(after, before, ids, in_store, changes, forgotten_ids)
 
 
 def _as_when_said(
