@@ -549,15 +549,8 @@ def _on_custom(d: Decision, event: CustomEvent, rules: FunnelRules) -> None:
 def erase(d: Decision) -> None:
     """Remove the personal data said up to the erasure; keep what aggregates need (orders' amounts and
     dates, stage, health) and what the customer said after it (`erased_since`)."""
-    before = d.profile
     assert d.at is not None
-    d.profile = erased_since(before, d.at)
-    kept = {cart.cart_id for cart in d.profile.carts}
-    for cart in before.carts:
-        if cart.cart_id not in kept:
-            d.timers[carts.timer_kind(cart.cart_id)] = None
-    if d.profile.birthday is None:
-        d.timers[BIRTHDAY_TIMER] = None
+    _become(d, erased_since(d.profile, d.at))
     d.emit("customer_erased", CustomerErasedFunnelEvent, None)
 
 
@@ -565,20 +558,24 @@ def erased_since(profile: Profile, at: datetime) -> Profile:
     """The profile of a customer who asked at `at` to be forgotten. What was said up to then goes; what was
     said after it stays, as it would had the erasure reached us first and the rest after it (what the
     customer did since, by an identifier keyed to another partition than the erasure's): contact details
-    said since, and
-    the carts, views and survey answer since (`_since`). Erased again at an earlier time than the one held,
-    the later one stands. Still `erased` unless the customer gave details since (then a new relationship, as
-    in `decide`)."""
+    said since, and the carts, views and survey answer since (`_since`). Erased again at an earlier time
+    than the one held, the later one stands. Still `erased` unless the customer gave details since (then a
+    new relationship, as in `decide`)."""
     when = max(filter(None, (profile.erased_at, at)))
     kept = _since(profile, when)
     return replace(kept, erased_at=when, erased=not _gave_details_after(kept, when))
 
 
-def _forget_personal_data(d: Decision) -> None:
+def _become(d: Decision, erased: Profile) -> None:
+    """The decision's profile becomes `erased`; the timers of what the erasure removed (its carts, the
+    birthday) are cancelled, those of what it kept stay."""
+    kept = {cart.cart_id for cart in erased.carts}
     for cart in d.profile.carts:
-        d.timers[carts.timer_kind(cart.cart_id)] = None
-    d.profile = without_personal_data(d.profile, d.at)
-    d.timers[BIRTHDAY_TIMER] = None
+        if cart.cart_id not in kept:
+            d.timers[carts.timer_kind(cart.cart_id)] = None
+    if erased.birthday is None:
+        d.timers[BIRTHDAY_TIMER] = None
+    d.profile = erased
 
 
 def without_personal_data(profile: Profile, at: datetime | None) -> Profile:
@@ -704,7 +701,7 @@ def erase_shop(store_id: str, profiles: Iterable[Profile], cause: str, at: datet
     decisions = []
     for profile in profiles:
         d = Decision(profile=profile, cause=cause, at=at)
-        _forget_personal_data(d)
+        _become(d, without_personal_data(profile, at))
         decisions.append(d)
     shop = Decision(profile=Profile(store_id=store_id, customer_id=SHOP_WIDE), cause=cause, at=at)
     erase(shop)
