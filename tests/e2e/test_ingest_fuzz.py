@@ -4,6 +4,7 @@ the documented 503 (Kafka unavailable), which a healthy broker here should not p
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from schemathesis import GenerationMode
 from tests.e2e.conftest import RunningServices
 
 pytestmark = pytest.mark.e2e
+
+# Examples per operation; FUZZ_EXAMPLES=500 searches harder than `make test` has the time for.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 
 WRITE_KEY_AUTH = "Basic " + base64.b64encode(b"demo-write-key:").decode()
 
@@ -28,7 +32,9 @@ def test_no_input_gets_a_server_error(services: RunningServices) -> None:
     statuses: list[int] = []
     for operation in operations:
 
-        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=operation.as_strategy())
         def call(case: schemathesis.Case[Any]) -> None:
             # The demo store's write key, so Segment bodies get past auth and into validation.

@@ -3,6 +3,7 @@ stranger sends (any path parameter, query, token), never a server error."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from schemathesis import GenerationMode
 from tests.e2e.conftest import RunningServices
 
 pytestmark = pytest.mark.e2e
+
+# Examples per operation; FUZZ_EXAMPLES=500 searches harder than `make test` has the time for.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 
 
 @pytest.mark.parametrize("service", ["segmenter", "notifier"])
@@ -25,7 +29,9 @@ def test_no_request_gets_a_server_error(services: RunningServices, service: str)
     statuses: list[int] = []
     for operation in operations:
 
-        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=operation.as_strategy())
         def call(case: schemathesis.Case[Any]) -> None:
             if "store_id" in (case.path_parameters or {}):
