@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -79,6 +80,21 @@ class ApiError(Exception):
         self.status_code = status_code
         self.body = ErrorBody(error=error, detail=detail, errors=errors or [])
         self.headers = headers
+
+
+def query_instant(value: datetime, field: str) -> datetime:
+    """A date or time given in a query, as the same instant in UTC (taken as UTC when it names no offset).
+    422 naming the field when that instant falls outside years 1 to 9999 (0001-01-01T00:00:00+05:00 is in
+    year 0 in UTC), which neither Python's datetime nor PostgreSQL's driver can carry."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{field} is out of range",
+            errors=[FieldError(field=field, message="outside 0001-01-01 to 9999-12-31 in UTC")],
+        ) from None
 
 
 def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -8,8 +8,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.segmenter.entrypoints.api import decode_decidable
 from shared.consumer import ConsumerPipeline, DlqLimit
-from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
+from shared.storefront_event_structs import StorefrontEvent
 
 
 async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -69,7 +70,7 @@ def storefront_pipeline(
             **consumer_options,
         ),
         dlq_producer=lambda: dlq_producer,
-        decode=decode_storefront_event,
+        decode=decode_decidable,
         handle=handle,
         dlq_limit=DlqLimit(max_consecutive_invalid=dlq_limit),
         max_records=max_records,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from prometheus_client import Counter
 
 from services.ingest.producer import Publisher, PublishUnavailable
 from services.ingest.ratelimit import RateLimiter
-from shared.clock import MAX_CLOCK_AHEAD
-from shared.events import PublishableEvent
+from shared.clock import MAX_CLOCK_AHEAD, out_of_range
+from shared.events import EncodedEvent, PublishableEvent
 from shared.logging import get_logger
 from shared.metrics import count_each
 from shared.web import ApiError, FieldError
@@ -26,20 +26,43 @@ RATE_LIMITED = Counter(
 RETRY_AFTER_SECONDS = "5"
 
 
-def reject_future(events: Sequence[PublishableEvent], received_at: datetime, field_prefix: str = "") -> None:
-    """A timestamp more than a day ahead is a broken clock or a forgery; it would bend every time rule."""
-    bad = [
-        FieldError(
-            field=f"{field_prefix}{'[' + str(i) + '].' if len(events) > 1 else ''}timestamp",
-            message="more than one day in the future",
-        )
+def reject_implausible_times(
+    events: Sequence[PublishableEvent], received_at: datetime, field_prefix: str = ""
+) -> None:
+    """A timestamp more than a day ahead is a broken clock or a forgery; it would bend every time rule. One
+    before 1970 (or a customer's details dated outside 1970 to 9000) is one too, and the dates the rules
+    derive from it would not fit a datetime: the segmenter would be handed an event it cannot decide."""
+
+    def field(i: int, name: str) -> str:
+        return f"{field_prefix}{'[' + str(i) + '].' if len(events) > 1 else ''}{name}"
+
+    ahead = [
+        FieldError(field=field(i, "timestamp"), message="more than one day in the future")
         for i, event in enumerate(events)
         if event.occurred_at - received_at > MAX_CLOCK_AHEAD
     ]
-    if bad:
+    if ahead:
         raise ApiError(
-            422, "timestamp_in_future", "event time is more than one day in the future", errors=bad
+            422, "timestamp_in_future", "event time is more than one day in the future", errors=ahead
         )
+    bad = [
+        FieldError(field=field(i, name), message=problem)
+        for i, event in enumerate(events)
+        for name, at in _times(event)
+        if (problem := out_of_range(at)) is not None
+    ]
+    if bad:
+        raise ApiError(422, "time_out_of_range", "a time in the event is out of range", errors=bad)
+
+
+def _times(event: PublishableEvent) -> Iterator[tuple[str, datetime]]:
+    """The event's time, and the times its customer's details carry (only a webhook's source sets those)."""
+    yield "timestamp", event.occurred_at
+    if not isinstance(event, EncodedEvent):
+        for name in ("updated_at", "consent_at"):
+            at = getattr(event.customer, name)
+            if at is not None:
+                yield f"customer.{name}", at
 
 
 def check_rate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -144,6 +145,54 @@ async def test_a_message_the_database_refuses_is_isolated_and_dead_lettered_alon
     assert value is not None
     assert decode_event(value).event_id == f"{store_id}-poison"
     assert b"refused by the database" in headers[DLQ_REASON]
+    async with engine.connect() as conn:
+        processed = await conn.execute(
+            text("SELECT event_id FROM segmenter.processed_events WHERE store_id = :s ORDER BY event_id"),
+            {"s": store_id},
+        )
+        assert list(processed.scalars()) == [f"{store_id}-a", f"{store_id}-b"]
+
+
+async def test_an_event_dated_out_of_range_is_dead_lettered_not_retried_forever(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    """An event ingest would refuse (dated in year 1, by a customer born on 3 January), written to the topic
+    another way: deciding it would overflow its birthday reminder (7 days before 3 January of year 1), an
+    error no redelivery cures, which stopped the consumer on every restart. It goes to the DLQ naming the
+    field, and the events around it still count."""
+    topic = await _topics(kafka_bootstrap)
+    [path] = [p for p in example_files("storefront-events") if p.stem == "customer_upserted"]
+    template = decode_event(path.read_bytes())
+    born = template.customer.model_copy(update={"birthday": date(1990, 1, 3)})
+    events = [
+        template.model_copy(update={"store_id": store_id, "event_id": f"{store_id}-{n}", "customer": born})
+        for n in ("a", "year-1", "b")
+    ]
+    events[1] = events[1].model_copy(
+        update={
+            "occurred_at": datetime(1, 1, 1, tzinfo=UTC),
+            "customer": born.model_copy(update={"updated_at": None, "consent_at": None}),
+        }
+    )
+    for event in events:
+        await producer.send_and_wait(
+            topic, event.model_dump_json().encode(), key=event.partition_key.encode()
+        )
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, FunnelProcessor(engine, StoreRegistry([])))
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        [(value, headers)] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
+        deadline = asyncio.get_running_loop().time() + 20
+        while await committed(kafka_bootstrap, topic, "g") < 3:
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 20)
+    assert value is not None
+    assert decode_event(value).event_id == f"{store_id}-year-1"
+    assert b"occurred_at is before 1970-01-01" in headers[DLQ_REASON]
     async with engine.connect() as conn:
         processed = await conn.execute(
             text("SELECT event_id FROM segmenter.processed_events WHERE store_id = :s ORDER BY event_id"),

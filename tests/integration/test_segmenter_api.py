@@ -593,6 +593,28 @@ async def test_funnel_of_an_empty_store_and_bad_periods(api: SegmenterApi) -> No
     assert [e["field"] for e in garbled.json()["errors"]] == ["start"]
 
 
+async def test_periods_at_the_ends_of_the_calendar_are_answered_or_refused_naming_the_bound(
+    api: SegmenterApi,
+) -> None:
+    """A period from year 1 on is a real question ("since ever"): answered, the store's 365-day window
+    reaching back from its start stopping at year 1 (it was a 500: `start - window` overflowed). A bound
+    whose offset puts it outside years 1-9999 in UTC is refused naming it (found by schemathesis, issue 14's
+    nineteenth round)."""
+    s = api.store_id
+    await api.feed(order(s, who("p1"), "p1-a", utc(2025, 3, 10), "70.00"))
+    for path in ("/funnel", "/metrics/retention"):
+        ever = await api.ok(path, start="0001-01-01", end="2025-12-31")
+        assert when(ever["start"]) == datetime(1, 1, 1, tzinfo=UTC), path
+        until = await api.ok(path, end="0001-01-02T00:00:00Z")  # the default start, before year 1, is year 1
+        assert when(until["start"]) == datetime(1, 1, 1, tzinfo=UTC), path
+        for bound, value in (("start", "0001-01-01T00:00:00+05:00"), ("end", "9999-12-31T23:59:59-05:00")):
+            bad = await api.get(path, **{bound: value})
+            assert bad.status_code == 422, (path, bound, bad.text)
+            assert [e["field"] for e in bad.json()["errors"]] == [bound]
+    retention = await api.ok("/metrics/retention", start="0001-01-01", end="2025-12-31")
+    assert (retention["B"], retention["E"], retention["N"], retention["orders"]) == (0, 1, 1, 1)
+
+
 # -- 4. retention ----------------------------------------------------------------------------------------
 
 

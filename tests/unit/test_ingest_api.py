@@ -107,6 +107,34 @@ async def test_invalid_payload_is_422_naming_the_field(client: httpx.AsyncClient
     assert [e["field"] for e in response.json()["errors"]] == ["currency"]
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "fields"),
+    [
+        # Without its own consent_updated_at, the consent is dated by updated_at too (Shopify's reader).
+        ("updated_at", "9999-12-31T00:00:00Z", ["customer.updated_at", "customer.consent_at"]),
+        ("updated_at", "0001-01-01T00:00:00Z", ["customer.updated_at", "customer.consent_at"]),
+        ("consent_updated_at", "1969-07-20T20:17:00Z", ["customer.consent_at"]),
+    ],
+)
+async def test_a_customer_time_out_of_range_is_422_naming_it(
+    client: httpx.AsyncClient, publisher: FakePublisher, name: str, value: str, fields: list[str]
+) -> None:
+    """An order of today whose customer's details are dated in year 9999 (or before 1970): the segmenter
+    would date a birthday reminder after year 9999 from it."""
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    customer = payload["customer"]
+    if name == "consent_updated_at":
+        customer["email_marketing_consent"]["consent_updated_at"] = value
+    else:
+        customer[name] = value
+    body = json.dumps(payload).encode()
+    response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "time_out_of_range"
+    assert [e["field"] for e in response.json()["errors"]] == fields
+    assert publisher.published == []
+
+
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     body = b'{"id": '
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))

@@ -177,6 +177,50 @@ async def test_a_timestamp_more_than_a_day_ahead_is_refused(client: httpx.AsyncC
     assert any(e["field"].endswith("timestamp") for e in response.json()["errors"])
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    ["0001-01-01T00:00:00Z", "0001-01-05T12:00:00+00:00", "1969-12-31T23:59:59.999Z", "1066-10-14"],
+)
+async def test_a_timestamp_before_1970_is_refused_naming_it(
+    client: httpx.AsyncClient, publisher: FakePublisher, timestamp: str
+) -> None:
+    """Segment's `timestamp` is the caller's to set (a historical import), so anyone with the write key from a
+    store's pages can date an event in year 1; the segmenter could not work out a birthday reminder from it
+    (issue 14, round 19)."""
+    for path, body, field in (
+        ("/v1/identify", _identify_with_birthday(timestamp), "timestamp"),
+        (
+            "/v1/batch",
+            {"batch": [{**_track(), "messageId": "m-0"}, _identify_with_birthday(timestamp)]},
+            None,
+        ),
+    ):
+        response = await client.post(path, json=body, headers=BASIC)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"] == "time_out_of_range"
+        fields = [e["field"] for e in response.json()["errors"]]
+        assert fields == [field or "batch[1].timestamp"], path
+    assert publisher.published == []
+
+
+async def test_a_timestamp_from_1970_on_is_taken(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post(
+        "/v1/identify", json=_identify_with_birthday("1970-01-01T00:00:00Z"), headers=BASIC
+    )
+    assert response.status_code == 200, response.text
+    assert [e.occurred_at for e in publisher.published] == [datetime(1970, 1, 1, tzinfo=UTC)]
+
+
+def _identify_with_birthday(timestamp: str) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": "u-1",
+        "messageId": "m-1",
+        "traits": {"email": "ann@example.com", "birthday": "0001-01-03"},
+        "timestamp": timestamp,
+    }
+
+
 def _batch(n: int) -> dict[str, Any]:
     track = _track()
     return {"batch": [{**track, "messageId": f"m-{i}"} for i in range(n)]}

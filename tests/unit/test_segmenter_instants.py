@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
+import pytest
 from pydantic import TypeAdapter
 
-from services.segmenter.domain.instants import standard, standardise_event
+from services.segmenter.domain.instants import decidable, standard, standardise_event
+from shared.storefront_event_structs import StorefrontEvent
 from tests.builders import segmenter_event
 
 _PLAIN: TypeAdapter[datetime] = TypeAdapter(datetime)
@@ -77,3 +79,41 @@ def test_a_standardised_event_is_the_same_event() -> None:
         assert at is not None
         assert at.tzinfo is UTC
     assert msgspec.json.encode(event) == before
+
+
+def _event(at: datetime, **customer: str) -> StorefrontEvent:
+    return segmenter_event("s1", "customer_upserted", at, {"email": "ines@example.com", **customer})
+
+
+@pytest.mark.parametrize(
+    ("at", "customer", "field"),
+    [
+        (datetime(1, 1, 1, tzinfo=UTC), {}, "occurred_at is before 1970"),
+        (datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), {}, "occurred_at is before 1970"),
+        (datetime(9999, 12, 31, tzinfo=UTC), {}, "occurred_at is after 9000"),
+        (
+            datetime(2026, 1, 5, tzinfo=UTC),
+            {"updated_at": "9999-01-01T00:00:00Z"},
+            "customer.updated_at is after",
+        ),
+        (
+            datetime(2026, 1, 5, tzinfo=UTC),
+            {"consent_at": "0001-01-01T00:00:00Z"},
+            "customer.consent_at is before",
+        ),
+    ],
+)
+def test_an_event_dated_out_of_range_is_not_decidable_naming_the_field(
+    at: datetime, customer: dict[str, str], field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        decidable(_event(at, **customer))
+
+
+def test_an_event_within_range_is_decidable_as_it_is() -> None:
+    for at in (
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(8999, 12, 31, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        event = _event(at, updated_at="1970-01-01T00:00:00Z", consent_at="2026-01-01T00:00:00+01:00")
+        assert decidable(event) is event

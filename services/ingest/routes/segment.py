@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import Counter
 from pydantic import BaseModel
 
-from services.ingest.accept import check_rate, publish, reject_future
+from services.ingest.accept import check_rate, publish, reject_implausible_times
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import IngestContext, context
 from services.ingest.cors import check_origin
@@ -227,7 +227,7 @@ async def _single(request: Request, kind: Kind) -> SegmentOk:
     except segment.SegmentError as exc:
         CALLS.labels(kind, "invalid").inc()
         raise _unprocessable(exc) from exc
-    reject_future(events, received_at)
+    reject_implausible_times(events, received_at)
     return await _deliver(request, ctx, kind, sender, events)
 
 
@@ -316,7 +316,7 @@ async def _batch(request: Request) -> SegmentOk:
         if any(field == "batch" and "limit" in message for field, message in exc.errors):
             raise ApiError(413, "too_many_events", exc.errors[0][1]) from exc
         raise _unprocessable(exc) from exc
-    reject_future(events, received_at, field_prefix="batch")
+    reject_implausible_times(events, received_at, field_prefix="batch")
     # The parsed body (about ten times the body's size in objects) is not needed while Kafka acknowledges:
     # freed now, while it is still in the CPU's caches, rather than after the wait, when the other
     # requests' work has pushed it out (and with less memory held by the requests waiting).

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
-from services.ingest.accept import check_rate, publish, reject_future
+from services.ingest.accept import check_rate, publish, reject_implausible_times
 from services.ingest.body import parse_json, read_limited_body
 from services.ingest.context import IngestContext, context
 from services.ingest.headers import HeaderSet, HeaderSpec
@@ -82,7 +82,7 @@ async def _accept(
     if event is None:
         _OUTCOMES.child(source, topic, "ignored").inc()
         return _answer("ignored")
-    reject_future([event], event.received_at)
+    reject_implausible_times([event], event.received_at)
     check_rate(ctx.limiter, store_id, source, 1)
     await publish(ctx.publisher, [event], source)
     _OUTCOMES.child(source, topic, "accepted").inc()

@@ -16,7 +16,7 @@ from services.notifier.adapters import repository
 from services.notifier.domain.delivery import UNCERTAIN
 from services.notifier.domain.messages import WAITING, MessageStatus
 from shared.notifier_rules import FlowName
-from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, PageDep, StoreDep
+from shared.web import COMMON_ERROR_RESPONSES, ApiError, FieldError, PageDep, StoreDep, query_instant
 
 router = APIRouter(prefix="/v1/stores/{store_id}", responses=COMMON_ERROR_RESPONSES)
 
@@ -152,6 +152,8 @@ async def flows(
             "since needs a time zone",
             errors=[FieldError(field="since", message="give a time zone, e.g. 2026-11-01T00:00:00Z")],
         )
+    if since is not None:
+        since = query_instant(since, "since")
     async with request.app.state.engine.connect() as conn:
         counts = await repository.flow_counts(conn, store.store_id, since)
         coupons = {r.flow: r for r in await repository.coupon_counts(conn, store.store_id, since)}

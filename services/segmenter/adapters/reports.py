@@ -10,6 +10,7 @@ from sqlalchemy import Date, and_, cast, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.segmenter.adapters.tables import copurchases, identities, orders, profiles, transitions
+from shared.clock import earlier
 from shared.raw_sql import fetch_alone
 
 
@@ -48,7 +49,7 @@ async def _active_at(conn: AsyncConnection, store_id: str, at: datetime, window:
     stmt = select(func.count(distinct(orders.c.customer_id))).where(
         orders.c.store_id == store_id,
         orders.c.counts,
-        orders.c.placed_at > at - window,
+        orders.c.placed_at > earlier(at, window),
         orders.c.placed_at <= at,
     )
     return int((await conn.execute(stmt)).scalar_one())

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from msgspec.structs import force_setattr
 
+from shared.clock import out_of_range
 from shared.storefront_event_structs import StorefrontEvent
 
 _ZONES: dict[timedelta, timezone] = {}
@@ -56,4 +57,20 @@ def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
     said = customer.consent_at
     if said is not None and said.tzinfo is not UTC:
         force_setattr(customer, "consent_at", standard(said))
+    return event
+
+
+def decidable(event: StorefrontEvent) -> StorefrontEvent:
+    """The event, if every time a decision reads is within shared.clock's bounds; ValueError naming the field
+    otherwise. Ingest refuses any other, so such an event reached Kafka another way (an older ingest, another
+    producer), and deciding it would overflow a date the rules derive from it (a birthday reminder near year 1
+    or 9999) and fail its whole batch again on every redelivery: the consumer dead-letters it instead."""
+    customer = event.customer
+    for name, at in (
+        ("occurred_at", event.occurred_at),
+        ("customer.updated_at", customer.updated_at),
+        ("customer.consent_at", customer.consent_at),
+    ):
+        if at is not None and (problem := out_of_range(at)) is not None:
+            raise ValueError(f"{name} {problem}")
     return event

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import outbox
+from services.segmenter.domain.instants import decidable
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
@@ -19,7 +20,7 @@ from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_consumer, dlq_t
 from shared.outbox import OutboxRelay
 from shared.registry_checks import sha256_hex
 from shared.service_app import Runtime, Wiring, consuming_service_app
-from shared.storefront_event_structs import decode_storefront_event
+from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
 
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
@@ -29,6 +30,12 @@ SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation col
 # without, 167 with 1,500 ahead and 174 with a whole batch of 3,000), 1.3 kB allocated as the Structs it
 # decodes now (peak 151-152 MiB with 1,500 ahead).
 SEGMENTER_DECODE_AHEAD = 1500
+
+
+def decode_decidable(raw: bytes) -> StorefrontEvent:
+    """A message value as the contract reads it, if the segmenter can decide it (domain.instants.decidable);
+    the consumer dead-letters it otherwise."""
+    return decidable(decode_storefront_event(raw))
 
 
 def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI:
@@ -75,7 +82,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
                 settings, settings.segmenter_group_id, [STOREFRONT_EVENTS], "segmenter"
             ),
             dlq_producer=lambda: runtime.producer,
-            decode=decode_storefront_event,
+            decode=decode_decidable,
             handle=processor,  # type: ignore[arg-type]
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.segmenter.adapters import reports, repository
 from services.segmenter.domain.profile import Profile
+from shared.clock import earlier
 from shared.events import CONTACT_FIELDS
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
@@ -23,6 +24,7 @@ from shared.web import (
     FieldError,
     Page,
     StoreDep,
+    query_instant,
 )
 
 router = APIRouter(prefix="/v1/stores/{store_id}", responses=COMMON_ERROR_RESPONSES)
@@ -206,8 +208,8 @@ def _period(
     request: Request, start: datetime | None, end: datetime | None, default_days: int
 ) -> tuple[datetime, datetime]:
     now: datetime = request.app.state.clock()
-    finish = _aware(end) if end else now
-    begin = _aware(start) if start else finish - timedelta(days=default_days)
+    finish = query_instant(end, "end") if end else now
+    begin = query_instant(start, "start") if start else earlier(finish, timedelta(days=default_days))
     if begin >= finish:
         raise ApiError(
             422,
@@ -216,10 +218,6 @@ def _period(
             errors=[FieldError(field="start", message="not before end")],
         )
     return begin, finish
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 StartQuery = Annotated[datetime | None, Query(description="ISO 8601 date or time (UTC if no offset)")]
