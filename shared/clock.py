@@ -23,7 +23,7 @@ def utcnow() -> datetime:
 MAX_CLOCK_AHEAD = timedelta(days=1)
 
 # No store's history is older than this: an earlier time is a zeroed or broken clock, or a forgery (Segment's
-# `timestamp` is the caller's to set). Nor is any dated as late as LATEST_TIME. Both bounds also keep every
+# `timestamp` is the caller's to set). Nor is any dated after LATEST_TIME. Both bounds also keep every
 # date the rules derive from an event's times (a birthday reminder up to two years on, a window of days
 # back) within what a datetime holds: near year 1 or 9999 that arithmetic overflows.
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -31,10 +31,10 @@ LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def out_of_range(at: datetime) -> str | None:
-    """Why a time an event carries cannot be taken (before EARLIEST_TIME or from LATEST_TIME on), or None."""
+    """Why a time an event carries cannot be taken (before EARLIEST_TIME or after LATEST_TIME), or None."""
     if at < EARLIEST_TIME:
         return f"is before {EARLIEST_TIME.isoformat()}"
-    if at >= LATEST_TIME:
+    if at > LATEST_TIME:
         return f"is after {LATEST_TIME.isoformat()}"
     return None
 

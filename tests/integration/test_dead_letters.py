@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from shared.consumer import ConsumerPipeline, DlqLimitExceeded
-from shared.events import decode_event
+from shared.events import StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
 from shared.settings import KafkaSettings
@@ -123,34 +123,49 @@ async def test_a_message_the_database_refuses_is_isolated_and_dead_lettered_alon
         template.model_copy(update={"store_id": store_id, "event_id": f"{store_id}-{n}"})
         for n in ("a", "poison", "b")
     ]
+    processor = RefusesPoison(engine, StoreRegistry([]))
+    value, headers = await _one_dead_letter(kafka_bootstrap, topic, producer, processor, events)
+    assert value is not None
+    assert decode_event(value).event_id == f"{store_id}-poison"
+    assert b"refused by the database" in headers[DLQ_REASON]
+    assert await _processed(engine, store_id) == [f"{store_id}-a", f"{store_id}-b"]
+
+
+async def _one_dead_letter(
+    kafka_bootstrap: str,
+    topic: str,
+    producer: AIOKafkaProducer,
+    processor: FunnelProcessor,
+    events: Sequence[StorefrontEvent],
+) -> tuple[bytes | None, dict[str, bytes]]:
+    """The events through the segmenter's pipeline until the one dead letter they make is written and every
+    event's offset is committed; that dead letter."""
     for event in events:
         await producer.send_and_wait(
             topic, event.model_dump_json().encode(), key=event.partition_key.encode()
         )
-    pipeline = _pipeline(kafka_bootstrap, topic, producer, RefusesPoison(engine, StoreRegistry([])))
+    pipeline = _pipeline(kafka_bootstrap, topic, producer, processor)
     task = asyncio.create_task(pipeline.run_forever())
     try:
-        [(value, headers)] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
-
-        async def committed_all() -> int:
-            return await committed(kafka_bootstrap, topic, "g")
-
+        [dead] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
         deadline = asyncio.get_running_loop().time() + 20
-        while await committed_all() < 3:
+        while await committed(kafka_bootstrap, topic, "g") < len(events):
+            assert not task.done(), task.exception()
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.2)
     finally:
         pipeline.stop_after_batch()
         await asyncio.wait_for(task, 20)
-    assert value is not None
-    assert decode_event(value).event_id == f"{store_id}-poison"
-    assert b"refused by the database" in headers[DLQ_REASON]
+    return dead
+
+
+async def _processed(engine: AsyncEngine, store_id: str) -> list[str]:
     async with engine.connect() as conn:
         processed = await conn.execute(
             text("SELECT event_id FROM segmenter.processed_events WHERE store_id = :s ORDER BY event_id"),
             {"s": store_id},
         )
-        assert list(processed.scalars()) == [f"{store_id}-a", f"{store_id}-b"]
+        return list(processed.scalars())
 
 
 async def test_an_event_dated_out_of_range_is_dead_lettered_not_retried_forever(
@@ -174,28 +189,9 @@ async def test_an_event_dated_out_of_range_is_dead_lettered_not_retried_forever(
             "customer": born.model_copy(update={"updated_at": None, "consent_at": None}),
         }
     )
-    for event in events:
-        await producer.send_and_wait(
-            topic, event.model_dump_json().encode(), key=event.partition_key.encode()
-        )
-    pipeline = _pipeline(kafka_bootstrap, topic, producer, FunnelProcessor(engine, StoreRegistry([])))
-    task = asyncio.create_task(pipeline.run_forever())
-    try:
-        [(value, headers)] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
-        deadline = asyncio.get_running_loop().time() + 20
-        while await committed(kafka_bootstrap, topic, "g") < 3:
-            assert not task.done(), task.exception()
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.2)
-    finally:
-        pipeline.stop_after_batch()
-        await asyncio.wait_for(task, 20)
+    processor = FunnelProcessor(engine, StoreRegistry([]))
+    value, headers = await _one_dead_letter(kafka_bootstrap, topic, producer, processor, events)
     assert value is not None
     assert decode_event(value).event_id == f"{store_id}-year-1"
     assert b"occurred_at is before 1970-01-01" in headers[DLQ_REASON]
-    async with engine.connect() as conn:
-        processed = await conn.execute(
-            text("SELECT event_id FROM segmenter.processed_events WHERE store_id = :s ORDER BY event_id"),
-            {"s": store_id},
-        )
-        assert list(processed.scalars()) == [f"{store_id}-a", f"{store_id}-b"]
+    assert await _processed(engine, store_id) == [f"{store_id}-a", f"{store_id}-b"]

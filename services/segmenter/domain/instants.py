@@ -70,9 +70,9 @@ def decidable(event: StorefrontEvent) -> StorefrontEvent:
     # Every event is checked, so the common case is one expression: 115-157 ns a call compiled, against
     # 257-330 through the loop below (without and with the customer's own dates).
     if (
-        EARLIEST_TIME <= event.occurred_at < LATEST_TIME
-        and (said is None or EARLIEST_TIME <= said < LATEST_TIME)
-        and (consent is None or EARLIEST_TIME <= consent < LATEST_TIME)
+        EARLIEST_TIME <= event.occurred_at <= LATEST_TIME
+        and (said is None or EARLIEST_TIME <= said <= LATEST_TIME)
+        and (consent is None or EARLIEST_TIME <= consent <= LATEST_TIME)
     ):
         return event
     for name, at in (
