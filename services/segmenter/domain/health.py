@@ -18,16 +18,34 @@ def lapsed_after(profile: Profile, rule: HealthRule) -> timedelta:
     return thresholds(profile.median_days_between_orders, rule)[1]
 
 
+# No rhythm makes health wait longer than this: neither a customer whose orders lie decades apart (their
+# median gap times the store's multiplier) nor a store whose lapse is thousands of times its at-risk delay
+# (the lapse keeps the store's ratio). Without a cap, the dates these give (the last order plus the wait)
+# could fall after year 9999, which no datetime holds; with it, an order dated up to shared.clock's
+# LATEST_TIME still gives one.
+LONGEST_WAIT = timedelta(days=36_500)
+
+
 def thresholds(median_days: float | None, rule: HealthRule) -> tuple[timedelta, timedelta]:
-    """(at risk after, lapsed after) for a customer whose median gap between orders is `median_days`."""
-    own = (
-        timedelta(days=median_days * rule.own_rhythm_multiplier) if median_days is not None else timedelta(0)
-    )
-    at_risk = max(rule.at_risk_after, own)
+    """(at risk after, lapsed after) for a customer whose median gap between orders is `median_days`, each at
+    most LONGEST_WAIT."""
+    try:
+        own = (
+            timedelta(days=median_days * rule.own_rhythm_multiplier)
+            if median_days is not None
+            else timedelta(0)
+        )
+    except OverflowError:  # beyond timedelta's own range (999,999,999 days)
+        own = LONGEST_WAIT
+    at_risk = min(max(rule.at_risk_after, own), LONGEST_WAIT)
     # Lapse scales with the customer's rhythm too, keeping the store's ratio between the two thresholds,
     # so a customer who orders twice a year is not called lapsed before they are even at risk.
     ratio = rule.lapsed_after / rule.at_risk_after
-    return at_risk, max(rule.lapsed_after, at_risk * ratio)
+    try:
+        lapse = max(rule.lapsed_after, at_risk * ratio)
+    except OverflowError:
+        lapse = LONGEST_WAIT
+    return at_risk, min(lapse, LONGEST_WAIT)
 
 
 def health_at(profile: Profile, rule: HealthRule, at: datetime) -> Health:
