@@ -40,9 +40,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# A store rule's duration, from nothing to a century: longer is a slip of the pen, and the dates the services
+# derive from an event's time with it (a reminder, a coupon's end, a window back) must stay within what a
+# datetime holds. A store whose registry says more is refused at load, naming the field.
+RuleDuration = Annotated[timedelta, Field(ge=timedelta(0), le=timedelta(days=36_500))]
+# A delay health divides by (the lapse keeps the store's ratio to it): more than nothing.
+PositiveDuration = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=36_500))]
+
+
 class LoyalRule(_Model):
     orders: Count = 3
-    within: timedelta = timedelta(days=365)
+    within: RuleDuration = timedelta(days=365)
     orders_with_survey: Count = 2
     survey_level: SurveyLevel = SurveyLevel.CONATIVE
 
@@ -54,9 +62,9 @@ class AdvocateRule(_Model):
 
 
 class HealthRule(_Model):
-    at_risk_after: timedelta = timedelta(days=90)
+    at_risk_after: PositiveDuration = timedelta(days=90)
     own_rhythm_multiplier: float = Field(default=2.0, ge=1.0, le=20.0)
-    lapsed_after: timedelta = timedelta(days=180)
+    lapsed_after: RuleDuration = timedelta(days=180)
 
 
 class SurveyRule(_Model):
@@ -81,12 +89,12 @@ class FunnelRules(_Model):
     advocate: AdvocateRule = AdvocateRule()
     health: HealthRule = HealthRule()
     survey: SurveyRule = SurveyRule()
-    cart_abandonment: timedelta = timedelta(hours=1)
+    cart_abandonment: RuleDuration = timedelta(hours=1)
     birthday_days_before: Annotated[int, Field(ge=0, le=60)] = 7
     # Custom events (Segment track names) that record a successful referral by this customer.
     referral_events: tuple[str, ...] = ("Referral Completed", "Friend Referred")
     # Retention: a customer counts at a date when their last order is within this window.
-    active_window: timedelta = timedelta(days=365)
+    active_window: RuleDuration = timedelta(days=365)
 
     @model_validator(mode="after")
     def _ladder_climbs(self) -> FunnelRules:

@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 
 from shared.funnel import LoyaltyStage
+from shared.funnel_rules import RuleDuration
 
 
 class _Model(BaseModel):
@@ -55,7 +56,7 @@ class CouponRule(_Model):
     # percent and cashback: a percentage; fixed: an amount in the store's currency; free_shipping: unused.
     value: Annotated[Decimal, Field(ge=0, le=100_000)] = Decimal("0")
     by_stage: dict[LoyaltyStage, Annotated[Decimal, Field(ge=0, le=100_000)]] = Field(default_factory=dict)
-    valid_for: timedelta = timedelta(days=14)
+    valid_for: RuleDuration = timedelta(days=14)
     prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{0,12}$")] = ""
 
     @model_validator(mode="after")
@@ -72,11 +73,11 @@ class CouponRule(_Model):
 class FlowRule(_Model):
     enabled: bool = True
     # Wall time between the trigger and the send (a durable job); 0 = at once.
-    delay: timedelta = timedelta(0)
+    delay: RuleDuration = timedelta(0)
     # A trigger older than this when it reaches us is history being replayed: never message anyone for it.
-    max_age: timedelta = timedelta(days=2)
+    max_age: RuleDuration = timedelta(days=2)
     # How long a deferred message (quiet hours, frequency cap) may wait before it is no longer worth sending.
-    send_within: timedelta = timedelta(days=3)
+    send_within: RuleDuration = timedelta(days=3)
     transactional: bool = False
     exit_on_order: bool = False
     coupon: CouponRule | None = None
@@ -138,7 +139,7 @@ class QuietHours(_Model):
 
 
 class FrequencyCap(_Model):
-    min_gap: timedelta = timedelta(hours=16)
+    min_gap: RuleDuration = timedelta(hours=16)
     per_week: Annotated[int, Field(ge=1, le=100)] = 3
 
 
@@ -207,7 +208,7 @@ class NotifierRules(_Model):
     referral: ReferralTerms = ReferralTerms()
     quiet_hours: QuietHours | None = QuietHours()
     frequency_cap: FrequencyCap = FrequencyCap()
-    attribution_window: timedelta = timedelta(days=5)
+    attribution_window: RuleDuration = timedelta(days=5)
     low_csat_at_most: Annotated[int, Field(ge=1, le=5)] = 2
     # Hosts besides the store's own (site_url, community_url, survey_url, Shopify shop domain, WooCommerce
     # site) that links and images in emails may point to, such as a CDN: `cdn.example.com`, or

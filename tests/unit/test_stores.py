@@ -100,3 +100,35 @@ def test_a_write_key_used_twice_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(StoreRegistryError, match=r"stores .a., .b. share the same Segment write key"):
         StoreRegistry.load(twice)
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("funnel:\n      cart_abandonment: P36501D", "cart_abandonment"),
+        ("funnel:\n      health:\n        at_risk_after: 0", "at_risk_after"),
+        ("funnel:\n      active_window: -P1D", "active_window"),
+        ("notifier:\n      attribution_window: P100000D", "attribution_window"),
+        ("notifier:\n      flows:\n        welcome:\n          delay: P36501D", "delay"),
+    ],
+)
+def test_a_rule_duration_beyond_a_century_or_below_nothing_is_refused_naming_it(
+    tmp_path: Path, section: str, field: str
+) -> None:
+    """A century at most: the dates the services derive with a store's durations (a cart's abandonment, a
+    coupon's end, a window back) must stay within what a datetime holds, and a health at-risk delay of
+    nothing would be divided by."""
+    bad = tmp_path / "stores.yaml"
+    bad.write_text(f"stores:\n  shop1:\n    name: Shop\n    api_key: k\n    {section}\n")
+    with pytest.raises(StoreRegistryError, match=rf"shop1.*{field}"):
+        StoreRegistry.load(bad)
+
+
+def test_a_rule_duration_of_a_century_is_taken(tmp_path: Path) -> None:
+    good = tmp_path / "stores.yaml"
+    good.write_text(
+        "stores:\n  shop1:\n    name: Shop\n    api_key: k\n    funnel:\n      active_window: P36500D\n"
+    )
+    store = StoreRegistry.load(good).get("shop1")
+    assert store is not None
+    assert store.funnel.active_window == timedelta(days=36_500)
