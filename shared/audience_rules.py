@@ -41,7 +41,8 @@ from shared.funnel import Health, LoyaltyStage, SurveyLevel
 MAX_SYNC_BATCH = 10_000
 
 AudienceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-Window = Annotated[timedelta, Field(gt=timedelta(0))]
+# More than nothing, at most a century (as a store's other rule durations, shared.funnel_rules.RuleDuration).
+Window = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=36_500))]
 Label = Annotated[str, Field(min_length=1, max_length=255)]
 
 

@@ -110,6 +110,10 @@ def test_a_write_key_used_twice_is_refused(tmp_path: Path) -> None:
         ("funnel:\n      active_window: -P1D", "active_window"),
         ("notifier:\n      attribution_window: P100000D", "attribution_window"),
         ("notifier:\n      flows:\n        welcome:\n          delay: P36501D", "delay"),
+        (
+            "audiences:\n      definitions:\n        late:\n          ordered_within: P36501D",
+            "ordered_within",
+        ),
     ],
 )
 def test_a_rule_duration_beyond_a_century_or_below_nothing_is_refused_naming_it(
