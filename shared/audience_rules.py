@@ -36,13 +36,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
+from shared.funnel_rules import PositiveDuration
 
 # Meta's Marketing API takes at most 10,000 users per request; Google's Customer Match the same per operation.
 MAX_SYNC_BATCH = 10_000
 
 AudienceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-# More than nothing, at most a century (as a store's other rule durations, shared.funnel_rules.RuleDuration).
-Window = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=36_500))]
+Window = PositiveDuration
 Label = Annotated[str, Field(min_length=1, max_length=255)]
 
 

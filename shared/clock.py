@@ -28,6 +28,9 @@ MAX_CLOCK_AHEAD = timedelta(days=1)
 # back) within what a datetime holds: near year 1 or 9999 that arithmetic overflows.
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+# The longest span a store's rules may give (a delay, a window, a coupon's validity) and the longest health
+# waits: a century, so that a time within the bounds above, plus or minus it, is still a datetime.
+LONGEST_SPAN = timedelta(days=36_500)
 
 
 def out_of_range(at: datetime) -> str | None:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.clock import LONGEST_SPAN
 from shared.events import SurveyScale
 from shared.funnel import LoyaltyStage, SurveyLevel
 
@@ -43,9 +44,9 @@ class _Model(BaseModel):
 # A store rule's duration, from nothing to a century: longer is a slip of the pen, and the dates the services
 # derive from an event's time with it (a reminder, a coupon's end, a window back) must stay within what a
 # datetime holds. A store whose registry says more is refused at load, naming the field.
-RuleDuration = Annotated[timedelta, Field(ge=timedelta(0), le=timedelta(days=36_500))]
-# A delay health divides by (the lapse keeps the store's ratio to it): more than nothing.
-PositiveDuration = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=36_500))]
+RuleDuration = Annotated[timedelta, Field(ge=timedelta(0), le=LONGEST_SPAN)]
+# A delay health divides by (the lapse keeps the store's ratio to it), or a window: more than nothing.
+PositiveDuration = Annotated[timedelta, Field(gt=timedelta(0), le=LONGEST_SPAN)]
 
 
 class LoyalRule(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.segmenter.domain.profile import Profile
+from shared.clock import LONGEST_SPAN
 from shared.funnel import Health
 from shared.funnel_rules import HealthRule
 
@@ -21,9 +22,8 @@ def lapsed_after(profile: Profile, rule: HealthRule) -> timedelta:
 # No rhythm makes health wait longer than this: neither a customer whose orders lie decades apart (their
 # median gap times the store's multiplier) nor a store whose lapse is thousands of times its at-risk delay
 # (the lapse keeps the store's ratio). Without a cap, the dates these give (the last order plus the wait)
-# could fall after year 9999, which no datetime holds; with it, an order dated up to shared.clock's
-# LATEST_TIME still gives one.
-LONGEST_WAIT = timedelta(days=36_500)
+# could fall after year 9999, which no datetime holds.
+LONGEST_WAIT = LONGEST_SPAN
 
 
 def thresholds(median_days: float | None, rule: HealthRule) -> tuple[timedelta, timedelta]:
