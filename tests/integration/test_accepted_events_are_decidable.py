@@ -103,7 +103,7 @@ TRAITS = st.fixed_dictionaries(
             st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)),
         ).map(date.isoformat),
         "createdAt": TIMES,
-        "firstName": st.sampled_from(["Ann", "Bo"]),
+        "firstName": st.sampled_from(["Ann", "Bo", "Zoë", "Ann\r\nBcc: eve@evil.example", "  ", "名前"]),
         "phone": st.sampled_from(["+33612345678"]),
     },
 )
