@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
-from services.ingest.sources import shopify_reader
+from services.ingest.sources import fitting, shopify_reader
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
@@ -21,6 +21,7 @@ from services.ingest.sources.base import (
     hmac_sha256_base64,
     signature_matches,
 )
+from services.ingest.sources.fitting import LenientEmail, LenientLanguageTag
 from shared.events import (
     SHOP_WIDE,
     CartUpdated,
@@ -38,7 +39,7 @@ from shared.events import (
     Source,
     StorefrontEvent,
 )
-from shared.fields import OptionalEmail, OptionalLanguageTag
+from shared.fields import OptionalEmail
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/updated"})
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
@@ -80,11 +81,11 @@ class ShopifyMarketingConsent(_Model):
 
 class ShopifyCustomer(_Model):
     id: int
-    email: OptionalEmail = None
+    email: LenientEmail = None
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
-    locale: OptionalLanguageTag = None
+    locale: LenientLanguageTag = None
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
     accepts_marketing: bool | None = None
@@ -112,13 +113,13 @@ class ShopifyDiscountCode(_Model):
 
 class ShopifyOrder(_Model):
     id: int
-    email: OptionalEmail = None
+    email: LenientEmail = None
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
     cancelled_at: AwareDatetime | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total_price: Annotated[Decimal, Field(ge=0)]
-    customer_locale: OptionalLanguageTag = None
+    customer_locale: LenientLanguageTag = None
     cart_token: str | None = None
     checkout_token: str | None = None
     line_items: tuple[ShopifyLineItem, ...] = ()
@@ -131,14 +132,14 @@ class ShopifyOrder(_Model):
 class ShopifyCheckout(_Model):
     token: str
     cart_token: str | None = None
-    email: OptionalEmail = None
+    email: LenientEmail = None
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total_price: Annotated[Decimal, Field(ge=0)]
     abandoned_checkout_url: str | None = None
-    customer_locale: OptionalLanguageTag = None
+    customer_locale: LenientLanguageTag = None
     buyer_accepts_marketing: bool | None = None
     line_items: tuple[ShopifyLineItem, ...] = ()
     customer: ShopifyCustomer | None = None
@@ -196,17 +197,20 @@ def _customer(
     place = (customer.default_address if customer else None) or address
     if customer is None:
         return Customer(
-            email=email, locale=locale, city=place and place.city, country=place and place.country
+            email=email,
+            locale=locale,
+            city=fitting.clipped(place.city) if place else None,
+            country=fitting.clipped(place.country) if place else None,
         )
     return Customer(
         store_customer_id=str(customer.id),
         email=customer.email or email,
-        phone=customer.phone,
-        first_name=customer.first_name,
-        last_name=customer.last_name,
+        phone=fitting.phone(customer.phone),
+        first_name=fitting.clipped(customer.first_name),
+        last_name=fitting.clipped(customer.last_name),
         locale=customer.locale or locale,
-        city=place.city if place else None,
-        country=place.country if place else None,
+        city=fitting.clipped(place.city) if place else None,
+        country=fitting.clipped(place.country) if place else None,
         accepts_marketing=_accepts_marketing(customer),
         # The signed times of these facts: the segmenter keeps a contact fact only if it is newer than the
         # one it holds, so a late or replayed webhook changes nothing.
@@ -220,10 +224,10 @@ def _line_item(item: ShopifyLineItem) -> LineItem:
         # Custom line items have no product; the line item id keeps them distinct.
         product_id=str(item.product_id) if item.product_id is not None else f"line:{item.id or item.key}",
         variant_id=str(item.variant_id) if item.variant_id is not None else None,
-        sku=item.sku or None,
-        title=item.title,
-        quantity=item.quantity,
-        price=item.price,
+        sku=fitting.clipped(item.sku or None),
+        title=fitting.clipped(item.title, fitting.TITLE),
+        quantity=fitting.quantity(item.quantity),
+        price=fitting.money(item.price),
     )
 
 
@@ -266,15 +270,21 @@ def _by_models(
         "source": Source.SHOPIFY,
     }
     if topic in ORDER_TOPICS:
-        return _order_placed(ShopifyOrder.model_validate(payload, context=checked), common)
+        order = ShopifyOrder.model_validate(payload, context=checked)
+        return _order_placed(order, common) if _names_someone(order) else None
     if topic == "orders/cancelled":
         order = ShopifyOrder.model_validate(payload, context=checked)
+        if not _names_someone(order):
+            return None
         return OrderRefundedEvent(
             **common,
             customer=_order_customer(order),
             occurred_at=order.cancelled_at or order.updated_at or received_at,
             payload=OrderRefunded(
-                order_id=str(order.id), amount=order.total_price, currency=order.currency, cancelled=True
+                order_id=str(order.id),
+                amount=fitting.money(order.total_price),
+                currency=order.currency,
+                cancelled=True,
             ),
         )
     if topic == "refunds/create":
@@ -350,6 +360,13 @@ def body_shop_matches(topic: str, payload: Any, shop_domain: str) -> bool:
     return isinstance(claimed, str) and claimed.strip().lower() == shop_domain.strip().lower()
 
 
+def _names_someone(order: ShopifyOrder) -> bool:
+    """Whether the order names a customer or an email. A point-of-sale sale to a walk-in shopper names
+    neither: nobody the funnel could know again, so it is acknowledged and not produced, as an anonymous
+    checkout is. A 422 would be retried for hours and count against the subscription (see fitting)."""
+    return order.customer is not None or order.email is not None
+
+
 def _order_customer(order: ShopifyOrder) -> Customer:
     return _customer(
         order.customer,
@@ -368,11 +385,11 @@ def _order_placed(order: ShopifyOrder, common: dict[str, Any]) -> OrderPlacedEve
         occurred_at=order.created_at,
         payload=OrderPlaced(
             order_id=str(order.id),
-            total=order.total_price,
+            total=fitting.money(order.total_price),
             currency=order.currency,
             line_items=tuple(_line_item(i) for i in order.line_items),
-            cart_id=order.cart_token or order.checkout_token,
-            discount_codes=tuple(d.code for d in order.discount_codes),
+            cart_id=fitting.clipped(order.cart_token or order.checkout_token or None),
+            discount_codes=tuple(fitting.clipped(d.code) for d in order.discount_codes if d.code),
         ),
     )
 
@@ -387,7 +404,7 @@ def _refund(refund: ShopifyRefund, common: dict[str, Any]) -> OrderRefundedEvent
         occurred_at=refund.created_at,
         payload=OrderRefunded(
             order_id=str(refund.order_id),
-            amount=sum((t.amount for t in money), Decimal("0")),
+            amount=fitting.money(sum((t.amount for t in money), Decimal("0"))),
             currency=currencies.pop() if len(currencies) == 1 else "XXX",
         ),
     )
@@ -415,11 +432,11 @@ def _cart_updated(checkout: ShopifyCheckout, common: dict[str, Any]) -> CartUpda
         customer=customer,
         occurred_at=checkout.updated_at or checkout.created_at,
         payload=CartUpdated(
-            cart_id=checkout.token,
-            total=checkout.total_price,
+            cart_id=fitting.clipped(checkout.token),
+            total=fitting.money(checkout.total_price),
             currency=checkout.currency,
             line_items=tuple(_line_item(i) for i in checkout.line_items),
-            recovery_url=checkout.abandoned_checkout_url,
+            recovery_url=fitting.url(checkout.abandoned_checkout_url),
             completed=checkout.completed_at is not None,
         ),
     )

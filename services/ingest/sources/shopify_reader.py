@@ -5,9 +5,10 @@ canonical models (validated again), was a third of ingest's CPU per webhook. Thi
 as Shopify sends it (JSON integers for ids, strings for money and times, ISO 8601 times with an offset) and
 builds the canonical event without validating it again (sources.construct), checking on the way every
 field the payload model and the canonical models would check. Anything else (another type, a money or
-time format it does not know, a value a model would refuse) raises `Unusual`, and the caller maps the
-payload through the pydantic models as before: they either accept it (the same event) or name the field in
-the 422. Pure: no I/O, no clock.
+time format it does not know, a value a model would refuse or one that must be made to fit) raises
+`Unusual`, and the caller maps the payload through the pydantic models: they accept it (the same event, or
+with its values made to fit: sources/fitting.py), acknowledge it without one, or name the field in the 422.
+Pure: no I/O, no clock.
 
 Only for bodies known to hold no NUL and no lone surrogate (sources.base.Checked): the models' checks for
 them are not repeated here.

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from services.ingest.sources import fitting
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
@@ -25,6 +26,7 @@ from services.ingest.sources.base import (
     hmac_sha256_base64,
     signature_matches,
 )
+from services.ingest.sources.fitting import LenientEmail
 from shared.events import (
     Customer,
     CustomerUpserted,
@@ -37,7 +39,6 @@ from shared.events import (
     Source,
     StorefrontEvent,
 )
-from shared.fields import OptionalEmail
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 CUSTOMER_TOPICS = frozenset({"customer.created", "customer.updated"})
@@ -59,9 +60,6 @@ CANCELLED = "cancelled"
 _PING_BODY = re.compile(rb"webhook_id=\d{1,20}")
 _FORM = "application/x-www-form-urlencoded"
 
-_CENT = Decimal("0.01")
-# Far above any real order, low enough that rounding to cents can never exceed decimal's precision.
-_MAX_AMOUNT = Decimal(10) ** 12
 _MAX_ID = 2**63 - 1
 
 
@@ -92,11 +90,11 @@ def _as_utc(value: datetime) -> datetime:
 def _cents(value: Decimal) -> Decimal:
     # Line prices are total/quantity as a float (3.3333333333) and some stores keep 3 decimals; the
     # canonical Money holds cents. copy_abs: "-0.00" passes ge=0 but should not reach consumers signed.
-    return value.quantize(_CENT, rounding=ROUND_HALF_UP).copy_abs()
+    return fitting.money(value).quantize(fitting.CENT, rounding=ROUND_HALF_UP).copy_abs()
 
 
 GmtDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-Amount = Annotated[Decimal, Field(ge=0, le=_MAX_AMOUNT, allow_inf_nan=False), AfterValidator(_cents)]
+Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_cents)]
 WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
 
 
@@ -107,7 +105,7 @@ class _Model(SourceModel):
 class WooAddress(_Model):
     first_name: str | None = None
     last_name: str | None = None
-    email: OptionalEmail = None
+    email: LenientEmail = None
     phone: str | None = None
     city: str | None = None
     country: str | None = None
@@ -118,7 +116,7 @@ class WooLineItem(_Model):
     name: str | None = None
     product_id: WooId = 0
     variation_id: WooId = 0
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)]
+    quantity: Annotated[int, Field(ge=1)]
     sku: str | None = None
     price: Amount | None = None
     total: Amount | None = None
@@ -172,7 +170,7 @@ class WooOrder(_Model):
 
 class WooCustomer(_Model):
     id: Annotated[int, Field(ge=1, le=_MAX_ID)]
-    email: OptionalEmail = None
+    email: LenientEmail = None
     first_name: str | None = None
     last_name: str | None = None
     date_created_gmt: GmtDatetime | None = None
@@ -209,11 +207,11 @@ def _customer(
         store_customer_id=str(customer_id) if customer_id > 0 else None,
         email=_text(email, bill.email),
         placed_order_id=placed_order_id,
-        first_name=_text(first_name, bill.first_name, ship.first_name),
-        last_name=_text(last_name, bill.last_name, ship.last_name),
-        phone=_text(bill.phone, ship.phone),
-        city=_text(bill.city, ship.city),
-        country=_text(bill.country, ship.country),
+        first_name=fitting.clipped(_text(first_name, bill.first_name, ship.first_name)),
+        last_name=fitting.clipped(_text(last_name, bill.last_name, ship.last_name)),
+        phone=fitting.phone(_text(bill.phone, ship.phone)),
+        city=fitting.clipped(_text(bill.city, ship.city)),
+        country=fitting.clipped(_text(bill.country, ship.country)),
         # WooCommerce core records no marketing consent: only the store's opt-in meta field (if it names
         # one) says anything; None leaves what another source said untouched.
         accepts_marketing=accepts_marketing,
@@ -252,10 +250,10 @@ def _line_item(item: WooLineItem) -> LineItem:
     return LineItem(
         product_id=product_id,
         variant_id=str(item.variation_id) if item.variation_id > 0 else None,
-        sku=_text(item.sku),
+        sku=fitting.clipped(_text(item.sku)),
         # The REST API returns product names HTML-escaped ("Hoodie &ndash; Blue").
-        title=html.unescape(title) if (title := _text(item.name)) else None,
-        quantity=item.quantity,
+        title=fitting.clipped(html.unescape(title), fitting.TITLE) if (title := _text(item.name)) else None,
+        quantity=fitting.quantity(item.quantity),
         price=price,
     )
 
@@ -282,6 +280,10 @@ def to_canonical(
         "source": Source.WOOCOMMERCE,
     }
     if topic in ORDER_TOPICS:
+        if not _status_is_used(payload):
+            # Not a purchase (yet): acknowledged without reading the rest, which a shopper filled in and
+            # nobody has paid for (a 422 here would count against the webhook: see fitting).
+            return None
         return _order(WooOrder.model_validate(payload, context=checked), common, consent)
     if topic in CUSTOMER_TOPICS:
         customer = WooCustomer.model_validate(payload, context=checked)
@@ -302,11 +304,25 @@ def to_canonical(
     return None
 
 
+_USED_STATUSES = PAID_STATUSES | {REFUNDED, CANCELLED}
+
+
+def _status_is_used(payload: Any) -> bool:
+    """Whether `_order` makes an event of this order's status; a status that is missing or not text is left
+    to the model, whose 422 names it."""
+    status = payload.get("status") if isinstance(payload, dict) else None
+    return not isinstance(status, str) or status.removeprefix("wc-") in _USED_STATUSES
+
+
 def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None) -> StorefrontEvent | None:
     # The status decides, whichever of order.created / order.updated carried it: most payment gateways create
     # the order as `pending` and only a later order.updated says `processing`.
     status = order.status.removeprefix("wc-")
     if status in PAID_STATUSES:
+        if order.customer_id <= 0 and not _text(order.billing.email if order.billing else None):
+            # A guest who left no email (a store may make the field optional): nobody the funnel could know
+            # again, acknowledged and not produced. A 422 would count against the webhook (see fitting).
+            return None
         # Placed when the buyer checked out, not when the order was last touched: a note added to a year-old
         # order must not look like a fresh purchase (or trigger a post-purchase flow). The segmenter counts an
         # order id once, so later updates of the same order change nothing.
@@ -319,8 +335,10 @@ def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None
                 total=order.total,
                 currency=order.currency,
                 line_items=tuple(_line_item(i) for i in order.line_items),
-                cart_id=_text(order.cart_hash),
-                discount_codes=tuple(code for c in order.coupon_lines if (code := _text(c.code))),
+                cart_id=fitting.clipped(_text(order.cart_hash)),
+                discount_codes=tuple(
+                    fitting.clipped(code) for c in order.coupon_lines if (code := _text(c.code))
+                ),
             ),
         )
     if status in (REFUNDED, CANCELLED):
