@@ -6,9 +6,10 @@ the same event (byte for byte as published, the same Kafka key, the same fields)
 errors (every field named, with the same message).
 
 Since round 20 a signed webhook whose values do not fit the canonical event is kept with them made to fit
-(sources/fitting.py), and an order that names nobody is acknowledged without an event, where the old mapper
-refused both. So: the hand reader answers exactly as today's models do; and today's mapper answers as the
-old one did, except where the old one refused only what is now made to fit or names nobody.
+(sources/fitting.py), its NUL characters removed, and an order that names nobody is acknowledged without an
+event, where the old mapper refused all three. So: the hand reader answers exactly as today's models do;
+and today's mapper answers as the old one did, except where the old one refused only what is now made to
+fit, removed or names nobody.
 """
 
 from __future__ import annotations
@@ -231,7 +232,8 @@ def _fitted(error: Any) -> bool:
     nobody = error.message.endswith(
         "customer needs store_customer_id, anonymous_id, email or placed_order_id"
     )
-    return nobody or bool(set(re.split(r"[.\[\]]", error.field)) & FITTED)
+    nul = error.message.endswith("must not contain NUL (\\u0000) characters")  # removed now
+    return nobody or nul or bool(set(re.split(r"[.\[\]]", error.field)) & FITTED)
 
 
 def _as_before(before: tuple[str, Any], after: tuple[str, Any]) -> None:

@@ -2,10 +2,10 @@
 
 Through ingest's real routes, on a publisher that keeps what Kafka would get: each Shopify or WooCommerce
 webhook here carries one value the canonical event cannot hold as it is (a 300-character name, a phone
-number of 45 characters, a quantity of two million, an address that is not one). Before round 20 each was a
-422, which the platform retries and counts against the webhook: WooCommerce disables one after 5
-consecutive failures, Shopify deletes a subscription after 8. Now each is accepted, with the value made to
-fit, and every other field as it was.
+number of 45 characters, a quantity of two million, an address that is not one, a NUL). Before round 20
+each was a 422, which the platform retries and counts against the webhook: WooCommerce disables one after
+5 consecutive failures, Shopify deletes a subscription after 8. Now each is accepted, with the value made
+to fit, and every other field as it was.
 """
 
 from __future__ import annotations
@@ -301,6 +301,11 @@ WOO_ORDER: list[tuple[str, Change, Check]] = [
         "a total beyond the contract is its largest",
         _set("total", value="1000000000000.01"),
         lambda e: e.payload.total == fitting.MOST_MONEY,
+    ),
+    (
+        "a NUL typed in the middle of a name is removed",
+        _set("billing", "first_name", value="Cam\x00ille"),
+        lambda e: e.customer.first_name == "Camille",
     ),
     (
         "a cart hash of 300 characters is cut to 255",

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from services.ingest.sources.fitting import without_nul
 from shared.events import reject_nul
 
 
@@ -91,3 +92,16 @@ class SourceModel(BaseModel):
         if isinstance(checked, Checked) and checked.nul_free:
             return value
         return reject_nul(value)
+
+
+class SignedSourceModel(SourceModel):
+    """A platform's signed payload (Shopify, WooCommerce): a NUL a shopper typed is removed, not refused,
+    because a refused webhook is only resent and counted against it (sources/fitting.py)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        checked = info.context
+        if isinstance(checked, Checked) and checked.nul_free:
+            return value
+        return without_nul(value)

@@ -17,7 +17,9 @@ store's orders from reaching us at all. The order is kept instead, with what doe
 - contact details that are not one well-formed value (an email address, a phone number longer than any
   number, a language tag) are left out: absent, they leave what another source said untouched;
 - a quantity beyond the contract's is the contract's largest, an amount beyond it likewise, and an amount
-  in fractions of a cent is rounded to the cent (as a checkout would charge it).
+  in fractions of a cent is rounded to the cent (as a checkout would charge it);
+- a NUL character, which PostgreSQL text cannot hold, is removed (WordPress's sanitize_text_field trims
+  one from the ends of a checkout field, not from its middle).
 
 The limits are the canonical models' (shared/events.py); tests/unit/test_ingest_fitting.py holds them equal.
 """
@@ -72,6 +74,17 @@ def money(value: Decimal) -> Decimal:
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
         return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return value
+
+
+def without_nul(value: Any) -> Any:
+    """The value with every NUL character removed from its text, however deeply nested."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_nul(v) for v in value)
     return value
 
 

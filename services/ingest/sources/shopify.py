@@ -17,7 +17,7 @@ from services.ingest.sources import fitting, shopify_reader
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
-    SourceModel,
+    SignedSourceModel,
     hmac_sha256_base64,
     signature_matches,
 )
@@ -62,7 +62,7 @@ sign = hmac_sha256_base64
 signature_is_valid = signature_matches
 
 
-class _Model(SourceModel):
+class _Model(SignedSourceModel):
     pass
 
 

@@ -22,7 +22,7 @@ from services.ingest.sources import fitting
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
-    SourceModel,
+    SignedSourceModel,
     hmac_sha256_base64,
     signature_matches,
 )
@@ -98,7 +98,7 @@ Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_ce
 WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
 
 
-class _Model(SourceModel):
+class _Model(SignedSourceModel):
     pass
 
 
