@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from shared.consumer import ConsumerPipeline, DlqLimitExceeded
-from shared.events import StorefrontEvent, decode_event
+from shared.events import OrderPlacedEvent, StorefrontEvent, decode_event
 from shared.examples import example_files
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, ensure_topics
 from shared.settings import KafkaSettings
@@ -195,3 +196,46 @@ async def test_an_event_dated_out_of_range_is_dead_lettered_not_retried_forever(
     assert decode_event(value).event_id == f"{store_id}-year-1"
     assert b"occurred_at is before 1970-01-01" in headers[DLQ_REASON]
     assert await _processed(engine, store_id) == [f"{store_id}-a", f"{store_id}-b"]
+
+
+async def test_orders_past_what_a_profile_holds_neither_dead_letter_nor_stop_the_consumer(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    """Orders of the largest amount an order may carry, for one customer (a Segment batch with the write key
+    from a store's page, or on-hold WooCommerce orders nobody pays): from the second on, the sum did not fit
+    the profile and the database refused each, so they went to the DLQ one after another on the customer's
+    one partition, and past the limit (3 here, 100 by default) the consumer stopped. Now the spend is held at
+    that amount, and every order is processed."""
+    topic = await _topics(kafka_bootstrap)
+    [path] = [p for p in example_files("storefront-events") if p.stem == "order_placed"]
+    template = decode_event(path.read_bytes())
+    assert isinstance(template, OrderPlacedEvent)
+    biggest = template.payload.model_copy(update={"total": Decimal("999999999999.99")})
+    events = [
+        template.model_copy(
+            update={
+                "store_id": store_id,
+                "event_id": f"{store_id}-{n}",
+                "payload": biggest.model_copy(update={"order_id": f"o{n}"}),
+            }
+        )
+        for n in range(6)
+    ]
+    for event in events:
+        await producer.send_and_wait(
+            topic, event.model_dump_json().encode(), key=event.partition_key.encode()
+        )
+    pipeline = _pipeline(
+        kafka_bootstrap, topic, producer, FunnelProcessor(engine, StoreRegistry([])), limit=3
+    )
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while await committed(kafka_bootstrap, topic, "g") < len(events):
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 20)
+    assert await _processed(engine, store_id) == sorted(e.event_id for e in events)

@@ -8,6 +8,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -78,6 +79,32 @@ async def pending_timers(engine: AsyncEngine, store_id: str) -> dict[tuple[str, 
     async with engine.connect() as conn:
         rows = await conn.execute(select(timers).where(timers.c.store_id == store_id))
         return {(r.customer_id, r.kind): r.due_at for r in rows.all()}
+
+
+async def test_a_spend_past_what_an_order_may_carry_is_held_at_it(engine: AsyncEngine, store_id: str) -> None:
+    """Three orders of the largest amount an order may carry (on-hold WooCommerce orders nobody pays, or a
+    Segment batch with the write key from a store's page). Their sum did not fit the profile's
+    numeric(14, 2): the database refused every later order of that customer, each went to the DLQ, and a
+    hundred in a row on one partition stopped the segmenter."""
+    biggest = "999999999999.99"
+    orders = [
+        event(
+            store_id,
+            "order_placed",
+            {"order_id": f"o{i}", "total": biggest, "currency": "EUR"},
+            T0,
+            store_customer_id="c1",
+        )
+        for i in range(3)
+    ]
+    await FunnelProcessor(engine, registry(store_id))(orders)
+    async with engine.connect() as conn:
+        held = (
+            await conn.execute(
+                select(profiles.c.orders_count, profiles.c.total_spent).where(profiles.c.store_id == store_id)
+            )
+        ).one()
+    assert tuple(held) == (3, Decimal(biggest))
 
 
 async def test_a_cart_abandonment_timer_fires_once_by_wall_clock(engine: AsyncEngine, store_id: str) -> None:

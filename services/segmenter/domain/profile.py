@@ -292,7 +292,7 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def total_spent(self) -> Decimal:
-        return sum((o.total - o.refunded for o in self.orders if not o.cancelled), Decimal("0"))
+        return held_spend(sum((o.total - o.refunded for o in self.orders if not o.cancelled), Decimal("0")))
 
     @property
     def currency(self) -> str | None:
@@ -415,6 +415,14 @@ def _counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
 
 
 _CENT = Decimal("0.01")
+# What a profile's spend is held up to: the largest amount an order may carry (the contract's Money), and
+# what the profiles table's numeric(14, 2) holds. Only absurd orders pass it (two on-hold WooCommerce orders
+# of half a trillion, which nobody pays); had the sum gone on, the database would have refused the batch.
+MOST_SPENT = Decimal("999999999999.99")
+
+
+def held_spend(spent: Decimal) -> Decimal:
+    return spent if spent <= MOST_SPENT else MOST_SPENT
 
 
 def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
@@ -499,7 +507,7 @@ def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
     spent = sum((o.total - o.refunded for o in orders if not o.cancelled), Decimal("0"))
     figures = (
         len(counted),
-        spent,
+        held_spend(spent),
         orders[0].currency if orders else None,
         counted[0].placed_at if counted else None,
         counted[-1].placed_at if counted else None,
