@@ -19,30 +19,18 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.api import create_app
-from services.ingest.settings import IngestSettings
-from services.notifier.domain.messages import MessageStatus
-from services.segmenter.adapters.tables import processed_events
-from services.segmenter.entrypoints.api import decode_decidable
-from services.segmenter.entrypoints.processor import FunnelProcessor
-from services.segmenter.entrypoints.timers import TimerWorker
-from shared.events import PublishableEvent, encode_event
-from shared.settings import REPO_ROOT
 from tests.fixtures.stack import SmtpServer
-from tests.integration.notifier_harness import Clock, Notifier, dev_store
-from tests.integration.test_segmenter_engine import funnel_events, registry
+from tests.integration.accepted_pipeline import KeepingPublisher, decide_and_send, keeping_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -50,25 +38,6 @@ NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"demo-write-key:").decode()}
 EXAMPLES = int(os.environ.get("SEGMENT_PROPERTY_EXAMPLES", "100"))
 RANDOM = os.environ.get("SEGMENT_PROPERTY_RANDOM") == "1"
-
-
-class KeepingPublisher:
-    """Stands in for Kafka's producer: keeps each accepted event's message value, as the broker would."""
-
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    async def connect_forever(self) -> None:
-        return None
-
-    async def publish_many(self, events: Sequence[PublishableEvent]) -> None:
-        self.values.extend(encode_event(e) for e in events)
-
-    async def reachable(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
 
 
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))])
@@ -185,17 +154,8 @@ HISTORIES = st.lists(
 
 @pytest.fixture
 async def ingest() -> AsyncIterator[tuple[httpx.AsyncClient, KeepingPublisher]]:
-    publisher = KeepingPublisher()
-    app = create_app(
-        IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml"),
-        publisher=publisher,
-        clock=lambda: NOW,
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client,
-    ):
-        yield client, publisher
+    async with keeping_ingest(NOW) as running:
+        yield running
 
 
 @settings(
@@ -214,7 +174,6 @@ async def test_what_ingest_accepts_the_segmenter_decides(
 ) -> None:
     client, publisher = ingest
     publisher.values.clear()
-    store_id = f"p{uuid.uuid4().hex[:12]}"
     for (kind, call), who, timestamp in history:
         body: dict[str, Any] = {**call, **who, "messageId": uuid.uuid4().hex}
         if kind == "alias":
@@ -227,32 +186,4 @@ async def test_what_ingest_accepts_the_segmenter_decides(
         response = await client.post(f"/v1/{kind}", json=body, headers=BASIC)
         assert response.status_code < 500, response.text
         note(f"-> {response.status_code} {response.text[:200]}")
-    # The events as the segmenter reads them from Kafka, each moved to a store of this example's own.
-    events = [msgspec.structs.replace(decode_decidable(v), store_id=store_id) for v in publisher.values]
-    stores = registry(store_id)
-    await FunnelProcessor(engine, stores)(events)
-    # What the segmenter announced, the notifier plans and sends (the demo store's flows and templates) as
-    # the time of each flow comes; then, three years on, the timers fire and the same for what they announce.
-    notifier = Notifier(engine, dev_store(store_id), Clock(NOW), smtp_server.host, smtp_server.port)
-    announced = await funnel_events(engine, store_id)
-    await notifier.plan(announced)
-    for step in (timedelta(0), timedelta(hours=2), timedelta(days=2), timedelta(days=10), timedelta(days=60)):
-        notifier.clock.now = NOW + step
-        while await notifier.send():
-            pass
-    later = NOW + timedelta(days=3 * 365)
-    worker = TimerWorker(engine, stores, lambda: later)
-    while await worker.fire_due():
-        pass
-    async with engine.connect() as conn:
-        processed = await conn.scalar(
-            select(func.count()).select_from(processed_events).where(processed_events.c.store_id == store_id)
-        )
-    assert processed == len({e.event_id for e in events})
-    notifier.clock.now = later
-    await notifier.plan((await funnel_events(engine, store_id))[len(announced) :])
-    while await notifier.send():
-        pass
-    for row in await notifier.rows():
-        note(f"message {row.flow} {row.status}")
-        assert row.status != MessageStatus.FAILED, row
+    await decide_and_send(publisher.values, engine, smtp_server, NOW)
