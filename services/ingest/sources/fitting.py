@@ -5,10 +5,11 @@ A Segment call that breaks the contract gets a 422 naming the field: its caller 
 signed Shopify or WooCommerce webhook is a fact the platform already accepted, and much of it was typed by a
 shopper at checkout or in their account (names, phone, city; the quantity of an item whose stock is not
 managed). A 422 fixes nothing there: the platform resends the same body, then gives up on it (Shopify: 8
-retries over 4 hours), and counts the failures against the whole subscription. WooCommerce disables a webhook
-after 5 consecutive failed deliveries (woocommerce.com, "Webhooks": "Webhooks are disabled after 5 retries
-by default if the delivery URL returns an unsuccessful status"); Shopify deletes a subscription made through
-its Admin API after 8 consecutive failures (shopify.dev, "Troubleshooting webhooks"). So five checkouts
+retries over 4 hours, shopify.dev changelog "Updates to webhook retry mechanism", 2024-09-10), and counts
+the failures against the whole subscription. WooCommerce disables a webhook after 5 consecutive failed
+deliveries (woocommerce.com, "Webhooks": "Webhooks are disabled after 5 retries by default if the delivery
+URL returns an unsuccessful status"); Shopify deletes a subscription made through its Admin API after 8
+consecutive failures (shopify.dev, troubleshooting webhooks). So five checkouts
 with a 300-character first name and a bank transfer (an on-hold order, no payment needed) would stop a
 store's orders from reaching us at all. The order is kept instead, with what does not fit made to fit:
 
@@ -21,7 +22,7 @@ store's orders from reaching us at all. The order is kept instead, with what doe
 - a NUL character, which PostgreSQL text cannot hold, is removed (WordPress's sanitize_text_field trims
   one from the ends of a checkout field, not from its middle).
 
-The limits are the canonical models' (shared/events.py); tests/unit/test_ingest_fitting.py holds them equal.
+The limits are the canonical models' (shared/events.py); tests/unit/test_webhook_fitting.py holds them equal.
 """
 
 from __future__ import annotations
