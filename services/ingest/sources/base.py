@@ -91,6 +91,11 @@ class SourceModel(BaseModel):
         checked = info.context
         if isinstance(checked, Checked) and checked.nul_free:
             return value
+        return cls._nul_free(value)
+
+    @staticmethod
+    def _nul_free(value: Any) -> Any:
+        """The field's value without a NUL: here refused (a ValueError naming the field)."""
         return reject_nul(value)
 
 
@@ -98,10 +103,6 @@ class SignedSourceModel(SourceModel):
     """A platform's signed payload (Shopify, WooCommerce): a NUL a shopper typed is removed, not refused,
     because a refused webhook is only resent and counted against it (sources/fitting.py)."""
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
-        checked = info.context
-        if isinstance(checked, Checked) and checked.nul_free:
-            return value
+    @staticmethod
+    def _nul_free(value: Any) -> Any:
         return without_nul(value)
