@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import msgspec
-from hypothesis import note
+from hypothesis import HealthCheck, note, settings
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,6 +29,17 @@ from shared.settings import REPO_ROOT
 from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
 from tests.integration.test_segmenter_engine import funnel_events, registry
+
+
+def property_settings(examples: int, search: bool) -> settings:
+    """The same examples on every run (so that `make test` is repeatable), or a search for new ones."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not search,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 class KeepingPublisher:

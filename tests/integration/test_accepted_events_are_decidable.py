@@ -25,12 +25,17 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fixtures.stack import SmtpServer
-from tests.integration.accepted_pipeline import KeepingPublisher, decide_and_send, keeping_ingest
+from tests.integration.accepted_pipeline import (
+    KeepingPublisher,
+    decide_and_send,
+    keeping_ingest,
+    property_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -158,13 +163,7 @@ async def ingest() -> AsyncIterator[tuple[httpx.AsyncClient, KeepingPublisher]]:
         yield running
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@property_settings(EXAMPLES, RANDOM)
 @given(history=HISTORIES)
 async def test_what_ingest_accepts_the_segmenter_decides(
     history: list[tuple[tuple[str, dict[str, Any]], dict[str, str], str | None]],

@@ -30,14 +30,19 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.sources import shopify, woocommerce
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
-from tests.integration.accepted_pipeline import KeepingPublisher, decide_and_send, keeping_ingest
+from tests.integration.accepted_pipeline import (
+    KeepingPublisher,
+    decide_and_send,
+    keeping_ingest,
+    property_settings,
+)
+from tests.webhooks import signed_shopify, signed_woocommerce
 
 pytestmark = pytest.mark.integration
 
@@ -214,37 +219,13 @@ HISTORIES = st.lists(
 )
 
 
-def _signed(platform: str, topic: str, body: bytes) -> tuple[str, dict[str, str]]:
-    if platform == "shopify":
-        return "/webhooks/shopify", {
-            "Content-Type": "application/json",
-            "X-Shopify-Topic": topic,
-            "X-Shopify-Shop-Domain": "demo.myshopify.com",
-            "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", body),
-            "X-Shopify-Event-Id": uuid.uuid4().hex,
-        }
-    return "/webhooks/woocommerce", {
-        "Content-Type": "application/json",
-        "X-WC-Webhook-Source": "https://demo-woo.example.com/",
-        "X-WC-Webhook-Topic": topic,
-        "X-WC-Webhook-Signature": woocommerce.sign("demo-woo-secret", body),
-        "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex,
-    }
-
-
 @pytest.fixture
 async def ingest() -> AsyncIterator[tuple[httpx.AsyncClient, KeepingPublisher]]:
     async with keeping_ingest(NOW) as running:
         yield running
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=not RANDOM,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@property_settings(EXAMPLES, RANDOM)
 @given(history=HISTORIES)
 async def test_what_a_shopper_types_never_refuses_a_webhook_and_is_decided(
     history: list[tuple[str, str, dict[str, Any]]],
@@ -256,7 +237,8 @@ async def test_what_a_shopper_types_never_refuses_a_webhook_and_is_decided(
     publisher.values.clear()
     for platform, topic, payload in history:
         body = json.dumps(payload).encode()
-        path, headers = _signed(platform, topic, body)
+        sign = signed_shopify if platform == "shopify" else signed_woocommerce
+        path, headers = sign(body, topic, uuid.uuid4().hex)
         note(f"{platform} {topic} {body[:600]!r}")
         response = await client.post(path, content=body, headers=headers)
         note(f"-> {response.status_code} {response.text[:300]}")

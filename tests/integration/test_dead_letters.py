@@ -149,15 +149,20 @@ async def _one_dead_letter(
     task = asyncio.create_task(pipeline.run_forever())
     try:
         [dead] = await _read_all(kafka_bootstrap, dlq_topic(topic), 1)
-        deadline = asyncio.get_running_loop().time() + 20
-        while await committed(kafka_bootstrap, topic, "g") < len(events):
-            assert not task.done(), task.exception()
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.2)
+        await _committed_all(kafka_bootstrap, topic, len(events), task)
     finally:
         pipeline.stop_after_batch()
         await asyncio.wait_for(task, 20)
     return dead
+
+
+async def _committed_all(kafka_bootstrap: str, topic: str, count: int, task: asyncio.Task[None]) -> None:
+    """Until the group has committed `count` offsets of the topic, the pipeline's task still running."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while await committed(kafka_bootstrap, topic, "g") < count:
+        assert not task.done(), task.exception()
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
 
 
 async def _processed(engine: AsyncEngine, store_id: str) -> list[str]:
@@ -230,11 +235,7 @@ async def test_orders_past_what_a_profile_holds_neither_dead_letter_nor_stop_the
     )
     task = asyncio.create_task(pipeline.run_forever())
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while await committed(kafka_bootstrap, topic, "g") < len(events):
-            assert not task.done(), task.exception()
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.2)
+        await _committed_all(kafka_bootstrap, topic, len(events), task)
     finally:
         pipeline.stop_after_batch()
         await asyncio.wait_for(task, 20)

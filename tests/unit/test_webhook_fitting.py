@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
-from services.ingest.sources import fitting, shopify, woocommerce
+from services.ingest.sources import fitting
 from shared.events import (
     CartUpdated,
     CartUpdatedEvent,
@@ -35,6 +35,7 @@ from shared.events import (
 from shared.settings import REPO_ROOT
 from tests.examples import source_example
 from tests.unit.test_ingest_api import FakePublisher
+from tests.webhooks import signed_shopify, signed_woocommerce
 
 Change = Callable[[dict[str, Any]], None]
 Check = Callable[[Any], bool]
@@ -58,26 +59,14 @@ async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _post_shopify(client: httpx.AsyncClient, topic: str, payload: dict[str, Any]) -> httpx.Response:
     body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Shop-Domain": "demo.myshopify.com",
-        "X-Shopify-Hmac-Sha256": shopify.sign("demo-shopify-secret", body),
-        "X-Shopify-Event-Id": "ev-1",
-    }
-    return await client.post("/webhooks/shopify", content=body, headers=headers)
+    path, headers = signed_shopify(body, topic)
+    return await client.post(path, content=body, headers=headers)
 
 
 async def _post_woo(client: httpx.AsyncClient, topic: str, payload: dict[str, Any]) -> httpx.Response:
     body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-WC-Webhook-Source": "https://demo-woo.example.com/",
-        "X-WC-Webhook-Topic": topic,
-        "X-WC-Webhook-Signature": woocommerce.sign("demo-woo-secret", body),
-        "X-WC-Webhook-Delivery-ID": "d-1",
-    }
-    return await client.post("/webhooks/woocommerce", content=body, headers=headers)
+    path, headers = signed_woocommerce(body, topic)
+    return await client.post(path, content=body, headers=headers)
 
 
 def _set(*path: str | int, value: Any) -> Change:
