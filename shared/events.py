@@ -27,9 +27,20 @@ from shared.fields import LanguageTag, email_address
 
 SCHEMA_VERSION: Literal[1] = 1
 
+# The contract's limits, named once: the models below use them, and so does what makes a platform's values fit
+# them (services/ingest/sources/fitting.py) or holds a sum of them (a profile's spend).
+SHORT_TEXT_LENGTH = 255
+TITLE_LENGTH = 1000
+# E.164 numbers have at most 15 digits; 40 leaves room for spaces, a `+` and an extension.
+PHONE_LENGTH = 40
+URL_LENGTH = 2000
+MOST_QUANTITY = 1_000_000
+# The largest amount Money holds: 14 digits, 2 of them after the point.
+MOST_MONEY = Decimal("999999999999.99")
+
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2, ge=0)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+ShortText = Annotated[str, Field(min_length=1, max_length=SHORT_TEXT_LENGTH)]
 
 
 class Source(StrEnum):
@@ -97,12 +108,12 @@ class Customer(_Model):
     # Some source events name only the order (Shopify's refunds/create): the customer is whoever placed it,
     # which the segmenter knows.
     placed_order_id: ShortText | None = None
-    phone: Annotated[str, Field(max_length=40)] | None = None
-    first_name: Annotated[str, Field(max_length=255)] | None = None
-    last_name: Annotated[str, Field(max_length=255)] | None = None
+    phone: Annotated[str, Field(max_length=PHONE_LENGTH)] | None = None
+    first_name: Annotated[str, Field(max_length=SHORT_TEXT_LENGTH)] | None = None
+    last_name: Annotated[str, Field(max_length=SHORT_TEXT_LENGTH)] | None = None
     locale: LanguageTag | None = None
-    city: Annotated[str, Field(max_length=255)] | None = None
-    country: Annotated[str, Field(max_length=255)] | None = None
+    city: Annotated[str, Field(max_length=SHORT_TEXT_LENGTH)] | None = None
+    country: Annotated[str, Field(max_length=SHORT_TEXT_LENGTH)] | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
     birthday: date | None = None
     accepts_marketing: bool | None = None
@@ -182,10 +193,10 @@ CUSTOMER_FACT_TIMES = frozenset({"updated_at", "consent_at"})
 class LineItem(_Model):
     product_id: ShortText
     variant_id: ShortText | None = None
-    sku: Annotated[str, Field(max_length=255)] | None = None
-    title: Annotated[str, Field(max_length=1000)] | None = None
+    sku: Annotated[str, Field(max_length=SHORT_TEXT_LENGTH)] | None = None
+    title: Annotated[str, Field(max_length=TITLE_LENGTH)] | None = None
     category: Annotated[str, Field(max_length=255)] | None = None
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    quantity: Annotated[int, Field(ge=1, le=MOST_QUANTITY)] = 1
     price: Money = Decimal("0")
 
 
@@ -218,7 +229,7 @@ class CartUpdated(_Model):
     line_items: tuple[LineItem, ...] = ()
     total: Money = Decimal("0")
     currency: CurrencyCode
-    recovery_url: Annotated[str, Field(max_length=2000)] | None = None
+    recovery_url: Annotated[str, Field(max_length=URL_LENGTH)] | None = None
     completed: bool = False
 
 

@@ -24,6 +24,12 @@ from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import fitting
 from shared.events import (
+    MOST_MONEY,
+    MOST_QUANTITY,
+    PHONE_LENGTH,
+    SHORT_TEXT_LENGTH,
+    TITLE_LENGTH,
+    URL_LENGTH,
     CartUpdated,
     CartUpdatedEvent,
     Customer,
@@ -93,13 +99,13 @@ def _holds(model: type[BaseModel], values: dict[str, Any]) -> bool:
 @pytest.mark.parametrize(
     ("model", "field", "limit", "base"),
     [
-        (Customer, "first_name", fitting.SHORT_TEXT, {"email": "a@example.com"}),
-        (Customer, "city", fitting.SHORT_TEXT, {"email": "a@example.com"}),
-        (Customer, "phone", fitting.PHONE, {"email": "a@example.com"}),
-        (LineItem, "sku", fitting.SHORT_TEXT, {"product_id": "p"}),
-        (LineItem, "title", fitting.TITLE, {"product_id": "p"}),
-        (OrderPlaced, "cart_id", fitting.SHORT_TEXT, {"order_id": "o", "total": "1", "currency": "EUR"}),
-        (CartUpdated, "recovery_url", fitting.URL, {"cart_id": "k", "currency": "EUR"}),
+        (Customer, "first_name", SHORT_TEXT_LENGTH, {"email": "a@example.com"}),
+        (Customer, "city", SHORT_TEXT_LENGTH, {"email": "a@example.com"}),
+        (Customer, "phone", PHONE_LENGTH, {"email": "a@example.com"}),
+        (LineItem, "sku", SHORT_TEXT_LENGTH, {"product_id": "p"}),
+        (LineItem, "title", TITLE_LENGTH, {"product_id": "p"}),
+        (OrderPlaced, "cart_id", SHORT_TEXT_LENGTH, {"order_id": "o", "total": "1", "currency": "EUR"}),
+        (CartUpdated, "recovery_url", URL_LENGTH, {"cart_id": "k", "currency": "EUR"}),
     ],
 )
 def test_each_text_limit_is_the_canonical_fields(
@@ -110,11 +116,9 @@ def test_each_text_limit_is_the_canonical_fields(
 
 
 def test_the_largest_quantity_and_amount_are_the_canonical_ones() -> None:
-    assert _holds(
-        LineItem, {"product_id": "p", "quantity": fitting.MOST_QUANTITY, "price": fitting.MOST_MONEY}
-    )
-    assert not _holds(LineItem, {"product_id": "p", "quantity": fitting.MOST_QUANTITY + 1})
-    assert not _holds(LineItem, {"product_id": "p", "price": fitting.MOST_MONEY + fitting.CENT})
+    assert _holds(LineItem, {"product_id": "p", "quantity": MOST_QUANTITY, "price": MOST_MONEY})
+    assert not _holds(LineItem, {"product_id": "p", "quantity": MOST_QUANTITY + 1})
+    assert not _holds(LineItem, {"product_id": "p", "price": MOST_MONEY + fitting.CENT})
 
 
 @pytest.mark.parametrize(
@@ -163,7 +167,7 @@ SHOPIFY_ORDER: list[tuple[str, Change, Check]] = [
     (
         "a total beyond the contract is its largest",
         _set("total_price", value="10000000000000.00"),
-        lambda e: e.payload.total == fitting.MOST_MONEY,
+        lambda e: e.payload.total == MOST_MONEY,
     ),
     (
         "a price in fractions of a cent is rounded to the cent",
@@ -289,7 +293,7 @@ WOO_ORDER: list[tuple[str, Change, Check]] = [
     (
         "a total beyond the contract is its largest",
         _set("total", value="1000000000000.01"),
-        lambda e: e.payload.total == fitting.MOST_MONEY,
+        lambda e: e.payload.total == MOST_MONEY,
     ),
     (
         "a NUL typed in the middle of a name is removed",

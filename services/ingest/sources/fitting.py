@@ -22,7 +22,8 @@ store's orders from reaching us at all. The order is kept instead, with what doe
 - a NUL character, which PostgreSQL text cannot hold, is removed (WordPress's sanitize_text_field trims
   one from the ends of a checkout field, not from its middle).
 
-The limits are the canonical models' (shared/events.py); tests/unit/test_webhook_fitting.py holds them equal.
+The limits are the canonical models' own (shared/events.py); tests/unit/test_webhook_fitting.py checks each
+against its model.
 """
 
 from __future__ import annotations
@@ -33,36 +34,31 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from shared.events import (
+    MOST_MONEY,
+    MOST_QUANTITY,
+    PHONE_LENGTH,
+    SHORT_TEXT_LENGTH,
+    URL_LENGTH,
+)
 from shared.fields import email_address, language_tag
 
-# shared.events: Customer.first_name, last_name, city, country; LineItem.sku; every ShortText.
-SHORT_TEXT = 255
-# LineItem.title
-TITLE = 1000
-# Customer.phone: E.164 numbers have at most 15 digits; 40 leaves room for spaces, a `+` and an extension.
-PHONE = 40
-# CartUpdated.recovery_url
-URL = 2000
-# LineItem.quantity
-MOST_QUANTITY = 1_000_000
-# Money: 14 digits, 2 of them after the point.
-MOST_MONEY = Decimal("999999999999.99")
 CENT = Decimal("0.01")
 
 
-def clipped(value: str | None, limit: int = SHORT_TEXT) -> str | None:
+def clipped(value: str | None, limit: int = SHORT_TEXT_LENGTH) -> str | None:
     """The text, cut to its first `limit` characters."""
     return value[:limit] if value is not None and len(value) > limit else value
 
 
 def phone(value: str | None) -> str | None:
     """The number as given, or None when it is too long to be one (half a number is a wrong number)."""
-    return value if value is None or len(value) <= PHONE else None
+    return value if value is None or len(value) <= PHONE_LENGTH else None
 
 
 def url(value: str | None) -> str | None:
     """The address as given, or None when it is too long to hold (a cut one leads nowhere)."""
-    return value if value is None or len(value) <= URL else None
+    return value if value is None or len(value) <= URL_LENGTH else None
 
 
 def quantity(value: int) -> int:

@@ -32,7 +32,6 @@ from services.ingest.sources.segment_models import (
     DEFAULT_CURRENCY,
     EVENT_ID_PREFIX,
     LINK_SUFFIX,
-    MAX_AMOUNT,
     PAGE_VIEWED,
     AliasCall,
     BatchRequest,
@@ -55,6 +54,7 @@ from services.ingest.sources.segment_models import (
 from services.ingest.sources.segment_records import RECORDS, Builders
 from shared.clock import MAX_CLOCK_AHEAD
 from shared.events import (
+    MOST_MONEY,
     CartUpdated,
     CartUpdatedEvent,
     Custom,
@@ -597,8 +597,8 @@ def _sum(products: list[r.Product], field: str) -> Decimal:
     """What the line items of these products add up to (each the price its line item has, times its
     quantity)."""
     total = sum(((p.price or ZERO) * (p.quantity or 1) for p in products), ZERO)
-    if total > MAX_AMOUNT:
-        raise SegmentError([(field, f"the items add up to more than {MAX_AMOUNT}")])
+    if total > MOST_MONEY:
+        raise SegmentError([(field, f"the items add up to more than {MOST_MONEY}")])
     return total
 
 

@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from services.ingest.sources.base import Checked, SourceModel
-from shared.events import SurveyScale
+from shared.events import MOST_MONEY, SurveyScale
 from shared.fields import email_address, language_tag
 
 CallKind = Literal["identify", "track", "page", "screen", "alias", "group"]
@@ -45,8 +45,6 @@ MAX_MESSAGE_ID = 200 - len(EVENT_ID_PREFIX) - len(LINK_SUFFIX)
 MAX_ID = 250
 # "Page Viewed: <name>" must fit the canonical 255-character event name.
 MAX_PAGE_NAME = 255 - len(PAGE_VIEWED) - len(": ")
-# The largest amount the canonical Money type holds (14 digits, 2 of them decimals).
-MAX_AMOUNT = Decimal("999999999999.99")
 
 
 class SegmentError(ValueError):
@@ -111,7 +109,7 @@ Locale = Annotated[
 TimeZone = Annotated[Annotated[str, StringConstraints(max_length=64)] | None, BeforeValidator(_blank_is_none)]
 Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
 Birthday = Annotated[datetime | date, AfterValidator(_as_date)]
-Amount = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False), AfterValidator(_to_cents)]
+Amount = Annotated[Decimal, Field(ge=0, le=MOST_MONEY, allow_inf_nan=False), AfterValidator(_to_cents)]
 Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
 Currency = Annotated[Annotated[str, AfterValidator(_currency_code)] | None, BeforeValidator(_blank_is_none)]
 

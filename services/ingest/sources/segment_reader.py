@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from services.ingest.sources import segment_models as m
-from shared.events import SurveyScale
+from shared.events import MOST_MONEY, SurveyScale
 from shared.fields import email_address, language_tag
 
 # What pydantic-core's str_strip_whitespace strips (Rust's char::is_whitespace: Unicode White_Space).
@@ -222,7 +222,7 @@ def amount(value: Any, field: str) -> Decimal | None:
     else:
         adapted: Decimal | None = _adapted(_AMOUNT, value, field)
         return adapted
-    if result < 0 or result > m.MAX_AMOUNT:
+    if result < 0 or result > MOST_MONEY:
         raise Invalid(field)
     return result.quantize(CENT, rounding=ROUND_HALF_UP)
 

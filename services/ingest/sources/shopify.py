@@ -24,6 +24,7 @@ from services.ingest.sources.base import (
 from services.ingest.sources.fitting import LenientEmail, LenientLanguageTag
 from shared.events import (
     SHOP_WIDE,
+    TITLE_LENGTH,
     CartUpdated,
     CartUpdatedEvent,
     Customer,
@@ -225,7 +226,7 @@ def _line_item(item: ShopifyLineItem) -> LineItem:
         product_id=str(item.product_id) if item.product_id is not None else f"line:{item.id or item.key}",
         variant_id=str(item.variant_id) if item.variant_id is not None else None,
         sku=fitting.clipped(item.sku or None),
-        title=fitting.clipped(item.title, fitting.TITLE),
+        title=fitting.clipped(item.title, TITLE_LENGTH),
         quantity=fitting.quantity(item.quantity),
         price=fitting.money(item.price),
     )

@@ -28,6 +28,7 @@ from services.ingest.sources.base import (
 )
 from services.ingest.sources.fitting import LenientEmail
 from shared.events import (
+    TITLE_LENGTH,
     Customer,
     CustomerUpserted,
     CustomerUpsertedEvent,
@@ -252,7 +253,7 @@ def _line_item(item: WooLineItem) -> LineItem:
         variant_id=str(item.variation_id) if item.variation_id > 0 else None,
         sku=fitting.clipped(_text(item.sku)),
         # The REST API returns product names HTML-escaped ("Hoodie &ndash; Blue").
-        title=fitting.clipped(html.unescape(title), fitting.TITLE) if (title := _text(item.name)) else None,
+        title=fitting.clipped(html.unescape(title), TITLE_LENGTH) if (title := _text(item.name)) else None,
         quantity=fitting.quantity(item.quantity),
         price=price,
     )

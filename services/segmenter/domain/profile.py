@@ -17,6 +17,7 @@ import msgspec
 from pydantic import BaseModel
 
 from shared import funnel_event_structs as out
+from shared.events import MOST_MONEY
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
 from shared.storefront_event_structs import LineItem
@@ -415,14 +416,13 @@ def _counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
 
 
 _CENT = Decimal("0.01")
-# What a profile's spend is held up to: the largest amount an order may carry (the contract's Money), and
-# what the profiles table's numeric(14, 2) holds. Only absurd orders pass it (two on-hold WooCommerce orders
-# of half a trillion, which nobody pays); had the sum gone on, the database would have refused the batch.
-MOST_SPENT = Decimal("999999999999.99")
 
 
 def held_spend(spent: Decimal) -> Decimal:
-    return spent if spent <= MOST_SPENT else MOST_SPENT
+    """The spend a profile holds: at most the largest amount an order may carry, which is what the profiles
+    table's numeric(14, 2) holds. Only absurd orders pass it (two on-hold WooCommerce orders of half a
+    trillion, which nobody pays); had the sum gone on, the database would have refused the batch."""
+    return spent if spent <= MOST_MONEY else MOST_MONEY
 
 
 def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
