@@ -205,12 +205,18 @@ class CustomerUpserted(_Model):
 
 
 class OrderPlaced(_Model):
+    """An order, as one delivery of it reads. The same order may come again (Shopify's orders/updated,
+    WooCommerce's order.updated, a second Order Completed): it counts once, and what it holds (total, lines,
+    codes) is the version made last, by `updated_at`, whichever delivery arrives first."""
+
     order_id: ShortText
     total: Money
     currency: CurrencyCode
     line_items: tuple[LineItem, ...] = ()
     cart_id: ShortText | None = None
     discount_codes: tuple[ShortText, ...] = ()
+    # When the platform last changed the order, as this delivery shows it; absent, the event's time.
+    updated_at: AwareDatetime | None = None
 
 
 class OrderRefunded(_Model):

@@ -127,6 +127,7 @@ class OrderPlaced(_Struct, frozen=True, kw_only=True):
     line_items: tuple[LineItem, ...] = ()
     cart_id: ShortText | None = None
     discount_codes: tuple[ShortText, ...] = ()
+    updated_at: Instant | None = None
 
     @property
     def total(self) -> Decimal:

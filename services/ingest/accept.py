@@ -11,7 +11,7 @@ from prometheus_client import Counter
 from services.ingest.producer import Publisher, PublishUnavailable
 from services.ingest.ratelimit import RateLimiter
 from shared.clock import MAX_CLOCK_AHEAD, out_of_range
-from shared.events import EncodedEvent, PublishableEvent
+from shared.events import EncodedEvent, OrderPlacedEvent, PublishableEvent
 from shared.logging import get_logger
 from shared.metrics import count_each
 from shared.web import ApiError, FieldError
@@ -56,13 +56,16 @@ def reject_implausible_times(
 
 
 def _times(event: PublishableEvent) -> Iterator[tuple[str, datetime]]:
-    """The event's time, and the times its customer's details carry (only a webhook's source sets those)."""
+    """The event's time, and the times its customer's details and its order carry (only a webhook's source
+    sets those)."""
     yield "timestamp", event.occurred_at
     if not isinstance(event, EncodedEvent):
         for name in ("updated_at", "consent_at"):
             at = getattr(event.customer, name)
             if at is not None:
                 yield f"customer.{name}", at
+        if isinstance(event, OrderPlacedEvent) and event.payload.updated_at is not None:
+            yield "order.updated_at", event.payload.updated_at
 
 
 def check_rate(

@@ -19,8 +19,10 @@ import httpx
 import msgspec
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.segmenter.adapters.tables import orders
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
@@ -761,6 +763,75 @@ async def test_complements_rank_products_bought_together(api: SegmenterApi) -> N
         bad = await api.get("/products/A/complements", limit=limit)
         assert bad.status_code == 422, limit
         assert [err["field"] for err in bad.json()["errors"]] == ["limit"]
+
+
+def edited(
+    store_id: str,
+    customer: Json,
+    order_id: str,
+    placed: datetime,
+    edited_at: datetime,
+    total: str,
+    *items: Json,
+) -> StorefrontEvent:
+    """Shopify's orders/updated after an order edit: the same order and placing time, its new lines and total,
+    and `updated_at`; under an event id that sorts before the order's own (Shopify's ids are random)."""
+    payload = {
+        "order_id": order_id,
+        "total": total,
+        "currency": "EUR",
+        "line_items": list(items),
+        "updated_at": edited_at.isoformat(),
+    }
+    return event(store_id, f"edit-{order_id}", "order_placed", placed, customer, payload)
+
+
+async def test_an_edited_order_holds_its_edit_whichever_delivery_comes_first(api: SegmenterApi) -> None:
+    """An order edit (a line removed, another added) reaches us as the same order again. Before, the
+    version that arrived first stayed: delivered in order the edit changed nothing (the total spent, the
+    orders row and the products bought together kept the lines the customer no longer has); delivered
+    first, it held, so the state depended on the delivery order."""
+    s = api.store_id
+    placed, later = utc(2025, 6, 1), utc(2025, 6, 1, 15)
+    tea, cup, pot, honey, spoon, jar = (
+        item("A", title="Tea"), item("B", title="Cup"), item("C", title="Pot"),
+        item("D", title="Honey"), item("E", title="Spoon"), item("F", title="Jar"),
+    )  # fmt: skip
+    await api.feed_each(
+        [
+            # In order: the order, then its edit.
+            order(s, who("k1"), "m1", placed, "20.00", tea, cup),
+            edited(s, who("k1"), "m1", placed, later, "15.00", tea, pot),
+            # The edit first, then the order as first made.
+            edited(s, who("k2"), "m2", placed, later, "15.00", honey, jar),
+            order(s, who("k2"), "m2", placed, "20.00", honey, spoon),
+        ]
+    )
+
+    for customer in ("k1", "k2"):
+        p = await api.customer(customer)
+        assert (p["orders_count"], Decimal(p["total_spent"])) == (1, Decimal("15.00")), customer
+    async with api.engine.connect() as conn:
+        rows = await conn.execute(
+            select(orders.c.order_id, orders.c.total)
+            .where(orders.c.store_id == s)
+            .order_by(orders.c.order_id)
+        )
+        assert [tuple(r) for r in rows] == [("m1", Decimal("15.00")), ("m2", Decimal("15.00"))]
+    together = {
+        product: [
+            (x["product_id"], x["orders_together"]) for x in await api.ok(f"/products/{product}/complements")
+        ]
+        for product in "ABCDEF"
+    }
+    assert together == {
+        "A": [("C", 1)],
+        "B": [],  # bought with A only in the version the edit replaced
+        "C": [("A", 1)],
+        "D": [("F", 1)],
+        "E": [],  # only in the older version, which came second
+        "F": [("D", 1)],
+    }
 
 
 # -- 6. redelivery ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ the consumer pipeline, the processor's batches) on a real Postgres, timers fired
 
 A smaller sample of tests/unit/test_funnel_order.py's generated histories: each goes once in time order
 into one store and once shuffled into another, as one customer whose events carry different keys (store
-id, email, anonymous id, only an order id) until the identify links them.
+id, email, anonymous id, only an order id) until the identify links them. The profiles, the history, the
+timers, the order rows and the products bought together must be the same.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.segmenter.adapters.tables import processed_events, profiles, timers, transitions
+from services.segmenter.adapters.tables import (
+    copurchases,
+    orders,
+    processed_events,
+    profiles,
+    timers,
+    transitions,
+)
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
@@ -68,6 +76,26 @@ async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
                 )
             )
         ).all()
+        order_rows = (
+            await conn.execute(
+                select(
+                    orders.c.order_id,
+                    orders.c.customer_id,
+                    orders.c.placed_at,
+                    orders.c.total,
+                    orders.c.refunded,
+                    orders.c.counts,
+                ).where(orders.c.store_id == store_id)
+            )
+        ).all()
+        # As the complements read them: a pair an edit took back may stay at 0 (or not be there at all).
+        together = (
+            await conn.execute(
+                select(copurchases.c.product_id, copurchases.c.other_product_id, copurchases.c.orders).where(
+                    copurchases.c.store_id == store_id, copurchases.c.orders > 0
+                )
+            )
+        ).all()
     # Health steps earned by time passing cite the timer, which names the store: the stores differ here.
     live = {
         r.customer_id: Profile.model_validate_json(_unnamed(json.dumps(r.facts), store_id)).model_dump(
@@ -79,6 +107,8 @@ async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
         "profiles": live,
         "transitions": sorted((*r[:-1], _unnamed(r.event_id, store_id)) for r in history),
         "timers": sorted(tuple(r) for r in due),
+        "orders": sorted(tuple(r) for r in order_rows),
+        "bought_together": sorted(tuple(r) for r in together),
     }
 
 

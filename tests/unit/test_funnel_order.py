@@ -115,8 +115,15 @@ class Pipeline:
         return {c: p for c, p in self.profiles.items() if p.merged_into is None}
 
 
-def _event(n: int, kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None) -> Any:
-    return segmenter_event(STORE, kind, at, who, payload, event_id=f"e{n:03d}")
+def _event(
+    n: int, kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None, prefix: str = "e"
+) -> Any:
+    return segmenter_event(STORE, kind, at, who, payload, event_id=f"{prefix}{n:03d}")
+
+
+# What one version of an order may hold: its products and its total.
+VERSION_PRODUCTS = ["p9", "q1", "q2"]
+VERSION_TOTALS = ["20.00", "35.00", "50.00"]
 
 
 @st.composite
@@ -128,8 +135,10 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
     key = st.sampled_from(sorted(KEYS))
     events: list[StorefrontEvent] = []
 
-    def add(kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
-        events.append(_event(len(events), kind, at, who, payload))
+    def add(
+        kind: str, at: datetime, who: dict[str, Any], payload: dict[str, Any] | None = None, prefix: str = "e"
+    ) -> None:
+        events.append(_event(len(events), kind, at, who, payload, prefix))
 
     for i in range(draw(st.integers(min_value=1, max_value=6))):
         # Some orders fall among the cart activity (below), so that they close what came before them.
@@ -149,6 +158,28 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
                 "cart_id": draw(st.sampled_from([None, None, *CARTS])),
             },
         )
+        # The same order again, changed: a platform's edit (orders/updated: the same placing time, a later
+        # `updated_at`) or a source that sent it twice (a later event time, no `updated_at`). Each version
+        # is made at its own hour; Shopify's event ids are random, so a later version's may sort first.
+        for v in range(1, draw(st.sampled_from([0, 0, 0, 1, 2])) + 1):
+            made = placed + timedelta(hours=100 * v + draw(st.integers(1, 99)))
+            edit = draw(st.booleans())
+            version: dict[str, Any] = {
+                "order_id": f"o{i}",
+                "total": draw(st.sampled_from(VERSION_TOTALS)),
+                "currency": "EUR",
+                "line_items": [
+                    {"product_id": p}
+                    for p in draw(
+                        st.lists(st.sampled_from([f"p{i}", *VERSION_PRODUCTS]), min_size=1, unique=True)
+                    )
+                ],
+                "cart_id": draw(st.sampled_from([None, None, *CARTS])),
+            }
+            if edit:
+                version["updated_at"] = made.isoformat()
+            add("order_placed", placed if edit else made, dict(KEYS[draw(key)]), version,
+                prefix=draw(st.sampled_from(["d", "e"])))  # fmt: skip
         refund = draw(st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves"]))
         amounts = {"partial": ["5.00"], "full": [total], "cancelled": [total], "two halves": ["10.00"] * 2}
         for j, amount in enumerate(amounts.get(refund, [])):
@@ -266,6 +297,20 @@ def test_any_delivery_order_gives_the_same_state(data: st.DataObject, events: li
     completed |= {e.payload.cart_id for e in events if isinstance(e, OrderPlacedEvent) and e.payload.cart_id}
     assert set(got.completed_carts) == completed
     assert not completed & {c.cart_id for c in got.carts}
+    # ...each order holds what its version made last held, placed when the last report says...
+    versions: dict[str, list[OrderPlacedEvent]] = {}
+    for e in events:
+        if isinstance(e, OrderPlacedEvent):
+            versions.setdefault(e.payload.order_id, []).append(e)
+    for order in got.orders:
+        delivered = versions[order.order_id]
+        last = max(delivered, key=lambda e: e.payload.updated_at or e.occurred_at)
+        assert (order.total, [p.product_id for p in order.products]) == (
+            last.payload.total,
+            [i.product_id for i in last.payload.line_items],
+        )
+        assert order.placed_at == max(e.occurred_at for e in delivered)
+        assert order.event_id == min(e.event_id for e in delivered)
     # ...and the consent held is the one said last (a withdrawal wins a tie).
     said = [
         (e.occurred_at, e.customer.accepts_marketing is False, e.customer.accepts_marketing)

@@ -135,6 +135,22 @@ async def test_a_customer_time_out_of_range_is_422_naming_it(
     assert publisher.published == []
 
 
+@pytest.mark.parametrize("value", ["9999-12-31T00:00:00Z", "1969-12-31T23:59:59Z"])
+async def test_an_order_version_out_of_range_is_422_naming_it(
+    client: httpx.AsyncClient, publisher: FakePublisher, value: str
+) -> None:
+    """An order's `updated_at` decides which of its versions the segmenter holds: one dated in year 9999
+    would hold its content against every later edit."""
+    payload = source_example("shopify", "orders.create__order_with_customer")
+    payload["updated_at"] = value
+    body = json.dumps(payload).encode()
+    response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "time_out_of_range"
+    assert [e["field"] for e in response.json()["errors"]] == ["order.updated_at"]
+    assert publisher.published == []
+
+
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     body = b'{"id": '
     response = await client.post("/webhooks/shopify", content=body, headers=_headers(body))

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from services.segmenter.domain.instants import decidable, standard, standardise_event
-from shared.storefront_event_structs import StorefrontEvent
+from shared.storefront_event_structs import OrderPlacedEvent, StorefrontEvent
 from tests.builders import segmenter_event
 
 _PLAIN: TypeAdapter[datetime] = TypeAdapter(datetime)
@@ -78,6 +78,24 @@ def test_a_standardised_event_is_the_same_event() -> None:
     for at in (event.customer.updated_at, event.customer.consent_at):
         assert at is not None
         assert at.tzinfo is UTC
+    assert msgspec.json.encode(event) == before
+
+
+def test_an_orders_version_is_standardised_too() -> None:
+    event = segmenter_event(
+        "s1",
+        "order_placed",
+        datetime(2026, 1, 5, 9, 30, tzinfo=UTC),
+        {"email": "ines@example.com"},
+        {"order_id": "o1", "total": "10.00", "currency": "EUR", "updated_at": "2026-01-05T11:00:00-05:00"},
+    )
+    before = msgspec.json.encode(event)
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.payload.updated_at is not None
+    zone = event.payload.updated_at.tzinfo
+    standardise_event(event)
+    assert event.payload.updated_at.tzinfo is standard(datetime(2026, 1, 1, tzinfo=zone)).tzinfo
+    assert event.payload.updated_at.tzinfo is not zone
     assert msgspec.json.encode(event) == before
 
 

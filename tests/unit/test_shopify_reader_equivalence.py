@@ -9,7 +9,8 @@ Since round 20 a signed webhook whose values do not fit the canonical event is k
 (sources/fitting.py), its NUL characters removed, and an order that names nobody is acknowledged without an
 event, where the old mapper refused all three. So: the hand reader answers exactly as today's models do;
 and today's mapper answers as the old one did, except where the old one refused only what is now made to
-fit, removed or names nobody.
+fit, removed or names nobody. Since round 21 an order also carries its version (`updated_at`), which the
+old mapper left out: it is taken off today's event before the two are compared.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from services.ingest.body import parse_json
 from services.ingest.sources import shopify as new
 from services.ingest.sources import shopify_reader
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
-from shared.events import StorefrontEvent, encode_event
+from shared.events import OrderPlacedEvent, StorefrontEvent, encode_event
 from shared.web import ApiError, validation_errors
 from tests.examples import source_example
 from tests.reference import shopify_mapper_v1 as old
@@ -261,7 +262,18 @@ def _same(topic: str, body: Any, *, event_id: str = "shopify:ev-1", store_id: st
         before = _outcome(partial(old.to_canonical, topic, body, **arguments))
         after = _outcome(partial(new.to_canonical, topic, body, **arguments))
         assert after == _outcome(partial(new._by_models, topic, body, **arguments))
-        _as_before(before, after)
+        _as_before(before, _outcome(partial(_mapped_as_before, topic, body, **arguments)))
+
+
+def _mapped_as_before(topic: str, body: Any, **arguments: Any) -> StorefrontEvent | None:
+    return _without_version(new.to_canonical(topic, body, **arguments))
+
+
+def _without_version(event: StorefrontEvent | None) -> StorefrontEvent | None:
+    """The event as the old mapper made it: an order's `updated_at` (its version) is new since round 21."""
+    if not isinstance(event, OrderPlacedEvent):
+        return event
+    return event.model_copy(update={"payload": event.payload.model_copy(update={"updated_at": None})})
 
 
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -362,7 +374,10 @@ def test_a_raw_body_gets_the_same_answer_as_when_parsed_first(webhook: tuple[str
     before = _body_outcome(partial(_old_from_body, topic, raw, **arguments))
     after = _body_outcome(partial(new.body_to_canonical, topic, raw, parse_json, **arguments))
     assert after == _body_outcome(partial(_models_from_body, topic, raw, **arguments))
-    _as_before(before, after)
+    _as_before(
+        before,
+        _body_outcome(lambda: _without_version(new.body_to_canonical(topic, raw, parse_json, **arguments))),
+    )
 
 
 def test_the_examples_are_read_from_their_bytes() -> None:

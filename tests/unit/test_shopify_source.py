@@ -132,6 +132,9 @@ def test_orders_updated_is_the_same_order_placed() -> None:
     event = _map("orders/updated", "orders.updated__fulfilled")
     assert isinstance(event, OrderPlacedEvent)
     assert event.payload.order_id == "820982911946154508"
+    # Placed when it was created; this version of it made at its updated_at (what decides between versions).
+    assert event.occurred_at == datetime(2026, 11, 21, 14, 30, tzinfo=UTC)
+    assert event.payload.updated_at == datetime(2026, 11, 21, 16, 0, tzinfo=UTC)
 
 
 def test_orders_cancelled_is_a_full_refund_marked_cancelled() -> None:

@@ -175,8 +175,10 @@ def test_order_updated_with_a_paid_status_is_the_same_order_placed(status: str) 
     event = _map("order.updated", payload)
     assert isinstance(event, OrderPlacedEvent)
     assert event.payload.order_id == "4821"
-    # Placed at checkout, not at the update: an edit of an old order is no new purchase.
+    # Placed at checkout, not at the update: an edit of an old order is no new purchase. The version is
+    # the modification's time: the segmenter holds the content of the latest.
     assert event.occurred_at == datetime(2026, 11, 10, 9, 30, 4, tzinfo=UTC)
+    assert event.payload.updated_at == datetime(2026, 11, 11, 8, 12, 40, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

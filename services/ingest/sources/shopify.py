@@ -378,8 +378,9 @@ def _order_customer(order: ShopifyOrder) -> Customer:
 
 
 def _order_placed(order: ShopifyOrder, common: dict[str, Any]) -> OrderPlacedEvent:
-    # orders/updated maps to the same event: the segmenter counts an order id once, and the update may
-    # carry fresher customer details.
+    # orders/updated maps to the same event: the segmenter counts an order id once, holds the content of the
+    # version Shopify changed last (an order edit changes the lines and the total), and the update may carry
+    # fresher customer details.
     return OrderPlacedEvent(
         **common,
         customer=_order_customer(order),
@@ -391,6 +392,7 @@ def _order_placed(order: ShopifyOrder, common: dict[str, Any]) -> OrderPlacedEve
             line_items=tuple(_line_item(i) for i in order.line_items),
             cart_id=fitting.clipped(order.cart_token or order.checkout_token or None),
             discount_codes=tuple(fitting.clipped(d.code) for d in order.discount_codes if d.code),
+            updated_at=order.updated_at,
         ),
     )
 

@@ -364,6 +364,7 @@ def read(
                 line_items=order["line_items"],
                 cart_id=_cart_id(order["cart_token"] or order["checkout_token"]),
                 discount_codes=order["discount_codes"],
+                updated_at=order["updated_at"],
             ),
         )
     if topic == "orders/cancelled":

@@ -326,7 +326,8 @@ def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None
             return None
         # Placed when the buyer checked out, not when the order was last touched: a note added to a year-old
         # order must not look like a fresh purchase (or trigger a post-purchase flow). The segmenter counts an
-        # order id once, so later updates of the same order change nothing.
+        # order id once; of its deliveries it keeps the content last modified (an edited order's lines and
+        # total), by date_modified_gmt.
         return OrderPlacedEvent(
             **common,
             customer=_order_customer(order, consent=consent),
@@ -340,6 +341,7 @@ def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None
                 discount_codes=tuple(
                     fitting.clipped(code) for c in order.coupon_lines if (code := _text(c.code))
                 ),
+                updated_at=order.date_modified_gmt,
             ),
         )
     if status in (REFUNDED, CANCELLED):

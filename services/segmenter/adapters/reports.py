@@ -132,7 +132,8 @@ async def customers_by_email(conn: AsyncConnection, store_id: str, email: str) -
 # own work at 1,000 events/s. The route's connection runs nothing else, so no BEGIN and ROLLBACK around it.
 _COMPLEMENTS = (
     f"SELECT other_product_id, title, orders FROM {copurchases.fullname} "  # noqa: S608
-    "WHERE store_id = $1 AND product_id = $2 ORDER BY orders DESC, other_product_id LIMIT $3"
+    # A pair an edited order no longer holds may be left at 0.
+    "WHERE store_id = $1 AND product_id = $2 AND orders > 0 ORDER BY orders DESC, other_product_id LIMIT $3"
 )
 
 

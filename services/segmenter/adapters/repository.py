@@ -453,19 +453,22 @@ _ADD_COPURCHASES = insert_rows(
 _ADD_COPURCHASES_RAW = positional(_ADD_COPURCHASES)
 
 
-def copurchases_write(new_orders: Iterable[tuple[str, OrderFact]]) -> Write | None:
+def copurchases_write(bought: Iterable[tuple[str, OrderFact, int]]) -> Write | None:
+    """Add each order's pairs of products to the counts of products bought together (`sign` -1 takes back
+    those of a version an edit replaced)."""
     pairs: Counter[tuple[str, str, str]] = Counter()
     titles: dict[tuple[str, str], str | None] = {}
-    for store_id, order in new_orders:
+    for store_id, order, sign in bought:
         products = {p.product_id: p for p in order.products}
         for a in products:
             for b, other in products.items():
                 if a != b:
-                    pairs[(store_id, a, b)] += 1
-                    titles[(store_id, b)] = other.title
-    if not pairs:
+                    pairs[(store_id, a, b)] += sign
+                    if sign > 0 or (store_id, b) not in titles:
+                        titles[(store_id, b)] = other.title
+    rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items()) if n]
+    if not rows:
         return None
-    rows = [(s, a, b, n, titles[(s, b)]) for (s, a, b), n in sorted(pairs.items())]
     return Write(_ADD_COPURCHASES_RAW, params(_COPURCHASE, rows))
 
 

@@ -33,6 +33,7 @@ from services.segmenter.domain.profile import (
     RefundFact,
     SurveyFact,
     Transition,
+    one_order,
 )
 from services.segmenter.domain.survey import score
 from shared.events import CONTACT_FIELDS, SHOP_WIDE
@@ -92,6 +93,8 @@ class Decision:
     funnel_events: list[FunnelEvent] = field(default_factory=list)
     timers: dict[str, datetime | None] = field(default_factory=dict)
     new_orders: list[OrderFact] = field(default_factory=list)
+    # Orders held before whose products a later version changed: (as they were, as they are now).
+    edited_orders: list[tuple[OrderFact, OrderFact]] = field(default_factory=list)
     cause: str = ""
     at: datetime | None = None
     # The snapshot last emitted and the profile it is of: a second funnel event of the same profile (or of
@@ -358,17 +361,7 @@ def _settled(profile: Profile) -> Profile:
 
 def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
     order = event.payload
-    held = next((o for o in d.profile.orders if o.order_id == order.order_id), None)
-    if held is not None:
-        # The same order again (orders/updated, or a new delivery of orders/create). Its transitions cite the
-        # smallest event id that recorded it, whichever came first.
-        if held.event_id and held.event_id <= event.event_id:
-            return
-        before = d.profile.transitions
-        fixed = replace(held, event_id=event.event_id)
-        d.profile = replace(d.profile, orders=tuple(fixed if o is held else o for o in d.profile.orders))
-        _refresh(d, rules, before)
-        return
+    version = order.updated_at
     fact = OrderFact(
         order_id=order.order_id,
         placed_at=event.occurred_at,
@@ -380,7 +373,12 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         discount_codes=tuple(order.discount_codes),
         event_id=event.event_id,
         refunds=(),
+        updated_at=None if version is None or version == event.occurred_at else version,
     )
+    held = next((o for o in d.profile.orders if o.order_id == order.order_id), None)
+    if held is not None:
+        _on_order_again(d, held, fact, order.cart_id, rules)
+        return
     d.new_orders.append(fact)
     before = d.profile.transitions
     before_carts = d.profile.carts
@@ -409,6 +407,35 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         ),
     )
     _refresh(d, rules, before)
+
+
+def _on_order_again(
+    d: Decision, held: OrderFact, fact: OrderFact, cart_id: str | None, rules: FunnelRules
+) -> None:
+    """The same order again (orders/updated, or a new delivery of orders/create): counted once, holding
+    the content of its latest version (an edit changes lines and total), whichever delivery came first."""
+    one = one_order(held, fact)
+    completes = cart_id is not None and cart_id not in d.profile.completed_carts
+    if one == held and not completes:
+        return
+    if _products_bought(one) != _products_bought(held):
+        d.edited_orders.append((held, one))
+    before = d.profile.transitions
+    before_carts = d.profile.carts
+    orders = (one if o is held else o for o in d.profile.orders)
+    d.profile = replace(d.profile, orders=tuple(sorted(orders, key=ORDER_KEY)))
+    if completes:
+        assert cart_id is not None
+        d.profile = carts.completed(d.profile, cart_id)
+    if one.placed_at != held.placed_at:
+        d.profile = carts.closed_by_order(d.profile, one.placed_at)[0]
+    if d.profile.carts != before_carts:
+        _cart_timers(d, rules, {c.cart_id for c in before_carts})
+    _refresh(d, rules, before)
+
+
+def _products_bought(order: OrderFact) -> set[str]:
+    return {p.product_id for p in order.products}
 
 
 def _on_refund(d: Decision, event: OrderRefundedEvent, rules: FunnelRules) -> None:
@@ -851,12 +878,8 @@ def merge(survivor: Profile, absorbed: Profile) -> Profile:
     orders = {o.order_id: o for o in absorbed.orders}
     for o in survivor.orders:
         held = orders.get(o.order_id)
-        if held is not None:  # the same order under both (a source that named the customer two ways)
-            for r in held.refunds:
-                o = o.with_refund(r)
-            if held.event_id and held.event_id < o.event_id:
-                o = replace(o, event_id=held.event_id)
-        orders[o.order_id] = o
+        # The same order under both (a source that named the customer two ways): one fact of the two.
+        orders[o.order_id] = o if held is None else one_order(o, held)
     merged_carts, completed_carts = carts.merged_carts(survivor, absorbed)
     contact = {n: _newer_contact(survivor, absorbed, n) for n in CONTACT_FIELDS}
     contact_at = {}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from msgspec.structs import force_setattr
 
 from shared.clock import EARLIEST_TIME, LATEST_TIME, out_of_range
-from shared.storefront_event_structs import StorefrontEvent
+from shared.storefront_event_structs import OrderPlacedEvent, StorefrontEvent
 
 _ZONES: dict[timedelta, timezone] = {}
 
@@ -44,9 +44,10 @@ def standard(at: datetime) -> datetime:
 
 def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
     """The event with the datetimes a decision reads (when it happened, when its customer's details and
-    consent were said) on shared tzinfo objects. In place, although the Structs are frozen: the same
-    instants, equal and serialised the same, so nothing that holds the event can tell, and doing it twice
-    changes nothing. (`received_at` and a payload's `created_at` are never read here: left as they are.)"""
+    consent were said, an order's version) on shared tzinfo objects. In place, although the Structs are
+    frozen: the same instants, equal and serialised the same, so nothing that holds the event can tell, and
+    doing it twice changes nothing. (`received_at` and a payload's `created_at` are never read here: left as
+    they are.)"""
     at = event.occurred_at
     if at.tzinfo is not UTC:
         force_setattr(event, "occurred_at", standard(at))
@@ -57,6 +58,11 @@ def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
     said = customer.consent_at
     if said is not None and said.tzinfo is not UTC:
         force_setattr(customer, "consent_at", standard(said))
+    if type(event) is OrderPlacedEvent:
+        # An order's version is compared with the placing time and other versions (profile.one_order).
+        version = event.payload.updated_at
+        if version is not None and version.tzinfo is not UTC:
+            force_setattr(event.payload, "updated_at", standard(version))
     return event
 
 

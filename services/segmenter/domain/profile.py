@@ -136,6 +136,13 @@ class OrderFact(_Fact, frozen=True, kw_only=True, gc=False):
     # The delivery that recorded the order (the smallest id when several did): what its transitions cite.
     event_id: str = ""
     refunds: tuple[RefundFact, ...] = ()
+    # When the version whose total, products and codes these are was made, if not at `placed_at`: of an
+    # order's deliveries, the one made last gives them, whichever arrived first (an edit's orders/updated).
+    updated_at: Aware | None = None
+
+    @property
+    def version_at(self) -> datetime:
+        return self.updated_at or self.placed_at
 
     @property
     def counts(self) -> bool:
@@ -404,6 +411,50 @@ _last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((),
 
 
 # Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
+def one_order(a: OrderFact, b: OrderFact) -> OrderFact:
+    """Two deliveries of one order (or two profiles' records of it) as one fact, whichever came first.
+
+    The total, currency, products and codes are those of the version made last (`version_at`; on a tie, the
+    larger of the two, so that the choice does not depend on arrival either); its transitions cite the
+    smaller event id; the refunds are the union of both. A platform's deliveries of one order all give the
+    time it was placed; a source that reported it twice at two times gives the later, since an order closes
+    the carts' activity up to it, and what the later one closed stays closed whichever came first."""
+    newer = a if _content_rank(a, b) >= 0 else b
+    placed_at = max(a.placed_at, b.placed_at)
+    cited = [e for e in (a.event_id, b.event_id) if e]
+    version = newer.version_at
+    one = msgspec.structs.replace(
+        newer,
+        placed_at=placed_at,
+        event_id=min(cited) if cited else "",
+        updated_at=None if version == placed_at else version,
+        refunds=(),
+        refunded=Decimal("0"),
+        cancelled=False,
+    )
+    refunds = {r.event_id: r for r in (*a.refunds, *b.refunds)}
+    if not refunds:
+        # Documents older than kept refunds hold only their sums.
+        cancelled = a.cancelled or b.cancelled
+        refunded = one.total if cancelled else min(one.total, max(a.refunded, b.refunded))
+        return msgspec.structs.replace(one, refunded=refunded, cancelled=cancelled)
+    for refund in refunds.values():
+        one = one.with_refund(refund)
+    return one
+
+
+def _content_rank(a: OrderFact, b: OrderFact) -> int:
+    """> 0 when a's content is the one to hold, < 0 when b's, 0 when they are the same."""
+    if a.version_at != b.version_at:
+        return 1 if a.version_at > b.version_at else -1
+    ka, kb = _JSON.encode(_content(a)), _JSON.encode(_content(b))
+    return (ka > kb) - (ka < kb)
+
+
+def _content(order: OrderFact) -> tuple[object, ...]:
+    return (order.total, order.currency, order.products, order.discount_codes)
+
+
 ORDER_KEY = attrgetter("placed_at", "order_id")
 
 

@@ -50,7 +50,9 @@ class Changes:
     funnel_events: list[FunnelEvent] = field(default_factory=list)
     timers: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
     identities: dict[Key, str] = field(default_factory=dict)
-    new_orders: list[tuple[str, OrderFact]] = field(default_factory=list)
+    # Orders whose products count among those bought together: +1 for an order or an edit's new version,
+    # -1 for the version an edit replaced.
+    bought: list[tuple[str, OrderFact, int]] = field(default_factory=list)
     merges: list[tuple[str, str, str]] = field(default_factory=list)
     # What the database held when the batch began: rows that come out of the batch identical are not
     # written again (most events touch a profile without changing its identities, orders or often anything).
@@ -78,7 +80,11 @@ class Changes:
         for kind, due in decision.timers.items():
             timers[(store_id, customer_id, kind)] = due
         if decision.new_orders:
-            self.new_orders.extend((store_id, o) for o in decision.new_orders)
+            self.bought.extend((store_id, o, 1) for o in decision.new_orders)
+        if decision.edited_orders:
+            # An edit's products replace what the order counted before among the products bought together.
+            for was, now in decision.edited_orders:
+                self.bought.extend(((store_id, was, -1), (store_id, now, 1)))
 
     async def write(self, conn: AsyncConnection) -> int:
         # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
@@ -99,7 +105,7 @@ class Changes:
                 )
             )
             await writes.then(_sent(repository.orders_write(self._changed_orders(changed))))
-            await writes.then(_sent(repository.copurchases_write(self.new_orders)))
+            await writes.then(_sent(repository.copurchases_write(self.bought)))
             await writes.then(_sent(repository.timers_write(self.timers)))
             # Rows this batch wrote under an absorbed id (before the event that linked it) move too.
             await writes.then(_sent(repository.repoint_write(self.merges)))
