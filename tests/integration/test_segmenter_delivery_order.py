@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.segmenter.adapters.tables import (
@@ -50,52 +51,22 @@ def _in_store(events: list[StorefrontEvent], store_id: str) -> list[StorefrontEv
 
 async def _state(engine: AsyncEngine, store_id: str) -> dict[str, Any]:
     async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(profiles.c.customer_id, profiles.c.facts).where(
-                    profiles.c.store_id == store_id, profiles.c.merged_into.is_(None)
-                )
-            )
-        ).all()
-        history = (
-            await conn.execute(
-                select(
-                    transitions.c.customer_id,
-                    transitions.c.dimension,
-                    transitions.c.from_value,
-                    transitions.c.to_value,
-                    transitions.c.occurred_at,
-                    transitions.c.event_id,
-                ).where(transitions.c.store_id == store_id)
-            )
-        ).all()
-        due = (
-            await conn.execute(
-                select(timers.c.customer_id, timers.c.kind, timers.c.due_at).where(
-                    timers.c.store_id == store_id
-                )
-            )
-        ).all()
-        order_rows = (
-            await conn.execute(
-                select(
-                    orders.c.order_id,
-                    orders.c.customer_id,
-                    orders.c.placed_at,
-                    orders.c.total,
-                    orders.c.refunded,
-                    orders.c.counts,
-                ).where(orders.c.store_id == store_id)
-            )
-        ).all()
+
+        async def store_rows(table: Table, names: str, *also: ColumnElement[bool]) -> Sequence[Row[Any]]:
+            """These columns of the store's rows of the table."""
+            chosen = select(*(table.c[n] for n in names.split())).where(table.c.store_id == store_id, *also)
+            return (await conn.execute(chosen)).all()
+
+        rows = await store_rows(profiles, "customer_id facts", profiles.c.merged_into.is_(None))
+        history = await store_rows(
+            transitions, "customer_id dimension from_value to_value occurred_at event_id"
+        )
+        due = await store_rows(timers, "customer_id kind due_at")
+        order_rows = await store_rows(orders, "order_id customer_id placed_at total refunded counts")
         # As the complements read them: a pair an edit took back may stay at 0 (or not be there at all).
-        together = (
-            await conn.execute(
-                select(copurchases.c.product_id, copurchases.c.other_product_id, copurchases.c.orders).where(
-                    copurchases.c.store_id == store_id, copurchases.c.orders > 0
-                )
-            )
-        ).all()
+        together = await store_rows(
+            copurchases, "product_id other_product_id orders", copurchases.c.orders > 0
+        )
     # Health steps earned by time passing cite the timer, which names the store: the stores differ here.
     live = {
         r.customer_id: Profile.model_validate_json(_unnamed(json.dumps(r.facts), store_id)).model_dump(
