@@ -402,15 +402,6 @@ def unvalidated_from(cls: type[_Built], values: dict[str, Any]) -> _Built:
     return built
 
 
-# The counted orders of the last tuple of orders asked about. One decision asks for them again and again
-# (its stage, its health timer, the snapshot of each funnel event), always of the same tuple: model_copy
-# shares it between the copies of a profile whose orders did not change, so the tuple's identity is the
-# key. No cache on the model itself: model_copy would carry it over to a copy whose orders did change. The
-# memo holds the tuple, so its identity cannot be reused by another object meanwhile.
-_last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
-
-
-# Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
 def one_order(a: OrderFact, b: OrderFact) -> OrderFact:
     """Two deliveries of one order (or two profiles' records of it) as one fact, whichever came first.
 
@@ -455,6 +446,15 @@ def _content(order: OrderFact) -> tuple[object, ...]:
     return (order.total, order.currency, order.products, order.discount_codes)
 
 
+# The counted orders of the last tuple of orders asked about. One decision asks for them again and again
+# (its stage, its health timer, the snapshot of each funnel event), always of the same tuple: model_copy
+# shares it between the copies of a profile whose orders did not change, so the tuple's identity is the
+# key. No cache on the model itself: model_copy would carry it over to a copy whose orders did change. The
+# memo holds the tuple, so its identity cannot be reused by another object meanwhile.
+_last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
+
+
+# Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
 ORDER_KEY = attrgetter("placed_at", "order_id")
 
 
