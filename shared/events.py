@@ -204,6 +204,14 @@ class CustomerUpserted(_Model):
     created_at: AwareDatetime | None = None
 
 
+class OrderRefundLine(_Model):
+    """A refund the platform lists in the order itself (WooCommerce's `refunds`: it has no refund webhook of
+    its own), named by the platform's refund id: one refund listed in several deliveries counts once."""
+
+    refund_id: ShortText
+    amount: Money
+
+
 class OrderPlaced(_Model):
     """An order, as one delivery of it reads. The same order may come again (Shopify's orders/updated,
     WooCommerce's order.updated, a second Order Completed): it counts once, and what it holds (total, lines,
@@ -217,6 +225,9 @@ class OrderPlaced(_Model):
     discount_codes: tuple[ShortText, ...] = ()
     # When the platform last changed the order, as this delivery shows it; absent, the event's time.
     updated_at: AwareDatetime | None = None
+    # The refunds this delivery lists (partial ones: a refund in full is an `order_refunded`). Absent when the
+    # source lists none; a refund once listed stays counted (refunds are added to, not taken back).
+    refunds: tuple[OrderRefundLine, ...] | None = None
 
 
 class OrderRefunded(_Model):

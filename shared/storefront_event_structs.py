@@ -120,6 +120,15 @@ class CustomerUpserted(_Struct, frozen=True, kw_only=True):
     created_at: Instant | None = None
 
 
+class OrderRefundLine(_Struct, frozen=True, kw_only=True):
+    refund_id: ShortText
+    amount_text: MoneyText = msgspec.field(name="amount")
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_text)
+
+
 class OrderPlaced(_Struct, frozen=True, kw_only=True):
     order_id: ShortText
     total_text: MoneyText = msgspec.field(name="total")
@@ -128,6 +137,7 @@ class OrderPlaced(_Struct, frozen=True, kw_only=True):
     cart_id: ShortText | None = None
     discount_codes: tuple[ShortText, ...] = ()
     updated_at: Instant | None = None
+    refunds: tuple[OrderRefundLine, ...] | None = None
 
     @property
     def total(self) -> Decimal:
@@ -276,8 +286,9 @@ _DECODER: msgspec.json.Decoder[StorefrontEvent] = msgspec.json.Decoder(Storefron
 _STRUCT_OF: dict[type[BaseModel], type[Any]] = {
     getattr(events, cls.__name__): cls
     for cls in (
-        Customer, LineItem, CustomerUpserted, OrderPlaced, OrderRefunded, CartUpdated, ProductViewed,
-        SurveyAnswer, SurveyAnswered, IdentityLinked, CustomerErased, Custom, *get_args(StorefrontEvent),
+        Customer, LineItem, CustomerUpserted, OrderRefundLine, OrderPlaced, OrderRefunded, CartUpdated,
+        ProductViewed, SurveyAnswer, SurveyAnswered, IdentityLinked, CustomerErased, Custom,
+        *get_args(StorefrontEvent),
     )
 }  # fmt: skip
 # A fraction of seven digits or more: msgspec rounds a datetime's fraction of a second beyond microseconds,

@@ -7,7 +7,8 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -92,6 +93,57 @@ async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
     # One email; the demo store words its own welcome subject (deploy/templates/demo), greeting by name.
     [subject] = [str(m["Subject"]) for m in smtp_server.messages if m["To"] == email]
     assert subject.startswith("Thank you for your order, Camille!")
+
+
+def _woo_versions(customer_number: int, email: str) -> list[tuple[str, bytes]]:
+    """One WooCommerce order as the store sends it: order.created, then an order.updated after each of two
+    partial refunds. wc_create_refund saves the order with a new date_modified, and its
+    `woocommerce_order_refunded` hook is one of order.updated's; the order's `refunds` lists every refund so
+    far, each amount negated (WC_REST_Orders_V2_Controller)."""
+    order = source_example("woocommerce", "order.created__processing")
+    created = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=3)
+    order.update(id=customer_number * 10, customer_id=customer_number, date_created_gmt=created.isoformat())
+    order["billing"].update(email=email, first_name="Camille", city="Lyon")
+    refunds = [
+        {"id": customer_number * 10 + 1, "reason": "Beanie arrived damaged", "total": "-27.00"},
+        {"id": customer_number * 10 + 2, "reason": "Late delivery", "total": "-10.00"},
+    ]
+    versions = []
+    for listed in range(3):
+        modified = created + timedelta(seconds=5) + timedelta(hours=listed)
+        version = order | {"date_modified_gmt": modified.isoformat(), "refunds": refunds[:listed]}
+        versions.append(("order.created" if listed == 0 else "order.updated", json.dumps(version).encode()))
+    return versions
+
+
+async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_comes_first(
+    services: RunningServices,
+) -> None:
+    """WooCommerce has no refund webhook and a partial refund leaves the order's status alone: the refunds
+    come listed in the order itself. Delivered in time order or backwards, the customer's spend drops by
+    both refunds, and the order still counts once."""
+    numbers = [uuid.uuid4().int % 10**9 for _ in range(2)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for number, backwards in zip(numbers, (False, True), strict=True):
+            versions = _woo_versions(number, f"camille.{number}@example.com")
+            for topic, body in reversed(versions) if backwards else versions:
+                headers = _woo_headers(body, delivery=uuid.uuid4().hex)
+                headers["X-WC-Webhook-Topic"] = topic
+                headers["X-WC-Webhook-Event"] = topic.split(".")[1]
+                response = await client.post(
+                    f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["status"] == "accepted"
+
+        async def both_refunded() -> bool:
+            profiles = [await _profile(client, services, str(n)) for n in numbers]
+            return all(Decimal(p.get("total_spent", "0")) == Decimal("55.28") for p in profiles)
+
+        await eventually(both_refunded, 15, "both customers' spend lowered by their two partial refunds")
+        for number in numbers:
+            profile = await _profile(client, services, str(number))
+            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
 
 
 async def _events_for(kafka_bootstrap: str, user_id: str, count: int) -> list[Any]:

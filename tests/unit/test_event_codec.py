@@ -155,7 +155,8 @@ LEAF = st.one_of(
 FIELD_NAMES = st.sampled_from([
     "type", "event_id", "store_id", "customer", "payload", "email", "anonymous_id", "store_customer_id",
     "placed_order_id", "line_items", "product_id", "price", "quantity", "total", "currency", "properties",
-    "answers", "agree", "score", "scope", "schema_version", "locale", "birthday", "updated_at", "x\x00",
+    "answers", "agree", "score", "scope", "schema_version", "locale", "birthday", "updated_at", "refunds",
+    "refund_id", "amount", "x\x00",
 ])  # fmt: skip
 JSON = st.recursive(
     LEAF,

@@ -198,6 +198,48 @@ def test_a_full_refund_corrects_the_stage_down_and_nothing_else_does() -> None:
     assert p.transitions == []
 
 
+def _listing(order_id: str, made: datetime, *refunds: tuple[str, str]) -> StorefrontEvent:
+    """A delivery of the order (placed at T0) made at `made`, listing these (id, amount) refunds, as a
+    WooCommerce order.updated after a partial refund reads."""
+    listed = [{"refund_id": r, "amount": a} for r, a in refunds]
+    return ev(
+        "order_placed",
+        {"order_id": order_id, "total": "50.00", "currency": "EUR", "line_items": [{"product_id": "p1"}]}
+        | {"updated_at": made.isoformat(), "refunds": listed},
+    )
+
+
+def test_refunds_an_order_lists_count_once_and_can_correct_the_stage_down() -> None:
+    first, second = T0 + timedelta(days=2), T0 + timedelta(days=5)
+    placed = [order("o1"), order("o2", at=T0 + timedelta(days=1))]
+    partial_listed = _listing("o2", first, ("r1", "20.00"))
+    listed_again = _listing("o2", second, ("r1", "20.00"))
+    both_listed = _listing("o2", second, ("r1", "20.00"), ("r2", "30.00"))
+    profile, _ = run(*placed)
+    assert profile.stage == LoyaltyStage.REPEAT
+    # A partial refund: the spend drops, the order still counts. Listed again by a later version, it
+    # counts once.
+    partial, [d] = run(partial_listed, profile=profile)
+    assert (partial.stage, str(partial.total_spent)) == (LoyaltyStage.REPEAT, "80.00")
+    assert d.transitions == []
+    again, _ = run(listed_again, profile=partial)
+    assert [o.refunds for o in again.orders] == [o.refunds for o in partial.orders]
+    assert (again.stage, str(again.total_spent)) == (LoyaltyStage.REPEAT, "80.00")
+    # Listed refunds that add up to the total: the order no longer counts, from the refund that completed
+    # them, which the transition names.
+    full, [f] = run(both_listed, profile=again)
+    assert (full.stage, full.orders_count, str(full.total_spent)) == (LoyaltyStage.FIRST_TIME, 1, "50.00")
+    assert [(t.reason, t.event_id, t.occurred_at) for t in f.transitions] == [
+        ("1 order", "refund:r2", second)
+    ]
+    # The same deliveries backwards: the same orders, each refund dated by the first version listing it.
+    backwards, _ = run(*reversed([*placed, partial_listed, listed_again, both_listed]))
+    assert backwards.orders == full.orders
+    [o2] = [o for o in backwards.orders if o.order_id == "o2"]
+    assert [(r.event_id, r.at) for r in o2.refunds] == [("refund:r1", first), ("refund:r2", second)]
+    assert (backwards.stage, backwards.transitions) == (full.stage, full.transitions)
+
+
 def test_a_refund_of_an_unknown_order_changes_nothing() -> None:
     profile, _ = run(order("o1"))
     after, [d] = run(

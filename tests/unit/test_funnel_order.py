@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from random import Random
 from typing import Any
 
@@ -161,6 +162,13 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
         # The same order again, changed: a platform's edit (orders/updated: the same placing time, a later
         # `updated_at`) or a source that sent it twice (a later event time, no `updated_at`). Each version
         # is made at its own hour; Shopify's event ids are random, so a later version's may sort first.
+        # A platform's edit may list the order's refunds so far (WooCommerce's `refunds`, partial ones): a
+        # later version lists those of the versions before it and maybe more.
+        listed_pool = [
+            {"refund_id": f"w{i}-{j}", "amount": draw(st.sampled_from(["5.00", "10.00"]))}
+            for j in range(draw(st.sampled_from([0, 0, 1, 2])))
+        ]
+        listed_count = 0
         for v in range(1, draw(st.sampled_from([0, 0, 0, 1, 2])) + 1):
             made = placed + timedelta(hours=100 * v + draw(st.integers(1, 99)))
             edit = draw(st.booleans())
@@ -178,6 +186,9 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
             }
             if edit:
                 version["updated_at"] = made.isoformat()
+                listed_count = draw(st.integers(listed_count, len(listed_pool)))
+                if listed_count:
+                    version["refunds"] = listed_pool[:listed_count]
             add("order_placed", placed if edit else made, dict(KEYS[draw(key)]), version,
                 prefix=draw(st.sampled_from(["d", "e"])))  # fmt: skip
         refund = draw(st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves"]))
@@ -291,7 +302,23 @@ def test_any_delivery_order_gives_the_same_state(data: st.DataObject, events: li
     # Not only the same, but right: the refunds that came before their order were applied...
     assert not got.pending_refunds
     refunded = {e.payload.order_id for e in events if isinstance(e, OrderRefundedEvent)}
+    refunded |= {e.payload.order_id for e in events if isinstance(e, OrderPlacedEvent) and e.payload.refunds}
     assert {o.order_id for o in got.orders if o.refunds} == refunded
+    # ...a refund an order lists counts once, dated by the first version that lists it...
+    listed: dict[tuple[str, str], tuple[datetime, Decimal]] = {}
+    for e in events:
+        if isinstance(e, OrderPlacedEvent) and e.payload.refunds:
+            assert e.payload.updated_at is not None
+            for line in e.payload.refunds:
+                k = (e.payload.order_id, f"refund:{line.refund_id}")
+                listed[k] = min(
+                    listed.get(k, (e.payload.updated_at, line.amount)), (e.payload.updated_at, line.amount)
+                )
+    held = {(o.order_id, r.event_id): (r.at, r.amount) for o in got.orders for r in o.refunds}
+    assert {k: v for k, v in held.items() if k[1].startswith("refund:")} == listed
+    for order in got.orders:
+        if not order.cancelled:
+            assert order.refunded == min(order.total, sum((r.amount for r in order.refunds), Decimal("0")))
     # ...no completed checkout is open again, whatever came after it...
     completed = {e.payload.cart_id for e in events if isinstance(e, CartUpdatedEvent) and e.payload.completed}
     completed |= {e.payload.cart_id for e in events if isinstance(e, OrderPlacedEvent) and e.payload.cart_id}

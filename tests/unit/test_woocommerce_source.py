@@ -237,6 +237,58 @@ def test_cancelled_order_is_a_refund_marked_cancelled() -> None:
     assert (event.customer.city, event.customer.country) == ("Berlin", "DE")
 
 
+def test_a_partial_refund_comes_as_the_order_listing_its_refunds() -> None:
+    # WooCommerce has no refund webhook: wc_create_refund saves the order with a new date_modified and fires
+    # woocommerce_order_refunded, one of order.updated's hooks; a partial refund leaves the status alone.
+    event = _map("order.updated", _payload("order.updated__partially_refunded"))
+    assert isinstance(event, OrderPlacedEvent)
+    assert (event.payload.order_id, event.payload.total) == ("4821", Decimal("92.28"))
+    assert event.payload.updated_at == datetime(2026, 11, 12, 15, 20, 41, tzinfo=UTC)
+    assert event.payload.refunds is not None
+    # The REST API writes a refund's amount negated ("-27.00"): the canonical amount is what went back.
+    assert [(r.refund_id, r.amount) for r in event.payload.refunds] == [("4877", Decimal("27.00"))]
+    assert decode_event(encode_event(event)) == event
+
+
+def test_refunds_are_listed_only_when_there_are_some() -> None:
+    payload = _payload("order.updated__partially_refunded")
+    payload["refunds"] = [
+        {"id": 4877, "reason": "", "total": "-27.00"},
+        {"id": 4878, "reason": "", "total": "-0.00"},
+        {"id": 4880, "reason": "Shipping", "total": "-4.905"},
+    ]
+    event = _map("order.updated", payload)
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.payload.refunds is not None
+    assert [(r.refund_id, r.amount) for r in event.payload.refunds] == [
+        ("4877", Decimal("27.00")),
+        ("4880", Decimal("4.91")),
+    ]
+    payload["refunds"] = []
+    event = _map("order.updated", payload)
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.payload.refunds is None
+    # An order without a refund is written as before: no `refunds` key at all.
+    assert b'"refunds"' not in encode_event(event)
+
+
+@pytest.mark.parametrize(
+    ("refund", "field"),
+    [
+        ({"id": 4877, "total": "ten"}, "total"),
+        ({"id": 0, "total": "-1.00"}, "id"),
+        ({"total": "-1.00"}, "id"),
+        ({"id": 4877, "total": "NaN"}, "total"),
+    ],
+)
+def test_a_malformed_refund_is_refused_naming_it(refund: dict[str, Any], field: str) -> None:
+    payload = _payload("order.updated__partially_refunded")
+    payload["refunds"] = [refund]
+    with pytest.raises(ValidationError) as caught:
+        _map("order.updated", payload)
+    assert ("refunds", 0, field) in [e["loc"] for e in caught.value.errors()]
+
+
 def test_refund_without_modified_date_falls_back_to_creation() -> None:
     payload = _payload("order.updated__refunded")
     payload["date_modified_gmt"] = None
@@ -447,7 +499,12 @@ def test_arbitrary_json_maps_or_raises_validation_error(topic: str, payload: Any
 
 _BASES = {
     "order.created": ["order.created__processing", "order.created__guest", "order.created__pending_payment"],
-    "order.updated": ["order.updated__refunded", "order.updated__cancelled", "order.created__processing"],
+    "order.updated": [
+        "order.updated__refunded",
+        "order.updated__cancelled",
+        "order.updated__partially_refunded",
+        "order.created__processing",
+    ],
     "customer.created": ["customer.created__checkout_signup"],
     "customer.updated": ["customer.updated__address_changed"],
 }

@@ -37,6 +37,7 @@ from shared.events import (
     OrderPlacedEvent,
     OrderRefunded,
     OrderRefundedEvent,
+    OrderRefundLine,
     Source,
     StorefrontEvent,
 )
@@ -96,6 +97,9 @@ def _cents(value: Decimal) -> Decimal:
 
 GmtDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 Amount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_cents)]
+# The REST API writes a refund's amount negated in the order's `refunds` ("-10.00": `'-' . wc_format_decimal(
+# $refund->get_amount())` in WC_REST_Orders_V2_Controller): the amount is its magnitude.
+RefundTotal = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(lambda v: _cents(v.copy_abs()))]
 WooId = Annotated[int, Field(ge=0, le=_MAX_ID)]
 
 
@@ -121,6 +125,13 @@ class WooLineItem(_Model):
     sku: str | None = None
     price: Amount | None = None
     total: Amount | None = None
+
+
+class WooRefund(_Model):
+    """An entry of the order's `refunds` (REST API v3, "Order - Refunds properties": id, reason, total)."""
+
+    id: Annotated[int, Field(ge=1, le=_MAX_ID)]
+    total: RefundTotal
 
 
 class WooCouponLine(_Model):
@@ -165,7 +176,9 @@ class WooOrder(_Model):
     line_items: tuple[WooLineItem, ...] = ()
     coupon_lines: tuple[WooCouponLine, ...] = ()
     meta_data: tuple[WooMeta, ...] = ()
-    # `refunds` is not read: see _order for why the total is the refunded amount.
+    # WooCommerce has no refund webhook: a refund sends order.updated (its `woocommerce_order_refunded` hook)
+    # with the order, whose `refunds` lists every refund so far. See _order.
+    refunds: tuple[WooRefund, ...] = ()
     cart_hash: str | None = None
 
 
@@ -342,6 +355,12 @@ def _order(order: WooOrder, common: dict[str, Any], consent: ConsentField | None
                     fitting.clipped(code) for c in order.coupon_lines if (code := _text(c.code))
                 ),
                 updated_at=order.date_modified_gmt,
+                # A partial refund leaves the order's status as it was: the refunds it lists say it.
+                # wc_create_refund sets the order's date_modified, so each refund comes with a new version.
+                refunds=tuple(
+                    OrderRefundLine(refund_id=str(r.id), amount=r.total) for r in order.refunds if r.total > 0
+                )
+                or None,
             ),
         )
     if status in (REFUNDED, CANCELLED):

@@ -73,6 +73,7 @@ from shared.storefront_event_structs import (
     LineItem,
     OrderPlacedEvent,
     OrderRefundedEvent,
+    OrderRefundLine,
     ProductViewedEvent,
     StorefrontEvent,
     SurveyAnsweredEvent,
@@ -375,6 +376,8 @@ def _on_order(d: Decision, event: OrderPlacedEvent, rules: FunnelRules) -> None:
         refunds=(),
         updated_at=None if version is None or version == event.occurred_at else version,
     )
+    if order.refunds:
+        fact = _with_listed_refunds(fact, order.refunds)
     held = next((o for o in d.profile.orders if o.order_id == order.order_id), None)
     if held is not None:
         _on_order_again(d, held, fact, order.cart_id, rules)
@@ -432,6 +435,23 @@ def _on_order_again(
     if d.profile.carts != before_carts:
         _cart_timers(d, rules, {c.cart_id for c in before_carts})
     _refresh(d, rules, before)
+
+
+def _with_listed_refunds(fact: OrderFact, listed: tuple[OrderRefundLine, ...]) -> OrderFact:
+    """The refunds a delivery of the order lists (WooCommerce's partial refunds), dated by the version that
+    lists them: a refund made since the version before. Named by the platform's refund id (a `refund:` id is
+    no delivery's: those are `<source>:<delivery>`), so that every later delivery listing it again changes
+    nothing, and its earliest sighting dates it, whichever delivery comes first."""
+    for line in listed:
+        fact = fact.with_refund(
+            RefundFact(
+                order_id=fact.order_id,
+                event_id=f"refund:{line.refund_id}",
+                at=fact.version_at,
+                amount=line.amount,
+            )
+        )
+    return fact
 
 
 def _products_bought(order: OrderFact) -> set[str]:

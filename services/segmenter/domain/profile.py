@@ -150,10 +150,16 @@ class OrderFact(_Fact, frozen=True, kw_only=True, gc=False):
         return not self.cancelled and (self.total == 0 or self.refunded < self.total)
 
     def with_refund(self, refund: RefundFact) -> OrderFact:
-        """The order with one more refund; the same refund twice changes nothing. Commutative."""
-        if any(r.event_id == refund.event_id for r in self.refunds):
-            return self
-        refunds = tuple(sorted((*self.refunds, refund), key=lambda r: (r.at, r.event_id)))
+        """The order with one more refund; the same refund twice changes nothing. Commutative: a refund the
+        order itself lists is seen again in each later delivery, dated by each, and counts at the earliest."""
+        same = next((r for r in self.refunds if r.event_id == refund.event_id), None)
+        if same is not None:
+            if _refund_rank(refund) >= _refund_rank(same):
+                return self
+            kept: tuple[RefundFact, ...] = tuple(r for r in self.refunds if r is not same)
+        else:
+            kept = self.refunds
+        refunds = tuple(sorted((*kept, refund), key=lambda r: (r.at, r.event_id)))
         return self.model_copy(
             update={
                 "refunds": refunds,
@@ -179,6 +185,11 @@ class OrderFact(_Fact, frozen=True, kw_only=True, gc=False):
         return RefundFact(
             order_id=self.order_id, event_id=self.event_id, at=self.placed_at, amount=self.total
         )
+
+
+def _refund_rank(refund: RefundFact) -> tuple[datetime, Decimal, bool]:
+    """Of two sightings of one refund, the one to keep is the smaller: the earliest (then a total order)."""
+    return (refund.at, refund.amount, refund.cancelled)
 
 
 class CartChange(_Fact, frozen=True, kw_only=True, gc=False):
@@ -423,13 +434,12 @@ def one_order(a: OrderFact, b: OrderFact) -> OrderFact:
         refunded=Decimal("0"),
         cancelled=False,
     )
-    refunds = {r.event_id: r for r in (*a.refunds, *b.refunds)}
-    if not refunds:
+    if not a.refunds and not b.refunds:
         # Documents older than kept refunds hold only their sums.
         cancelled = a.cancelled or b.cancelled
         refunded = one.total if cancelled else min(one.total, max(a.refunded, b.refunded))
         return msgspec.structs.replace(one, refunded=refunded, cancelled=cancelled)
-    for refund in refunds.values():
+    for refund in (*a.refunds, *b.refunds):
         one = one.with_refund(refund)
     return one
 

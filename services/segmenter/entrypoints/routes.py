@@ -36,7 +36,10 @@ class TransitionOut(BaseModel):
     to_value: str
     reason: str
     occurred_at: datetime
-    event_id: str = Field(description="the storefront event (or timer) that caused it")
+    event_id: str = Field(
+        description="the storefront event (or timer) that caused it; `refund:<id>` for a refund that a "
+        "platform lists in its order (WooCommerce's partial refunds), by the platform's refund id"
+    )
 
 
 class CartOut(BaseModel):
