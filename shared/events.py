@@ -235,6 +235,9 @@ class OrderRefunded(_Model):
     amount: Money
     currency: CurrencyCode
     cancelled: bool = False
+    # The source said the order was refunded without saying how much: the whole of it, whatever it holds
+    # (Segment's documented full refund is an `Order Refunded` naming only the order). `amount` is 0 then.
+    in_full: bool | None = None
 
 
 class CartUpdated(_Model):

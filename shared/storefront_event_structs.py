@@ -149,6 +149,7 @@ class OrderRefunded(_Struct, frozen=True, kw_only=True):
     amount_text: MoneyText = msgspec.field(name="amount")
     currency: CurrencyCode
     cancelled: bool = False
+    in_full: bool | None = None
 
     @property
     def amount(self) -> Decimal:

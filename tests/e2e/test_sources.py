@@ -146,6 +146,47 @@ async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_co
             assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
 
 
+async def test_a_segment_refund_naming_only_its_order_takes_the_whole_order_back(
+    services: RunningServices,
+) -> None:
+    """Segment documents a full refund as an `Order Refunded` naming only the order (its Google Analytics
+    destination: "For full refunds, fire this event whenever an order/transaction gets refunded"). Sent by
+    Segment's own library, it takes the whole order back: the spend, and the stage it earned."""
+    user_id = f"seg-{uuid.uuid4().hex[:10]}"
+    errors: list[Any] = []
+    segment = SegmentClient(
+        "demo-write-key", host=services.ingest, sync_mode=True, on_error=lambda e, b: errors.append(e)
+    )
+
+    def send() -> None:
+        for number, total in ((1, 39.9), (2, 20)):
+            segment.track(
+                user_id,
+                "Order Completed",
+                {"order_id": f"{user_id}-o{number}", "total": total, "currency": "EUR"},
+            )
+        segment.track(user_id, "Order Refunded", {"order_id": f"{user_id}-o1"})
+        segment.flush()
+
+    await asyncio.to_thread(send)
+    assert errors == []
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def refunded() -> bool:
+            profile = await _profile(client, services, user_id)
+            return profile.get("orders_count") == 1 and profile.get("stage") == "first_time"
+
+        await eventually(refunded, 15, "the refunded order no longer counts")
+        profile = await _profile(client, services, user_id)
+    assert Decimal(profile["total_spent"]) == Decimal("20.00")
+    assert [(t["from_value"], t["to_value"]) for t in profile["transitions"] if t["dimension"] == "stage"][
+        -1
+    ] == (
+        "repeat",
+        "first_time",
+    )
+
+
 async def _events_for(kafka_bootstrap: str, user_id: str, count: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
         STOREFRONT_EVENTS, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"

@@ -240,6 +240,28 @@ def test_refunds_an_order_lists_count_once_and_can_correct_the_stage_down() -> N
     assert (backwards.stage, backwards.transitions) == (full.stage, full.transitions)
 
 
+def test_a_refund_in_full_of_no_said_amount_takes_the_whole_order_back_whenever_it_comes() -> None:
+    # Segment's `Order Refunded` naming only the order: `in_full`, amount 0.
+    placed = [order("o1"), order("o2", at=T0 + timedelta(days=1), total="30.00")]
+    refund = ev(
+        "order_refunded",
+        {"order_id": "o2", "amount": "0", "currency": "EUR", "in_full": True},
+        at=T0 + timedelta(days=2),
+    )
+    profile, decisions = run(*placed, refund)
+    assert (profile.stage, profile.orders_count, str(profile.total_spent)) == (
+        LoyaltyStage.FIRST_TIME,
+        1,
+        "50.00",
+    )
+    assert [t.reason for t in decisions[-1].transitions] == ["1 order"]
+    [o2] = [o for o in profile.orders if o.order_id == "o2"]
+    assert (o2.refunded, o2.counts) == (o2.total, False)
+    # Before its order (it waits for it), or between the two: the same profile.
+    assert run(refund, *placed)[0] == profile
+    assert run(placed[0], refund, placed[1])[0] == profile
+
+
 def test_a_refund_of_an_unknown_order_changes_nothing() -> None:
     profile, _ = run(order("o1"))
     after, [d] = run(

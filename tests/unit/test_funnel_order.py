@@ -191,8 +191,16 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
                     version["refunds"] = listed_pool[:listed_count]
             add("order_placed", placed if edit else made, dict(KEYS[draw(key)]), version,
                 prefix=draw(st.sampled_from(["d", "e"])))  # fmt: skip
-        refund = draw(st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves"]))
-        amounts = {"partial": ["5.00"], "full": [total], "cancelled": [total], "two halves": ["10.00"] * 2}
+        refund = draw(
+            st.sampled_from(["none", "none", "partial", "full", "cancelled", "two halves", "in full"])
+        )
+        amounts = {
+            "partial": ["5.00"],
+            "full": [total],
+            "cancelled": [total],
+            "two halves": ["10.00"] * 2,
+            "in full": ["0"],  # Segment's `Order Refunded` naming only the order
+        }
         for j, amount in enumerate(amounts.get(refund, [])):
             when = placed + timedelta(days=draw(st.integers(1, 60)) + j)
             if refund == "two halves":
@@ -206,7 +214,8 @@ def histories(draw: st.DrawFn) -> list[StorefrontEvent]:
                     "amount": amount,
                     "currency": "EUR",
                     "cancelled": refund == "cancelled",
-                },
+                }
+                | ({"in_full": True} if refund == "in full" else {}),
             )
     for i in range(draw(st.integers(0, 2))):
         answers = [

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from services.ingest.sources import segment as new
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
-from shared.events import StorefrontEvent, encode_event
+from shared.events import OrderRefundedEvent, StorefrontEvent, encode_event
 from tests.examples import source_examples
 from tests.reference import segment_parser_v1 as old
 
@@ -341,7 +341,16 @@ def _outcome(parse: Callable[[], list[StorefrontEvent]]) -> tuple[str, Any]:
         events = parse()
     except (old.SegmentError, new.SegmentError) as exc:
         return "errors", exc.errors
-    return "events", [(_encoded(e), e.partition_key, e.model_dump()) for e in events]
+    return "events", [(_encoded(e), e.partition_key, e.model_dump()) for e in map(_as_before, events)]
+
+
+def _as_before(event: StorefrontEvent) -> StorefrontEvent:
+    """The event without what was added on purpose after the old parser froze: an `Order Refunded` naming
+    only its order is now a refund in full (`in_full`, round 22; its amount 0 as before). Everything else
+    must stay the same."""
+    if isinstance(event, OrderRefundedEvent) and event.payload.in_full:
+        return event.model_copy(update={"payload": event.payload.model_copy(update={"in_full": None})})
+    return event
 
 
 def _encoded(event: StorefrontEvent) -> bytes | str:

@@ -344,6 +344,26 @@ def test_order_refunded_and_cancelled() -> None:
     assert fields(errors("track", track("Order Refunded", {"total": 1}))) == ["properties.order_id"]
 
 
+def test_an_order_refunded_naming_only_its_order_is_a_refund_in_full() -> None:
+    # Segment's documented full refund: "For full refunds, fire this event whenever an order/transaction
+    # gets refunded: analytics.track('Order Refunded', {order_id: ...})" (its Google Analytics destination).
+    full = only("track", track("Order Refunded", {"order_id": "o1"}))
+    assert isinstance(full, OrderRefundedEvent)
+    assert (full.payload.order_id, full.payload.amount, full.payload.in_full) == ("o1", Decimal("0"), True)
+    assert full.payload.cancelled is False
+    assert b'"in_full":true' in encode_event(full)
+    # An amount said, or products to add up, or a cancellation: as before, no `in_full` written.
+    for name, properties in [
+        ("Order Refunded", {"order_id": "o1", "total": 5}),
+        ("Order Refunded", {"order_id": "o1", "products": [{"product_id": "p", "price": 4, "quantity": 1}]}),
+        ("Order Cancelled", {"order_id": "o1"}),
+    ]:
+        event = only("track", track(name, properties))
+        assert isinstance(event, OrderRefundedEvent)
+        assert event.payload.in_full is None
+        assert b"in_full" not in encode_event(event)
+
+
 # --- survey -------------------------------------------------------------------------------------------------
 
 

@@ -97,11 +97,12 @@ class _OrderPlaced(msgspec.Struct, kw_only=True, omit_defaults=True):
     discount_codes: tuple[str, ...]
 
 
-class _OrderRefunded(msgspec.Struct):
+class _OrderRefunded(msgspec.Struct, omit_defaults=True):
     order_id: str
     amount: Decimal
     currency: str
     cancelled: bool
+    in_full: bool | None = None
 
 
 class _CartUpdated(msgspec.Struct, kw_only=True, omit_defaults=True):

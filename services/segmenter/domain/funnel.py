@@ -36,7 +36,7 @@ from services.segmenter.domain.profile import (
     one_order,
 )
 from services.segmenter.domain.survey import score
-from shared.events import CONTACT_FIELDS, SHOP_WIDE
+from shared.events import CONTACT_FIELDS, MOST_MONEY, SHOP_WIDE
 from shared.funnel import HEALTH_OF, STAGE_OF, Health, LoyaltyStage
 from shared.funnel_event_structs import (
     BirthdayDue,
@@ -464,7 +464,9 @@ def _on_refund(d: Decision, event: OrderRefundedEvent, rules: FunnelRules) -> No
         order_id=refund.order_id,
         event_id=event.event_id,
         at=event.occurred_at,
-        amount=refund.amount,
+        # A refund in full of an amount not said (Segment's `Order Refunded` naming only the order): at least
+        # any order's total, so that the order's refunded sum, which is capped at its total, is all of it.
+        amount=MOST_MONEY if refund.in_full else refund.amount,
         cancelled=refund.cancelled,
     )
     before = d.profile.transitions
