@@ -3,12 +3,12 @@ and the segmenter decides it and the notifier sends what that announces: a prope
 Shopify and WooCommerce routes and the rest of the way (tests/integration/accepted_pipeline.py).
 
 Each example is a history of up to 6 webhooks of one store's two platforms (orders, cancellations, refunds,
-checkouts, customers; WooCommerce orders in every status), made from the documented examples in
-shared/examples/sources with what a shopper controls replaced: names, phone, city and email as typed (any
-text, a NUL, CR/LF with a header after it, hundreds of characters), quantities in the millions (a product
-whose stock is not managed), product titles, SKUs and coupon codes of any length, and amounts as the
-platform writes them up to 10^13. Customer, order and cart ids repeat between webhooks so that profiles,
-orders and carts meet; an order may name nobody (a point-of-sale sale).
+checkouts, customers; WooCommerce orders in every status, with the refunds they list), made from the
+documented examples in shared/examples/sources with what a shopper controls replaced: names, phone, city and
+email as typed (any text, a NUL, CR/LF with a header after it, hundreds of characters), quantities in the
+millions (a product whose stock is not managed), product titles, SKUs and coupon codes of any length, and
+amounts as the platform writes them up to 10^13. Customer, order and cart ids repeat between webhooks so
+that profiles, orders and carts meet; an order may name nobody (a point-of-sale sale).
 
 Every webhook must be answered 200: a refused one is only resent and counted against the webhook, which
 WooCommerce disables after 5 failures in a row and Shopify deletes after 8 (sources/fitting.py). Whatever was
@@ -185,6 +185,11 @@ def woo_order(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
         total=draw(WOO_MONEY),
         cart_hash=draw(TYPED),
         coupon_lines=[{"id": i, "code": c} for i, c in enumerate(draw(CODES))],
+        # The refunds so far, each amount negated as the REST API writes it; an admin types the reason.
+        refunds=[
+            {"id": refund_id, "reason": draw(TYPED), "total": f"-{draw(WOO_MONEY)}"}
+            for refund_id in draw(st.lists(st.sampled_from([4901, 4902, 4903]), max_size=2, unique=True))
+        ],
     )
     order["billing"] = _woo_address(draw, order["billing"])
     template = order["line_items"][0]
