@@ -676,15 +676,10 @@ def _product_viewed(properties: r.ProductProperties, common: _Common) -> Any:
 def _order_refunded(properties: r.OrderProperties, cancelled: bool, common: _Common) -> Any:
     order_id = _order_id(properties)
     amount = _first_amount(properties.total, properties.revenue)
-    currency = properties.currency or DEFAULT_CURRENCY
-    if amount is None and not properties.products and not cancelled:
-        # Segment's documented full refund names only the order ("For full refunds, fire this event whenever
-        # an order/transaction gets refunded": `analytics.track('Order Refunded', {order_id})`, the Google
-        # Analytics destination's docs): the whole order, whatever its total.
-        refund = common.build.order_refunded(
-            order_id=order_id, amount=ZERO, currency=currency, cancelled=False, in_full=True
-        )
-        return common.event("order_refunded", refund, email=properties.email)
+    # Segment's documented full refund names only the order ("For full refunds, fire this event whenever an
+    # order/transaction gets refunded": `analytics.track('Order Refunded', {order_id})`, the Google Analytics
+    # destination's docs): the whole order, whatever its total (its amount, of no products, stays 0).
+    in_full = amount is None and not properties.products and not cancelled
     if amount is None:
         # The line items are built for their checks only (a product without an id is refused).
         _line_items(properties, common.build)
@@ -692,8 +687,9 @@ def _order_refunded(properties: r.OrderProperties, cancelled: bool, common: _Com
     refund = common.build.order_refunded(
         order_id=order_id,
         amount=amount,
-        currency=currency,
+        currency=properties.currency or DEFAULT_CURRENCY,
         cancelled=cancelled,
+        in_full=True if in_full else None,
     )
     return common.event("order_refunded", refund, email=properties.email)
 
