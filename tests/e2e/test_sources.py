@@ -34,23 +34,24 @@ async def _profile(client: httpx.AsyncClient, services: RunningServices, custome
     return response.json() if response.status_code == 200 else {}
 
 
-def _woo_order(customer_number: int, email: str) -> bytes:
+def _woo_order(customer_number: int, email: str, created: datetime | None = None) -> dict[str, Any]:
+    """The example WooCommerce order, of this customer, created (and last modified) at `created` (now)."""
     order = source_example("woocommerce", "order.created__processing")
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0).isoformat()
+    at = (created or datetime.now(UTC).replace(tzinfo=None, microsecond=0)).isoformat()
     order.update(
-        id=customer_number * 10, customer_id=customer_number, date_created_gmt=now, date_modified_gmt=now
+        id=customer_number * 10, customer_id=customer_number, date_created_gmt=at, date_modified_gmt=at
     )
     order["billing"].update(email=email, first_name="Camille", city="Lyon")
-    return json.dumps(order).encode()
+    return order
 
 
-def _woo_headers(body: bytes, delivery: str) -> dict[str, str]:
+def _woo_headers(body: bytes, delivery: str, topic: str = "order.created") -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "X-WC-Webhook-Source": "https://demo-woo.example.com/",
-        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Topic": topic,
         "X-WC-Webhook-Resource": "order",
-        "X-WC-Webhook-Event": "created",
+        "X-WC-Webhook-Event": topic.split(".")[1],
         "X-WC-Webhook-Signature": woocommerce.sign("demo-woo-secret", body),
         "X-WC-Webhook-ID": "7",
         "X-WC-Webhook-Delivery-ID": delivery,
@@ -62,7 +63,7 @@ async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
 ) -> None:
     number = uuid.uuid4().int % 10**9
     email = f"camille.{number}@example.com"
-    body = _woo_order(number, email)
+    body = json.dumps(_woo_order(number, email)).encode()
     headers = _woo_headers(body, delivery=uuid.uuid4().hex)
     async with httpx.AsyncClient(timeout=10) as client:
         ping = await client.post(
@@ -100,10 +101,8 @@ def _woo_versions(customer_number: int, email: str) -> list[tuple[str, bytes]]:
     partial refunds. wc_create_refund saves the order with a new date_modified, and its
     `woocommerce_order_refunded` hook is one of order.updated's; the order's `refunds` lists every refund so
     far, each amount negated (WC_REST_Orders_V2_Controller)."""
-    order = source_example("woocommerce", "order.created__processing")
     created = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=3)
-    order.update(id=customer_number * 10, customer_id=customer_number, date_created_gmt=created.isoformat())
-    order["billing"].update(email=email, first_name="Camille", city="Lyon")
+    order = _woo_order(customer_number, email, created)
     refunds = [
         {"id": customer_number * 10 + 1, "reason": "Beanie arrived damaged", "total": "-27.00"},
         {"id": customer_number * 10 + 2, "reason": "Late delivery", "total": "-10.00"},
@@ -127,9 +126,7 @@ async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_co
         for number, backwards in zip(numbers, (False, True), strict=True):
             versions = _woo_versions(number, f"camille.{number}@example.com")
             for topic, body in reversed(versions) if backwards else versions:
-                headers = _woo_headers(body, delivery=uuid.uuid4().hex)
-                headers["X-WC-Webhook-Topic"] = topic
-                headers["X-WC-Webhook-Event"] = topic.split(".")[1]
+                headers = _woo_headers(body, delivery=uuid.uuid4().hex, topic=topic)
                 response = await client.post(
                     f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
                 )

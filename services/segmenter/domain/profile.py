@@ -153,12 +153,9 @@ class OrderFact(_Fact, frozen=True, kw_only=True, gc=False):
         """The order with one more refund; the same refund twice changes nothing. Commutative: a refund the
         order itself lists is seen again in each later delivery, dated by each, and counts at the earliest."""
         same = next((r for r in self.refunds if r.event_id == refund.event_id), None)
-        if same is not None:
-            if _refund_rank(refund) >= _refund_rank(same):
-                return self
-            kept: tuple[RefundFact, ...] = tuple(r for r in self.refunds if r is not same)
-        else:
-            kept = self.refunds
+        if same is not None and _refund_rank(refund) >= _refund_rank(same):
+            return self
+        kept = (r for r in self.refunds if r is not same)
         refunds = tuple(sorted((*kept, refund), key=lambda r: (r.at, r.event_id)))
         return self.model_copy(
             update={
