@@ -1,9 +1,10 @@
-"""WooCommerce and Segment (through Segment's own Python library) reach the funnel; one delivery sent twice
-has one effect; and no personal data reaches the services' logs."""
+"""WooCommerce, Shopify's order edits and Segment (through Segment's own Python library) reach the funnel; one
+delivery sent twice has one effect; and no personal data reaches the services' logs."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 import uuid
@@ -23,6 +24,7 @@ from tests.e2e.conftest import RunningServices
 from tests.examples import source_example
 from tests.fixtures.stack import SmtpServer
 from tests.polling import eventually
+from tests.webhooks import signed_shopify
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +143,49 @@ async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_co
         for number in numbers:
             profile = await _profile(client, services, str(number))
             assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+
+
+def _shopify_versions(number: int, email: str) -> list[tuple[str, bytes]]:
+    """One Shopify order as the shop sends it: orders/create with two items, then the orders/updated of an
+    edit that removed the second. The removed line stays in `line_items` with its `quantity` as ordered and
+    a `current_quantity` of 0 (REST Order: "The line item's quantity, minus the removed quantity"), and the
+    order's total is updated with the edit (Shopify Help Center, "Editing order items")."""
+    edited = source_example("shopify", "orders.updated__item_removed_in_edit")
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    edited.update(id=number * 10, email=email, contact_email=email, created_at=created.isoformat())
+    edited["customer"].update(id=number, email=email)
+    edited["updated_at"] = (created + timedelta(hours=1)).isoformat()
+    placed = copy.deepcopy(edited)
+    placed.update(updated_at=created.isoformat(), total_price="408.00", current_total_price="408.00")
+    for line in placed["line_items"]:
+        line.update(current_quantity=1, fulfillable_quantity=1)
+    return [("orders/create", json.dumps(placed).encode()), ("orders/updated", json.dumps(edited).encode())]
+
+
+async def test_a_shopify_edit_takes_the_removed_item_off_whichever_delivery_comes_first(
+    services: RunningServices,
+) -> None:
+    """An item removed in a Shopify order edit is no longer among the customer's products, whether the edit
+    reaches us after its order or before it."""
+    numbers = [uuid.uuid4().int % 10**9 for _ in range(2)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for number, backwards in zip(numbers, (False, True), strict=True):
+            versions = _shopify_versions(number, f"jon.{number}@example.com")
+            for topic, body in reversed(versions) if backwards else versions:
+                path, headers = signed_shopify(body, topic, event_id=str(uuid.uuid4()))
+                response = await client.post(f"{services.ingest}{path}", content=body, headers=headers)
+                assert response.status_code == 200, response.text
+                assert response.json()["status"] == "accepted"
+
+        async def both_edited() -> bool:
+            profiles = [await _profile(client, services, str(n)) for n in numbers]
+            return all(Decimal(p.get("total_spent", "0")) == Decimal("209.00") for p in profiles)
+
+        await eventually(both_edited, 15, "both customers' orders held at their edit")
+        for number in numbers:
+            profile = await _profile(client, services, str(number))
+            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+            assert [p["product_id"] for p in profile["last_products"]] == ["632910392"]
 
 
 async def test_a_segment_refund_naming_only_its_order_takes_the_whole_order_back(

@@ -93,17 +93,17 @@ def _shopify_customer(draw: st.DrawFn, customer: dict[str, Any]) -> dict[str, An
     return customer
 
 
-def _shopify_lines(draw: st.DrawFn, template: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            **template,
-            "title": draw(TYPED),
-            "sku": draw(TYPED),
-            "quantity": draw(QUANTITIES),
-            "price": draw(SHOPIFY_MONEY),
-        }
-        for _ in range(draw(st.integers(min_value=0, max_value=2)))
-    ]
+def _shopify_lines(draw: st.DrawFn, template: dict[str, Any], *, edits: bool = False) -> list[dict[str, Any]]:
+    lines = []
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        quantity = draw(QUANTITIES)
+        line = {**template, "title": draw(TYPED), "sku": draw(TYPED), "quantity": quantity}
+        line["price"] = draw(SHOPIFY_MONEY)
+        # An order's line as an edit (or a refund) left it: from none of its units to all of them.
+        if edits and draw(st.booleans()):
+            line["current_quantity"] = draw(st.integers(min_value=0, max_value=quantity))
+        lines.append(line)
+    return lines
 
 
 @st.composite
@@ -122,7 +122,7 @@ def shopify_order(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
         cart_token=draw(TYPED | st.none()),
         discount_codes=[{"code": c, "amount": "1.00", "type": "fixed_amount"} for c in draw(CODES)],
     )
-    order["line_items"] = _shopify_lines(draw, order["line_items"][0])
+    order["line_items"] = _shopify_lines(draw, order["line_items"][0], edits=True)
     # A point-of-sale sale names no customer.
     order["customer"] = _shopify_customer(draw, order["customer"]) if draw(st.booleans()) else None
     return "shopify", topic, order

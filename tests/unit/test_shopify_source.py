@@ -137,6 +137,55 @@ def test_orders_updated_is_the_same_order_placed() -> None:
     assert event.payload.updated_at == datetime(2026, 11, 21, 16, 0, tzinfo=UTC)
 
 
+def _every_path(topic: str, payload: dict[str, Any]) -> list[object]:
+    """The event of each way a webhook is mapped: the hand reader (from the parsed body and from the raw
+    bytes) and the pydantic models it leaves unusual payloads to."""
+    raw = json.dumps(payload).encode()
+    common: dict[str, Any] = {"store_id": "demo", "event_id": "e", "received_at": NOW}
+    return [
+        shopify.to_canonical(topic, payload, **common),
+        shopify.body_to_canonical(topic, raw, json.loads, checked=Checked.body(raw), **common),
+        shopify._by_models(topic, payload, checked=Checked.body(raw), **common),
+    ]
+
+
+def test_an_edit_leaves_out_the_units_it_removed() -> None:
+    # Shopify's order edit keeps a removed line in `line_items` with its `quantity` as ordered and lowers
+    # its `current_quantity` ("The line item's quantity, minus the removed quantity", REST Order).
+    payload = source_example("shopify", "orders.updated__item_removed_in_edit")
+    events = _every_path("orders/updated", payload)
+    for event in events:
+        assert isinstance(event, OrderPlacedEvent)
+        assert [(i.product_id, i.quantity) for i in event.payload.line_items] == [("632910392", 1)]
+        assert str(event.payload.total) == "209.00"
+        assert event.payload.updated_at == datetime(2026, 11, 21, 17, 15, tzinfo=UTC)
+    assert events[0] == events[1] == events[2]
+    # A line the edit lowered counts what is left; one without current_quantity (a payload from before
+    # order editing) counts as ordered.
+    payload["line_items"][0].update(quantity=3, current_quantity=2)
+    del payload["line_items"][1]["current_quantity"]
+    for event in _every_path("orders/updated", payload):
+        assert isinstance(event, OrderPlacedEvent)
+        assert [(i.product_id, i.quantity) for i in event.payload.line_items] == [
+            ("632910392", 2),
+            ("921728736", 1),
+        ]
+
+
+@pytest.mark.parametrize("value", [-1, "two", 1.5, None])
+def test_a_current_quantity_shopify_never_sends_is_refused_or_ignored(value: object) -> None:
+    payload = source_example("shopify", "orders.updated__item_removed_in_edit")
+    payload["line_items"][0]["current_quantity"] = value
+    if value is None:  # JSON's null: as if absent
+        [event, *_] = _every_path("orders/updated", payload)
+        assert isinstance(event, OrderPlacedEvent)
+        assert [i.product_id for i in event.payload.line_items] == ["632910392"]
+        return
+    with pytest.raises(ValidationError) as info:
+        shopify.to_canonical("orders/updated", payload, store_id="demo", event_id="e", received_at=NOW)
+    assert ("line_items", 0, "current_quantity") in [tuple(e["loc"]) for e in info.value.errors()]
+
+
 def test_orders_cancelled_is_a_full_refund_marked_cancelled() -> None:
     event = _map("orders/cancelled", "orders.cancelled__cancelled_order")
     assert isinstance(event, OrderRefundedEvent)

@@ -105,6 +105,11 @@ class ShopifyLineItem(_Model):
     sku: str | None = None
     title: str | None = None
     quantity: Annotated[int, Field(ge=1)]
+    # "The line item's quantity, minus the removed quantity" (REST Order, line_items): an order edit
+    # removes units by lowering it and leaves `quantity` as ordered; since API 2024-07 it also leaves out
+    # refunded units ("The number of units ordered, excluding refunded and removed units", GraphQL
+    # LineItem.currentQuantity). Absent from checkouts and from payloads before order editing.
+    current_quantity: Annotated[int, Field(ge=0)] | None = None
     price: Annotated[Decimal, Field(ge=0)]
 
 
@@ -220,14 +225,21 @@ def _customer(
     )
 
 
+def _line_items(items: tuple[ShopifyLineItem, ...]) -> tuple[LineItem, ...]:
+    """What the customer has of the order now: a line an edit removed (or, since 2024-07, refunded) whole
+    is left out, and one it lowered counts what is left."""
+    return tuple(_line_item(i) for i in items if i.current_quantity != 0)
+
+
 def _line_item(item: ShopifyLineItem) -> LineItem:
+    held = item.quantity if item.current_quantity is None else item.current_quantity
     return LineItem(
         # Custom line items have no product; the line item id keeps them distinct.
         product_id=str(item.product_id) if item.product_id is not None else f"line:{item.id or item.key}",
         variant_id=str(item.variant_id) if item.variant_id is not None else None,
         sku=fitting.clipped(item.sku or None),
         title=fitting.clipped(item.title, TITLE_LENGTH),
-        quantity=fitting.quantity(item.quantity),
+        quantity=fitting.quantity(held),
         price=fitting.money(item.price),
     )
 
@@ -389,7 +401,7 @@ def _order_placed(order: ShopifyOrder, common: dict[str, Any]) -> OrderPlacedEve
             order_id=str(order.id),
             total=fitting.money(order.total_price),
             currency=order.currency,
-            line_items=tuple(_line_item(i) for i in order.line_items),
+            line_items=_line_items(order.line_items),
             cart_id=fitting.clipped(order.cart_token or order.checkout_token or None),
             discount_codes=tuple(fitting.clipped(d.code) for d in order.discount_codes if d.code),
             updated_at=order.updated_at,
@@ -438,7 +450,7 @@ def _cart_updated(checkout: ShopifyCheckout, common: dict[str, Any]) -> CartUpda
             cart_id=fitting.clipped(checkout.token),
             total=fitting.money(checkout.total_price),
             currency=checkout.currency,
-            line_items=tuple(_line_item(i) for i in checkout.line_items),
+            line_items=_line_items(checkout.line_items),
             recovery_url=fitting.url(checkout.abandoned_checkout_url),
             completed=checkout.completed_at is not None,
         ),

@@ -281,6 +281,15 @@ def _line_items(data: dict[str, Any]) -> tuple[LineItem, ...]:
         quantity = _required_int(item, "quantity")
         if not 1 <= quantity <= 1_000_000:
             raise Unusual
+        price = _money(item, "price")
+        # What an edit (or a refund) left of the line: shopify._line_items.
+        current = _int(item, "current_quantity")
+        if current is not None:
+            if not 0 <= current <= 1_000_000:
+                raise Unusual
+            if current == 0:
+                continue
+            quantity = current
         items.append(
             _LINE_ITEM(
                 product_id=_short(str(product_id) if product_id is not None else f"line:{item_id or key}"),
@@ -288,7 +297,7 @@ def _line_items(data: dict[str, Any]) -> tuple[LineItem, ...]:
                 sku=_text(sku or None, 255),
                 title=_text(title, 1000),
                 quantity=quantity,
-                price=_money(item, "price"),
+                price=price,
             )
         )
     return tuple(items)
@@ -439,6 +448,7 @@ class _LineItem(Struct):
     sku: Any = UNSET
     title: Any = UNSET
     quantity: Any = UNSET
+    current_quantity: Any = UNSET
     price: Any = UNSET
 
 
