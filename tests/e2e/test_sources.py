@@ -145,6 +145,60 @@ async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_co
             assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
 
 
+def _woo_anonymised_versions(customer_number: int, email: str) -> list[tuple[str, bytes]]:
+    """One WooCommerce order: order.created, then the order.updated of WooCommerce's order eraser
+    (WC_Privacy_Erasers::remove_order_personal_data, on the customer's erasure request), then the
+    order.updated of a refund made after it, which lists the refund and is as anonymised."""
+    created = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=3)
+    order = _woo_order(customer_number, email, created)
+    removed = source_example("woocommerce", "order.updated__personal_data_removed")
+    anonymised = order | {
+        "customer_id": 0,
+        "billing": removed["billing"],
+        "shipping": removed["shipping"],
+        "date_modified_gmt": (created + timedelta(hours=1)).isoformat(),
+    }
+    refund = {"id": customer_number * 10 + 1, "reason": "Return", "total": "-10.00"}
+    later = (created + timedelta(hours=2)).isoformat()
+    refunded = anonymised | {"date_modified_gmt": later, "refunds": [refund]}
+    return [
+        ("order.created", json.dumps(order).encode()),
+        ("order.updated", json.dumps(anonymised).encode()),
+        ("order.updated", json.dumps(refunded).encode()),
+    ]
+
+
+async def test_woocommerce_orders_whose_personal_data_was_removed_stay_their_customers(
+    services: RunningServices,
+) -> None:
+    """WordPress's eraser writes one placeholder address into every order it anonymises: two customers'
+    anonymised orders keep to their own customers, whose details stay as they were."""
+    numbers = [uuid.uuid4().int % 10**9 for _ in range(2)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for number in numbers:
+            for topic, body in _woo_anonymised_versions(number, f"camille.{number}@example.com"):
+                headers = _woo_headers(body, delivery=uuid.uuid4().hex, topic=topic)
+                response = await client.post(
+                    f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["status"] == "accepted"
+
+        async def both_refunded() -> bool:
+            profiles = [await _profile(client, services, str(n)) for n in numbers]
+            return all(Decimal(p.get("total_spent", "0")) == Decimal("82.28") for p in profiles)
+
+        await eventually(both_refunded, 15, "each customer's spend lowered by the refund of their own order")
+        for number in numbers:
+            profile = await _profile(client, services, str(number))
+            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+            assert (profile["email"], profile["first_name"], profile["city"]) == (
+                f"camille.{number}@example.com",
+                "Camille",
+                "Lyon",
+            )
+
+
 def _shopify_versions(number: int, email: str) -> list[tuple[str, bytes]]:
     """One Shopify order as the shop sends it: orders/create with two items, then the orders/updated of an
     edit that removed the second. The removed line stays in `line_items` with its `quantity` as ordered and

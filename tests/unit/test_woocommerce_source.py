@@ -306,6 +306,33 @@ def test_guest_refund_without_email_is_found_by_its_order() -> None:
     assert event.partition_key == "demo:order:4840"
 
 
+@pytest.mark.parametrize("status", ["completed", "refunded"])
+@pytest.mark.parametrize("email", ["deleted@site.invalid", " Deleted@Site.Invalid"])
+def test_an_order_whose_personal_data_the_store_removed_names_only_itself(status: str, email: str) -> None:
+    # WooCommerce's order eraser (WC_Privacy_Erasers::remove_order_personal_data) writes WordPress's
+    # placeholder address (wp_privacy_anonymize_data), zeroes customer_id and saves: an order.updated.
+    payload = _payload("order.updated__personal_data_removed")
+    payload["status"] = status
+    payload["billing"]["email"] = email
+    event = _map("order.updated", payload)
+    assert isinstance(event, OrderPlacedEvent | OrderRefundedEvent)
+    assert event.customer.model_dump(exclude_none=True) == {"placed_order_id": "4821"}
+    assert event.partition_key == "demo:order:4821"
+    assert event.payload.order_id == "4821"
+    if isinstance(event, OrderPlacedEvent):
+        assert (event.payload.total, len(event.payload.line_items)) == (Decimal("92.28"), 2)
+        assert event.payload.updated_at == datetime(2026, 11, 25, 9, 0, 12, tzinfo=UTC)
+    assert decode_event(encode_event(event)) == event
+
+
+def test_only_the_wordpress_placeholder_marks_an_order_anonymised() -> None:
+    payload = _payload("order.created__processing")
+    payload["billing"]["email"] = "deleted@shop.invalid"
+    event = _map("order.created", payload)
+    assert event is not None
+    assert (event.customer.store_customer_id, event.customer.email) == ("17", "deleted@shop.invalid")
+
+
 def test_line_item_edge_cases() -> None:
     payload = _payload("order.created__processing")
     tee, beanie = payload["line_items"]

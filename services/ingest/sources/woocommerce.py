@@ -232,9 +232,27 @@ def _customer(
     )
 
 
+# The address WordPress writes in place of a person's (wp_privacy_anonymize_data). WooCommerce's order eraser
+# (WC_Privacy_Erasers::remove_order_personal_data: on an erasure request when the store removes orders'
+# personal data, and by its retention of old orders) writes it as the billing email, zeroes `customer_id`,
+# writes "[deleted]" (translated) in the names and address, zeros in the phone, and saves the order: an
+# order.updated. Not a buyer: every anonymised order carries it.
+ANONYMISED_EMAIL = "deleted@site.invalid"
+
+
+def _anonymised(order: WooOrder) -> bool:
+    email = order.billing.email if order.billing else None
+    return email is not None and email.strip().lower() == ANONYMISED_EMAIL
+
+
 def _order_customer(
     order: WooOrder, *, placed_order_id: str | None = None, consent: ConsentField | None = None
 ) -> Customer:
+    if _anonymised(order):
+        # The store removed the buyer's details from this order: it still names its order (whose customer the
+        # segmenter knows by it), and nothing about anyone. Read as a customer, the placeholder would join
+        # every anonymised order's customer into one profile, and its "[deleted]" would replace their names.
+        return Customer(placed_order_id=str(order.id))
     return _customer(
         customer_id=order.customer_id,
         email=None,
