@@ -13,7 +13,7 @@ from services.ingest.context import IngestContext
 from services.ingest.cors import SegmentCors
 from services.ingest.producer import EventPublisher, Publisher
 from services.ingest.ratelimit import RateLimiter
-from services.ingest.routes import segment, segment_settings, webhooks
+from services.ingest.routes import erasure, segment, segment_settings, webhooks
 from services.ingest.settings import IngestSettings
 from shared.clock import Clock, utcnow
 from shared.kafka import build_producer
@@ -60,6 +60,7 @@ def create_app(
             settings.ingest_browser_client_rate_limit_per_second,
             settings.ingest_browser_client_rate_limit_burst,
         )
+        app.state.stores = stores  # the store's REST API key (shared.web.require_store): erasure requests
         app.state.ingest = IngestContext(
             settings, stores, active, limiter, clock, browser_key_limiter, browser_client_limiter
         )
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(segment.router)
     app.include_router(segment_settings.router)
+    app.include_router(erasure.router)
     document_models(app, list(segment.REQUEST_MODELS.values()))
     serve_directly(app, [*webhooks.DIRECT_ROUTES, *segment.DIRECT_ROUTES])
     return app

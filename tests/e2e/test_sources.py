@@ -199,6 +199,37 @@ async def test_woocommerce_orders_whose_personal_data_was_removed_stay_their_cus
             )
 
 
+async def test_a_woocommerce_store_erases_a_customer_through_ingest(services: RunningServices) -> None:
+    """WooCommerce sends no erasure webhook: the store asks ingest with its API key, and the customer's
+    personal data is forgotten as a Shopify redaction's is, their order kept."""
+    number = uuid.uuid4().int % 10**9
+    body = json.dumps(_woo_order(number, f"camille.{number}@example.com")).encode()
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{services.ingest}/webhooks/woocommerce",
+            content=body,
+            headers=_woo_headers(body, delivery=uuid.uuid4().hex),
+        )
+        assert response.status_code == 200, response.text
+
+        async def placed() -> bool:
+            return (await _profile(client, services, str(number))).get("email") is not None
+
+        await eventually(placed, 10, "the WooCommerce customer's profile")
+        erasure = await client.post(
+            f"{services.ingest}/v1/stores/demo/customers/{number}/erasure", headers=API
+        )
+        assert erasure.status_code == 202, erasure.text
+
+        async def erased() -> bool:
+            return (await _profile(client, services, str(number))).get("erased") is True
+
+        await eventually(erased, 10, "the customer erased")
+        profile = await _profile(client, services, str(number))
+    assert (profile["email"], profile["first_name"], profile["city"]) == (None, None, None)
+    assert (profile["orders_count"], profile["total_spent"]) == (1, "92.28")
+
+
 def _shopify_versions(number: int, email: str) -> list[tuple[str, bytes]]:
     """One Shopify order as the shop sends it: orders/create with two items, then the orders/updated of an
     edit that removed the second. The removed line stays in `line_items` with its `quantity` as ordered and
