@@ -60,6 +60,33 @@ def _woo_headers(body: bytes, delivery: str, topic: str = "order.created") -> di
     }
 
 
+async def _deliver(
+    client: httpx.AsyncClient, services: RunningServices, source: str, versions: list[tuple[str, bytes]]
+) -> None:
+    """Each (topic, body) signed and sent to ingest's route of the platform, each accepted."""
+    for topic, body in versions:
+        if source == "shopify":
+            path, headers = signed_shopify(body, topic, event_id=str(uuid.uuid4()))
+        else:
+            path, headers = "/webhooks/woocommerce", _woo_headers(body, uuid.uuid4().hex, topic)
+        response = await client.post(f"{services.ingest}{path}", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "accepted"
+
+
+async def _once_each_spent(
+    client: httpx.AsyncClient, services: RunningServices, numbers: list[int], amount: str, what: str
+) -> list[dict[str, Any]]:
+    """The profiles of these customers, once each has spent `amount`."""
+
+    async def reached() -> bool:
+        profiles = [await _profile(client, services, str(n)) for n in numbers]
+        return all(Decimal(p.get("total_spent", "0")) == Decimal(amount) for p in profiles)
+
+    await eventually(reached, 15, what)
+    return [await _profile(client, services, str(n)) for n in numbers]
+
+
 async def test_woocommerce_order_twice_counts_once_and_sends_one_email(
     services: RunningServices, smtp_server: SmtpServer
 ) -> None:
@@ -127,22 +154,11 @@ async def test_woocommerce_partial_refunds_lower_the_spend_whichever_delivery_co
     async with httpx.AsyncClient(timeout=10) as client:
         for number, backwards in zip(numbers, (False, True), strict=True):
             versions = _woo_versions(number, f"camille.{number}@example.com")
-            for topic, body in reversed(versions) if backwards else versions:
-                headers = _woo_headers(body, delivery=uuid.uuid4().hex, topic=topic)
-                response = await client.post(
-                    f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
-                )
-                assert response.status_code == 200, response.text
-                assert response.json()["status"] == "accepted"
-
-        async def both_refunded() -> bool:
-            profiles = [await _profile(client, services, str(n)) for n in numbers]
-            return all(Decimal(p.get("total_spent", "0")) == Decimal("55.28") for p in profiles)
-
-        await eventually(both_refunded, 15, "both customers' spend lowered by their two partial refunds")
-        for number in numbers:
-            profile = await _profile(client, services, str(number))
-            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+            await _deliver(client, services, "woocommerce", versions[::-1] if backwards else versions)
+        what = "both customers' spend lowered by their two partial refunds"
+        profiles = await _once_each_spent(client, services, numbers, "55.28", what)
+    for profile in profiles:
+        assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
 
 
 def _woo_anonymised_versions(customer_number: int, email: str) -> list[tuple[str, bytes]]:
@@ -176,27 +192,17 @@ async def test_woocommerce_orders_whose_personal_data_was_removed_stay_their_cus
     numbers = [uuid.uuid4().int % 10**9 for _ in range(2)]
     async with httpx.AsyncClient(timeout=10) as client:
         for number in numbers:
-            for topic, body in _woo_anonymised_versions(number, f"camille.{number}@example.com"):
-                headers = _woo_headers(body, delivery=uuid.uuid4().hex, topic=topic)
-                response = await client.post(
-                    f"{services.ingest}/webhooks/woocommerce", content=body, headers=headers
-                )
-                assert response.status_code == 200, response.text
-                assert response.json()["status"] == "accepted"
-
-        async def both_refunded() -> bool:
-            profiles = [await _profile(client, services, str(n)) for n in numbers]
-            return all(Decimal(p.get("total_spent", "0")) == Decimal("82.28") for p in profiles)
-
-        await eventually(both_refunded, 15, "each customer's spend lowered by the refund of their own order")
-        for number in numbers:
-            profile = await _profile(client, services, str(number))
-            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
-            assert (profile["email"], profile["first_name"], profile["city"]) == (
-                f"camille.{number}@example.com",
-                "Camille",
-                "Lyon",
-            )
+            versions = _woo_anonymised_versions(number, f"camille.{number}@example.com")
+            await _deliver(client, services, "woocommerce", versions)
+        what = "each customer's spend lowered by the refund of their own order"
+        profiles = await _once_each_spent(client, services, numbers, "82.28", what)
+    for number, profile in zip(numbers, profiles, strict=True):
+        assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+        assert (profile["email"], profile["first_name"], profile["city"]) == (
+            f"camille.{number}@example.com",
+            "Camille",
+            "Lyon",
+        )
 
 
 @pytest.mark.parametrize("guest", [False, True])
@@ -212,14 +218,8 @@ async def test_a_woocommerce_store_erases_a_customer_through_ingest(
     if guest:
         order["customer_id"] = 0
     customer_id = f"email:{email}" if guest else str(number)
-    body = json.dumps(order).encode()
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(
-            f"{services.ingest}/webhooks/woocommerce",
-            content=body,
-            headers=_woo_headers(body, delivery=uuid.uuid4().hex),
-        )
-        assert response.status_code == 200, response.text
+        await _deliver(client, services, "woocommerce", [("order.created", json.dumps(order).encode())])
 
         async def placed() -> bool:
             return (await _profile(client, services, customer_id)).get("email") == email
@@ -265,21 +265,12 @@ async def test_a_shopify_edit_takes_the_removed_item_off_whichever_delivery_come
     async with httpx.AsyncClient(timeout=10) as client:
         for number, backwards in zip(numbers, (False, True), strict=True):
             versions = _shopify_versions(number, f"jon.{number}@example.com")
-            for topic, body in reversed(versions) if backwards else versions:
-                path, headers = signed_shopify(body, topic, event_id=str(uuid.uuid4()))
-                response = await client.post(f"{services.ingest}{path}", content=body, headers=headers)
-                assert response.status_code == 200, response.text
-                assert response.json()["status"] == "accepted"
-
-        async def both_edited() -> bool:
-            profiles = [await _profile(client, services, str(n)) for n in numbers]
-            return all(Decimal(p.get("total_spent", "0")) == Decimal("209.00") for p in profiles)
-
-        await eventually(both_edited, 15, "both customers' orders held at their edit")
-        for number in numbers:
-            profile = await _profile(client, services, str(number))
-            assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
-            assert [p["product_id"] for p in profile["last_products"]] == ["632910392"]
+            await _deliver(client, services, "shopify", versions[::-1] if backwards else versions)
+        what = "both customers' orders held at their edit"
+        profiles = await _once_each_spent(client, services, numbers, "209.00", what)
+    for profile in profiles:
+        assert (profile["orders_count"], profile["stage"]) == (1, "first_time")
+        assert [p["product_id"] for p in profile["last_products"]] == ["632910392"]
 
 
 async def test_a_segment_refund_naming_only_its_order_takes_the_whole_order_back(

@@ -8,11 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.ingest.api import create_app
-from services.ingest.settings import IngestSettings
 from shared.events import CustomerErasedEvent, Source
-from shared.settings import REPO_ROOT
-from tests.unit.test_ingest_api import FakePublisher
+from tests.unit.test_ingest_segment_api import FakePublisher, _client
 
 KEY = {"Authorization": "Bearer demo-api-key"}
 
@@ -24,13 +21,8 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml"), publisher=publisher
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
-            yield http
+    async for http in _client(publisher):
+        yield http
 
 
 @pytest.mark.parametrize(
@@ -111,10 +103,11 @@ async def test_a_malformed_idempotency_key_is_422_naming_it(
 async def test_kafka_down_is_503_and_nothing_is_claimed(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
-    publisher.available = False
-    response = await client.post("/v1/stores/demo/customers/17/erasure", headers=KEY)
+    # The fake publisher's Kafka refuses this customer's events.
+    response = await client.post("/v1/stores/demo/customers/kafka-down/erasure", headers=KEY)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
+    assert publisher.published == []
 
 
 async def test_the_route_is_in_the_openapi_document(client: httpx.AsyncClient) -> None:
