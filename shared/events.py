@@ -179,6 +179,18 @@ def customer_key(customer: Identifiers) -> str:
     return f"order:{customer.placed_order_id}"
 
 
+_KEY_PREFIXES = {"anon:": "anonymous_id", "email:": "email", "order:": "placed_order_id"}
+
+
+def customer_named(key: str) -> Customer:
+    """The customer a key names (`customer_key`'s inverse): `anon:`, `email:` or `order:` and the identifier,
+    else the store's own id. A ValidationError for a key that names nobody."""
+    for prefix, field in _KEY_PREFIXES.items():
+        if key.startswith(prefix):
+            return Customer.model_validate({field: key.removeprefix(prefix)})
+    return Customer.model_validate({"store_customer_id": key})
+
+
 # The contact facts of a customer (every field of Customer but its identifiers and times), defined once here:
 # the segmenter's profile keeps, updates, merges and erases exactly these, and its API shows them.
 CONTACT_FIELDS: tuple[str, ...] = (

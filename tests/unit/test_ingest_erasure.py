@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shared.events import CustomerErasedEvent, Source
+from shared.events import Customer, CustomerErasedEvent, Source, customer_named
 from tests.unit.test_ingest_segment_api import FakePublisher, _client
 
 KEY = {"Authorization": "Bearer demo-api-key"}
@@ -114,3 +116,21 @@ async def test_the_route_is_in_the_openapi_document(client: httpx.AsyncClient) -
     document = (await client.get("/openapi.json")).json()
     operation = document["paths"]["/v1/stores/{store_id}/customers/{customer_id}/erasure"]["post"]
     assert set(operation["responses"]) >= {"202", "401", "404", "422", "429", "503"}
+
+
+ID_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40)
+
+
+@given(
+    field=st.sampled_from(["store_customer_id", "anonymous_id", "placed_order_id"]),
+    value=ID_TEXT.filter(lambda v: v.strip() and not v.startswith(("anon:", "email:", "order:"))),
+)
+def test_a_customer_key_names_its_customer_again(field: str, value: str) -> None:
+    customer = Customer.model_validate({field: value})
+    assert customer_named(customer.key) == customer
+
+
+@pytest.mark.parametrize("email", ["camille.durand@example.com", "a+b@example.co.uk"])
+def test_an_email_key_names_the_guest_again(email: str) -> None:
+    customer = Customer(email=email)
+    assert customer_named(customer.key) == customer

@@ -21,17 +21,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.ingest.accept import check_rate, publish
 from services.ingest.context import context
-from shared.events import SHOP_WIDE, Customer, CustomerErased, CustomerErasedEvent, Source
+from shared.events import SHOP_WIDE, Customer, CustomerErased, CustomerErasedEvent, Source, customer_named
 from shared.logging import get_logger
 from shared.web import ApiError, ErrorBody, FieldError, StoreDep
 
 log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/stores/{store_id}", tags=["privacy"])
-
-# The prefixes of the segmenter's customer ids (shared.events.customer_key) and the identifier each names;
-# any other id is the store's own customer id.
-_PREFIXES = {"email:": "email", "anon:": "anonymous_id", "order:": "placed_order_id"}
 
 
 class ErasureAccepted(BaseModel):
@@ -94,18 +90,14 @@ async def erase_customer(
 
 def _customer(customer_id: str) -> Customer:
     """The customer a segmenter customer id names; 422 naming `customer_id` for one that names nobody."""
-    field, value = "store_customer_id", customer_id
-    for prefix, named in _PREFIXES.items():
-        if customer_id.startswith(prefix):
-            field, value = named, customer_id.removeprefix(prefix)
-            break
-    if value == SHOP_WIDE:
-        # The shop-wide erasure is Shopify's shop/redact, when a store leaves: not one customer's.
-        raise _invalid("names every customer of the store, not one")
     try:
-        return Customer.model_validate({field: value})
+        customer = customer_named(customer_id)
     except ValidationError as exc:
         raise _invalid(exc.errors()[0]["msg"]) from None
+    if customer.store_customer_id == SHOP_WIDE:
+        # The shop-wide erasure is Shopify's shop/redact, when a store leaves: not one customer's.
+        raise _invalid("names every customer of the store, not one")
+    return customer
 
 
 def _invalid(message: str) -> ApiError:
