@@ -1,7 +1,8 @@
 """Segment's own libraries, unchanged, against the running services: analytics.js (@segment/analytics-next
 from npm) in a real headless Chromium on a page of another origin, and analytics-node (@segment/analytics-node
 from npm) on the store's server; and the story they exist for: a visitor browses anonymously, puts something
-in the cart, says who they are, and gets the abandoned-cart email recommending what they looked at."""
+in the cart, says who they are, and gets the abandoned-cart email recommending what they looked at. And
+Segment's plain HTTP API as its documentation shows it, for a store's server that uses no library."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -313,6 +315,39 @@ async def test_analytics_node_drives_the_funnel(services: RunningServices, smtp_
         return any(m["To"] == email for m in smtp_server.messages)
 
     await eventually(welcomed, 30, "the order confirmation for the analytics-node customer")
+
+
+async def test_the_http_api_as_segments_docs_show_it_without_message_ids_applies_a_retried_call_once(
+    services: RunningServices,
+) -> None:
+    # Segment's HTTP API source docs: each call a POST of its JSON, the write key as the Basic auth user,
+    # and no messageId (Spec: Common fields, "implicit": "Automatically collected by Segment"). The store's
+    # server retries its refund after a timeout: the same call twice, which must take 10.00 off once.
+    user_id = f"http-{uuid.uuid4().hex[:10]}"
+    at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="milliseconds")
+    order = {"order_id": f"{user_id}-1", "total": 40, "currency": "EUR", "products": [GRINDER]}
+    refund = {"order_id": f"{user_id}-1", "total": 10, "currency": "EUR"}
+    calls = [
+        ("identify", {"userId": user_id, "traits": {"email": f"{user_id}@example.com"}, "timestamp": at}),
+        ("track", {"userId": user_id, "event": "Order Completed", "properties": order, "timestamp": at}),
+        ("track", {"userId": user_id, "event": "Order Refunded", "properties": refund, "timestamp": at}),
+        ("track", {"userId": user_id, "event": "Order Refunded", "properties": refund, "timestamp": at}),
+    ]
+    async with httpx.AsyncClient(timeout=10, auth=(SERVER_KEY, "")) as client:
+        for kind, body in calls:
+            response = await client.post(f"{services.ingest}/v1/{kind}", json=body)
+            assert response.status_code == 200, response.text
+
+    async with httpx.AsyncClient(timeout=10, headers=API) as client:
+
+        async def refunded() -> bool:
+            response = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{user_id}")
+            body = response.json() if response.status_code == 200 else {}
+            return body.get("orders_count") == 1 and Decimal(body.get("total_spent", "0")) == 30
+
+        await eventually(refunded, 20, "the order, less its refund once")
+        await asyncio.sleep(1)  # the retried refund, had it counted, would have come right behind
+        assert await refunded()
 
 
 async def test_a_cart_change_from_before_an_erasure_that_arrives_after_it_stays_forgotten(

@@ -93,9 +93,19 @@ async def test_write_key_in_the_body(client: httpx.AsyncClient, publisher: FakeP
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()}, {"Authorization": "Basic !!"}],
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"wrong:").decode()},
+        {"Authorization": "Basic !!"},
+        # Bytes beyond ASCII (a header arrives as latin-1; base64 refuses such text), or credentials that
+        # are not UTF-8 once decoded: a 401 like any unknown key, not a 500.
+        {b"Authorization": b"Basic \xff\xfe"},
+        {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:").decode()},
+    ],
 )
-async def test_no_or_unknown_write_key_is_401(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_no_or_unknown_write_key_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str] | dict[bytes, bytes]
+) -> None:
     response = await client.post("/v1/track", json=_track(), headers=headers)
     assert response.status_code == 401
     assert response.json()["error"] == "unknown_write_key"
@@ -134,11 +144,28 @@ async def test_event_over_32_kb_is_413_naming_the_limit(client: httpx.AsyncClien
 
 async def test_invalid_field_is_422_naming_it(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
     payload = _track()
-    del payload["messageId"]
+    payload["messageId"] = "  "
     response = await client.post("/v1/track", json=payload, headers=BASIC)
     assert response.status_code == 422
-    assert "messageId" in [e["field"] for e in response.json()["errors"]]
+    assert [e["field"] for e in response.json()["errors"]] == ["messageId"]
     assert publisher.published == []
+
+
+async def test_a_call_sent_as_segments_http_api_shows_it_without_a_message_id_is_accepted(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # The HTTP API's own examples send no messageId (Segment's spec: "Automatically collected by Segment").
+    # Sent twice, as a client retrying after a timeout would, it is one event id: applied once downstream.
+    payload = _track()
+    del payload["messageId"]
+    for _ in range(2):
+        response = await client.post("/v1/track", json=payload, headers=BASIC)
+        assert response.status_code == 200, response.text
+    first, again = (event.event_id for event in publisher.published)
+    assert first == again
+    assert first.startswith("segment:sha256:")
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert "messageId" not in schema["TrackCall"].get("required", [])
 
 
 async def test_a_lone_surrogate_escape_is_422_naming_the_field(
@@ -238,7 +265,7 @@ async def test_a_batch_with_bad_events_is_rejected_whole_listing_each(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
     payload = _batch(5)
-    del payload["batch"][1]["messageId"]
+    payload["batch"][1]["messageId"] = ""
     payload["batch"][3]["userId"] = None
     payload["batch"][3].pop("anonymousId", None)
     response = await client.post("/v1/batch", json=payload, headers=BASIC)

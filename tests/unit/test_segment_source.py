@@ -516,12 +516,52 @@ def test_skew_correction_that_lands_in_the_future_is_rejected() -> None:
 # --- invalid calls ------------------------------------------------------------------------------------------
 
 
-def test_message_id_is_required() -> None:
+def _event_ids(body: dict[str, Any], kind: segment.CallKind = "track") -> list[str]:
+    return [event.event_id for event in events(kind, body)]
+
+
+def _batch_ids(*calls: dict[str, Any], **envelope: Any) -> list[str]:
+    body = {"batch": [{"type": "track", **call} for call in calls], **envelope}
+    return [e.event_id for e in segment.batch_to_canonical(body, store_id="demo", received_at=NOW)]
+
+
+@pytest.mark.parametrize("absent", ["missing", None])
+def test_a_call_without_a_message_id_is_named_by_what_it_says(absent: str | None) -> None:
+    # Segment's spec: messageId is implicit, "Automatically collected by Segment"; the HTTP API's examples
+    # send none. The same call sent again (a retry) is the same event; any other call is another.
     body = payload("track__order_completed")
-    del body["messageId"]
-    assert fields(errors("track", body)) == ["messageId"]
-    body["messageId"] = "   "
-    assert fields(errors("track", body)) == ["messageId"]
+    named_id = _event_ids(body)
+    if absent == "missing":
+        del body["messageId"]
+    else:
+        body["messageId"] = absent
+    [event_id] = _event_ids(body)
+    assert event_id.startswith("segment:sha256:")
+    assert [event_id] != named_id
+    assert _event_ids(dict(reversed(body.items()))) == [event_id]
+    resent = {**body, "sentAt": "2026-11-21T14:59:00Z", "writeKey": "demo-write-key"}
+    assert _event_ids(resent) == [event_id]
+    assert _event_ids({**body, "timestamp": "2026-11-21T10:00:01Z"}) != [event_id]
+    assert _event_ids({**body, "userId": "someone else"}) != [event_id]
+    assert len(event_id) <= 200
+
+
+def test_a_batch_names_its_calls_without_message_ids_by_their_places_too() -> None:
+    call = {"userId": USER, "event": "Product Viewed", "properties": {"product_id": "p1"}}
+    first, second = _batch_ids(call, call)
+    assert first != second  # two views in one batch are two, even alike
+    assert _batch_ids(call, call, sentAt="2026-11-21T14:59:00Z") == [first, second]  # a retried batch
+    assert _batch_ids(call, call, context={"library": {"name": "curl"}}) == [first, second]
+    assert _batch_ids({**call, "messageId": "m1"}, call) == ["segment:m1", second]
+    [alone] = _event_ids(call)
+    assert alone not in (first, second)
+
+
+def test_a_message_id_given_must_be_a_usable_one() -> None:
+    body = payload("track__order_completed")
+    for bad in ("   ", "", "x" * 200, ["m1"], {"id": "m1"}):
+        body["messageId"] = bad
+        assert fields(errors("track", body)) == ["messageId"]
 
 
 @pytest.mark.parametrize("blank", [None, "", "  "])
@@ -637,7 +677,7 @@ def test_batch_context_is_merged_into_each_call() -> None:
 
 def test_batch_with_two_bad_calls_lists_both_and_accepts_none() -> None:
     body = payload("batch__server_session")
-    del body["batch"][1]["messageId"]
+    body["batch"][1]["messageId"] = "  "
     body["batch"][5]["properties"]["products"][0]["price"] = "twelve"
     with pytest.raises(segment.SegmentError) as info:
         segment.batch_to_canonical(body, store_id="demo", received_at=NOW)

@@ -4,7 +4,6 @@ can send to us unchanged: point its host at ingest and use the store's write key
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,7 +100,9 @@ def _write_key(authorization: str | None, payload: Any) -> str | None:
     if authorization and authorization[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # Not base64 (binascii.Error), not UTF-8 once decoded, or a header byte beyond ASCII: HTTP
+            # headers arrive as latin-1, and b64decode refuses such a str with a bare ValueError.
             return None
         return decoded.partition(":")[0] or None
     return segment.write_key_from_body(payload)

@@ -206,6 +206,7 @@ def to_canonical(
     Raises SegmentError."""
     if kind not in CALL_MODELS:
         raise SegmentError([("type", f"unknown Segment call {kind!r}")])
+    payload = r.named(kind, payload, None)
     if not checked.nul_free and r.has_nul(payload):
         # A NUL somewhere: only the model knows whether it is in a field that is read (refused, named) or
         # in one that is ignored (accepted). Rare: JSON carries NUL only as \u0000.
@@ -291,6 +292,7 @@ def _map_batch(
             kind = item.get("type")
             if kind not in BATCH_KINDS:
                 raise SegmentError([("type", f"should be one of {', '.join(BATCH_KINDS)}")])
+            item = r.named(kind, item, index)  # as sent, before the batch's context is merged in
             if shared_context is not None:
                 own_context = item.get("context")
                 if own_context is None or isinstance(own_context, dict):

@@ -189,10 +189,13 @@ class SegmentContext(_Model):
 
 
 class _Call(_Model):
-    message_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_ID)] = Field(
+    message_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_ID)] | None = Field(
+        None,
         alias="messageId",
-        description="Unique id of the call, set by the library: our idempotency key (a retried call with "
-        "the same messageId is processed once). Required.",
+        description="Unique id of the call, set by Segment's libraries: our idempotency key (a retried call "
+        "with the same messageId is processed once). Optional, as in Segment's spec: a call without one is "
+        "named by a hash of its content and its place in the batch, so the same request sent again is still "
+        "processed once.",
     )
     user_id: Id = Field(
         None, alias="userId", description="The store's id of the user. userId or anonymousId is required."

@@ -15,6 +15,8 @@ before-validators are.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -444,9 +446,31 @@ def _read_context(context: dict[str, Any]) -> Context:
     )
 
 
+# What may differ between two sendings of one call: the time it was sent (a client stamps each attempt),
+# the time Segment would have received it (ignored) and the write key, which names the store.
+_RESENT_FIELDS = frozenset({"messageId", "sentAt", "receivedAt", "writeKey"})
+
+
+def named(kind: str, call: Any, position: int | None) -> Any:
+    """The call, with a messageId if it was sent without one (None or absent).
+
+    Segment's spec makes messageId implicit ("Automatically collected by Segment", Spec: Common fields): its
+    libraries set it, and the HTTP API's own examples leave it out. Without one, a call is named by what it
+    says: a SHA-256 of its kind, its place in its batch (`position`; None for a call sent alone) and its
+    fields as sent but those that change between sendings. A client that sends the same request again (a
+    retry after a timeout) sends the same call, which is then applied once, as with a messageId; two calls
+    that differ in anything, a timestamp or their place in the batch, are two. The `sha256:` prefix keeps
+    these apart from the libraries' ids (UUIDs, ksuids)."""
+    if type(call) is not dict or call.get("messageId") is not None:
+        return call
+    content = {key: value for key, value in call.items() if key not in _RESENT_FIELDS}
+    canonical = json.dumps([kind, position, content], sort_keys=True, separators=(",", ":"))
+    return {**call, "messageId": "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()}
+
+
 def read_call(kind: str, call: Any) -> Call:
     """The fields of one call of `kind` (identify, track, page, screen, group, alias), as the kind's model
-    reads them; raises Invalid at the first field it refuses."""
+    reads them (a call without messageId is `named` first); raises Invalid at the first field it refuses."""
     if type(call) is not dict:
         raise Invalid("")
     context = _object(call.get("context"), "context")
