@@ -17,10 +17,13 @@ DEVSTACK := $(PY) -m deploy.devstack
 # Segment's own JavaScript libraries (analytics.js, analytics-node), unchanged, for the end-to-end tests.
 JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.make-stamp
+# Segment's Java server library (analytics-java), unchanged, for the end-to-end tests: from Maven Central.
+JAVA_DIR := tests/java
+JAVA_STAMP := $(JAVA_DIR)/libs/.make-stamp
 # The browser the analytics.js tests drive: Debian's, never a browser build downloaded by a tool.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help install lock kafka-jars postgres js-clients c-compiler chromium up down status lint test demo bench chaos compiled
+.PHONY: help install lock kafka-jars postgres js-clients java-clients c-compiler chromium up down status lint test demo bench chaos compiled
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock),"
@@ -96,6 +99,15 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+java-clients: $(JAVA_STAMP)
+
+# Maven copies exactly what pom.xml pins (and its dependencies) into tests/java/libs/, emptied first so
+# that a version pom.xml no longer names is not left on the classpath.
+$(JAVA_STAMP): $(JAVA_DIR)/pom.xml
+	rm -rf $(JAVA_DIR)/libs
+	mvn -q -B -f $(JAVA_DIR)/pom.xml dependency:copy-dependencies -DoutputDirectory=libs
+	touch $@
+
 # The C compiler the compiled modules need: Debian's gcc, installed as root when missing, as chromium is
 # (Python's headers come with the interpreter: pyenv's and python.org's builds install them).
 c-compiler:
@@ -131,7 +143,7 @@ lint: install
 	$(VENV)/bin/mypy shared services deploy tests bench
 	$(VENV)/bin/lint-imports
 
-test: install kafka-jars postgres js-clients chromium
+test: install kafka-jars postgres js-clients java-clients chromium
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 

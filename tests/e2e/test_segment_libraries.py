@@ -1,8 +1,9 @@
 """Segment's own libraries, unchanged, against the running services: analytics.js (@segment/analytics-next
-from npm) in a real headless Chromium on a page of another origin, and analytics-node (@segment/analytics-node
-from npm) on the store's server; and the story they exist for: a visitor browses anonymously, puts something
-in the cart, says who they are, and gets the abandoned-cart email recommending what they looked at. And
-Segment's plain HTTP API as its documentation shows it, for a store's server that uses no library."""
+from npm) in a real headless Chromium on a page of another origin, analytics-node (@segment/analytics-node
+from npm) and analytics-java (com.segment.analytics.java from Maven Central) on the store's server; and the
+story they exist for: a visitor browses anonymously, puts something in the cart, says who they are, and gets
+the abandoned-cart email recommending what they looked at. And Segment's plain HTTP API as its
+documentation shows it, for a store's server that uses no library."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from playwright.async_api import BrowserContext, Page, Request
 
 from shared.events import StorefrontEvent, decode_event
 from shared.kafka import STOREFRONT_EVENTS
+from shared.settings import REPO_ROOT
 from tests.e2e.browser import EVIL_HOST, JS_DIR, chromium, page_server
 from tests.e2e.conftest import RunningServices
 from tests.e2e.test_notifier_flows import _signed
@@ -34,6 +36,7 @@ from tests.polling import eventually
 pytestmark = pytest.mark.e2e
 
 API = {"Authorization": "Bearer demo-api-key"}
+JAVA_DIR = REPO_ROOT / "tests" / "java"
 BROWSER_KEY = "demo-browser-key"
 SERVER_KEY = "demo-write-key"
 GRINDER = {
@@ -315,6 +318,63 @@ async def test_analytics_node_drives_the_funnel(services: RunningServices, smtp_
         return any(m["To"] == email for m in smtp_server.messages)
 
     await eventually(welcomed, 30, "the order confirmation for the analytics-node customer")
+
+
+def _java(services: RunningServices, user_id: str, email: str) -> dict[str, Any]:
+    """Run analytics-java (tests/java, fetched by `make java-clients`) with the store's secret server key:
+    an identify and an order; returns what it reported."""
+    libs = JAVA_DIR / "libs"
+    assert any(libs.glob("analytics-*.jar")), f"no analytics-java in {libs}: run `make java-clients`"
+    done = subprocess.run(
+        [
+            "java",
+            "-cp",
+            str(libs / "*"),
+            "SegmentJavaClient.java",
+            services.ingest,
+            SERVER_KEY,
+            user_id,
+            email,
+        ],
+        cwd=JAVA_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+async def test_analytics_java_posts_to_its_import_path_and_drives_the_funnel(
+    services: RunningServices,
+) -> None:
+    # analytics-java posts its batches to `/v1/import/` (its Builder's DEFAULT_PATH), slash included.
+    user_id = f"java-{uuid.uuid4().hex[:10]}"
+    report = await asyncio.to_thread(_java, services, user_id, f"{user_id}@example.com")
+    assert report["failures"] == []
+    assert report["settled"] is True
+    assert report["requests"]
+    assert all(request == "POST /v1/import/ 200" for request in report["requests"])
+    async with httpx.AsyncClient(timeout=10, headers=API) as client:
+
+        async def profile() -> dict[str, Any]:
+            response = await client.get(f"{services.segmenter}/v1/stores/demo/customers/{user_id}")
+            body: dict[str, Any] = response.json() if response.status_code == 200 else {}
+            return body
+
+        async def first_time() -> bool:
+            return (await profile()).get("stage") == "first_time"
+
+        await eventually(first_time, 20, "the analytics-java customer reached first_time")
+        customer = await profile()
+    assert (customer["email"], customer["first_name"], customer["orders_count"]) == (
+        f"{user_id}@example.com",
+        "Jana",
+        1,
+    )
+    assert Decimal(customer["total_spent"]) == 29
 
 
 async def test_the_http_api_as_segments_docs_show_it_without_message_ids_applies_a_retried_call_once(

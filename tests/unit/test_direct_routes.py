@@ -171,7 +171,7 @@ def _segment_batches() -> list[dict[str, Any]]:
     }
     body = json.dumps({"batch": [call, {**call, "messageId": "m-2", "type": "identify", "userId": "u"}]})
     requests: list[dict[str, Any]] = []
-    for path in ("/v1/batch", "/v1/b"):
+    for path in ("/v1/batch", "/v1/b", "/v1/import", "/v1/import/"):
         requests += [
             {"url": path, "content": body, "headers": server},
             {"url": path, "content": body, "headers": {**server, "Origin": "http://localhost:3000"}},
@@ -233,11 +233,12 @@ async def test_the_segment_api_answers_as_its_declared_endpoints(
 
 
 def test_the_segment_api_is_served_directly() -> None:
-    # Every POST route of the Segment API: the batch, each kind of call and its analytics.js short path.
+    # Every POST route of the Segment API: the batch (and its import paths), each kind of call and its
+    # analytics.js short path.
     declared = {
         r.path for r in segment.router.routes if isinstance(r, APIRoute) and "POST" in (r.methods or ())
     }
-    assert len(declared) == 14
+    assert len(declared) == 16
     assert {route.path for route, _ in segment.DIRECT_ROUTES} == declared
     app = create_app(IngestSettings(stores_file=REPO_ROOT / "deploy" / "stores.dev.yaml"))
     # Served by the innermost of the app's own middleware (found by path and method in a dict).
@@ -252,7 +253,7 @@ async def test_openapi_and_other_methods_are_the_declared_routes(
 ) -> None:
     direct, declared, _, _ = apps
     assert (await direct.get("/openapi.json")).json() == (await declared.get("/openapi.json")).json()
-    for path in ("/webhooks/shopify", "/webhooks/woocommerce", "/v1/batch", "/v1/b"):
+    for path in ("/webhooks/shopify", "/webhooks/woocommerce", "/v1/batch", "/v1/b", "/v1/import/"):
         a, b = await direct.get(path), await declared.get(path)
         assert a.status_code == 405
         assert (a.status_code, a.headers.raw, a.content) == (b.status_code, b.headers.raw, b.content)

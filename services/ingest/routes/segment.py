@@ -327,7 +327,8 @@ async def _batch(request: Request) -> SegmentOk:
 
 BATCH_DOC = """Up to 2,500 calls of any kind in one request (500 KB, 32 KB each). All or nothing: if any
 call is invalid the whole batch is rejected, naming each bad call's index and field. `/v1/b` is the path
-analytics.js (batching mode), analytics-kotlin and analytics-swift post to."""
+analytics.js (batching mode), analytics-kotlin and analytics-swift post to; `/v1/import` the one of
+analytics-ruby, analytics-java (as `/v1/import/`), analytics.NET and Segment's classic mobile libraries."""
 
 
 @router.post("/batch", **_doc("/v1/batch", "Segment batch"))
@@ -340,7 +341,21 @@ async def batch_short(request: Request, authorization: AuthHeader = None) -> Seg
     return await _batch(request)
 
 
-batch.__doc__ = batch_short.__doc__ = BATCH_DOC
+# Segment's older name for the batch endpoint, which its Ruby, Java and .NET server libraries still post to
+# (analytics-ruby's `Defaults::Request::PATH = '/v1/import'`; analytics-java's `DEFAULT_PATH =
+# "/v1/import/"`, with the slash, served as it is: the router's redirect to the path without it is not
+# followed for a POST by every OkHttp version analytics-java has shipped with).
+@router.post("/import", **_doc("/v1/batch", "Segment batch (Segment's server libraries' import path)"))
+async def batch_import(request: Request, authorization: AuthHeader = None) -> SegmentOk:
+    return await _batch(request)
+
+
+@router.post("/import/", include_in_schema=False)
+async def batch_import_slash(request: Request, authorization: AuthHeader = None) -> SegmentOk:
+    return await _batch(request)
+
+
+batch.__doc__ = batch_short.__doc__ = batch_import.__doc__ = BATCH_DOC
 
 # SegmentOk() as FastAPI renders it for the declared routes (tests/unit/test_direct_routes.py).
 _OK_BODY = b'{"success":true}'
@@ -373,6 +388,8 @@ def _declared(path: str) -> APIRoute:
 DIRECT_ROUTES: tuple[tuple[APIRoute, DirectHandler], ...] = (
     (_declared("/v1/batch"), receive_batch),
     (_declared("/v1/b"), receive_batch),
+    (_declared("/v1/import"), receive_batch),
+    (_declared("/v1/import/"), receive_batch),
     *((_declared(f"/v1/{kind}"), _receive_call(kind)) for kind in CALL_DOCS),
     *((_declared(f"/v1/{short}"), _receive_call(kind)) for short, kind in SHORT_PATHS.items()),
 )
