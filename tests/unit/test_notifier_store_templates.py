@@ -117,6 +117,13 @@ SUBJ = "shop/welcome/en/subject.liquid:"
             "{{ recovery_url }}",
             SUBJ + "1: the welcome flow has no variable 'recovery_url'",
         ),
+        # A string doubled in a loop (8 MB here, writing only its size): refused at its first render (the
+        # validation) once it holds more than the namespace limit; a few more doublings were gigabytes.
+        (
+            "{% assign s = 'ab' %}{% for i in (1..22) %}{% assign s = s | append: s %}{% endfor %}"
+            "{{ s | size }}",
+            SUBJ + "1: local namespace limit reached",
+        ),
         ("{% include '../../../etc/passwd' %}", "shop/welcome/en/subject.liquid"),
         ("{% include '/etc/hostname' %}", "shop/welcome/en/subject.liquid"),
     ],

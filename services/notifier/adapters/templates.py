@@ -151,10 +151,15 @@ _NOT_PLAIN = object()
 
 
 class _Environment(Environment):
-    # A store's template may loop or nest only so far: a typo must not stall the sender.
+    # A store's template may loop, nest and hold only so much: a typo must not stall the sender, nor exhaust
+    # the memory every store's email shares. What it writes is capped by the output limit, what it keeps in
+    # variables by the namespace one (`assign`, `capture`): without it, a string doubled in a loop of 30
+    # reached gigabytes before anything was written (python-liquid measures the namespace with
+    # sys.getsizeof, so a string counts its length).
     context_depth_limit = 30
     loop_iteration_limit = 10_000
     output_stream_limit = 512 * 1024
+    local_namespace_limit = 512 * 1024
     template_class = _PartialTemplate
 
 
