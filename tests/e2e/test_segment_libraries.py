@@ -263,19 +263,17 @@ async def test_a_page_of_an_origin_no_store_lists_cannot_load_or_send(
         )
 
 
-def _node(services: RunningServices, calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Run analytics-node with the store's secret server key; returns what it reported."""
-    done = subprocess.run(
-        ["node", "node_client.mjs", services.ingest, SERVER_KEY, json.dumps(calls)],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def _report(command: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
+    """Run a library's driver program; what it reported (the JSON of its last line of output)."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
+
+
+def _node(services: RunningServices, calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Run analytics-node with the store's secret server key; returns what it reported."""
+    return _report(["node", "node_client.mjs", services.ingest, SERVER_KEY, json.dumps(calls)], JS_DIR, 60)
 
 
 async def test_analytics_node_drives_the_funnel(services: RunningServices, smtp_server: SmtpServer) -> None:
@@ -325,26 +323,8 @@ def _java(services: RunningServices, user_id: str, email: str) -> dict[str, Any]
     an identify and an order; returns what it reported."""
     libs = JAVA_DIR / "libs"
     assert any(libs.glob("analytics-*.jar")), f"no analytics-java in {libs}: run `make java-clients`"
-    done = subprocess.run(
-        [
-            "java",
-            "-cp",
-            str(libs / "*"),
-            "SegmentJavaClient.java",
-            services.ingest,
-            SERVER_KEY,
-            user_id,
-            email,
-        ],
-        cwd=JAVA_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return report
+    command = ["java", "-cp", str(libs / "*"), "SegmentJavaClient.java", services.ingest, SERVER_KEY]
+    return _report([*command, user_id, email], JAVA_DIR, 120)
 
 
 async def test_analytics_java_posts_to_its_import_path_and_drives_the_funnel(
