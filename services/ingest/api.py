@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.telemetry import TelemetryConfig
 
 from services.ingest.context import IngestContext
@@ -19,7 +19,9 @@ from shared.clock import Clock, utcnow
 from shared.kafka import build_producer
 from shared.stores import StoreRegistry
 from shared.web import (
+    ErrorBody,
     document_models,
+    error_response,
     install_client_rate_limit,
     install_error_handlers,
     install_input_guard,
@@ -37,6 +39,16 @@ def _native_telemetry() -> TelemetryConfig | None:
     if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
         return None
     return {"tracing": False, "metrics": False, "logs": False}
+
+
+async def _too_deeply_nested(_: Request, exc: Exception) -> Response:
+    # A body nested nearly as deep as Python's recursion limit: its parser read it, and a later step could
+    # not (the size of a call measured as JSON, a call's name, an event written for Kafka). Each of those runs
+    # before anything is published, so the sender is told, and nothing was half accepted.
+    body = ErrorBody(
+        error="too_deeply_nested", detail="the body nests arrays and objects deeper than ingest reads"
+    )
+    return error_response(400, body)
 
 
 def create_app(
@@ -85,6 +97,7 @@ def create_app(
         telemetry=_native_telemetry(),
     )
     install_error_handlers(app)
+    app.add_exception_handler(RecursionError, _too_deeply_nested)
     install_input_guard(app)
     install_client_rate_limit(app, "ingest", settings)
     install_metrics_middleware(app)

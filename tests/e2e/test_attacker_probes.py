@@ -149,6 +149,39 @@ async def test_a_segment_email_with_a_header_in_it_is_422_and_reaches_nothing(
     assert await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS) == before
 
 
+async def test_json_nested_to_any_depth_is_a_4xx_and_publishes_nothing_the_segmenter_cannot_read(
+    services: RunningServices, kafka_bootstrap: str
+) -> None:
+    # Nested arrays, as deep as the JSON parsers go and past it, in a custom event's properties (kept, so
+    # the events' own reader must take them: pydantic's parser stops at 200 levels), in traits (read in
+    # part, the rest dropped), one call alone or in a batch, with a messageId and without (then hashed).
+    # Before, these were 500s from about 270 levels (a custom event written for Kafka) or 950 (a batch's
+    # calls measured or named as JSON), and those under 270 were accepted and then dead-lettered.
+    before = await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS)
+    user = f"attacker-{uuid.uuid4().hex[:8]}"
+    answers: dict[tuple[str, int], int] = {}
+    async with httpx.AsyncClient(timeout=10, auth=("demo-write-key", "")) as client:
+        for depth in [33, 40, 199, 200, 201, 260, 300, 500, *range(900, 1001, 3), 2000]:
+            nested = "[" * depth + "]" * depth
+            for message_id in ('"messageId": "m",', ""):
+                call = (
+                    f'{{{message_id} "userId": "{user}", "event": "Deep", "properties": {{"x": {nested}}}}}'
+                )
+                for path, body in (
+                    ("/v1/track", call),
+                    ("/v1/batch", f'{{"batch": [{{"type": "track", {call[1:]}]}}'),
+                ):
+                    response = await client.post(
+                        f"{services.ingest}{path}", content=body, headers={"Content-Type": "application/json"}
+                    )
+                    answers[(path, depth)] = response.status_code
+                    assert response.status_code in (400, 422), (path, depth, response.text)
+    # 422 naming the properties while the parser read the body; 400 past what it (or a step after it) reads.
+    assert answers[("/v1/track", 33)] == answers[("/v1/batch", 500)] == 422
+    assert answers[("/v1/track", 2000)] == 400
+    assert await end_offsets(kafka_bootstrap, STOREFRONT_EVENTS) == before
+
+
 async def test_guest_ids_and_smtp_replies_stay_out_of_logs_and_error_bodies(
     services: RunningServices, smtp_server: SmtpServer
 ) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from services.ingest.sources import segment
+from services.ingest.sources import segment_reader as r
 from shared.events import (
     CartUpdatedEvent,
     CustomerUpsertedEvent,
@@ -555,6 +556,37 @@ def test_a_batch_names_its_calls_without_message_ids_by_their_places_too() -> No
     assert _batch_ids({**call, "messageId": "m1"}, call) == ["segment:m1", second]
     [alone] = _event_ids(call)
     assert alone not in (first, second)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """Properties `depth` levels deep (the properties object is level 1)."""
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = [value]
+    return {"x": value}
+
+
+@pytest.mark.parametrize("kind", ["track", "page"])
+def test_kept_properties_nest_at_most_32_levels(kind: segment.CallKind) -> None:
+    # A custom event keeps its properties as they came, and the events' reader (pydantic's parser) stops
+    # at 200 levels: what ingest accepts, the segmenter must be able to read.
+    properties = _nested(32)
+    assert r.nests_deeper_than(properties, 31)
+    assert not r.nests_deeper_than(properties, 32)
+    body: dict[str, Any] = {"messageId": "m", "userId": USER, "event": "Deep", "properties": properties}
+    [event] = events(kind, body)
+    assert isinstance(event, CustomEvent)
+    assert event.payload.properties["x"] == properties["x"]
+    body["properties"] = _nested(33)
+    assert errors(kind, body) == [("properties", "nests deeper than 32 levels")]
+    batch = {"batch": [{"type": kind, **body}]}
+    with pytest.raises(segment.SegmentError) as caught:
+        segment.batch_to_records(batch, store_id="demo", received_at=NOW)
+    assert fields(caught.value.errors) == ["batch[0].properties"]
+    # Only what is kept: the properties of a known event are read, not kept, and nest as they like.
+    deep_order = {**payload("track__order_completed")}
+    deep_order["properties"] = {**deep_order["properties"], "extra": _nested(60)["x"]}
+    assert [e.type for e in events("track", deep_order)] == ["order_placed"]
 
 
 def test_a_message_id_given_must_be_a_usable_one() -> None:

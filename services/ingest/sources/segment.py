@@ -32,6 +32,7 @@ from services.ingest.sources.segment_models import (
     DEFAULT_CURRENCY,
     EVENT_ID_PREFIX,
     LINK_SUFFIX,
+    MAX_PROPERTIES_DEPTH,
     PAGE_VIEWED,
     AliasCall,
     BatchRequest,
@@ -546,7 +547,7 @@ def _page(call: r.Call, common: _Common) -> Any:
             properties.setdefault(key, value)
     email = common.properties(r.read_email, _Properties, properties)
     name = f"{PAGE_VIEWED}: {call.name}" if call.name else PAGE_VIEWED
-    return common.event("custom", common.build.custom(name=name, properties=properties), email=email)
+    return common.event("custom", common.build.custom(name=name, properties=_kept(properties)), email=email)
 
 
 def _track(call: r.Call, common: _Common) -> list[Any]:
@@ -573,8 +574,16 @@ def _track(call: r.Call, common: _Common) -> list[Any]:
             survey = common.properties(r.read_survey_properties, SurveyAnsweredProperties, properties)
             return [_survey_answered(survey, common)]
     email = common.properties(r.read_email, _Properties, properties)
-    custom = common.build.custom(name=call.event, properties=properties)
+    custom = common.build.custom(name=call.event, properties=_kept(properties))
     return [common.event("custom", custom, email=email)]
+
+
+def _kept(properties: dict[str, Any]) -> dict[str, Any]:
+    """A custom event's properties, which it keeps as they came: refused when they nest deeper than the
+    events' readers go (see MAX_PROPERTIES_DEPTH)."""
+    if r.nests_deeper_than(properties, MAX_PROPERTIES_DEPTH):
+        raise SegmentError([("properties", f"nests deeper than {MAX_PROPERTIES_DEPTH} levels")])
+    return properties
 
 
 def _line_item(product: r.Product, path: str, build: Builders) -> Any:

@@ -43,6 +43,10 @@ PAGE_VIEWED = "Page Viewed"
 MAX_MESSAGE_ID = 200 - len(EVENT_ID_PREFIX) - len(LINK_SUFFIX)
 # Canonical ids hold 255; 250 leaves room for the `anon:` prefix of a cart known only by its visitor.
 MAX_ID = 250
+# How deep a kept custom event's properties may nest (the object itself is level 1). The events' contract is
+# read with pydantic's parser, which refuses a document nested deeper than 200 levels: ingest must not
+# accept what the segmenter cannot read. No analytics property comes near 32.
+MAX_PROPERTIES_DEPTH = 32
 # "Page Viewed: <name>" must fit the canonical 255-character event name.
 MAX_PAGE_NAME = 255 - len(PAGE_VIEWED) - len(": ")
 
@@ -251,8 +255,8 @@ TRACK_PROPERTIES_DOC = """Properties of the event. These events are understood (
 - "Order Refunded", "Order Cancelled": order_id, total (else revenue, else the sum of products), currency.
 - "Survey Answered": survey_id; answers[] {statement_id, scale: affective | conative | action | cognitive,
   agree: true/false or score: 1-5}; optional csat (1-5), ces (1-7), nps (0-10). See SurveyAnsweredProperties.
-Any other event is kept as a custom event with its properties. `email` here identifies the user when no
-traits give one."""
+Any other event is kept as a custom event with its properties (nested at most 32 levels deep). `email` here
+identifies the user when no traits give one."""
 
 
 class TrackCall(_Call):
@@ -272,7 +276,9 @@ class PageCall(_Call):
     ] = Field(None, description='Name of the page; the event is named "Page Viewed: <name>".')
     category: Text = Field(None, description="Category of the page.")
     properties: dict[str, Any] | None = Field(
-        None, description="Properties of the page (url, path, title, referrer...); context.page fills gaps."
+        None,
+        description="Properties of the page (url, path, title, referrer...); context.page fills gaps. Nested "
+        "at most 32 levels deep.",
     )
 
 

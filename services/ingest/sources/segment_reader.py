@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -444,6 +445,22 @@ def _read_context(context: dict[str, Any]) -> Context:
         timezone=text(context.get("timezone"), 64, "context.timezone"),
         page=None if page is None else PageRef(page, text(page.get("url"), 2000, "context.page.url")),
     )
+
+
+def nests_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether `value` (a JSON object or array: level 1) holds an object or array more than `limit` levels
+    deep. Without recursion: a document nested near Python's recursion limit is what this looks for."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children: Iterable[Any] = node.values() if isinstance(node, dict) else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if level == limit:
+                    return True
+                stack.append((child, level + 1))
+    return False
 
 
 # What may differ between two sendings of one call: the time it was sent (a client stamps each attempt),
