@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from fastapi import Request
 from pydantic_core import from_json
+from starlette.requests import ClientDisconnect
 
 from shared.web import ApiError, FieldError, field_path
 
@@ -21,11 +22,26 @@ def _too_large(limit: int, what: str) -> ApiError:
     return ApiError(413, "payload_too_large", f"{what} exceeds the limit of {limit} bytes")
 
 
+# What a body may be encoded with: none, or gzip (Segment's libraries' only one; x-gzip is its old name,
+# which RFC 9110 asks recipients to take as gzip).
+_IDENTITY = frozenset({"", "identity"})
+_GZIP = frozenset({"gzip", "x-gzip"})
+
+
 async def read_limited_body(request: Request, limit: int) -> bytes:
     declared, encoding = _body_headers(request.scope["headers"])
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, f"body of {declared} bytes")
-    gzipped = (encoding or "").strip().lower() == "gzip"
+    coding = (encoding or "").strip().lower()
+    gzipped = coding in _GZIP
+    if not gzipped and coding not in _IDENTITY:
+        # Read as it came, a compressed body would only be "not valid JSON": say what is not understood.
+        raise ApiError(
+            415,
+            "unsupported_encoding",
+            "Content-Encoding must be gzip, or none",
+            errors=[FieldError(field="content-encoding", message="only gzip is read")],
+        )
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16) if gzipped else None
     chunks: list[bytes] = []
     size = 0
@@ -44,6 +60,13 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             chunks.append(inflater.flush())
     except zlib.error as exc:
         raise ApiError(400, "bad_encoding", f"body is not valid gzip: {exc}") from exc
+    except ClientDisconnect:
+        # The client went away mid-body (a page closed, a phone out of signal): nothing was read, nothing is
+        # published, and nobody is left to answer. A 400 for the metrics, instead of an unhandled exception
+        # logged as an error with its traceback.
+        raise ApiError(
+            400, "client_disconnected", "the client closed the connection before its body"
+        ) from None
     return chunks[0] if len(chunks) == 2 and not chunks[1] else b"".join(chunks)
 
 

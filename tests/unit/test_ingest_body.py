@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from typing import Any
@@ -10,8 +11,9 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
-from services.ingest.body import parse_json
+from services.ingest.body import parse_json, read_limited_body
 from services.ingest.routes.segment import _check_event_sizes
 from shared.web import ApiError
 
@@ -165,3 +167,45 @@ def test_non_ascii_under_a_third_of_the_limit_in_utf8_is_still_over_it_escaped()
     # 11,000 "é": 22,000 bytes of UTF-8, within the limit, but 66,000 characters as json.dumps writes them.
     with pytest.raises(ApiError):
         _check_event_sizes({"batch": [{"p": "é" * 11_000}]}, LIMIT)
+
+
+async def _read(headers: list[tuple[bytes, bytes]], messages: list[dict[str, Any]]) -> bytes:
+    """read_limited_body of a request with these raw headers, whose body arrives as these ASGI messages."""
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/batch", "headers": headers}, receive)
+    return await read_limited_body(request, 1_000)
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"x-gzip", b" GZIP "])
+async def test_gzip_is_read_by_either_of_its_names(coding: bytes) -> None:
+    body = gzip.compress(b'{"batch": []}')
+    message = {"type": "http.request", "body": body, "more_body": False}
+    assert await _read([(b"content-encoding", coding)], [message]) == b'{"batch": []}'
+
+
+async def test_identity_is_read_as_it_came() -> None:
+    message = {"type": "http.request", "body": b"{}", "more_body": False}
+    assert await _read([(b"content-encoding", b"identity")], [message]) == b"{}"
+
+
+@pytest.mark.parametrize("coding", [b"br", b"deflate", b"zstd", b"gzip, br"])
+async def test_another_encoding_is_415_naming_the_header(coding: bytes) -> None:
+    # A compressed body read as it came would only be "not valid JSON": the sender is told what is wrong.
+    message = {"type": "http.request", "body": b"\x8b\x00", "more_body": False}
+    with pytest.raises(ApiError) as caught:
+        await _read([(b"content-encoding", coding)], [message])
+    assert caught.value.status_code == 415
+    assert [e.field for e in caught.value.body.errors] == ["content-encoding"]
+
+
+async def test_a_client_gone_mid_body_is_a_handled_400() -> None:
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"batch": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    with pytest.raises(ApiError) as caught:
+        await _read([], messages)
+    assert (caught.value.status_code, caught.value.body.error) == (400, "client_disconnected")

@@ -52,7 +52,10 @@ class SegmentOk(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "body is not JSON (or not gzip when it says so)"},
+    400: {
+        "model": ErrorBody,
+        "description": "body is not JSON (or not gzip when it says so), or nests deeper than ingest reads",
+    },
     401: {"model": ErrorBody, "description": "no or unknown write key"},
     403: {
         "model": ErrorBody,
@@ -64,6 +67,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "over 32 KB per event, 500 KB per batch or 2,500 events per batch",
     },
+    415: {"model": ErrorBody, "description": "a Content-Encoding other than gzip"},
     422: {
         "model": ErrorBody,
         "description": "a field is invalid (each bad field, and batch index, is named)",
