@@ -36,7 +36,7 @@ STORE_CREDIT_SCOPES = {
 SHOPIFY_TOPICS = tuple(
     sorted(t.upper().replace("/", "_") for t in shopify_source.HANDLED_TOPICS - shopify_source.PRIVACY_TOPICS)
 )
-WOO_TOPICS = tuple(sorted(woo_source.ORDER_TOPICS | woo_source.CUSTOMER_TOPICS))
+WOO_TOPICS = tuple(sorted(woo_source.HANDLED_TOPICS))
 
 
 class ConnectError(Exception):

@@ -273,6 +273,66 @@ async def test_a_shopify_edit_takes_the_removed_item_off_whichever_delivery_come
         assert [p["product_id"] for p in profile["last_products"]] == ["632910392"]
 
 
+def _two_orders(source: str, number: int) -> tuple[list[tuple[str, bytes]], tuple[str, bytes]]:
+    """Two orders of one customer, placed an hour apart, and the deletion of the second: Shopify's
+    orders/delete, or WooCommerce's order.deleted (the order moved to the trash), each of whose payloads is
+    the order's id alone (Shopify's webhook reference; WC_Webhook::build_payload)."""
+    first = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    orders = []
+    for n, at in enumerate((first, first + timedelta(hours=1))):
+        if source == "shopify":
+            order = source_example("shopify", "orders.create__order_with_customer")
+            email = f"jon.{number}@example.com"
+            order.update(
+                id=number * 10 + n, email=email, created_at=at.isoformat(), updated_at=at.isoformat()
+            )
+            order["customer"].update(id=number, email=email)
+            orders.append(("orders/create", json.dumps(order).encode()))
+        else:
+            order = _woo_order(number, f"camille.{number}@example.com", at.replace(tzinfo=None))
+            order["id"] = number * 10 + n
+            orders.append(("order.created", json.dumps(order).encode()))
+    topic = "orders/delete" if source == "shopify" else "order.deleted"
+    return orders, (topic, json.dumps({"id": number * 10 + 1}).encode())
+
+
+@pytest.mark.parametrize("source", ["shopify", "woocommerce"])
+async def test_a_deleted_or_trashed_order_stops_counting_whichever_delivery_comes_first(
+    services: RunningServices, source: str
+) -> None:
+    """A store deletes a test order or a duplicate (Shopify), or moves it to the trash (WooCommerce): it is
+    no purchase, and the customer's other order still is. The deletion names only the order: sent after
+    the orders or before them (then it waits for its order), it takes the customer back from repeat to
+    first_time."""
+    numbers = [uuid.uuid4().int % 10**9 for _ in range(2)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for number, backwards in zip(numbers, (False, True), strict=True):
+            orders, deletion = _two_orders(source, number)
+            await _deliver(
+                client, services, source, [deletion, *orders] if backwards else [*orders, deletion]
+            )
+
+        async def deleted() -> bool:
+            for number in numbers:
+                profile = await _profile(client, services, str(number))
+                both = {f"order:{number * 10}", f"order:{number * 10 + 1}"}
+                if not both <= set(profile.get("identifiers", ())) or profile["orders_count"] != 1:
+                    return False
+            return True
+
+        await eventually(deleted, 15, "each customer's second order known and no longer counted")
+        profiles = [await _profile(client, services, str(n)) for n in numbers]
+    one_order = "403.00" if source == "shopify" else "92.28"
+    for profile in profiles:
+        assert (profile["stage"], Decimal(profile["total_spent"])) == ("first_time", Decimal(one_order))
+        # The history is the facts' in time order, whichever came first: the second order made the
+        # customer a repeat buyer until its deletion, dated when it was heard of.
+        moves = [
+            (t["from_value"], t["to_value"]) for t in profile["transitions"] if t["dimension"] == "stage"
+        ]
+        assert moves == [("prospect", "first_time"), ("first_time", "repeat"), ("repeat", "first_time")]
+
+
 async def test_a_segment_refund_naming_only_its_order_takes_the_whole_order_back(
     services: RunningServices,
 ) -> None:

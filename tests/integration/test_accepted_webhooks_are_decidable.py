@@ -3,12 +3,12 @@ and the segmenter decides it and the notifier sends what that announces: a prope
 Shopify and WooCommerce routes and the rest of the way (tests/integration/accepted_pipeline.py).
 
 Each example is a history of up to 6 webhooks of one store's two platforms (orders, cancellations, refunds,
-checkouts, customers; WooCommerce orders in every status, with the refunds they list), made from the
-documented examples in shared/examples/sources with what a shopper controls replaced: names, phone, city and
-email as typed (any text, a NUL, CR/LF with a header after it, hundreds of characters), quantities in the
-millions (a product whose stock is not managed), product titles, SKUs and coupon codes of any length, and
-amounts as the platform writes them up to 10^13. Customer, order and cart ids repeat between webhooks so
-that profiles, orders and carts meet; an order may name nobody (a point-of-sale sale).
+deleted or trashed orders, checkouts, customers; WooCommerce orders in every status, with the refunds they
+list), made from the documented examples in shared/examples/sources with what a shopper controls replaced:
+names, phone, city and email as typed (any text, a NUL, CR/LF with a header after it, hundreds of characters),
+quantities in the millions (a product whose stock is not managed), product titles, SKUs and coupon codes of
+any length, and amounts as the platform writes them up to 10^13. Customer, order and cart ids repeat between
+webhooks so that profiles, orders and carts meet; an order may name nobody (a point-of-sale sale).
 
 Every webhook must be answered 200: a refused one is only resent and counted against the webhook, which
 WooCommerce disables after 5 failures in a row and Shopify deletes after 8 (sources/fitting.py). Whatever was
@@ -217,9 +217,24 @@ def woo_customer(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
     return "woocommerce", "customer.updated", customer
 
 
+@st.composite
+def deleted_order(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+    """Shopify's orders/delete or WooCommerce's order.deleted (an order moved to the trash): the id alone, of
+    an order the history may or may not hold (yet)."""
+    if draw(st.booleans()):
+        return "shopify", "orders/delete", {"id": draw(SHOPIFY_ORDERS)}
+    return "woocommerce", "order.deleted", {"id": draw(WOO_ORDERS)}
+
+
 HISTORIES = st.lists(
     st.one_of(
-        shopify_order(), shopify_checkout(), shopify_customer(), shopify_refund(), woo_order(), woo_customer()
+        shopify_order(),
+        shopify_checkout(),
+        shopify_customer(),
+        shopify_refund(),
+        woo_order(),
+        woo_customer(),
+        deleted_order(),
     ),
     min_size=1,
     max_size=6,

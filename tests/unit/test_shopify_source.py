@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -193,6 +194,27 @@ def test_orders_cancelled_is_a_full_refund_marked_cancelled() -> None:
     assert str(event.payload.amount) == "403.00"
     assert event.customer.store_customer_id == "115310627314723954"
     assert event.occurred_at.isoformat() == "2026-11-22T10:00:00-05:00"
+
+
+def test_orders_delete_is_a_cancellation_of_that_order() -> None:
+    # The payload is the deleted order's id alone.
+    event = _map("orders/delete", "orders.delete__deleted_order")
+    assert isinstance(event, OrderRefundedEvent)
+    assert (event.payload.order_id, event.payload.cancelled, event.payload.amount) == (
+        "450789469",
+        True,
+        Decimal(0),
+    )
+    assert event.customer.placed_order_id == "450789469"
+    assert (event.customer.email, event.customer.store_customer_id) == (None, None)
+    assert event.occurred_at == NOW
+
+
+@pytest.mark.parametrize("payload", [{}, {"id": 0}, {"id": "x"}, {"id": 2**63}])
+def test_orders_delete_without_a_usable_id_names_the_id(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as info:
+        shopify.to_canonical("orders/delete", payload, store_id="demo", event_id="e", received_at=NOW)
+    assert ("id",) in [tuple(e["loc"]) for e in info.value.errors()]
 
 
 def test_refund_names_the_order_so_the_segmenter_can_find_the_customer() -> None:

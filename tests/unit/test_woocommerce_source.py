@@ -441,7 +441,8 @@ def test_every_example_has_utc_aware_times(_topic: str, path: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "topic", ["product.updated", "coupon.created", "order.deleted", "action.woocommerce_x", ""]
+    "topic",
+    ["product.updated", "coupon.created", "order.restored", "customer.deleted", "action.woocommerce_x", ""],
 )
 def test_unhandled_topic_is_none(topic: str) -> None:
     assert _map(topic, _payload("order.created__processing")) is None
@@ -491,6 +492,31 @@ def test_a_guest_order_without_an_email_is_acknowledged_without_an_event(email: 
     event = _map("order.updated", payload)
     assert isinstance(event, OrderRefundedEvent)
     assert event.customer.placed_order_id == str(payload["id"])
+
+
+@pytest.mark.parametrize("order_id", [4835, "4835"])
+def test_an_order_moved_to_the_trash_is_a_cancellation_of_that_order(order_id: int | str) -> None:
+    # WooCommerce sends a deleted resource's id alone, as the hook gave it (an integer, or digits).
+    event = _map("order.deleted", {"id": order_id})
+    assert isinstance(event, OrderRefundedEvent)
+    assert (event.payload.order_id, event.payload.cancelled, event.payload.amount) == (
+        "4835",
+        True,
+        Decimal(0),
+    )
+    assert event.payload.in_full is None  # a cancellation takes the whole order back: no amount is needed
+    # Nothing else is known: the order names its customer, and the time is when we heard of it.
+    assert event.customer.placed_order_id == "4835"
+    assert (event.customer.email, event.customer.store_customer_id) == (None, None)
+    assert event.occurred_at == NOW
+    assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize("payload", [{}, {"id": 0}, {"id": "x"}, {"id": -4}, {"id": 2**63}, {"id": None}])
+def test_a_trashed_order_without_a_usable_id_names_the_id(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as info:
+        _map("order.deleted", payload)
+    assert ("id",) in [tuple(e["loc"]) for e in info.value.errors()]
 
 
 @pytest.mark.parametrize("payload", [None, [], "order", 42, [{"id": 1}]])

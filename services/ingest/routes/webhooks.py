@@ -188,9 +188,10 @@ SHOPIFY_HEADERS = HeaderSet(
     openapi_extra=SHOPIFY_HEADERS.openapi_parameters(),
 )
 async def shopify_webhook(request: Request) -> Response:
-    """Orders, refunds, checkouts, customers and the privacy topics of a Shopify shop, known by its domain
-    and its signature. A topic we do not use is acknowledged (200, status `ignored`) so Shopify stops
-    retrying it. The event id is X-Shopify-Event-Id (the same on every retry), else X-Shopify-Webhook-Id."""
+    """Orders (created, updated, cancelled, deleted), refunds, checkouts, customers and the privacy topics
+    of a Shopify shop, known by its domain and its signature. A topic we do not use is acknowledged (200,
+    status `ignored`) so Shopify stops retrying it. The event id is X-Shopify-Event-Id (the same on every
+    retry), else X-Shopify-Webhook-Id."""
     return await receive_shopify(request)
 
 
@@ -240,9 +241,10 @@ WOOCOMMERCE_HEADERS = HeaderSet(
     openapi_extra=WOOCOMMERCE_HEADERS.openapi_parameters(),
 )
 async def woocommerce_webhook(request: Request) -> Response:
-    """Orders and customers of a WooCommerce site, known by X-WC-Webhook-Source and its signature (base64
-    HMAC-SHA256 of the raw body). The ping WooCommerce sends when a webhook is saved (a form-encoded
-    `webhook_id=<n>`, unsigned) is answered 200 so the webhook can be activated; it produces nothing."""
+    """Orders (created, updated, moved to the trash) and customers of a WooCommerce site, known by
+    X-WC-Webhook-Source and its signature (base64 HMAC-SHA256 of the raw body). The ping WooCommerce sends
+    when a webhook is saved (a form-encoded `webhook_id=<n>`, unsigned) is answered 200 so the webhook can
+    be activated; it produces nothing."""
     return await receive_woocommerce(request)
 
 

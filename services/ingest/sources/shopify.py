@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field
 
-from services.ingest.sources import fitting, shopify_reader
+from services.ingest.sources import deleted_orders, fitting, shopify_reader
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
@@ -47,6 +47,10 @@ CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 CUSTOMER_TOPICS = frozenset({"customers/create", "customers/update"})
 # Shopify's mandatory privacy webhooks: every app must answer them.
 PRIVACY_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+# An order deleted from the admin (a test order, one paid by a manual method or imported by an app: Shopify
+# Help Center, "Canceling, archiving and deleting orders"). Its payload is the order's id alone (the webhook
+# reference's orders/delete example: `{"id": 450789469}`).
+DELETED_TOPIC = "orders/delete"
 HANDLED_TOPICS = (
     ORDER_TOPICS
     | CHECKOUT_TOPICS
@@ -54,6 +58,7 @@ HANDLED_TOPICS = (
     | PRIVACY_TOPICS
     | {
         "orders/cancelled",
+        DELETED_TOPIC,
         "refunds/create",
     }
 )
@@ -165,6 +170,10 @@ class ShopifyRefund(_Model):
     order_id: int
     created_at: AwareDatetime
     transactions: tuple[ShopifyTransaction, ...] = ()
+
+
+class ShopifyDeletedOrder(_Model):
+    id: Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class ShopifyPrivacyCustomer(_Model):
@@ -300,6 +309,9 @@ def _by_models(
                 cancelled=True,
             ),
         )
+    if topic == DELETED_TOPIC:
+        deleted = ShopifyDeletedOrder.model_validate(payload, context=checked)
+        return deleted_orders.cancellation(deleted.id, common, received_at)
     if topic == "refunds/create":
         return _refund(ShopifyRefund.model_validate(payload, context=checked), common)
     if topic in CHECKOUT_TOPICS:

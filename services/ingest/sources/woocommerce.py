@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from services.ingest.sources import fitting
+from services.ingest.sources import deleted_orders, fitting
 from services.ingest.sources.base import (
     NOTHING_CHECKED,
     Checked,
@@ -44,7 +44,11 @@ from shared.events import (
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 CUSTOMER_TOPICS = frozenset({"customer.created", "customer.updated"})
-HANDLED_TOPICS = ORDER_TOPICS | CUSTOMER_TOPICS
+# An order moved to the trash (WC_Webhook::get_default_topic_hooks: `wp_trash_post`, and under HPOS
+# `woocommerce_trash_order`, which only writes the status and fires no order.updated). A deleted resource's
+# payload is its id alone (WC_Webhook::build_payload: "If a resource has been deleted, just include the ID").
+TRASHED_TOPIC = "order.deleted"
+HANDLED_TOPICS = ORDER_TOPICS | CUSTOMER_TOPICS | {TRASHED_TOPIC}
 
 # The money has been taken (or, for on-hold, promised by an offline method such as a bank transfer): a
 # purchase. Anything else (pending, failed, draft, checkout-draft, trash, or a plugin's own status) is not one
@@ -182,6 +186,13 @@ class WooOrder(_Model):
     cart_hash: str | None = None
 
 
+class WooTrashedOrder(_Model):
+    """An order.deleted payload: `{"id": <order id>}`. The id is the hook's first argument, which WooCommerce
+    accepts as an integer or a string of digits (WC_Webhook::is_valid_post_action), so either is read."""
+
+    id: Annotated[int, Field(ge=1, le=_MAX_ID)]
+
+
 class WooCustomer(_Model):
     id: Annotated[int, Field(ge=1, le=_MAX_ID)]
     email: LenientEmail = None
@@ -317,6 +328,10 @@ def to_canonical(
             # nobody has paid for (a 422 here would count against the webhook: see fitting).
             return None
         return _order(WooOrder.model_validate(payload, context=checked), common, consent)
+    if topic == TRASHED_TOPIC:
+        # Restoring the order from the trash (order.restored) does not count it again: see the README.
+        trashed = WooTrashedOrder.model_validate(payload, context=checked)
+        return deleted_orders.cancellation(trashed.id, common, received_at)
     if topic in CUSTOMER_TOPICS:
         customer = WooCustomer.model_validate(payload, context=checked)
         return CustomerUpsertedEvent(
