@@ -21,6 +21,8 @@ class _ServiceSettings(Protocol):
     def database_url(self) -> str: ...
     @property
     def log_level(self) -> str: ...
+    @property
+    def http_request_read_timeout_seconds(self) -> float: ...
 
 
 SettingsT = TypeVar("SettingsT", bound=_ServiceSettings)
@@ -42,7 +44,7 @@ def service_cli(
         settings = settings_factory()
         configure_logging(name, settings.log_level)
         host, port = address(settings)
-        serve_app(app_factory(settings), host, port)
+        serve_app(app_factory(settings), host, port, settings.http_request_read_timeout_seconds)
 
     @cli.command()
     def migrate(

@@ -115,6 +115,10 @@ class ServiceAuthSettings(_Env):
 class RuntimeSettings(_Env):
     environment: Literal["development", "production", "test"] = "development"
     log_level: str = "INFO"
+    # Each HTTP request must arrive whole (headers and body) within this long of its first byte, or it is
+    # a 408 and its connection closed: a client sending a few bytes at a time holds no connection for long
+    # (shared/read_deadline.py). Ample for any body the services take, on the slowest link.
+    http_request_read_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
 class ConsumerServiceSettings(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
+from shared import read_deadline
 from shared.cli import serve as serve_app
 from shared.cli import tune_garbage_collector
 from shared.logging import configure_logging
@@ -25,7 +26,12 @@ def serve() -> None:
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
     if settings.ingest_workers == 1:
-        serve_app(create_app(settings), settings.ingest_host, settings.ingest_port)
+        serve_app(
+            create_app(settings),
+            settings.ingest_host,
+            settings.ingest_port,
+            settings.http_request_read_timeout_seconds,
+        )
         return
     # Ingest is stateless: several processes may share the port, each with its own Kafka producer. Each
     # keeps its own Prometheus counters (a scrape sees one process) and its own per-store rate limit.
@@ -41,6 +47,8 @@ def serve() -> None:
         # X-Forwarded-For is weighed by the rate limit's TRUSTED_PROXIES (shared/ratelimit.py) alone;
         # uvicorn would otherwise believe it from any loopback peer.
         proxy_headers=False,
+        # Each worker sets its deadline from the environment when it makes its app (below).
+        http=read_deadline.RequestReadDeadline,
     )
 
 
@@ -53,6 +61,7 @@ def app_from_environment() -> FastAPI:
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False
+    read_deadline.configure(settings.http_request_read_timeout_seconds)
     tune_garbage_collector()
     return create_app(settings)
 

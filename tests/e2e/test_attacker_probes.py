@@ -5,6 +5,8 @@ where an attacker has none."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -105,6 +107,87 @@ def test_a_flood_of_unsigned_webhooks_is_refused_429_before_any_signature_check(
     assert codes[:5] == [401] * 5
     assert codes.count(429) >= 6
     assert 'http_rate_limited_total{service="ingest"}' in metrics
+
+
+READ_DEADLINE = 2.0  # HTTP_REQUEST_READ_TIMEOUT_SECONDS of the instance below (30 by default)
+
+
+@pytest.fixture(scope="module")
+def impatient_ingest(services: RunningServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A third ingest instance, with a short deadline on reading each request, so a test sees it pass."""
+    run_dir: Path = tmp_path_factory.mktemp("impatient-ingest")
+    [port] = free_ports(1)
+    process = ManagedProcess("impatient-ingest", run_dir / "ingest.pid", run_dir / "ingest.log")
+    env = {**services.env, "INGEST_PORT": str(port), "HTTP_REQUEST_READ_TIMEOUT_SECONDS": str(READ_DEADLINE)}
+    process.start(
+        [sys.executable, "-m", "services.ingest", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True
+    )
+    try:
+        process.wait_for_http(f"http://127.0.0.1:{port}/readyz", timeout=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop(timeout=15)
+
+
+async def _answer_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server sends until it closes the connection, which it must do within `seconds`."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def _trickle(port: int, parts: list[bytes], every: float) -> tuple[bytes, float]:
+    """Connect, send `parts` `every` seconds apart, and read until the server closes: (answer, seconds)."""
+    started = asyncio.get_running_loop().time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        closing = asyncio.ensure_future(_answer_within(reader, READ_DEADLINE + 5))
+        for part in parts:
+            if closing.done():
+                break
+            writer.write(part)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            await asyncio.sleep(every)
+        answer = await closing
+    finally:
+        writer.close()
+    return answer, asyncio.get_running_loop().time() - started
+
+
+async def test_a_request_sent_a_few_bytes_at_a_time_is_cut_off_and_holds_no_connection(
+    impatient_ingest: str,
+) -> None:
+    """Slowloris: hundreds of connections each sending a request's headers, or its body, a few bytes at a
+    time. uvicorn alone held each of them for as long as the client liked (a few thousand exhaust the
+    process's file descriptors); now each is answered 408 and closed once the deadline passes, a connection
+    that never sent anything is closed silently, and everyone else is served meanwhile."""
+    port = int(impatient_ingest.rsplit(":", 1)[1])
+    headers = [b"POST /webhooks/shopify HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n"]
+    headers += [b"X-Padding-%d: x\r\n" % i for i in range(40)]
+    body_headers = (
+        b"POST /webhooks/shopify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"X-Shopify-Topic: orders/create\r\nX-Shopify-Shop-Domain: demo.myshopify.com\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    slow = [_trickle(port, headers, 0.5) for _ in range(200)]
+    slow.append(_trickle(port, [body_headers] + [b"{"] * 40, 0.5))
+    silent = _trickle(port, [], 0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        held = asyncio.gather(*slow, silent)
+        await asyncio.sleep(READ_DEADLINE / 2)
+        # While they are held, the service answers others.
+        assert (await client.get(f"{impatient_ingest}/readyz")).status_code == 200
+        *answers, (nothing, silent_for) = await held
+        for answer, took in answers:
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert READ_DEADLINE - 0.5 < took < READ_DEADLINE + 3, took
+        assert nothing == b""
+        assert READ_DEADLINE - 0.5 < silent_for < READ_DEADLINE + 3, silent_for
+        # A request that is slow but in time is served, and the service is still ready.
+        answer, _ = await _trickle(
+            port, [b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"], 1.0
+        )
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert (await client.get(f"{impatient_ingest}/readyz")).status_code == 200
 
 
 def _guest_order(email: str) -> tuple[bytes, dict[str, str]]:
