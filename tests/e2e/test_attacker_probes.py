@@ -59,18 +59,15 @@ def test_a_nul_or_line_break_in_a_path_or_query_is_a_4xx_not_dependency_down(
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
 
 
-@pytest.fixture(scope="module")
-def strict_ingest(services: RunningServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second ingest instance, as an operator would run it with a tight per-client limit."""
-    run_dir: Path = tmp_path_factory.mktemp("strict-ingest")
+@contextlib.contextmanager
+def _another_ingest(
+    services: RunningServices, tmp_path_factory: pytest.TempPathFactory, name: str, settings: dict[str, str]
+) -> Iterator[str]:
+    """One more ingest process beside the session's, with these settings (environment variables)."""
+    run_dir: Path = tmp_path_factory.mktemp(name)
     [port] = free_ports(1)
-    process = ManagedProcess("strict-ingest", run_dir / "ingest.pid", run_dir / "ingest.log")
-    env = {
-        **services.env,
-        "INGEST_PORT": str(port),
-        "RATE_LIMIT_PER_CLIENT_PER_SECOND": "0.5",
-        "RATE_LIMIT_PER_CLIENT_BURST": "5",
-    }
+    process = ManagedProcess(name, run_dir / "ingest.pid", run_dir / "ingest.log")
+    env = {**services.env, "INGEST_PORT": str(port), **settings}
     process.start(
         [sys.executable, "-m", "services.ingest", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True
     )
@@ -79,6 +76,14 @@ def strict_ingest(services: RunningServices, tmp_path_factory: pytest.TempPathFa
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def strict_ingest(services: RunningServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second ingest instance, as an operator would run it with a tight per-client limit."""
+    limits = {"RATE_LIMIT_PER_CLIENT_PER_SECOND": "0.5", "RATE_LIMIT_PER_CLIENT_BURST": "5"}
+    with _another_ingest(services, tmp_path_factory, "strict-ingest", limits) as url:
+        yield url
 
 
 def test_a_flood_of_unsigned_webhooks_is_refused_429_before_any_signature_check(strict_ingest: str) -> None:
@@ -115,18 +120,9 @@ READ_DEADLINE = 2.0  # HTTP_REQUEST_READ_TIMEOUT_SECONDS of the instance below (
 @pytest.fixture(scope="module")
 def impatient_ingest(services: RunningServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A third ingest instance, with a short deadline on reading each request, so a test sees it pass."""
-    run_dir: Path = tmp_path_factory.mktemp("impatient-ingest")
-    [port] = free_ports(1)
-    process = ManagedProcess("impatient-ingest", run_dir / "ingest.pid", run_dir / "ingest.log")
-    env = {**services.env, "INGEST_PORT": str(port), "HTTP_REQUEST_READ_TIMEOUT_SECONDS": str(READ_DEADLINE)}
-    process.start(
-        [sys.executable, "-m", "services.ingest", "serve"], env=env, cwd=REPO_ROOT, die_with_parent=True
-    )
-    try:
-        process.wait_for_http(f"http://127.0.0.1:{port}/readyz", timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.stop(timeout=15)
+    deadline = {"HTTP_REQUEST_READ_TIMEOUT_SECONDS": str(READ_DEADLINE)}
+    with _another_ingest(services, tmp_path_factory, "impatient-ingest", deadline) as url:
+        yield url
 
 
 async def _answer_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
