@@ -30,15 +30,22 @@ from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS
 SHOPIFY_SHARE = 0.3  # of the events; the rest come from Segment libraries in batches of BATCH_CALLS
 BATCH_CALLS = 10
 WARMUP_SECONDS = 3.0
+# Event time between two shoppers' first steps: a paced journey lasts up to 264 s (bench/workload.py), and
+# the shoppers begun before the run for that long number 264 / SPACING.
+SPACING = 0.03
 DATABASE = "bench_e2e"
 
 
 async def e2e_load(port: int, run: str, rate: float, seconds: float) -> dict[str, Any]:
     # Events of the last minutes, like a live store's: flows ignore triggers older than their max age.
-    store = Storefront(seed=31, run=run, start=datetime.now(UTC) - timedelta(minutes=5), pace=0.002)
+    # Shoppers start SPACING apart, so the run's events span about 3 event-seconds a second: dated from
+    # 5 minutes before the load's start plus that span, they stay in the past.
+    start = datetime.now(UTC) - timedelta(minutes=5, seconds=4 * seconds)
+    store = Storefront(seed=31, run=run, start=start, pace=0.002, spacing=SPACING)
     total = int(rate * seconds)
-    hooks = store.shopify_webhooks(int(total * SHOPIFY_SHARE))
-    calls = store.segment_calls(total - len(hooks), first_customer=1_000_000)
+    # A steady store: every part of the run has the same mix (bench/workload.py, Storefront._stream).
+    hooks = store.shopify_webhooks(int(total * SHOPIFY_SHARE), steady=True)
+    calls = store.segment_calls(total - len(hooks), first_customer=1_000_000, steady=True)
     schedule: list[tuple[float, bytes, list[str], list[tuple[str, str]]]] = []
     # Orders carried by each request (event id), and whose first order it is (email, event id).
     for i, hook in enumerate(hooks):
@@ -223,6 +230,14 @@ def _hops(stack: BenchStack, answered: dict[str, float], published: dict[str, fl
             windows.setdefault(int((at - start) // 10), []).append((published[event_id] - at) * 1000)
     out["stage_by_10s_ms"] = [
         [w * 10, round(percentile(v, 50)), round(percentile(v, 99))] for w, v in sorted(windows.items())
+    ]
+    # Each hop's p99 per 10 s: which hop a window's tail is in.
+    hop_windows: dict[int, list[tuple[float, float, float, float]]] = {}
+    for t in times:
+        hop_windows.setdefault(int((t[0] - start) // 10), []).append(t)
+    out["hops_p99_by_10s_ms"] = [
+        [w * 10, *(round(percentile([(t[i + 1] - t[i]) * 1000 for t in ts], 99)) for i in range(3))]
+        for w, ts in sorted(hop_windows.items())
     ]
     return out
 

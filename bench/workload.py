@@ -14,14 +14,15 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import random
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from services.ingest.sources import segment, shopify
 from shared.events import StorefrontEvent
@@ -36,6 +37,11 @@ PRODUCTS = [
     (f"prod_{n:04d}", f"Product {n}", ("Tea", "Coffee", "Accessories", "Gifts", "Snacks")[n % 5], 5 + n % 40)
     for n in range(200)
 ]
+# The longest a shopper's journey can last, in unpaced seconds (see each journey below): a Segment shopper
+# takes at most 20 steps of up to 120 s, and waits up to 12 hours after each of up to 3 orders; a Shopify
+# buyer at most 11 webhooks up to 300 s apart, the order itself 1 s after its step.
+SEGMENT_LONGEST = 20 * 120 + 3 * 12 * 3600
+SHOPIFY_LONGEST = 11 * 300 + 1
 
 
 @cache
@@ -87,15 +93,33 @@ class ShopifyWebhook:
 Step = SegmentCall | ShopifyWebhook
 
 
+class _Timed(Protocol):
+    @property
+    def at(self) -> datetime: ...
+
+
+_Step = TypeVar("_Step", bound=_Timed)
+
+
 class Storefront:
     """Shoppers of one store. `run` keeps ids unique across runs that share a broker or a database."""
 
-    def __init__(self, seed: int, run: str, start: datetime | None = None, pace: float = 1.0) -> None:
+    def __init__(
+        self,
+        seed: int,
+        run: str,
+        start: datetime | None = None,
+        pace: float = 1.0,
+        *,
+        spacing: float | None = None,
+    ) -> None:
         """pace < 1 compresses every gap (between steps, shoppers, orders): an end-to-end run needs the
-        events of the last minutes, as a live store sends them, not a history of days."""
+        events of the last minutes, as a live store sends them, not a history of days. spacing is the
+        event time, in seconds, between two shoppers' first steps (half a second, paced, by default)."""
         self._seed = seed
         self._run = run
         self._pace = pace
+        self._spacing = 0.5 * pace if spacing is None else spacing
         # Event times in the recent past: never "in the future" for ingest, young enough for every flow.
         self._start = start or datetime.now(UTC) - timedelta(days=4)
         self._counter = 0
@@ -108,7 +132,7 @@ class Storefront:
 
     def segment_journey(self, n: int, *, at: datetime | None = None) -> list[SegmentCall]:
         rng = random.Random(f"{self._seed}/segment/{n}")
-        t = at or self._start + timedelta(seconds=n * 0.5 * self._pace)
+        t = at or self._start + timedelta(seconds=n * self._spacing)
         anon = f"anon-{self._run}-{n}"
         user = f"user-{self._run}-{n}"
         email = f"shopper-{self._run}-{n}@example.com"
@@ -178,7 +202,7 @@ class Storefront:
 
     def shopify_journey(self, n: int, *, at: datetime | None = None) -> list[ShopifyWebhook]:
         rng = random.Random(f"{self._seed}/shopify/{n}")
-        t = at or self._start + timedelta(seconds=n * 0.5 * self._pace)
+        t = at or self._start + timedelta(seconds=n * self._spacing)
         # Shopify's numeric ids, distinct per run: a later run's shoppers must be new customers too.
         customer_id = 10**12 + zlib.crc32(self._run.encode()) * 10**6 + n
         email = f"buyer-{self._run}-{n}@example.com"
@@ -216,32 +240,48 @@ class Storefront:
 
     # -- streams -----------------------------------------------------------------------------------------
 
-    def segment_calls(self, count: int, first_customer: int = 0) -> list[SegmentCall]:
-        """At least `count` calls of many interleaved shoppers, in time order."""
-        calls: list[SegmentCall] = []
-        n = first_customer
-        while len(calls) < count:
-            calls.extend(
-                self.segment_journey(
-                    n, at=self._start + timedelta(seconds=(n - first_customer) * 0.5 * self._pace)
-                )
-            )
-            n += 1
-        calls.sort(key=lambda c: c.at)
-        return calls[:count]
+    def segment_calls(
+        self, count: int, first_customer: int = 0, *, steady: bool = False
+    ) -> list[SegmentCall]:
+        """At least `count` calls of many interleaved shoppers, in time order (steady: see _stream)."""
+        return self._stream(count, first_customer, self.segment_journey, SEGMENT_LONGEST if steady else None)
 
-    def shopify_webhooks(self, count: int, first_customer: int = 0) -> list[ShopifyWebhook]:
-        hooks: list[ShopifyWebhook] = []
-        n = first_customer
-        while len(hooks) < count:
-            hooks.extend(
-                self.shopify_journey(
-                    n, at=self._start + timedelta(seconds=(n - first_customer) * 0.5 * self._pace)
-                )
-            )
-            n += 1
-        hooks.sort(key=lambda h: h.at)
-        return hooks[:count]
+    def shopify_webhooks(
+        self, count: int, first_customer: int = 0, *, steady: bool = False
+    ) -> list[ShopifyWebhook]:
+        return self._stream(count, first_customer, self.shopify_journey, SHOPIFY_LONGEST if steady else None)
+
+    def _stream(
+        self, count: int, first: int, journey: Callable[..., list[_Step]], longest: float | None
+    ) -> list[_Step]:
+        """The first `count` steps, in time order, of shoppers who start `spacing` apart.
+
+        Without `longest`, the first shopper starts at `start` and every journey is whole: the stream's
+        early part holds first visits and first orders, and its last part the repeat orders of shoppers
+        who came early (an end-to-end run ended with 1.7 times the orders a second of its middle had).
+        With `longest` (a journey's longest, unpaced), the stream is a window of a store in steady state:
+        shoppers began before `start` too, for as long as a journey lasts, and only their steps from
+        `start` on are kept; so each part of the stream has the same mix, that of whole journeys."""
+        if longest is None:
+            steps: list[_Step] = []
+            n = first
+            while len(steps) < count:
+                steps.extend(journey(n, at=self._start + timedelta(seconds=(n - first) * self._spacing)))
+                n += 1
+            steps.sort(key=lambda step: step.at)
+            return steps[:count]
+        lead = math.ceil(longest * self._pace / self._spacing)
+        kept: list[_Step] = []
+        k = 0
+        while True:
+            began = self._start + timedelta(seconds=(k - lead) * self._spacing)
+            # No later shopper acts before their first step, so what is kept from before it is final.
+            if k % 64 == 0 and len(kept) >= count and sum(step.at < began for step in kept) >= count:
+                break
+            kept.extend(step for step in journey(first + k, at=began) if step.at >= self._start)
+            k += 1
+        kept.sort(key=lambda step: step.at)
+        return kept[:count]
 
 
 def segment_batch_body(calls: list[SegmentCall]) -> bytes:
