@@ -19,11 +19,16 @@ class Database:
     """Statements as they reach the connection: their names, how many were in flight at once, and one
     that fails."""
 
-    def __init__(self, failing: str | None = None) -> None:
+    def __init__(self, failing: str | None = None, *, held: bool = False) -> None:
         self.sent: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self.failing = failing
+        # A held database finishes no statement until released: what the caller did meanwhile does not
+        # depend on how fast the machine runs the test (a 1 ms statement once finished first on a busy one).
+        self.released = asyncio.Event()
+        if not held:
+            self.released.set()
 
     def statement(self, name: str) -> Callable[[AsyncConnection], Awaitable[object]]:
         async def send(conn: Any) -> None:
@@ -31,6 +36,7 @@ class Database:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:
+                await self.released.wait()
                 await asyncio.sleep(0.001)  # the server's work: the caller runs meanwhile
                 if name == self.failing:
                     raise RuntimeError(f"{name} refused")
@@ -42,15 +48,18 @@ class Database:
 
 
 async def test_statements_run_one_at_a_time_in_the_order_given_while_the_caller_goes_on() -> None:
-    db = Database()
+    db = Database(held=True)
     prepared: list[str] = []
-    async with WritesInOrder(CONN) as writes:
+    # A `then` that waited for its statement would wait for good here: a failure after 5 s, not a hang.
+    async with asyncio.timeout(5), WritesInOrder(CONN) as writes:
         for name in ("profiles", "identities", "orders", "outbox"):
             prepared.append(name)
             await writes.then(db.statement(name))
             await writes.then(None)  # nothing to write: nothing sent
-        # The caller was not held up by the statements: it prepared all four before the first was done.
+        # The caller was not held up by the statements: it prepared all four while the first was in flight.
         assert db.sent == []
+        assert db.in_flight == 1
+        db.released.set()
     assert prepared == ["profiles", "identities", "orders", "outbox"]
     assert db.sent == ["profiles", "identities", "orders", "outbox"]
     assert db.most_in_flight == 1
