@@ -13,6 +13,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import random
@@ -262,24 +263,17 @@ class Storefront:
         With `longest` (a journey's longest, unpaced), the stream is a window of a store in steady state:
         shoppers began before `start` too, for as long as a journey lasts, and only their steps from
         `start` on are kept; so each part of the stream has the same mix, that of whole journeys."""
-        if longest is None:
-            steps: list[_Step] = []
-            n = first
-            while len(steps) < count:
-                steps.extend(journey(n, at=self._start + timedelta(seconds=(n - first) * self._spacing)))
-                n += 1
-            steps.sort(key=lambda step: step.at)
-            return steps[:count]
-        lead = math.ceil(longest * self._pace / self._spacing)
+        lead = 0 if longest is None else math.ceil(longest * self._pace / self._spacing)
         kept: list[_Step] = []
-        k = 0
-        while True:
+        for k in itertools.count():
             began = self._start + timedelta(seconds=(k - lead) * self._spacing)
-            # No later shopper acts before their first step, so what is kept from before it is final.
-            if k % 64 == 0 and len(kept) >= count and sum(step.at < began for step in kept) >= count:
+            # Whole journeys: enough steps. A window: no later shopper acts before their first step, so
+            # what is kept from before it is final.
+            if len(kept) >= count and (
+                longest is None or (k % 64 == 0 and sum(step.at < began for step in kept) >= count)
+            ):
                 break
             kept.extend(step for step in journey(first + k, at=began) if step.at >= self._start)
-            k += 1
         kept.sort(key=lambda step: step.at)
         return kept[:count]
 
