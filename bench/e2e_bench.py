@@ -14,8 +14,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -34,6 +35,7 @@ WARMUP_SECONDS = 3.0
 # the shoppers begun before the run for that long number 264 / SPACING.
 SPACING = 0.03
 DATABASE = "bench_e2e"
+T = TypeVar("T")
 
 
 async def e2e_load(port: int, run: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -224,22 +226,25 @@ def _hops(stack: BenchStack, answered: dict[str, float], published: dict[str, fl
     # The stage's p50 and p99 per 10 s of the run: a tail from the start (cold services, a fresh database)
     # or all along.
     start = min(answered.values(), default=0.0)
-    windows: dict[int, list[float]] = {}
-    for event_id, at in answered.items():
-        if event_id in published:
-            windows.setdefault(int((at - start) // 10), []).append((published[event_id] - at) * 1000)
+    stage = ((at, (published[e] - at) * 1000) for e, at in answered.items() if e in published)
     out["stage_by_10s_ms"] = [
-        [w * 10, round(percentile(v, 50)), round(percentile(v, 99))] for w, v in sorted(windows.items())
+        [second, round(percentile(v, 50)), round(percentile(v, 99))] for second, v in _by_10s(stage, start)
     ]
     # Each hop's p99 per 10 s: which hop a window's tail is in.
-    hop_windows: dict[int, list[tuple[float, float, float, float]]] = {}
-    for t in times:
-        hop_windows.setdefault(int((t[0] - start) // 10), []).append(t)
     out["hops_p99_by_10s_ms"] = [
-        [w * 10, *(round(percentile([(t[i + 1] - t[i]) * 1000 for t in ts], 99)) for i in range(3))]
-        for w, ts in sorted(hop_windows.items())
+        [second, *(round(percentile([(t[i + 1] - t[i]) * 1000 for t in ts], 99)) for i in range(3))]
+        for second, ts in _by_10s(((t[0], t) for t in times), start)
     ]
     return out
+
+
+def _by_10s(items: Iterable[tuple[float, T]], start: float) -> list[tuple[int, list[T]]]:
+    """The items of each 10 s from `start` (by their time, epoch seconds), as (the window's first second
+    from start, its items), in time order."""
+    windows: dict[int, list[T]] = {}
+    for at, item in items:
+        windows.setdefault(int((at - start) // 10), []).append(item)
+    return [(w * 10, v) for w, v in sorted(windows.items())]
 
 
 def _email_hops(
