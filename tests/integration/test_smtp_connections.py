@@ -5,24 +5,29 @@ still tells a bad address from a temporary one."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import REGISTRY
 
 from deploy.devstack.ports import free_ports
 from services.notifier.adapters.smtp import DeliveryError, SmtpSender, build_email
 from services.notifier.adapters.smtp import Envelope as MailEnvelope
 from services.notifier.adapters.templates import RenderedMessage
 from shared.settings import SmtpSettings
+from tests.polling import eventually
 
 
 class Recorder:
     def __init__(self) -> None:
         self.greetings = 0
         self.received: list[str] = []
+        self.hold: threading.Event | None = None
+        self.holding = False
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -43,6 +48,9 @@ class Recorder:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.received.extend(envelope.rcpt_tos)
+        if self.hold is not None and not self.hold.is_set():
+            self.holding = True
+            await asyncio.to_thread(self.hold.wait, 10)
         return "250 accepted"
 
 
@@ -117,6 +125,42 @@ async def test_refusals_tell_a_bad_address_from_a_busy_one(
     await smtp.send(_message("eve@example.com"))
     await smtp.close()
     assert recorder.received == ["eve@example.com"]
+
+
+async def test_the_wait_for_a_connection_is_measured_by_kind_of_message(
+    server: tuple[Recorder, int, list[Controller]],
+) -> None:
+    recorder, port, _ = server
+    release = threading.Event()
+    recorder.hold = release  # the server leaves the first message's DATA unanswered until released
+    smtp = _sender(port, smtp_connections=1)
+    before = {kind: _waits(kind) for kind in ("transactional", "marketing")}
+    first = asyncio.create_task(smtp.send(_message("held@example.com")))
+
+    async def holding() -> bool:
+        return recorder.holding
+
+    await eventually(holding, 10, "the first message's DATA held", every=0.01)
+    second = asyncio.create_task(smtp.send(_message("news@example.com"), marketing=True))
+    await asyncio.sleep(0.3)  # the only connection is busy: the marketing message waits for it
+    release.set()
+    await asyncio.gather(first, second)
+    await smtp.close()
+    assert recorder.received == ["held@example.com", "news@example.com"]
+    transactional, marketing = (_waits(kind) for kind in ("transactional", "marketing"))
+    assert transactional[1] - before["transactional"][1] == 1
+    assert transactional[0] - before["transactional"][0] < 0.3  # a free connection at once
+    assert marketing[1] - before["marketing"][1] == 1
+    assert marketing[0] - before["marketing"][0] >= 0.3
+
+
+def _waits(kind: str) -> tuple[float, float]:
+    """(seconds waited in all, messages) of notifier_smtp_wait_seconds for this kind, in this process."""
+    labels = {"kind": kind}
+    return (
+        REGISTRY.get_sample_value("notifier_smtp_wait_seconds_sum", labels) or 0.0,
+        REGISTRY.get_sample_value("notifier_smtp_wait_seconds_count", labels) or 0.0,
+    )
 
 
 async def test_no_server_is_a_retryable_failure() -> None:

@@ -19,9 +19,19 @@ from functools import lru_cache
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
+from prometheus_client import Histogram
 
 from services.notifier.adapters.templates import RenderedMessage
 from shared.settings import SmtpSettings
+
+# How long messages wait for one of the SMTP_CONNECTIONS: when it stays high, more connections (or notifier
+# instances) would send sooner; when it is low, the time is spent elsewhere (rendering, the conversation).
+WAIT_SECONDS = Histogram(
+    "notifier_smtp_wait_seconds",
+    "Time a message waited for a free SMTP connection, by kind (transactional, marketing)",
+    ["kind"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class DeliveryError(Exception):
@@ -203,10 +213,15 @@ class SmtpSender:
         self._slots = asyncio.Semaphore(settings.smtp_connections)
         self._local_hostname: str | None = None
 
-    async def send(self, message: Message | Outgoing) -> None:
+    async def send(self, message: Message | Outgoing, *, marketing: bool = False) -> None:
+        """Hand one message over (`marketing` labels its wait for a connection)."""
         outgoing = message if isinstance(message, Outgoing) else _outgoing(message)
         sender, recipient, data = outgoing.sender, outgoing.recipient, outgoing.data
+        asked = time.monotonic()
         async with self._slots:
+            WAIT_SECONDS.labels("marketing" if marketing else "transactional").observe(
+                time.monotonic() - asked
+            )
             connection = await self._start(sender)
             try:
                 await self._finish(connection, recipient, data)

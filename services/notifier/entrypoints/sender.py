@@ -653,7 +653,7 @@ class MessageSender(Poller):
         envelope = Envelope(
             store.email.from_address, store.email.from_name, customer.email, headers, message_id
         )
-        await self._smtp.send(prepare_email(envelope, rendered))
+        await self._smtp.send(prepare_email(envelope, rendered), marketing=row.marketing)
         return rendered.subject
 
     def _facts_of(self, store: StoreConfig) -> StoreFacts:
