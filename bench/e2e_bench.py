@@ -134,13 +134,13 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
         for r in range(runs):
             mails_before = len(stack.smtp.snapshot())
             cpu_before = {s.name: _cpu_seconds(s) for s in services}
-            waits_before = _smtp_waits(services[2])
+            timings_before = _notifier_timings(services[2])
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
             cpu = {s.name: _cpu_seconds(s) - cpu_before[s.name] for s in services}
-            waits = _smtp_waits(services[2])
+            timings = _notifier_timings(services[2])
             sent_in_run = len(stack.smtp.snapshot()) - mails_before
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
@@ -183,8 +183,9 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
                     name: round(cpu[name] / load["events"] * 1e6, 1) for name in ("ingest", "segmenter")
                 },
                 "emails_sent": sent_in_run,
-                # The wait for a free SMTP connection (notifier_smtp_wait_seconds), by kind of message.
-                "smtp_wait": _waits_between(waits_before, waits),
+                # The wait for a free SMTP connection (notifier_smtp_wait_seconds) by kind of message, and
+                # the claims' coupon steps (notifier_coupon_step_seconds): how many, and their mean in ms.
+                "notifier_timings": _timings_between(timings_before, timings),
                 "notifier_cpu_ms_per_email": round(cpu["notifier"] / max(1, sent_in_run) * 1000, 3),
             }
             out["runs"].append(result)
@@ -200,33 +201,33 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     return out
 
 
-def _smtp_waits(notifier: Service) -> dict[str, tuple[float, int]]:
-    """kind -> (seconds waited in all, messages) for a free SMTP connection so far, from the notifier's
-    /metrics."""
+def _notifier_timings(notifier: Service) -> dict[str, tuple[float, int]]:
+    """What the notifier's /metrics say so far: the SMTP connection waits by kind of message, and the
+    claims' coupon steps ("coupon_step"), each as (seconds in all, how many)."""
     text = httpx.get(f"{notifier.url}/metrics", timeout=10).text
     out: dict[str, tuple[float, int]] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != "notifier_smtp_wait_seconds":
+        if family.name not in ("notifier_smtp_wait_seconds", "notifier_coupon_step_seconds"):
             continue
         for sample in family.samples:
-            kind = sample.labels.get("kind", "")
-            total, count = out.get(kind, (0.0, 0))
+            key = sample.labels.get("kind", "coupon_step")
+            total, count = out.get(key, (0.0, 0))
             if sample.name.endswith("_sum"):
-                out[kind] = (sample.value, count)
+                out[key] = (sample.value, count)
             elif sample.name.endswith("_count"):
-                out[kind] = (total, int(sample.value))
+                out[key] = (total, int(sample.value))
     return out
 
 
-def _waits_between(
+def _timings_between(
     before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]]
 ) -> dict[str, dict[str, float]]:
-    """kind -> the messages that waited between two readings, and their mean wait in ms."""
+    """Each timing's count between two readings, and their mean in ms."""
     out: dict[str, dict[str, float]] = {}
-    for kind, (total, count) in after.items():
-        was_total, was_count = before.get(kind, (0.0, 0))
-        messages = count - was_count
-        out[kind] = {"messages": messages, "mean_ms": round((total - was_total) / max(1, messages) * 1000, 2)}
+    for key, (total, count) in after.items():
+        was_total, was_count = before.get(key, (0.0, 0))
+        n = count - was_count
+        out[key] = {"count": n, "mean_ms": round((total - was_total) / max(1, n) * 1000, 2)}
     return out
 
 

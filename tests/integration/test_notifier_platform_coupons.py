@@ -505,3 +505,33 @@ async def test_a_customer_the_shop_does_not_know_gets_a_single_use_code(
     assert "customers" in state.calls  # looked up by email first
     [mail] = await mails_for(smtp_server, "web-5f2a")
     assert coupon.code in text_of(mail)
+
+
+async def test_a_welcome_goes_out_while_its_claim_waits_for_a_marketing_coupon(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+) -> None:
+    url, state = shop
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, shop_url=url))
+    await abandon(n, "7020")  # marketing, its code to be created in the shop first
+    first = {"from_stage": "prospect", "to_stage": "first_time", "reason": "test"}
+    await n.plan([funnel_event("stage_changed", store_id, "7021", n.clock.now, first)])
+    # The shop creates the discount, then holds its answer until the test lets it go.
+    state.stall_after_create = 60
+    sending = asyncio.create_task(n.send())
+    try:
+        await mails_for(smtp_server, "7021")  # the welcome, within 10 s: long before the shop answers
+        assert mails_to(smtp_server, "7020") == []
+        [cart] = await n.rows("7020")
+        assert cart.status == "provisioning"
+    finally:
+        state.stall_after_create = 0
+    assert await asyncio.wait_for(sending, 30) == 2
+    [mail] = await mails_for(smtp_server, "7020")
+    [coupon] = await n.coupons()
+    assert coupon.code in text_of(mail)
+    assert [r.status for r in await n.rows()] == ["sent", "sent"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters import platform_repository
@@ -45,6 +45,12 @@ PROVISIONED = Counter(
     "notifier_coupon_provisioning_total",
     "Coupons made to exist in a store's platform, by platform and outcome",
     ["platform", "outcome"],
+)
+# A claim's messages wait for its coupon step before any of them is sent (entrypoints/sender.py).
+STEP_SECONDS = Histogram(
+    "notifier_coupon_step_seconds",
+    "Time a claim's coupon step took: the platforms' answers and their outcomes recorded",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 UNAVAILABLE = Counter(
     "notifier_coupon_unavailable_total",
@@ -79,6 +85,10 @@ class CouponProvisioning:
         """The claims whose coupon the platform confirmed, now `sending`; the others are recorded."""
         if not pending:
             return []
+        with STEP_SECONDS.time():
+            return await self._run(pending)
+
+    async def _run(self, pending: Sequence[Pending]) -> list[Any]:
         results = await asyncio.gather(*(self._ensure(p) for p in pending))
         now = self._clock()
         ready: list[Any] = []

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from liquid.exceptions import LiquidError
 from prometheus_client import Counter, Histogram
@@ -110,6 +111,38 @@ class _Batch:
     outcomes: _OutcomeConnection
     started: set[int] = field(default_factory=set)
     stop: bool = False
+
+
+class _CouponStep:
+    """A claim's coupon step, started at once and awaited by the lanes that come to one of its messages."""
+
+    def __init__(self, provisioning: CouponProvisioning | None, pending: Sequence[Pending]) -> None:
+        self._ids = {p.message_id for p in pending}
+        self.task: asyncio.Task[list[Any]] | None = None
+        if provisioning is not None and pending:
+            self.task = asyncio.create_task(provisioning.run(pending))
+
+    def waits_for(self, claimed: Claimed) -> bool:
+        return claimed.row.id in self._ids
+
+    async def confirmed(self, claimed: Claimed) -> bool:
+        """Whether the platform confirmed its coupon (the message is then `sending`), once the step ends."""
+        if self.task is None:
+            return False
+        # Shielded: one lane stopping must not cancel the step that the others wait for.
+        return any(c.row.id == claimed.row.id for c in await asyncio.shield(self.task))
+
+    async def settled(self) -> list[Any]:
+        """The messages the step confirmed; none when it failed, or was cancelled because the lanes stopped
+        before they needed it (its messages stay `provisioning`, taken back after the provisioning lease)."""
+        if self.task is None:
+            return []
+        if not self.task.done():
+            self.task.cancel()
+        try:
+            return await self.task
+        except (asyncio.CancelledError, Exception):  # its failure, if any, reached the lanes that waited
+            return []
 
 
 @dataclass
@@ -410,33 +443,46 @@ class MessageSender(Poller):
     # -- sending ------------------------------------------------------------------------------------------
 
     async def _send(self, claim: _Claim) -> None:
-        """Send a claim lane by lane, renewing its lease meanwhile; put back what was never started."""
+        """Send a claim lane by lane, renewing its lease meanwhile; put back what was never started.
+
+        The coupon step (the store's platform confirming the coupons of the messages that wait for one) runs
+        while the lanes start: a lane sends its messages in the order of their places, and waits for the step
+        only when it comes to a message that waited for its coupon. So a welcome at the head of a lane no
+        longer waits for the marketing coupons of its claim. The order within a lane is what a crash's
+        settlement relies on (domain/delivery.py), and it is kept."""
         batch = _Batch(claim.id, [], self._lease_deadline(), _OutcomeConnection(self._engine))
         lease = asyncio.create_task(self._keep_lease(batch))
-        claimed = claim.claimed
+        step = _CouponStep(self._provisioning, claim.pending)
         try:
-            if claim.pending and self._provisioning is not None:
-                # The coupon step: only messages whose coupon the store's platform confirmed go on.
-                claimed = claimed + await self._provisioning.run(claim.pending)
+            waiting = [p.claimed for p in claim.pending]
             lanes: dict[int, list[Claimed]] = {}
-            for c in sorted(claimed, key=lambda c: claim.places[c.row.id][1]):
+            for c in sorted(claim.claimed + waiting, key=lambda c: claim.places[c.row.id][1]):
                 lanes.setdefault(claim.places[c.row.id][0], []).append(c)
             batch.lanes = list(lanes.values())
             results = await asyncio.gather(
-                *(self._run_lane(batch, lane) for lane in batch.lanes), return_exceptions=True
+                *(self._run_lane(batch, lane, step) for lane in batch.lanes), return_exceptions=True
             )
         finally:
+            confirmed = await step.settled()
             await batch.outcomes.close()
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease
-            await self._release_unstarted(batch, claimed)
+            await self._release_unstarted(batch, claim.claimed + confirmed)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _run_lane(self, batch: _Batch, lane: list[Claimed]) -> None:
+    async def _run_lane(self, batch: _Batch, lane: list[Claimed], step: _CouponStep) -> None:
         for claimed in lane:
+            if step.waits_for(claimed):
+                try:
+                    confirmed = await step.confirmed(claimed)
+                except BaseException:
+                    batch.stop = True
+                    raise
+                if not confirmed:
+                    continue  # its coupon was refused or deferred: recorded by the step, not sent now
             if batch.stop or time.monotonic() > batch.held_until - self._lease.total_seconds() / 2:
                 return  # what is left is released, or settled by whoever finds the lease run out
             batch.started.add(claimed.row.id)
