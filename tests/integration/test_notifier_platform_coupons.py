@@ -522,6 +522,7 @@ async def test_a_welcome_goes_out_while_its_claim_waits_for_a_marketing_coupon(
     await n.plan([funnel_event("stage_changed", store_id, "7021", n.clock.now, first)])
     # The shop creates the discount, then holds its answer until the test lets it go.
     state.stall_after_create = 60
+    steps = REGISTRY.get_sample_value("notifier_coupon_step_seconds_count") or 0.0
     sending = asyncio.create_task(n.send())
     try:
         await mails_for(smtp_server, "7021")  # the welcome, within 10 s: long before the shop answers
@@ -535,3 +536,4 @@ async def test_a_welcome_goes_out_while_its_claim_waits_for_a_marketing_coupon(
     [coupon] = await n.coupons()
     assert coupon.code in text_of(mail)
     assert [r.status for r in await n.rows()] == ["sent", "sent"]
+    assert REGISTRY.get_sample_value("notifier_coupon_step_seconds_count") == steps + 1  # one claim, one step

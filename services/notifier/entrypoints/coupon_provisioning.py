@@ -46,7 +46,7 @@ PROVISIONED = Counter(
     "Coupons made to exist in a store's platform, by platform and outcome",
     ["platform", "outcome"],
 )
-# A claim's messages wait for its coupon step before any of them is sent (entrypoints/sender.py).
+# A claim's messages that need a coupon wait for this step; its other messages go out meanwhile (sender.py).
 STEP_SECONDS = Histogram(
     "notifier_coupon_step_seconds",
     "Time a claim's coupon step took: the platforms' answers and their outcomes recorded",
