@@ -135,12 +135,14 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
             mails_before = len(stack.smtp.snapshot())
             cpu_before = {s.name: _cpu_seconds(s) for s in services}
             timings_before = _notifier_timings(services[2])
+            lag_before = {s.name: _loop_lag(s) for s in services}
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
             cpu = {s.name: _cpu_seconds(s) - cpu_before[s.name] for s in services}
             timings = _notifier_timings(services[2])
+            lag = {s.name: _lag_between(lag_before[s.name], _loop_lag(s)) for s in services}
             sent_in_run = len(stack.smtp.snapshot()) - mails_before
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
@@ -187,6 +189,9 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
                 # the claims' coupon steps (notifier_coupon_step_seconds): how many, and their mean in ms.
                 "notifier_timings": _timings_between(timings_before, timings),
                 "notifier_cpu_ms_per_email": round(cpu["notifier"] / max(1, sent_in_run) * 1000, 3),
+                # How late each service's event loop ran what became ready (event_loop_lag_seconds): the
+                # wait after every answer a transaction or an email awaits.
+                "loop_lag": lag,
             }
             out["runs"].append(result)
             say(
@@ -216,6 +221,41 @@ def _notifier_timings(notifier: Service) -> dict[str, tuple[float, int]]:
                 out[key] = (sample.value, count)
             elif sample.name.endswith("_count"):
                 out[key] = (total, int(sample.value))
+    return out
+
+
+def _loop_lag(service: Service) -> tuple[list[tuple[float, float]], float]:
+    """The service's event_loop_lag_seconds so far: its cumulative buckets (upper bound, count) in
+    order, and the sum of the lags."""
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    buckets: list[tuple[float, float]] = []
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "event_loop_lag_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+    return sorted(buckets), total
+
+
+def _lag_between(
+    before: tuple[list[tuple[float, float]], float], after: tuple[list[tuple[float, float]], float]
+) -> dict[str, float | None]:
+    """The samples between two readings: how many, their mean, and the buckets their p50 and p99 fall in
+    (the bucket's upper bound, in ms)."""
+    was = dict(before[0])
+    counts = [(le, n - was.get(le, 0.0)) for le, n in after[0]]
+    total = counts[-1][1] if counts else 0.0
+    out: dict[str, float | None] = {
+        "count": total,
+        "mean_ms": round((after[1] - before[1]) / max(1.0, total) * 1000, 2),
+    }
+    for name, share in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
+        # None: beyond the last finite bucket (2.5 s), or no sample.
+        out[name] = next((le * 1000 for le, n in counts if total and n >= share * total and le < 1e9), None)
     return out
 
 

@@ -22,6 +22,7 @@ from shared.consumer import ConsumerPipeline
 from shared.db import build_engine, database_reachable
 from shared.kafka import build_producer, ensure_topics, kafka_reachable, start_forever
 from shared.logging import get_logger
+from shared.loop_lag import watch_loop_lag
 from shared.settings import ConsumerServiceSettings
 from shared.stores import StoreRegistry
 from shared.web import (
@@ -103,6 +104,7 @@ def consuming_service_app(
         for worker, run in wiring.workers:
             workers.start(worker, run())
         workers.start("kafka-connect", connect())
+        workers.start("loop-lag", watch_loop_lag())
         try:
             yield
         finally:

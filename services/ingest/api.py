@@ -17,6 +17,7 @@ from services.ingest.routes import erasure, segment, segment_settings, webhooks
 from services.ingest.settings import IngestSettings
 from shared.clock import Clock, utcnow
 from shared.kafka import build_producer
+from shared.loop_lag import watch_loop_lag
 from shared.stores import StoreRegistry
 from shared.web import (
     ErrorBody,
@@ -79,6 +80,7 @@ def create_app(
         workers = WorkerGroup()
         app.state.workers = workers
         workers.start("kafka-connect", active.connect_forever())
+        workers.start("loop-lag", watch_loop_lag())
         try:
             yield
         finally:

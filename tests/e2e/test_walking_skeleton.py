@@ -123,6 +123,19 @@ async def test_signed_order_sends_exactly_one_personalised_email(
         ]
 
 
+async def test_every_service_reports_its_event_loop_lag(services: RunningServices) -> None:
+    # shared/loop_lag.py, started by each service's lifespan: a sample every 0.1 s from the start.
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in (services.ingest, services.segmenter, services.notifier):
+
+            async def sampled(url: str = url) -> bool:
+                return await _metric(client, url, "event_loop_lag_seconds_count") >= 3
+
+            await eventually(sampled, 10, f"{url} observed its event loop's lag")
+            text = (await client.get(f"{url}/metrics")).text
+            assert 'event_loop_lag_seconds_bucket{le="0.001"}' in text
+
+
 async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
     services: RunningServices, kafka_bootstrap: str
 ) -> None:
