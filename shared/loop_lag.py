@@ -8,7 +8,7 @@ lateness of a timer (a sleep of `INTERVAL` that returns later than asked), which
 callback; sampled every `INTERVAL`, a few microseconds of CPU each.
 
 At 1,000 events/s on two shared cores (bench/README.md, issue 14's twenty-eighth round) the notifier's loop
-was late by 4-9 ms at the median and 44-56 ms at p99, while idle below 1 ms.
+was late by 4-9 ms at the median and 44-70 ms at p99, while idle below 1 ms.
 """
 
 from __future__ import annotations
