@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.httpload import encode_request, open_loop
@@ -134,15 +135,18 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
         for r in range(runs):
             mails_before = len(stack.smtp.snapshot())
             cpu_before = {s.name: _cpu_seconds(s) for s in services}
-            timings_before = _notifier_timings(services[2])
-            lag_before = {s.name: _loop_lag(s) for s in services}
+            # One scrape of each service's /metrics before the run and one after it.
+            scraped = {s.name: _metric_families(s) for s in services}
+            timings_before = _notifier_timings(scraped["notifier"])
+            lag_before = {name: _loop_lag(families) for name, families in scraped.items()}
             load = run_isolated(e2e_load, services[0].port, f"e{r}-{stamp}", rate, seconds)
             # An overloaded pipeline drains its backlog first: the latency of what it did is still measured.
             asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, env["SEGMENTER_GROUP_ID"], 600))
             _wait_for_mail_to_settle(stack, set(load["first_order"]), mails_before, 60)
             cpu = {s.name: _cpu_seconds(s) - cpu_before[s.name] for s in services}
-            timings = _notifier_timings(services[2])
-            lag = {s.name: _lag_between(lag_before[s.name], _loop_lag(s)) for s in services}
+            scraped = {s.name: _metric_families(s) for s in services}
+            timings = _notifier_timings(scraped["notifier"])
+            lag = {name: _lag_between(lag_before[name], _loop_lag(f)) for name, f in scraped.items()}
             sent_in_run = len(stack.smtp.snapshot()) - mails_before
             commits = asyncio.run(_stage_published(stack.kafka.bootstrap_servers))
             stage_ms = [(commits[e] - t) * 1000 for e, t in load["answered"].items() if e in commits]
@@ -206,13 +210,19 @@ def run_e2e(stack: BenchStack, runs: int, rate: float, seconds: float, say: Any)
     return out
 
 
-def _notifier_timings(notifier: Service) -> dict[str, tuple[float, int]]:
-    """What the notifier's /metrics say so far: the SMTP connection waits by kind of message, and the
+def _metric_families(service: Service) -> dict[str, Metric]:
+    """The service's /metrics as it stands, by metric family name."""
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def _notifier_timings(families: dict[str, Metric]) -> dict[str, tuple[float, int]]:
+    """What the notifier's metrics say so far: the SMTP connection waits by kind of message, and the
     claims' coupon steps ("coupon_step"), each as (seconds in all, how many)."""
-    text = httpx.get(f"{notifier.url}/metrics", timeout=10).text
     out: dict[str, tuple[float, int]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in ("notifier_smtp_wait_seconds", "notifier_coupon_step_seconds"):
+    for name in ("notifier_smtp_wait_seconds", "notifier_coupon_step_seconds"):
+        family = families.get(name)
+        if family is None:
             continue
         for sample in family.samples:
             key = sample.labels.get("kind", "coupon_step")
@@ -224,20 +234,17 @@ def _notifier_timings(notifier: Service) -> dict[str, tuple[float, int]]:
     return out
 
 
-def _loop_lag(service: Service) -> tuple[list[tuple[float, float]], float]:
-    """The service's event_loop_lag_seconds so far: its cumulative buckets (upper bound, count) in
-    order, and the sum of the lags."""
-    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+def _loop_lag(families: dict[str, Metric]) -> tuple[list[tuple[float, float]], float]:
+    """A service's event_loop_lag_seconds so far: its cumulative buckets (upper bound, count) in order,
+    and the sum of the lags."""
     buckets: list[tuple[float, float]] = []
     total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "event_loop_lag_seconds":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name.endswith("_sum"):
-                total = sample.value
+    family = families.get("event_loop_lag_seconds")
+    for sample in family.samples if family is not None else ():
+        if sample.name.endswith("_bucket"):
+            buckets.append((float(sample.labels["le"]), sample.value))
+        elif sample.name.endswith("_sum"):
+            total = sample.value
     return sorted(buckets), total
 
 
