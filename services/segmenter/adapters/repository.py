@@ -92,17 +92,15 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
 
 
 _IDENTITY_KEY = ("store_id", "identifier")
-# One probe of the primary key per pair, whatever the table's statistics say. As a plain join, a live store's
-# small batches hashed their pairs and read the whole table (a sequential scan: 4-7 ms a batch of 50-100
-# events at 1,000 events/s, the statement PostgreSQL spent most time on), because the statistics are those of
-# a table much smaller than it is by the next ANALYZE, and random_page_cost's default prices an index probe
-# above many row reads. A probe costs about the same at any size of the table: a backlog's batch of 3,000
-# events takes 21-25 ms where the benchmark's fresh table (110,000 rows at most) was read and hashed in 16-20,
-# but a store's table of millions would be read whole for every batch. Per pair, the first key at or after
-# it in the primary key's order: a row comparison and an order only that index serves (with a plain
-# equality in the subquery, the planner took the customer index, store_id alone, and read every identity of
-# the store per pair), and a LIMIT that keeps the subquery from being flattened back into the join. The outer
-# WHERE keeps the exact matches.
+# One probe of the primary key per pair, whatever the table's statistics say. As a plain join, PostgreSQL
+# hashed a live batch's pairs and read the whole table for each batch (4-7 ms a batch of 50-100 events at
+# 1,000 events/s, its costliest statement): the statistics were those of the table before it grew. A probe
+# costs about the same at any size of the table: a backlog's batch of 3,000 events is slower this way against
+# the benchmark's fresh table (21-25 ms against 16-20), but a store's table of millions would be read whole
+# for every batch. The row comparison and its order are served by the primary key alone (with a plain
+# equality the planner took the customer index, store_id alone, and read every identity of the store per
+# pair); the LIMIT keeps the subquery from being flattened back into the join; the outer WHERE keeps the
+# exact matches.
 _LOAD_IDENTITIES = text(
     "SELECT w.store_id, w.identifier, i.customer_id "  # noqa: S608 - our own names
     f"FROM {unnest(identities, _IDENTITY_KEY, 'w')} "
