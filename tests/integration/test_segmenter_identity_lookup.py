@@ -62,11 +62,8 @@ async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
 
 
 def _known(i: int) -> tuple[str, str]:
-    return STORE, f"anon:{_md5(i)}"
-
-
-def _md5(i: int) -> str:
-    return hashlib.md5(str(i).encode(), usedforsecurity=False).hexdigest()
+    """The pair the fixture stored for customer `cust-<i>` (its identifier is md5(i), as SQL wrote it)."""
+    return STORE, f"anon:{hashlib.md5(str(i).encode(), usedforsecurity=False).hexdigest()}"
 
 
 async def test_a_batch_finds_its_identities_and_only_those(grown: AsyncEngine) -> None:
