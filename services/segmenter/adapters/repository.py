@@ -34,7 +34,15 @@ from services.segmenter.adapters.tables import (
     timers,
     transitions,
 )
-from services.segmenter.adapters.unnest import Positional, insert_rows, params, positional, unnest
+from services.segmenter.adapters.unnest import (
+    Positional,
+    insert_rows,
+    joined,
+    joined_values,
+    params,
+    positional,
+    unnest,
+)
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_event_structs import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
@@ -58,6 +66,16 @@ class Write:
 
     async def send(self, conn: AsyncConnection) -> None:
         await _run(conn, self.statement, self.values)
+
+
+def together(writes: Sequence[Write]) -> Write | None:
+    """These writes as one statement (`unnest.joined`): one round trip instead of one each. Each part sees
+    the rows as they stood when the statement began, so only for writes none of which touches rows
+    another one writes (each table its own, as a batch's writes after its profiles are when it merges and
+    erases no one)."""
+    if len(writes) < 2:
+        return writes[0] if writes else None
+    return Write(joined(tuple(w.statement for w in writes)), joined_values([w.values for w in writes]))
 
 
 _CLAIMED = ("store_id", "event_id")
@@ -488,16 +506,16 @@ _TRANSITION = (
 )  # fmt: skip
 # In the order given, so ids (which break ties in a customer's history) follow the history.
 _ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
-# One statement for both steps: the DELETE sees the rows as they stood when the statement began, never the
-# ones it inserts (the table has no unique key but its identity column), so it is the old DELETE followed
-# by the old INSERT, in one round trip.
-_REPLACE_HISTORIES = text(
-    "WITH gone AS (DELETE FROM segmenter.transitions t "  # noqa: S608 - our own names
+# One statement for both steps (`unnest.chained`): the DELETE sees the rows as they stood when the statement
+# began, never the ones it inserts (the table has no unique key but its identity column), so it is the old
+# DELETE followed by the old INSERT, in one round trip.
+_REPLACE_HISTORIES_RAW = positional(
+    "DELETE FROM segmenter.transitions t "
     "USING unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[])) "
     "AS g(store_id, customer_id) "
-    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id) " + _ADD_TRANSITIONS.text
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id",
+    _ADD_TRANSITIONS,
 )
-_REPLACE_HISTORIES_RAW = positional(_REPLACE_HISTORIES)
 
 
 def histories_write(changed: Iterable[Profile]) -> Write | None:
@@ -533,13 +551,13 @@ _SET_TIMERS = insert_rows(
 )
 # Timers set (or moved) and timers deleted, in one statement: a key is never both (one due time per key),
 # so the two parts touch different rows.
-_APPLY_TIMERS = text(
-    "WITH gone AS (DELETE FROM segmenter.timers t "  # noqa: S608 - our own names
+_APPLY_TIMERS_RAW = positional(
+    "DELETE FROM segmenter.timers t "
     "USING unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), "
     "CAST(:gone_kind AS text[])) AS g(store_id, customer_id, kind) "
-    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind) " + _SET_TIMERS.text
+    "WHERE t.store_id = g.store_id AND t.customer_id = g.customer_id AND t.kind = g.kind",
+    _SET_TIMERS,
 )
-_APPLY_TIMERS_RAW = positional(_APPLY_TIMERS)
 
 
 def timers_write(changes: dict[tuple[str, str, str], datetime | None]) -> Write | None:

@@ -7,6 +7,7 @@ time. Each array's type comes from its column; parameters are named after the co
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,16 +81,20 @@ _BIND = re.compile(r"(?<![:\w]):(\w+)")
 @dataclass(frozen=True)
 class Positional:
     """A statement's text with asyncpg's `$n` parameters in place of its `:name` ones (shared/raw_sql.py),
-    and the names in the order of their numbers."""
+    and the names in the order of their numbers. `parts`: the data-modifying statements it runs, when it
+    was made of several (`positional`), each numbered as in `sql`; otherwise `sql` alone."""
 
     sql: str
     names: tuple[str, ...]
+    parts: tuple[str, ...]
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
         return [values[name] for name in self.names]
 
 
-def positional(statement: TextClause | str) -> Positional:
+def positional(*statements: TextClause | str) -> Positional:
+    """One statement, or several data-modifying ones made one (`chained`), with `$n` parameters: each
+    named bind gets one number, in the order of first use."""
     names: list[str] = []
 
     def number(bind: re.Match[str]) -> str:
@@ -98,5 +103,43 @@ def positional(statement: TextClause | str) -> Positional:
             names.append(name)
         return f"${names.index(name) + 1}"
 
-    sql = _BIND.sub(number, statement.text if isinstance(statement, TextClause) else statement)
-    return Positional(sql, tuple(names))
+    parts = tuple(_BIND.sub(number, s.text if isinstance(s, TextClause) else s) for s in statements)
+    return Positional(chained(parts), tuple(names), parts)
+
+
+def chained(parts: Sequence[str]) -> str:
+    """Data-modifying statements (none with a WITH of its own) as one: every part but the last becomes a
+    WITH of the last. PostgreSQL runs each to completion, and each sees the rows as they stood when the
+    statement began, never another part's changes: right for parts that touch tables of their own, or
+    rows the others do not."""
+    *before, last = parts
+    if not before:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(before)) + " " + last
+
+
+# A parameter of a positional statement (our statements hold no other `$`).
+_NUMBER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=256)
+def joined(statements: tuple[Positional, ...]) -> Positional:
+    """These statements as one (`chained`): their parameters numbered one after another, each statement's
+    names prefixed by its place (`0.store_id`, `1.store_id`: the values of `joined_values`). The same
+    statements give the same text, so asyncpg prepares it once."""
+    parts: list[str] = []
+    names: list[str] = []
+    for i, statement in enumerate(statements):
+        offset = len(names)
+        parts.extend([_renumbered(part, offset) for part in statement.parts])
+        names.extend(f"{i}.{name}" for name in statement.names)
+    return Positional(chained(parts), tuple(names), tuple(parts))
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    return _NUMBER.sub(lambda n: f"${int(n.group(1)) + offset}", sql)
+
+
+def joined_values(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The values of `joined` statements, given in the same order."""
+    return {f"{i}.{name}": value for i, each in enumerate(values) for name, value in each.items()}
