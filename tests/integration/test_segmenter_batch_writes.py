@@ -1,12 +1,13 @@
-"""How a batch's writes reach PostgreSQL (service_layer/write_set.py): after the profiles, a batch that
-merges and erases no one writes the rest in one statement, which writes what the statements one by one
-wrote; a batch that merges still sends them one by one, in order, where the repointing must see the rows
-written before it. Statements seen by asyncpg's query logger on the service's own connections."""
+"""How a batch's writes reach PostgreSQL (service_layer/write_set.py): after the profiles, the writes that
+need no other's rows go as one statement; a batch that merges then repoints the absorbed customers' rows,
+those just written too, and writes the survivors' histories after that. Statements seen by asyncpg's query
+logger on the service's own connections."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -119,14 +120,13 @@ async def _outbox(engine: AsyncEngine, store_id: str, customer_id: str) -> int:
         return int(found.scalar_one())
 
 
-async def test_the_one_statement_writes_what_the_statements_one_by_one_wrote(
+async def test_a_merging_batch_repoints_after_the_one_statement_and_writes_histories_last(
     logged: tuple[AsyncEngine, list[str]], store_id: str
 ) -> None:
-    """The same customers' events, once in batches that merge no one (the rest in one statement) and once
-    each batch with a merge of an unrelated shopper added (the statements one by one): the same rows for
-    the customers both hold."""
+    """The same customer's events, once in batches that merge no one and once each batch with the merge of
+    another shopper added: the same rows for that customer, and the merged shoppers' rows all moved."""
     engine, sent = logged
-    one, by_one = f"{store_id}a", f"{store_id}b"
+    plain, merging = f"{store_id}a", f"{store_id}b"
     who = {"store_customer_id": "c1", "email": "c1@x.io"}
 
     def history(store: str) -> list[list[StorefrontEvent]]:
@@ -136,28 +136,46 @@ async def test_the_one_statement_writes_what_the_statements_one_by_one_wrote(
             [_cart(store, who, T0 + timedelta(days=3)), _order(store, who, "o3", T0 + timedelta(days=4))],
         ]
 
-    for batch in history(one):
-        await _processor(engine, one)(batch)
-    # Each batch: the outbox written by one statement with the identities and the history.
-    assert [w >= {"outbox", "identities", "transitions"} for w in _writes(sent) if "outbox" in w] == [
-        True
-    ] * 3
+    for batch in history(plain):
+        await _processor(engine, plain)(batch)
+    # Each batch: one statement after the profiles, the history in it.
+    assert [w >= {"identities", "transitions", "outbox"} for w in _writes(sent)] == [True] * 3
     sent.clear()
-    for n, batch in enumerate(history(by_one)):
+    for n, batch in enumerate(history(merging)):
         anon = {"anonymous_id": f"a-{n}"}
         linked = {"anonymous_id": f"a-{n}", "store_customer_id": f"m-{n}"}
-        merging = [
-            _cart(by_one, anon, T0 - timedelta(minutes=2)),
-            segmenter_event(by_one, "customer_upserted", T0 - timedelta(minutes=1), linked),
+        merge = [
+            _order(merging, anon, f"x{n}", T0 - timedelta(minutes=3)),
+            _cart(merging, anon, T0 - timedelta(minutes=2)),
+            segmenter_event(merging, "customer_upserted", T0 - timedelta(minutes=1), linked),
         ]
-        await _processor(engine, by_one)(merging + batch)
-    # A merge in each batch: the statements one by one, the outbox's and the identities' each its own.
-    assert _writes(sent).count({"outbox"}) == 3
-    assert _writes(sent).count({"identities"}) == 3
+        await _processor(engine, merging)(merge + batch)
+    # Each batch: the one statement without the history, the repointing (an UPDATE of three tables and
+    # the absorbed timers' DELETE), then the histories.
+    repoint = {"transitions", "orders", "identities", "timers"}
+    writes = _writes(sent)
+    assert len(writes) == 9
+    for one, moved, histories in zip(writes[::3], writes[1::3], writes[2::3], strict=True):
+        assert one >= {"identities", "orders", "timers", "outbox"}
+        assert "transitions" not in one
+        assert (moved, histories) == (repoint, {"transitions"})
 
     # Rows of c1, by their first column: the customer, an identifier or an order id.
     mine = {"c1", "email:c1@x.io", "id:c1", "order:o1", "order:o2", "order:o3", "o1", "o2", "o3"}
-    a, b = await _rows(engine, one), await _rows(engine, by_one)
+    a, b = await _rows(engine, plain), await _rows(engine, merging)
     for table, rows in a.items():
-        assert rows == [r for r in b[table] if r[0] in mine or table == "copurchases"], table
-    assert await _outbox(engine, one, "c1") == await _outbox(engine, by_one, "c1") > 0
+        if table != "copurchases":
+            assert rows == [r for r in b[table] if r[0] in mine], table
+    # The shoppers' orders held the same two products.
+    assert b["copurchases"] == [(p, q, 2 * n, title) for p, q, n, title in a["copurchases"]]
+    assert await _outbox(engine, plain, "c1") == await _outbox(engine, merging, "c1") > 0
+    # What the absorbed shoppers' events wrote in the same statement as their merge now is the survivors'.
+    for n in range(3):
+        assert (f"x{n}", f"m-{n}", Decimal("20.00")) in b["orders"]
+        assert (f"anon:a-{n}", f"m-{n}") in b["identities"]
+        assert (f"m-{n}", "stage", "first_time") in b["transitions"]
+        assert (f"anon:a-{n}", "prospect", 0, f"m-{n}") in b["profiles"]
+    # By their customer column.
+    held = [r for r in b["timers"] + b["transitions"] if r[0].startswith("anon:")]
+    held += [r for r in b["orders"] + b["identities"] if r[1].startswith("anon:")]
+    assert held == []

@@ -70,9 +70,8 @@ class Write:
 
 def together(writes: Sequence[Write]) -> Write | None:
     """These writes as one statement (`unnest.joined`): one round trip instead of one each. Each part sees
-    the rows as they stood when the statement began, so only for writes none of which touches rows
-    another one writes (each table its own, as a batch's writes after its profiles are when it merges and
-    erases no one)."""
+    the rows as they stood when the statement began, so only for writes none of which needs rows another
+    one writes (each to a table of its own: service_layer/write_set.py)."""
     if len(writes) < 2:
         return writes[0] if writes else None
     return Write(joined(tuple(w.statement for w in writes)), joined_values([w.values for w in writes]))

@@ -95,54 +95,38 @@ class Changes:
         # (adapters/writes_in_order.py): 7.6-9.5 us an event of the client's preparing (rows, documents,
         # funnel events encoded) runs during PostgreSQL's writes instead of before them (in process, over
         # the replay mix, with funnel events as msgspec Structs; 12.8-14.1 us when they were pydantic models).
-        erasing = [(key, p) for key, p in self.profiles.items() if p.erased_at is not None]
         async with WritesInOrder(conn) as writes:
             await writes.then(_sent(repository.profiles_write(changed)))
-            identities = repository.identities_write(
-                {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
-            )
-            if not (self.merges or erasing):
-                # The rest in one statement, prepared while the profiles are written: each of these writes
-                # a table of its own and needs no other's rows. Six round trips fewer: at 1,000 events/s
-                # (batches of about 30) the writes' p50 9.6-10.2 -> 9.0-9.3 ms, the replay in batches of
-                # 50 51.2 -> 50.0 s (medians of 3 alternated runs); what is left is PostgreSQL's work.
-                rest = [
-                    identities,
-                    repository.orders_write(self._changed_orders(changed)),
-                    repository.copurchases_write(self.bought),
-                    repository.timers_write(self.timers),
-                    repository.histories_write(self._changed_histories(changed)),
-                    repository.outbox_write(self.funnel_events),
-                ]
-                await writes.then(_sent(repository.together([w for w in rest if w is not None])))
-            else:
-                await self._write_merges_and_erasures(writes, changed, identities, erasing)
+            # Writes that need no other's rows, each to a table of its own, as one statement: up to four
+            # round trips fewer, six when the history joins them.
+            rest = [
+                repository.identities_write(
+                    {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
+                ),
+                repository.orders_write(self._changed_orders(changed)),
+                repository.copurchases_write(self.bought),
+                repository.timers_write(self.timers),
+                repository.outbox_write(self.funnel_events),
+            ]
+            # Rows this batch wrote under an absorbed id (before the event that linked it) move too: after
+            # them, and the survivor's history, which replaces whatever rows its absorbed profiles brought,
+            # after that. Without a merge, the history is one more write that needs no other's rows.
+            repoint = repository.repoint_write(self.merges)
+            histories = repository.histories_write(self._changed_histories(changed))
+            if repoint is None:
+                rest.append(histories)
+            await writes.then(_sent(repository.together([w for w in rest if w is not None])))
+            if repoint is not None:
+                await writes.then(_sent(repoint))
+                await writes.then(_sent(histories))
+            # An erased customer can no longer be found by an email or anonymous id from before the erasure,
+            # nor by those of profiles merged into them (their look-ups moved with the merge): only by the
+            # identifiers the profile holds, which are those an erasure keeps and those said since.
+            for key, p in self.profiles.items():
+                if p.erased_at is not None:
+                    await writes.then(_forgotten(p, self.forgotten.get(key, set())))
         count_each(TRANSITIONS, ((t.dimension, t.to_value) for _, t in self.transitions))
         return len(self.funnel_events)
-
-    async def _write_merges_and_erasures(
-        self,
-        writes: WritesInOrder,
-        changed: list[Profile],
-        identities: repository.Write | None,
-        erasing: list[tuple[Key, Profile]],
-    ) -> None:
-        """The writes after the profiles one after another, where some must see what others wrote: the rows
-        of absorbed customers move (this batch's too), and an erasure forgets look-ups written before it."""
-        await writes.then(_sent(identities))
-        await writes.then(_sent(repository.orders_write(self._changed_orders(changed))))
-        await writes.then(_sent(repository.copurchases_write(self.bought)))
-        await writes.then(_sent(repository.timers_write(self.timers)))
-        # Rows this batch wrote under an absorbed id (before the event that linked it) move too.
-        await writes.then(_sent(repository.repoint_write(self.merges)))
-        # After the merges: a survivor's history replaces whatever rows its absorbed profiles brought.
-        await writes.then(_sent(repository.histories_write(self._changed_histories(changed))))
-        # An erased customer can no longer be found by an email or anonymous id from before the erasure,
-        # nor by those of profiles merged into them (their look-ups moved with the merge): only by the
-        # identifiers the profile holds, which are those an erasure keeps and those said since.
-        for key, p in erasing:
-            await writes.then(_forgotten(p, self.forgotten.get(key, set())))
-        await writes.then(_sent(repository.outbox_write(self.funnel_events)))
 
     def _changed_histories(self, changed: list[Profile]) -> list[Profile]:
         """Profiles whose history (derived from their facts) is not the one stored: a late fact may re-date
