@@ -98,7 +98,9 @@ class Changes:
         async with WritesInOrder(conn) as writes:
             await writes.then(_sent(repository.profiles_write(changed)))
             # Writes that need no other's rows, each to a table of its own, as one statement: up to four
-            # round trips fewer, six when the history joins them.
+            # round trips fewer, six when the history joins them. Alternated runs against one statement
+            # each: at saturation the transaction's p50 335-348 -> 324-327 ms a batch of 3,000; at 1,000
+            # events/s the writes' p50 9.6-10.2 -> 8.5-9.2 ms a batch of 30. The rest is PostgreSQL's work.
             rest = [
                 repository.identities_write(
                     {k: c for k, c in self.identities.items() if self.stored_identities.get(k) != c}
