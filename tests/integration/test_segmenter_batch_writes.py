@@ -62,10 +62,8 @@ def _writes(sent: list[str]) -> list[set[str]]:
     """The tables each statement sent wrote to (of those written after the profiles), in order."""
     out = []
     for sql in sent:
-        tables = {
-            t for t in WRITTEN if f"INSERT INTO segmenter.{t} " in sql or f"UPDATE segmenter.{t} " in sql
-        }
-        tables |= {t for t in WRITTEN if f"DELETE FROM segmenter.{t} " in sql}
+        verbs = ("INSERT INTO", "UPDATE", "DELETE FROM")
+        tables = {t for t in WRITTEN for verb in verbs if f"{verb} segmenter.{t} " in sql}
         if tables:
             out.append(tables)
     return out
