@@ -88,6 +88,16 @@ async def _rows(engine: AsyncEngine, store_id: str) -> dict[str, list[tuple[Any,
         }
 
 
+async def _outbox(engine: AsyncEngine, store_id: str, customer_id: str) -> int:
+    """How many funnel events of this customer the outbox holds."""
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT count(*) FROM segmenter.outbox WHERE key = :k"),
+            {"k": f"{store_id}:{customer_id}".encode()},
+        )
+        return int(found.scalar_one())
+
+
 async def test_a_batch_without_merges_writes_the_rest_in_one_statement(
     logged: tuple[AsyncEngine, list[str]], store_id: str
 ) -> None:
@@ -106,16 +116,6 @@ async def test_a_batch_without_merges_writes_the_rest_in_one_statement(
     assert ("c1", "stage", "first_time") in rows["transitions"]
     assert rows["profiles"] == [("c1", "first_time", 1, None)]
     assert await _outbox(engine, store_id, "c1") > 0
-
-
-async def _outbox(engine: AsyncEngine, store_id: str, customer_id: str) -> int:
-    """How many funnel events of this customer the outbox holds."""
-    async with engine.connect() as conn:
-        found = await conn.execute(
-            text("SELECT count(*) FROM segmenter.outbox WHERE key = :k"),
-            {"k": f"{store_id}:{customer_id}".encode()},
-        )
-        return int(found.scalar_one())
 
 
 async def test_a_merging_batch_repoints_after_the_one_statement_and_writes_histories_last(

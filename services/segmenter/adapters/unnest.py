@@ -2,7 +2,8 @@
 
 The statement text never changes with the batch size, so Postgres plans it once per connection, and a
 batch of 1,000 events costs one round trip per table instead of a multi-row VALUES list compiled anew each
-time. Each array's type comes from its column; parameters are named after the columns.
+time (or one for several tables: `joined`). Each array's type comes from its column; parameters are named
+after the columns.
 """
 
 from __future__ import annotations
