@@ -8,21 +8,18 @@ PostgreSQL spent most of its time on at 1,000 events/s (bench/README.md, twenty-
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deploy.devstack.postgres import PostgresServer
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.unnest import params
-from shared.db import build_engine, upgrade_to_head
 from shared.raw_sql import fetch
-from shared.settings import REPO_ROOT, DatabaseSettings
+from tests.integration.stale_statistics import grown_after_analyze
 
 pytestmark = pytest.mark.integration
 
@@ -32,24 +29,17 @@ GROWN = 30_000  # rows added after the table's statistics were taken
 
 @pytest.fixture
 async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
-    """A database of its own whose identities table was analyzed nearly empty, then grew without an ANALYZE
-    since (as on a new store in its first minutes), read through custom plans as the segmenter reads."""
-    url = postgres_server.create_database(f"identities_{uuid.uuid4().hex[:10]}")
-    # Alembic's env.py runs an event loop of its own: in a thread.
-    await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
-    engine = build_engine(DatabaseSettings(database_url=url), custom_plans=True)  # as the segmenter's
-    async with engine.begin() as conn:
+    """An identities table analyzed holding 5 rows of another store, grown by GROWN rows since."""
+
+    async def early(conn: AsyncConnection) -> None:
         await conn.execute(
             text(
                 "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
                 "SELECT 'other', 'email:early' || g, 'c' || g FROM generate_series(1, 5) g"
             )
         )
-    async with engine.connect() as conn:
-        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(
-            text("ANALYZE segmenter.identities")
-        )
-    async with engine.begin() as conn:
+
+    async def later(conn: AsyncConnection) -> None:
         await conn.execute(
             text(
                 "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
@@ -57,8 +47,9 @@ async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
             ),
             {"store": STORE, "n": GROWN},
         )
-    yield engine
-    await engine.dispose()
+
+    async with grown_after_analyze(postgres_server, "identities", ("identities",), early, later) as engine:
+        yield engine
 
 
 def _known(i: int) -> tuple[str, str]:

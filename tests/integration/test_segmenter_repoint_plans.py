@@ -9,8 +9,6 @@ for a few hundred absorbed ids that held no rows at all (bench/README.md, thirty
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deploy.devstack.postgres import PostgresServer
 from services.segmenter.adapters import repository
-from shared.db import build_engine, upgrade_to_head
 from shared.raw_sql import fetch
-from shared.settings import REPO_ROOT, DatabaseSettings
+from tests.integration.stale_statistics import grown_after_analyze
 
 pytestmark = pytest.mark.integration
 
@@ -53,22 +50,16 @@ async def _add_customers(conn: AsyncConnection, first: int, last: int) -> None:
 
 @pytest.fixture
 async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
-    """A database of its own whose tables were analyzed nearly empty, then grew without an ANALYZE since (as
-    on a new store in its first minutes), written through custom plans as the segmenter writes."""
-    url = postgres_server.create_database(f"repoint_{uuid.uuid4().hex[:10]}")
-    # Alembic's env.py runs an event loop of its own: in a thread.
-    await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
-    engine = build_engine(DatabaseSettings(database_url=url), custom_plans=True)  # as the segmenter's
-    async with engine.begin() as conn:
+    """Tables analyzed holding 5 customers, grown to GROWN since."""
+
+    async def early(conn: AsyncConnection) -> None:
         await _add_customers(conn, 1, 5)
-    async with engine.connect() as conn:
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for table in TABLES:
-            await autocommit.execute(text(f"ANALYZE segmenter.{table}"))
-    async with engine.begin() as conn:
+
+    async def later(conn: AsyncConnection) -> None:
         await _add_customers(conn, 6, GROWN)
-    yield engine
-    await engine.dispose()
+
+    async with grown_after_analyze(postgres_server, "repoint", TABLES, early, later) as engine:
+        yield engine
 
 
 async def _owners(conn: AsyncConnection, table: str) -> dict[str, int]:

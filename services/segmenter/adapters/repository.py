@@ -550,10 +550,10 @@ _SET_TIMERS = insert_rows(
 )
 
 
-def _probed(table: str, keys: str, match: str, outer: str) -> str:
-    """`(SELECT <outer columns>, r.ctid AS row FROM <keys> CROSS JOIN LATERAL (<the rows of `table` where
-    `match`>) r)`: the rows of `table` that each of `keys` names, found by one index probe a key, to be
-    joined to the table by `ctid` (a TID scan a row).
+def _probed(table: str, keys: str, match: str, *, carried: str = "") -> str:
+    """`(SELECT [carried,] r.ctid AS row FROM <keys> CROSS JOIN LATERAL (<the rows of `table` where `match`>)
+    r)`: the rows of `table` that each of `keys` names, found by one index probe a key, to be joined to the
+    table by `ctid` (a TID scan a row), with what `carried` takes of their key.
 
     Why not a plain join of the keys with the table: a new store's tables grow by tens of thousands of rows
     before their first automatic ANALYZE, and planned from the statistics of their first moments the join
@@ -565,8 +565,9 @@ def _probed(table: str, keys: str, match: str, outer: str) -> str:
     where a join on the key would re-check the new version and take it. No other transaction changes these
     rows while this one runs: they are the rows of customers whose profiles this transaction holds locked
     (a batch's or a timer round's), and whoever writes a customer's rows holds its profile's lock."""
+    selected = f"{carried}, r.ctid" if carried else "r.ctid"
     return (
-        f"(SELECT {outer}r.ctid AS row FROM {keys} "  # noqa: S608 - our own names
+        f"(SELECT {selected} AS row FROM {keys} "  # noqa: S608 - our own names
         f"CROSS JOIN LATERAL (SELECT ctid FROM segmenter.{table} WHERE {match} OFFSET 0) r)"
     )
 
@@ -578,7 +579,6 @@ _GONE_TIMERS = _probed(
     "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), CAST(:gone_kind AS text[])) "
     "AS g(store_id, customer_id, kind)",
     "store_id = g.store_id AND customer_id = g.customer_id AND kind = g.kind",
-    "",
 )
 _APPLY_TIMERS_RAW = positional(
     f"DELETE FROM segmenter.timers t USING {_GONE_TIMERS} d WHERE t.ctid = d.row",  # noqa: S608 - ours
@@ -615,7 +615,8 @@ def _absorbed_rows(table: str) -> str:
     benchmark's mix in batches of 3,000 events, the joins' four sequential scans took 18-22 ms a batch at
     the median and up to 259 ms, for a few hundred absorbed ids that mostly held no rows at all; the probes
     3-4 ms (two alternated replays each)."""
-    return _probed(table, "m", "store_id = m.store_id AND customer_id = m.absorbed", "m.survivor, ") + " x"
+    absorbed = "store_id = m.store_id AND customer_id = m.absorbed"
+    return _probed(table, "m", absorbed, carried="m.survivor") + " x"
 
 
 # Everything of the absorbed customers moves to their survivors in one statement: each part changes rows
