@@ -610,13 +610,10 @@ def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str
     return owner
 
 
-def _absorbed_rows(table: str) -> str:
-    """The rows of `table` of each absorbed customer of `m`, with its survivor (`_probed`). Replaying the
-    benchmark's mix in batches of 3,000 events, the joins' four sequential scans took 18-22 ms a batch at
-    the median and up to 259 ms, for a few hundred absorbed ids that mostly held no rows at all; the probes
-    3-4 ms (two alternated replays each)."""
-    absorbed = "store_id = m.store_id AND customer_id = m.absorbed"
-    return _probed(table, "m", absorbed, carried="m.survivor") + " x"
+# The rows of each absorbed customer of `m` (`_probed`). Replaying the benchmark's mix in batches of 3,000
+# events, the joins' four sequential scans took 18-22 ms a batch at the median and up to 259 ms, for a few
+# hundred absorbed ids that mostly held no rows at all; the probes 3-4 ms (two alternated replays each).
+_ABSORBED = "store_id = m.store_id AND customer_id = m.absorbed"
 
 
 # Everything of the absorbed customers moves to their survivors in one statement: each part changes rows
@@ -624,13 +621,13 @@ def _absorbed_rows(table: str) -> str:
 # one after another.
 _MOVES = ", ".join(
     f"{table} AS (UPDATE segmenter.{table} t SET customer_id = x.survivor "  # noqa: S608 - ours
-    f"FROM {_absorbed_rows(table)} WHERE t.ctid = x.row)"
+    f"FROM {_probed(table, 'm', _ABSORBED, carried='m.survivor')} x WHERE t.ctid = x.row)"
     for table in ("transitions", "orders", "identities")
 )
 _REPOINT = text(
     "WITH m AS (SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), "  # noqa: S608
     f"CAST(:survivors AS text[])) AS m(store_id, absorbed, survivor)), {_MOVES} "
-    f"DELETE FROM segmenter.timers t USING {_absorbed_rows('timers')} WHERE t.ctid = x.row"
+    f"DELETE FROM segmenter.timers t USING {_probed('timers', 'm', _ABSORBED)} x WHERE t.ctid = x.row"
 )
 _REPOINT_RAW = positional(_REPOINT)
 
