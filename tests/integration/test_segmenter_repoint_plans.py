@@ -1,11 +1,15 @@
-"""The segmenter's merges and deleted timers against a real PostgreSQL: the right rows move or go, and the
-statements probe the customers' indexes however stale the tables' statistics are.
+"""The segmenter's merges, deleted timers and replaced histories against a real PostgreSQL: the right rows
+move or go, and the statements probe the customers' indexes however stale the tables' statistics are.
 
 A new store's tables grow by tens of thousands of rows before their first automatic ANALYZE. Planned from
 the statistics of the tables' first moments, the repointing of a batch's absorbed customers (one statement,
 four tables) was four hash joins over sequential scans of the whole tables, and a batch's deleted timers
 one more: 18-22 ms a batch of 3,000 events at the end of the benchmark's replay and growing with the tables,
-for a few hundred absorbed ids that held no rows at all (bench/README.md, thirty-first round)."""
+for a few hundred absorbed ids that held no rows at all (bench/README.md, thirty-first round). A batch's
+replaced histories were a merge join that read and sorted the whole transitions table (37-43 ms a batch).
+And in a new store's first batches, before any ANALYZE, a probe by `customer_id = <key>` could take the
+store's time index instead of the customer's, reading every row of the store for each key, until migration
+0005 made that index serve time ranges only (thirty-second round)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deploy.devstack.postgres import PostgresServer
 from services.segmenter.adapters import repository
+from services.segmenter.domain.profile import Profile, Transition
 from shared.raw_sql import fetch
 from tests.integration.stale_statistics import grown_after_analyze
 
@@ -27,11 +32,13 @@ STORE = "demo"
 GROWN = 30_000  # customers added after the tables' statistics were taken, each with a row in every table
 AT = datetime(2026, 11, 2, 12, tzinfo=UTC)
 TABLES = ("transitions", "orders", "identities", "timers")
+BATCH = range(100, 1_400)  # about as many customers as a batch of 3,000 events of the benchmark's mix names
 
 # One row of customer `'cust-' || g` in each table (g from generate_series).
 _ROWS = {
     "transitions": "(store_id, customer_id, dimension, from_value, to_value, reason, event_id, occurred_at) "
-    "SELECT :store, 'cust-' || g, 'stage', 'prospect', 'first_time', 'order', 'e' || g, :at",
+    "SELECT :store, 'cust-' || g, 'stage', 'prospect', 'first_time', 'order', 'e' || g, "
+    "CAST(:at AS timestamptz) - g * interval '1 minute'",
     "orders": "(store_id, order_id, customer_id, placed_at, total, refunded, counts) "
     "SELECT :store, 'o' || g, 'cust-' || g, :at, 10, 0, true",
     "identities": "(store_id, identifier, customer_id) SELECT :store, 'anon:a' || g, 'cust-' || g",
@@ -48,17 +55,23 @@ async def _add_customers(conn: AsyncConnection, first: int, last: int) -> None:
         )
 
 
-@pytest.fixture
-async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
-    """Tables analyzed holding 5 customers, grown to GROWN since."""
+@pytest.fixture(params=[(5, GROWN)], ids=lambda n: f"analyzed-at-{n[0]}")
+async def grown(
+    request: pytest.FixtureRequest, postgres_server: PostgresServer
+) -> AsyncIterator[AsyncEngine]:
+    """Tables analyzed holding the first of `request.param`'s customers (never analyzed if none), grown to
+    the second since (5 and GROWN unless a test asks for others)."""
+    analyzed, grown_to = request.param
 
     async def early(conn: AsyncConnection) -> None:
-        await _add_customers(conn, 1, 5)
+        if analyzed:
+            await _add_customers(conn, 1, analyzed)
 
     async def later(conn: AsyncConnection) -> None:
-        await _add_customers(conn, 6, GROWN)
+        await _add_customers(conn, analyzed + 1, grown_to)
 
-    async with grown_after_analyze(postgres_server, "repoint", TABLES, early, later) as engine:
+    analyzing = TABLES if analyzed else ()
+    async with grown_after_analyze(postgres_server, "repoint", analyzing, early, later) as engine:
         yield engine
 
 
@@ -118,12 +131,21 @@ async def test_a_batch_deletes_exactly_its_gone_timers(grown: AsyncEngine) -> No
     assert (due["cust-22"], due["cust-23"], len(due)) == (AT, later, GROWN - 2)
 
 
+# Never analyzed and 1,200 customers in (a new store's first batches), a probe by equality found the store's
+# time index on transitions as cheap as the customer's, and took it without migration 0005; analyzed with a
+# few rows and grown to many, a join looked cheapest.
+STALE = pytest.mark.parametrize(
+    "grown", [(0, 1_200), (5, GROWN)], indirect=True, ids=["never-analyzed", "analyzed-at-5"]
+)
+
+
+@STALE
 async def test_the_merges_and_the_timers_probe_the_indexes_instead_of_reading_the_tables(
     grown: AsyncEngine,
 ) -> None:
-    absorbed = [(STORE, f"cust-{i}", f"cust-{i + 1000}") for i in range(100, 160)]
+    absorbed = [(STORE, f"cust-{i}", f"cust-{i + 1000}") for i in BATCH]
     repoint = repository.repoint_write(absorbed)
-    gone = repository.timers_write({(STORE, f"cust-{i}", "health"): None for i in range(100, 160)})
+    gone = repository.timers_write({(STORE, f"cust-{i}", "health"): None for i in BATCH})
     assert repoint is not None
     assert gone is not None
     async with grown.connect() as conn:
@@ -132,5 +154,68 @@ async def test_the_merges_and_the_timers_probe_the_indexes_instead_of_reading_th
         assert f"Seq Scan on {table}" not in plans["repoint"], plans["repoint"]
     for index in ("ix_transitions_customer", "ix_orders_customer", "ix_identities_customer", "timers_pkey"):
         assert index in plans["repoint"], plans["repoint"]
+    for index in ("ix_transitions_store_time", "ix_orders_store_time", "identities_pkey"):
+        assert index not in plans["repoint"], plans["repoint"]
     assert "Seq Scan on timers" not in plans["timers"], plans["timers"]
     assert "timers_pkey" in plans["timers"], plans["timers"]
+
+
+def _history(customer: str, *steps: tuple[str, str, int]) -> Profile:
+    """A profile whose history is the stage steps (from, to, day of November)."""
+    return Profile(
+        store_id=STORE,
+        customer_id=customer,
+        transitions=tuple(
+            Transition(
+                dimension="stage",
+                from_value=was,
+                to_value=now,
+                reason="order",
+                occurred_at=AT.replace(day=day),
+                event_id=f"{customer}-{day}",
+            )
+            for was, now, day in steps
+        ),
+    )
+
+
+async def test_a_batch_replaces_exactly_its_changed_histories(grown: AsyncEngine) -> None:
+    write = repository.histories_write(
+        [
+            _history("cust-30", ("prospect", "first_time", 3), ("first_time", "repeat", 9)),
+            _history("cust-31"),  # a history that lost its only step (a late refund)
+            _history("cust-32", ("prospect", "first_time", 4)).model_copy(update={"merged_into": "cust-33"}),
+            _history("new-3", ("prospect", "first_time", 5)),  # no rows yet
+        ]
+    )
+    assert write is not None
+    async with grown.begin() as conn:
+        await write.send(conn)
+        owners = await _owners(conn, "transitions")
+        rows = await conn.execute(
+            text(
+                "SELECT to_value, occurred_at, event_id FROM segmenter.transitions "
+                "WHERE customer_id = 'cust-30' ORDER BY occurred_at"
+            )
+        )
+        cust_30 = [tuple(r) for r in rows.all()]
+    assert (owners["cust-30"], owners["new-3"], owners["cust-29"], owners["cust-33"]) == (2, 1, 1, 1)
+    assert not {"cust-31", "cust-32"} & owners.keys()
+    assert sum(owners.values()) == GROWN  # one more for cust-30 and new-3, one less for cust-31 and cust-32
+    assert cust_30 == [
+        ("first_time", AT.replace(day=3), "cust-30-3"),
+        ("repeat", AT.replace(day=9), "cust-30-9"),
+    ]
+
+
+@STALE
+async def test_the_histories_probe_the_customer_index_instead_of_reading_the_table(
+    grown: AsyncEngine,
+) -> None:
+    write = repository.histories_write([_history(f"cust-{i}", ("prospect", "first_time", 3)) for i in BATCH])
+    assert write is not None
+    async with grown.connect() as conn:
+        plan = await _plan(conn, write)
+    assert "Seq Scan on transitions" not in plan, plan
+    assert "ix_transitions_customer" in plan, plan
+    assert "ix_transitions_store_time" not in plan, plan

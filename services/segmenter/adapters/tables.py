@@ -101,7 +101,13 @@ transitions = Table(
     Column("event_id", Text, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Index("ix_transitions_customer", "store_id", "customer_id", "occurred_at"),
-    Index("ix_transitions_store_time", "store_id", "occurred_at"),
+    # For date ranges only: a query that names no time cannot take it for a store's rows (migration 0005).
+    Index(
+        "ix_transitions_store_time",
+        "store_id",
+        "occurred_at",
+        postgresql_where=text("occurred_at IS NOT NULL"),
+    ),
 )
 
 # Durable timers (health checks, cart abandonment, birthdays): one row per customer and kind, fired by
@@ -127,7 +133,7 @@ orders = Table(
     Column("total", Numeric(14, 2), nullable=False),
     Column("refunded", Numeric(14, 2), nullable=False),
     Column("counts", Boolean, nullable=False),
-    Index("ix_orders_store_time", "store_id", "placed_at"),
+    Index("ix_orders_store_time", "store_id", "placed_at", postgresql_where=text("placed_at IS NOT NULL")),
     Index("ix_orders_customer", "store_id", "customer_id"),
 )
 
