@@ -14,7 +14,9 @@ row, as before. A query that bounds the time with a strict operator (`>=`, `<`, 
 so the reports keep the index, with bound parameters too (generic plans); a query that names no time can
 no longer pick it. Nothing else changes: the same rows, columns and order.
 
-The build holds writes to each table (not reads) while it runs, as any index build in a transaction.
+Each new index is built beside the old one, which then goes and leaves it its name: the build holds writes
+to the table (not reads) while it runs, as any index build in a transaction, and the old index's drop holds
+reads too, but only from the drop to the commit.
 
 Revision ID: 0005
 Revises: 0004
@@ -38,15 +40,18 @@ INDEXES = {
 }
 
 
+def _rebuild(index: str, table: str, time: str, where: str | None) -> None:
+    """`index` on (store_id, `time`) again, `where` its predicate: built beside the old one, then renamed."""
+    op.create_index(f"{index}_new", table, ["store_id", time], schema=SCHEMA, postgresql_where=where)
+    op.drop_index(index, table_name=table, schema=SCHEMA)
+    op.execute(f"ALTER INDEX {SCHEMA}.{index}_new RENAME TO {index}")
+
+
 def upgrade() -> None:
     for index, (table, time) in INDEXES.items():
-        op.drop_index(index, table_name=table, schema=SCHEMA)
-        op.create_index(
-            index, table, ["store_id", time], schema=SCHEMA, postgresql_where=f"{time} IS NOT NULL"
-        )
+        _rebuild(index, table, time, f"{time} IS NOT NULL")
 
 
 def downgrade() -> None:
     for index, (table, time) in INDEXES.items():
-        op.drop_index(index, table_name=table, schema=SCHEMA)
-        op.create_index(index, table, ["store_id", time], schema=SCHEMA)
+        _rebuild(index, table, time, None)
