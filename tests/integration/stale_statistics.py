@@ -21,11 +21,11 @@ Fill = Callable[[AsyncConnection], Awaitable[None]]
 
 @asynccontextmanager
 async def grown_after_analyze(
-    server: PostgresServer, name: str, tables: Sequence[str], early: Fill, later: Fill
+    server: PostgresServer, name: str, tables: Sequence[str], early: Fill, later: Fill | None = None
 ) -> AsyncIterator[AsyncEngine]:
     """A database of its own (`name` and a random suffix) at the segmenter's head revision: `early` writes
-    its first rows, `tables` are analyzed, then `later` writes the rest. Read and written through custom
-    plans, as the segmenter's connections are."""
+    its first rows, `tables` are analyzed, then `later` (if any) writes the rest. Read and written through
+    custom plans, as the segmenter's connections are."""
     url = server.create_database(f"{name}_{uuid.uuid4().hex[:10]}")
     # Alembic's env.py runs an event loop of its own: in a thread.
     await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
@@ -37,8 +37,9 @@ async def grown_after_analyze(
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
             for table in tables:
                 await autocommit.execute(text(f"ANALYZE segmenter.{table}"))
-        async with engine.begin() as conn:
-            await later(conn)
+        if later is not None:
+            async with engine.begin() as conn:
+                await later(conn)
         yield engine
     finally:
         await engine.dispose()

@@ -51,11 +51,10 @@ async def _fill(conn: AsyncConnection) -> None:
 
 @pytest.fixture
 async def filled(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
-    async def nothing(conn: AsyncConnection) -> None:
-        return None
-
-    tables = ("transitions", "orders")
-    async with grown_after_analyze(postgres_server, "time_indexes", tables, _fill, nothing) as engine:
+    """A database of its own, filled, then analyzed (statistics as a store in steady state has them)."""
+    async with grown_after_analyze(
+        postgres_server, "time_indexes", ("transitions", "orders"), _fill
+    ) as engine:
         yield engine
 
 

@@ -500,11 +500,56 @@ def copurchases_write(bought: Iterable[tuple[str, OrderFact, int]]) -> Write | N
     return Write(_ADD_COPURCHASES_RAW, params(_COPURCHASE, rows))
 
 
+def _probed(table: str, keys: str, match: str, *, carried: str = "") -> str:
+    """`(SELECT [carried,] r.ctid AS row FROM <keys> CROSS JOIN LATERAL (<the rows of `table` where `match`>)
+    r)`: the rows of `table` that each of `keys` names, found by one index probe a key, to be joined to the
+    table by `ctid` (a TID scan a row), with what `carried` takes of their key.
+
+    Why not a plain join of the keys with the table: a new store's tables grow by tens of thousands of rows
+    before their first automatic ANALYZE, and planned from the statistics of their first moments the join
+    was a hash of the keys and a sequential scan of the whole table for every batch (custom plans do not
+    help: they use the same statistics). OFFSET 0 keeps the subquery from being flattened back into that
+    join; the TID join then stays a probe. Its cost grows with the batch's keys, not with the table.
+
+    Joined by `ctid`, a row updated by another transaction after this statement began would be skipped
+    where a join on the key would re-check the new version and take it. No other transaction changes these
+    rows while this one runs: they are the rows of customers whose profiles this transaction holds locked
+    (a batch's or a timer round's), and whoever writes a customer's rows holds its profile's lock."""
+    selected = f"{carried}, r.ctid" if carried else "r.ctid"
+    return (
+        f"(SELECT {selected} AS row FROM {keys} "  # noqa: S608 - our own names
+        f"CROSS JOIN LATERAL (SELECT ctid FROM segmenter.{table} WHERE {match} OFFSET 0) r)"
+    )
+
+
+def _deleting(table: str, keys: str, match: str) -> str:
+    """The DELETE of the rows of `table` that each of `keys` names, probed (`_probed`)."""
+    return f"DELETE FROM segmenter.{table} t USING {_probed(table, keys, match)} d WHERE t.ctid = d.row"  # noqa: S608
+
+
 _TRANSITION = (
     "store_id", "customer_id", "dimension", "from_value", "to_value", "reason", "event_id", "occurred_at",
 )  # fmt: skip
 # In the order given, so ids (which break ties in a customer's history) follow the history.
 _ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
+
+
+# One statement for both steps (`unnest.chained`): the DELETE sees the rows as they stood when the statement
+# began, never the ones it inserts (the table has no unique key but its identity column), so it is the old
+# DELETE followed by the old INSERT, in one round trip. The old rows are found by a probe of the customer
+# index each (`_probed`): as a join, a batch's keys were a merge join that read and sorted the whole table,
+# growing with it. Replaying the benchmark's mix in batches of 3,000 events, the statement (with its INSERT)
+# took 13-17 ms a batch at the median against 40-43, 0.9-1.1 s in all against 2.4-2.8 (four alternated
+# replays each). Migration 0005 keeps the store's time index from serving the probes.
+_REPLACE_HISTORIES_RAW = positional(
+    _deleting(
+        "transitions",
+        "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[])) "
+        "AS g(store_id, customer_id)",
+        "store_id = g.store_id AND customer_id = g.customer_id",
+    ),
+    _ADD_TRANSITIONS,
+)
 
 
 def histories_write(changed: Iterable[Profile]) -> Write | None:
@@ -540,56 +585,15 @@ _SET_TIMERS = insert_rows(
 )
 
 
-def _probed(table: str, keys: str, match: str, *, carried: str = "") -> str:
-    """`(SELECT [carried,] r.ctid AS row FROM <keys> CROSS JOIN LATERAL (<the rows of `table` where `match`>)
-    r)`: the rows of `table` that each of `keys` names, found by one index probe a key, to be joined to the
-    table by `ctid` (a TID scan a row), with what `carried` takes of their key.
-
-    Why not a plain join of the keys with the table: a new store's tables grow by tens of thousands of rows
-    before their first automatic ANALYZE, and planned from the statistics of their first moments the join
-    was a hash of the keys and a sequential scan of the whole table for every batch (custom plans do not
-    help: they use the same statistics). OFFSET 0 keeps the subquery from being flattened back into that
-    join; the TID join then stays a probe. Its cost grows with the batch's keys, not with the table.
-
-    Joined by `ctid`, a row updated by another transaction after this statement began would be skipped
-    where a join on the key would re-check the new version and take it. No other transaction changes these
-    rows while this one runs: they are the rows of customers whose profiles this transaction holds locked
-    (a batch's or a timer round's), and whoever writes a customer's rows holds its profile's lock."""
-    selected = f"{carried}, r.ctid" if carried else "r.ctid"
-    return (
-        f"(SELECT {selected} AS row FROM {keys} "  # noqa: S608 - our own names
-        f"CROSS JOIN LATERAL (SELECT ctid FROM segmenter.{table} WHERE {match} OFFSET 0) r)"
-    )
-
-
-# One statement for both steps (`unnest.chained`): the DELETE sees the rows as they stood when the statement
-# began, never the ones it inserts (the table has no unique key but its identity column), so it is the old
-# DELETE followed by the old INSERT, in one round trip. The old rows are found by a probe of the customer
-# index each (`_probed`): as a join, a batch's keys were a merge join that read and sorted the whole table,
-# growing with it. Replaying the benchmark's mix in batches of 3,000 events, the statement (with its INSERT)
-# took 13-17 ms a batch at the median against 40-43, 0.9-1.1 s in all against 2.4-2.8 (four alternated
-# replays each). Migration 0005 keeps the store's time index from serving the probes.
-_GONE_HISTORIES = _probed(
-    "transitions",
-    "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[])) AS g(store_id, customer_id)",
-    "store_id = g.store_id AND customer_id = g.customer_id",
-)
-_REPLACE_HISTORIES_RAW = positional(
-    f"DELETE FROM segmenter.transitions t USING {_GONE_HISTORIES} d WHERE t.ctid = d.row",  # noqa: S608 - ours
-    _ADD_TRANSITIONS,
-)
-
-
 # Timers set (or moved) and timers deleted, in one statement: a key is never both (one due time per key),
 # so the two parts touch different rows. The deleted ones are found by a probe of the primary key each.
-_GONE_TIMERS = _probed(
-    "timers",
-    "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), CAST(:gone_kind AS text[])) "
-    "AS g(store_id, customer_id, kind)",
-    "store_id = g.store_id AND customer_id = g.customer_id AND kind = g.kind",
-)
 _APPLY_TIMERS_RAW = positional(
-    f"DELETE FROM segmenter.timers t USING {_GONE_TIMERS} d WHERE t.ctid = d.row",  # noqa: S608 - ours
+    _deleting(
+        "timers",
+        "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), "
+        "CAST(:gone_kind AS text[])) AS g(store_id, customer_id, kind)",
+        "store_id = g.store_id AND customer_id = g.customer_id AND kind = g.kind",
+    ),
     _SET_TIMERS,
 )
 
@@ -637,7 +641,7 @@ _MOVES = ", ".join(
 _REPOINT = text(
     "WITH m AS (SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), "  # noqa: S608
     f"CAST(:survivors AS text[])) AS m(store_id, absorbed, survivor)), {_MOVES} "
-    f"DELETE FROM segmenter.timers t USING {_probed('timers', 'm', _ABSORBED)} x WHERE t.ctid = x.row"
+    + _deleting("timers", "m", _ABSORBED)
 )
 _REPOINT_RAW = positional(_REPOINT)
 
