@@ -50,6 +50,7 @@ profiles = Table(
     Column("last_order_at", DateTime(timezone=True)),
     Column("survey_level", String(20), nullable=False),
     Column("merged_into", String(400)),
+    # Compressed with lz4 where PostgreSQL has it (migration 0006): SQLAlchemy has no word for it.
     Column("facts", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_profiles_store_email", "store_id", "email"),
