@@ -4,13 +4,13 @@ PostgreSQL compresses a row's largest values when the row passes about 2 kB. Ove
 200,000-event mix, three in ten profiles pass it (their documents' text 2.3 kB at the 90th percentile), and
 each batch that changes one compresses its whole document again: with pglz, PostgreSQL's default, a batch's
 profile upsert took 81.6-83.1 ms at the median (batches of 3,000 events, 4 replays); with lz4 72.8-73.7 (4
-replays alternated with them; bench/README.md, thirty-third round). lz4 also reads back faster. The rows and
-the documents' values are the same: only how PostgreSQL stores the larger ones changes.
+replays alternated with them; bench/README.md, thirty-third round). The rows and the documents' values are
+the same: only how PostgreSQL stores the larger ones changes.
 
 A column's compression applies to the values written after it is set, so existing documents change over as
 their profiles are written again; nothing is rewritten here, and the statement takes a moment whatever the
 table's size. A server built without lz4 (PostgreSQL's `--with-lz4`; the official images and Debian's
-packages have it) refuses the method: the column then keeps its default, and the migration says so.
+packages have it) refuses the method: the column then keeps its default, and the server logs a warning.
 
 Revision ID: 0006
 Revises: 0005
