@@ -167,6 +167,8 @@ class ConsumerPipeline(Generic[T]):
         poll_timeout_ms: int = 100,
         decode_ahead: int = 0,
         catch_up_ms: int = 0,
+        prepare: Callable[[Sequence[T]], None] | None = None,
+        unprepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._name = name
         self._consumer_factory = consumer_factory
@@ -181,6 +183,13 @@ class ConsumerPipeline(Generic[T]):
         # the handler's waits for the database: that CPU work then overlaps PostgreSQL's instead of
         # following it. Bounded because a decoded event holds several times its bytes.
         self._decode_ahead = decode_ahead
+        # With `prepare`, a batch read ahead is decoded whole, and its valid values (as `handle` will get
+        # them, the same objects in the same order, unless a rebalance cuts the batch first) go to
+        # `prepare` while the batch in hand is still handled: the handler may start on them (the segmenter
+        # sends their claim). `unprepare` says the values prepared will not be handled as they were
+        # (a rebalance cut the batch, or the consumer stops).
+        self._prepare = prepare
+        self._unprepare = unprepare
         # With `catch_up_ms`, a batch taken from records the consumer had buffered while the previous batch
         # was handled is topped up by one more poll, waiting at most that long (see _caught_up).
         self._catch_up_ms = catch_up_ms
@@ -208,6 +217,8 @@ class ConsumerPipeline(Generic[T]):
                     taken = await ahead
                     ahead = None
                     batches, decoded = self._still_assigned(consumer, taken)
+                    if batches is not taken.batches:
+                        await self._unprepared()
                 else:
                     called = time.monotonic()
                     batches = await consumer.getmany(
@@ -229,6 +240,8 @@ class ConsumerPipeline(Generic[T]):
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
+            with contextlib.suppress(Exception):
+                await self._unprepared()
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
@@ -263,18 +276,28 @@ class ConsumerPipeline(Generic[T]):
         return merged
 
     async def _read_ahead(self, consumer: Consumer) -> _Ahead[T]:
-        """The next batch as the consumer holds it now (no wait), and its first records decoded."""
+        """The next batch as the consumer holds it now (no wait), and its first records decoded (all of
+        them, prepared, with `prepare`)."""
         batches = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
         decoded: list[T | Invalid] = []
+        limit = self._max_records if self._prepare is not None else self._decode_ahead
         for record in _in_order(batches):
-            if len(decoded) >= self._decode_ahead:
+            if len(decoded) >= limit:
                 break
             if decoded and len(decoded) % _AHEAD_SLICE == 0:
                 # Let the batch in hand go on as soon as the database answers it: its statements come
                 # first, this only fills their waits.
                 await asyncio.sleep(0)
             decoded.append(self._decoded(record))
+        if self._prepare is not None:
+            values = [value for value in decoded if not isinstance(value, Invalid)]
+            if values:
+                self._prepare(values)
         return _Ahead(batches, decoded)
+
+    async def _unprepared(self) -> None:
+        if self._unprepare is not None:
+            await self._unprepare()
 
     def _still_assigned(self, consumer: Consumer, taken: _Ahead[T]) -> tuple[Batches, list[T | Invalid]]:
         """A batch read ahead, less the partitions a rebalance took from us meanwhile (their new owner reads

@@ -68,13 +68,15 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             on_outbox_written=relay.wake,
             profile_cache=profile_cache,
         )
-        # The consumer's batches run one at a time on one connection kept between them.
+        # The consumer's batches run one at a time on one connection kept between them; in a backlog, each
+        # batch's claim is sent on another while the batch before is handled (claim_ahead.py).
         processor = FunnelProcessor(
             runtime.engine,
             runtime.stores,
             on_outbox_written=relay.wake,
             profile_cache=profile_cache,
             hold_connection=True,
+            claim_ahead=True,
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="segmenter",
@@ -87,6 +89,8 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,
             decode_ahead=SEGMENTER_DECODE_AHEAD,
+            prepare=processor.send_ahead,  # type: ignore[arg-type]
+            unprepare=processor.drop_ahead,
             # Live traffic: a batch also takes what reached the broker while the previous one was handled.
             catch_up_ms=LIVE_CATCH_UP_MS,
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
@@ -26,6 +27,7 @@ from services.segmenter.domain.funnel import (
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
+from services.segmenter.entrypoints.claim_ahead import ClaimAhead
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE
 from shared.kept_connection import KeptConnection
@@ -65,6 +67,12 @@ class _Keys:
         )
 
 
+# What a claim gave (the (store, event) pairs seen for the first time) with the batch's look-up keys.
+_Claimed = tuple[set[tuple[str, str]], _Keys]
+# What a batch's transaction gave: outbox rows written, the writer of its profiles, its changes.
+_Batch = tuple[int, repository.Writer | None, Changes]
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     """What a batch read before deciding: the identities its events name, the profiles they resolve to
@@ -97,6 +105,7 @@ class FunnelProcessor:
         *,
         profile_cache: ProfileCache | None = None,
         hold_connection: bool = False,
+        claim_ahead: bool = False,
     ) -> None:
         self._engine = engine
         self._stores = stores
@@ -107,15 +116,40 @@ class FunnelProcessor:
         # at batches of 100 events, 297 -> 248 us of CPU an event while checkouts were still pinged. `close`
         # gives it back.
         self._connections = KeptConnection(engine, keep=hold_connection)
+        # With `claim_ahead`, the consumer's next batch, handed over by `send_ahead` while this one is
+        # handled, has its transaction begun and its claim sent at once on a connection of its own
+        # (claim_ahead.py).
+        self._ahead: ClaimAhead[StorefrontEvent, _Claimed] | None = (
+            ClaimAhead(engine, self._claim) if claim_ahead else None
+        )
 
     async def close(self) -> None:
-        """Give the connection kept between batches back to the pool (nothing to do without one)."""
+        """Roll back a claim sent ahead, and give the connections kept between batches back to the pool."""
+        if self._ahead is not None:
+            await self._ahead.close()
         await self._connections.close()
+
+    def send_ahead(self, events: Sequence[StorefrontEvent]) -> None:
+        """The next batch, as the next call will get it: its claim is sent as soon as the batch in hand has
+        claimed (with `claim_ahead`; nothing otherwise)."""
+        if self._ahead is not None:
+            self._ahead.send(events)
+
+    async def drop_ahead(self) -> None:
+        """The batch sent ahead will not come as it was: its claim is rolled back."""
+        if self._ahead is not None:
+            await self._ahead.clear()
+            self._ahead.release()
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
         for event in events:
             standardise_event(event)
-        written, writer, changes = await self._connections.transaction(lambda conn: self._batch(conn, events))
+        ahead = self._ahead
+        if ahead is None:
+            result = await self._connections.transaction(lambda conn: self._batch(conn, events))
+        else:
+            result = await self._claimed_ahead(ahead, events)
+        written, writer, changes = result
         # Committed: these rows now hold what this transaction wrote.
         for p in changes.written:
             assert writer is not None
@@ -123,19 +157,52 @@ class FunnelProcessor:
         if written:
             self._on_outbox_written()
 
-    async def _batch(
-        self, conn: AsyncConnection, events: Sequence[StorefrontEvent]
-    ) -> tuple[int, repository.Writer | None, Changes]:
+    async def _claimed_ahead(
+        self, ahead: ClaimAhead[StorefrontEvent, _Claimed], events: Sequence[StorefrontEvent]
+    ) -> _Batch:
+        """The batch on the transaction its claim was sent ahead in, if it was; otherwise as without."""
+        begun = await ahead.take(events)
+        if begun is not None:
+            first_seen, keys = begun.claimed
+            try:
+                return await ahead.finish(
+                    begun, lambda conn: self._after_claim(conn, events, first_seen, keys)
+                )
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # Its connection died while it waited for the batch before (a restart, an idle-transaction
+                # timeout): as a kept connection found dead, the batch is done again at once, claim and all.
+                await ahead.clear()
+        try:
+            return await self._connections.transaction(lambda conn: self._batch(conn, events))
+        finally:
+            ahead.release()
+
+    async def _claim(self, conn: AsyncConnection, events: Sequence[StorefrontEvent]) -> _Claimed:
+        """A batch's first statement: its events' ids recorded, those seen for the first time returned."""
         # The claim goes out first, and while PostgreSQL inserts the batch's ids, what the look-ups need of
         # the events is worked out for all of them (a duplicate is rare; when there is one, again for the
         # fresh ones): that CPU then overlaps the claim instead of following it. The claim stays first: sent
         # after the look-ups instead, to run while the batch is decided, it gained one process 2 % and cost
         # two processes as much (bench/README.md, fourteenth round), whose consumers claim while they would
         # otherwise wait for each other's profile locks.
-        first_seen, keys = await alongside(
+        return await alongside(
             repository.claim_events(conn, [(e.event_id, e.store_id) for e in events]),
             lambda: _Keys.of(events),
         )
+
+    async def _batch(self, conn: AsyncConnection, events: Sequence[StorefrontEvent]) -> _Batch:
+        first_seen, keys = await self._claim(conn, events)
+        return await self._after_claim(conn, events, first_seen, keys)
+
+    async def _after_claim(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[StorefrontEvent],
+        first_seen: set[tuple[str, str]],
+        keys: _Keys,
+    ) -> _Batch:
         fresh = first_copies(events, first_seen)
         DUPLICATES.inc(len(events) - len(fresh))
         if not fresh:

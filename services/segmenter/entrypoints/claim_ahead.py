@@ -1,0 +1,229 @@
+"""The next batch's transaction begun, and its claim sent, while the batch before it is still handled.
+
+A backlog's batch spends about a tenth of its time in its claim (PostgreSQL inserting its event ids), while
+the client waits; the batch before it, meanwhile, spends most of its own in the client's CPU while PostgreSQL
+waits. Begun on a connection of its own as soon as the consumer has decoded it, the next batch's claim runs
+in that time instead (bench/README.md, thirty-fourth round). The rest of the batch (its look-ups, decisions
+and writes) runs on the same transaction once the batch before it committed, so the batches' effects come in
+the same order as without.
+
+What keeps this safe, as `FunnelProcessor` uses it:
+- A claim starts only once the claim before it is done: a batch's claim is never overtaken by the next
+  one's, so an event in both is the first batch's, as without (the second's claim waits for the first's
+  transaction, which never waits for the second: it has claimed already, and the later steps touch no claim).
+- A claim sent ahead is used only by a call for exactly the batch it was sent for (the same event objects,
+  in the same order); any other call (a retry, the isolation of a bad message, a batch a rebalance cut)
+  first rolls it back, so no batch ever waits for claims held by one that will not run before it.
+- A batch handled without a claim sent ahead holds back the next batch's claim until it is done, retries of
+  its own included (`take` and `release`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+E = TypeVar("E")  # a batch's event
+C = TypeVar("C")  # what a claim returns
+R = TypeVar("R")
+
+CLAIMS_AHEAD = Counter(
+    "segmenter_claims_ahead_total",
+    "Batches whose claim was sent while the batch before was handled, by what became of it",
+    ["outcome"],
+)
+
+# Connections kept for the claims sent ahead: one for the batch being handled, one for the next one's claim.
+_SPARES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Begun(Generic[C]):
+    """A batch's transaction, begun on `conn`, and what its claim returned."""
+
+    conn: AsyncConnection
+    trans: AsyncTransaction
+    claimed: C
+
+
+@dataclass(slots=True)
+class _Next(Generic[E, C]):
+    """The next batch's claim: the events it is for, and the task that begins its transaction and claims."""
+
+    events: Sequence[E]
+    task: asyncio.Task[Begun[C]] = field(init=False)
+    sent: bool = False  # the claim is on its way (or done): cancelling is then no longer the way out
+
+    def is_for(self, events: Sequence[E]) -> bool:
+        mine = self.events
+        return len(mine) == len(events) and all(a is b for a, b in zip(mine, events, strict=True))
+
+
+class ClaimAhead(Generic[E, C]):
+    """Claims sent ahead for one consumer's batches, handled one at a time. `claim(conn, events)` runs in the
+    transaction begun for `events`; it is what the batch's handling would have run first."""
+
+    def __init__(self, engine: AsyncEngine, claim: Callable[[AsyncConnection, Sequence[E]], Awaitable[C]]):
+        self._engine = engine
+        self._claim = claim
+        self._next: _Next[E, C] | None = None
+        # Done when the latest claim of this consumer's is: the one the next claim sent ahead waits for.
+        self._last: asyncio.Future[None] | None = None
+        # Unresolved while a batch claims for itself (`take` gave None): every claim sent meanwhile waits.
+        self._held: asyncio.Future[None] | None = None
+        self._spares: list[AsyncConnection] = []
+
+    def send(self, events: Sequence[E]) -> None:
+        """Begin `events`'s transaction and send its claim as soon as the claim in flight is done (now when
+        none is). A claim sent before for other events and not taken is rolled back first."""
+        old = self._next
+        after = self._held if self._held is not None else self._last
+        entry: _Next[E, C] = _Next(events)
+        entry.task = asyncio.create_task(self._begin(entry, old, after))
+        self._next = entry
+        self._last = _done_when(entry.task)
+
+    async def take(self, events: Sequence[E]) -> Begun[C] | None:
+        """The transaction begun and claimed for exactly `events`, if one was; otherwise None, and then no
+        other claim of ours is open or in flight, and none starts until `release` is called: the caller
+        claims `events` itself."""
+        entry, self._next = self._next, None
+        if entry is not None and entry.is_for(events):
+            begun = await _outcome(entry)
+            if begun is not None:
+                CLAIMS_AHEAD.labels("used").inc()
+                return begun
+            entry = None  # failed, and nothing to roll back; another may have been sent meanwhile
+        await self.clear(entry)
+        return None
+
+    async def clear(self, entry: _Next[E, C] | None = None) -> None:
+        """Roll back every claim sent ahead (`entry`, taken from the slot already, and the slot's), and hold
+        back those sent from now on until `release`."""
+        if self._held is None:
+            self._held = asyncio.get_running_loop().create_future()
+        if entry is not None:
+            await self._discard(entry)
+        # One more may have been sent while that was rolled back: it waits for `release`, and is not needed.
+        while (sent := self._next) is not None:
+            self._next = None
+            await self._discard(sent)
+
+    def release(self) -> None:
+        """The batch that `take` left to its caller has claimed and is done (committed or not)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.set_result(None)
+
+    async def finish(self, begun: Begun[C], work: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        """`work(conn)` in the begun transaction, committed when it returns (rolled back when it raises)."""
+        try:
+            result = await work(begun.conn)
+            await begun.trans.commit()
+        except BaseException:
+            await _drop(begun.conn)
+            raise
+        await self._give(begun.conn)
+        return result
+
+    async def close(self) -> None:
+        """Roll back a claim sent ahead (the consumer stops, or its batch will not be handled) and close the
+        connections kept for them."""
+        entry, self._next = self._next, None
+        if entry is not None:
+            entry.task.cancel()
+            with contextlib.suppress(BaseException):
+                begun = await entry.task
+                await _drop(begun.conn)
+        spares, self._spares = self._spares, []
+        for conn in spares:
+            await _drop(conn)
+
+    async def _begin(
+        self, entry: _Next[E, C], old: _Next[E, C] | None, after: Awaitable[None] | None
+    ) -> Begun[C]:
+        if old is not None:
+            # Shielded: cancelled meanwhile, this task must still not leave the old claim's transaction open.
+            await asyncio.shield(self._discard(old))
+        if after is not None:
+            await after
+        entry.sent = True
+        conn = self._spares.pop() if self._spares else await self._engine.connect()
+        try:
+            trans = await conn.begin()
+            claimed = await self._claim(conn, entry.events)
+        except BaseException:
+            await _drop(conn)
+            raise
+        return Begun(conn, trans, claimed)
+
+    async def _discard(self, entry: _Next[E, C]) -> None:
+        """Roll back a claim sent ahead that will not be used. One still waiting for the claim before it is
+        cancelled; one on its way is waited for (it waits, if at all, only for other consumers' transactions,
+        never for ours: we hold none open while we discard), then rolled back."""
+        if not entry.sent:
+            entry.task.cancel()
+        begun = await _outcome(entry)
+        if begun is None:
+            return
+        CLAIMS_AHEAD.labels("rolled_back").inc()
+        try:
+            await begun.trans.rollback()
+        except Exception:
+            await _drop(begun.conn)
+        else:
+            await self._give(begun.conn)
+
+    async def _give(self, conn: AsyncConnection) -> None:
+        if len(self._spares) < _SPARES:
+            self._spares.append(conn)
+        else:
+            # More than needed (a claim was sent while another was rolled back): back to the pool.
+            await conn.close()
+
+
+async def _outcome(entry: _Next[E, C]) -> Begun[C] | None:
+    """What the entry's task gave: its begun transaction, or None when it failed or was cancelled (a failed
+    claim sent ahead is only a lost overlap: the batch claims again in its own call)."""
+    try:
+        return await entry.task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are cancelled ourselves (which cancelled the task too)
+        return None
+    except Exception as exc:
+        CLAIMS_AHEAD.labels("failed").inc()
+        log.warning("claim_ahead_failed", error=type(exc).__name__)
+        return None
+
+
+def _done_when(task: asyncio.Task[object]) -> asyncio.Future[None]:
+    """A future resolved when `task` ends, however it ends."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def resolve(_: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    task.add_done_callback(resolve)
+    return done
+
+
+async def _drop(conn: AsyncConnection) -> None:
+    """Close a connection whose state is unknown (a failure or a cancellation mid-statement): invalidated,
+    so it is not given back to the pool; the server rolls its transaction back."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()
