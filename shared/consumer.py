@@ -230,7 +230,8 @@ class ConsumerPipeline(Generic[T]):
                 if not batches:
                     continue
                 # Only a full batch says more is waiting; live traffic's small polls are left as they are.
-                if self._decode_ahead and sum(len(r) for r in batches.values()) >= self._max_records:
+                reads_ahead = self._decode_ahead or self._prepare is not None
+                if reads_ahead and sum(len(r) for r in batches.values()) >= self._max_records:
                     ahead = asyncio.create_task(self._read_ahead(consumer))
                 await self.process(consumer, batches, decoded)
         finally:

@@ -56,9 +56,13 @@ def storefront_pipeline(
     dlq_producer: AIOKafkaProducer | None = None,
     dlq_limit: int = 100,
     max_records: int = 1000,
+    prepare: Callable[[Sequence[StorefrontEvent]], None] | None = None,
+    unprepare: Callable[[], Awaitable[None]] | None = None,
     **consumer_options: Any,
 ) -> ConsumerPipeline[StorefrontEvent]:
-    """The consumer pipeline as the segmenter runs it, on a test topic and group of the test's choosing."""
+    """The consumer pipeline as the segmenter runs it, on a test topic and group of the test's choosing
+    (with `prepare`, each batch read ahead is handed over while the one before is handled, as the
+    segmenter hands it to its processor's `send_ahead`)."""
     return ConsumerPipeline(
         name=f"test-{group}",
         consumer_factory=lambda: AIOKafkaConsumer(
@@ -74,4 +78,6 @@ def storefront_pipeline(
         handle=handle,
         dlq_limit=DlqLimit(max_consecutive_invalid=dlq_limit),
         max_records=max_records,
+        prepare=prepare,
+        unprepare=unprepare,
     )

@@ -31,6 +31,7 @@ from services.segmenter.entrypoints.claim_ahead import ClaimAhead
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE
 from shared.kept_connection import KeptConnection
+from shared.raw_sql import ConnectionLost
 from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent
 from shared.stores import StoreRegistry
 
@@ -168,11 +169,12 @@ class FunnelProcessor:
                 return await ahead.finish(
                     begun, lambda conn: self._after_claim(conn, events, first_seen, keys)
                 )
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
+            except (DBAPIError, ConnectionLost) as exc:
+                if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
                     raise
                 # Its connection died while it waited for the batch before (a restart, an idle-transaction
                 # timeout): as a kept connection found dead, the batch is done again at once, claim and all.
+                # (Its next statement goes to asyncpg directly, whose loss is ConnectionLost.)
                 await ahead.clear()
         try:
             return await self._connections.transaction(lambda conn: self._batch(conn, events))

@@ -1,0 +1,372 @@
+"""Claims sent ahead (services/segmenter/entrypoints/claim_ahead.py), against a real PostgreSQL: the next
+batch's claim runs in its own open transaction while the batch before is handled, and that batch then
+commits on it; an event in both batches counts once; any other call first rolls the claim sent ahead back,
+so a retried or isolated batch never waits on it; dropping it, closing the processor or losing its
+connection leaves nothing held and nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from deploy.devstack.postgres import PostgresServer
+from services.segmenter.adapters.tables import profiles, transitions
+from services.segmenter.entrypoints.claim_ahead import CLAIMS_AHEAD
+from services.segmenter.entrypoints.processor import FunnelProcessor
+from shared.consumer import ConsumerPipeline
+from shared.db import upgrade_to_head
+from shared.settings import REPO_ROOT
+from shared.storefront_event_structs import StorefrontEvent
+from tests.integration.test_segmenter_engine import (
+    _drain,
+    _history,
+    _publish,
+    _snapshot,
+    _topic,
+    order,
+    registry,
+)
+from tests.integration.test_segmenter_held_connection import checked_out
+from tests.integration.test_segmenter_profile_cache import stored
+from tests.kafka_helpers import committed, storefront_pipeline
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def processor(engine: AsyncEngine, store_id: str) -> AsyncIterator[FunnelProcessor]:
+    processor = FunnelProcessor(engine, registry(store_id), hold_connection=True, claim_ahead=True)
+    yield processor
+    await processor.close()
+
+
+def outcomes() -> dict[str, float]:
+    return {
+        s.labels["outcome"]: s.value
+        for m in CLAIMS_AHEAD.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+
+
+def grew(before: dict[str, float], outcome: str) -> float:
+    return outcomes().get(outcome, 0.0) - before.get(outcome, 0.0)
+
+
+def buyer(store_id: str, name: str, n: int = 1) -> StorefrontEvent:
+    who = {"store_customer_id": name, "email": f"{name}@x.io"}
+    return order(store_id, who, f"{name}-o{n}", T0 + timedelta(days=n))
+
+
+async def claim_held_open(engine: AsyncEngine, event: StorefrontEvent) -> bool:
+    """Whether another transaction holds the event's claim uncommitted: our own insert of it must wait for
+    that transaction (and gives up after 200 ms). Tried in a transaction rolled back, claiming nothing."""
+    refused: DBAPIError | None = None
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        try:
+            await conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            await conn.execute(
+                text(
+                    "INSERT INTO segmenter.processed_events (store_id, event_id) VALUES (:s, :e) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                {"s": event.store_id, "e": event.event_id},
+            )
+        except DBAPIError as exc:
+            refused = exc
+        finally:
+            await trans.rollback()
+    if refused is None:
+        return False
+    assert "lock timeout" in str(refused.orig)
+    return True
+
+
+async def until_held(engine: AsyncEngine, event: StorefrontEvent) -> None:
+    for _ in range(100):
+        if await claim_held_open(engine, event):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the claim sent ahead was not held open")
+
+
+async def claimed_in_db(engine: AsyncEngine, event: StorefrontEvent) -> bool:
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT 1 FROM segmenter.processed_events WHERE store_id = :s AND event_id = :e"),
+            {"s": event.store_id, "e": event.event_id},
+        )
+        return found.first() is not None
+
+
+async def orders_of(engine: AsyncEngine, store_id: str, customer: str) -> list[str]:
+    return [o.order_id for o in (await stored(engine, store_id, customer)).orders]
+
+
+async def test_the_next_batch_claims_in_its_own_transaction_and_then_commits_on_it(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    before = outcomes()
+    await processor([buyer(store_id, "ann")])
+    second = [buyer(store_id, "bob")]
+    processor.send_ahead(second)
+    # Claimed, not committed: the claim's transaction waits, open, for its batch.
+    await until_held(engine, second[0])
+    assert not await claimed_in_db(engine, second[0])
+    await processor(second)
+    assert await claimed_in_db(engine, second[0])
+    assert await orders_of(engine, store_id, "bob") == ["bob-o1"]
+    assert grew(before, "used") == 1
+    assert grew(before, "rolled_back") == 0
+
+
+async def test_an_event_in_two_batches_counts_once_when_the_second_claims_ahead(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    before = outcomes()
+    ann = buyer(store_id, "ann")
+    bob = buyer(store_id, "bob")
+    again = msgspec.structs.replace(ann)  # ann's order delivered a second time, in the next batch
+    cid = buyer(store_id, "cid")
+    handling = asyncio.create_task(processor([ann, bob]))
+    await asyncio.sleep(0)  # the first batch has sent its claim
+    processor.send_ahead([again, cid])
+    await asyncio.wait_for(handling, 10)
+    await asyncio.wait_for(processor([again, cid]), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+    assert (await stored(engine, store_id, "ann")).orders_count == 1
+    assert await orders_of(engine, store_id, "cid") == ["cid-o1"]
+    assert grew(before, "used") == 1
+
+
+async def test_a_call_for_other_events_rolls_the_claim_sent_ahead_back_first(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    # As a retried batch, or a bad message's isolation, calls with other events than were sent ahead: the
+    # call claims events the claim sent ahead holds, and would wait for it forever if it were kept.
+    before = outcomes()
+    ann, bob = buyer(store_id, "ann"), buyer(store_id, "bob")
+    processor.send_ahead([ann, bob])
+    await until_held(engine, ann)
+    await asyncio.wait_for(processor([ann]), 10)
+    await asyncio.wait_for(processor([bob]), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+    assert await orders_of(engine, store_id, "bob") == ["bob-o1"]
+    assert grew(before, "rolled_back") == 1
+    assert grew(before, "used") == 0
+
+
+async def test_a_claim_sent_ahead_waits_for_a_batch_claiming_on_its_own(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    # The first batch claims on the kept connection, with no claim sent ahead for it; the next one's claim,
+    # sent while it runs, must not overtake it (an event in both would then be the second's, and the first
+    # would wait for it forever), and goes out once the first batch is done.
+    before = outcomes()
+    ann = buyer(store_id, "ann")
+    again = msgspec.structs.replace(ann)
+    handling = asyncio.create_task(processor([ann]))
+    await asyncio.sleep(0)  # the first batch has started, its claim not yet sent
+    processor.send_ahead([again])
+    await asyncio.wait_for(handling, 10)
+    await asyncio.wait_for(processor([again]), 10)
+    assert (await stored(engine, store_id, "ann")).orders_count == 1
+    assert grew(before, "used") == 1
+
+
+async def test_a_claim_dropped_is_rolled_back_and_another_instance_takes_its_events_at_once(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    ann = buyer(store_id, "ann")
+    processor.send_ahead([ann])
+    await until_held(engine, ann)
+    await processor.drop_ahead()  # a rebalance cut the batch: its partition's new owner reads it
+    assert not await claim_held_open(engine, ann)
+    other = FunnelProcessor(engine, registry(store_id))
+    await asyncio.wait_for(other([ann]), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+
+
+async def test_closing_rolls_the_claim_sent_ahead_back_and_gives_its_connections_back(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    processor = FunnelProcessor(engine, registry(store_id), hold_connection=True, claim_ahead=True)
+    before = checked_out(engine)
+    await processor([buyer(store_id, "ann")])
+    bob = buyer(store_id, "bob")
+    processor.send_ahead([bob])
+    await until_held(engine, bob)
+    assert checked_out(engine) == before + 2  # the kept connection and the claim's
+    await processor.close()
+    assert checked_out(engine) == before
+    assert not await claim_held_open(engine, bob)
+    assert not await claimed_in_db(engine, bob)
+
+
+async def test_a_claim_whose_connection_died_before_its_batch_came_is_made_again_and_commits(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    bob = buyer(store_id, "bob")
+    processor.send_ahead([bob])
+    await until_held(engine, bob)
+    async with engine.connect() as conn:
+        # As a restart, or idle_in_transaction_session_timeout, would end it.
+        ended = (
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'idle in transaction'"
+                )
+            )
+        ).all()
+        assert ended
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(processor([bob]), 10)
+    assert await orders_of(engine, store_id, "bob") == ["bob-o1"]
+
+
+async def drain(kafka_bootstrap: str, topic: str, group: str, processor: FunnelProcessor, total: int) -> None:
+    """Consume the topic's backlog in full batches of 25, each next batch's claim sent ahead."""
+    pipeline = storefront_pipeline(
+        kafka_bootstrap,
+        topic,
+        group,
+        processor,
+        max_records=25,
+        prepare=processor.send_ahead,
+        unprepare=processor.drop_ahead,
+    )
+    task = asyncio.create_task(pipeline.run_forever())
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while await committed(kafka_bootstrap, topic, group) < total:
+            assert not task.done(), task
+            assert asyncio.get_running_loop().time() < deadline, "the topic was not consumed in time"
+            await asyncio.sleep(0.2)
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(task, 20)
+        await processor.close()
+
+
+async def test_a_backlog_with_redelivered_events_gives_the_same_state_with_claims_sent_ahead(
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,
+    engine: AsyncEngine,
+    postgres_server: PostgresServer,
+    store_id: str,
+) -> None:
+    events = _history(store_id, 40, random.Random(11))
+    # Every seventh event delivered twice, the copy some records later: often in the next batch.
+    published = [e for i, e in enumerate(events) for e in ([e] if i % 7 else [e, e])]
+    published = published[::2] + published[1::2]
+    topic = await _topic(kafka_bootstrap, 3)
+    await _publish(producer, topic, published)
+    stores = registry(store_id)
+    before = outcomes()
+    ahead = FunnelProcessor(engine, stores, hold_connection=True, claim_ahead=True)
+    await drain(kafka_bootstrap, topic, "ahead", ahead, len(published))
+    assert grew(before, "used") > 0  # the backlog's batches did run on claims sent ahead
+    with_ahead = await _snapshot(engine, store_id)
+
+    url = postgres_server.create_database(f"ahead_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
+    empty = create_async_engine(url)
+    try:
+        await _drain(
+            kafka_bootstrap, topic, "plain", FunnelProcessor(empty, stores), len(published), empty, store_id
+        )
+        plain = await _snapshot(empty, store_id)
+    finally:
+        await empty.dispose()
+    assert with_ahead[0] == plain[0]
+    assert with_ahead[1] == plain[1]
+    assert len(plain[0]) >= 40
+
+
+async def test_two_instances_sending_claims_ahead_share_the_partitions_and_a_stop_loses_nothing(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, engine: AsyncEngine, store_id: str
+) -> None:
+    customers = 100
+    events = [
+        order(store_id, {"store_customer_id": f"c{n}"}, f"c{n}-o{k}", T0 + timedelta(days=k))
+        for k in range(3)
+        for n in range(customers)
+    ]
+    topic = await _topic(kafka_bootstrap, 4)
+    stores = registry(store_id)
+    seen: dict[str, int] = {"a": 0, "b": 0}
+
+    class Counting(FunnelProcessor):
+        def __init__(self, name: str) -> None:
+            super().__init__(engine, stores, hold_connection=True, claim_ahead=True)
+            self.name = name
+
+        async def __call__(self, batch: Sequence[StorefrontEvent]) -> None:
+            seen[self.name] += len(batch)
+            await asyncio.sleep(0.05)  # slow enough that both instances hold partitions mid-stream
+            await super().__call__(batch)
+
+    processors = {name: Counting(name) for name in seen}
+
+    def pipeline(name: str) -> ConsumerPipeline[StorefrontEvent]:
+        processor = processors[name]
+        return storefront_pipeline(
+            kafka_bootstrap,
+            topic,
+            "two-ahead",
+            processor,
+            max_records=20,
+            prepare=processor.send_ahead,
+            unprepare=processor.drop_ahead,
+            max_partition_fetch_bytes=4096,
+        )
+
+    a, b = pipeline("a"), pipeline("b")
+    task_a = asyncio.create_task(a.run_forever())
+    task_b = asyncio.create_task(b.run_forever())
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not (a.assignment() and b.assignment()):
+            assert asyncio.get_running_loop().time() < deadline, "both instances should get partitions"
+            await asyncio.sleep(0.05)
+        await _publish(producer, topic, events)
+        while seen["a"] == 0 or seen["b"] == 0:
+            assert asyncio.get_running_loop().time() < deadline, f"both should get events: {seen}"
+            await asyncio.sleep(0.05)
+        a.stop_after_batch()  # one instance leaves mid-stream, with a claim sent ahead, maybe
+        await asyncio.wait_for(task_a, 30)
+        while await committed(kafka_bootstrap, topic, "two-ahead") < len(events):
+            assert asyncio.get_running_loop().time() < deadline, "the survivor did not finish the topic"
+            await asyncio.sleep(0.2)
+    finally:
+        b.stop_after_batch()
+        a.stop_after_batch()
+        await asyncio.wait_for(asyncio.gather(task_a, task_b, return_exceptions=True), 30)
+        for processor in processors.values():
+            await processor.close()
+    async with engine.connect() as conn:
+        counts = (
+            await conn.execute(
+                select(profiles.c.orders_count, profiles.c.stage).where(profiles.c.store_id == store_id)
+            )
+        ).all()
+        moves = (
+            await conn.execute(select(transitions.c.customer_id).where(transitions.c.store_id == store_id))
+        ).all()
+    assert sorted(counts) == [(3, "loyal")] * customers
+    assert len(moves) == 3 * customers  # first_time, repeat, loyal: nothing lost, nothing twice
