@@ -24,12 +24,6 @@ from shared.storefront_event_structs import StorefrontEvent, decode_storefront_e
 
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
-# While a backlog's batch is handled, the next batch's first events are decoded in its waits for the
-# database (shared/consumer.py). Bounded because a decoded event holds more than its bytes: about 5 KB as
-# the contract's pydantic models (the segmenter's peak over the benchmark's 200,000 events was 157 MiB
-# without, 167 with 1,500 ahead and 174 with a whole batch of 3,000), 1.3 kB allocated as the Structs it
-# decodes now (peak 151-152 MiB with 1,500 ahead).
-SEGMENTER_DECODE_AHEAD = 1500
 
 
 def decode_decidable(raw: bytes) -> StorefrontEvent:
@@ -88,7 +82,10 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             handle=processor,  # type: ignore[arg-type]
             dlq_limit=DlqLimit(settings.segmenter_dlq_max_consecutive_invalid),
             max_records=settings.segmenter_max_batch,
-            decode_ahead=SEGMENTER_DECODE_AHEAD,
+            # While a backlog's batch is handled, the next one is decoded in its waits for the database,
+            # whole, and handed over so that its claim is sent ahead. A decoded event holds more than its
+            # bytes (1.3 kB allocated as the Structs it decodes): the segmenter's peak over the benchmark's
+            # 200,000 events was 151-153 MiB with 1,500 of them decoded ahead, 155-157 with all 3,000.
             prepare=processor.send_ahead,  # type: ignore[arg-type]
             unprepare=processor.drop_ahead,
             # Live traffic: a batch also takes what reached the broker while the previous one was handled.
