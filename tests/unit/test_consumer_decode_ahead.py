@@ -6,7 +6,7 @@ partition a rebalance took away meanwhile."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,9 +40,13 @@ async def consume(
     max_records: int,
     decode_ahead: int,
     revoke_after_first: TopicPartition | None = None,
+    prepare: Callable[[Sequence[StorefrontEvent]], None] | None = None,
+    unprepare: Callable[[], Awaitable[None]] | None = None,
+    handled: Callable[[Sequence[StorefrontEvent]], None] = lambda _: None,
 ) -> Run:
     """Run a pipeline over `values` until every record is committed; optionally take a partition away from
-    the member once the first batch was handled (as a rebalance would)."""
+    the member once the first batch was handled (as a rebalance would). `prepare` and `unprepare` go to the
+    pipeline; `handled` sees each batch's values as they are handled."""
     journal = Journal()
     consumer = FakeConsumer.of(journal, values)
     total = sum(len(v) for v in values.values())
@@ -54,6 +58,7 @@ async def consume(
         await asyncio.sleep(0)
         journal.entries.append(("handle", len(events)))
         batches.append([e.event_id for e in events])
+        handled(events)
         if revoke_after_first is not None and len(batches) == 1:
             consumer.logs.pop(revoke_after_first)
 
@@ -65,6 +70,8 @@ async def consume(
         handle=handle,
         max_records=max_records,
         decode_ahead=decode_ahead,
+        prepare=prepare,
+        unprepare=unprepare,
     )
     original_commit = consumer.commit
 

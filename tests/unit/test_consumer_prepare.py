@@ -6,16 +6,13 @@ stops. The batches handled, dead letters and commits stay those of a pipeline wi
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from shared.consumer import ConsumerPipeline
-from shared.events import StorefrontEvent, decode_event
-from tests.kafka_fakes import FakeConsumer, FakeProducer, Journal
-from tests.unit.test_consumer_decode_ahead import TOPIC, VALUES, consume, good
+from shared.events import StorefrontEvent
+from tests.unit.test_consumer_decode_ahead import TOPIC, VALUES, Run, consume, good
 
 
 @dataclass
@@ -48,48 +45,22 @@ async def run(
     *,
     max_records: int,
     revoke_after_first: TopicPartition | None = None,
-) -> tuple[Hooks, Journal, dict[TopicPartition, int]]:
-    journal = Journal()
-    consumer = FakeConsumer.of(journal, values)
-    total = sum(len(v) for v in values.values())
+) -> tuple[Hooks, Run]:
     hooks = Hooks()
-    consuming: ConsumerPipeline[StorefrontEvent]
-
-    async def handle(events: Sequence[StorefrontEvent]) -> None:
-        await asyncio.sleep(0)  # the database's wait: the next batch is read and prepared meanwhile
-        await asyncio.sleep(0)
-        journal.entries.append(("handle", len(events)))
-        hooks.handle(events)
-        if revoke_after_first is not None and sum(1 for c in hooks.calls if c[0] == "handle") == 1:
-            consumer.logs.pop(revoke_after_first)
-
-    consuming = ConsumerPipeline(
-        name="unit",
-        consumer_factory=lambda: consumer,
-        dlq_producer=lambda: FakeProducer(journal),
-        decode=decode_event,
-        handle=handle,
+    done = await consume(
+        values,
         max_records=max_records,
         decode_ahead=1,  # with `prepare`, the whole batch is decoded ahead all the same
+        revoke_after_first=revoke_after_first,
         prepare=hooks.prepare,
         unprepare=hooks.unprepare,
+        handled=hooks.handle,
     )
-    original_commit = consumer.commit
-
-    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
-        await original_commit(offsets)
-        if sum(consumer.committed.get(tp, 0) for tp in consumer.logs) >= min(
-            total, sum(len(r) for r in consumer.logs.values())
-        ):
-            consuming.stop_after_batch()
-
-    consumer.commit = commit  # type: ignore[method-assign]
-    await asyncio.wait_for(consuming.run_forever(), 10)
-    return hooks, journal, consumer.committed
+    return hooks, done
 
 
 async def test_each_batch_read_ahead_is_prepared_whole_and_handled_as_prepared() -> None:
-    hooks, journal, committed = await run(VALUES, max_records=3)
+    hooks, done = await run(VALUES, max_records=3)
     # Batches of 3 in partition order: (a, bad, b), (c, None, d), (e, {}, f), (g). Each but the first was
     # read while the one before it was handled (that one was full), and prepared with its valid values only.
     assert hooks.calls == [
@@ -105,8 +76,8 @@ async def test_each_batch_read_ahead_is_prepared_whole_and_handled_as_prepared()
     # Each batch after the first is handled with the very objects prepared for it.
     assert [same_objects(h, p) for h, p in zip(hooks.handled[1:], hooks.prepared, strict=True)] == [True] * 3
     plain = await consume(VALUES, max_records=3, decode_ahead=0)
-    assert journal.entries == plain.journal
-    assert committed == plain.committed
+    assert done.journal == plain.journal
+    assert done.committed == plain.committed
 
 
 async def test_a_batch_a_rebalance_cut_is_unprepared_before_the_rest_is_handled() -> None:
@@ -114,7 +85,7 @@ async def test_a_batch_a_rebalance_cut_is_unprepared_before_the_rest_is_handled(
         (TOPIC, 0): [good("a"), good("b"), good("x")],
         (TOPIC, 1): [good("c"), good("d")],
     }
-    hooks, _, committed = await run(values, max_records=2, revoke_after_first=TopicPartition(TOPIC, 1))
+    hooks, done = await run(values, max_records=2, revoke_after_first=TopicPartition(TOPIC, 1))
     # (x, c) were prepared while (a, b) was handled; then partition 1 went to another member: what was
     # prepared will not be handled as it was (its claim is rolled back), and x alone is handled.
     assert hooks.calls[:4] == [
@@ -123,18 +94,18 @@ async def test_a_batch_a_rebalance_cut_is_unprepared_before_the_rest_is_handled(
         ("unprepare", None),
         ("handle", ["x"]),
     ]
-    assert committed == {TopicPartition(TOPIC, 0): 3}
+    assert done.committed == {TopicPartition(TOPIC, 0): 3}
 
 
 async def test_a_batch_with_no_valid_value_is_not_prepared() -> None:
     values: dict[tuple[str, int], list[bytes | None]] = {
         (TOPIC, 0): [good("a"), good("b"), b"not json", None, good("c")],
     }
-    hooks, journal, committed = await run(values, max_records=2)
+    hooks, done = await run(values, max_records=2)
     assert [c for c in hooks.calls if c[0] != "unprepare"] == [
         ("handle", ["a", "b"]),
         ("prepare", ["c"]),
         ("handle", ["c"]),
     ]
-    assert [e for e in journal.entries if e[0] == "dlq"] == [("dlq", 2), ("dlq", 3)]
-    assert committed == {TopicPartition(TOPIC, 0): 5}
+    assert [e for e in done.journal if e[0] == "dlq"] == [("dlq", 2), ("dlq", 3)]
+    assert done.committed == {TopicPartition(TOPIC, 0): 5}
