@@ -26,6 +26,7 @@ from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from shared.storefront_event_structs import StorefrontEvent
 from tests.integration.test_segmenter_engine import (
+    _drain,
     _history,
     _publish,
     _snapshot,
@@ -36,7 +37,6 @@ from tests.integration.test_segmenter_engine import (
 )
 from tests.integration.test_segmenter_held_connection import checked_out
 from tests.integration.test_segmenter_profile_cache import stored
-from tests.kafka_helpers import committed, storefront_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -238,28 +238,31 @@ async def test_a_claim_whose_connection_died_before_its_batch_came_is_made_again
 
 
 async def drain(
-    kafka_bootstrap: str, topic: str, group: str, processor: FunnelProcessor, total: int, *, ahead: bool
+    kafka_bootstrap: str,
+    topic: str,
+    group: str,
+    processor: FunnelProcessor,
+    total: int,
+    engine: AsyncEngine,
+    store_id: str,
+    *,
+    ahead: bool,
 ) -> None:
     """Consume the topic's backlog in full batches of 25, each next batch's claim sent ahead if `ahead`."""
-    pipeline = storefront_pipeline(
-        kafka_bootstrap,
-        topic,
-        group,
-        processor,
-        max_records=25,
-        prepare=processor.send_ahead if ahead else None,
-        unprepare=processor.drop_ahead if ahead else None,
-    )
-    task = asyncio.create_task(pipeline.run_forever())
     try:
-        deadline = asyncio.get_running_loop().time() + 60
-        while await committed(kafka_bootstrap, topic, group) < total:
-            assert not task.done(), task
-            assert asyncio.get_running_loop().time() < deadline, "the topic was not consumed in time"
-            await asyncio.sleep(0.2)
+        await _drain(
+            kafka_bootstrap,
+            topic,
+            group,
+            processor,
+            total,
+            engine,
+            store_id,
+            max_records=25,
+            prepare=processor.send_ahead if ahead else None,
+            unprepare=processor.drop_ahead if ahead else None,
+        )
     finally:
-        pipeline.stop_after_batch()
-        await asyncio.wait_for(task, 20)
         await processor.close()
 
 
@@ -282,7 +285,7 @@ async def test_a_backlog_with_redelivered_events_gives_the_same_state_with_claim
     stores = registry(store_id)
     before = outcomes()
     processor = FunnelProcessor(engine, stores, hold_connection=True, claim_ahead=True)
-    await drain(kafka_bootstrap, topic, "ahead", processor, len(published), ahead=True)
+    await drain(kafka_bootstrap, topic, "ahead", processor, len(published), engine, store_id, ahead=True)
     assert grew(before, "used") > 0  # the backlog's batches did run on claims sent ahead
     with_ahead = await _snapshot(engine, store_id)
 
@@ -291,7 +294,7 @@ async def test_a_backlog_with_redelivered_events_gives_the_same_state_with_claim
     empty = create_async_engine(url)
     try:
         plain = FunnelProcessor(empty, stores, hold_connection=True)
-        await drain(kafka_bootstrap, topic, "plain", plain, len(published), ahead=False)
+        await drain(kafka_bootstrap, topic, "plain", plain, len(published), empty, store_id, ahead=False)
         without = await _snapshot(empty, store_id)
     finally:
         await empty.dispose()

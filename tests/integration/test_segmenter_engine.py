@@ -220,8 +220,11 @@ async def _drain(
     total: int,
     engine: AsyncEngine,
     store_id: str,
+    **pipeline_options: Any,
 ) -> None:
-    pipeline = storefront_pipeline(kafka_bootstrap, topic, group, processor)
+    """Consume the topic until the group has committed `total` records (`pipeline_options` go to
+    `storefront_pipeline`)."""
+    pipeline = storefront_pipeline(kafka_bootstrap, topic, group, processor, **pipeline_options)
     task = asyncio.create_task(pipeline.run_forever())
     try:
         deadline = asyncio.get_running_loop().time() + 60
