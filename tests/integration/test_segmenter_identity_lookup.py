@@ -4,7 +4,9 @@ key per pair however stale the table's statistics are.
 A store's identities table grows by tens of thousands of rows between two automatic ANALYZEs. As a plain
 join of the batch's pairs with the table, the look-up was planned from the statistics of the table's first
 moments: a hash of the pairs and a sequential scan of the whole table for every batch, the statement
-PostgreSQL spent most of its time on at 1,000 events/s (bench/README.md, twenty-ninth round)."""
+PostgreSQL spent most of its time on at 1,000 events/s (bench/README.md, twenty-ninth round). Before its
+first ANALYZE, a probe by the key's equalities alone took the customer index (the store's column alone) and
+read every identity of the store for each pair (bench/README.md, thirty-fifth round)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 STORE = "demo"
 GROWN = 30_000  # rows added after the table's statistics were taken
+NEW = 3_000  # a new store's rows before the table's first ANALYZE (about a backlog's first batch)
 
 
 @pytest.fixture
@@ -52,6 +55,32 @@ async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
         yield engine
 
 
+@pytest.fixture
+async def never_analyzed(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
+    """An identities table holding a new store's first batches (NEW rows), never analyzed yet."""
+
+    async def first_batches(conn: AsyncConnection) -> None:
+        await conn.execute(
+            text(
+                "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
+                "SELECT :store, 'anon:' || md5(g::text), 'cust-' || g FROM generate_series(1, :n) g"
+            ),
+            {"store": STORE, "n": NEW},
+        )
+
+    async with grown_after_analyze(postgres_server, "identities_new", (), first_batches) as engine:
+        yield engine
+
+
+async def _plan(engine: AsyncEngine, keys: list[tuple[str, str]]) -> str:
+    statement = repository._LOAD_IDENTITIES_RAW
+    async with engine.connect() as conn:
+        rows = await fetch(
+            conn, f"EXPLAIN {statement.sql}", *statement.args(params(repository._IDENTITY_KEY, keys))
+        )
+    return "\n".join(row[0] for row in rows)
+
+
 def _known(i: int) -> tuple[str, str]:
     """The pair the fixture stored for customer `cust-<i>` (its identifier is md5(i), as SQL wrote it)."""
     return STORE, f"anon:{hashlib.md5(str(i).encode(), usedforsecurity=False).hexdigest()}"
@@ -69,14 +98,19 @@ async def test_a_batch_finds_its_identities_and_only_those(grown: AsyncEngine) -
 
 
 async def test_the_look_up_probes_the_primary_key_instead_of_reading_the_table(grown: AsyncEngine) -> None:
-    keys = [_known(i) for i in range(1, 61)]
-    statement = repository._LOAD_IDENTITIES_RAW
-    async with grown.connect() as conn:
-        plan = "\n".join(
-            row[0]
-            for row in await fetch(
-                conn, f"EXPLAIN {statement.sql}", *statement.args(params(repository._IDENTITY_KEY, keys))
-            )
-        )
+    plan = await _plan(grown, [_known(i) for i in range(1, 61)])
     assert "identities_pkey" in plan, plan
     assert "Seq Scan on identities" not in plan, plan
+
+
+async def test_before_the_first_analyze_the_look_up_probes_the_primary_key(
+    never_analyzed: AsyncEngine,
+) -> None:
+    keys = [_known(i) for i in range(1, NEW + 1, 10)]
+    plan = await _plan(never_analyzed, keys)
+    assert "identities_pkey" in plan, plan
+    assert "ix_identities_customer" not in plan, plan
+    assert "Seq Scan on identities" not in plan, plan
+    async with never_analyzed.connect() as conn:
+        found = await repository.load_identities(conn, [*keys, (STORE, "anon:none")])
+    assert found == {k: f"cust-{i}" for k, i in zip(keys, range(1, NEW + 1, 10), strict=True)}
