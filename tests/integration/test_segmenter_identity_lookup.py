@@ -21,7 +21,7 @@ from deploy.devstack.postgres import PostgresServer
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.unnest import params
 from shared.raw_sql import fetch
-from tests.integration.stale_statistics import grown_after_analyze
+from tests.integration.stale_statistics import Fill, grown_after_analyze
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,7 @@ async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
             )
         )
 
-    async def later(conn: AsyncConnection) -> None:
-        await conn.execute(
-            text(
-                "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
-                "SELECT :store, 'anon:' || md5(g::text), 'cust-' || g FROM generate_series(1, :n) g"
-            ),
-            {"store": STORE, "n": GROWN},
-        )
-
+    later = _customers(GROWN)
     async with grown_after_analyze(postgres_server, "identities", ("identities",), early, later) as engine:
         yield engine
 
@@ -58,18 +50,23 @@ async def grown(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def never_analyzed(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
     """An identities table holding a new store's first batches (NEW rows), never analyzed yet."""
+    async with grown_after_analyze(postgres_server, "identities_new", (), _customers(NEW)) as engine:
+        yield engine
 
-    async def first_batches(conn: AsyncConnection) -> None:
+
+def _customers(n: int) -> Fill:
+    """The store's customers `cust-1` to `cust-<n>`, each found by one anonymous id (`_known`)."""
+
+    async def fill(conn: AsyncConnection) -> None:
         await conn.execute(
             text(
                 "INSERT INTO segmenter.identities (store_id, identifier, customer_id) "
                 "SELECT :store, 'anon:' || md5(g::text), 'cust-' || g FROM generate_series(1, :n) g"
             ),
-            {"store": STORE, "n": NEW},
+            {"store": STORE, "n": n},
         )
 
-    async with grown_after_analyze(postgres_server, "identities_new", (), first_batches) as engine:
-        yield engine
+    return fill
 
 
 async def _plan(engine: AsyncEngine, keys: list[tuple[str, str]]) -> str:
