@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from deploy.devstack.postgres import PostgresServer
 from services.segmenter.entrypoints.claim_ahead import CLAIMS_AHEAD
-from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.processor import DECIDED_AHEAD, FunnelProcessor
 from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from shared.storefront_event_structs import StorefrontEvent
@@ -54,6 +54,15 @@ def outcomes() -> dict[str, float]:
     return {
         s.labels["outcome"]: s.value
         for m in CLAIMS_AHEAD.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+
+
+def decided_outcomes() -> dict[str, float]:
+    return {
+        s.labels["outcome"]: s.value
+        for m in DECIDED_AHEAD.collect()
         for s in m.samples
         if s.name.endswith("_total")
     }
@@ -284,9 +293,12 @@ async def test_a_backlog_with_redelivered_events_gives_the_same_state_with_claim
     await _publish(producer, topic, published)
     stores = registry(store_id)
     before = outcomes()
+    decided_before = decided_outcomes()
     processor = FunnelProcessor(engine, stores, hold_connection=True, claim_ahead=True)
     await drain(kafka_bootstrap, topic, "ahead", processor, len(published), engine, store_id, ahead=True)
     assert grew(before, "used") > 0  # the backlog's batches did run on claims sent ahead
+    # and were decided while the batch before was written (test_segmenter_decided_ahead.py)
+    assert decided_outcomes().get("used", 0.0) > decided_before.get("used", 0.0)
     with_ahead = await _snapshot(engine, store_id)
 
     url = postgres_server.create_database(f"ahead_{uuid.uuid4().hex[:8]}")

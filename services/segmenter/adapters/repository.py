@@ -267,17 +267,18 @@ _WHO_AND_WHEN = (
     "SELECT pg_current_xact_id()::text AS xid, pg_snapshot_xmax(pg_current_snapshot())::text AS horizon, "
     "pg_postmaster_start_time()::text AS server"
 )
-_LOAD_VERSIONED = (
+_VERSIONED = (
     "SELECT p.store_id, p.customer_id, p.xmin::text AS xmin, s.xid, s.horizon, s.server, "  # noqa: S608
     "CASE WHEN p.xmin::text = w.xmin THEN NULL ELSE p.facts::text END AS facts "
     "FROM segmenter.profiles p JOIN unnest(CAST(:store_id AS text[]), CAST(:customer_id AS text[]), "
     "CAST(:xmin AS text[])) AS w(store_id, customer_id, xmin) "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
-    f"CROSS JOIN ({_WHO_AND_WHEN}) s "
-    "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
+    f"CROSS JOIN ({_WHO_AND_WHEN}) s"
 )
+_LOAD_VERSIONED = _VERSIONED + " ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
 _LOAD_VERSIONED_LOCKED = positional(_LOAD_VERSIONED)
 _LOAD_VERSIONED_SKIP_LOCKED = positional(_LOAD_VERSIONED + " SKIP LOCKED")
+_READ_VERSIONED = positional(_VERSIONED)
 _LOAD_FACTS = positional(
     "SELECT p.facts::text AS facts FROM segmenter.profiles p "  # noqa: S608 - our own names
     f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
@@ -296,10 +297,12 @@ class Writer:
 
 @dataclass
 class LoadedProfiles:
-    """Profiles locked for update, and the loading transaction (None when no row was found)."""
+    """Profiles read (locked for update, unless said otherwise), each row's version (its `xmin`) and the
+    reading transaction (None when no row was found)."""
 
     profiles: dict[CustomerKey, Profile]
     writer: Writer | None
+    versions: dict[CustomerKey, str]
 
 
 async def load_profiles_with_versions(
@@ -309,12 +312,27 @@ async def load_profiles_with_versions(
     cache remembers: PostgreSQL sends such a row's document as NULL and it is not parsed again."""
     # Not sorted here: the statement's ORDER BY is the order its FOR UPDATE locks the rows in (the rows are
     # locked as they leave the sort), which is what keeps two instances from deadlocking.
+    statement = _LOAD_VERSIONED_SKIP_LOCKED if skip_locked else _LOAD_VERSIONED_LOCKED
+    return await _versioned(conn, statement, keys, cache)
+
+
+async def read_profiles_with_versions(
+    conn: AsyncConnection, keys: Iterable[CustomerKey], cache: ProfileCache
+) -> LoadedProfiles:
+    """`load_profiles_with_versions` without the locks: what the rows hold now, and their versions, for a
+    caller that locks them later and checks that they still hold those versions (`relock_profiles`)."""
+    return await _versioned(conn, _READ_VERSIONED, keys, cache)
+
+
+async def _versioned(
+    conn: AsyncConnection, statement: Positional, keys: Iterable[CustomerKey], cache: ProfileCache
+) -> LoadedProfiles:
     wanted = list(set(keys))
     if not wanted:
-        return LoadedProfiles({}, None)
+        return LoadedProfiles({}, None, {})
     result = await _run(
         conn,
-        _LOAD_VERSIONED_SKIP_LOCKED if skip_locked else _LOAD_VERSIONED_LOCKED,
+        statement,
         {
             "store_id": [k[0] for k in wanted],
             "customer_id": [k[1] for k in wanted],
@@ -322,9 +340,11 @@ async def load_profiles_with_versions(
         },
     )
     found: dict[CustomerKey, Profile | None] = {}
+    versions: dict[CustomerKey, str] = {}
     writer: Writer | None = None
     for store_id, customer_id, xmin, xid, horizon, server, facts in result:
         key = (store_id, customer_id)
+        versions[key] = xmin
         if writer is None:
             writer = Writer(int(xid), server)
         if facts is not None:
@@ -337,7 +357,30 @@ async def load_profiles_with_versions(
             p = _profile(r[0])
             found[(p.store_id, p.customer_id)] = p
     profiles = {k: p for k, p in found.items() if p is not None}
-    return LoadedProfiles(profiles, writer)
+    return LoadedProfiles(profiles, writer, versions)
+
+
+async def relock_profiles(
+    conn: AsyncConnection, keys: Iterable[CustomerKey], versions: dict[CustomerKey, str]
+) -> tuple[bool, Writer | None]:
+    """Lock the rows of `keys` (as `load_profiles_with_versions` does, in the same order) and say whether
+    they still hold `versions`: each row there has the version given for it, and no key without a version
+    has a row. Only the versions come back, no document. With the transaction (None when no row was found)."""
+    wanted = list(set(keys))
+    if not wanted:
+        return True, None
+    expected = [versions.get(k) for k in wanted]
+    rows = await _run(
+        conn,
+        _LOAD_VERSIONED_LOCKED,
+        {"store_id": [k[0] for k in wanted], "customer_id": [k[1] for k in wanted], "xmin": expected},
+    )
+    writer = Writer(int(rows[0][3]), rows[0][5]) if rows else None
+    # A row holds its version when its document comes back NULL (the statement's CASE): a row with another
+    # version, or one where none was expected, comes back with its document; a row gone, not at all.
+    present = len(expected) - expected.count(None)
+    same = len(rows) == present and all(r[6] is None for r in rows)
+    return same, writer
 
 
 async def current_writer(conn: AsyncConnection) -> Writer:
@@ -612,7 +655,7 @@ def timers_write(changes: dict[tuple[str, str, str], datetime | None]) -> Write 
     )
 
 
-def _final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
+def final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
     """(store, customer) -> who owns its rows once the merges are applied one after another, in order:
     rows an earlier merge moved into a customer move on with it when that customer is absorbed later."""
     owner: dict[tuple[str, str], str] = {}
@@ -653,7 +696,7 @@ def repoint_write(merges: Sequence[tuple[str, str, str]]) -> Write | None:
     survivor; histories are kept. One statement for all the merges of a batch."""
     if not merges:
         return None
-    rows = [(s, a, c) for (s, a), c in _final_owners(merges).items()]
+    rows = [(s, a, c) for (s, a), c in final_owners(merges).items()]
     return Write(_REPOINT_RAW, params(("store_ids", "absorbed", "survivors"), rows))
 
 

@@ -16,12 +16,18 @@ What keeps this safe, as `FunnelProcessor` uses it:
   first rolls it back, so no batch ever waits for claims held by one that will not run before it.
 - A batch handled without a claim sent ahead holds back the next batch's claim until it is done, retries of
   its own included (`take` and `release`).
+
+A batch handled on its claim sent ahead may also give work to do on the next batch's transaction while it
+goes on (`work_ahead`: the processor decides the next batch while this one's writes run). That work assumes
+the batch in hand commits: if it fails instead, the next batch's claim is rolled back with the work, and the
+next batch claims anew in its own call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -35,6 +41,7 @@ log = get_logger(__name__)
 
 E = TypeVar("E")  # a batch's event
 C = TypeVar("C")  # what a claim returns
+S = TypeVar("S")  # what the work done ahead on a claimed batch returns (`work_ahead`)
 R = TypeVar("R")
 
 CLAIMS_AHEAD = Counter(
@@ -48,35 +55,45 @@ _SPARES = 2
 
 
 @dataclass(frozen=True, slots=True)
-class Begun(Generic[C]):
-    """A batch's transaction, begun on `conn`, and what its claim returned."""
+class Begun(Generic[C, S]):
+    """A batch's transaction, begun on `conn`, what its claim returned, and the work done ahead on it, if
+    any was (`ClaimAhead.work_ahead`)."""
 
     conn: AsyncConnection
     trans: AsyncTransaction
     claimed: C
+    ahead: asyncio.Task[S] | None = None
+
+
+# Work done ahead on the next batch's transaction: given its events and its begun transaction.
+WorkAhead = Callable[[Sequence[E], Begun[C, S]], Awaitable[S]]
 
 
 @dataclass(slots=True)
-class _Next(Generic[E, C]):
-    """The next batch's claim: the events it is for, and the task that begins its transaction and claims."""
+class _Next(Generic[E, C, S]):
+    """The next batch's claim: the events it is for, the task that begins its transaction and claims, and
+    the task of the work done ahead on it, if any."""
 
     events: Sequence[E]
-    task: asyncio.Task[Begun[C]] = field(init=False)
+    task: asyncio.Task[Begun[C, S]] = field(init=False)
     sent: bool = False  # the claim is on its way (or done): cancelling is then no longer the way out
+    ahead: asyncio.Task[S] | None = None
 
     def is_for(self, events: Sequence[E]) -> bool:
         mine = self.events
         return len(mine) == len(events) and all(a is b for a, b in zip(mine, events, strict=True))
 
 
-class ClaimAhead(Generic[E, C]):
+class ClaimAhead(Generic[E, C, S]):
     """Claims sent ahead for one consumer's batches, handled one at a time. `claim(conn, events)` runs in the
     transaction begun for `events`; it is what the batch's handling would have run first."""
 
     def __init__(self, engine: AsyncEngine, claim: Callable[[AsyncConnection, Sequence[E]], Awaitable[C]]):
         self._engine = engine
         self._claim = claim
-        self._next: _Next[E, C] | None = None
+        self._next: _Next[E, C, S] | None = None
+        # Work for the next batch, given by the batch in hand (`work_ahead`) before that batch was sent.
+        self._pending: WorkAhead[E, C, S] | None = None
         # Done when the latest claim of this consumer's is: the one the next claim sent ahead waits for.
         self._last: asyncio.Future[None] | None = None
         # Unresolved while a batch claims for itself (`take` gave None): every claim sent meanwhile waits.
@@ -88,12 +105,26 @@ class ClaimAhead(Generic[E, C]):
         none is). A claim sent before for other events and not taken is rolled back first."""
         old = self._next
         after = self._held if self._held is not None else self._last
-        entry: _Next[E, C] = _Next(events)
+        entry: _Next[E, C, S] = _Next(events)
         entry.task = asyncio.create_task(self._begin(entry, old, after))
         self._next = entry
         self._last = _done_when(entry.task)
+        work, self._pending = self._pending, None
+        if work is not None:
+            _start(entry, work)
 
-    async def take(self, events: Sequence[E]) -> Begun[C] | None:
+    def work_ahead(self, work: WorkAhead[E, C, S]) -> None:
+        """Run `work(events, begun)` on the next batch's transaction once its claim is done, while the batch
+        in hand (inside `finish`) goes on: at once if the next batch was sent, otherwise when it is, until
+        that `finish` returns. `take` hands its task over with the transaction (`Begun.ahead`); a batch
+        rolled back instead (`clear`, `close`, the batch in hand failing) has it cancelled first."""
+        entry = self._next
+        if entry is None:
+            self._pending = work
+        elif entry.ahead is None:
+            _start(entry, work)
+
+    async def take(self, events: Sequence[E]) -> Begun[C, S] | None:
         """The transaction begun and claimed for exactly `events`, if one was; otherwise None, and then no
         other claim of ours is open or in flight, and none starts until `release` is called: the caller
         claims `events` itself."""
@@ -102,12 +133,14 @@ class ClaimAhead(Generic[E, C]):
             begun = await _outcome(entry)
             if begun is not None:
                 CLAIMS_AHEAD.labels("used").inc()
-                return begun
+                return dataclasses.replace(begun, ahead=entry.ahead)
+            if entry.ahead is not None:  # it failed with the claim (it awaits the claim first)
+                await _cancel(entry.ahead)
             entry = None  # failed, and nothing to roll back; another may have been sent meanwhile
         await self.clear(entry)
         return None
 
-    async def clear(self, entry: _Next[E, C] | None = None) -> None:
+    async def clear(self, entry: _Next[E, C, S] | None = None) -> None:
         """Roll back every claim sent ahead (`entry`, taken from the slot already, and the slot's), and hold
         back those sent from now on until `release`."""
         if self._held is None:
@@ -125,14 +158,29 @@ class ClaimAhead(Generic[E, C]):
         if held is not None:
             held.set_result(None)
 
-    async def finish(self, begun: Begun[C], work: Callable[[AsyncConnection], Awaitable[R]]) -> R:
-        """`work(conn)` in the begun transaction, committed when it returns (rolled back when it raises)."""
+    async def finish(self, begun: Begun[C, S], work: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        """`work(conn)` in the begun transaction, committed when it returns (rolled back when it raises).
+        Work it gave for the next batch (`work_ahead`) assumed it would commit: when it does not, the next
+        batch's claim is rolled back with that work, and the next batch claims anew in its own call."""
         try:
             result = await work(begun.conn)
             await begun.trans.commit()
+        except Exception:
+            self._pending = None
+            await _drop(begun.conn)
+            entry, self._next = self._next, None
+            if entry is not None and entry.ahead is not None:
+                await self._discard(entry)
+            elif entry is not None:
+                self._next = entry  # nothing assumed this batch: the next one's claim stays
+            raise
         except BaseException:
+            self._pending = None
             await _drop(begun.conn)
             raise
+        finally:
+            # Work given for a batch not sent by the time this one ends is not for it: it comes after.
+            self._pending = None
         await self._give(begun.conn)
         return result
 
@@ -140,7 +188,10 @@ class ClaimAhead(Generic[E, C]):
         """Roll back a claim sent ahead (the consumer stops, or its batch will not be handled) and close the
         connections kept for them."""
         entry, self._next = self._next, None
+        self._pending = None
         if entry is not None:
+            if entry.ahead is not None:
+                await _cancel(entry.ahead)
             entry.task.cancel()
             with contextlib.suppress(BaseException):
                 begun = await entry.task
@@ -150,8 +201,8 @@ class ClaimAhead(Generic[E, C]):
             await _drop(conn)
 
     async def _begin(
-        self, entry: _Next[E, C], old: _Next[E, C] | None, after: Awaitable[None] | None
-    ) -> Begun[C]:
+        self, entry: _Next[E, C, S], old: _Next[E, C, S] | None, after: Awaitable[None] | None
+    ) -> Begun[C, S]:
         if old is not None:
             # Shielded: cancelled meanwhile, this task must still not leave the old claim's transaction open.
             await asyncio.shield(self._discard(old))
@@ -167,16 +218,23 @@ class ClaimAhead(Generic[E, C]):
             raise
         return Begun(conn, trans, claimed)
 
-    async def _discard(self, entry: _Next[E, C]) -> None:
+    async def _discard(self, entry: _Next[E, C, S]) -> None:
         """Roll back a claim sent ahead that will not be used. One still waiting for the claim before it is
         cancelled; one on its way is waited for (it waits, if at all, only for other consumers' transactions,
-        never for ours: we hold none open while we discard), then rolled back."""
+        never for ours: we hold none open while we discard), then rolled back. Work done ahead on it is
+        cancelled first; if it had not ended, its connection may be mid-statement, and is closed instead."""
+        interrupted = entry.ahead is not None and not entry.ahead.done()
+        if entry.ahead is not None:
+            await _cancel(entry.ahead)
         if not entry.sent:
             entry.task.cancel()
         begun = await _outcome(entry)
         if begun is None:
             return
         CLAIMS_AHEAD.labels("rolled_back").inc()
+        if interrupted:
+            await _drop(begun.conn)
+            return
         try:
             await begun.trans.rollback()
         except Exception:
@@ -192,7 +250,23 @@ class ClaimAhead(Generic[E, C]):
             await conn.close()
 
 
-async def _outcome(entry: _Next[E, C]) -> Begun[C] | None:
+def _start(entry: _Next[E, C, S], work: WorkAhead[E, C, S]) -> None:
+    async def ahead() -> S:
+        # Shielded: cancelling the work must not cancel the claim, which is rolled back on its own.
+        begun = await asyncio.shield(entry.task)
+        return await work(entry.events, begun)
+
+    entry.ahead = asyncio.create_task(ahead())
+
+
+async def _cancel(task: asyncio.Task[S]) -> None:
+    """Cancel the task and wait until it has stopped, whatever it gave."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+async def _outcome(entry: _Next[E, C, S]) -> Begun[C, S] | None:
     """What the entry's task gave: its begun transaction, or None when it failed or was cancelled (a failed
     claim sent ahead is only a lost overlap: the batch claims again in its own call)."""
     try:

@@ -1,10 +1,20 @@
 """One batch of storefront events -> one transaction: dedupe records, identity resolution, profiles,
-transitions, timers, order projections, co-purchases and outbox rows."""
+transitions, timers, order projections, co-purchases and outbox rows.
+
+In a backlog (`claim_ahead`), a batch is decided while the batch before it is written (`_decide_ahead`): the
+look-ups and profiles that batch holds are taken from its decisions, as its writes will leave them, the rest
+read without locks. Once the batch before has committed, the batch locks its profiles' rows as a batch
+always does and checks that each still holds the version it was decided from (`repository.relock_profiles`):
+another writer in between (another instance, the timer worker) has it decided again, from the rows as they
+are. In process over the benchmark's mix: the replay 14.4-14.7 s -> 12.0-12.9 (bench/README.md, thirty-sixth
+round)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections import ChainMap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -12,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.segmenter.adapters import repository
-from services.segmenter.adapters.profile_cache import ProfileCache
+from services.segmenter.adapters.profile_cache import ProfileCache, xmin_of
 from services.segmenter.adapters.writes_in_order import alongside
 from services.segmenter.domain.funnel import (
     after_merge,
@@ -27,10 +37,11 @@ from services.segmenter.domain.funnel import (
 from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
-from services.segmenter.entrypoints.claim_ahead import ClaimAhead
+from services.segmenter.entrypoints.claim_ahead import Begun, ClaimAhead
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
 from shared.events import SHOP_WIDE
 from shared.kept_connection import KeptConnection
+from shared.logging import get_logger
 from shared.raw_sql import ConnectionLost
 from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent
 from shared.stores import StoreRegistry
@@ -39,12 +50,21 @@ DUPLICATES = Counter(
     "segmenter_duplicate_events_total", "Events skipped because their id was already processed"
 )
 MERGES = Counter("segmenter_profile_merges_total", "Profiles found to be one customer and merged")
+DECIDED_AHEAD = Counter(
+    "segmenter_decided_ahead_total",
+    "Batches decided while the batch before was written, by what became of the decisions",
+    ["outcome"],
+)
+
+log = get_logger(__name__)
 # Profiles remembered between batches (adapters/profile_cache.py): a backlog's batch of 3,000 events writes
 # about 2,000, and four in five of the profiles a batch loads were written by the batch before it. Bounded
 # by memory, not hits: peak RSS over the benchmark's 200,000 events was 194 MiB with 4,000, 183 with 2,000
 # and 179 with 1,000, against 163 before the cache (issue 14 allows +10 %); the throughput did not differ
 # measurably between them.
 PROFILE_CACHE_SIZE = 1000
+# Events decided between two turns of the event loop, for a batch decided while the batch before is written.
+_TURN = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +108,10 @@ class _Loaded:
     merged: dict[Key, set[str]]
     # Of the identifiers no look-up knows, those an erasure forgot: whose, and when (`_as_when_said`).
     forgotten: dict[tuple[str, str], repository.Forgotten]
+    # The version (xmin) of each profile's row, as read.
+    versions: dict[Key, str]
+    # The customers whose profiles were looked for (found or not).
+    candidates: set[Key]
 
     def known(self) -> dict[str, dict[str, str]]:
         """identifier -> customer, per store: what resolution consults (and updates) event after event."""
@@ -95,6 +119,56 @@ class _Loaded:
         for (store, identifier), customer in self.identities.items():
             known.setdefault(store, {})[identifier] = customer
         return known
+
+
+@dataclass(frozen=True, slots=True)
+class _Basis:
+    """What a batch decided leaves for the next batch to be decided while it is written: its customers'
+    profiles and the identities as its writes will leave them, and the version each profile's row will then
+    have (its own transaction's for a row it writes; the one it read otherwise)."""
+
+    profiles: dict[Key, Profile]
+    versions: dict[Key, str]
+    identities: dict[tuple[str, str], str]
+    owners: dict[Key, str]  # (store, absorbed) -> survivor, for its merges (repository.final_owners)
+
+    @classmethod
+    def of(cls, events: Sequence[StorefrontEvent], loaded: _Loaded, changes: Changes) -> _Basis | None:
+        """None for a batch the next one's look-ups could not follow from memory: one whose erasures forget
+        identities or reach customers' merged ids (rare), or whose transaction is not known yet (no row
+        read: the first batches)."""
+        if (
+            loaded.writer is None
+            or loaded.forgotten
+            or loaded.shops
+            or loaded.merged
+            or changes.forgotten
+            or any(type(e) is CustomerErasedEvent for e in events)
+        ):
+            return None
+        written = xmin_of(loaded.writer.xid)
+        stored = loaded.profiles
+        versions = dict(loaded.versions)
+        for key, p in changes.profiles.items():
+            if p is not stored.get(key):
+                versions[key] = written
+        return cls(
+            {**stored, **changes.profiles},
+            versions,
+            changes.identities,
+            repository.final_owners(changes.merges),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A batch decided ahead: its fresh events, their look-up keys, what was read (or taken from the batch
+    before) and the decisions."""
+
+    fresh: list[StorefrontEvent]
+    keys: _Keys
+    loaded: _Loaded
+    changes: Changes
 
 
 class FunnelProcessor:
@@ -120,7 +194,7 @@ class FunnelProcessor:
         # With `claim_ahead`, the consumer's next batch, handed over by `send_ahead` while this one is
         # handled, has its transaction begun and its claim sent at once on a connection of its own
         # (claim_ahead.py).
-        self._ahead: ClaimAhead[StorefrontEvent, _Claimed] | None = (
+        self._ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = (
             ClaimAhead(engine, self._claim) if claim_ahead else None
         )
 
@@ -151,6 +225,7 @@ class FunnelProcessor:
         else:
             result = await self._claimed_ahead(ahead, events)
         written, writer, changes = result
+        MERGES.inc(len(changes.merges))  # counted once committed: a batch decided ahead may be decided again
         # Committed: these rows now hold what this transaction wrote.
         for p in changes.written:
             assert writer is not None
@@ -159,7 +234,9 @@ class FunnelProcessor:
             self._on_outbox_written()
 
     async def _claimed_ahead(
-        self, ahead: ClaimAhead[StorefrontEvent, _Claimed], events: Sequence[StorefrontEvent]
+        self,
+        ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None],
+        events: Sequence[StorefrontEvent],
     ) -> _Batch:
         """The batch on the transaction its claim was sent ahead in, if it was; otherwise as without."""
         begun = await ahead.take(events)
@@ -167,7 +244,10 @@ class FunnelProcessor:
             first_seen, keys = begun.claimed
             try:
                 return await ahead.finish(
-                    begun, lambda conn: self._after_claim(conn, events, first_seen, keys)
+                    begun,
+                    lambda conn: self._after_claim(
+                        conn, events, first_seen, keys, ahead=ahead, decided=begun.ahead
+                    ),
                 )
             except (DBAPIError, ConnectionLost) as exc:
                 if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
@@ -204,20 +284,98 @@ class FunnelProcessor:
         events: Sequence[StorefrontEvent],
         first_seen: set[tuple[str, str]],
         keys: _Keys,
+        *,
+        ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = None,
+        decided: asyncio.Task[_Decided | None] | None = None,
     ) -> _Batch:
-        fresh = first_copies(events, first_seen)
-        DUPLICATES.inc(len(events) - len(fresh))
-        if not fresh:
-            return 0, None, Changes()
-        if len(fresh) < len(events):
-            keys = _Keys.of(fresh)
-        loaded = await self._load(conn, fresh, keys)
-        changes = self._decide(fresh, keys, loaded)
+        done = await self._still_decided(conn, decided) if decided is not None else None
+        if done is not None:
+            fresh, keys, loaded, changes = done.fresh, done.keys, done.loaded, done.changes
+            DUPLICATES.inc(len(events) - len(fresh))
+        else:
+            fresh = first_copies(events, first_seen)
+            DUPLICATES.inc(len(events) - len(fresh))
+            if not fresh:
+                return 0, None, Changes()
+            if len(fresh) < len(events):
+                keys = _Keys.of(fresh)
+            loaded = await self._load(conn, fresh, keys)
+            changes = self._decide(fresh, keys, loaded)
+        if ahead is not None and (basis := _Basis.of(fresh, loaded, changes)) is not None:
+            # The next batch is decided while this one's writes run, from what they will leave.
+            ahead.work_ahead(lambda next_events, begun: self._decide_ahead(next_events, begun, basis))
         written = await changes.write(conn)
         writer = loaded.writer
         if writer is None and changes.written:
             writer = await repository.current_writer(conn)
         return written, writer, changes
+
+    async def _decide_ahead(
+        self,
+        events: Sequence[StorefrontEvent],
+        begun: Begun[_Claimed, _Decided | None],
+        basis: _Basis,
+    ) -> _Decided | None:
+        """The batch decided on its claimed transaction while the batch before it (`basis`) is written: the
+        look-ups and the profiles that batch holds are taken from it, the rest read without locks. None when
+        the batch needs what only the usual path reads (an erasure, an identifier an erasure forgot, an
+        erased customer). `_still_decided` checks, once the batch before has committed, that the rows read
+        are still as read."""
+        conn = begun.conn
+        first_seen, keys = begun.claimed
+        for event in events:
+            standardise_event(event)
+        fresh = first_copies(events, first_seen)
+        if not fresh or any(type(e) is CustomerErasedEvent for e in fresh):
+            return None
+        if len(fresh) < len(events):
+            keys = _Keys.of(fresh)
+        stored = await repository.load_identities(conn, keys.wanted)
+        # As the batch before leaves them: its look-ups written, then its merges' repointing.
+        theirs = basis.identities
+        identities: dict[tuple[str, str], str] = {}
+        for key in keys.wanted:
+            customer = theirs.get(key) or stored.get(key)
+            if customer is not None:
+                identities[key] = basis.owners.get((key[0], customer), customer)
+        unknown = [k for k in keys.wanted if k not in identities and k[1].startswith(("email:", "anon:"))]
+        if unknown and await repository.load_forgotten(conn, unknown):
+            return None
+        candidates = {(s, c) for (s, _), c in identities.items()} | keys.named_alone
+        held = candidates & basis.profiles.keys()
+        read = await repository.read_profiles_with_versions(conn, candidates - held, self._cache)
+        profiles = read.profiles
+        versions = read.versions
+        for key in held:
+            profiles[key] = basis.profiles[key]
+            versions[key] = basis.versions[key]
+        if any(p.erased_at is not None for p in profiles.values()):
+            return None
+        loaded = _Loaded(identities, profiles, {}, None, {}, {}, versions, candidates)
+        return _Decided(fresh, keys, loaded, await self._decide_in_turns(fresh, keys, loaded))
+
+    async def _still_decided(
+        self, conn: AsyncConnection, decided: asyncio.Task[_Decided | None]
+    ) -> _Decided | None:
+        """The decisions made ahead, if they still hold: the profiles' rows, now locked, still hold what
+        they were decided from (the batch before committed, and nobody wrote them since)."""
+        try:
+            done = await decided
+        except (DBAPIError, ConnectionLost):
+            raise  # the transaction's own statement failed: the batch fails as it would have
+        except Exception as exc:
+            DECIDED_AHEAD.labels("failed").inc()
+            log.warning("decided_ahead_failed", error=type(exc).__name__)
+            return None
+        if done is None:
+            return None
+        loaded = done.loaded
+        same, writer = await repository.relock_profiles(conn, loaded.candidates, loaded.versions)
+        if not same:
+            DECIDED_AHEAD.labels("stale").inc()
+            return None
+        DECIDED_AHEAD.labels("used").inc()
+        return dataclasses.replace(done, loaded=dataclasses.replace(loaded, writer=writer))
 
     async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: _Keys) -> _Loaded:
         """What deciding `events` reads, its profiles locked (a whole store's for a shop-wide erasure)."""
@@ -230,6 +388,7 @@ class FunnelProcessor:
         candidates |= {(s, f.customer_id) for (s, _), f in forgotten.items()}
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)
         loaded = versioned.profiles
+        versions = versioned.versions
         # An erased customer merged into another since: the late events its forgotten look-ups name are the
         # survivor's (`_as_when_said` follows the pointers), so the survivors are loaded too.
         owners = {(s, f.customer_id) for (s, _), f in forgotten.items()}
@@ -240,6 +399,7 @@ class FunnelProcessor:
         }:
             more = await repository.load_profiles_with_versions(conn, pointed, self._cache)
             loaded = {**loaded, **more.profiles}
+            versions = {**versions, **more.versions}
             owners = pointed
         shops = {}
         erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _is_shop_wide(e)}
@@ -251,21 +411,43 @@ class FunnelProcessor:
         ):
             for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
                 merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
-        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten)
+        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten, versions, candidates)
 
     def _decide(self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded) -> Changes:
         """The decisions of a batch, from what was read for it."""
+        changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
+        for _ in self._deciding(events, keys, loaded, changes):
+            pass
+        return changes
+
+    async def _decide_in_turns(
+        self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded
+    ) -> Changes:
+        """`_decide`, giving the event loop a turn every `_TURN` events: decided while the batch before is
+        written, the batch does not hold that batch's statements back for the whole of its decisions
+        (each goes out when the one before it answers)."""
+        changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
+        for _ in self._deciding(events, keys, loaded, changes):
+            await asyncio.sleep(0)
+        return changes
+
+    def _deciding(
+        self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded, changes: Changes
+    ) -> Iterator[None]:
+        """The decisions into `changes`, event after event; a pause after every `_TURN` events."""
         known = loaded.known()
         profiles = dict(loaded.profiles)
-        changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
         forgotten = dict(loaded.forgotten)  # and those this batch's erasures forget, as they go
-        for event, ids in zip(events, keys.ids_of, strict=True):
-            # The type inline: a call an event for the rare erasure would cost more than the test.
-            if type(event) is CustomerErasedEvent and _is_shop_wide(event):
-                _erase_shop(event, loaded, changes, profiles)
-            else:
-                self._apply_one(event, ids, known, profiles, changes, loaded.merged, forgotten)
-        return changes
+        ids_of = keys.ids_of
+        for start in range(0, len(events), _TURN):
+            end = start + _TURN
+            for event, ids in zip(events[start:end], ids_of[start:end], strict=True):
+                # The type inline: a call an event for the rare erasure would cost more than the test.
+                if type(event) is CustomerErasedEvent and _is_shop_wide(event):
+                    _erase_shop(event, loaded, changes, profiles)
+                else:
+                    self._apply_one(event, ids, known, profiles, changes, loaded.merged, forgotten)
+            yield
 
     def _apply_one(
         self,
@@ -298,7 +480,6 @@ class FunnelProcessor:
             if absorbed is None or absorbed.merged_into is not None:
                 continue
             before.append(absorbed)
-            MERGES.inc()
             base = profile or absorbed.model_copy(
                 update={"customer_id": resolution.customer_id, "identifiers": ()}
             )
