@@ -168,19 +168,17 @@ class ClaimAhead(Generic[E, C, S]):
         except Exception:
             self._pending = None
             await _drop(begun.conn)
-            entry, self._next = self._next, None
+            entry = self._next
             if entry is not None and entry.ahead is not None:
+                self._next = None
                 await self._discard(entry)
-            elif entry is not None:
-                self._next = entry  # nothing assumed this batch: the next one's claim stays
             raise
         except BaseException:
             self._pending = None
             await _drop(begun.conn)
             raise
-        finally:
-            # Work given for a batch not sent by the time this one ends is not for it: it comes after.
-            self._pending = None
+        # Work given for a batch not sent by now is not for it: that batch comes after this one committed.
+        self._pending = None
         await self._give(begun.conn)
         return result
 

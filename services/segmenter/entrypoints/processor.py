@@ -6,8 +6,8 @@ look-ups and profiles that batch holds are taken from its decisions, as its writ
 read without locks. Once the batch before has committed, the batch locks its profiles' rows as a batch
 always does and checks that each still holds the version it was decided from (`repository.relock_profiles`):
 another writer in between (another instance, the timer worker) has it decided again, from the rows as they
-are. In process over the benchmark's mix: the replay 14.4-14.7 s -> 12.0-12.9 (bench/README.md, thirty-sixth
-round)."""
+are. In process over the benchmark's mix, alternated runs: the replay 14.7-16.3 s -> 11.7-13.1
+(bench/README.md, thirty-sixth round)."""
 
 from __future__ import annotations
 
