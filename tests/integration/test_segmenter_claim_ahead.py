@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -50,22 +51,18 @@ async def processor(engine: AsyncEngine, store_id: str) -> AsyncIterator[FunnelP
     await processor.close()
 
 
+def counted(counter: Counter) -> dict[str, float]:
+    """outcome -> count, of a counter labelled by outcome."""
+    samples = (s for m in counter.collect() for s in m.samples)
+    return {s.labels["outcome"]: s.value for s in samples if s.name.endswith("_total")}
+
+
 def outcomes() -> dict[str, float]:
-    return {
-        s.labels["outcome"]: s.value
-        for m in CLAIMS_AHEAD.collect()
-        for s in m.samples
-        if s.name.endswith("_total")
-    }
+    return counted(CLAIMS_AHEAD)
 
 
 def decided_outcomes() -> dict[str, float]:
-    return {
-        s.labels["outcome"]: s.value
-        for m in DECIDED_AHEAD.collect()
-        for s in m.samples
-        if s.name.endswith("_total")
-    }
+    return counted(DECIDED_AHEAD)
 
 
 def grew(before: dict[str, float], outcome: str) -> float:

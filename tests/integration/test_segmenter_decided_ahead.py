@@ -43,14 +43,22 @@ def grew(before: dict[str, float], outcome: str) -> float:
     return decided_outcomes().get(outcome, 0.0) - before.get(outcome, 0.0)
 
 
-@pytest.fixture
-async def fresh_database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, AsyncEngine]]:
+@contextlib.asynccontextmanager
+async def migrated_database(server: PostgresServer, prefix: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
     """A migrated database of the test's own: its whole segmenter schema is compared with another's."""
-    url = postgres_server.create_database(f"ahead_{uuid.uuid4().hex[:8]}")
+    url = server.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
     engine = create_async_engine(url)
-    yield url, engine
-    await engine.dispose()
+    try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def fresh_database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    async with migrated_database(postgres_server, "ahead") as database:
+        yield database
 
 
 async def handled_with_the_next_sent(
@@ -109,49 +117,56 @@ async def same_state_both_ways(
     assert without["outbox"]
 
 
+class DecisionsAhead:
+    """`FunnelProcessor._decide_ahead` patched to tell when a batch's decisions ahead are done (`done` is
+    set; the caller may put a fresh event there for the next batch)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.done = asyncio.Event()
+        decide_ahead = FunnelProcessor._decide_ahead
+
+        async def noted(processor: FunnelProcessor, *args: Any) -> Any:
+            done = self.done
+            try:
+                return await decide_ahead(processor, *args)
+            finally:
+                done.set()
+
+        monkeypatch.setattr(FunnelProcessor, "_decide_ahead", noted)
+
+
 @pytest.fixture
 def written_after_the_next_is_decided(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each batch's writes wait until the next batch, if one is decided ahead from them, has been decided
     (2 s at most: the last batch has none sent after it). That batch then reads every row as it stood before
     this one wrote anything: the schedule in which what it takes from this batch's results matters most."""
     work_ahead = ClaimAhead.work_ahead
-    decide_ahead = FunnelProcessor._decide_ahead
     write = Changes.write
+    decisions = DecisionsAhead(monkeypatch)
     registered = False
-    decided = asyncio.Event()
 
     def registering(self: ClaimAhead[Any, Any, Any], work: Any) -> None:
-        nonlocal registered, decided
-        registered, decided = True, asyncio.Event()
+        nonlocal registered
+        registered = True
+        decisions.done = asyncio.Event()
         work_ahead(self, work)
-
-    async def noted(self: FunnelProcessor, *args: Any) -> Any:
-        done = decided
-        try:
-            return await decide_ahead(self, *args)
-        finally:
-            done.set()
 
     async def waiting(self: Changes, conn: AsyncConnection) -> int:
         nonlocal registered
         if registered:
             registered = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(decided.wait(), 2)
+                await asyncio.wait_for(decisions.done.wait(), 2)
         return await write(self, conn)
 
     monkeypatch.setattr(ClaimAhead, "work_ahead", registering)
-    monkeypatch.setattr(FunnelProcessor, "_decide_ahead", noted)
     monkeypatch.setattr(Changes, "write", waiting)
 
 
 @pytest.fixture
 async def second_database(postgres_server: PostgresServer) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    url = postgres_server.create_database(f"plain_{uuid.uuid4().hex[:8]}")
-    await asyncio.to_thread(upgrade_to_head, REPO_ROOT / "services" / "segmenter" / "migrations", url)
-    engine = create_async_engine(url)
-    yield url, engine
-    await engine.dispose()
+    async with migrated_database(postgres_server, "plain") as database:
+        yield database
 
 
 @pytest.mark.parametrize("seed", [3, 17])
@@ -277,25 +292,17 @@ async def test_a_batch_failing_after_the_next_was_decided_ahead_takes_that_claim
     processor = FunnelProcessor(engine, registry(store_id), hold_connection=True, claim_ahead=True)
     ann = {"store_customer_id": "ann", "email": "ann@x.io"}
     write = Changes.write
-    decide_ahead = FunnelProcessor._decide_ahead
-    decided = asyncio.Event()
+    decisions = DecisionsAhead(monkeypatch)
     failing = False
-
-    async def noted(self: FunnelProcessor, *args: Any) -> Any:
-        try:
-            return await decide_ahead(self, *args)
-        finally:
-            decided.set()
 
     async def fails_once_the_next_is_decided(self: Changes, conn: AsyncConnection) -> int:
         nonlocal failing
         if failing:
             failing = False
-            await asyncio.wait_for(decided.wait(), 10)  # the next batch was decided from these writes
+            await asyncio.wait_for(decisions.done.wait(), 10)  # the next batch was decided from these writes
             raise RuntimeError("the batch's writes failed")
         return await write(self, conn)
 
-    monkeypatch.setattr(FunnelProcessor, "_decide_ahead", noted)
     monkeypatch.setattr(Changes, "write", fails_once_the_next_is_decided)
     first = [order(store_id, ann, "a1", T0)]
     second = [order(store_id, ann, "a2", T0 + timedelta(days=1))]
@@ -306,7 +313,7 @@ async def test_a_batch_failing_after_the_next_was_decided_ahead_takes_that_claim
         failing = True
         with pytest.raises(RuntimeError):
             await handled_with_the_next_sent(processor, second, third)
-        assert decided.is_set()
+        assert decisions.done.is_set()
         assert not failing
         # The third batch's claim is not held: it was decided from writes that never committed.
         assert not await claim_held_open(engine, third[0])
