@@ -352,7 +352,7 @@ async def _versioned(
         else:
             found[key] = cache.hit(key, xmin, int(horizon), server)
     unread = sorted(k for k, p in found.items() if p is None)
-    if unread:  # a remembered version the cache no longer trusts: read the document after all (locked)
+    if unread:  # a remembered version the cache no longer trusts: read the document after all
         for r in await _run(conn, _LOAD_FACTS, params(_PROFILE_KEY, unread)):
             p = _profile(r[0])
             found[(p.store_id, p.customer_id)] = p
