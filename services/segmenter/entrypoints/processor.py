@@ -110,8 +110,6 @@ class _Loaded:
     forgotten: dict[tuple[str, str], repository.Forgotten]
     # The version (xmin) of each profile's row, as read.
     versions: dict[Key, str]
-    # The customers whose profiles were looked for (found or not).
-    candidates: set[Key]
 
     def known(self) -> dict[str, dict[str, str]]:
         """identifier -> customer, per store: what resolution consults (and updates) event after event."""
@@ -163,11 +161,12 @@ class _Basis:
 @dataclass(frozen=True, slots=True)
 class _Decided:
     """A batch decided ahead: its fresh events, their look-up keys, what was read (or taken from the batch
-    before) and the decisions."""
+    before), the customers whose profiles were looked for (found or not) and the decisions."""
 
     fresh: list[StorefrontEvent]
     keys: _Keys
     loaded: _Loaded
+    candidates: set[Key]
     changes: Changes
 
 
@@ -301,9 +300,13 @@ class FunnelProcessor:
                 keys = _Keys.of(fresh)
             loaded = await self._load(conn, fresh, keys)
             changes = self._decide(fresh, keys, loaded)
-        if ahead is not None and (basis := _Basis.of(fresh, loaded, changes)) is not None:
+        if ahead is not None:
             # The next batch is decided while this one's writes run, from what they will leave.
-            ahead.work_ahead(lambda next_events, begun: self._decide_ahead(next_events, begun, basis))
+            ahead.work_ahead(
+                lambda next_events, begun: self._decide_ahead(
+                    next_events, begun, _Basis.of(fresh, loaded, changes)
+                )
+            )
         written = await changes.write(conn)
         writer = loaded.writer
         if writer is None and changes.written:
@@ -314,13 +317,16 @@ class FunnelProcessor:
         self,
         events: Sequence[StorefrontEvent],
         begun: Begun[_Claimed, _Decided | None],
-        basis: _Basis,
+        basis: _Basis | None,
     ) -> _Decided | None:
         """The batch decided on its claimed transaction while the batch before it (`basis`) is written: the
         look-ups and the profiles that batch holds are taken from it, the rest read without locks. None when
         the batch needs what only the usual path reads (an erasure, an identifier an erasure forgot, an
         erased customer). `_still_decided` checks, once the batch before has committed, that the rows read
-        are still as read."""
+        are still as read. (`basis` is worked out as this starts, in the time the batch before's writes
+        run, and is None when that batch leaves nothing to decide from.)"""
+        if basis is None:
+            return None
         conn = begun.conn
         first_seen, keys = begun.claimed
         for event in events:
@@ -351,8 +357,8 @@ class FunnelProcessor:
             versions[key] = basis.versions[key]
         if any(p.erased_at is not None for p in profiles.values()):
             return None
-        loaded = _Loaded(identities, profiles, {}, None, {}, {}, versions, candidates)
-        return _Decided(fresh, keys, loaded, await self._decide_in_turns(fresh, keys, loaded))
+        loaded = _Loaded(identities, profiles, {}, None, {}, {}, versions)
+        return _Decided(fresh, keys, loaded, candidates, await self._decide_in_turns(fresh, keys, loaded))
 
     async def _still_decided(
         self, conn: AsyncConnection, decided: asyncio.Task[_Decided | None]
@@ -370,7 +376,7 @@ class FunnelProcessor:
         if done is None:
             return None
         loaded = done.loaded
-        same, writer = await repository.relock_profiles(conn, loaded.candidates, loaded.versions)
+        same, writer = await repository.relock_profiles(conn, done.candidates, loaded.versions)
         if not same:
             DECIDED_AHEAD.labels("stale").inc()
             return None
@@ -411,7 +417,7 @@ class FunnelProcessor:
         ):
             for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
                 merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
-        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten, versions, candidates)
+        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten, versions)
 
     def _decide(self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded) -> Changes:
         """The decisions of a batch, from what was read for it."""
