@@ -104,7 +104,8 @@ def test_pgbench_without_a_tps_line_is_an_error() -> None:
 def test_the_script_runs_the_segmenters_statements_with_their_parameters_renamed() -> None:
     statement = pgbench_statement("profiles")
     assert statement.startswith("INSERT INTO bench_pgbench.profiles (store_id, customer_id,")
-    assert "CAST(:profiles__facts AS text[])" in statement
+    assert "CAST(:profiles__facts AS text[])" in statement  # a document stays an array of texts
+    assert "CAST(CAST(:profiles__email AS text) AS text[])" in statement  # the others, literals
     assert "facts::jsonb" in statement  # a cast, not a pgbench variable
     assert "ON CONFLICT (store_id, customer_id) DO UPDATE" in statement
     assert "segmenter." not in statement

@@ -36,9 +36,11 @@ from services.segmenter.adapters.tables import (
 )
 from services.segmenter.adapters.unnest import (
     Positional,
+    array,
     insert_rows,
     joined,
     joined_values,
+    literal,
     params,
     positional,
     unnest,
@@ -88,8 +90,8 @@ _INSERT_CLAIMS = insert_rows(
 # insert instead, an EXCEPT, cost PostgreSQL 0.5 us an event more).
 _CLAIM = text(
     f"WITH claimed AS ({_INSERT_CLAIMS.text}), counted AS (SELECT count(*) AS n FROM claimed) "  # noqa: S608
-    "SELECT store_id, event_id FROM claimed, counted WHERE n < cardinality(CAST(:store_id AS text[])) "
-    "UNION ALL SELECT NULL, NULL FROM counted WHERE n = cardinality(CAST(:store_id AS text[]))"
+    f"SELECT store_id, event_id FROM claimed, counted WHERE n < cardinality({array('store_id', 'text')}) "
+    f"UNION ALL SELECT NULL, NULL FROM counted WHERE n = cardinality({array('store_id', 'text')})"
 )
 
 
@@ -270,8 +272,8 @@ _WHO_AND_WHEN = (
 _VERSIONED = (
     "SELECT p.store_id, p.customer_id, p.xmin::text AS xmin, s.xid, s.horizon, s.server, "  # noqa: S608
     "CASE WHEN p.xmin::text = w.xmin THEN NULL ELSE p.facts::text END AS facts "
-    "FROM segmenter.profiles p JOIN unnest(CAST(:store_id AS text[]), CAST(:customer_id AS text[]), "
-    "CAST(:xmin AS text[])) AS w(store_id, customer_id, xmin) "
+    f"FROM segmenter.profiles p JOIN unnest({array('store_id', 'text')}, {array('customer_id', 'text')}, "
+    f"{array('xmin', 'text')}) AS w(store_id, customer_id, xmin) "
     "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
     f"CROSS JOIN ({_WHO_AND_WHEN}) s"
 )
@@ -334,9 +336,9 @@ async def _versioned(
         conn,
         statement,
         {
-            "store_id": [k[0] for k in wanted],
-            "customer_id": [k[1] for k in wanted],
-            "xmin": cache.versions(wanted),
+            "store_id": literal([k[0] for k in wanted]),
+            "customer_id": literal([k[1] for k in wanted]),
+            "xmin": literal(cache.versions(wanted)),
         },
     )
     found: dict[CustomerKey, Profile | None] = {}
@@ -373,7 +375,11 @@ async def relock_profiles(
     rows = await _run(
         conn,
         _LOAD_VERSIONED_LOCKED,
-        {"store_id": [k[0] for k in wanted], "customer_id": [k[1] for k in wanted], "xmin": expected},
+        {
+            "store_id": literal([k[0] for k in wanted]),
+            "customer_id": literal([k[1] for k in wanted]),
+            "xmin": literal(expected),
+        },
     )
     writer = Writer(int(rows[0][3]), rows[0][5]) if rows else None
     # A row holds its version when its document comes back NULL (the statement's CASE): a row with another
@@ -482,7 +488,7 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
 
 def profiles_write(changed: Iterable[Profile]) -> Write | None:
     rows = [_profile_row(p) for p in changed]
-    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows)) if rows else None
+    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, lists=("facts",))) if rows else None
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
@@ -589,7 +595,7 @@ _ADD_TRANSITIONS = insert_rows(transitions, _TRANSITION, ordered=True)
 _REPLACE_HISTORIES_RAW = positional(
     _deleting(
         "transitions",
-        "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[])) "
+        f"unnest({array('gone_store_id', 'text')}, {array('gone_customer_id', 'text')}) "
         "AS g(store_id, customer_id)",
         "store_id = g.store_id AND customer_id = g.customer_id",
     ),
@@ -635,8 +641,8 @@ _SET_TIMERS = insert_rows(
 _APPLY_TIMERS_RAW = positional(
     _deleting(
         "timers",
-        "unnest(CAST(:gone_store_id AS text[]), CAST(:gone_customer_id AS text[]), "
-        "CAST(:gone_kind AS text[])) AS g(store_id, customer_id, kind)",
+        f"unnest({array('gone_store_id', 'text')}, {array('gone_customer_id', 'text')}, "
+        f"{array('gone_kind', 'text')}) AS g(store_id, customer_id, kind)",
         "store_id = g.store_id AND customer_id = g.customer_id AND kind = g.kind",
     ),
     _SET_TIMERS,
@@ -684,8 +690,8 @@ _MOVES = ", ".join(
     for table in ("transitions", "orders", "identities")
 )
 _REPOINT = text(
-    "WITH m AS (SELECT * FROM unnest(CAST(:store_ids AS text[]), CAST(:absorbed AS text[]), "  # noqa: S608
-    f"CAST(:survivors AS text[])) AS m(store_id, absorbed, survivor)), {_MOVES} "
+    f"WITH m AS (SELECT * FROM unnest({array('store_ids', 'text')}, {array('absorbed', 'text')}, "  # noqa: S608
+    f"{array('survivors', 'text')}) AS m(store_id, absorbed, survivor)), {_MOVES} "
     + _deleting("timers", "m", _ABSORBED)
 )
 _REPOINT_RAW = positional(_REPOINT)
@@ -714,7 +720,8 @@ def outbox_write(events: Iterable[FunnelEvent]) -> Write | None:
         values.append(encode_funnel_event(e))
     if not keys:
         return None
-    return Write(_ADD_TO_OUTBOX_RAW, {"topic": [FUNNEL_EVENTS] * len(keys), "key": keys, "value": values})
+    topics = literal([FUNNEL_EVENTS] * len(keys))
+    return Write(_ADD_TO_OUTBOX_RAW, {"topic": topics, "key": keys, "value": values})
 
 
 # Built once (a round runs every second, and at once again while rounds are full): the same statement, its
