@@ -16,6 +16,7 @@ timestamp), less than the client saves; but it reads a literal character by char
 document (1-2 kB, its quotes escaped) that cost more than asyncpg's encoding: documents stay lists.
 Replaying the benchmark's mix (4.1 million elements; 3 alternated pairs): the client's CPU 10.51 -> 9.39 s
 at the medians, PostgreSQL's 7.88 -> 8.40, the replay 13.07 -> 12.29 s.
+
 PostgreSQL plans with the array's length as before (a custom plan reads the literal: EXPLAIN of the
 profile reads gives the batch's 3,000 rows).
 """
