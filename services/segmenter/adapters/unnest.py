@@ -6,8 +6,8 @@ time (or one for several tables: `joined`). Each array's type comes from its col
 after the columns.
 
 Each array travels as one text parameter holding PostgreSQL's array literal (`literal`), cast to its
-array type in the statement (`array`), as pgbench sends the same statements' arrays (bench/limits.py); but
-a bytea column's bytes and a JSONB column's documents, which stay lists. Sent as lists, asyncpg encodes
+array type in the statement (`array`), as pgbench sends the same statements' arrays (bench/limits.py); a
+bytea column's bytes and a JSONB column's documents stay lists. Sent as lists, asyncpg encodes
 every element on its own after checking whether it is itself an array (two `isinstance` checks against
 abstract classes, each a Python call): 130-280 ns of the client's CPU an element for a NULL, an integer or
 a text, 640 for a timestamp, 950 for a numeric; msgspec writes the literal at 4-50 ns an element. Reading
@@ -114,7 +114,9 @@ _CONTROL_ESCAPE = re.compile(rb"\\[bfnrtu]")
 
 
 def literal(values: Sequence[Any]) -> str:
-    """PostgreSQL's array literal of these values (None, str, int, bool, Decimal, aware datetime)."""
+    """PostgreSQL's array literal of these values (None, str, int, bool, Decimal, aware datetime). A
+    datetime's offset is written in whole minutes, RFC 3339's: every instant the segmenter holds has one
+    (msgspec and pydantic read no other, and `instants.standard` keeps it)."""
     encoded = _JSON.encode(values)
     # Most batches hold no backslash at all (one search of the bytes); a document's quotes are escaped,
     # and only then is it worth looking for a control character's escape. A false alarm (a backslash
