@@ -37,6 +37,7 @@ from services.segmenter.adapters.tables import (
 from services.segmenter.adapters.unnest import (
     Positional,
     array,
+    as_lists,
     insert_rows,
     joined,
     joined_values,
@@ -441,6 +442,7 @@ _SAVE_PROFILES = insert_rows(
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
 )
 _SAVE_PROFILES_RAW = positional(_SAVE_PROFILES)
+_PROFILE_LISTS = as_lists(profiles, _PROFILE)  # the documents
 
 
 def _fields(model: object) -> dict[str, Any]:
@@ -488,7 +490,7 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
 
 def profiles_write(changed: Iterable[Profile]) -> Write | None:
     rows = [_profile_row(p) for p in changed]
-    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, lists=("facts",))) if rows else None
+    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, lists=_PROFILE_LISTS)) if rows else None
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")

@@ -60,18 +60,23 @@ def _element_type(table: Table, column: str) -> str:
 
 
 def array(name: str, element: str) -> str:
-    """The parameter `name` as an array of `element`s: its literal (`literal`) cast to the array type; a
-    bytea array stays a list of bytes (its literal would spell every byte out twice)."""
-    if element == "bytea":
-        return f"CAST(:{name} AS bytea[])"
+    """The parameter `name` as an array of `element`s: its literal (`literal`) cast to the array type."""
     return f"CAST(CAST(:{name} AS text) AS {element}[])"
 
 
+def as_lists(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
+    """Those of these columns whose arrays go as lists, not literals: a JSONB column's documents (a literal
+    of them costs PostgreSQL more than their list costs the client) and a bytea column's bytes (a literal
+    would spell every byte out twice)."""
+    return tuple(c for c in columns if isinstance(table.c[c].type, JSONB | LargeBinary))
+
+
 def unnest(table: Table, columns: Sequence[str], alias: str, *, ordinal: bool = False) -> str:
-    """`unnest(<array :a>, ...) AS alias(a, ...)` for these columns of the table (`array`); with `ordinal`,
-    a last column `n` numbers the rows in the order given. A JSONB column's documents stay a list."""
+    """`unnest(<array :a>, ...) AS alias(a, ...)` for these columns of the table (`array`, or a list for
+    those of `as_lists`); with `ordinal`, a last column `n` numbers the rows in the order given."""
+    listed = as_lists(table, columns)
     arrays = ", ".join(
-        f"CAST(:{c} AS text[])" if isinstance(table.c[c].type, JSONB) else array(c, _element_type(table, c))
+        f"CAST(:{c} AS {_element_type(table, c)}[])" if c in listed else array(c, _element_type(table, c))
         for c in columns
     )
     names = ", ".join((*columns, "n") if ordinal else columns)
@@ -99,7 +104,7 @@ def params(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], *, lists: Sequence[str] = ()
 ) -> dict[str, str | list[Any]]:
     """Rows -> the statement's parameters: one array literal per column (`literal`), but a list for each
-    of `lists` (a JSONB column's documents, a bytea column)."""
+    of `lists` (the table's `as_lists` for a statement `unnest` built)."""
     cols = zip(*rows, strict=True) if rows else ((),) * len(columns)
     return {c: list(col) if c in lists else literal(col) for c, col in zip(columns, cols, strict=True)}
 
