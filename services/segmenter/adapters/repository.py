@@ -327,21 +327,22 @@ async def read_profiles_with_versions(
     return await _versioned(conn, _READ_VERSIONED, keys, cache)
 
 
+def _keys_and_versions(keys: list[CustomerKey], versions: list[str | None]) -> dict[str, str]:
+    """The versioned read's parameters: each key with the version its row is expected to hold (or None)."""
+    return {
+        "store_id": literal([k[0] for k in keys]),
+        "customer_id": literal([k[1] for k in keys]),
+        "xmin": literal(versions),
+    }
+
+
 async def _versioned(
     conn: AsyncConnection, statement: Positional, keys: Iterable[CustomerKey], cache: ProfileCache
 ) -> LoadedProfiles:
     wanted = list(set(keys))
     if not wanted:
         return LoadedProfiles({}, None, {})
-    result = await _run(
-        conn,
-        statement,
-        {
-            "store_id": literal([k[0] for k in wanted]),
-            "customer_id": literal([k[1] for k in wanted]),
-            "xmin": literal(cache.versions(wanted)),
-        },
-    )
+    result = await _run(conn, statement, _keys_and_versions(wanted, cache.versions(wanted)))
     found: dict[CustomerKey, Profile | None] = {}
     versions: dict[CustomerKey, str] = {}
     writer: Writer | None = None
@@ -373,15 +374,7 @@ async def relock_profiles(
     if not wanted:
         return True, None
     expected = [versions.get(k) for k in wanted]
-    rows = await _run(
-        conn,
-        _LOAD_VERSIONED_LOCKED,
-        {
-            "store_id": literal([k[0] for k in wanted]),
-            "customer_id": literal([k[1] for k in wanted]),
-            "xmin": literal(expected),
-        },
-    )
+    rows = await _run(conn, _LOAD_VERSIONED_LOCKED, _keys_and_versions(wanted, expected))
     writer = Writer(int(rows[0][3]), rows[0][5]) if rows else None
     # A row holds its version when its document comes back NULL (the statement's CASE): a row with another
     # version, or one where none was expected, comes back with its document; a row gone, not at all.
