@@ -39,6 +39,7 @@ from bench.workload import Step, Storefront, canonical
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import start_postgres
 from deploy.devstack.process import StackError, run_checked
+from services.segmenter.domain import funnel
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.settings import SegmenterSettings
 from shared.db import build_engine
@@ -270,6 +271,9 @@ def _replay_check(
         **found,
         "input": {"events": len(records), "sha256": input_digest(records), "batch": batch},
         "commit": commit,
+        # The replay runs the segmenter's rules in this process, as they were imported: compiled (an
+        # extension module, shared/compiled.py) or not, which its time depends on and its digest must not.
+        "rules_compiled": not str(funnel.__file__).endswith(".py"),
         "replay_seconds": round(replay_seconds, 1),
         "wall_seconds": round(time.monotonic() - began, 1),
     }

@@ -88,13 +88,26 @@ def _current(package: str, manifest: dict[str, object], build_dir: Path, sources
     )
 
 
+def runs_compiled(package: str, build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT) -> bool:
+    """Whether a process started now would run the package's compiled modules: `build_dir` holds a build of
+    the sources now under `root` for this interpreter. The benchmark records it, since a figure measured
+    with the rules interpreted (an edit of shared/ since the last `make install` is enough) is not the
+    service's."""
+    return _current(package, _manifest(build_dir), build_dir, inputs(package, root))
+
+
+def compiled_now() -> dict[str, bool]:
+    """`runs_compiled` of every package that has compiled modules."""
+    return {package: runs_compiled(package) for package in COMPILED}
+
+
 def use_compiled(
     package: str, path: MutableSequence[str], build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT
 ) -> bool:
     """Put the package's compiled modules first on its `__path__` when they were built from the sources
     now under `root` for this interpreter; leave it as it is otherwise. Whether they are used."""
     compiled_dir = build_dir / _relative(package)
-    in_use = _current(package, _manifest(build_dir), build_dir, inputs(package, root))
+    in_use = runs_compiled(package, build_dir, root)
     if in_use:
         # The compiled modules share one runtime library, a top-level module at the build's root.
         if str(build_dir) not in sys.path:

@@ -20,7 +20,9 @@ from shared.compiled import (
     MANIFEST,
     REPO_ROOT,
     build,
+    compiled_now,
     inputs,
+    runs_compiled,
     use_compiled,
 )
 
@@ -60,6 +62,9 @@ def test_a_build_of_the_current_sources_comes_first_on_the_package_path(root: Pa
     build_dir = _built(root, tmp_path / "mypyc")
     sources = str(root.joinpath(*PACKAGE_DIR))
     path = [sources]
+    # What a process started now would do (the benchmark records it), asked without changing anything.
+    assert runs_compiled(PACKAGE, build_dir, root)
+    assert str(build_dir) not in sys.path
     assert use_compiled(PACKAGE, path, build_dir, root)
     assert path == [str(build_dir.joinpath(*PACKAGE_DIR)), sources]
     assert str(build_dir) in sys.path  # the modules' shared runtime library
@@ -74,6 +79,7 @@ def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
     build_dir = _built(root, tmp_path / "mypyc")
     with (root / edited).open("a") as f:
         f.write("# edited\n")
+    assert not runs_compiled(PACKAGE, build_dir, root)
     path = [str(root.joinpath(*PACKAGE_DIR))]
     assert not use_compiled(PACKAGE, path, build_dir, root)
     assert path == [str(root.joinpath(*PACKAGE_DIR))]
@@ -124,3 +130,4 @@ def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
     assert domain.__path__[0] == str(BUILD_DIR.joinpath(*PACKAGE_DIR))
     assert Path(funnel.__file__).is_relative_to(BUILD_DIR)
     assert Path(funnel.__file__).suffix == ".so"
+    assert compiled_now() == {PACKAGE: True}
