@@ -69,6 +69,7 @@ def build_consumer(
     client_id: str,
     *,
     max_poll_records: int = 500,
+    max_partition_fetch_bytes: int = 1024 * 1024,
 ) -> AIOKafkaConsumer:
     # Offsets are committed by hand, after the database transaction that holds the batch's effects.
     # A member learns that its group rebalances (an instance joining or leaving, a rolling deploy) only
@@ -88,6 +89,8 @@ def build_consumer(
         max_poll_records=max_poll_records,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
+        # What one fetch brings of a partition at most (aiokafka's and Kafka's default 1 MiB unless asked).
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
     )
 
 

@@ -286,6 +286,37 @@ async def test_a_profile_written_by_another_between_the_batches_has_the_next_dec
     assert grew(before, "used") == 0  # (the second was not: the first found no stored profile)
 
 
+async def test_after_one_found_stale_the_next_batch_is_not_decided_ahead_and_the_one_after_is(
+    engine: AsyncEngine, store_id: str
+) -> None:
+    # PauseAhead: deciding ahead pays only while nobody else writes the same profiles in between.
+    processor = FunnelProcessor(engine, registry(store_id), hold_connection=True, claim_ahead=True)
+    other = FunnelProcessor(engine, registry(store_id))
+    ann = {"store_customer_id": "ann", "email": "ann@x.io"}
+    batches = [[order(store_id, ann, f"a{i}", T0 + timedelta(days=i))] for i in range(6)]
+    try:
+        await handled_with_the_next_sent(processor, batches[0], batches[1])
+        await handled_with_the_next_sent(processor, batches[1], batches[2])  # the third decided ahead
+        await asyncio.wait_for(other([order(store_id, ann, "x9", T0 + timedelta(days=30))]), 10)
+        before = decided_outcomes()
+        await handled_with_the_next_sent(processor, batches[2], batches[3])  # stale; the fourth not decided
+        stale = decided_outcomes()
+        await handled_with_the_next_sent(processor, batches[3], batches[4])  # the fifth decided ahead again
+        paused = decided_outcomes()
+        await handled_with_the_next_sent(processor, batches[4], None)
+    finally:
+        await processor.close()
+    final = decided_outcomes()
+
+    def between(earlier: dict[str, float], later: dict[str, float]) -> dict[str, float]:
+        return {k: later[k] - earlier.get(k, 0.0) for k in later if later[k] != earlier.get(k, 0.0)}
+
+    assert between(before, stale) == {"stale": 1}
+    assert between(stale, paused) == {}  # the fourth was not decided ahead
+    assert between(paused, final) == {"used": 1}
+    assert sorted(await orders_of(engine, store_id, "ann")) == ["a0", "a1", "a2", "a3", "a4", "x9"]
+
+
 async def test_a_batch_failing_after_the_next_was_decided_ahead_takes_that_claim_back(
     engine: AsyncEngine, store_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

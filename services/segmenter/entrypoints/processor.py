@@ -6,8 +6,8 @@ look-ups and profiles that batch holds are taken from its decisions, as its writ
 read without locks. Once the batch before has committed, the batch locks its profiles' rows as a batch
 always does and checks that each still holds the version it was decided from (`repository.relock_profiles`):
 another writer in between (another instance, the timer worker) has it decided again, from the rows as they
-are. In process over the benchmark's mix, alternated runs: the replay 14.7-16.3 s -> 11.7-13.1
-(bench/README.md, thirty-sixth round)."""
+are, and the next batches are not decided ahead for a while (`PauseAhead`). In process over the benchmark's
+mix, alternated runs: the replay 14.7-16.3 s -> 11.7-13.1 (bench/README.md, thirty-sixth round)."""
 
 from __future__ import annotations
 
@@ -170,6 +170,34 @@ class _Decided:
     changes: Changes
 
 
+class PauseAhead:
+    """Whether the next batch is decided ahead: not for a while after a batch decided ahead was found stale,
+    its rows written meanwhile by another writer (in the benchmark, a second instance taking the partitions
+    of the same customers' other identifiers), so decided twice; the pause doubles each time that happens
+    again, up to LONGEST batches, and ends with the first batch decided ahead that holds. Two segmenters
+    with full batches found 22-25 of each one's 27-29 decided ahead stale (thirty-ninth round); one process,
+    2 of 62 or none."""
+
+    LONGEST = 32
+
+    def __init__(self) -> None:
+        self._pause = 0  # batches the last stale one paused for
+        self._left = 0  # batches of it still to go
+
+    def deciding(self) -> bool:
+        if self._left:
+            self._left -= 1
+            return False
+        return True
+
+    def stale(self) -> None:
+        self._pause = min(max(1, 2 * self._pause), self.LONGEST)
+        self._left = self._pause
+
+    def used(self) -> None:
+        self._pause = 0
+
+
 class FunnelProcessor:
     def __init__(
         self,
@@ -193,6 +221,7 @@ class FunnelProcessor:
         # With `claim_ahead`, the consumer's next batch, handed over by `send_ahead` while this one is
         # handled, has its transaction begun and its claim sent at once on a connection of its own
         # (claim_ahead.py).
+        self._pause_ahead = PauseAhead()
         self._ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = (
             ClaimAhead(engine, self._claim) if claim_ahead else None
         )
@@ -300,7 +329,7 @@ class FunnelProcessor:
                 keys = _Keys.of(fresh)
             loaded = await self._load(conn, fresh, keys)
             changes = self._decide(fresh, keys, loaded)
-        if ahead is not None:
+        if ahead is not None and self._pause_ahead.deciding():
             # The next batch is decided while this one's writes run, from what they will leave.
             ahead.work_ahead(
                 lambda next_events, begun: self._decide_ahead(
@@ -379,8 +408,10 @@ class FunnelProcessor:
         same, writer = await repository.relock_profiles(conn, done.candidates, loaded.versions)
         if not same:
             DECIDED_AHEAD.labels("stale").inc()
+            self._pause_ahead.stale()
             return None
         DECIDED_AHEAD.labels("used").inc()
+        self._pause_ahead.used()
         return dataclasses.replace(done, loaded=dataclasses.replace(loaded, writer=writer))
 
     async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: _Keys) -> _Loaded:
