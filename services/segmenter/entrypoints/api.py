@@ -26,8 +26,9 @@ OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
 # What one fetch brings of a partition at most: 2 MiB (about 3,800 of the benchmark's events) instead of
 # aiokafka's 1 MiB. In a backlog one process handled the same batches in less time, the broker, PostgreSQL
-# and the segmenter each spending less CPU an event: +11 % at saturation over 8 alternated pairs
-# (bench/README.md, thirty-ninth round); the peak memory 161-168 -> 167-175 MiB.
+# and the segmenter each spending less CPU an event: +11 % at saturation alone, +6.5 % with the processor's
+# PauseAhead, which two processes need (8 alternated pairs each; bench/README.md, thirty-ninth round); the
+# peak memory 164-168 -> 166-172 MiB.
 SEGMENTER_FETCH_BYTES = 2 * 1024 * 1024
 
 
