@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from services.segmenter.adapters.profile_cache import ProfileCache
@@ -24,12 +25,17 @@ from shared.storefront_event_structs import StorefrontEvent, decode_storefront_e
 
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
-# What one fetch brings of a partition at most: 2 MiB (about 3,800 of the benchmark's events) instead of
-# aiokafka's 1 MiB. In a backlog one process handled the same batches in less time, the broker, PostgreSQL
-# and the segmenter each spending less CPU an event: +11 % at saturation alone, +6.5 % with the processor's
-# PauseAhead, which two processes need (8 alternated pairs each; bench/README.md, thirty-ninth round); the
-# peak memory 164-168 -> 166-172 MiB.
-SEGMENTER_FETCH_BYTES = 2 * 1024 * 1024
+
+
+def segmenter_consumer(settings: SegmenterSettings) -> AIOKafkaConsumer:
+    """The consumer of storefront events, in the segmenter's group, with its fetch size."""
+    return build_consumer(
+        settings,
+        settings.segmenter_group_id,
+        [STOREFRONT_EVENTS],
+        "segmenter",
+        max_partition_fetch_bytes=settings.segmenter_fetch_bytes,
+    )
 
 
 def decode_decidable(raw: bytes) -> StorefrontEvent:
@@ -80,13 +86,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="segmenter",
-            consumer_factory=lambda: build_consumer(
-                settings,
-                settings.segmenter_group_id,
-                [STOREFRONT_EVENTS],
-                "segmenter",
-                max_partition_fetch_bytes=SEGMENTER_FETCH_BYTES,
-            ),
+            consumer_factory=lambda: segmenter_consumer(settings),
             dlq_producer=lambda: runtime.producer,
             decode=decode_decidable,
             handle=processor,  # type: ignore[arg-type]
