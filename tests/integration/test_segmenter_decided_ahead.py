@@ -313,7 +313,7 @@ async def test_after_one_found_stale_the_next_batch_is_not_decided_ahead_and_the
 
     # The third found stale, so the fourth not decided ahead (paused), both in the third's call.
     assert between(before, stale) == {"stale": 1, "paused": 1}
-    assert between(stale, paused) == {}  # the fourth decided as a batch not decided ahead is
+    assert between(stale, paused) == {}  # the fourth, not decided ahead, has no outcome of its own
     assert between(paused, final) == {"used": 1}
     assert sorted(await orders_of(engine, store_id, "ann")) == ["a0", "a1", "a2", "a3", "a4", "x9"]
 
