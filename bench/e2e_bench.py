@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.cpu import process_seconds
 from bench.httpload import encode_request, open_loop
 from bench.isolated import run_isolated
 from bench.segmenter_bench import wait_until_committed
@@ -281,12 +281,7 @@ def _timings_between(
 def _cpu_seconds(service: Service) -> float:
     """The service process's CPU time so far (utime + stime of /proc/<pid>/stat), in seconds."""
     pid = service.process.pid()
-    if not pid:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15 (proc(5)).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return process_seconds(pid) if pid else 0.0
 
 
 def _hops(stack: BenchStack, answered: dict[str, float], published: dict[str, float]) -> dict[str, Any]:

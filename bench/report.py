@@ -51,6 +51,14 @@ SPECS = (
     Spec("limit_postgres_upsert_rows_per_s", "limit: asyncpg upserts alone", "rows/s"),
     Spec("limit_postgres_upsert_events_per_s", "  same rows, per event", "events/s"),
     Spec("segmenter_limit_ratio", "  asyncpg limit / segmenter", "×", None, False),
+    # Where a saturated segmenter's time goes (bench/cpu.py), over the same window as its figure: each part's
+    # CPU an event, the machine's idle share, and the segmenter's own CPU an event against pgbench's time an
+    # event: what the ratio to pgbench could not go below, however well the process overlapped its waits.
+    Spec("segmenter_cpu_us_per_event", "  CPU an event: segmenter", "µs", None, False),
+    Spec("segmenter_postgres_cpu_us_per_event", "    PostgreSQL", "µs", None, False),
+    Spec("segmenter_kafka_cpu_us_per_event", "    Kafka broker", "µs", None, False),
+    Spec("segmenter_idle_percent", "  two cores idle meanwhile", "%", None, False),
+    Spec("segmenter_cpu_pgbench_ratio", "  segmenter's CPU / pgbench's time", "×", None, False),
     Spec("e2e_stage_p50_ms", "e2e: 2xx → stage published p50", "ms", None, False),
     Spec("e2e_stage_p95_ms", "  p95", "ms", None, False),
     Spec("e2e_stage_p99_ms", "  p99", "ms", 150, False),
@@ -131,6 +139,16 @@ def figures(raw: dict[str, Any]) -> dict[str, Figure]:
     put("limit_postgres_upsert_rows_per_s", limits, lambda r: r["rows_per_s"])
     put("limit_postgres_upsert_events_per_s", limits, lambda r: r["events_per_s"])
     put("segmenter_limit_ratio", pairs, lambda p: _ratio(p[1]["events_per_s"], p[0]["events_per_s"]))
+    cpu = [r["cpu"] for r in segmenter if "segmenter_us_per_event" in r.get("cpu", {})]
+    put("segmenter_cpu_us_per_event", cpu, lambda c: c["segmenter_us_per_event"])
+    put("segmenter_postgres_cpu_us_per_event", cpu, lambda c: c["postgres_us_per_event"])
+    put("segmenter_kafka_cpu_us_per_event", cpu, lambda c: c["kafka_us_per_event"])
+    put("segmenter_idle_percent", cpu, lambda c: 100 * c["idle_share"])
+    put(
+        "segmenter_cpu_pgbench_ratio",
+        [p for p in pairs if "pgbench" in p[1] and "segmenter_us_per_event" in p[0].get("cpu", {})],
+        lambda p: p[0]["cpu"]["segmenter_us_per_event"] * p[1]["pgbench"]["events_per_s"] / 1e6,
+    )
     put("peak_rss_mb_segmenter", _runs(raw, "segmenter", "peak_rss_mb"), float)
     e2e = raw.get("e2e", {})
     for name in (

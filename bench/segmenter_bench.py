@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import pickle
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bench.cpu import CpuSample, per_event, sampler
 from bench.isolated import run_isolated
 from bench.limits import PGBENCH_SCHEMA, SEGMENTER_WRITES, pgbench_figures, pgbench_script, run_pgbench
-from bench.stack import PARTITIONS, BenchStack
+from bench.stack import PARTITIONS, BenchStack, Service
 from bench.workload import Step, Storefront, canonical
 from services.segmenter.adapters import tables as segmenter_tables
 from services.segmenter.adapters.unnest import _element_type
@@ -91,15 +94,19 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
             await consumer.stop()
 
 
-async def wait_until_committed(bootstrap: str, group: str, within_seconds: float) -> dict[str, Any]:
+async def wait_until_committed(
+    bootstrap: str, group: str, within_seconds: float, cpu: Callable[[], CpuSample] | None = None
+) -> dict[str, Any]:
     """Poll the group's committed offsets until they reach the topic's end; the throughput is taken from
-    the first commit to the last, so process start-up and the group join are not counted."""
+    the first commit to the last, so process start-up and the group join are not counted. With `cpu`, the
+    CPU of the stack's parts over that same window, an event (bench/cpu.py), under "cpu"."""
     ends = await _end_offsets(bootstrap, STOREFRONT_EVENTS)
     total = sum(ends.values())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         first: tuple[float, int] | None = None
+        first_cpu: CpuSample | None = None
         trace: list[tuple[float, int]] = []
         deadline = time.monotonic() + within_seconds
         while time.monotonic() < deadline:
@@ -114,10 +121,14 @@ async def wait_until_committed(bootstrap: str, group: str, within_seconds: float
             trace.append((round(now, 2), done))
             if done and first is None:
                 first = (now, done)
+                first_cpu = cpu() if cpu is not None else None
             if done >= total and first is not None:
                 seconds = now - first[0]
-                return {"events": total, "events_per_s": (total - first[1]) / seconds if seconds else 0.0,
-                        "seconds": seconds, "trace": trace[-50:]}  # fmt: skip
+                result = {"events": total, "events_per_s": (total - first[1]) / seconds if seconds else 0.0,
+                          "seconds": seconds, "trace": trace[-50:]}  # fmt: skip
+                if cpu is not None and first_cpu is not None:
+                    result["cpu"] = per_event(first_cpu, cpu(), total - first[1])
+                return result
             await asyncio.sleep(0.1)
         raise TimeoutError(f"group {group} did not commit {total} events within {within_seconds} s")
     finally:
@@ -318,6 +329,17 @@ def prefilled(stack: BenchStack, events: int, say: Any) -> Path:
     return prefill
 
 
+def _stack_pids(stack: BenchStack, segmenters: Sequence[Service]) -> Mapping[str, list[int]]:
+    """The process trees whose CPU a segmenter run is charged (bench/cpu.py): the segmenter processes,
+    PostgreSQL's postmaster (its backends are its children) and the Kafka broker."""
+    named = {
+        "segmenter": [s.process.pid() for s in segmenters],
+        "postgres": [stack.postgres.process.pid()],
+        "kafka": [stack.kafka.process.pid()],
+    }
+    return {name: [p for p in pids if p is not None] for name, pids in named.items()}
+
+
 def segmenter_with_limits(
     stack: BenchStack, r: int, prefill: Path, say: Any
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -329,7 +351,8 @@ def segmenter_with_limits(
     # Not waiting for readiness: the clock is the group's commits, which start before /readyz says so.
     segmenter = stack.start_service("segmenter", stack.env(url, SEGMENTER_GROUP_ID=group), timeout=0)
     try:
-        result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
+        cpu = sampler(functools.partial(_stack_pids, stack, [segmenter]))
+        result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800, cpu))
         peak = segmenter.peak_rss_mb()
         # Let the relay publish what the run wrote: the limit writes those outbox rows too.
         time.sleep(3)
@@ -360,7 +383,8 @@ def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[s
         env = stack.env(url, SEGMENTER_GROUP_ID=group)
         pair = [stack.start_service("segmenter", env, timeout=0, instance=i) for i in range(2)]
         try:
-            result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800))
+            cpu = sampler(functools.partial(_stack_pids, stack, pair))
+            result = asyncio.run(wait_until_committed(stack.kafka.bootstrap_servers, group, 1800, cpu))
         finally:
             for segmenter in pair:
                 stack.stop_service(segmenter)
