@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import shutil
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import services.segmenter.domain as domain
-from services.segmenter.domain import funnel
+from services.segmenter.domain import funnel, identity
+from services.segmenter.domain.records import Record
 from shared.compiled import (
     BUILD_DIR,
     COMPILED,
@@ -131,3 +135,33 @@ def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
     assert Path(funnel.__file__).is_relative_to(BUILD_DIR)
     assert Path(funnel.__file__).suffix == ".so"
     assert compiled_now() == {PACKAGE: True}
+
+
+def _structs_of_compiled_modules() -> list[type[msgspec.Struct]]:
+    modules = [importlib.import_module(f"{PACKAGE}.{name}") for name in COMPILED[PACKAGE]]
+    return [
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct)
+        and value.__module__ == module.__name__
+    ]
+
+
+def test_the_compiled_modules_structs_are_frozen_and_untracked_as_written() -> None:
+    # mypyc drops a class statement's keywords (`frozen=True, gc=False`) when it builds a class whose
+    # metaclass is not its own: a Struct written frozen came out mutable and tracked by the garbage collector
+    # once compiled. They take both from an interpreted base instead (domain/records.py).
+    structs = _structs_of_compiled_modules()
+    assert {cls.__name__ for cls in structs} >= {"Resolution", "HealthHistory"}
+    for cls in structs:
+        assert issubclass(cls, Record), cls
+        assert cls.__struct_config__.frozen, cls
+        assert not cls.__struct_config__.gc, cls
+    resolution = identity.resolve(["id:1"], {})
+    assert Path(identity.__file__).suffix == ".so"  # the compiled class, which lost the keywords before
+    with pytest.raises(AttributeError):
+        resolution.customer_id = "someone else"  # type: ignore[misc]
+    assert not gc.is_tracked(resolution)
+    assert hash(resolution) == hash(identity.Resolution(customer_id="1", absorbed=()))

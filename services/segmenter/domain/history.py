@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
-import msgspec
 from msgspec.structs import replace
 
 from services.segmenter.domain import health
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
+from services.segmenter.domain.records import Record
 from services.segmenter.domain.stages import earned
 from shared.funnel import HEALTH_OF, LEVEL_RANK, STAGE_OF, VALUE, Health, LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules, HealthRule
@@ -141,7 +141,7 @@ def _median_days(gaps: list[float]) -> float | None:
 
 
 # A Struct, not a frozen dataclass: one is made on every derivation (see identity.Resolution).
-class HealthHistory(msgspec.Struct, frozen=True, gc=False):
+class HealthHistory(Record, frozen=True):
     transitions: tuple[Transition, ...]
     seen_at: datetime | None  # the latest move earned by time passing after the last order
     next_check: datetime | None  # when the next such move is due (the health timer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import msgspec
+from services.segmenter.domain.records import Record
 
 _RANK = {"email:": 1, "anon:": 2, "order:": 3}
 
@@ -29,7 +29,7 @@ def _rank(customer_id: str) -> tuple[int, str]:
 
 # A Struct, not a frozen dataclass: two are made an event, and the dataclass's __init__ (object.__setattr__
 # per field) cost several times a Struct's, built in C.
-class Resolution(msgspec.Struct, frozen=True, gc=False):
+class Resolution(Record, frozen=True):
     customer_id: str
     absorbed: tuple[str, ...]  # other profiles that turned out to be the same customer
 
