@@ -1,5 +1,6 @@
-"""A package runs its mypyc-compiled modules only when they were built from its current sources and shared/'s
-(shared/compiled.py), and `make install` builds the segmenter's rules so that they do."""
+"""A package runs its mypyc-compiled modules only when the build holds them built from the current sources of
+their service and shared/, with every other package's of the build (shared/compiled.py), and `make install`
+builds the segmenter's rules and write set so that they do."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 import services.segmenter.domain as domain
 from services.segmenter.domain import funnel, identity
 from services.segmenter.domain.records import Record
+from services.segmenter.service_layer import write_set
 from shared.compiled import (
     BUILD_DIR,
     COMPILED,
@@ -32,6 +34,8 @@ from shared.compiled import (
 
 PACKAGE = "services.segmenter.domain"
 PACKAGE_DIR = ("services", "segmenter", "domain")
+SERVICE_DIR = PACKAGE_DIR[:-1]
+WRITE_SET = "services.segmenter.service_layer"
 
 
 @pytest.fixture(autouse=True)
@@ -43,22 +47,25 @@ def _sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
 def root(tmp_path: Path) -> Path:
     """A copy of the sources the compiled modules depend on, to edit."""
     copy = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT / "shared", copy / "shared", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(
-        REPO_ROOT.joinpath(*PACKAGE_DIR),
-        copy.joinpath(*PACKAGE_DIR),
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for sources in (("shared",), SERVICE_DIR):
+        shutil.copytree(
+            REPO_ROOT.joinpath(*sources),
+            copy.joinpath(*sources),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     return copy
 
 
-def _built(root: Path, build_dir: Path, *, modules: tuple[str, ...] = COMPILED[PACKAGE]) -> Path:
-    """A build of the sources under `root` as they are now: the manifest and an (empty) extension a module."""
-    compiled_dir = build_dir.joinpath(*PACKAGE_DIR)
-    compiled_dir.mkdir(parents=True)
-    for module in modules:
-        (compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").touch()
-    (build_dir / MANIFEST).write_text(json.dumps({PACKAGE: inputs(PACKAGE, root)}))
+def _built(root: Path, build_dir: Path, *, left_out: str | None = None) -> Path:
+    """A build of the sources under `root` as they are now: the manifest and an (empty) extension for each
+    module of every package in COMPILED, but `left_out` ("package.module")."""
+    for package, modules in COMPILED.items():
+        compiled_dir = build_dir.joinpath(*package.split("."))
+        compiled_dir.mkdir(parents=True)
+        for module in modules:
+            if f"{package}.{module}" != left_out:
+                (compiled_dir / f"{module}{EXTENSION_SUFFIXES[0]}").touch()
+    (build_dir / MANIFEST).write_text(json.dumps({p: inputs(p, root) for p in COMPILED}))
     return build_dir
 
 
@@ -75,15 +82,25 @@ def test_a_build_of_the_current_sources_comes_first_on_the_package_path(root: Pa
     assert COMPILED_IN_USE.labels(PACKAGE)._value.get() == 1
 
 
-@pytest.mark.parametrize("edited", ["services/segmenter/domain/carts.py", "shared/funnel.py"])
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "services/segmenter/domain/carts.py",
+        "services/segmenter/service_layer/write_set.py",
+        "services/segmenter/adapters/repository.py",
+        "shared/funnel.py",
+    ],
+)
 def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
     root: Path, tmp_path: Path, edited: str
 ) -> None:
-    # The package's own module, or a module of shared/ that compiled code calls with the types it saw then.
+    # A compiled module of the package or of another package of the build, a module of the service that
+    # the write set calls, or one of shared/: compiled code calls each with the types it saw then.
     build_dir = _built(root, tmp_path / "mypyc")
     with (root / edited).open("a") as f:
         f.write("# edited\n")
     assert not runs_compiled(PACKAGE, build_dir, root)
+    assert not runs_compiled(WRITE_SET, build_dir, root)
     path = [str(root.joinpath(*PACKAGE_DIR))]
     assert not use_compiled(PACKAGE, path, build_dir, root)
     assert path == [str(root.joinpath(*PACKAGE_DIR))]
@@ -91,10 +108,13 @@ def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
     assert COMPILED_IN_USE.labels(PACKAGE)._value.get() == 0
 
 
+@pytest.mark.parametrize("left_out", [f"{PACKAGE}.{COMPILED[PACKAGE][0]}", f"{WRITE_SET}.write_set"])
 def test_a_module_not_built_for_this_interpreter_runs_the_whole_package_interpreted(
-    root: Path, tmp_path: Path
+    root: Path, tmp_path: Path, left_out: str
 ) -> None:
-    build_dir = _built(root, tmp_path / "mypyc", modules=COMPILED[PACKAGE][1:])
+    # One of the package's own modules missing, or another package's: the build is used whole or not at all.
+    build_dir = _built(root, tmp_path / "mypyc", left_out=left_out)
+    assert not runs_compiled(WRITE_SET, build_dir, root)
     path = [str(root.joinpath(*PACKAGE_DIR))]
     assert not use_compiled(PACKAGE, path, build_dir, root)
     assert len(path) == 1
@@ -134,7 +154,8 @@ def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
     assert domain.__path__[0] == str(BUILD_DIR.joinpath(*PACKAGE_DIR))
     assert Path(funnel.__file__).is_relative_to(BUILD_DIR)
     assert Path(funnel.__file__).suffix == ".so"
-    assert compiled_now() == {PACKAGE: True}
+    assert Path(write_set.__file__).suffix == ".so"
+    assert compiled_now() == {PACKAGE: True, WRITE_SET: True}
 
 
 def _structs_of_compiled_modules() -> list[type[msgspec.Struct]]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import ChainMap
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -24,22 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache, xmin_of
 from services.segmenter.adapters.writes_in_order import alongside
-from services.segmenter.domain.funnel import (
-    after_merge,
-    decide,
-    erase_shop,
-    erasure_notices,
-    event_identifiers,
-    forgotten_in_merge,
-    merge,
-    tombstone,
-)
-from services.segmenter.domain.identity import resolve
 from services.segmenter.domain.instants import standardise_event
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.claim_ahead import Begun, ClaimAhead
-from services.segmenter.service_layer.write_set import Changes, Key, first_copies, rules_for
-from shared.events import SHOP_WIDE
+from services.segmenter.service_layer.deciding import Keys, Loaded, deciding, is_shop_wide
+from services.segmenter.service_layer.write_set import Changes, Key, first_copies
 from shared.kept_connection import KeptConnection
 from shared.logging import get_logger
 from shared.raw_sql import ConnectionLost
@@ -64,60 +52,11 @@ log = get_logger(__name__)
 # and 179 with 1,000, against 163 before the cache (issue 14 allows +10 %); the throughput did not differ
 # measurably between them.
 PROFILE_CACHE_SIZE = 1000
-# Events decided between two turns of the event loop, for a batch decided while the batch before is written.
-_TURN = 100
-
-
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    """What a batch's look-ups need of its events: each event's identifiers (in the events' order, worked out
-    once for the look-ups and for resolution), the (store, identifier) pairs to look up, and the customer
-    each event names on its own (resolved with nothing known yet), whose profile is loaded too."""
-
-    ids_of: list[list[str]]
-    wanted: set[tuple[str, str]]
-    named_alone: set[Key]
-
-    @classmethod
-    def of(cls, events: Sequence[StorefrontEvent]) -> _Keys:
-        ids_of = [event_identifiers(e) for e in events]
-        pairs = list(zip(events, ids_of, strict=True))
-        return cls(
-            ids_of,
-            {(e.store_id, i) for e, ids in pairs for i in ids},
-            {(e.store_id, resolve(ids, {}).customer_id) for e, ids in pairs},
-        )
-
 
 # What a claim gave (the (store, event) pairs seen for the first time) with the batch's look-up keys.
-_Claimed = tuple[set[tuple[str, str]], _Keys]
+_Claimed = tuple[set[tuple[str, str]], Keys]
 # What a batch's transaction gave: outbox rows written, the writer of its profiles, its changes.
 _Batch = tuple[int, repository.Writer | None, Changes]
-
-
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    """What a batch read before deciding: the identities its events name, the profiles they resolve to
-    (locked) and the transaction, when a row was found."""
-
-    identities: dict[tuple[str, str], str]
-    profiles: dict[Key, Profile]
-    shops: dict[str, list[Profile]]  # a store's profiles, for each store a shop-wide erasure names
-    writer: repository.Writer | None
-    # customer -> the ids merged into it before this batch (directly), read only when the batch erases a
-    # customer or meets one erased: what an erasure must reach besides the customer itself.
-    merged: dict[Key, set[str]]
-    # Of the identifiers no look-up knows, those an erasure forgot: whose, and when (`_as_when_said`).
-    forgotten: dict[tuple[str, str], repository.Forgotten]
-    # The version (xmin) of each profile's row, as read.
-    versions: dict[Key, str]
-
-    def known(self) -> dict[str, dict[str, str]]:
-        """identifier -> customer, per store: what resolution consults (and updates) event after event."""
-        known: dict[str, dict[str, str]] = {}
-        for (store, identifier), customer in self.identities.items():
-            known.setdefault(store, {})[identifier] = customer
-        return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +71,7 @@ class _Basis:
     owners: dict[Key, str]  # (store, absorbed) -> survivor, for its merges (repository.final_owners)
 
     @classmethod
-    def of(cls, events: Sequence[StorefrontEvent], loaded: _Loaded, changes: Changes) -> _Basis | None:
+    def of(cls, events: Sequence[StorefrontEvent], loaded: Loaded, changes: Changes) -> _Basis | None:
         """None for a batch the next one's look-ups could not follow from memory: one whose erasures forget
         identities or reach customers' merged ids (rare), or whose transaction is not known yet (no row
         read: the first batches)."""
@@ -165,8 +104,8 @@ class _Decided:
     before), the customers whose profiles were looked for (found or not) and the decisions."""
 
     fresh: list[StorefrontEvent]
-    keys: _Keys
-    loaded: _Loaded
+    keys: Keys
+    loaded: Loaded
     candidates: set[Key]
     changes: Changes
 
@@ -300,7 +239,7 @@ class FunnelProcessor:
         # otherwise wait for each other's profile locks.
         return await alongside(
             repository.claim_events(conn, [(e.event_id, e.store_id) for e in events]),
-            lambda: _Keys.of(events),
+            lambda: Keys.of(events),
         )
 
     async def _batch(self, conn: AsyncConnection, events: Sequence[StorefrontEvent]) -> _Batch:
@@ -312,7 +251,7 @@ class FunnelProcessor:
         conn: AsyncConnection,
         events: Sequence[StorefrontEvent],
         first_seen: set[tuple[str, str]],
-        keys: _Keys,
+        keys: Keys,
         *,
         ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = None,
         decided: asyncio.Task[_Decided | None] | None = None,
@@ -327,7 +266,7 @@ class FunnelProcessor:
             if not fresh:
                 return 0, None, Changes()
             if len(fresh) < len(events):
-                keys = _Keys.of(fresh)
+                keys = Keys.of(fresh)
             loaded = await self._load(conn, fresh, keys)
             changes = self._decide(fresh, keys, loaded)
         if ahead is not None:
@@ -369,7 +308,7 @@ class FunnelProcessor:
         if not fresh or any(type(e) is CustomerErasedEvent for e in fresh):
             return None
         if len(fresh) < len(events):
-            keys = _Keys.of(fresh)
+            keys = Keys.of(fresh)
         stored = await repository.load_identities(conn, keys.wanted)
         # As the batch before leaves them: its look-ups written, then its merges' repointing.
         theirs = basis.identities
@@ -391,7 +330,7 @@ class FunnelProcessor:
             versions[key] = basis.versions[key]
         if any(p.erased_at is not None for p in profiles.values()):
             return None
-        loaded = _Loaded(identities, profiles, {}, None, {}, {}, versions)
+        loaded = Loaded(identities, profiles, {}, None, {}, {}, versions)
         return _Decided(fresh, keys, loaded, candidates, await self._decide_in_turns(fresh, keys, loaded))
 
     async def _still_decided(
@@ -419,7 +358,7 @@ class FunnelProcessor:
         self._pause_ahead.used()
         return dataclasses.replace(done, loaded=dataclasses.replace(loaded, writer=writer))
 
-    async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: _Keys) -> _Loaded:
+    async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: Keys) -> Loaded:
         """What deciding `events` reads, its profiles locked (a whole store's for a shop-wide erasure)."""
         found = await repository.load_identities(conn, keys.wanted)
         # Emails and anonymous ids no look-up knows (a new customer's, nearly always): an erasure may have
@@ -432,7 +371,7 @@ class FunnelProcessor:
         loaded = versioned.profiles
         versions = versioned.versions
         # An erased customer merged into another since: the late events its forgotten look-ups name are the
-        # survivor's (`_as_when_said` follows the pointers), so the survivors are loaded too.
+        # survivor's (`deciding._as_when_said` follows the pointers), so the survivors are loaded too.
         owners = {(s, f.customer_id) for (s, _), f in forgotten.items()}
         while pointed := {
             (k[0], p.merged_into)
@@ -444,7 +383,7 @@ class FunnelProcessor:
             versions = {**versions, **more.versions}
             owners = pointed
         shops = {}
-        erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and _is_shop_wide(e)}
+        erasing = {e.store_id for e in events if type(e) is CustomerErasedEvent and is_shop_wide(e)}
         for store_id in sorted(erasing):
             shops[store_id] = await repository.load_store_profiles_for_update(conn, store_id)
         merged: dict[Key, set[str]] = {}
@@ -453,213 +392,22 @@ class FunnelProcessor:
         ):
             for store_id, absorbed_id, survivor_id in await repository.load_merged_into(conn, candidates):
                 merged.setdefault((store_id, survivor_id), set()).add(absorbed_id)
-        return _Loaded(found, loaded, shops, versioned.writer, merged, forgotten, versions)
+        return Loaded(found, loaded, shops, versioned.writer, merged, forgotten, versions)
 
-    def _decide(self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded) -> Changes:
+    def _decide(self, events: Sequence[StorefrontEvent], keys: Keys, loaded: Loaded) -> Changes:
         """The decisions of a batch, from what was read for it."""
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
-        for _ in self._deciding(events, keys, loaded, changes):
+        for _ in deciding(events, keys, loaded, changes, self._stores):
             pass
         return changes
 
     async def _decide_in_turns(
-        self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded
+        self, events: Sequence[StorefrontEvent], keys: Keys, loaded: Loaded
     ) -> Changes:
-        """`_decide`, giving the event loop a turn every `_TURN` events: decided while the batch before is
+        """`_decide`, giving the event loop a turn every `TURN` events: decided while the batch before is
         written, the batch does not hold that batch's statements back for the whole of its decisions
         (each goes out when the one before it answers)."""
         changes = Changes(stored_profiles=loaded.profiles, stored_identities=loaded.identities)
-        for _ in self._deciding(events, keys, loaded, changes):
+        for _ in deciding(events, keys, loaded, changes, self._stores):
             await asyncio.sleep(0)
         return changes
-
-    def _deciding(
-        self, events: Sequence[StorefrontEvent], keys: _Keys, loaded: _Loaded, changes: Changes
-    ) -> Iterator[None]:
-        """The decisions into `changes`, event after event; a pause after every `_TURN` events."""
-        known = loaded.known()
-        profiles = dict(loaded.profiles)
-        forgotten = dict(loaded.forgotten)  # and those this batch's erasures forget, as they go
-        ids_of = keys.ids_of
-        for start in range(0, len(events), _TURN):
-            end = start + _TURN
-            for event, ids in zip(events[start:end], ids_of[start:end], strict=True):
-                # The type inline: a call an event for the rare erasure would cost more than the test.
-                if type(event) is CustomerErasedEvent and _is_shop_wide(event):
-                    _erase_shop(event, loaded, changes, profiles)
-                else:
-                    self._apply_one(event, ids, known, profiles, changes, loaded.merged, forgotten)
-            yield
-
-    def _apply_one(
-        self,
-        event: StorefrontEvent,
-        ids: list[str],
-        known: dict[str, dict[str, str]],
-        loaded: dict[Key, Profile],
-        changes: Changes,
-        stored_merges: dict[Key, set[str]],
-        forgotten_ids: dict[tuple[str, str], repository.Forgotten],
-    ) -> None:
-        store_id = event.store_id
-        rules = rules_for(self._stores, store_id)
-        in_store = known.setdefault(store_id, {})
-        # Only after an erasure is anything forgotten: the usual batch resolves by the look-ups alone.
-        resolution = resolve(ids, _as_when_said(event, ids, in_store, forgotten_ids, loaded) or in_store)
-        survivor_key = (store_id, resolution.customer_id)
-        # A refund of an order never seen lands on a profile named after the order ("order:<id>"), durable
-        # like any other; the order, when it comes, names that id too and absorbs the waiting refund.
-        profile = loaded.get(survivor_key)
-        if profile is not None and profile.merged_into is not None:
-            # An id merged away whose identities an erasure forgot (nothing else resolves to a tombstone):
-            # whoever comes back under it is a new customer, not the erased one nor the tombstone's pointer.
-            profile = None
-        before = [] if profile is None else [profile]  # the profiles this event's customer is made of
-        forgotten: set[str] = set()  # ids whose consumers must forget what they heard under them
-        for absorbed_id in resolution.absorbed:
-            absorbed_key = (store_id, absorbed_id)
-            absorbed = loaded.get(absorbed_key)
-            if absorbed is None or absorbed.merged_into is not None:
-                continue
-            before.append(absorbed)
-            base = profile or absorbed.model_copy(
-                update={"customer_id": resolution.customer_id, "identifiers": ()}
-            )
-            merged = merge(base, absorbed)
-            if profile is not None:
-                # One of the two erased before we heard of the link, and the other gave no details since:
-                # what the notifier heard under the other's ids is what that erasure forgot, as if the link
-                # had come first (then the erasure would have reached them). `merge` leaves out its identities
-                # and what it heard before the erasure; what either did since (by account id alone) stays.
-                sides = (survivor_key, absorbed_key)
-                for key, gone in zip(sides, forgotten_in_merge(profile, absorbed), strict=True):
-                    if gone:
-                        forgotten |= {key[1], *_merged_into(key, stored_merges, changes.merges)}
-            loaded[absorbed_key] = changes.profiles[absorbed_key] = tombstone(
-                absorbed, resolution.customer_id
-            )
-            changes.merges.append((store_id, absorbed_id, resolution.customer_id))
-            decision = after_merge(merged, rules, event.event_id, event.occurred_at)
-            changes.record(decision)
-            profile = decision.profile
-        customer_id = resolution.customer_id
-        decision = decide(profile, event, rules, customer_id, ids)
-        after = decision.profile
-        loaded[survivor_key] = after
-        changes.record(decision)
-        if type(event) is CustomerErasedEvent:
-            # The erasure reaches every id merged into the customer, before this batch or in it.
-            forgotten |= _merged_into(survivor_key, stored_merges, changes.merges)
-        if forgotten:
-            changes.funnel_events.extend(
-                erasure_notices(store_id, forgotten, event.event_id, event.occurred_at)
-            )
-        # The profile's own identifiers are in the write set already (`record` put each there, for its
-        # customer, which is always the resolved one: the profile is loaded under that id, or made or merged
-        # into it): only the event's are added to it, unless the customer was ever erased. Then the profile
-        # holds only the identifiers said after the erasure (and "id:", "order:" ones), chosen by date in
-        # `decide` and `merge`, and the event's may be older: an erased customer who came back with new
-        # details (no longer `erased`) must not be found again by an old email or anonymous id.
-        for identifier in after.identifiers:
-            in_store[identifier] = customer_id
-        if after.erased_at is None:
-            identities = changes.identities
-            for identifier in ids:
-                in_store[identifier] = customer_id
-                identities[(store_id, identifier)] = customer_id
-        else:
-            _forget_look_ups(after, before, ids, in_store, changes, forgotten_ids)
-
-
-def _as_when_said(
-    event: StorefrontEvent,
-    ids: list[str],
-    in_store: dict[str, str],
-    forgotten: dict[tuple[str, str], repository.Forgotten],
-    loaded: dict[Key, Profile],
-) -> Mapping[str, str] | None:
-    """The look-ups as they stood when the event was said, if it names an identifier that an erasure at or
-    after that time forgot (None otherwise): that identifier then still named the erased customer (as it
-    is now: merged into another since, that one). Said before the erasure and heard after it, the event is
-    theirs and forgotten as theirs (with whoever else it names, as a link would have merged them then), not
-    the start of a new customer holding what the erasure removed, nor part of one who came under that
-    identifier since."""
-    if not forgotten:
-        return None
-    store_id = event.store_id
-    then: dict[str, str] = {}
-    for identifier in ids:
-        f = forgotten.get((store_id, identifier))
-        if f is None or event.occurred_at > f.erased_at:
-            continue
-        owner = f.customer_id
-        profile = loaded.get((store_id, owner))
-        while profile is not None and profile.merged_into is not None:
-            owner = profile.merged_into
-            profile = loaded.get((store_id, owner))
-        if profile is not None:
-            then[identifier] = owner
-    return ChainMap(then, in_store) if then else None
-
-
-def _forget_look_ups(
-    after: Profile,
-    before: list[Profile],
-    ids: list[str],
-    in_store: dict[str, str],
-    changes: Changes,
-    forgotten: dict[tuple[str, str], repository.Forgotten],
-) -> None:
-    """An erased customer's emails and anonymous ids that it no longer holds (its erasure, or a merge, or
-    an event from before the erasure left them out) find it no more, later in this batch either, and are
-    remembered as forgotten (`repository.forget_identities`) for the late events that name them."""
-    assert after.erased_at is not None
-    held = set(after.identifiers)
-    named = {i for p in before for i in p.identifiers} | set(ids)
-    dropped = sorted(i for i in named - held if i.startswith(("email:", "anon:")))
-    if not dropped:
-        return
-    store_id, customer_id = after.store_id, after.customer_id
-    for identifier in dropped:
-        in_store.pop(identifier, None)
-        forgotten[(store_id, identifier)] = repository.Forgotten(customer_id, after.erased_at)
-    changes.forgotten.setdefault((store_id, customer_id), set()).update(dropped)
-
-
-def _merged_into(key: Key, stored: dict[Key, set[str]], batch: list[tuple[str, str, str]]) -> set[str]:
-    """The ids merged into this customer, directly or through others: before this batch (`stored`,
-    survivor -> absorbed ids) or in it so far (the batch's merges, store -> absorbed -> survivor)."""
-    store_id = key[0]
-    direct = {k: set(v) for k, v in stored.items() if k[0] == store_id}
-    for store, absorbed_id, survivor_id in batch:
-        if store == store_id:
-            direct.setdefault((store, survivor_id), set()).add(absorbed_id)
-    found: set[str] = set()
-    todo = [key]
-    while todo:
-        for absorbed_id in direct.get(todo.pop(), ()):
-            if absorbed_id not in found:
-                found.add(absorbed_id)
-                todo.append((store_id, absorbed_id))
-    return found
-
-
-def _is_shop_wide(event: CustomerErasedEvent) -> bool:
-    """Shopify's shop/redact: the erasure of every customer of the store."""
-    return event.customer.store_customer_id == SHOP_WIDE
-
-
-def _erase_shop(
-    event: CustomerErasedEvent, loaded: _Loaded, changes: Changes, profiles: dict[Key, Profile]
-) -> None:
-    """Every customer of the store is erased as it stands at this event: each stored one (not merged away
-    before this batch) as this batch left it so far, and each this batch made."""
-    current = {(p.store_id, p.customer_id): p for p in loaded.shops[event.store_id]}
-    for key, p in profiles.items():
-        if key[0] == event.store_id and (key in current or key not in loaded.profiles):
-            current[key] = p
-    erasure = erase_shop(event.store_id, current.values(), event.event_id, event.occurred_at)
-    for decision in erasure.decisions:
-        profiles[(decision.profile.store_id, decision.profile.customer_id)] = decision.profile
-        changes.record(decision)
-    changes.funnel_events.extend(erasure.funnel_events)

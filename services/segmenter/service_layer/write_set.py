@@ -61,7 +61,7 @@ class Changes:
     # The profiles `write` wrote (those that came out of the batch changed).
     written: list[Profile] = field(default_factory=list)
     # An erased customer -> the emails and anonymous ids it no longer holds that this batch named
-    # (processor._forget_look_ups): remembered as forgotten with those its look-ups lose.
+    # (deciding._forget_look_ups): remembered as forgotten with those its look-ups lose.
     forgotten: dict[Key, set[str]] = field(default_factory=dict)
 
     def record(self, decision: Decision) -> None:
