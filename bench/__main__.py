@@ -22,6 +22,7 @@ from bench.replay_check import REPO_ROOT, differences, replay_check
 from bench.replay_check import load as load_replay
 from bench.report import RESULTS_DIR, figures, markdown_table, print_table, write_chart, write_json
 from bench.segmenter_bench import run_segmenter
+from bench.settle import settle
 from bench.stack import BenchStack
 from shared.compiled import compiled_now
 
@@ -86,8 +87,11 @@ def run(
         "e2e": lambda: run_e2e(stack, runs, e2e_rate, e2e_seconds, _say),
         "limits": lambda: run_limits(stack, runs, kafka_limit_records, segmenter_events, _say),
     }
+    settled: dict[str, dict[str, Any]] = {}
     try:
         for phase in chosen:
+            settled[phase] = settle()  # not the phase before's writes going to disk meanwhile
+            _say(f"{phase}: {settled[phase]['unwritten_kib_before'] // 1024} MiB flushed to disk first")
             try:
                 raw[phase] = phase_runners[phase]()
             except Exception as exc:  # one phase failing must not lose the figures of the others
@@ -113,6 +117,7 @@ def run(
         "machine": {"cpus": _cpus(), "python": platform.python_version(), "load_at_end": _loadavg()},
         # Each service process decides when it starts: a source edited during the run shows at the end.
         "compiled": {"at_start": compiled_at_start, "at_end": compiled_or_warn()},
+        "settled": settled,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(time.monotonic() - began, 1),
     }

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from bench.cpu import CpuSample, per_event, sampler
 from bench.isolated import run_isolated
 from bench.limits import PGBENCH_SCHEMA, SEGMENTER_WRITES, pgbench_figures, pgbench_script, run_pgbench
+from bench.settle import settle
 from bench.stack import PARTITIONS, BenchStack, Service
 from bench.workload import Step, Storefront, canonical
 from services.segmenter.adapters import tables as segmenter_tables
@@ -348,6 +349,7 @@ def segmenter_with_limits(
     stack.recreate_topics([FUNNEL_EVENTS])
     url = stack.fresh_database(f"bench_segmenter_{r}", ("segmenter",))
     group = f"bench-segmenter-{r}-{int(time.time())}"
+    settled = settle()  # the pre-fill's and the run before's writes on disk first (bench/settle.py)
     # Not waiting for readiness: the clock is the group's commits, which start before /readyz says so.
     segmenter = stack.start_service("segmenter", stack.env(url, SEGMENTER_GROUP_ID=group), timeout=0)
     try:
@@ -358,8 +360,11 @@ def segmenter_with_limits(
         time.sleep(3)
     finally:
         stack.stop_service(segmenter)
+    result["settled"] = settled
     say(f"segmenter run {r + 1}: {result['events_per_s']:.0f} events/s")
+    settled = settle()
     limit = run_isolated(postgres_upsert_limit, url, stack.kafka.bootstrap_servers, prefill, stack.root)
+    limit["settled"] = settled
     say(f"postgres upsert limit run {r + 1}: asyncpg {limit['rows_per_s']:.0f} rows/s "
         f"({limit['events_per_s']:.0f} events/s); pgbench {limit['pgbench']['rows_per_s']:.0f} rows/s "
         f"({limit['pgbench']['events_per_s']:.0f} events/s)")  # fmt: skip
@@ -381,6 +386,7 @@ def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[s
         url = stack.fresh_database(f"bench_segmenter_pair_{r}", ("segmenter",))
         group = f"bench-segmenter-pair-{r}-{int(time.time())}"
         env = stack.env(url, SEGMENTER_GROUP_ID=group)
+        settled = settle()
         pair = [stack.start_service("segmenter", env, timeout=0, instance=i) for i in range(2)]
         try:
             cpu = sampler(functools.partial(_stack_pids, stack, pair))
@@ -388,6 +394,7 @@ def run_segmenter(stack: BenchStack, runs: int, events: int, say: Any) -> dict[s
         finally:
             for segmenter in pair:
                 stack.stop_service(segmenter)
+        result["settled"] = settled
         out["segmenter_2_instances"].append(result)
         say(f"2 segmenter instances run {r + 1}: {result['events_per_s']:.0f} events/s")
     return out
