@@ -1,5 +1,6 @@
 """One batch of storefront events -> one transaction: dedupe records, identity resolution, profiles,
-transitions, timers, order projections, co-purchases and outbox rows.
+transitions, timers, order projections, co-purchases and outbox rows. This reads and writes; the decisions,
+event after event, are service_layer/deciding.py's.
 
 In a backlog (`claim_ahead`), a batch is decided while the batch before it is written (`_decide_ahead`): the
 look-ups and profiles that batch holds are taken from its decisions, as its writes will leave them, the rest
