@@ -108,8 +108,14 @@ def runs_compiled(package: str, build_dir: Path = BUILD_DIR, root: Path = REPO_R
     figure measured with the rules interpreted (an edit of shared/ since the last `make install` is
     enough) is not the service's."""
     manifest = _manifest(build_dir)
+    # The packages of one service have the same inputs: each service's sources are hashed once.
+    by_service: dict[Path, dict[str, str]] = {}
+    for built in COMPILED:
+        service = _relative(built).parent
+        if service not in by_service:
+            by_service[service] = inputs(built, root)
     return package in COMPILED and all(
-        _current(built, manifest, build_dir, inputs(built, root)) for built in COMPILED
+        _current(built, manifest, build_dir, by_service[_relative(built).parent]) for built in COMPILED
     )
 
 
