@@ -169,6 +169,7 @@ class ConsumerPipeline(Generic[T]):
         catch_up_ms: int = 0,
         prepare: Callable[[Sequence[T]], None] | None = None,
         unprepare: Callable[[], Awaitable[None]] | None = None,
+        announce: Callable[[Sequence[bytes | None]], None] | None = None,
     ) -> None:
         self._name = name
         self._consumer_factory = consumer_factory
@@ -190,6 +191,12 @@ class ConsumerPipeline(Generic[T]):
         # (a rebalance cut the batch, or the consumer stops).
         self._prepare = prepare
         self._unprepare = unprepare
+        # With `announce` (and `prepare`), a batch read ahead is first handed over as its records' raw
+        # values, in the order `prepare` gets the decoded ones, before any is decoded: the handler may start
+        # on what it can tell from the bytes alone (the segmenter sends the claim of their ids, which then
+        # runs while they are decoded). `prepare` follows as without; a value it lacks (invalid) is the
+        # handler's to notice. `unprepare` covers both.
+        self._announce = announce
         # With `catch_up_ms`, a batch taken from records the consumer had buffered while the previous batch
         # was handled is topped up by one more poll, waiting at most that long (see _caught_up).
         self._catch_up_ms = catch_up_ms
@@ -280,6 +287,8 @@ class ConsumerPipeline(Generic[T]):
         """The next batch as the consumer holds it now (no wait), and its first records decoded (all of
         them, prepared, with `prepare`)."""
         batches = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
+        if self._announce is not None and self._prepare is not None and batches:
+            self._announce([record.value for record in _in_order(batches)])
         decoded: list[T | Invalid] = []
         limit = self._max_records if self._prepare is not None else self._decode_ahead
         for record in _in_order(batches):

@@ -306,6 +306,22 @@ def decode_storefront_event(raw: bytes) -> StorefrontEvent:
     return event if event is not None else from_model(events.decode_event(raw))
 
 
+class _Key(msgspec.Struct):
+    event_id: str
+    store_id: str
+
+
+_KEY_DECODER = msgspec.json.Decoder(_Key)
+
+
+def event_key(raw: bytes) -> tuple[str, str]:
+    """A message value's (event_id, store_id), read without building the rest (a fraction of decoding
+    it); as the decoded event's when it decodes. Raises msgspec.DecodeError or ValidationError when the
+    value has no such strings."""
+    key = _KEY_DECODER.decode(raw)
+    return key.event_id, key.store_id
+
+
 def cheap_decode(raw: bytes) -> StorefrontEvent | None:
     """The event when msgspec alone can say what the contract's decoder would (see the module's docstring);
     None when that decoder must decide."""

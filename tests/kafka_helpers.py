@@ -58,11 +58,12 @@ def storefront_pipeline(
     max_records: int = 1000,
     prepare: Callable[[Sequence[StorefrontEvent]], None] | None = None,
     unprepare: Callable[[], Awaitable[None]] | None = None,
+    announce: Callable[[Sequence[bytes | None]], None] | None = None,
     **consumer_options: Any,
 ) -> ConsumerPipeline[StorefrontEvent]:
     """The consumer pipeline as the segmenter runs it, on a test topic and group of the test's choosing
     (with `prepare`, each batch read ahead is handed over while the one before is handled, as the
-    segmenter hands it to its processor's `send_ahead`)."""
+    segmenter hands it to its processor's `send_ahead`; with `announce`, its raw messages first)."""
     return ConsumerPipeline(
         name=f"test-{group}",
         consumer_factory=lambda: AIOKafkaConsumer(
@@ -80,4 +81,5 @@ def storefront_pipeline(
         max_records=max_records,
         prepare=prepare,
         unprepare=unprepare,
+        announce=announce,
     )

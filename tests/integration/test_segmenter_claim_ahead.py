@@ -1,6 +1,7 @@
 """Claims sent ahead (services/segmenter/entrypoints/claim_ahead.py), against a real PostgreSQL: the next
 batch's claim runs in its own open transaction while the batch before is handled, and that batch then
-commits on it; an event in both batches counts once; any other call first rolls the claim sent ahead back,
+commits on it (a claim sent from the raw messages before they are decoded as well as one sent with the
+decoded batch); an event in both batches counts once; any other call first rolls the claim sent ahead back,
 so a retried or isolated batch never waits on it; dropping it, closing the processor or losing its
 connection leaves nothing held and nothing lost."""
 
@@ -16,16 +17,19 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from deploy.devstack.postgres import PostgresServer
+from services.segmenter.entrypoints.api import decode_decidable
 from services.segmenter.entrypoints.claim_ahead import CLAIMS_AHEAD
 from services.segmenter.entrypoints.processor import DECIDED_AHEAD, FunnelProcessor
 from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from shared.storefront_event_structs import StorefrontEvent
+from tests.builders import contract_bytes
 from tests.integration.test_segmenter_engine import (
     _drain,
     _history,
@@ -156,6 +160,67 @@ async def test_an_event_in_two_batches_counts_once_when_the_second_claims_ahead(
     assert grew(before, "used") == 1
 
 
+async def test_a_claim_announced_from_the_raw_messages_is_the_one_their_decoded_batch_commits_on(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    # As the consumer does: the messages' claim is sent from their bytes, before they are decoded; the
+    # decoded batch, handed over after, takes that claim over instead of claiming again.
+    before = outcomes()
+    ann, bob = buyer(store_id, "ann"), buyer(store_id, "bob")
+    processor.announce([contract_bytes(ann), contract_bytes(bob)])
+    await until_held(engine, ann)
+    decoded = [decode_decidable(contract_bytes(e)) for e in (ann, bob)]
+    processor.send_ahead(decoded)
+    await asyncio.wait_for(processor(decoded), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+    assert await orders_of(engine, store_id, "bob") == ["bob-o1"]
+    assert grew(before, "used") == 1
+    assert grew(before, "rolled_back") == 0
+
+
+async def test_a_claim_announced_for_a_message_that_does_not_decode_is_rolled_back_and_made_again(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    # A message whose ids read but whose event the contract refuses (dead-lettered by the consumer): the
+    # decoded batch lacks it, so the claim announced (which holds its id) is rolled back, and the batch
+    # claims its own events. The refused event's id is not recorded: a corrected copy would still count.
+    before = outcomes()
+    ann, bob = buyer(store_id, "ann"), buyer(store_id, "bob")
+    refused = msgspec.json.encode({"event_id": "broken-1", "store_id": store_id, "type": "order_placed"})
+    with pytest.raises(ValidationError):
+        decode_decidable(refused)
+    processor.announce([contract_bytes(ann), refused, contract_bytes(bob)])
+    await until_held(engine, ann)
+    decoded = [decode_decidable(contract_bytes(e)) for e in (ann, bob)]
+    processor.send_ahead(decoded)
+    await asyncio.wait_for(processor(decoded), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+    assert await orders_of(engine, store_id, "bob") == ["bob-o1"]
+    assert grew(before, "rolled_back") == 1
+    assert grew(before, "used") == 1
+    async with engine.connect() as conn:
+        kept = await conn.execute(
+            text("SELECT 1 FROM segmenter.processed_events WHERE store_id = :s AND event_id = 'broken-1'"),
+            {"s": store_id},
+        )
+        assert kept.first() is None
+
+
+async def test_messages_whose_ids_do_not_read_announce_nothing(
+    engine: AsyncEngine, store_id: str, processor: FunnelProcessor
+) -> None:
+    before = outcomes()
+    ann = buyer(store_id, "ann")
+    processor.announce([contract_bytes(ann), b"not json"])
+    processor.announce([contract_bytes(ann), None])
+    await asyncio.sleep(0.2)
+    assert not await claim_held_open(engine, ann)
+    await asyncio.wait_for(processor([ann]), 10)
+    assert await orders_of(engine, store_id, "ann") == ["ann-o1"]
+    assert grew(before, "used") == 0
+    assert grew(before, "rolled_back") == 0
+
+
 async def test_a_call_for_other_events_rolls_the_claim_sent_ahead_back_first(
     engine: AsyncEngine, store_id: str, processor: FunnelProcessor
 ) -> None:
@@ -267,6 +332,7 @@ async def drain(
             max_records=25,
             prepare=processor.send_ahead if ahead else None,
             unprepare=processor.drop_ahead if ahead else None,
+            announce=processor.announce if ahead else None,
         )
     finally:
         await processor.close()

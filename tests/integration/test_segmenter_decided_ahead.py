@@ -145,7 +145,7 @@ def written_after_the_next_is_decided(monkeypatch: pytest.MonkeyPatch) -> None:
     decisions = DecisionsAhead(monkeypatch)
     registered = False
 
-    def registering(self: ClaimAhead[Any, Any, Any], work: Any) -> None:
+    def registering(self: ClaimAhead[Any, Any, Any, Any], work: Any) -> None:
         nonlocal registered
         registered = True
         decisions.done = asyncio.Event()

@@ -410,6 +410,7 @@ async def two_instances_and_a_stop_mid_stream(
             max_records=20,
             prepare=processor.send_ahead if claim_ahead else None,
             unprepare=processor.drop_ahead if claim_ahead else None,
+            announce=processor.announce if claim_ahead else None,
             max_partition_fetch_bytes=4096,
         )
 

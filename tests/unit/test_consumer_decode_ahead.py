@@ -42,11 +42,12 @@ async def consume(
     revoke_after_first: TopicPartition | None = None,
     prepare: Callable[[Sequence[StorefrontEvent]], None] | None = None,
     unprepare: Callable[[], Awaitable[None]] | None = None,
+    announce: Callable[[Sequence[bytes | None]], None] | None = None,
     handled: Callable[[Sequence[StorefrontEvent]], None] = lambda _: None,
 ) -> Run:
     """Run a pipeline over `values` until every record is committed; optionally take a partition away from
-    the member once the first batch was handled (as a rebalance would). `prepare` and `unprepare` go to the
-    pipeline; `handled` sees each batch's values as they are handled."""
+    the member once the first batch was handled (as a rebalance would). `prepare`, `unprepare` and
+    `announce` go to the pipeline; `handled` sees each batch's values as they are handled."""
     journal = Journal()
     consumer = FakeConsumer.of(journal, values)
     total = sum(len(v) for v in values.values())
@@ -72,6 +73,7 @@ async def consume(
         decode_ahead=decode_ahead,
         prepare=prepare,
         unprepare=unprepare,
+        announce=announce,
     )
     original_commit = consumer.commit
 

@@ -1,8 +1,10 @@
-"""Preparing the next batch (shared/consumer.py, `prepare` and `unprepare`): while a full batch is handled,
-the next one is read, decoded whole, and its valid values handed to `prepare`, which the segmenter uses to
-send that batch's claim ahead. `handle` must then get exactly the values prepared (the same objects, in the
-same order), and `unprepare` must say so whenever it will not: a rebalance cut the batch, or the consumer
-stops. The batches handled, dead letters and commits stay those of a pipeline without."""
+"""Preparing the next batch (shared/consumer.py, `prepare`, `unprepare` and `announce`): while a full
+batch is handled, the next one is read, decoded whole, and its valid values handed to `prepare`, which the
+segmenter uses to send that batch's claim ahead. `handle` must then get exactly the values prepared (the
+same objects, in the same order), and `unprepare` must say so whenever it will not: a rebalance cut the
+batch, or the consumer stops. With `announce`, the batch's raw values come first, before any is decoded
+(the segmenter sends the claim of their ids from them). The batches handled, dead letters and commits stay
+those of a pipeline without."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class Hooks:
     async def unprepare(self) -> None:
         self.calls.append(("unprepare", None))
 
+    def announce(self, raws: Sequence[bytes | None]) -> None:
+        self.calls.append(("announce", list(raws)))
+
     def handle(self, values: Sequence[StorefrontEvent]) -> None:
         self.calls.append(("handle", [v.event_id for v in values]))
         self.handled.append(list(values))
@@ -45,6 +50,7 @@ async def run(
     *,
     max_records: int,
     revoke_after_first: TopicPartition | None = None,
+    announce: bool = False,
 ) -> tuple[Hooks, Run]:
     hooks = Hooks()
     done = await consume(
@@ -54,6 +60,7 @@ async def run(
         revoke_after_first=revoke_after_first,
         prepare=hooks.prepare,
         unprepare=hooks.unprepare,
+        announce=hooks.announce if announce else None,
         handled=hooks.handle,
     )
     return hooks, done
@@ -109,3 +116,23 @@ async def test_a_batch_with_no_valid_value_is_not_prepared() -> None:
     ]
     assert [e for e in done.journal if e[0] == "dlq"] == [("dlq", 2), ("dlq", 3)]
     assert done.committed == {TopicPartition(TOPIC, 0): 5}
+
+
+async def test_a_batch_read_ahead_is_announced_raw_before_it_is_decoded_and_prepared() -> None:
+    hooks, done = await run(VALUES, max_records=3, announce=True)
+    # Each batch read ahead: first its records' raw values, all of them (the invalid and the empty too), in
+    # the order its decoded values are prepared and handled; then its valid values, prepared.
+    flat = [value for tp in sorted(VALUES) for value in VALUES[tp]]
+    second, third, fourth = flat[3:6], flat[6:9], flat[9:]
+    assert hooks.calls[:3] == [("announce", second), ("prepare", ["c", "d"]), ("handle", ["a", "b"])]
+    assert [c for c in hooks.calls if c[0] == "announce"] == [
+        ("announce", second),
+        ("announce", third),
+        ("announce", fourth),
+    ]
+    # The rest is as without announcing.
+    plain, without = await run(VALUES, max_records=3)
+    assert [c for c in hooks.calls if c[0] != "announce"] == plain.calls
+    assert [same_objects(h, p) for h, p in zip(hooks.handled[1:], hooks.prepared, strict=True)] == [True] * 3
+    assert done.journal == without.journal
+    assert done.committed == without.committed

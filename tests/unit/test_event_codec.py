@@ -106,6 +106,10 @@ def assert_same(raw: bytes | str) -> None:
     cheap = segmenter.cheap_decode(data)
     if cheap is not None:
         assert ("accepted", plain(cheap)) == expected
+    if expected[0] == "accepted":
+        # The claim the segmenter sends from the raw message (before decoding it) is the decoded event's.
+        event = segmenter.decode_storefront_event(data)
+        assert segmenter.event_key(data) == (event.event_id, event.store_id)
 
 
 def test_every_event_of_the_mix_and_the_examples_decodes_the_same() -> None:

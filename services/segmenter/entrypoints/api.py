@@ -98,6 +98,9 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             # 200,000 events was 151-153 MiB with 1,500 of them decoded ahead, 155-157 with all 3,000.
             prepare=processor.send_ahead,  # type: ignore[arg-type]
             unprepare=processor.drop_ahead,
+            # Its claim is sent before that, from the messages' ids (read from the raw bytes), and runs while
+            # they are decoded.
+            announce=processor.announce,
             # Live traffic: a batch also takes what reached the broker while the previous one was handled.
             catch_up_ms=LIVE_CATCH_UP_MS,
         )

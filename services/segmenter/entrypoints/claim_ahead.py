@@ -17,6 +17,13 @@ What keeps this safe, as `FunnelProcessor` uses it:
 - A batch handled without a claim sent ahead holds back the next batch's claim until it is done, retries of
   its own included (`take` and `release`).
 
+A claim may also be sent before its batch is decoded, from its events' keys alone (`announce`: the
+segmenter reads the ids from the raw messages, which costs a fraction of decoding them): it then runs while
+they are decoded. `send` with the decoded batch takes that claim over when the batch's keys are the very keys
+announced, in order, and otherwise (a message that did not decode, so one event fewer) rolls it back and
+claims the batch as it is. A claim is a function of the keys alone, so a batch on a claim announced is as
+one on a claim sent with its events.
+
 A batch handled on its claim sent ahead may also give work to do on the next batch's transaction while it
 goes on (`work_ahead`: the processor decides the next batch while this one's writes run). That work assumes
 the batch in hand commits: if it fails instead, the next batch's claim is rolled back with the work, and the
@@ -40,6 +47,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 E = TypeVar("E")  # a batch's event
+K = TypeVar("K")  # what an event's claim needs of it (the segmenter's: its id and its store's)
 C = TypeVar("C")  # what a claim returns
 S = TypeVar("S")  # what the work done ahead on a claimed batch returns (`work_ahead`)
 R = TypeVar("R")
@@ -70,28 +78,42 @@ WorkAhead = Callable[[Sequence[E], Begun[C, S]], Awaitable[S]]
 
 
 @dataclass(slots=True)
-class _Next(Generic[E, C, S]):
-    """The next batch's claim: the events it is for, the task that begins its transaction and claims, and
-    the task of the work done ahead on it, if any."""
+class _Next(Generic[E, K, C, S]):
+    """The next batch's claim: the keys it claims, the events it is for (None while only announced), the
+    task that begins its transaction and claims, the task of the work done ahead on it, if any, and the
+    work given for it before its events came (started when they do)."""
 
-    events: Sequence[E]
+    keys: list[K]
+    events: Sequence[E] | None
     task: asyncio.Task[Begun[C, S]] = field(init=False)
     sent: bool = False  # the claim is on its way (or done): cancelling is then no longer the way out
     ahead: asyncio.Task[S] | None = None
+    work: WorkAhead[E, C, S] | None = None
 
     def is_for(self, events: Sequence[E]) -> bool:
         mine = self.events
-        return len(mine) == len(events) and all(a is b for a, b in zip(mine, events, strict=True))
+        return (
+            mine is not None
+            and len(mine) == len(events)
+            and all(a is b for a, b in zip(mine, events, strict=True))
+        )
 
 
-class ClaimAhead(Generic[E, C, S]):
-    """Claims sent ahead for one consumer's batches, handled one at a time. `claim(conn, events)` runs in the
-    transaction begun for `events`; it is what the batch's handling would have run first."""
+class ClaimAhead(Generic[E, K, C, S]):
+    """Claims sent ahead for one consumer's batches, handled one at a time. `claim(conn, keys)` runs in the
+    transaction begun for a batch whose events' keys (`key(event)` of each) are `keys`; it is what the
+    batch's handling would have run first."""
 
-    def __init__(self, engine: AsyncEngine, claim: Callable[[AsyncConnection, Sequence[E]], Awaitable[C]]):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        claim: Callable[[AsyncConnection, Sequence[K]], Awaitable[C]],
+        key: Callable[[E], K],
+    ):
         self._engine = engine
         self._claim = claim
-        self._next: _Next[E, C, S] | None = None
+        self._key = key
+        self._next: _Next[E, K, C, S] | None = None
         # Work for the next batch, given by the batch in hand (`work_ahead`) before that batch was sent.
         self._pending: WorkAhead[E, C, S] | None = None
         # Done when the latest claim of this consumer's is: the one the next claim sent ahead waits for.
@@ -100,17 +122,41 @@ class ClaimAhead(Generic[E, C, S]):
         self._held: asyncio.Future[None] | None = None
         self._spares: list[AsyncConnection] = []
 
+    def announce(self, keys: list[K]) -> None:
+        """Begin the transaction of a batch not decoded yet, whose events' keys are `keys`, and send its
+        claim as `send` would; `send` with the batch's events then takes it over (see the module's
+        docstring)."""
+        self._begin_next(keys, None)
+
     def send(self, events: Sequence[E]) -> None:
         """Begin `events`'s transaction and send its claim as soon as the claim in flight is done (now when
-        none is). A claim sent before for other events and not taken is rolled back first."""
+        none is), unless it was announced with the same keys: the events then go to that claim. A claim sent
+        before for other events and not taken is rolled back first."""
+        keys = [self._key(e) for e in events]
+        entry = self._next
+        if entry is not None and entry.events is None and entry.keys == keys:
+            entry.events = events
+            work, entry.work = entry.work, None
+            if work is not None:
+                _start(entry, work)
+            return
+        self._begin_next(keys, events)
+
+    def _begin_next(self, keys: list[K], events: Sequence[E] | None) -> None:
         old = self._next
         after = self._held if self._held is not None else self._last
-        entry: _Next[E, C, S] = _Next(events)
+        entry: _Next[E, K, C, S] = _Next(keys, events)
         entry.task = asyncio.create_task(self._begin(entry, old, after))
         self._next = entry
         self._last = _done_when(entry.task)
-        work, self._pending = self._pending, None
-        if work is not None:
+        # Work for the next batch carries over from a claim announced for it and replaced (a message of it
+        # did not decode).
+        work, self._pending = self._pending or (old.work if old is not None else None), None
+        if work is None:
+            return
+        if events is None:
+            entry.work = work
+        else:
             _start(entry, work)
 
     def work_ahead(self, work: WorkAhead[E, C, S]) -> None:
@@ -121,6 +167,8 @@ class ClaimAhead(Generic[E, C, S]):
         entry = self._next
         if entry is None:
             self._pending = work
+        elif entry.events is None:
+            entry.work = work  # started once its events come (`send`)
         elif entry.ahead is None:
             _start(entry, work)
 
@@ -140,7 +188,7 @@ class ClaimAhead(Generic[E, C, S]):
         await self.clear(entry)
         return None
 
-    async def clear(self, entry: _Next[E, C, S] | None = None) -> None:
+    async def clear(self, entry: _Next[E, K, C, S] | None = None) -> None:
         """Roll back every claim sent ahead (`entry`, taken from the slot already, and the slot's), and hold
         back those sent from now on until `release`."""
         if self._held is None:
@@ -166,7 +214,7 @@ class ClaimAhead(Generic[E, C, S]):
             result = await work(begun.conn)
             await begun.trans.commit()
         except Exception:
-            self._pending = None
+            self._forget_work()
             await _drop(begun.conn)
             entry = self._next
             if entry is not None and entry.ahead is not None:
@@ -174,13 +222,21 @@ class ClaimAhead(Generic[E, C, S]):
                 await self._discard(entry)
             raise
         except BaseException:
-            self._pending = None
+            self._forget_work()
             await _drop(begun.conn)
             raise
         # Work given for a batch not sent by now is not for it: that batch comes after this one committed.
+        # (Work given for a batch announced and not decoded yet stays: it is for that batch, and what it
+        # assumed, this one committed, holds.)
         self._pending = None
         await self._give(begun.conn)
         return result
+
+    def _forget_work(self) -> None:
+        """The batch in hand failed: work it gave for the next batch assumed it would commit."""
+        self._pending = None
+        if self._next is not None:
+            self._next.work = None
 
     async def close(self) -> None:
         """Roll back a claim sent ahead (the consumer stops, or its batch will not be handled) and close the
@@ -199,7 +255,7 @@ class ClaimAhead(Generic[E, C, S]):
             await _drop(conn)
 
     async def _begin(
-        self, entry: _Next[E, C, S], old: _Next[E, C, S] | None, after: Awaitable[None] | None
+        self, entry: _Next[E, K, C, S], old: _Next[E, K, C, S] | None, after: Awaitable[None] | None
     ) -> Begun[C, S]:
         if old is not None:
             # Shielded: cancelled meanwhile, this task must still not leave the old claim's transaction open.
@@ -210,13 +266,13 @@ class ClaimAhead(Generic[E, C, S]):
         conn = self._spares.pop() if self._spares else await self._engine.connect()
         try:
             trans = await conn.begin()
-            claimed = await self._claim(conn, entry.events)
+            claimed = await self._claim(conn, entry.keys)
         except BaseException:
             await _drop(conn)
             raise
         return Begun(conn, trans, claimed)
 
-    async def _discard(self, entry: _Next[E, C, S]) -> None:
+    async def _discard(self, entry: _Next[E, K, C, S]) -> None:
         """Roll back a claim sent ahead that will not be used. One still waiting for the claim before it is
         cancelled; one on its way is waited for (it waits, if at all, only for other consumers' transactions,
         never for ours: we hold none open while we discard), then rolled back. Work done ahead on it is
@@ -248,11 +304,14 @@ class ClaimAhead(Generic[E, C, S]):
             await conn.close()
 
 
-def _start(entry: _Next[E, C, S], work: WorkAhead[E, C, S]) -> None:
+def _start(entry: _Next[E, K, C, S], work: WorkAhead[E, C, S]) -> None:
+    events = entry.events
+    assert events is not None  # started only once the batch's events came
+
     async def ahead() -> S:
         # Shielded: cancelling the work must not cancel the claim, which is rolled back on its own.
         begun = await asyncio.shield(entry.task)
-        return await work(entry.events, begun)
+        return await work(events, begun)
 
     entry.ahead = asyncio.create_task(ahead())
 
@@ -264,7 +323,7 @@ async def _cancel(task: asyncio.Task[S]) -> None:
         await task
 
 
-async def _outcome(entry: _Next[E, C, S]) -> Begun[C, S] | None:
+async def _outcome(entry: _Next[E, K, C, S]) -> Begun[C, S] | None:
     """What the entry's task gave: its begun transaction, or None when it failed or was cancelled (a failed
     claim sent ahead is only a lost overlap: the batch claims again in its own call)."""
     try:

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import msgspec
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,7 +33,7 @@ from services.segmenter.service_layer.write_set import Changes, Key, first_copie
 from shared.kept_connection import KeptConnection
 from shared.logging import get_logger
 from shared.raw_sql import ConnectionLost
-from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent
+from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent, event_key
 from shared.stores import StoreRegistry
 
 DUPLICATES = Counter(
@@ -54,8 +55,10 @@ log = get_logger(__name__)
 # measurably between them.
 PROFILE_CACHE_SIZE = 1000
 
-# What a claim gave (the (store, event) pairs seen for the first time) with the batch's look-up keys.
-_Claimed = tuple[set[tuple[str, str]], Keys]
+# What a claim sent ahead gave: the (store, event) pairs seen for the first time.
+_Claimed = set[tuple[str, str]]
+# What a batch's own claim gave: those, with the batch's look-up keys (worked out while it ran).
+_ClaimedHere = tuple[set[tuple[str, str]], Keys]
 # What a batch's transaction gave: outbox rows written, the writer of its profiles, its changes.
 _Batch = tuple[int, repository.Writer | None, Changes]
 
@@ -111,6 +114,11 @@ class _Decided:
     changes: Changes
 
 
+# Claims sent ahead: keyed by what a claim records of an event, giving the first-seen pairs, and the batch
+# decided ahead on them.
+_Ahead = ClaimAhead[StorefrontEvent, tuple[str, str], _Claimed, _Decided | None]
+
+
 class PauseAhead:
     """Whether the next batch is decided ahead: not for a while after a batch decided ahead was found stale,
     its rows written meanwhile by another writer (in the benchmark, a second instance taking the partitions
@@ -163,8 +171,8 @@ class FunnelProcessor:
         # handled, has its transaction begun and its claim sent at once on a connection of its own
         # (claim_ahead.py).
         self._pause_ahead = PauseAhead()
-        self._ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = (
-            ClaimAhead(engine, self._claim) if claim_ahead else None
+        self._ahead: _Ahead | None = (
+            ClaimAhead(engine, repository.claim_events, _claim_key) if claim_ahead else None
         )
 
     async def close(self) -> None:
@@ -172,6 +180,19 @@ class FunnelProcessor:
         if self._ahead is not None:
             await self._ahead.close()
         await self._connections.close()
+
+    def announce(self, values: Sequence[bytes | None]) -> None:
+        """The next batch's messages, before they are decoded: the claim of their events' ids is sent at once
+        (with `claim_ahead`; nothing otherwise) and runs while they are decoded; `send_ahead` then hands it
+        the decoded events. Nothing when an id cannot be read (that message will not decode either): the
+        claim goes with the decoded events."""
+        if self._ahead is None or any(v is None for v in values):
+            return
+        try:
+            keys = [event_key(v) for v in values if v is not None]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        self._ahead.announce(keys)
 
     def send_ahead(self, events: Sequence[StorefrontEvent]) -> None:
         """The next batch, as the next call will get it: its claim is sent as soon as the batch in hand has
@@ -204,18 +225,18 @@ class FunnelProcessor:
 
     async def _claimed_ahead(
         self,
-        ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None],
+        ahead: _Ahead,
         events: Sequence[StorefrontEvent],
     ) -> _Batch:
         """The batch on the transaction its claim was sent ahead in, if it was; otherwise as without."""
         begun = await ahead.take(events)
         if begun is not None:
-            first_seen, keys = begun.claimed
+            first_seen = begun.claimed
             try:
                 return await ahead.finish(
                     begun,
                     lambda conn: self._after_claim(
-                        conn, events, first_seen, keys, ahead=ahead, decided=begun.ahead
+                        conn, events, first_seen, None, ahead=ahead, decided=begun.ahead
                     ),
                 )
             except (DBAPIError, ConnectionLost) as exc:
@@ -230,7 +251,7 @@ class FunnelProcessor:
         finally:
             ahead.release()
 
-    async def _claim(self, conn: AsyncConnection, events: Sequence[StorefrontEvent]) -> _Claimed:
+    async def _claim(self, conn: AsyncConnection, events: Sequence[StorefrontEvent]) -> _ClaimedHere:
         """A batch's first statement: its events' ids recorded, those seen for the first time returned."""
         # The claim goes out first, and while PostgreSQL inserts the batch's ids, what the look-ups need of
         # the events is worked out for all of them (a duplicate is rare; when there is one, again for the
@@ -252,9 +273,9 @@ class FunnelProcessor:
         conn: AsyncConnection,
         events: Sequence[StorefrontEvent],
         first_seen: set[tuple[str, str]],
-        keys: Keys,
+        keys: Keys | None,
         *,
-        ahead: ClaimAhead[StorefrontEvent, _Claimed, _Decided | None] | None = None,
+        ahead: _Ahead | None = None,
         decided: asyncio.Task[_Decided | None] | None = None,
     ) -> _Batch:
         done = await self._still_decided(conn, decided) if decided is not None else None
@@ -266,8 +287,8 @@ class FunnelProcessor:
             DUPLICATES.inc(len(events) - len(fresh))
             if not fresh:
                 return 0, None, Changes()
-            if len(fresh) < len(events):
-                keys = Keys.of(fresh)
+            if keys is None or len(fresh) < len(events):
+                keys = Keys.of(fresh)  # (a claim sent ahead does not work them out: see _decide_ahead)
             loaded = await self._load(conn, fresh, keys)
             changes = self._decide(fresh, keys, loaded)
         if ahead is not None:
@@ -302,17 +323,18 @@ class FunnelProcessor:
         if basis is None:
             return None
         conn = begun.conn
-        first_seen, keys = begun.claimed
         for event in events:
             standardise_event(event)
-        fresh = first_copies(events, first_seen)
+        fresh = first_copies(events, begun.claimed)
         if not fresh or any(type(e) is CustomerErasedEvent for e in fresh):
             return None
-        if len(fresh) < len(events):
-            keys = Keys.of(fresh)
-        stored = await repository.load_identities(conn, keys.wanted)
-        # As the batch before leaves them: its look-ups written, then its merges' repointing.
+        # Worked out here, not alongside the claim: a claim sent ahead may have been announced, and have
+        # run while the events were decoded.
+        keys = Keys.of(fresh)
+        # As the batch before leaves them: its look-ups written, then its merges' repointing. The look-ups
+        # it holds are not read: the database holds what it read of them, or less (`theirs` wins below).
         theirs = basis.identities
+        stored = await repository.load_identities(conn, (k for k in keys.wanted if k not in theirs))
         identities: dict[tuple[str, str], str] = {}
         for key in keys.wanted:
             customer = theirs.get(key) or stored.get(key)
@@ -412,3 +434,8 @@ class FunnelProcessor:
         for _ in deciding(events, keys, loaded, changes, self._stores):
             await asyncio.sleep(0)
         return changes
+
+
+def _claim_key(event: StorefrontEvent) -> tuple[str, str]:
+    """What a claim records of an event (repository.claim_events)."""
+    return event.event_id, event.store_id
