@@ -151,7 +151,8 @@ class ClaimAhead(Generic[E, K, C, S]):
         self._last = _done_when(entry.task)
         # Work for the next batch carries over from a claim announced for it and replaced (a message of it
         # did not decode).
-        work, self._pending = self._pending or (old.work if old is not None else None), None
+        work = self._pending or (old.work if old is not None else None)
+        self._pending = None
         if work is None:
             return
         if events is None:

@@ -189,13 +189,14 @@ class FunnelProcessor:
         (with `claim_ahead`; nothing otherwise) and runs while they are decoded; `send_ahead` then hands it
         the decoded events. Nothing when an id cannot be read (that message will not decode either): the
         claim goes with the decoded events."""
-        if self._ahead is None or any(v is None for v in values):
+        if self._ahead is None:
             return
         try:
             keys = [event_key(v) for v in values if v is not None]
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        self._ahead.announce(keys)
+        if len(keys) == len(values):  # (a message without a value will not decode either)
+            self._ahead.announce(keys)
 
     def send_ahead(self, events: Sequence[StorefrontEvent]) -> None:
         """The next batch, as the next call will get it: its claim is sent as soon as the batch in hand has
