@@ -317,7 +317,7 @@ _KEY_DECODER = msgspec.json.Decoder(_Key)
 def event_key(raw: bytes) -> tuple[str, str]:
     """A message value's (event_id, store_id), read without building the rest (a fraction of decoding
     it); as the decoded event's when it decodes. Raises msgspec.DecodeError or ValidationError when the
-    value has no such strings."""
+    value has no such strings, RecursionError when it nests near Python's limit (see cheap_decode)."""
     key = _KEY_DECODER.decode(raw)
     return key.event_id, key.store_id
 

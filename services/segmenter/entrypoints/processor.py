@@ -193,7 +193,9 @@ class FunnelProcessor:
             return
         try:
             keys = [event_key(v) for v in values if v is not None]
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            # (msgspec gives up on a value nested near Python's own limit, in a field it skips too: such a
+            # message is the contract decoder's to refuse, and must not stop the consumer here.)
             return
         if len(keys) == len(values):  # (a message without a value will not decode either)
             self._ahead.announce(keys)
