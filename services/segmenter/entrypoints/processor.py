@@ -266,7 +266,7 @@ class FunnelProcessor:
         # two processes as much (bench/README.md, fourteenth round), whose consumers claim while they would
         # otherwise wait for each other's profile locks.
         return await alongside(
-            repository.claim_events(conn, [(e.event_id, e.store_id) for e in events]),
+            repository.claim_events(conn, [_claim_key(e) for e in events]),
             lambda: Keys.of(events),
         )
 
