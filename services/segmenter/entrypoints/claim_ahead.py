@@ -90,6 +90,13 @@ class _Next(Generic[E, K, C, S]):
     ahead: asyncio.Task[S] | None = None
     work: WorkAhead[E, C, S] | None = None
 
+    def give(self, work: WorkAhead[E, C, S]) -> None:
+        """Start the work on this batch, or keep it until its events come (`ClaimAhead.send`)."""
+        if self.events is None:
+            self.work = work
+        else:
+            _start(self, work)
+
     def is_for(self, events: Sequence[E]) -> bool:
         mine = self.events
         return (
@@ -153,12 +160,8 @@ class ClaimAhead(Generic[E, K, C, S]):
         # did not decode).
         work = self._pending or (old.work if old is not None else None)
         self._pending = None
-        if work is None:
-            return
-        if events is None:
-            entry.work = work
-        else:
-            _start(entry, work)
+        if work is not None:
+            entry.give(work)
 
     def work_ahead(self, work: WorkAhead[E, C, S]) -> None:
         """Run `work(events, begun)` on the next batch's transaction once its claim is done, while the batch
@@ -168,10 +171,8 @@ class ClaimAhead(Generic[E, K, C, S]):
         entry = self._next
         if entry is None:
             self._pending = work
-        elif entry.events is None:
-            entry.work = work  # started once its events come (`send`)
         elif entry.ahead is None:
-            _start(entry, work)
+            entry.give(work)
 
     async def take(self, events: Sequence[E]) -> Begun[C, S] | None:
         """The transaction begun and claimed for exactly `events`, if one was; otherwise None, and then no
