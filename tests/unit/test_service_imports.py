@@ -13,7 +13,7 @@ from shared.compiled import REPO_ROOT
 @pytest.mark.parametrize("service", ["ingest", "segmenter", "notifier"])
 def test_serving_does_not_import_the_migration_tool(service: str) -> None:
     # Migrations run in `python -m services.<name> migrate`, a process of its own (the compose file's
-    # `migrate` step, the local stack's): Alembic and Mako in a serving process were 6-7 MiB of its peak.
+    # `migrate` step, the local stack's); why serving must not load Alembic: shared/db.py.
     probe = (
         f"import sys, services.{service}.__main__\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'mako'}))\n"
