@@ -91,10 +91,17 @@ class _Next(Generic[E, K, C, S]):
     work: WorkAhead[E, C, S] | None = None
 
     def give(self, work: WorkAhead[E, C, S]) -> None:
-        """Start the work on this batch, or keep it until its events come (`ClaimAhead.send`)."""
+        """Start the work on this batch, or keep it until its events come (`came`)."""
         if self.events is None:
             self.work = work
         else:
+            _start(self, work)
+
+    def came(self, events: Sequence[E]) -> None:
+        """The events of a batch announced: the work kept for them starts."""
+        self.events = events
+        work, self.work = self.work, None
+        if work is not None:
             _start(self, work)
 
     def is_for(self, events: Sequence[E]) -> bool:
@@ -142,10 +149,7 @@ class ClaimAhead(Generic[E, K, C, S]):
         keys = [self._key(e) for e in events]
         entry = self._next
         if entry is not None and entry.events is None and entry.keys == keys:
-            entry.events = events
-            work, entry.work = entry.work, None
-            if work is not None:
-                _start(entry, work)
+            entry.came(events)
             return
         self._begin_next(keys, events)
 
