@@ -114,7 +114,13 @@ def run(
         "e2e_seconds": e2e_seconds,
         "postgres_settings": durability,
         "kafka_settings": KAFKA_SETTINGS,
-        "machine": {"cpus": _cpus(), "python": platform.python_version(), "load_at_end": _loadavg()},
+        # Which CPython build ran (its prefix: /usr for Debian's, optimised; see the Makefile's PYTHON).
+        "machine": {
+            "cpus": _cpus(),
+            "python": platform.python_version(),
+            "python_prefix": sys.base_prefix,
+            "load_at_end": _loadavg(),
+        },
         # Each service process decides when it starts: a source edited during the run shows at the end.
         "compiled": {"at_start": compiled_at_start, "at_end": compiled_or_warn()},
         "settled": settled,
