@@ -6,17 +6,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-# The interpreter the virtualenv is made from: Debian's python3.11 when it can make one (its venv module) and
-# build extensions for it (its headers), otherwise the first python3.11 on the PATH. Debian builds its
-# interpreter with profile-guided and link-time optimisation, as the Docker image's python:3.11 is built; a
-# CPython compiled without them (pyenv's default build) spent 5-8 % more of the segmenter's CPU an event on
-# the same code and up to a third more on plain Python (bench/README.md, forty-fifth round). An existing
-# .venv keeps the interpreter it was made from: remove it and run `make install` to change.
-ifeq ($(origin PYTHON),undefined)
-PYTHON := $(shell /usr/bin/python3.11 -c 'import ensurepip, os, sys, sysconfig; \
+# The interpreter the virtualenv is made from: Debian's python3.11, built with profile-guided and link-time
+# optimisation, when it can make one (its venv module) and build extensions (its headers); otherwise the first
+# python3.11 on the PATH (README.md, "Dependencies"). `?=` keeps it unexpanded: the check runs only when a
+# recipe makes the virtualenv, not on every make.
+PYTHON ?= $(shell /usr/bin/python3.11 -c 'import ensurepip, os, sys, sysconfig; \
 	sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
 	&& echo /usr/bin/python3.11 || echo python3.11)
-endif
 VENV := .venv
 PY := $(VENV)/bin/python
 # pip re-runs only when pyproject.toml changes.
