@@ -364,6 +364,20 @@ def _has(doc: Any, path: tuple[Any, ...]) -> bool:
     return True
 
 
+@pytest.mark.parametrize("where", [(), ("customer",), ("payload",), ("payload", "line_items", 0)])
+def test_a_key_the_contract_does_not_know_is_left_to_its_decoder_and_ignored(where: tuple[Any, ...]) -> None:
+    # The contract's models ignore a key they do not know; the cheap way leaves such a message to them, so
+    # that what msgspec accepts nests no deeper than its classes do (test_deep_nesting_gets_the_same_verdict).
+    order = next(s for s in SEEDS if s["type"] == "order_placed" and s["payload"]["line_items"])
+    doc = copy.deepcopy(order)
+    _at(doc, where)["extension"] = {"any": ["value"]}
+    raw = json.dumps(doc).encode()
+    assert segmenter.cheap_decode(raw) is None
+    assert_same(raw)
+    as_sent = segmenter.decode_storefront_event(json.dumps(order).encode())
+    assert plain(segmenter.decode_storefront_event(raw)) == plain(as_sent)
+
+
 def test_what_ingest_writes_takes_the_segmenters_cheap_way() -> None:
     # Not behaviour but cost: an event the cheap way refuses is decoded twice.
     for event in [*EXAMPLES, *MIX]:
@@ -475,17 +489,19 @@ def test_an_amount_written_as_a_number_is_read_as_the_contract_reads_it() -> Non
 
 
 @pytest.mark.parametrize("depth", [1, 60, 127, 150, 196, 197, 198, 200, 201, 250, 1_000, 5_000])
-@pytest.mark.parametrize("where", ["properties", "unknown field"])
+@pytest.mark.parametrize("where", ["properties", "unknown field", "unknown field first"])
 def test_deep_nesting_gets_the_same_verdict(depth: int, where: str) -> None:
     # pydantic's parser refuses nesting deeper than 200 levels; msgspec reads deeper (a custom event's
-    # properties hold any JSON, and msgspec skips an unknown field whatever it holds), and raises
-    # RecursionError near Python's own limit, which no consumer expects.
+    # properties hold any JSON, and msgspec skips a value before the tag it looks for, whatever it holds),
+    # and raises RecursionError near Python's own limit, which no consumer expects.
     seed = next(s for s in SEEDS if s["type"] == ("custom" if where == "properties" else "order_placed"))
     doc = copy.deepcopy(seed)
     if where == "properties":
         doc["payload"]["properties"] = {"deep": "NESTED"}
-    else:
+    elif where == "unknown field":
         doc["extension"] = "NESTED"
+    else:
+        doc = {"extension": "NESTED", **doc}
     # Spliced in as text: Python's own json module recurses too.
     raw = json.dumps(doc).encode().replace(b'"NESTED"', b"[" * depth + b"]" * depth)
     assert_same(raw)
