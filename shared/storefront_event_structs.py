@@ -76,10 +76,8 @@ _LANGUAGE_TAG = Annotated[str, msgspec.Meta(max_length=35, pattern=_CANONICAL_LA
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True, gc=False, forbid_unknown_fields=True):
     """Frozen like the models; no GC tracking: these hold no cycles, only values and other such Structs (a
-    custom event's properties are JSON values, which cannot refer to each other either). A key the Struct
-    does not know sends the message to the contract's decoder (whose models ignore it): ingest writes none,
-    and so what msgspec accepts nests no deeper than these classes do, but in a custom event's properties
-    (see cheap_decode)."""
+    custom event's properties are JSON values, which cannot refer to each other either). Unknown keys are
+    refused: see cheap_decode for why."""
 
 
 class Customer(_Struct, frozen=True, kw_only=True):
