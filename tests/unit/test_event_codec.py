@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import msgspec
 import pytest
@@ -407,6 +407,99 @@ def test_edge_spellings_of_an_email_locale_or_amount_get_the_same_verdict_and_va
         _at(doc, where[:-1])[where[-1]] = value
         assert_same(json.dumps(doc).encode())
         assert_same(json.dumps(doc, ensure_ascii=False).encode())
+
+
+# The patterns are checked after msgspec has read a message (storefront_event_structs._Spelling), each field
+# that must match one naming it in its annotation. Found by those annotations: a field that gains one is
+# tested here without a change to this test, and one the cheap way forgets to check fails it.
+def _spelling_of(hint: Any) -> Any:
+    if get_origin(hint) is Annotated:
+        found = [m for m in hint.__metadata__ if isinstance(m, segmenter._Spelling)]
+        if found:
+            return found[0]
+    for arg in get_args(hint):
+        spelling = _spelling_of(arg)
+        if spelling is not None:
+            return spelling
+    return None
+
+
+def _spelt_fields() -> set[tuple[str, str]]:
+    return {
+        (cls.__name__, name)
+        for cls in segmenter._STRUCT_OF.values()
+        for name, hint in get_type_hints(cls, include_extras=True).items()
+        if _spelling_of(hint) is not None
+    }
+
+
+def _spelt_places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[str, str, tuple[Any, ...], Any]]:
+    """(class, field, JSON path, spelling) of each spelt value a decoded event holds."""
+    found = []
+    hints = get_type_hints(type(value), include_extras=True)
+    for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True):
+        held = getattr(value, name)
+        spelling = _spelling_of(hints[name])
+        if spelling is not None and held is not None:
+            found.append((type(value).__name__, name, (*path, key), spelling))
+        elif isinstance(held, msgspec.Struct):
+            found += _spelt_places(held, (*path, key))
+        elif isinstance(held, tuple):
+            for i, item in enumerate(held):
+                if isinstance(item, msgspec.Struct):
+                    found += _spelt_places(item, (*path, key, i))
+    return found
+
+
+# Each spelt value of the seeds the cheap way takes (all but a few examples spelt otherwise on purpose).
+SPELT = [
+    (cls, field, path, spelling, seed)
+    for seed, event in [(s, segmenter.cheap_decode(json.dumps(s).encode())) for s in SEEDS]
+    if event is not None
+    for cls, field, path, spelling in _spelt_places(event)
+]
+# A value of each spelling, and values near them (EDGES has emails, language tags and amounts).
+SPELT_VALUES = [
+    *EDGES, "demo", "Demo", "demo\n", "de mo", "-demo", "_demo", "a-b_c", "d\u212amo", "USD", "usd", "US",
+    "USDD", "U\u212aD", "EUR\n", "199.00", "pt-BR", "not one spelling",
+]  # fmt: skip
+
+
+def test_every_field_that_must_match_a_pattern_is_checked_where_an_event_holds_it() -> None:
+    assert {(cls, field) for cls, field, *_ in SPELT} == _spelt_fields()
+    for _, _, path, _, seed in SPELT:
+        doc = copy.deepcopy(seed)
+        _at(doc, path[:-1])[path[-1]] = "not one spelling"
+        raw = json.dumps(doc).encode()
+        assert segmenter.cheap_decode(raw) is None, path
+        assert_same(raw)
+
+
+def test_each_field_spelt_any_way_gets_the_same_verdict_and_value() -> None:
+    # Each pattern sees first every value it admits: a value seen by one must not be taken for another's.
+    for spelling in {id(s): s for *_, s, _ in SPELT}.values():
+        for value in SPELT_VALUES:
+            if value not in spelling.seen:
+                spelling.admits(value)
+    first: dict[tuple[str, str], tuple[tuple[Any, ...], Any]] = {}
+    for cls, field, path, _, seed in SPELT:
+        first.setdefault((cls, field), (path, seed))
+    for path, seed in first.values():
+        for value in SPELT_VALUES:
+            doc = copy.deepcopy(seed)
+            _at(doc, path[:-1])[path[-1]] = value
+            assert_same(json.dumps(doc).encode())
+            assert_same(json.dumps(doc, ensure_ascii=False).encode())
+
+
+def test_the_values_seen_to_match_a_pattern_stay_bounded() -> None:
+    spelling = segmenter._Spelling(r"^[0-9]+\Z")
+    for n in range(2 * segmenter._SEEN_SIZE + 10):
+        assert spelling.admits(str(n))
+        assert len(spelling.seen) <= segmenter._SEEN_SIZE
+    assert str(n) in spelling.seen
+    assert not spelling.admits("12a")
+    assert "12a" not in spelling.seen
 
 
 @pytest.mark.parametrize(
