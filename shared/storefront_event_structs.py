@@ -363,8 +363,10 @@ def event_key(raw: bytes) -> tuple[str, str]:
 def cheap_decode(raw: bytes) -> StorefrontEvent | None:
     """The event when msgspec alone can say what the contract's decoder would (see the module's docstring);
     None when that decoder must decide."""
-    # The backslash first: one search for one byte (memchr); events without an escape are nearly all.
-    if (b"\\" in raw and b"\\u" in raw) or _LONG_FRACTION.search(raw) is not None:
+    # The backslash first: one search for one byte (memchr); events without an escape are nearly all. With
+    # `find`, not `in`: CPython's `in` on bytes first tries the operand as a byte's value, and formats the
+    # TypeError it gets (about 1,000 instructions an event more; callgrind, 10,000 events of the mix).
+    if (raw.find(b"\\") >= 0 and raw.find(b"\\u") >= 0) or _LONG_FRACTION.search(raw) is not None:
         return None
     # msgspec checks the UTF-8 of the strings it keeps, not of the keys and values it skips; the contract's
     # decoder refuses invalid UTF-8 anywhere.
