@@ -50,7 +50,7 @@ class _Spelling:
 
     Checked by cheap_decode after msgspec has read the message (`_spelt_as_ingest_writes`), not by msgspec's
     `pattern`, which calls the regex for every value: about 11,200 instructions an event of the benchmark's
-    mix, a fifth of cheap_decode's. Nearly every value repeats (a store's id, its currencies and prices, the
+    mix, a quarter of cheap_decode's. Nearly every value repeats (a store's id, its currencies and prices, the
     customers' languages, a customer's email over its events), and a set look-up finds a seen one for a small
     part of that. The set is emptied when full, so that its memory stays bounded whatever the values.
     Each field's annotation names its spelling (msgspec ignores it): tests find every such field by it."""
@@ -62,7 +62,8 @@ class _Spelling:
         self.seen: set[str] = set()
 
     def admits(self, value: str) -> bool:
-        """Whether `value` matches; for a value not in `seen` (callers look there first, inline)."""
+        """Whether `value` matches, kept in `seen` if it does (callers look there first: see
+        _spelt_as_ingest_writes)."""
         if self.search(value) is None:
             return False
         if len(self.seen) >= _SEEN_SIZE:
