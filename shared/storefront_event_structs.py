@@ -399,8 +399,10 @@ def cheap_decode(raw: bytes) -> StorefrontEvent | None:
 
 
 def _spelt_as_ingest_writes(event: StorefrontEvent) -> bool:
-    """Whether each field annotated with a _Spelling matches it (`x in S.seen or S.admits(x)`: a set look-up
-    inline for a value seen before, which nearly all are)."""
+    """Whether each field annotated with a _Spelling matches it. Each check is written out, `x in S.seen or
+    S.admits(x)`: a set look-up inline for a value seen before, which nearly all are; a method call for each
+    value instead (the look-up inside `admits`) costs about 3,300 instructions an event more (callgrind,
+    10,000 events of the mix), a third of what the sets save."""
     store_id = event.store_id
     if store_id not in _STORE_ID.seen and not _STORE_ID.admits(store_id):
         return False
