@@ -28,8 +28,9 @@ compiler, `.build/` removed) everything runs interpreted, as before.
 Left interpreted: services/segmenter/domain/profile.py, whose msgspec Structs take class keyword
 arguments (`frozen=True, kw_only=True`) that a compiled class definition drops (domain/records.py), and
 whose field annotations, which msgspec decodes the stored documents by, a compiled class keeps only in
-part (`tuple[OrderFact, ...]` becomes `tuple`, `str | None` `type`); the processor and the rest of the
-service, which tests patch and which mostly wait for I/O.
+part (`tuple[OrderFact, ...]` becomes `tuple`, `str | None` `type`; what its Structs' methods compute from
+their facts, the figures and the funnel events' snapshot, is in domain/figures.py, compiled); the
+processor and the rest of the service, which tests patch and which mostly wait for I/O.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from prometheus_client import Gauge
 # Package -> its modules compiled (their sources are <package dir>/<module>.py).
 COMPILED: dict[str, tuple[str, ...]] = {
     "services.segmenter.domain": (
-        "browsing", "carts", "funnel", "health", "history", "identity", "instants", "stages", "survey",
+        "browsing", "carts", "figures", "funnel", "health", "history", "identity", "instants", "stages",
+        "survey",
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
 }  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from services.segmenter.domain import browsing, carts
+from services.segmenter.domain.figures import ORDER_KEY, profile_snapshot
 from services.segmenter.domain.history import (
     HEALTH_TIMER,
     derive,
@@ -23,7 +24,6 @@ from services.segmenter.domain.history import (
     timer_cause,
 )
 from services.segmenter.domain.profile import (
-    ORDER_KEY,
     CartFact,
     ItemFact,
     Mark,
@@ -136,7 +136,7 @@ class Decision:
         profile = self.profile
         snapshot = self.snapshot
         if snapshot is None or profile is not self.snapshot_of:
-            snapshot = self.snapshot = profile.snapshot()
+            snapshot = self.snapshot = profile_snapshot(profile)
             self.snapshot_of = profile
         envelope: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,

@@ -6,25 +6,27 @@ Counts and figures (orders, spend, intervals, favourite categories) are derived 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from operator import attrgetter
 from typing import Annotated, Any, Literal, Self, TypeVar
 
 import msgspec
 from pydantic import BaseModel
 
+from services.segmenter.domain.figures import (
+    average_order_value,
+    counted,
+    favourite_categories,
+    last_product_facts,
+    median_days_between,
+    profile_snapshot,
+    total_spent,
+)
 from shared import funnel_event_structs as out
-from shared.events import MOST_MONEY
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
 from shared.storefront_event_structs import LineItem
-
-LAST_PRODUCTS = 5
-FAVOURITE_CATEGORIES = 3
-
 
 _set = object.__setattr__
 
@@ -300,7 +302,7 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def counted_orders(self) -> tuple[OrderFact, ...]:
-        return _counted(self.orders)
+        return counted(self.orders)
 
     @property
     def orders_count(self) -> int:
@@ -308,7 +310,7 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def total_spent(self) -> Decimal:
-        return held_spend(sum((o.total - o.refunded for o in self.orders if not o.cancelled), Decimal("0")))
+        return total_spent(self.orders)
 
     @property
     def currency(self) -> str | None:
@@ -316,7 +318,7 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def average_order_value(self) -> Decimal | None:
-        return _average_order_value(self.counted_orders)
+        return average_order_value(self.counted_orders)
 
     @property
     def first_order_at(self) -> datetime | None:
@@ -330,11 +332,11 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def median_days_between_orders(self) -> float | None:
-        return _median_days_between(self.counted_orders)
+        return median_days_between(self.counted_orders)
 
     @property
     def favourite_categories(self) -> tuple[str, ...]:
-        return _favourite_categories(self.counted_orders)
+        return favourite_categories(self.counted_orders)
 
     @property
     def last_products(self) -> tuple[ProductRef, ...]:
@@ -349,38 +351,8 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
         return tuple(c for c in self.carts if c.abandoned_at is None)
 
     def snapshot(self) -> out.ProfileSnapshot:
-        """The profile as a funnel event carries it: a msgspec Struct encoding to the bytes of the contract's
-        ProfileSnapshot (shared/funnel_event_structs.py). 6,000 profiles of the replay mix, their figures
-        made each time, in process: 11.9 -> 10.4 µs a snapshot (medians of 7), against the model."""
-        figures = _order_figures(self.orders)
-        contact_at = self.contact_at
-        return out.ProfileSnapshot(
-            customer_id=self.customer_id,
-            email=self.email,
-            first_name=self.first_name,
-            last_name=self.last_name,
-            phone=self.phone,
-            locale=self.locale,
-            city=self.city,
-            country=self.country,
-            timezone=self.timezone,
-            accepts_marketing=self.accepts_marketing,
-            consent_at=contact_at.get("accepts_marketing") if contact_at else None,
-            stage=self.stage,
-            health=self.health,
-            orders_count=figures[0],
-            total_spent=figures[1],
-            currency=figures[2],
-            first_order_at=figures[3],
-            last_order_at=figures[4],
-            survey_level=self.survey.level if self.survey else SurveyLevel.NONE,
-            birthday=self.birthday,
-            average_order_value=figures[5],
-            median_days_between_orders=figures[6],
-            favourite_categories=figures[7],
-            last_products=figures[8],
-            viewed_products=_viewed_refs(self.viewed),
-        )
+        """The profile as a funnel event carries it (domain/figures.py, compiled)."""
+        return profile_snapshot(self)
 
 
 _Built = TypeVar("_Built", bound=BaseModel)
@@ -453,148 +425,10 @@ def _content(order: OrderFact) -> tuple[object, ...]:
     return (order.total, order.currency, order.products, order.discount_codes)
 
 
-# The counted orders of the last tuple of orders asked about. One decision asks for them again and again
-# (its stage, its health timer, the snapshot of each funnel event), always of the same tuple: model_copy
-# shares it between the copies of a profile whose orders did not change, so the tuple's identity is the
-# key. No cache on the model itself: model_copy would carry it over to a copy whose orders did change. The
-# memo holds the tuple, so its identity cannot be reused by another object meanwhile.
-_last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
-
-
-# Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
-ORDER_KEY = attrgetter("placed_at", "order_id")
-
-
-def _counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
-    held, counted = _last_counted[0]
-    if held is not orders:
-        counted = tuple(sorted((o for o in orders if o.counts), key=ORDER_KEY))
-        _last_counted[0] = (orders, counted)
-    return counted
-
-
-_CENT = Decimal("0.01")
-
-
-def held_spend(spent: Decimal) -> Decimal:
-    """The spend a profile holds: at most the largest amount an order may carry, which is what the profiles
-    table's numeric(14, 2) holds. Only absurd orders pass it (two on-hold WooCommerce orders of half a
-    trillion, which nobody pays); had the sum gone on, the database would have refused the batch."""
-    return spent if spent <= MOST_MONEY else MOST_MONEY
-
-
-def _average_order_value(counted: tuple[OrderFact, ...]) -> Decimal | None:
-    if not counted:
-        return None
-    return (sum((o.total - o.refunded for o in counted), Decimal("0")) / len(counted)).quantize(_CENT)
-
-
-def _median_days_between(counted: tuple[OrderFact, ...]) -> float | None:
-    if len(counted) < 2:
-        return None
-    gaps = sorted((b.placed_at - a.placed_at).total_seconds() / 86400 for a, b in itertools.pairwise(counted))
-    # statistics.median's own arithmetic (the middle one, or the mean of the middle two), without its checks.
-    n = len(gaps)
-    return round(gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) / 2, 2)
-
-
-def _favourite_categories(counted: tuple[OrderFact, ...]) -> tuple[str, ...]:
-    # A plain dict, not collections.Counter: a handful of products per customer, counted on every funnel
-    # event's snapshot, where Counter's set-up cost more than the counting.
-    counts: dict[str, int] = {}
-    for order in counted:
-        for product in order.products:
-            if product.category:
-                counts[product.category] = counts.get(product.category, 0) + 1
-    if not counts:
-        return ()
-    return tuple(c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:FAVOURITE_CATEGORIES])
-
-
 def _last_products(counted: tuple[OrderFact, ...]) -> tuple[ProductRef, ...]:
-    return tuple(_ref(p) for p in _last_product_facts(counted))
-
-
-def _last_product_facts(counted: tuple[OrderFact, ...]) -> list[ProductFact]:
-    seen: dict[str, ProductFact] = {}
-    for order in reversed(counted):
-        for product in order.products:
-            seen.setdefault(product.product_id, product)
-    return list(seen.values())[:LAST_PRODUCTS]
+    return tuple(_ref(p) for p in last_product_facts(counted))
 
 
 def _ref(p: ProductFact | ViewedProduct) -> ProductRef:
     """The contract's ProductRef (a pydantic model: the funnel events are) of a product fact."""
     return unvalidated(ProductRef, product_id=p.product_id, title=p.title, category=p.category, price=p.price)
-
-
-def _snapshot_ref(p: ProductFact | ViewedProduct) -> out.ProductRef:
-    """A snapshot's ProductRef of a product fact (the Struct, as `_ref` is the REST API's model)."""
-    return out.ProductRef(product_id=p.product_id, title=p.title, category=p.category, price=p.price)
-
-
-# A snapshot's figures drawn from the orders, by the tuple of orders they come from. Funnel events of one
-# customer share it (an order's event and the stage it earned; a contact change of a customer whose orders
-# did not change): copies of a profile share the tuple until its orders change, so its identity is the key,
-# and the memo holds the tuple, so that identity cannot be reused meanwhile. Profiles with no orders all
-# hold the empty tuple, one object. A snapshot of the replay mix's profiles took 17 µs with its figures
-# (and viewed products) made, 7.5 when found (6,000 profiles, in process). Small, and emptied when full, so
-# that it keeps no evicted profile's orders alive (the segmenter's memory must not grow): over the mix's
-# first 30,000 events, 64 entries missed 4,442 of 17,477 figures and 2,921 viewed products, 4,096 entries
-# 4,374 and 1,978.
-_OrderFigures = tuple[
-    int,
-    Decimal,
-    str | None,
-    datetime | None,
-    datetime | None,
-    Decimal | None,
-    float | None,
-    tuple[str, ...],
-    tuple[out.ProductRef, ...],
-]
-_MEMO_SIZE = 64
-_figures_of: dict[int, tuple[tuple[OrderFact, ...], _OrderFigures]] = {}
-
-
-def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
-    held = _figures_of.get(id(orders))
-    if held is not None and held[0] is orders:
-        return held[1]
-    counted = _counted(orders)
-    spent = sum((o.total - o.refunded for o in orders if not o.cancelled), Decimal("0"))
-    figures = (
-        len(counted),
-        held_spend(spent),
-        orders[0].currency if orders else None,
-        counted[0].placed_at if counted else None,
-        counted[-1].placed_at if counted else None,
-        # When every order counts (none cancelled or refunded in full: nearly always), the average's sum is
-        # `spent`, the same additions in the same order (`counted` is `orders` when they are in date order,
-        # as kept): not summed again (about 0.5 µs of an order's 6 µs of figures).
-        (spent / len(counted)).quantize(_CENT)
-        if counted and counted == orders
-        else _average_order_value(counted),
-        _median_days_between(counted),
-        _favourite_categories(counted),
-        tuple(_snapshot_ref(p) for p in _last_product_facts(counted)),
-    )
-    if len(_figures_of) >= _MEMO_SIZE:
-        _figures_of.clear()
-    _figures_of[id(orders)] = (orders, figures)
-    return figures
-
-
-# The viewed products of a snapshot, by the tuple of views they come from (as `_order_figures`).
-_refs_of: dict[int, tuple[tuple[ViewedProduct, ...], tuple[out.ProductRef, ...]]] = {}
-
-
-def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[out.ProductRef, ...]:
-    held = _refs_of.get(id(viewed))
-    if held is not None and held[0] is viewed:
-        return held[1]
-    refs = tuple(_snapshot_ref(v) for v in viewed)
-    if len(_refs_of) >= _MEMO_SIZE:
-        _refs_of.clear()
-    _refs_of[id(viewed)] = (viewed, refs)
-    return refs
