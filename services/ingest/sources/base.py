@@ -45,9 +45,11 @@ class Checked:
         # UTF-16 or UTF-32, which json.loads also reads: their ASCII characters hold zero bytes. A lone
         # surrogate only as an escape \ud800-\udfff (raw, it is not UTF-8); `\ud` or `\uD` also finds a
         # few other characters' escapes, which merely take the models' path.
-        if b"\x00" in body:
+        # `find`, not `in`: CPython's `in` on bytes first tries its operand as a byte's value, and formats
+        # the TypeError that a bytes operand raises before it searches (about 1,000 instructions each).
+        if body.find(b"\x00") >= 0:
             return NOTHING_CHECKED
-        if b"\\" not in body:
+        if body.find(b"\\") < 0:
             # No escape at all (the usual body): one search for one byte (memchr) answers both, where the
             # searches for the escapes took a webhook 3-4 µs each.
             return _PLAIN
