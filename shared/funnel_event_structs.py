@@ -184,6 +184,10 @@ class BirthdayDueEvent(_Envelope, frozen=True, kw_only=True):
 
 class CustomerErasedFunnelEvent(_Envelope, frozen=True, kw_only=True):
     TYPE: ClassVar[str] = "customer_erased"
+    # The model has no payload. Always None here, which `omit_defaults` leaves out of the JSON (the same
+    # bytes): every funnel event is then built by one call with its keywords (the segmenter's
+    # `Decision.emit`).
+    payload: None = None
 
 
 FunnelEvent = (
