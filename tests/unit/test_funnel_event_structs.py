@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from services.segmenter.domain.funnel import new_profile
+from services.segmenter.domain.funnel import erasure_notices, new_profile
 from services.segmenter.domain.profile import OrderFact, ProductFact, Profile, SurveyFact, ViewedProduct
 from shared import funnel_event_structs as out
 from shared import funnel_events as contract
@@ -186,3 +186,15 @@ def test_a_birthday_is_a_date_and_a_median_a_float() -> None:
     profile = new_profile("demo", "c1").model_copy(update={"orders": orders, "birthday": date(1990, 2, 28)})
     assert profile.snapshot().median_days_between_orders == 7.5
     assert_same_snapshot(profile)
+
+
+def test_an_erasure_notice_has_the_contracts_bytes_without_a_payload() -> None:
+    # The one funnel event whose model has no payload: its Struct holds None there (every event is built by
+    # one call with a payload), which must not reach the bytes.
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    notices = erasure_notices("demo", ["c2", "c1"], "shopify:redact-1", at)
+    assert [n.customer_id for n in notices] == ["c1", "c2"]
+    for notice in notices:
+        assert notice.type == "customer_erased"
+        assert b'"payload"' not in out.encode_funnel_event(notice)
+        assert_same_bytes(notice)
