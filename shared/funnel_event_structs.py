@@ -184,10 +184,12 @@ class BirthdayDueEvent(_Envelope, frozen=True, kw_only=True):
 
 class CustomerErasedFunnelEvent(_Envelope, frozen=True, kw_only=True):
     TYPE: ClassVar[str] = "customer_erased"
-    # The model has no payload. Always None here, which `omit_defaults` leaves out of the JSON (the same
-    # bytes): every funnel event is then built by one call with its keywords (the segmenter's
-    # `Decision.emit`).
-    payload: None = None
+    if not TYPE_CHECKING:
+        # The model has no payload. Always None here, which `omit_defaults` leaves out of the JSON (the same
+        # bytes): every funnel event is then built by one call with its keywords (the segmenter's
+        # `Decision.emit`). Declared at run time only, so that to the type checker this event has no
+        # payload, as the model has none (a reader of another event's payload does not have to rule out None).
+        payload: None = None
 
 
 FunnelEvent = (
