@@ -660,11 +660,21 @@ def final_owners(merges: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str]
     """(store, customer) -> who owns its rows once the merges are applied one after another, in order:
     rows an earlier merge moved into a customer move on with it when that customer is absorbed later."""
     owner: dict[tuple[str, str], str] = {}
+    # (store, customer) -> the keys whose rows it owns now: a merge moves that set on at once. Scanning every
+    # owner for each merge instead was quadratic: 1-3 ms a batch of 3,000 events of the benchmark's mix (about
+    # 190 merges), about 1 % of the segmenter's time.
+    owned: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for store_id, absorbed, survivor in merges:
-        for key, current in owner.items():
-            if key[0] == store_id and current == absorbed:
-                owner[key] = survivor
-        owner[(store_id, absorbed)] = survivor
+        moved = owned.pop((store_id, absorbed), set())
+        key = (store_id, absorbed)
+        was = owner.get(key)
+        if was is not None and (held := owned.get((store_id, was))) is not None:
+            held.discard(key)  # absorbed before: it no longer moves with its earlier survivor
+        for k in moved:
+            owner[k] = survivor
+        owner[key] = survivor
+        moved.add(key)
+        owned.setdefault((store_id, survivor), set()).update(moved)
     return owner
 
 
