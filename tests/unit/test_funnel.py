@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.segmenter.domain.funnel import (
     BIRTHDAY_TIMER,
@@ -20,7 +22,7 @@ from services.segmenter.domain.funnel import (
     merge,
     next_birthday_reminder,
 )
-from services.segmenter.domain.identity import resolve
+from services.segmenter.domain.identity import named_alone, resolve
 from services.segmenter.domain.profile import Profile
 from shared.events import (
     CONTACT_FIELDS,
@@ -449,6 +451,17 @@ def test_resolution_prefers_the_store_id_and_merges_whatever_else_the_event_name
     assert (r.customer_id, r.absorbed) == ("42", ("anon:a1", "email:x@y.z"))
     assert resolve(["anon:new"], {}).customer_id == "anon:new"
     assert resolve(["email:x@y.z", "anon:a1"], known).customer_id == "email:x@y.z"
+
+
+_IDENTIFIER = st.sampled_from(
+    ["id:42", "id:7", "id:email:x@y.z", "id:anon:q", "email:x@y.z", "anon:a1", "order:9", "order:1", "q"]
+)
+
+
+@given(st.lists(_IDENTIFIER, min_size=1, max_size=6))
+def test_the_customer_named_alone_is_the_one_resolution_picks_with_nothing_known(ids: list[str]) -> None:
+    # Two store ids that rank apart ("id:email:..." ranks as an email), one, none: as `resolve` ranks them.
+    assert named_alone(ids) == resolve(ids, {}).customer_id
 
 
 def test_merging_keeps_both_histories_and_is_order_independent() -> None:

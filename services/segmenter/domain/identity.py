@@ -8,7 +8,7 @@ then an anonymous id, then an order), so the outcome does not depend on which ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from services.segmenter.domain.records import Record
 
@@ -51,3 +51,18 @@ def resolve(identifiers: Iterable[str], known: Mapping[str, str]) -> Resolution:
         return Resolution(candidates.pop(), ())
     survivor = min(candidates, key=_rank)
     return Resolution(survivor, tuple(sorted(candidates - {survivor})))
+
+
+def named_alone(identifiers: Sequence[str]) -> str:
+    """The customer these identifiers name with nothing known yet: `resolve(identifiers, {}).customer_id`,
+    without the resolution's set and Struct (a batch's look-ups ask it of every event: deciding.Keys). Only
+    store customer ids ("id:") can make candidates then; when they name two customers, `resolve` ranks."""
+    found: str | None = None
+    for i in identifiers:
+        if i.startswith("id:"):
+            candidate = customer_id_for(i)
+            if found is None:
+                found = candidate
+            elif candidate != found:
+                return resolve(identifiers, {}).customer_id
+    return found if found is not None else customer_id_for(identifiers[0])
