@@ -49,8 +49,8 @@ class Keys:
         ids_of = [event_identifiers(e) for e in events]
         wanted: set[tuple[str, str]] = set()
         named: set[Key] = set()
-        # One pass, without a list of (event, ids) pairs or a resolution an event: about 2,500 instructions
-        # an event fewer than two comprehensions over the pairs and `resolve(ids, {})`.
+        # One pass, without a list of (event, ids) pairs or a resolution an event: about 2,000 instructions
+        # an event fewer than two comprehensions over the pairs and `resolve(ids, {})` (the replay's mix).
         for e, ids in zip(events, ids_of, strict=True):
             store_id = e.store_id
             for i in ids:
