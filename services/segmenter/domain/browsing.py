@@ -7,6 +7,7 @@ and the notifier can recommend what they showed interest in before they bought a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 
 from services.segmenter.domain.profile import ViewedProduct
 from shared.storefront_event_structs import ProductViewedEvent
@@ -18,11 +19,13 @@ def viewed(history: tuple[ViewedProduct, ...], event: ProductViewedEvent) -> tup
     """`history` with the event's product in it; a view older than the one held changes nothing, so the
     result does not depend on the order in which views arrive."""
     item = event.payload.product
+    # `LineItem.price`, read once and without its interpreted property (about 1,000 instructions a call).
+    price = Decimal(item.price_text)
     seen = ViewedProduct(
         product_id=item.product_id,
         title=item.title,
         category=item.category,
-        price=item.price if item.price > 0 else None,
+        price=price if price > 0 else None,
         viewed_at=event.occurred_at,
     )
     return newest_first((*history, seen))

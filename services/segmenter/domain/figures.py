@@ -37,11 +37,21 @@ ORDER_KEY = attrgetter("placed_at", "order_id")
 _last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
 
 
+_ZERO = Decimal(0)
+
+
+def order_counts(order: OrderFact) -> bool:
+    """Whether the order counts as a purchase (`OrderFact.counts`, which calls this): a cancelled or fully
+    refunded order does not. Here, compiled, for the rules' sake: the property, interpreted Python that
+    compiled code calls through its descriptor, cost about 1,000 instructions a call more than its body."""
+    return not order.cancelled and (order.total == _ZERO or order.refunded < order.total)
+
+
 def counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
-    """The orders that count (`OrderFact.counts`), in date order."""
+    """The orders that count (`order_counts`), in date order."""
     held, kept = _last_counted[0]
     if held is not orders:
-        kept = tuple(sorted((o for o in orders if o.counts), key=ORDER_KEY))
+        kept = tuple(sorted((o for o in orders if order_counts(o)), key=ORDER_KEY))
         _last_counted[0] = (orders, kept)
     return kept
 

@@ -22,6 +22,8 @@ from typing import Literal, NamedTuple
 from msgspec.structs import replace
 
 from services.segmenter.domain import health
+from services.segmenter.domain.figures import counted as counted_orders
+from services.segmenter.domain.figures import order_counts
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from services.segmenter.domain.records import Record
 from services.segmenter.domain.stages import earned
@@ -58,6 +60,10 @@ def _points(profile: Profile) -> list[_Point]:
     points = []
     for o in profile.orders:
         points.append(_Point(o.placed_at, _ORDER, o.event_id, o))
+        # Nearly every order counts, and then stopped counting at no refund: asked here, compiled, rather
+        # than of the interpreted property for each order of each derivation.
+        if order_counts(o):
+            continue
         stop = o.stopped_counting
         if stop is not None:
             points.append(_Point(max(stop.at, o.placed_at), _REFUND, stop.event_id, o))
@@ -150,7 +156,7 @@ class HealthHistory(Record, frozen=True):
 def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | None) -> HealthHistory:
     """Health from the counted orders: between two orders, every move the gap earned; after the last one,
     the moves whose time has come (`seen_at`: the latest health timer fired)."""
-    counted = profile.counted_orders
+    counted = counted_orders(profile.orders)  # Profile.counted_orders, without its interpreted property
     out: list[Transition] = []
     current = Health.ACTIVE
     gaps: list[float] = []  # between the orders so far, sorted: their median is the customer's rhythm then

@@ -20,13 +20,13 @@ from services.segmenter.domain.figures import (
     favourite_categories,
     last_product_facts,
     median_days_between,
+    order_counts,
     profile_snapshot,
     total_spent,
 )
 from shared import funnel_event_structs as out
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_events import ProductRef
-from shared.storefront_event_structs import LineItem
 
 _set = object.__setattr__
 
@@ -103,18 +103,6 @@ class ItemFact(_Fact, frozen=True, kw_only=True, gc=False):
     price: Decimal = Decimal("0")
 
 
-def item_fact(item: LineItem) -> ItemFact:
-    return ItemFact(
-        product_id=item.product_id,
-        variant_id=item.variant_id,
-        sku=item.sku,
-        title=item.title,
-        category=item.category,
-        quantity=item.quantity,
-        price=item.price,
-    )
-
-
 class RefundFact(_Fact, frozen=True, kw_only=True, gc=False):
     """One refund or cancellation of an order, kept whole so that refunds add up in any arrival order."""
 
@@ -149,7 +137,7 @@ class OrderFact(_Fact, frozen=True, kw_only=True, gc=False):
     @property
     def counts(self) -> bool:
         """A cancelled or fully refunded order is no purchase: it does not count toward a stage."""
-        return not self.cancelled and (self.total == 0 or self.refunded < self.total)
+        return order_counts(self)
 
     def with_refund(self, refund: RefundFact) -> OrderFact:
         """The order with one more refund; the same refund twice changes nothing. Commutative: a refund the
