@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.segmenter.domain import stages
 from services.segmenter.domain.funnel import (
     BIRTHDAY_TIMER,
     HEALTH_TIMER,
@@ -176,6 +177,20 @@ def test_store_rules_change_the_thresholds() -> None:
     strict = FunnelRules.model_validate({"first_time_orders": 1, "repeat_orders": 3, "loyal": {"orders": 5}})
     _, decisions = run(order("o1"), order("o2"), order("o3"), rules=strict)
     assert stage_moves(decisions) == ["first_time", "repeat"]
+
+
+def test_each_rules_object_is_followed_even_where_another_was_read_before() -> None:
+    # `earned` reads a rules object's thresholds once and keeps them by the object's id (stages._ladder): an
+    # entry left by a collected object whose address a new one took must not be taken for the new one's.
+    strict = FunnelRules.model_validate({"repeat_orders": 3, "loyal": {"orders": 5}})
+    lenient = FunnelRules.model_validate({"repeat_orders": 2, "loyal": {"orders": 3}})
+    placed = [T0, T0 + timedelta(days=1), T0 + timedelta(days=2)]
+    assert stages.earned(placed, SurveyLevel.NONE, 0, strict)[0] == LoyaltyStage.REPEAT
+    stages._ladders[id(lenient)] = stages._ladders[id(strict)]  # as if lenient lived where strict did
+    assert stages.earned(placed, SurveyLevel.NONE, 0, lenient)[0] == LoyaltyStage.LOYAL
+    orders = (order("o1"), order("o2", at=T0 + timedelta(days=1)), order("o3", at=T0 + timedelta(days=2)))
+    assert stage_moves(run(*orders, rules=strict)[1]) == ["first_time", "repeat"]
+    assert stage_moves(run(*orders, rules=lenient)[1]) == ["first_time", "repeat", "loyal"]
 
 
 def test_rules_must_climb() -> None:

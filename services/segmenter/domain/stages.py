@@ -27,32 +27,64 @@ def _most_within(placed: list[datetime], within: timedelta) -> int:
     return best
 
 
+class _Ladder:
+    """A store's stage rules as `earned` reads them, taken once from each FunnelRules (frozen): a pydantic
+    model's attribute costs compiled code about 350 instructions a read (its class's `__getattr__` hook), and
+    `earned` read ten for each dated fact of each derivation; this compiled class's cost next to nothing."""
+
+    def __init__(self, rules: FunnelRules) -> None:
+        loyal, advocate = rules.loyal, rules.advocate
+        self.rules = rules  # held, so that its id, the memo's key, cannot be another's meanwhile
+        self.first_time_orders: int = rules.first_time_orders
+        self.repeat_orders: int = rules.repeat_orders
+        self.loyal_orders: int = loyal.orders
+        self.loyal_within: timedelta = loyal.within
+        self.loyal_orders_with_survey: int = loyal.orders_with_survey
+        self.loyal_survey_rank: int = LEVEL_RANK[loyal.survey_level]
+        self.advocate_min_rank: int = STAGE_RANK[advocate.min_stage]
+        self.advocate_survey_rank: int = LEVEL_RANK[advocate.survey_level]
+        self.referral_counts: bool = advocate.referral_counts
+
+
+# By the rules' id: nearly always the same few (the default rules, a store's own); emptied when full.
+_LADDERS_SIZE = 256
+_ladders: dict[int, _Ladder] = {}
+
+
+def _ladder(rules: FunnelRules) -> _Ladder:
+    held = _ladders.get(id(rules))
+    if held is None or held.rules is not rules:
+        if len(_ladders) >= _LADDERS_SIZE:
+            _ladders.clear()
+        held = _ladders[id(rules)] = _Ladder(rules)
+    return held
+
+
 def earned(
     placed: list[datetime], level: SurveyLevel, referrals: int, rules: FunnelRules
 ) -> tuple[LoyaltyStage, str]:
     """The highest stage these facts earn: counted orders (sorted times), the highest survey level answered
     and the referrals made."""
+    ladder = _ladder(rules)
     orders = len(placed)
     stage, reason = LoyaltyStage.PROSPECT, "no orders yet"
-    if orders >= rules.first_time_orders:
+    if orders >= ladder.first_time_orders:
         stage, reason = LoyaltyStage.FIRST_TIME, _plural(orders, "order")
-    if orders >= rules.repeat_orders:
+    if orders >= ladder.repeat_orders:
         stage, reason = LoyaltyStage.REPEAT, _plural(orders, "order")
-    loyal = rules.loyal
     level_rank = LEVEL_RANK[level]
-    most = _most_within(placed, loyal.within) if orders >= loyal.orders else 0
-    if most >= loyal.orders:
-        stage, reason = LoyaltyStage.LOYAL, f"{_plural(most, 'order')} within {loyal.within.days} days"
-    elif orders >= loyal.orders_with_survey and level_rank >= LEVEL_RANK[loyal.survey_level]:
+    most = _most_within(placed, ladder.loyal_within) if orders >= ladder.loyal_orders else 0
+    if most >= ladder.loyal_orders:
+        stage, reason = LoyaltyStage.LOYAL, f"{_plural(most, 'order')} within {ladder.loyal_within.days} days"
+    elif orders >= ladder.loyal_orders_with_survey and level_rank >= ladder.loyal_survey_rank:
         stage, reason = (
             LoyaltyStage.LOYAL,
             f"{_plural(orders, 'order')} and a {VALUE[level]} survey answer",
         )
-    advocate = rules.advocate
-    if STAGE_RANK[stage] >= STAGE_RANK[advocate.min_stage]:
-        if level_rank >= LEVEL_RANK[advocate.survey_level]:
+    if STAGE_RANK[stage] >= ladder.advocate_min_rank:
+        if level_rank >= ladder.advocate_survey_rank:
             stage, reason = LoyaltyStage.ADVOCATE, f"{VALUE[level]}-level survey answer"
-        elif advocate.referral_counts and referrals > 0:
+        elif ladder.referral_counts and referrals > 0:
             stage, reason = LoyaltyStage.ADVOCATE, _plural(referrals, "referral")
     return stage, reason
 
