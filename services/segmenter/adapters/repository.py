@@ -46,6 +46,7 @@ from services.segmenter.adapters.unnest import (
     positional,
     unnest,
 )
+from services.segmenter.domain.figures import counted, survey_level, total_spent
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_event_structs import FunnelEvent, encode_funnel_event
 from shared.kafka import FUNNEL_EVENTS
@@ -454,11 +455,14 @@ _NO_ORDERS: tuple[int, Decimal, None, None] = (0, Decimal("0"), None, None)  # f
 
 
 def _profile_row(p: Profile) -> tuple[Any, ...]:
-    if p.orders:
-        counted = p.counted_orders  # sorted once for the three projections that need it
-        count, spent = len(counted), p.total_spent
-        first = counted[0].placed_at if counted else None
-        last = counted[-1].placed_at if counted else None
+    # The figures by figures.py's functions, which the properties of the same names call: a property is an
+    # interpreted call through its descriptor (about 1,000 instructions more, once a profile written).
+    orders = p.orders
+    if orders:
+        counted_orders = counted(orders)  # sorted once for the three projections that need it
+        count, spent = len(counted_orders), total_spent(orders)
+        first = counted_orders[0].placed_at if counted_orders else None
+        last = counted_orders[-1].placed_at if counted_orders else None
     else:
         # Four in five profiles a batch writes have no order (browsing, carts): their figures are constants,
         # without the two properties' calls and the sum's new Decimal.
@@ -475,7 +479,7 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
         spent,
         first,
         last,
-        p.survey_level,
+        survey_level(p),
         p.merged_into,
         _PROFILE_JSON.encode(p).decode(),
     )

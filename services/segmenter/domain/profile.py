@@ -22,6 +22,7 @@ from services.segmenter.domain.figures import (
     median_days_between,
     order_counts,
     profile_snapshot,
+    survey_level,
     total_spent,
 )
 from shared import funnel_event_structs as out
@@ -332,7 +333,7 @@ class Profile(_Fact, frozen=True, kw_only=True, gc=False):
 
     @property
     def survey_level(self) -> SurveyLevel:
-        return self.survey.level if self.survey else SurveyLevel.NONE
+        return survey_level(self)
 
     @property
     def open_carts(self) -> tuple[CartFact, ...]:
