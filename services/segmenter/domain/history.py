@@ -14,10 +14,9 @@ trailing part; every other move is derived from the orders alone.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from msgspec.structs import replace
 
@@ -43,56 +42,59 @@ def timer_cause(store_id: str, customer_id: str, due_at: datetime) -> str:
 _ORDER, _SURVEY, _REFERRAL, _REFUND = range(4)
 
 
-# A named tuple, not a frozen dataclass, whose __init__ (five object.__setattr__ calls) cost 1.5 µs a point;
-# sorted by its first three fields (C's itemgetter, no key function called in Python).
-class _Point(NamedTuple):
-    at: datetime
-    kind: int
-    event_id: str
-    order: OrderFact | None = None
-    level: SurveyLevel = SurveyLevel.NONE
-
+# A point of the stage history: (when, kind, cause, the order, the survey level). A plain tuple, which the
+# compiled code builds and reads natively: a named tuple's class was an interpreted `__new__` call to build
+# (about 2,000 instructions a point) and a descriptor to read each field through; a frozen dataclass's
+# __init__ was five object.__setattr__ calls. Sorted by its first three fields (C's itemgetter).
+_Point = tuple[datetime, int, str, OrderFact | None, SurveyLevel]
 
 _POINT_ORDER = itemgetter(0, 1, 2)
+_NO_LEVEL = SurveyLevel.NONE
 
 
 def _points(profile: Profile) -> list[_Point]:
-    points = []
+    points: list[_Point] = []
     for o in profile.orders:
-        points.append(_Point(o.placed_at, _ORDER, o.event_id, o))
+        points.append((o.placed_at, _ORDER, o.event_id, o, _NO_LEVEL))
         # Nearly every order counts, and then stopped counting at no refund: asked here, compiled, rather
         # than of the interpreted property for each order of each derivation.
         if order_counts(o):
             continue
         stop = o.stopped_counting
         if stop is not None:
-            points.append(_Point(max(stop.at, o.placed_at), _REFUND, stop.event_id, o))
-    points.extend(_Point(at, _SURVEY, event_id, None, level) for at, event_id, level in profile.survey_levels)
-    points.extend(_Point(m.at, _REFERRAL, m.event_id) for m in profile.referred)
+            points.append((max(stop.at, o.placed_at), _REFUND, stop.event_id, o, _NO_LEVEL))
+    for at, event_id, level in profile.survey_levels:
+        points.append((at, _SURVEY, event_id, None, level))
+    for m in profile.referred:
+        points.append((m.at, _REFERRAL, m.event_id, None, _NO_LEVEL))
     points.sort(key=_POINT_ORDER)
     return points
 
 
-def stage_history(profile: Profile, rules: FunnelRules) -> Iterator[Transition]:
+def stage_history(profile: Profile, rules: FunnelRules) -> list[Transition]:
+    """The stage's moves, in their points' time order. A list, not a generator: its caller takes them all,
+    and a compiled generator's object and calls cost more than the list."""
+    steps: list[Transition] = []
     placed: list[datetime] = []
     level, referrals = SurveyLevel.NONE, 0
     current = LoyaltyStage.PROSPECT
-    for point in _points(profile):
-        if point.kind == _ORDER:
-            assert point.order is not None
-            bisect.insort(placed, point.order.placed_at)
-        elif point.kind == _REFUND:
-            assert point.order is not None
-            placed.remove(point.order.placed_at)
-        elif point.kind == _SURVEY:
-            if LEVEL_RANK[point.level] > LEVEL_RANK[level]:  # max by rank, the first of equals
-                level = point.level
+    for at, kind, event_id, order, point_level in _points(profile):
+        if kind == _ORDER:
+            assert order is not None
+            bisect.insort(placed, order.placed_at)
+        elif kind == _REFUND:
+            assert order is not None
+            placed.remove(order.placed_at)
+        elif kind == _SURVEY:
+            if LEVEL_RANK[point_level] > LEVEL_RANK[level]:  # max by rank, the first of equals
+                level = point_level
         else:
             referrals += 1
         stage, reason = earned(placed, level, referrals, rules)
         if stage != current:
-            yield _transition("stage", VALUE[current], VALUE[stage], reason, point.at, point.event_id)
+            steps.append(_transition("stage", VALUE[current], VALUE[stage], reason, at, event_id))
             current = stage
+    return steps
 
 
 def _transition(
@@ -205,7 +207,7 @@ def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | No
             profile, transitions=(), stage=LoyaltyStage.PROSPECT, health=Health.ACTIVE, health_seen_at=None
         )
         return empty, None
-    stages = list(stage_history(profile, rules))
+    stages = stage_history(profile, rules)
     healths = health_history(profile, rules, profile.health_seen_at)
     moves = healths.transitions
     # The stage history comes out in its points' time order, so alone (no health move: most profiles) it is
