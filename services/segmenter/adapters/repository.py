@@ -455,8 +455,8 @@ _NO_ORDERS: tuple[int, Decimal, None, None] = (0, Decimal("0"), None, None)  # f
 
 
 def _profile_row(p: Profile) -> tuple[Any, ...]:
-    # The figures by figures.py's functions, which the properties of the same names call: a property is an
-    # interpreted call through its descriptor (about 1,000 instructions more, once a profile written).
+    # The figures by figures.py's functions, which the properties of the same names call: each property is
+    # one more interpreted call, through its descriptor, once a profile written (see figures.order_counts).
     orders = p.orders
     if orders:
         counted_orders = counted(orders)  # sorted once for the three projections that need it

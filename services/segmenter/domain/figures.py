@@ -42,8 +42,9 @@ _ZERO = Decimal(0)
 
 def order_counts(order: OrderFact) -> bool:
     """Whether the order counts as a purchase (`OrderFact.counts`, which calls this): a cancelled or fully
-    refunded order does not. Here, compiled, for the rules' sake: the property, interpreted Python that
-    compiled code calls through its descriptor, cost about 1,000 instructions a call more than its body."""
+    refunded order does not. Here, compiled, for the rules' sake: compiled code reaches a property of
+    profile.py's or the events' Structs through its descriptor, an interpreted frame, and the replay's
+    calls to such properties took about 1,700 instructions each, their bodies included (callgrind)."""
     return not order.cancelled and (order.total == _ZERO or order.refunded < order.total)
 
 

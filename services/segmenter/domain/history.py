@@ -56,8 +56,8 @@ def _points(profile: Profile) -> list[_Point]:
     points: list[_Point] = []
     for o in profile.orders:
         points.append((o.placed_at, _ORDER, o.event_id, o, _NO_LEVEL))
-        # Nearly every order counts, and then stopped counting at no refund: asked here, compiled, rather
-        # than of the interpreted property for each order of each derivation.
+        # An order that still counts (nearly every one) has no refund point: the compiled rule says so, and
+        # only the others ask the interpreted property, for each order of each derivation.
         if order_counts(o):
             continue
         stop = o.stopped_counting
