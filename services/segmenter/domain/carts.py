@@ -77,10 +77,18 @@ def _changes(cart: CartFact) -> tuple[CartChange, ...]:
 
 
 def cart_of(
-    cart_id: str, changes: Iterable[CartChange], abandonments: Iterable[datetime | None]
+    cart_id: str, changes: Sequence[CartChange], abandonments: Iterable[datetime | None]
 ) -> CartFact | None:
     """The cart its changes make (None without any): the newest snapshot and the deltas after it; abandoned
     since the first abandonment no activity came after (activity after an abandonment reopens the cart)."""
+    if changes:
+        # The answer without keying and sorting where it is known: a change alone, or a snapshot given last
+        # that comes after all the others (a cart's update, a Shopify cart's every one), is the only change
+        # kept (were its key another's, that one would give way to it, the later of the two). About three
+        # in four of the mix's cart events.
+        last = changes[-1]
+        if len(changes) == 1 or (last.action == "snapshot" and _comes_after(last, changes[:-1])):
+            return _folded(cart_id, (last,), abandonments)
     ordered = sorted({c.event_id or c.at.isoformat(): c for c in changes}.values(), key=_change_key)
     if not ordered:
         return None
@@ -159,16 +167,9 @@ def updated_cart(
         currency=update.currency,
         recovery_url=update.recovery_url,
     )
-    # `cart_of` of the held cart's changes and this one, without its sorting and search for the newest
-    # snapshot where the answer is known: the cart's first change, or a snapshot (a Shopify cart's every
-    # update) after all the held ones, is the only change kept (were its key a held one's, `cart_of` would
-    # keep it, the later of the two, in that one's place). About three in four of the mix's cart events.
-    if held is None:
-        cart: CartFact | None = _folded(update.cart_id, (change,), (None,))
-    elif change.action == "snapshot" and _comes_after(change, _changes(held)):
-        cart = _folded(update.cart_id, (change,), (held.abandoned_at,))
-    else:
-        cart = cart_of(update.cart_id, (*_changes(held), change), (held.abandoned_at,))
+    cart = cart_of(
+        update.cart_id, (*(_changes(held) if held else ()), change), (held.abandoned_at if held else None,)
+    )
     return _with_cart(profile, update.cart_id, cart), cart if abandonment_due(cart, timedelta()) else None
 
 
