@@ -48,8 +48,8 @@ from prometheus_client import Gauge
 # Package -> its modules compiled (their sources are <package dir>/<module>.py).
 COMPILED: dict[str, tuple[str, ...]] = {
     "services.segmenter.domain": (
-        "browsing", "carts", "figures", "funnel", "health", "history", "identity", "instants", "stages",
-        "survey",
+        "browsing", "carts", "event_ids", "figures", "funnel", "health", "history", "identity", "instants",
+        "stages", "survey",
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
 }  # fmt: skip

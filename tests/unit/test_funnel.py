@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.segmenter.domain import stages
+from services.segmenter.domain.event_ids import funnel_event_id
 from services.segmenter.domain.funnel import (
     BIRTHDAY_TIMER,
     HEALTH_TIMER,
@@ -35,7 +36,6 @@ from shared.events import (
 from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_event_structs import CustomerUpdatedEvent
-from shared.funnel_events import funnel_event_id
 from shared.funnel_rules import FunnelRules
 from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
 from tests.builders import segmenter_event
@@ -705,6 +705,10 @@ def test_every_storefront_example_goes_through_the_funnel_decision(path: Path) -
     assert all(e.caused_by == event.event_id for e in d.funnel_events)
 
 
+# Written out, not imported: changing the namespace would change every id published before.
+ID_NAMESPACE = uuid.UUID("6f1f7d2e-4a43-4b8e-9a55-0c7b3f1d2a10")
+
+
 @pytest.mark.parametrize(
     ("caused_by", "kind"),
     [("e1", "stage_changed"), ("timer:demo:c1:cart:k1:2026-01-01T00:00:00+00:00", "cart_abandonedk1"),
@@ -712,5 +716,12 @@ def test_every_storefront_example_goes_through_the_funnel_decision(path: Path) -
 )  # fmt: skip
 def test_funnel_event_ids_are_the_uuid5_of_cause_and_kind(caused_by: str, kind: str) -> None:
     # Replays must keep producing the ids earlier runs published, which downstream dedupes on.
-    namespace = uuid.UUID("6f1f7d2e-4a43-4b8e-9a55-0c7b3f1d2a10")
-    assert funnel_event_id(caused_by, kind) == str(uuid.uuid5(namespace, f"{caused_by}/{kind}"))
+    assert funnel_event_id(caused_by, kind) == str(uuid.uuid5(ID_NAMESPACE, f"{caused_by}/{kind}"))
+
+
+@settings(max_examples=300)
+@given(caused_by=st.text(), kind=st.text())
+def test_funnel_event_ids_set_the_version_and_variant_of_any_digest(caused_by: str, kind: str) -> None:
+    # The version's and variant's digits are read from the hex digest, not set in its bytes: every one of
+    # the sixteen digits the variant's position can hold must map as uuid5's bit operations do.
+    assert funnel_event_id(caused_by, kind) == str(uuid.uuid5(ID_NAMESPACE, f"{caused_by}/{kind}"))

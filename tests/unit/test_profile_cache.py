@@ -12,7 +12,7 @@ SERVER = "2026-11-30 07:00:00+00"
 
 def cache_with(xid: int) -> ProfileCache:
     cache = ProfileCache(10)
-    cache.remember(KEY, xid, SERVER, P)
+    cache.remember([P], xid, SERVER)
     return cache
 
 
@@ -56,5 +56,16 @@ def test_another_server_forgets_everything() -> None:
 def test_the_least_recently_remembered_go_first() -> None:
     cache = ProfileCache(2)
     for n in range(3):
-        cache.remember(("s", f"c{n}"), 10 + n, SERVER, P)
+        cache.remember([Profile(store_id="s", customer_id=f"c{n}")], 10 + n, SERVER)
     assert cache.versions([("s", "c0"), ("s", "c1"), ("s", "c2")]) == [None, "11", "12"]
+
+
+def test_a_batch_remembered_at_once_keeps_its_most_recent_and_refreshes_those_held() -> None:
+    cache = ProfileCache(3)
+    cache.remember([Profile(store_id="s", customer_id=c) for c in ("c0", "c1")], 10, SERVER)
+    # c0 again, then three new ones: c0 is now more recent than c1, and only the last three are kept.
+    again = [Profile(store_id="s", customer_id=c) for c in ("c0", "c2", "c3")]
+    cache.remember(again, 11, SERVER)
+    assert cache.versions([("s", c) for c in ("c0", "c1", "c2", "c3")]) == ["11", None, "11", "11"]
+    cache.remember([Profile(store_id="s", customer_id="c4")], 12, SERVER)
+    assert cache.versions([("s", c) for c in ("c0", "c2", "c3", "c4")]) == [None, "11", "11", "12"]

@@ -65,12 +65,17 @@ class ProfileCache:
             return None
         return profile
 
-    def remember(self, key: Key, xid: int, server: str, profile: Profile) -> None:
-        """`profile` is what the transaction `xid` of `server` wrote to the key's row (and committed)."""
+    def remember(self, written: Iterable[Profile], xid: int, server: str) -> None:
+        """`written` is what the transaction `xid` of `server` wrote to these profiles' rows (and
+        committed). A batch's profiles at once: one call a batch instead of one a profile (about 40 in a
+        backlog's batch of 3,000 events), the same entries as one at a time, since the least recently
+        remembered still go first."""
         self._on_server(server)
         entries = self._entries
-        entries[key] = (xid, profile)
-        entries.move_to_end(key)
+        for profile in written:
+            key = (profile.store_id, profile.customer_id)
+            entries[key] = (xid, profile)
+            entries.move_to_end(key)
         while len(entries) > self._capacity:
             entries.popitem(last=False)
 

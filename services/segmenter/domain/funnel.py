@@ -16,6 +16,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from services.segmenter.domain import browsing, carts
+from services.segmenter.domain.event_ids import funnel_event_id
 from services.segmenter.domain.figures import ORDER_KEY, profile_snapshot
 from services.segmenter.domain.history import (
     HEALTH_TIMER,
@@ -61,7 +62,7 @@ from shared.funnel_event_structs import (
 from shared.funnel_event_structs import (
     CartAbandonedEvent as FunnelCartAbandoned,
 )
-from shared.funnel_events import SCHEMA_VERSION, funnel_event_id
+from shared.funnel_events import SCHEMA_VERSION
 from shared.funnel_rules import FunnelRules
 from shared.storefront_event_structs import (
     CartAbandonedEvent,

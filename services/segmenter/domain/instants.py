@@ -13,6 +13,7 @@ standard library's UTC, and the offsets they hold are rare.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 
 from msgspec.structs import force_setattr
@@ -64,6 +65,13 @@ def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
         if version is not None and version.tzinfo is not UTC:
             force_setattr(event.payload, "updated_at", standard(version))
     return event
+
+
+def standardise_events(events: Iterable[StorefrontEvent]) -> None:
+    """`standardise_event` of each: one call a batch from the processor, which is interpreted, instead of
+    one an event."""
+    for event in events:
+        standardise_event(event)
 
 
 def decidable(event: StorefrontEvent) -> StorefrontEvent:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache, xmin_of
 from services.segmenter.adapters.writes_in_order import alongside
-from services.segmenter.domain.instants import standardise_event
+from services.segmenter.domain.instants import standardise_events
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.claim_ahead import Begun, ClaimAhead
 from services.segmenter.service_layer.deciding import Keys, Loaded, deciding, is_shop_wide
@@ -213,8 +213,7 @@ class FunnelProcessor:
             self._ahead.release()
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
-        for event in events:
-            standardise_event(event)
+        standardise_events(events)
         ahead = self._ahead
         if ahead is None:
             result = await self._connections.transaction(lambda conn: self._batch(conn, events))
@@ -223,9 +222,9 @@ class FunnelProcessor:
         written, writer, changes = result
         MERGES.inc(len(changes.merges))  # counted once committed: a batch decided ahead may be decided again
         # Committed: these rows now hold what this transaction wrote.
-        for p in changes.written:
+        if changes.written:
             assert writer is not None
-            self._cache.remember((p.store_id, p.customer_id), writer.xid, writer.server, p)
+            self._cache.remember(changes.written, writer.xid, writer.server)
         if written:
             self._on_outbox_written()
 
@@ -329,8 +328,7 @@ class FunnelProcessor:
         if basis is None:
             return None
         conn = begun.conn
-        for event in events:
-            standardise_event(event)
+        standardise_events(events)
         fresh = first_copies(events, begun.claimed)
         if not fresh or any(type(e) is CustomerErasedEvent for e in fresh):
             return None

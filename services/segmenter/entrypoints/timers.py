@@ -90,9 +90,9 @@ class TimerWorker(Poller):
             if writer is None and changes.written:
                 writer = await repository.current_writer(conn)
         # Committed: these rows now hold what this round wrote.
-        for p in changes.written:
+        if changes.written:
             assert writer is not None
-            self._cache.remember((p.store_id, p.customer_id), writer.xid, writer.server, p)
+            self._cache.remember(changes.written, writer.xid, writer.server)
         if written:
             self._on_outbox_written()
         return fired
