@@ -146,7 +146,7 @@ class ClaimAhead(Generic[E, K, C, S]):
         """Begin `events`'s transaction and send its claim as soon as the claim in flight is done (now when
         none is), unless it was announced with the same keys: the events then go to that claim. A claim sent
         before for other events and not taken is rolled back first."""
-        keys = [self._key(e) for e in events]
+        keys = list(map(self._key, events))
         entry = self._next
         if entry is not None and entry.events is None and entry.keys == keys:
             entry.came(events)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -265,7 +266,7 @@ class FunnelProcessor:
         # two processes as much (bench/README.md, fourteenth round), whose consumers claim while they would
         # otherwise wait for each other's profile locks.
         return await alongside(
-            repository.claim_events(conn, [_claim_key(e) for e in events]),
+            repository.claim_events(conn, list(map(_claim_key, events))),
             lambda: Keys.of(events),
         )
 
@@ -440,6 +441,7 @@ class FunnelProcessor:
         return changes
 
 
-def _claim_key(event: StorefrontEvent) -> tuple[str, str]:
-    """What a claim records of an event (repository.claim_events)."""
-    return event.event_id, event.store_id
+# What a claim records of an event (repository.claim_events): its (event_id, store_id). An `attrgetter` of
+# the two, not a function returning them: called for every event of a batch, twice when its claim went
+# ahead, it reads both in C instead of running a Python frame each time.
+_claim_key: Callable[[StorefrontEvent], tuple[str, str]] = operator.attrgetter("event_id", "store_id")
