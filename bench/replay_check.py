@@ -39,12 +39,12 @@ from bench.workload import Step, Storefront, canonical
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import start_postgres
 from deploy.devstack.process import StackError, run_checked
+from services.segmenter.adapters.event_decoding import decode_storefront_event
 from services.segmenter.domain import funnel
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.settings import SegmenterSettings
 from shared.db import build_engine
 from shared.events import encode_event
-from shared.storefront_event_structs import decode_storefront_event
 from shared.stores import StoreRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -52,6 +52,7 @@ COMPILED: dict[str, tuple[str, ...]] = {
         "stages", "survey",
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
+    "services.segmenter.adapters": ("event_decoding",),
 }  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

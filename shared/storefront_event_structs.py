@@ -6,7 +6,9 @@ reads some 10,000 events a second, and pydantic's validation and instances cost 
 (bench/README.md, thirteenth round): a Struct decodes an event of the benchmark's mix in half the time and
 holds it in a third of the memory, and the rules read its fields faster.
 
-`decode_storefront_event` gives the very values the contract's decoder gives, or its very error:
+The segmenter's decoder (services/segmenter/adapters/event_decoding.py, compiled with its rules; it reads
+this module's decoder, patterns and limits) gives the very values the contract's decoder gives, or its very
+error:
 - A message is read the cheap way only where msgspec and pydantic are known to agree: every string, number,
   date and enum is checked by msgspec as the models' fields say (lengths, bounds), each pattern after it by
   `_Spelling` (`\\Z` where the models' Rust patterns say `$`, which in Python would let a final newline
@@ -48,22 +50,24 @@ from shared.fields import LANGUAGE_TAG_PATTERN
 class _Spelling:
     """A pattern that a string field's value must match to be read the cheap way, and values seen to match it.
 
-    Checked by cheap_decode after msgspec has read the message (`_spelt_as_ingest_writes`), not by msgspec's
+    Checked by the segmenter's cheap decoding after msgspec has read the message, not by msgspec's
     `pattern`, which calls the regex for every value: about 11,200 instructions an event of the benchmark's
-    mix, a quarter of cheap_decode's. Nearly every value repeats (a store's id, its currencies and prices, the
-    customers' languages, a customer's email over its events), and a set look-up finds a seen one for a small
-    part of that. The set is emptied when full, so that its memory stays bounded whatever the values.
-    Each field's annotation names its spelling (msgspec ignores it): tests find every such field by it."""
+    mix, a quarter of the cheap decoding's then. Nearly every value repeats (a store's id, its currencies and
+    prices, the customers' languages, a customer's email over its events), and a set look-up finds a seen one
+    for a small part of that. The set is emptied when full, so that its memory stays bounded whatever the
+    values. Each field's annotation names its spelling (msgspec ignores it): tests find every such field by
+    it."""
 
     __slots__ = ("search", "seen")
 
     def __init__(self, pattern: str) -> None:
         self.search = re.compile(pattern).search
+        # Emptied in place, never replaced: the segmenter's compiled decoder holds each set itself.
         self.seen: set[str] = set()
 
     def admits(self, value: str) -> bool:
-        """Whether `value` matches, kept in `seen` if it does (callers look there first: see
-        _spelt_as_ingest_writes)."""
+        """Whether `value` matches, kept in `seen` if it does (callers look there first: see the segmenter's
+        event_decoding.spelt_as_ingest_writes)."""
         if self.search(value) is None:
             return False
         if len(self.seen) >= _SEEN_SIZE:
@@ -77,8 +81,8 @@ _SEEN_SIZE = 4096
 # An amount as ingest writes it (Decimal's str): at most 12 digits before the point and 2 after, not negative.
 # A Struct keeps its text under `<name>_text` (its JSON key is the contract's name) and gives it as a Decimal
 # under the contract's name. Any other spelling, a JSON number included, takes the contract's decoder.
-_MONEY = _Spelling(r"^(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?\Z")
-MoneyText = Annotated[str, _MONEY]
+MONEY_SPELLING = _Spelling(r"^(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?\Z")
+MoneyText = Annotated[str, MONEY_SPELLING]
 
 
 # Values the contract's models change (trim, lower-case, `en_US` to `en-US`) are read the cheap way only as
@@ -101,19 +105,19 @@ Text255 = Annotated[str, msgspec.Meta(max_length=255)]
 Text1000 = Annotated[str, msgspec.Meta(max_length=1000)]
 Text2000 = Annotated[str, msgspec.Meta(max_length=2000)]
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
-_CURRENCY = _Spelling(r"^[A-Z]{3}\Z")
-CurrencyCode = Annotated[str, _CURRENCY]
-_EMAIL_SPELLING = _Spelling(_CANONICAL_EMAIL)
-_EMAIL = Annotated[str, msgspec.Meta(max_length=320), _EMAIL_SPELLING]
-_LOCALE = _Spelling(_CANONICAL_LANGUAGE_TAG)
-_LANGUAGE_TAG = Annotated[str, msgspec.Meta(max_length=35), _LOCALE]
-_STORE_ID = _Spelling(r"^[a-z0-9][a-z0-9_-]*\Z")
+CURRENCY_SPELLING = _Spelling(r"^[A-Z]{3}\Z")
+CurrencyCode = Annotated[str, CURRENCY_SPELLING]
+EMAIL_SPELLING = _Spelling(_CANONICAL_EMAIL)
+_EMAIL = Annotated[str, msgspec.Meta(max_length=320), EMAIL_SPELLING]
+LOCALE_SPELLING = _Spelling(_CANONICAL_LANGUAGE_TAG)
+_LANGUAGE_TAG = Annotated[str, msgspec.Meta(max_length=35), LOCALE_SPELLING]
+STORE_ID_SPELLING = _Spelling(r"^[a-z0-9][a-z0-9_-]*\Z")
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True, gc=False, forbid_unknown_fields=True):
     """Frozen like the models; no GC tracking: these hold no cycles, only values and other such Structs (a
     custom event's properties are JSON values, which cannot refer to each other either). Unknown keys are
-    refused: see cheap_decode for why."""
+    refused: see the module's docstring for why."""
 
 
 class Customer(_Struct, frozen=True, kw_only=True):
@@ -247,7 +251,7 @@ class _Envelope(_Struct, frozen=True, kw_only=True, tag_field="type"):
     type: ClassVar[str]
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    store_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64), _STORE_ID]
+    store_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64), STORE_ID_SPELLING]
     customer: Customer
     occurred_at: Instant
     received_at: Instant
@@ -321,7 +325,7 @@ StorefrontEvent = (
     | CustomEvent
 )
 
-_DECODER: msgspec.json.Decoder[StorefrontEvent] = msgspec.json.Decoder(StorefrontEvent)
+DECODER: msgspec.json.Decoder[StorefrontEvent] = msgspec.json.Decoder(StorefrontEvent)
 # Each model class of the contract, and the Struct class of the same name here.
 _STRUCT_OF: dict[type[BaseModel], type[Any]] = {
     getattr(events, cls.__name__): cls
@@ -334,15 +338,8 @@ _STRUCT_OF: dict[type[BaseModel], type[Any]] = {
 # A fraction of seven digits or more: msgspec rounds a datetime's fraction of a second beyond microseconds,
 # pydantic truncates it, so the contract's decoder reads such a message (a custom property's number like it
 # too, which is rare and only slower).
-_LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
-_MAX_BRACKETS = 128
-
-
-def decode_storefront_event(raw: bytes) -> StorefrontEvent:
-    """One message value as the contract's decoder reads it; raises pydantic.ValidationError for anything
-    that is not a v1 event, with the contract's errors."""
-    event = cheap_decode(raw)
-    return event if event is not None else from_model(events.decode_event(raw))
+LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
+MAX_BRACKETS = 128
 
 
 class _Key(msgspec.Struct):
@@ -356,93 +353,9 @@ _KEY_DECODER = msgspec.json.Decoder(_Key)
 def event_key(raw: bytes) -> tuple[str, str]:
     """A message value's (event_id, store_id), read without building the rest (a fraction of decoding
     it); as the decoded event's when it decodes. Raises msgspec.DecodeError or ValidationError when the
-    value has no such strings, RecursionError when it nests near Python's limit (see cheap_decode)."""
+    value has no such strings, RecursionError when it nests near Python's limit (as decoding it does)."""
     key = _KEY_DECODER.decode(raw)
     return key.event_id, key.store_id
-
-
-def cheap_decode(raw: bytes) -> StorefrontEvent | None:
-    """The event when msgspec alone can say what the contract's decoder would (see the module's docstring);
-    None when that decoder must decide."""
-    # The backslash first: one search for one byte (memchr); events without an escape are nearly all. With
-    # `find`, not `in`: CPython's `in` on bytes first tries the operand as a byte's value, and formats the
-    # TypeError it gets (about 1,000 instructions an event more; callgrind, 10,000 events of the mix).
-    if (raw.find(b"\\") >= 0 and raw.find(b"\\u") >= 0) or _LONG_FRACTION.search(raw) is not None:
-        return None
-    # msgspec checks the UTF-8 of the strings it keeps, not of the keys and values it skips; the contract's
-    # decoder refuses invalid UTF-8 anywhere.
-    if not raw.isascii():
-        try:
-            raw.decode()
-        except UnicodeDecodeError:
-            return None
-    try:
-        event = _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        return None
-    # pydantic's parser refuses a document nested deeper than 200 levels; msgspec reads deeper, and raises
-    # RecursionError near Python's own limit (the contract's decoder then has the message, as above). Its
-    # classes forbid unknown keys, so only a custom event's properties (any JSON) can nest deeper than they
-    # do, and only there are the brackets counted: a document with at most 128 cannot nest deeper than 128.
-    # (Counted for every event, they were a quarter of this function's time: 1.3 of 6.1 us an event.)
-    if type(event) is CustomEvent and raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS:
-        return None
-    if not events.is_identified(event.customer):  # the rule itself: one interpreted call, not two
-        return None
-    if not _spelt_as_ingest_writes(event):
-        return None
-    if type(event) is SurveyAnsweredEvent:
-        for answer in event.payload.answers:
-            if answer.agree is None and answer.score is None:
-                return None
-    return event
-
-
-def _spelt_as_ingest_writes(event: StorefrontEvent) -> bool:
-    """Whether each field annotated with a _Spelling matches it. Each check is written out, `x in S.seen or
-    S.admits(x)`: a set look-up inline for a value seen before, which nearly all are; a method call for each
-    value instead (the look-up inside `admits`) costs about 3,300 instructions an event more (callgrind,
-    10,000 events of the mix), a third of what the sets save."""
-    store_id = event.store_id
-    if store_id not in _STORE_ID.seen and not _STORE_ID.admits(store_id):
-        return False
-    customer = event.customer
-    value = customer.email
-    if value is not None and value not in _EMAIL_SPELLING.seen and not _EMAIL_SPELLING.admits(value):
-        return False
-    value = customer.locale
-    if value is not None and value not in _LOCALE.seen and not _LOCALE.admits(value):
-        return False
-    if type(event) is ProductViewedEvent:
-        value = event.payload.product.price_text
-        return value in _MONEY.seen or _MONEY.admits(value)
-    if type(event) is OrderPlacedEvent:
-        refunds = event.payload.refunds
-        if refunds is not None:
-            for refund in refunds:
-                value = refund.amount_text
-                if value not in _MONEY.seen and not _MONEY.admits(value):
-                    return False
-        return _sale_spelt(event.payload)
-    if type(event) is CartUpdatedEvent or type(event) is CartAbandonedEvent:
-        return _sale_spelt(event.payload)
-    if type(event) is OrderRefundedEvent:
-        return _money_spelt(event.payload.amount_text, event.payload.currency)
-    return True
-
-
-def _sale_spelt(sale: OrderPlaced | CartUpdated) -> bool:
-    for item in sale.line_items:
-        value = item.price_text
-        if value not in _MONEY.seen and not _MONEY.admits(value):
-            return False
-    return _money_spelt(sale.total_text, sale.currency)
-
-
-def _money_spelt(amount: str, currency: str) -> bool:
-    return (amount in _MONEY.seen or _MONEY.admits(amount)) and (
-        currency in _CURRENCY.seen or _CURRENCY.admits(currency)
-    )
 
 
 def from_model(model: events.StorefrontEvent) -> StorefrontEvent:

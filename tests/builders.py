@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from services.segmenter.adapters import event_decoding
 from shared import storefront_event_structs as segmenter
 from shared.events import CONTACT_FIELDS, StorefrontEvent, decode_event, encode_event
 from shared.funnel_events import FunnelEvent, decode_funnel_event
@@ -54,7 +55,7 @@ def segmenter_event(
 
 def as_segmenter_event(event: StorefrontEvent) -> segmenter.StorefrontEvent:
     """A contract model as the segmenter reads it from its topic."""
-    return segmenter.decode_storefront_event(encode_event(event))
+    return event_decoding.decode_storefront_event(encode_event(event))
 
 
 def contract_bytes(event: segmenter.StorefrontEvent) -> bytes:

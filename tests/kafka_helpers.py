@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.segmenter.entrypoints.api import decode_decidable
+from services.segmenter.adapters.event_decoding import decode_decidable
 from shared.consumer import ConsumerPipeline, DlqLimit
 from shared.storefront_event_structs import StorefrontEvent
 

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.ingest.api import create_app
 from services.ingest.settings import IngestSettings
 from services.notifier.domain.messages import MessageStatus
+from services.segmenter.adapters.event_decoding import decode_decidable
 from services.segmenter.adapters.tables import processed_events
-from services.segmenter.entrypoints.api import decode_decidable
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared.events import PublishableEvent, encode_event

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from deploy.devstack.postgres import PostgresServer
-from services.segmenter.entrypoints.api import decode_decidable
+from services.segmenter.adapters.event_decoding import decode_decidable
 from services.segmenter.entrypoints.claim_ahead import CLAIMS_AHEAD
 from services.segmenter.entrypoints.processor import DECIDED_AHEAD, FunnelProcessor
 from shared.db import upgrade_to_head

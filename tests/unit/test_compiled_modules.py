@@ -1,6 +1,6 @@
 """A package runs its mypyc-compiled modules only when the build holds them built from the current sources of
 their service and shared/, with every other package's of the build (shared/compiled.py), and `make install`
-builds the segmenter's rules and write set so that they do."""
+builds the segmenter's rules, write set and event decoding so that they do."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 import services.segmenter.domain as domain
+from services.segmenter.adapters import event_decoding
 from services.segmenter.domain import funnel, identity
 from services.segmenter.domain.records import Record
 from services.segmenter.service_layer import write_set
@@ -36,6 +37,7 @@ PACKAGE = "services.segmenter.domain"
 PACKAGE_DIR = ("services", "segmenter", "domain")
 SERVICE_DIR = PACKAGE_DIR[:-1]
 WRITE_SET = "services.segmenter.service_layer"
+DECODING = "services.segmenter.adapters"
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +157,8 @@ def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
     assert Path(funnel.__file__).is_relative_to(BUILD_DIR)
     assert Path(funnel.__file__).suffix == ".so"
     assert Path(write_set.__file__).suffix == ".so"
-    assert compiled_now() == {PACKAGE: True, WRITE_SET: True}
+    assert Path(event_decoding.__file__).suffix == ".so"
+    assert compiled_now() == {PACKAGE: True, WRITE_SET: True, DECODING: True}
 
 
 def _structs_of_compiled_modules() -> list[type[msgspec.Struct]]:

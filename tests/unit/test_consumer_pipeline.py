@@ -18,12 +18,12 @@ from aiokafka import TopicPartition
 from sqlalchemy.exc import DBAPIError
 
 import shared.consumer
+from services.segmenter.adapters.event_decoding import decode_storefront_event
 from services.segmenter.service_layer.write_set import first_copies
 from shared.consumer import ConsumerPipeline, DlqLimit, DlqLimitExceeded
 from shared.events import StorefrontEvent, decode_event, encode_event
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
-from shared.storefront_event_structs import decode_storefront_event
 from tests.builders import canonical_event, segmenter_event
 from tests.kafka_fakes import FakeConsumer, FakeProducer, Journal
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bench.workload import Storefront, canonical
+from services.segmenter.adapters import event_decoding
 from shared import events
 from shared import storefront_event_structs as segmenter
 from shared.events import LineItem, StorefrontEvent, decode_event, encode_event, reject_nul
@@ -102,13 +103,13 @@ def assert_same(raw: bytes | str) -> None:
     # The segmenter reads message values: bytes (a text is sent as its UTF-8, as a producer would).
     data = raw.encode() if isinstance(raw, str) else raw
     expected = outcome(reference_decode, data)
-    assert outcome(segmenter.decode_storefront_event, data) == expected
-    cheap = segmenter.cheap_decode(data)
+    assert outcome(event_decoding.decode_storefront_event, data) == expected
+    cheap = event_decoding.cheap_decode(data)
     if cheap is not None:
         assert ("accepted", plain(cheap)) == expected
     if expected[0] == "accepted":
         # The claim the segmenter sends from the raw message (before decoding it) is the decoded event's.
-        event = segmenter.decode_storefront_event(data)
+        event = event_decoding.decode_storefront_event(data)
         assert segmenter.event_key(data) == (event.event_id, event.store_id)
 
 
@@ -119,7 +120,7 @@ def test_every_event_of_the_mix_and_the_examples_decodes_the_same() -> None:
         assert decode_event(raw) == event
         assert_same(raw.decode())
         # What ingest writes is read the cheap way, or the segmenter would pay for both decoders.
-        assert segmenter.cheap_decode(raw) is not None
+        assert event_decoding.cheap_decode(raw) is not None
 
 
 def _paths(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -372,16 +373,16 @@ def test_a_key_the_contract_does_not_know_is_left_to_its_decoder_and_ignored(whe
     doc = copy.deepcopy(order)
     _at(doc, where)["extension"] = {"any": ["value"]}
     raw = json.dumps(doc).encode()
-    assert segmenter.cheap_decode(raw) is None
+    assert event_decoding.cheap_decode(raw) is None
     assert_same(raw)
-    as_sent = segmenter.decode_storefront_event(json.dumps(order).encode())
-    assert plain(segmenter.decode_storefront_event(raw)) == plain(as_sent)
+    as_sent = event_decoding.decode_storefront_event(json.dumps(order).encode())
+    assert plain(event_decoding.decode_storefront_event(raw)) == plain(as_sent)
 
 
 def test_what_ingest_writes_takes_the_segmenters_cheap_way() -> None:
     # Not behaviour but cost: an event the cheap way refuses is decoded twice.
     for event in [*EXAMPLES, *MIX]:
-        assert segmenter.cheap_decode(encode_event(event)) is not None
+        assert event_decoding.cheap_decode(encode_event(event)) is not None
 
 
 EDGES = [
@@ -454,7 +455,7 @@ def _spelt_places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[str, str
 # Each spelt value of the seeds the cheap way takes (all but a few examples spelt otherwise on purpose).
 SPELT = [
     (cls, field, path, spelling, seed)
-    for seed, event in [(s, segmenter.cheap_decode(json.dumps(s).encode())) for s in SEEDS]
+    for seed, event in [(s, event_decoding.cheap_decode(json.dumps(s).encode())) for s in SEEDS]
     if event is not None
     for cls, field, path, spelling in _spelt_places(event)
 ]
@@ -471,7 +472,7 @@ def test_every_field_that_must_match_a_pattern_is_checked_where_an_event_holds_i
         doc = copy.deepcopy(seed)
         _at(doc, path[:-1])[path[-1]] = "not one spelling"
         raw = json.dumps(doc).encode()
-        assert segmenter.cheap_decode(raw) is None, path
+        assert event_decoding.cheap_decode(raw) is None, path
         assert_same(raw)
 
 
@@ -575,8 +576,8 @@ def test_an_amount_written_as_a_number_is_read_as_the_contract_reads_it() -> Non
     order = next(s for s in SEEDS if s["type"] == "order_placed")
     raw = json.dumps({**order, "payload": {**order["payload"], "total": 48.00}}).encode()
     assert b'"total": 48.0' in raw
-    assert segmenter.cheap_decode(raw) is None
-    event = segmenter.decode_storefront_event(raw)
+    assert event_decoding.cheap_decode(raw) is None
+    event = event_decoding.decode_storefront_event(raw)
     assert str(event.payload.total) == str(decode_event(raw).payload.total) == "48"  # type: ignore[union-attr]
     assert_same(raw)
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.segmenter.adapters.event_decoding import decode_storefront_event
 from services.segmenter.domain import stages
 from services.segmenter.domain.event_ids import funnel_event_id
 from services.segmenter.domain.funnel import (
@@ -37,7 +38,7 @@ from shared.examples import example_files
 from shared.funnel import Health, LoyaltyStage, SurveyLevel
 from shared.funnel_event_structs import CustomerUpdatedEvent
 from shared.funnel_rules import FunnelRules
-from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
+from shared.storefront_event_structs import StorefrontEvent
 from tests.builders import segmenter_event
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

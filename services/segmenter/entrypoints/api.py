@@ -8,9 +8,9 @@ import gc
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
+from services.segmenter.adapters.event_decoding import decode_decidable
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import outbox
-from services.segmenter.domain.instants import decidable
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
@@ -21,7 +21,6 @@ from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_consumer, dlq_t
 from shared.outbox import OutboxRelay
 from shared.registry_checks import sha256_hex
 from shared.service_app import Runtime, Wiring, consuming_service_app
-from shared.storefront_event_structs import StorefrontEvent, decode_storefront_event
 
 OUTBOX_LOCK_KEY = 0x5E6_0001  # advisory lock id of the segmenter's outbox relay
 SEGMENTER_GC_THRESHOLD = 200_000  # allocations between two young-generation collections
@@ -36,12 +35,6 @@ def segmenter_consumer(settings: SegmenterSettings) -> AIOKafkaConsumer:
         "segmenter",
         max_partition_fetch_bytes=settings.segmenter_fetch_bytes,
     )
-
-
-def decode_decidable(raw: bytes) -> StorefrontEvent:
-    """A message value as the contract reads it, if the segmenter can decide it (domain.instants.decidable);
-    the consumer dead-letters it otherwise."""
-    return decidable(decode_storefront_event(raw))
 
 
 def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI:
