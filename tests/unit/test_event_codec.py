@@ -56,6 +56,12 @@ def test_encoding_gives_the_very_bytes_it_gave() -> None:
         assert encode_event(event) == reference_encode(event)
 
 
+def test_every_event_is_written_with_its_type_first() -> None:
+    # The segmenter's decoder picks the class by the type: after the envelope, it read the message twice.
+    for event in [*EXAMPLES, *MIX]:
+        assert encode_event(event).startswith(b'{"type":"' + event.type.encode() + b'","schema_version":1,')
+
+
 def _comparable(error: Any) -> dict[str, Any]:
     # The context holds exception objects, which compare by identity: their text is what anyone sees.
     return {**error, "ctx": {k: repr(v) for k, v in error.get("ctx", {}).items()}}

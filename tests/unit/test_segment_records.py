@@ -328,3 +328,17 @@ def test_the_benchmark_batches_are_written_as_the_models_serialise() -> None:
         assert [_published(e) for e in records] == [_published(e) for e in models]
         types.update(e.type for e in records)
     assert types >= {"custom", "product_viewed", "cart_updated", "order_placed", "customer_upserted"}
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{"a": 1}, {"f": 1e20}],
+    ids=["msgspec writes it", "pydantic-core writes it (a large float)"],
+)
+def test_an_event_written_straight_to_bytes_begins_with_its_type(properties: dict[str, Any]) -> None:
+    # As the models write it (shared/events.py's envelope): a decoder that picks the event's class by its
+    # type reads the message once.
+    body = {"batch": [{**_CALL, "properties": properties}]}
+    [event] = segment.batch_to_records(body, store_id="demo", received_at=NOW)
+    assert isinstance(event, EncodedEvent)
+    assert event.value.startswith(b'{"type":"custom","schema_version":1,')

@@ -135,6 +135,7 @@ class _SurveyAnswered(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class _Event(msgspec.Struct):
+    type: str
     schema_version: int
     event_id: str
     store_id: str
@@ -142,7 +143,6 @@ class _Event(msgspec.Struct):
     occurred_at: datetime
     received_at: datetime
     source: str
-    type: str
     payload: Any
 
 
@@ -207,6 +207,7 @@ def _event(
 ) -> EncodedEvent:
     if type_ == "custom" and _has_large_float(payload.properties):
         fields = {
+            "type": type_,
             "schema_version": SCHEMA_VERSION,
             "event_id": event_id,
             "store_id": store_id,
@@ -214,13 +215,13 @@ def _event(
             "occurred_at": occurred_at,
             "received_at": received_at,
             "source": "segment",
-            "type": type_,
             "payload": msgspec.structs.asdict(payload),
         }
         value = pydantic_core.to_json(fields, inf_nan_mode="null")
     else:
         value = _encode(
             _Event(
+                type_,
                 SCHEMA_VERSION,
                 event_id,
                 store_id,
@@ -228,7 +229,6 @@ def _event(
                 occurred_at,
                 received_at,
                 "segment",
-                type_,
                 payload,
             )
         )
