@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.event_ids import funnel_event_id
@@ -229,6 +229,19 @@ def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:
     return profile if joined is None else replace(profile, identifiers=joined)
 
 
+# Where each contact field sits among the values `astuple` gives of the event's customer and of the profile,
+# and the two times of the customer's: one call in C for all of a Struct's fields instead of a look-up by
+# name through its type for each (the contact step read ten on the customer and one on the profile for each
+# field said, about 120 instructions each; bench/README.md, fifty-third round).
+_CONTACT_PLACES: Final[tuple[tuple[str, int, int], ...]] = tuple(
+    (name, Customer.__struct_fields__.index(name), Profile.__struct_fields__.index(name))
+    for name in CONTACT_FIELDS
+)
+_CONSENT_PLACE: Final = Customer.__struct_fields__.index("accepts_marketing")
+_UPDATED_AT: Final = Customer.__struct_fields__.index("updated_at")
+_CONSENT_AT: Final = Customer.__struct_fields__.index("consent_at")
+
+
 def _contact_changes(
     profile: Profile, customer: Customer, at: datetime
 ) -> tuple[dict[str, object], tuple[str, ...], datetime]:
@@ -241,30 +254,41 @@ def _contact_changes(
     # Only what differs: most events repeat what we know (a Segment call carries the locale and timezone
     # every time), and an unchanged profile stays the very same object, which spares writing it back.
     updates: dict[str, object] = {}
-    stamps: dict[str, datetime] = {}
-    details_at = customer.updated_at or at
+    stamps: dict[str, datetime] | None = None  # the profile's stamps, copied at the first one said anew
+    said = astuple(customer)
+    details_at: datetime = said[_UPDATED_AT] or at
+    consent_at: datetime = said[_CONSENT_AT] or details_at
     erased_at = profile.erased_at
     held_stamps = profile.contact_at
-    for name in CONTACT_FIELDS:
-        value = getattr(customer, name)
+    held: tuple[Any, ...] | None = None  # the profile's values, once a field is said
+    for name, in_customer, in_profile in _CONTACT_PLACES:
+        value = said[in_customer]
         if value is None:
             continue
-        said_at = (customer.consent_at or details_at) if name == "accepts_marketing" else details_at
+        said_at = consent_at if in_customer == _CONSENT_PLACE else details_at
         held_at = held_stamps.get(name)
-        # The common case inline (never erased, said later than what is held): newer by the rule below.
-        if (erased_at is not None or (held_at is not None and said_at <= held_at)) and not _contact_is_newer(
-            profile, name, value, said_at
-        ):
+        # The common case inline (never erased, first said or said later than what is held): newer by the
+        # rule below, and a new stamp without comparing the two times again.
+        if erased_at is None and (held_at is None or not said_at <= held_at):
+            stamp = True
+        elif _contact_is_newer(profile, name, value, said_at):
+            stamp = held_at != said_at
+        else:
             continue
-        if value != getattr(profile, name):
+        if held is None:
+            held = astuple(profile)
+        held_value = held[in_profile]
+        if held_value is None or value != held_value:  # a comparison with None takes Python's slow way
             updates[name] = value
-        if held_at != said_at:
+        if stamp:
+            if stamps is None:
+                stamps = dict(held_stamps)
             stamps[name] = said_at
     # The loop above put them in CONTACT_FIELDS's order, and nothing else yet: the dict's keys are the changed
     # fields in that order (a generator over the ten names cost about 1 µs, in two events of five).
     changed = tuple(updates)
-    if stamps:
-        updates["contact_at"] = {**held_stamps, **stamps}
+    if stamps is not None:
+        updates["contact_at"] = stamps
     if profile.erased and changed:
         updates["erased"] = False  # a customer who comes back after an erasure is a new relationship
     return updates, changed, details_at

@@ -181,13 +181,17 @@ def _apply_one(
     # holds only the identifiers said after the erasure (and "id:", "order:" ones), chosen by date in
     # `decide` and `merge`, and the event's may be older: an erased customer who came back with new
     # details (no longer `erased`) must not be found again by an old email or anonymous id.
-    for identifier in after.identifiers:
+    held = after.identifiers
+    for identifier in held:
         in_store[identifier] = customer_id
     if after.erased_at is None:
         identities = changes.identities
         for identifier in ids:
-            in_store[identifier] = customer_id
-            identities[(store_id, identifier)] = customer_id
+            # Most of the event's are the profile's own, set in both just now: a look in the tuple of a few
+            # costs less than a key built, hashed and set again (about 650 instructions each, callgrind).
+            if identifier not in held:
+                in_store[identifier] = customer_id
+                identities[(store_id, identifier)] = customer_id
     else:
         _forget_look_ups(after, before, ids, in_store, changes, forgotten_ids)
 
