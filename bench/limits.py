@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from deploy.devstack.kafka import DEFAULT_LIBS_DIR, LOG4J_PROPERTIES
 from deploy.devstack.postgres import ensure_postgres_binaries
 from services.segmenter.adapters import repository
+from services.segmenter.adapters import tables as segmenter_tables
+from services.segmenter.adapters.unnest import parameters
 from shared.kafka import MAX_BATCH_BYTES
 
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
@@ -220,24 +222,29 @@ PGBENCH_SCHEMA = "bench_pgbench"
 _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
 
+def statement_parameters(table: str) -> tuple[str, ...]:
+    """The parameters of the segmenter's statement for `table`: a column's, or a blob's and its places."""
+    return parameters(getattr(segmenter_tables, table), SEGMENTER_WRITES[table][1])
+
+
 def pgbench_statement(table: str, schema: str = PGBENCH_SCHEMA) -> str:
     """The segmenter's statement for `table`, aimed at the copy of its table in `schema`, its parameters
     renamed `<table>__<column>` (pgbench's variables are one namespace for the whole script, and every
     statement has a `store_id`). pgbench turns each `:variable` into a parameter of the prepared statement."""
-    sql, columns = SEGMENTER_WRITES[table]
+    sql, _ = SEGMENTER_WRITES[table]
     renamed = _PARAMETER.sub(lambda m: f":{table}__{m[1]}", sql)
     renamed = renamed.replace("segmenter.", f"{schema}.")
     used = set(_PARAMETER.findall(renamed))
-    expected = {f"{table}__{c}" for c in columns}
+    expected = {f"{table}__{p}" for p in statement_parameters(table)}
     if used != expected:
-        raise ValueError(f"{table}: the statement's parameters {sorted(used)} are not its columns")
+        raise ValueError(f"{table}: the statement's parameters {sorted(used)} are not {sorted(expected)}")
     return " ".join(renamed.split())
 
 
 def pgbench_script(tables: Sequence[str], schema: str = PGBENCH_SCHEMA) -> str:
     """One transaction per batch: the batch's arrays read into variables (the first command; it is no
     part of the limit, see pgbench_figures), then the segmenter's statements in one transaction."""
-    variables = [f"{t}__{c}" for t in tables for c in SEGMENTER_WRITES[t][1]]
+    variables = [f"{t}__{p}" for t in tables for p in statement_parameters(t)]
     lines = [
         f"SELECT {', '.join(variables)} FROM {schema}.batches "  # noqa: S608 - our own names
         f"WHERE batch = (SELECT nextval('{schema}.next_batch')) \\gset",

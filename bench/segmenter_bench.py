@@ -25,7 +25,7 @@ from bench.settle import settle
 from bench.stack import PARTITIONS, BenchStack, Service
 from bench.workload import Step, Storefront, canonical
 from services.segmenter.adapters import tables as segmenter_tables
-from services.segmenter.adapters.unnest import _element_type
+from services.segmenter.adapters.unnest import _element_type, as_blobs, blob
 from services.segmenter.domain.funnel import event_identifiers
 from services.segmenter.settings import SegmenterSettings
 from shared.events import OrderPlacedEvent, encode_event
@@ -301,22 +301,44 @@ async def _stage_pgbench_batches(
     await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
     await conn.execute(f"CREATE SEQUENCE {schema}.next_batch")
     tables = [t for t in SEGMENTER_WRITES if t in plan]
-    staged: list[tuple[str, str, str]] = []  # (table, column, array type)
+    # (table, parameter, its type, its cast from asyncpg's parameter, its value from a batch's rows): a
+    # column's array, or a blob column's bytes and their places (unnest.blob: integer literals, read by the
+    # same cast as the segmenter's; a document as its UTF-8 text), as the segmenter sends them.
+    staged: list[tuple[str, str, str, str, Callable[[list[tuple[Any, ...]]], Any]]] = []
     for table in tables:
         await _copy_table(conn, schema, table)
         definition = getattr(segmenter_tables, table)
-        for column in SEGMENTER_WRITES[table][1]:
-            staged.append((table, column, f"{_element_type(definition, column)}[]"))
-    columns = ", ".join(f"{t}__{c} {kind}" for t, c, kind in staged)
-    await conn.execute(f"CREATE TABLE {schema}.batches (batch bigint PRIMARY KEY, {columns})")
-    placeholders = ", ".join(f"${i + 2}::{kind}" for i, (_, _, kind) in enumerate(staged))
+        columns = SEGMENTER_WRITES[table][1]
+        blobs = as_blobs(definition, columns)
+        for column in columns:
+            index = names[table].index(column)
+            if column in blobs:
+                parts = ((column, "bytea", "bytea"), (f"{column}__at", "integer[]", "text::integer[]"))
+                for part, kind, cast in (*parts, (f"{column}__len", "integer[]", "text::integer[]")):
+                    staged.append(
+                        (table, part, kind, cast, functools.partial(_blob_part, column, part, index))
+                    )
+            else:
+                kind = f"{_element_type(definition, column)}[]"
+                staged.append((table, column, kind, kind, functools.partial(_column, index)))
+    columns_sql = ", ".join(f"{t}__{p} {kind}" for t, p, kind, _, _ in staged)
+    await conn.execute(f"CREATE TABLE {schema}.batches (batch bigint PRIMARY KEY, {columns_sql})")
+    placeholders = ", ".join(f"${i + 2}::{cast}" for i, (_, _, _, cast, _) in enumerate(staged))
     insert = f"INSERT INTO {schema}.batches VALUES ($1, {placeholders})"  # noqa: S608 - our own names
     for b in range(batches):
         values: list[Any] = [b + 1]
-        for table, column, _ in staged:
-            index = names[table].index(column)
-            values.append([row[index] for row in plan[table][b]])
+        for table, _, _, _, value in staged:
+            values.append(value(plan[table][b]))
         await conn.execute(insert, *values)
+
+
+def _column(index: int, rows: list[tuple[Any, ...]]) -> list[Any]:
+    return [row[index] for row in rows]
+
+
+def _blob_part(column: str, part: str, index: int, rows: list[tuple[Any, ...]]) -> Any:
+    values = [v.encode() if isinstance(v, str) else v for v in _column(index, rows)]
+    return blob(column, values)[part]
 
 
 def prefilled(stack: BenchStack, events: int, say: Any) -> Path:

@@ -2,10 +2,13 @@
 PostgreSQL reads back from a literal is exactly the list it was written from, for every kind of value the
 segmenter's statements carry, and for any text at all (generated): quotes, backslashes, braces, commas,
 spaces at either end, the word NULL, control characters (JSON's escapes, which the literal must not keep)
-and letters beyond ASCII. Real PostgreSQL, through the same cast (`array`) the statements use."""
+and letters beyond ASCII. Real PostgreSQL, through the same cast (`array`) the statements use. A profile's
+documents and the outbox's bytes travel as one blob a column (`blob`): any bytes, and any document, are
+cut out of it as they were sent."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -17,7 +20,8 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.segmenter.adapters import repository
-from services.segmenter.adapters.unnest import array, literal, params, positional
+from services.segmenter.adapters.tables import outbox, profiles
+from services.segmenter.adapters.unnest import array, as_blobs, literal, params, positional, unnest
 from shared import raw_sql
 from shared.funnel import LoyaltyStage
 from tests.integration.accepted_pipeline import property_settings
@@ -92,14 +96,57 @@ def test_a_literal_is_msgspecs_json_but_for_its_brackets() -> None:
     assert literal(["a\nb", None, 'q"']) == '{"a\nb",NULL,"q\\""}'
 
 
-def test_documents_and_bytes_stay_lists() -> None:
-    # PostgreSQL reads a literal character by character: a profile's document (1-2 kB, its quotes escaped)
-    # costs it more so than asyncpg's binary array costs the client.
+def test_documents_and_bytes_travel_as_one_blob_written_after_the_arrays() -> None:
+    # A profile's document and the outbox's keys and values: one bytea parameter each, with their places as
+    # integer literals, numbered after every array (asyncpg writes parameters in their order).
     upsert = repository._SAVE_PROFILES.text
-    assert "CAST(:facts AS text[])" in upsert
+    assert "CAST(:facts AS bytea)" in upsert
+    assert "CAST(CAST(:facts__at AS text) AS integer[])" in upsert
     assert "CAST(CAST(:email AS text) AS text[])" in upsert
-    assert "CAST(:value AS bytea[])" in repository._ADD_TO_OUTBOX.text
-    rows = [("demo", "c1", "{}"), ("demo", "c2", '{"a": 1}')]
-    sent = params(("store_id", "customer_id", "facts"), rows, lists=("facts",))
-    assert sent == {"store_id": '{"demo","demo"}', "customer_id": '{"c1","c2"}', "facts": ["{}", '{"a": 1}']}
-    assert params(("a", "b"), [], lists=("b",)) == {"a": "{}", "b": []}
+    assert repository._SAVE_PROFILES_RAW.names[-3:] == ("facts__at", "facts__len", "facts")
+    assert repository._ADD_TO_OUTBOX_RAW.names[-2:] == ("key", "value")
+    rows = [("demo", "c1", b"{}"), ("demo", "c2", b'{"a": 1}')]
+    sent = params(("store_id", "customer_id", "facts"), rows, blobs=("facts",))
+    assert sent == {
+        "store_id": '{"demo","demo"}',
+        "customer_id": '{"c1","c2"}',
+        "facts": b'{}{"a": 1}',
+        "facts__at": "{1,3}",
+        "facts__len": "{2,8}",
+    }
+    assert params(("a", "b"), [], blobs=("b",)) == {"a": "{}", "b": b"", "b__at": "{}", "b__len": "{}"}
+
+
+_OUTBOX = ("topic", "key", "value")
+_OUTBOX_ROWS = positional(f"SELECT key, value FROM {unnest(outbox, _OUTBOX, 'r', ordinal=True)} ORDER BY n")
+
+
+@property_settings(100, False)
+@given(values=st.lists(st.binary(max_size=3000)))
+async def test_any_bytes_come_back_from_their_blob_as_they_were(
+    engine: AsyncEngine, values: list[bytes]
+) -> None:
+    # Empty values, NUL bytes, any byte at all, in order; the keys reversed so that two blobs are cut apart.
+    rows = [("funnel-events", v[::-1], v) for v in values]
+    sent = params(_OUTBOX, rows, blobs=as_blobs(outbox, _OUTBOX))
+    async with engine.connect() as conn:
+        got = await raw_sql.fetch(conn, _OUTBOX_ROWS.sql, *_OUTBOX_ROWS.args(sent))
+    assert [(r["key"], r["value"]) for r in got] == [(v[::-1], v) for v in values]
+
+
+async def test_documents_come_back_from_their_blob_as_they_were(engine: AsyncEngine) -> None:
+    documents = [
+        "{}",
+        '{"name": "é ü 中文 😀", "note": "q\\"uote, back\\\\slash, new\\nline, \\u0001"}',
+        '{"n": [1, 2.50, null, true], "nested": {"a": {"b": []}}}',
+        '{"long": "' + "x" * 5000 + '"}',
+    ]
+    columns = ("store_id", "customer_id", "facts")
+    statement = positional(
+        f"SELECT facts::jsonb AS facts FROM {unnest(profiles, columns, 'r', ordinal=True)} ORDER BY n"
+    )
+    rows = [("demo", f"c{i}", d.encode()) for i, d in enumerate(documents)]
+    sent = params(columns, rows, blobs=as_blobs(profiles, columns))
+    async with engine.connect() as conn:
+        got = await raw_sql.fetch(conn, statement.sql, *statement.args(sent))
+    assert [r["facts"] for r in got] == [json.loads(d) for d in documents]

@@ -104,7 +104,8 @@ def test_pgbench_without_a_tps_line_is_an_error() -> None:
 def test_the_script_runs_the_segmenters_statements_with_their_parameters_renamed() -> None:
     statement = pgbench_statement("profiles")
     assert statement.startswith("INSERT INTO bench_pgbench.profiles (store_id, customer_id,")
-    assert "CAST(:profiles__facts AS text[])" in statement  # a document stays an array of texts
+    assert "CAST(:profiles__facts AS bytea)" in statement  # the documents, one blob
+    assert "CAST(CAST(:profiles__facts__len AS text) AS integer[])" in statement  # and their places
     assert "CAST(CAST(:profiles__email AS text) AS text[])" in statement  # the others, literals
     assert "facts::jsonb" in statement  # a cast, not a pgbench variable
     assert "ON CONFLICT (store_id, customer_id) DO UPDATE" in statement
@@ -113,6 +114,8 @@ def test_the_script_runs_the_segmenters_statements_with_their_parameters_renamed
     assert "bench_pgbench.copurchases.orders + excluded.orders" in copurchases
     script = pgbench_script(list(SEGMENTER_WRITES)).splitlines()
     assert script[0].endswith("\\gset")
+    # Every parameter of every statement read from the batch: a blob's places too.
+    assert ", outbox__value, outbox__value__at, outbox__value__len " in script[0]
     assert "nextval('bench_pgbench.next_batch')" in script[0]
     assert script[1] == "BEGIN;"
     assert script[-1] == "COMMIT;"

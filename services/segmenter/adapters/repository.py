@@ -37,7 +37,8 @@ from services.segmenter.adapters.tables import (
 from services.segmenter.adapters.unnest import (
     Positional,
     array,
-    as_lists,
+    as_blobs,
+    blob,
     insert_rows,
     joined,
     joined_values,
@@ -436,7 +437,7 @@ _SAVE_PROFILES = insert_rows(
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
 )
 _SAVE_PROFILES_RAW = positional(_SAVE_PROFILES)
-_PROFILE_LISTS = as_lists(profiles, _PROFILE)  # the documents
+_PROFILE_BLOBS = as_blobs(profiles, _PROFILE)  # the documents
 
 
 def _fields(model: object) -> dict[str, Any]:
@@ -481,13 +482,13 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
         last,
         survey_level(p),
         p.merged_into,
-        _PROFILE_JSON.encode(p).decode(),
+        _PROFILE_JSON.encode(p),  # its UTF-8 bytes, as the statement takes them (unnest.blob)
     )
 
 
 def profiles_write(changed: Iterable[Profile]) -> Write | None:
     rows = [_profile_row(p) for p in changed]
-    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, lists=_PROFILE_LISTS)) if rows else None
+    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, blobs=_PROFILE_BLOBS)) if rows else None
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
@@ -730,7 +731,7 @@ def outbox_write(events: Iterable[FunnelEvent]) -> Write | None:
     if not keys:
         return None
     topics = literal([FUNNEL_EVENTS] * len(keys))
-    return Write(_ADD_TO_OUTBOX_RAW, {"topic": topics, "key": keys, "value": values})
+    return Write(_ADD_TO_OUTBOX_RAW, {"topic": topics, **blob("key", keys), **blob("value", values)})
 
 
 # Built once (a round runs every second, and at once again while rounds are full): the same statement, its

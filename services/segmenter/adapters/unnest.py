@@ -6,16 +6,24 @@ time (or one for several tables: `joined`). Each array's type comes from its col
 after the columns.
 
 Each array travels as one text parameter holding PostgreSQL's array literal (`literal`), cast to its
-array type in the statement (`array`), as pgbench sends the same statements' arrays (bench/limits.py); a
-bytea column's bytes and a JSONB column's documents stay lists. Sent as lists, asyncpg encodes
-every element on its own after checking whether it is itself an array (two `isinstance` checks against
-abstract classes, each a Python call): 130-280 ns of the client's CPU an element for a NULL, an integer or
-a text, 640 for a timestamp, 950 for a numeric; msgspec writes the literal at 4-50 ns an element. Reading
-the literal costs PostgreSQL more than receiving the binary array (20-70 ns more an element, 280 for a
-timestamp), less than the client saves; but it reads a literal character by character, and for a profile's
-document (1-2 kB, its quotes escaped) that cost more than asyncpg's encoding: documents stay lists.
+array type in the statement (`array`), as pgbench sends the same statements' arrays (bench/limits.py). Sent
+as lists, asyncpg encodes every element on its own after checking whether it is itself an array (two
+`isinstance` checks against abstract classes, each a Python call): 130-280 ns of the client's CPU an element
+for a NULL, an integer or a text, 640 for a timestamp, 950 for a numeric; msgspec writes the literal at
+4-50 ns an element. Reading the literal costs PostgreSQL more than receiving the binary array (20-70 ns
+more an element, 280 for a timestamp), less than the client saves; but it reads a literal character by
+character, and for a profile's document (1-2 kB, its quotes escaped) that cost more than asyncpg's encoding.
 Replaying the benchmark's mix (4.1 million elements; 3 alternated pairs): the client's CPU 10.51 -> 9.39 s
 at the medians, PostgreSQL's 7.88 -> 8.40, the replay 13.07 -> 12.29 s.
+
+A JSONB column's documents and a bytea column's bytes (`as_blobs`) travel as one bytea parameter, their
+bytes one after another (`blob`), with two integer literals (`<column>__at`, `<column>__len`) saying where
+each row's are; the statement cuts them out (`substring`, a copy of the row's bytes; a document is then read
+as UTF-8 text, which PostgreSQL checks as it checks any text it receives). Sent as lists, asyncpg wrote each
+document or value into its bind buffer on its own, and that buffer grows only 1 KiB past what each write
+needs (asyncpg 0.32's `WriteBuffer`): nearly every document reallocated it, often a copy of the whole
+batch's message so far (1.2 billion instructions over the replay of 200,000 events), besides the two
+`isinstance` checks an element. One parameter is one write.
 
 PostgreSQL plans with the array's length as before (a custom plan reads the literal: EXPLAIN of the
 profile reads gives the batch's 3,000 rows).
@@ -24,6 +32,7 @@ profile reads gives the batch's 3,000 rows).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,23 +73,46 @@ def array(name: str, element: str) -> str:
     return f"CAST(CAST(:{name} AS text) AS {element}[])"
 
 
-def as_lists(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
-    """Those of these columns whose arrays go as lists, not literals: a JSONB column's documents (a literal
-    of them costs PostgreSQL more than their list costs the client) and a bytea column's bytes (a literal
-    would spell every byte out twice)."""
+def as_blobs(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
+    """Those of these columns whose values travel as one blob (`blob`), not a literal: a JSONB column's
+    documents (a literal of them costs PostgreSQL more, its quotes escaped) and a bytea column's bytes (a
+    literal would spell every byte out twice)."""
     return tuple(c for c in columns if isinstance(table.c[c].type, JSONB | LargeBinary))
 
 
+def parameters(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
+    """The parameters of an `unnest` of these columns: each column's, and a blob's places after it."""
+    blobs = as_blobs(table, columns)
+    return tuple(p for c in columns for p in ((c, f"{c}__at", f"{c}__len") if c in blobs else (c,)))
+
+
+def _cut(table: Table, column: str) -> str:
+    # Each row's bytes out of the blob; a document as text (checked as UTF-8), which the statement casts.
+    cut = f"substring(b.{column} FROM u.{column}__at FOR u.{column}__len)"
+    return f"convert_from({cut}, 'UTF8')" if isinstance(table.c[column].type, JSONB) else cut
+
+
 def unnest(table: Table, columns: Sequence[str], alias: str, *, ordinal: bool = False) -> str:
-    """`unnest(<array :a>, ...) AS alias(a, ...)` for these columns of the table (`array`, or a list for
-    those of `as_lists`); with `ordinal`, a last column `n` numbers the rows in the order given."""
-    listed = as_lists(table, columns)
-    arrays = ", ".join(
-        f"CAST(:{c} AS {_element_type(table, c)}[])" if c in listed else array(c, _element_type(table, c))
-        for c in columns
+    """`unnest(<array :a>, ...) AS alias(a, ...)` for these columns of the table (`array`), those of
+    `as_blobs` cut out of their blob by a subquery of the same alias and columns; with `ordinal`, a last
+    column `n` numbers the rows in the order given."""
+    blobs = as_blobs(table, columns)
+    names = [p for p in parameters(table, columns) if p not in blobs]
+    arrays = ", ".join(array(p, "integer" if p not in columns else _element_type(table, p)) for p in names)
+    if ordinal:
+        names.append("n")
+    rows = f"unnest({arrays}){' WITH ORDINALITY' if ordinal else ''}"
+    if not blobs:
+        return f"{rows} AS {alias}({', '.join(names)})"
+    # A subquery that PostgreSQL pulls up into the statement: each row's cut made once. The blobs are named
+    # after the arrays, so that asyncpg writes them last into its bind message (parameters are numbered in
+    # the order of first use): each later parameter that grows the message copies it.
+    cuts = ", ".join(f"{_cut(table, c)} AS {c}" if c in blobs else f"u.{c}" for c in columns)
+    blob_values = ", ".join(f"CAST(:{c} AS bytea)" for c in blobs)
+    return (
+        f"(SELECT {cuts}{', u.n' if ordinal else ''} FROM {rows} AS u({', '.join(names)}), "  # noqa: S608
+        f"(SELECT {blob_values}) AS b({', '.join(blobs)})) AS {alias}"
     )
-    names = ", ".join((*columns, "n") if ordinal else columns)
-    return f"unnest({arrays}){' WITH ORDINALITY' if ordinal else ''} AS {alias}({names})"
 
 
 def insert_rows(
@@ -101,12 +133,27 @@ def insert_rows(
 
 
 def params(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, lists: Sequence[str] = ()
-) -> dict[str, str | list[Any]]:
-    """Rows -> the statement's parameters: one array literal per column (`literal`), but a list for each
-    of `lists` (the table's `as_lists` for a statement `unnest` built)."""
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, blobs: Sequence[str] = ()
+) -> dict[str, str | bytes]:
+    """Rows -> the statement's parameters: one array literal per column (`literal`), but a blob and its
+    places (`blob`) for each of `blobs` (the table's `as_blobs` for a statement `unnest` built)."""
     cols = zip(*rows, strict=True) if rows else ((),) * len(columns)
-    return {c: list(col) if c in lists else literal(col) for c, col in zip(columns, cols, strict=True)}
+    values: dict[str, str | bytes] = {}
+    for c, col in zip(columns, cols, strict=True):
+        if c in blobs:
+            values.update(blob(c, col))
+        else:
+            values[c] = literal(col)
+    return values
+
+
+def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes]:
+    """A blob column's parameters: its values' bytes one after another, and where each begins (from 1, as
+    `substring` counts) and how long it is, as integer literals."""
+    lengths = [len(v) for v in values]
+    starts = list(itertools.accumulate(lengths, initial=1))
+    starts.pop()
+    return {column: b"".join(values), f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
 
 
 # msgspec's JSON of a list is PostgreSQL's array literal but for its brackets: `null` is an unquoted NULL
