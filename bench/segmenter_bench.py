@@ -20,7 +20,14 @@ from aiokafka.errors import KafkaError
 
 from bench.cpu import CpuSample, per_event, sampler
 from bench.isolated import run_isolated
-from bench.limits import PGBENCH_SCHEMA, SEGMENTER_WRITES, pgbench_figures, pgbench_script, run_pgbench
+from bench.limits import (
+    PGBENCH_SCHEMA,
+    SEGMENTER_WRITES,
+    pgbench_figures,
+    pgbench_script,
+    run_pgbench,
+    statement_parameters,
+)
 from bench.settle import settle
 from bench.stack import PARTITIONS, BenchStack, Service
 from bench.workload import Step, Storefront, canonical
@@ -294,51 +301,47 @@ async def _stage_pgbench_batches(
     names: dict[str, list[str]],
     batches: int,
 ) -> None:
-    """Fresh copies of the tables for pgbench to write into, and the batches' rows as one row of arrays per
-    batch (`<table>__<column>`, typed as the segmenter's statements cast them), numbered from 1 by a
-    sequence the script draws from."""
+    """Fresh copies of the tables for pgbench to write into, and the batches' rows as one row per batch of
+    the statements' parameters (`<table>__<parameter>`: a column's array, typed as the segmenter's
+    statements cast it, or a blob and its places), numbered from 1 by a sequence the script draws from."""
     schema = PGBENCH_SCHEMA
     await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
     await conn.execute(f"CREATE SEQUENCE {schema}.next_batch")
     tables = [t for t in SEGMENTER_WRITES if t in plan]
-    # (table, parameter, its type, its cast from asyncpg's parameter, its value from a batch's rows): a
-    # column's array, or a blob column's bytes and their places (unnest.blob: integer literals, read by the
-    # same cast as the segmenter's; a document as its UTF-8 text), as the segmenter sends them.
-    staged: list[tuple[str, str, str, str, Callable[[list[tuple[Any, ...]]], Any]]] = []
+    # (parameter, its type, its cast from asyncpg's parameter): a column's array, or a blob column's bytes
+    # and their places (unnest.blob: integer literals, read by the segmenter's cast), as the segmenter sends.
+    staged: list[tuple[str, str, str]] = []
     for table in tables:
         await _copy_table(conn, schema, table)
         definition = getattr(segmenter_tables, table)
         columns = SEGMENTER_WRITES[table][1]
         blobs = as_blobs(definition, columns)
-        for column in columns:
-            index = names[table].index(column)
-            if column in blobs:
-                parts = ((column, "bytea", "bytea"), (f"{column}__at", "integer[]", "text::integer[]"))
-                for part, kind, cast in (*parts, (f"{column}__len", "integer[]", "text::integer[]")):
-                    staged.append(
-                        (table, part, kind, cast, functools.partial(_blob_part, column, part, index))
-                    )
+        for parameter in statement_parameters(table):
+            if parameter in blobs:
+                staged.append((f"{table}__{parameter}", "bytea", "bytea"))
+            elif parameter not in columns:  # a blob's places
+                staged.append((f"{table}__{parameter}", "integer[]", "text::integer[]"))
             else:
-                kind = f"{_element_type(definition, column)}[]"
-                staged.append((table, column, kind, kind, functools.partial(_column, index)))
-    columns_sql = ", ".join(f"{t}__{p} {kind}" for t, p, kind, _, _ in staged)
-    await conn.execute(f"CREATE TABLE {schema}.batches (batch bigint PRIMARY KEY, {columns_sql})")
-    placeholders = ", ".join(f"${i + 2}::{cast}" for i, (_, _, _, cast, _) in enumerate(staged))
+                kind = f"{_element_type(definition, parameter)}[]"
+                staged.append((f"{table}__{parameter}", kind, kind))
+    typed = ", ".join(f"{name} {kind}" for name, kind, _ in staged)
+    await conn.execute(f"CREATE TABLE {schema}.batches (batch bigint PRIMARY KEY, {typed})")
+    placeholders = ", ".join(f"${i + 2}::{cast}" for i, (_, _, cast) in enumerate(staged))
     insert = f"INSERT INTO {schema}.batches VALUES ($1, {placeholders})"  # noqa: S608 - our own names
     for b in range(batches):
-        values: list[Any] = [b + 1]
-        for table, _, _, _, value in staged:
-            values.append(value(plan[table][b]))
-        await conn.execute(insert, *values)
-
-
-def _column(index: int, rows: list[tuple[Any, ...]]) -> list[Any]:
-    return [row[index] for row in rows]
-
-
-def _blob_part(column: str, part: str, index: int, rows: list[tuple[Any, ...]]) -> Any:
-    values = [v.encode() if isinstance(v, str) else v for v in _column(index, rows)]
-    return blob(column, values)[part]
+        values: dict[str, Any] = {}
+        for table in tables:
+            blobs = as_blobs(getattr(segmenter_tables, table), SEGMENTER_WRITES[table][1])
+            for column in SEGMENTER_WRITES[table][1]:
+                index = names[table].index(column)
+                column_values = [row[index] for row in plan[table][b]]
+                if column in blobs:
+                    # A document as its UTF-8 text (asyncpg reads jsonb as str), bytes as they are.
+                    encoded = [v.encode() if isinstance(v, str) else v for v in column_values]
+                    values.update({f"{table}__{k}": v for k, v in blob(column, encoded).items()})
+                else:
+                    values[f"{table}__{column}"] = column_values
+        await conn.execute(insert, b + 1, *(values[name] for name, _, _ in staged))
 
 
 def prefilled(stack: BenchStack, events: int, say: Any) -> Path:
