@@ -311,11 +311,14 @@ async def _stage_pgbench_batches(
     # (parameter, its type, its cast from asyncpg's parameter): a column's array, or a blob column's bytes
     # and their places (unnest.blob: integer literals, read by the segmenter's cast), as the segmenter sends.
     staged: list[tuple[str, str, str]] = []
+    # Per table, each column's place in the plan's rows and whether it is a blob: worked out once.
+    read: dict[str, list[tuple[str, int, bool]]] = {}
     for table in tables:
         await _copy_table(conn, schema, table)
         definition = getattr(segmenter_tables, table)
         columns = SEGMENTER_WRITES[table][1]
         blobs = as_blobs(definition, columns)
+        read[table] = [(c, names[table].index(c), c in blobs) for c in columns]
         for parameter in statement_parameters(table):
             if parameter in blobs:
                 staged.append((f"{table}__{parameter}", "bytea", "bytea"))
@@ -331,11 +334,9 @@ async def _stage_pgbench_batches(
     for b in range(batches):
         values: dict[str, Any] = {}
         for table in tables:
-            blobs = as_blobs(getattr(segmenter_tables, table), SEGMENTER_WRITES[table][1])
-            for column in SEGMENTER_WRITES[table][1]:
-                index = names[table].index(column)
+            for column, index, is_blob in read[table]:
                 column_values = [row[index] for row in plan[table][b]]
-                if column in blobs:
+                if is_blob:
                     # A document as its UTF-8 text (asyncpg reads jsonb as str), bytes as they are.
                     encoded = [v.encode() if isinstance(v, str) else v for v in column_values]
                     values.update({f"{table}__{k}": v for k, v in blob(column, encoded).items()})
