@@ -1,15 +1,19 @@
 """The segmenter's outbox relay against a real Postgres and Kafka: rows leave as record batches per
 partition, each on the partition `producer.send` would have chosen for its key, in id order per partition,
-and are deleted once delivered."""
+and are deleted once delivered; a round Kafka refuses deletes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 from sqlalchemy import MetaData, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -93,3 +97,52 @@ async def test_the_relay_publishes_each_partitions_rows_in_order_where_send_woul
     for values in by_partition.values():
         assert values == sorted(values)  # id order within each partition
     assert sorted(v for values in by_partition.values() for v in values) == [r["value"] for r in rows]
+
+
+async def test_a_round_kafka_refuses_deletes_nothing_and_the_next_one_publishes_the_rows(
+    engine: AsyncEngine, relay_table: Table, relay_producer: AIOKafkaProducer, kafka_bootstrap: str
+) -> None:
+    # A round's rows are deleted only once Kafka acknowledged them all. A broker refusing the records
+    # (max.message.bytes smaller than a record: MESSAGE_TOO_LARGE, not retriable,
+    # https://kafka.apache.org/documentation/#topicconfigs_max.message.bytes) must leave every row for the
+    # next round, and a round once the topic takes them publishes them all.
+    topic = f"relay-refused-{uuid.uuid4().hex[:8]}"
+    padding = b"x" * 4_000
+    rows = [{"topic": topic, "key": b"demo:c-%d" % n, "value": b"%04d:" % n + padding} for n in range(20)]
+    values = [r["value"] for r in rows]
+    async with engine.begin() as conn:
+        await conn.execute(insert(relay_table), rows)
+    relay = OutboxRelay(
+        name="test", engine=engine, table=relay_table, producer=lambda: relay_producer, lock_key=0x7E57_0003
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1, topic_configs={"max.message.bytes": "1024"})])
+
+        with pytest.raises(KafkaError):
+            await relay.publish_batch()
+
+        async with engine.connect() as conn:
+            kept = await conn.execute(select(relay_table.c.value).order_by(relay_table.c.id))
+            assert kept.scalars().all() == values
+        assert await end_offsets(kafka_bootstrap, topic) == 0
+        # The broker takes them once the topic allows them: the next round publishes all and deletes them.
+        allowed = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": "1048588"})
+        await admin.alter_configs([allowed])
+    finally:
+        await admin.close()
+    published = 0
+    for _ in range(50):  # the new limit reaches the partitions' leader within moments
+        try:
+            published = await relay.publish_batch()
+            break
+        except KafkaError:
+            await asyncio.sleep(0.2)
+    assert published == len(rows)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(relay_table))).scalar() == 0
+    # At least once: a round in which one partition's leader already took the records and another's had
+    # not yet (the new limit reaching it) rolls back and publishes those records again in the next.
+    received = await _read_all(kafka_bootstrap, topic, await end_offsets(kafka_bootstrap, topic))
+    assert {value for _, _, value in received} == set(values)
