@@ -218,3 +218,8 @@ _ENCODER = msgspec.json.Encoder()
 def encode_funnel_event(event: FunnelEvent) -> bytes:
     """The outbox's bytes of a funnel event: shared.funnel_events.encode_funnel_event's of its model."""
     return _ENCODER.encode(event)
+
+
+# `encode_funnel_event`'s bytes written into a bytearray at an offset (-1: appended), as msgspec's
+# `encode_into`: the segmenter's outbox writes a batch's events one after another (its adapters' unnest.py).
+encode_funnel_event_into = _ENCODER.encode_into

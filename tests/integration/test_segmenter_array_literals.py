@@ -4,7 +4,7 @@ segmenter's statements carry, and for any text at all (generated): quotes, backs
 spaces at either end, the word NULL, control characters (JSON's escapes, which the literal must not keep)
 and letters beyond ASCII. Real PostgreSQL, through the same cast (`array`) the statements use. A profile's
 documents and the outbox's bytes travel as one blob a column (`blob`): any bytes, and any document, are
-cut out of it as they were sent."""
+cut out of it as they were sent, and values encoded into one (`encoded_blob`) each as its own encoding."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.tables import outbox, profiles
-from services.segmenter.adapters.unnest import array, as_blobs, literal, params, positional, unnest
+from services.segmenter.adapters.unnest import (
+    array,
+    as_blobs,
+    blob,
+    encoded_blob,
+    literal,
+    params,
+    positional,
+    unnest,
+)
 from shared import raw_sql
 from shared.funnel import LoyaltyStage
 from tests.integration.accepted_pipeline import property_settings
@@ -132,6 +142,32 @@ async def test_any_bytes_come_back_from_their_blob_as_they_were(
     async with engine.connect() as conn:
         got = await raw_sql.fetch(conn, _OUTBOX_ROWS.sql, *_OUTBOX_ROWS.args(sent))
     assert [(r["key"], r["value"]) for r in got] == [(v[::-1], v) for v in values]
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=60),
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=12), inner, max_size=8),
+    max_leaves=40,
+)
+
+
+@property_settings(60, False)
+@given(values=st.lists(_JSON_VALUES, max_size=40))
+async def test_values_encoded_into_one_blob_come_back_each_as_its_own_encoding(
+    engine: AsyncEngine, values: list[Any]
+) -> None:
+    # `encoded_blob` appends each value's JSON to one buffer (the profiles' documents, the outbox's values):
+    # each row cut out of it is that value's JSON alone, the bytes `encode` gives, in order.
+    encoder = msgspec.json.Encoder()
+    keys = [b"k%d" % i for i in range(len(values))]
+    sent = {
+        "topic": literal(["funnel-events"] * len(values)),
+        **blob("key", keys),
+        **encoded_blob("value", values, encoder.encode_into),
+    }
+    async with engine.connect() as conn:
+        got = await raw_sql.fetch(conn, _OUTBOX_ROWS.sql, *_OUTBOX_ROWS.args(sent))
+    assert [(r["key"], r["value"]) for r in got] == list(zip(keys, map(encoder.encode, values), strict=True))
 
 
 async def test_documents_come_back_from_their_blob_as_they_were(engine: AsyncEngine) -> None:

@@ -39,6 +39,7 @@ from services.segmenter.adapters.unnest import (
     array,
     as_blobs,
     blob,
+    encoded_blob,
     insert_rows,
     joined,
     joined_values,
@@ -49,7 +50,7 @@ from services.segmenter.adapters.unnest import (
 )
 from services.segmenter.domain.figures import counted, survey_level, total_spent
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
-from shared.funnel_event_structs import FunnelEvent, encode_funnel_event
+from shared.funnel_event_structs import FunnelEvent, encode_funnel_event_into
 from shared.kafka import FUNNEL_EVENTS
 from shared.raw_sql import fetch
 
@@ -437,7 +438,8 @@ _SAVE_PROFILES = insert_rows(
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
 )
 _SAVE_PROFILES_RAW = positional(_SAVE_PROFILES)
-_PROFILE_BLOBS = as_blobs(profiles, _PROFILE)  # the documents
+(_PROFILE_DOCUMENT,) = as_blobs(profiles, _PROFILE)  # the documents, the last column
+_PROFILE_COLUMNS = _PROFILE[:-1]
 
 
 def _fields(model: object) -> dict[str, Any]:
@@ -482,13 +484,17 @@ def _profile_row(p: Profile) -> tuple[Any, ...]:
         last,
         survey_level(p),
         p.merged_into,
-        _PROFILE_JSON.encode(p),  # its UTF-8 bytes, as the statement takes them (unnest.blob)
     )
 
 
 def profiles_write(changed: Iterable[Profile]) -> Write | None:
-    rows = [_profile_row(p) for p in changed]
-    return Write(_SAVE_PROFILES_RAW, params(_PROFILE, rows, blobs=_PROFILE_BLOBS)) if rows else None
+    written = list(changed)
+    if not written:
+        return None
+    # The columns but the document as literals; the documents' UTF-8 JSON written into their blob.
+    values = params(_PROFILE_COLUMNS, [_profile_row(p) for p in written])
+    documents = encoded_blob(_PROFILE_DOCUMENT, written, _PROFILE_JSON.encode_into)
+    return Write(_SAVE_PROFILES_RAW, values | documents)
 
 
 _ORDER = ("store_id", "order_id", "customer_id", "placed_at", "total", "refunded", "counts")
@@ -723,15 +729,13 @@ _ADD_TO_OUTBOX_RAW = positional(_ADD_TO_OUTBOX)
 
 
 def outbox_write(events: Iterable[FunnelEvent]) -> Write | None:
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    for e in events:
-        keys.append(e.partition_key.encode())
-        values.append(encode_funnel_event(e))
-    if not keys:
+    written = list(events)
+    if not written:
         return None
+    keys = [e.partition_key.encode() for e in written]
     topics = literal([FUNNEL_EVENTS] * len(keys))
-    return Write(_ADD_TO_OUTBOX_RAW, {"topic": topics, **blob("key", keys), **blob("value", values)})
+    values = encoded_blob("value", written, encode_funnel_event_into)
+    return Write(_ADD_TO_OUTBOX_RAW, {"topic": topics, **blob("key", keys), **values})
 
 
 # Built once (a round runs every second, and at once again while rounds are full): the same statement, its
