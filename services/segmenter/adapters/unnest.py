@@ -17,15 +17,16 @@ Replaying the benchmark's mix (4.1 million elements; 3 alternated pairs): the cl
 at the medians, PostgreSQL's 7.88 -> 8.40, the replay 13.07 -> 12.29 s.
 
 A JSONB column's documents and a bytea column's bytes (`as_blobs`) travel as one bytea parameter, their
-bytes one after another (`blob`), with two integer literals (`<column>__at`, `<column>__len`) saying where
-each row's are; the statement cuts them out (`substring`, a copy of the row's bytes; a document is then read
-as UTF-8 text, which PostgreSQL checks as it checks any text it receives). Sent as lists, asyncpg wrote each
-document or value into its bind buffer on its own, and that buffer grows only 1 KiB past what each write
-needs (asyncpg 0.32's `WriteBuffer`): nearly every document reallocated it, often a copy of the whole
-batch's message so far (1.2 billion instructions over the replay of 200,000 events), besides the two
-`isinstance` checks an element. One parameter is one write. pgbench, which sends every parameter as text,
-had read the outbox's bytes as a literal of hex-escaped elements (which asyncpg's binary arrays never cost
-the segmenter): its outbox statement halved too (bench/README.md, the fifty-fourth round).
+bytes one after another (`blob`; `encoded_blob` as they are encoded), with two integer literals
+(`<column>__at`, `<column>__len`) saying where each row's are; the statement cuts them out (`substring`, a
+copy of the row's bytes; a document is then read as UTF-8 text, which PostgreSQL checks as it checks any
+text it receives). Sent as lists, asyncpg wrote each document or value into its bind buffer on its own, and
+that buffer grows only 1 KiB past what each write needs (asyncpg 0.32's `WriteBuffer`): nearly every
+document reallocated it, often a copy of the whole batch's message so far (1.2 billion instructions over
+the replay of 200,000 events), besides the two `isinstance` checks an element. One parameter is one write.
+pgbench, which sends every parameter as text, had read the outbox's bytes as a literal of hex-escaped
+elements (which asyncpg's binary arrays never cost the segmenter): its outbox statement halved too
+(bench/README.md, the fifty-fourth round).
 
 PostgreSQL plans with the array's length as before (a custom plan reads the literal: EXPLAIN of the
 profile reads gives the batch's 3,000 rows).
@@ -164,8 +165,10 @@ def encoded_blob(
     """`blob` of these values as `encode_into` (a msgspec encoder's) writes them, each appended to the one
     buffer the blob is. Encoded one by one, each value's output began in a buffer of msgspec's first 512
     bytes that grew several times for a 1-3 kB document (1.7 million resizes over the replay of 200,000
-    events, about 2,900 instructions an event with their copies), then became a bytes object of its own
-    that the blob's join copied again; appended, the buffer grows a few times a batch."""
+    events), then became a bytes object of its own that the blob's join copied again. Appended, the buffer
+    is still reallocated at nearly every value (msgspec asks for 1.5 times what it needs beyond the
+    bytearray's length, not its allocation), but mostly in place: the profiles' documents and the funnel
+    events of the test mix, 1,000 of each a batch, 3.77 -> 2.78 ms of CPU (bench/README.md, round 55)."""
     buffer = bytearray()
     starts: list[int] = []
     lengths: list[int] = []
