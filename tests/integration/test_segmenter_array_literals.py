@@ -24,7 +24,6 @@ from services.segmenter.adapters import repository
 from services.segmenter.adapters.tables import outbox, profiles
 from services.segmenter.adapters.unnest import (
     array,
-    as_blobs,
     blob,
     encoded_blob,
     literal,
@@ -115,8 +114,10 @@ def test_documents_and_bytes_travel_as_one_blob_written_after_the_arrays() -> No
     assert "CAST(CAST(:email AS text) AS text[])" in upsert
     assert repository._SAVE_PROFILES_RAW.names[-3:] == ("facts__at", "facts__len", "facts")
     assert repository._ADD_TO_OUTBOX_RAW.names[-2:] == ("key", "value")
-    rows = [("demo", "c1", b"{}"), ("demo", "c2", b'{"a": 1}')]
-    sent = params(("store_id", "customer_id", "facts"), rows, blobs=("facts",))
+    sent = {
+        **params(("store_id", "customer_id"), [("demo", "c1"), ("demo", "c2")]),
+        **blob("facts", [b"{}", b'{"a": 1}']),
+    }
     assert sent == {
         "store_id": '{"demo","demo"}',
         "customer_id": '{"c1","c2"}',
@@ -124,7 +125,10 @@ def test_documents_and_bytes_travel_as_one_blob_written_after_the_arrays() -> No
         "facts__at": "{1,3}",
         "facts__len": "{2,8}",
     }
-    assert params(("a", "b"), [], blobs=("b",)) == {"a": "{}", "b": b"", "b__at": "{}", "b__len": "{}"}
+    assert {**params(("a",), []), **blob("b", [])} == {"a": "{}", "b": b"", "b__at": "{}", "b__len": "{}"}
+    # Encoded into the blob, the same parameters.
+    encoded = encoded_blob("facts", [{}, {"a": 1}], msgspec.json.Encoder().encode_into)
+    assert encoded == {"facts": bytearray(b'{}{"a":1}'), "facts__at": "{1,3}", "facts__len": "{2,7}"}
 
 
 _OUTBOX = ("topic", "key", "value")
@@ -137,8 +141,8 @@ async def test_any_bytes_come_back_from_their_blob_as_they_were(
     engine: AsyncEngine, values: list[bytes]
 ) -> None:
     # Empty values, NUL bytes, any byte at all, in order; the keys reversed so that two blobs are cut apart.
-    rows = [("funnel-events", v[::-1], v) for v in values]
-    sent = params(_OUTBOX, rows, blobs=as_blobs(outbox, _OUTBOX))
+    sent = {"topic": literal(["funnel-events"] * len(values)), **blob("key", [v[::-1] for v in values])}
+    sent |= blob("value", values)
     async with engine.connect() as conn:
         got = await raw_sql.fetch(conn, _OUTBOX_ROWS.sql, *_OUTBOX_ROWS.args(sent))
     assert [(r["key"], r["value"]) for r in got] == [(v[::-1], v) for v in values]
@@ -181,8 +185,8 @@ async def test_documents_come_back_from_their_blob_as_they_were(engine: AsyncEng
     statement = positional(
         f"SELECT facts::jsonb AS facts FROM {unnest(profiles, columns, 'r', ordinal=True)} ORDER BY n"
     )
-    rows = [("demo", f"c{i}", d.encode()) for i, d in enumerate(documents)]
-    sent = params(columns, rows, blobs=as_blobs(profiles, columns))
+    keys = params(("store_id", "customer_id"), [("demo", f"c{i}") for i in range(len(documents))])
+    sent = {**keys, **blob("facts", [d.encode() for d in documents])}
     async with engine.connect() as conn:
         got = await raw_sql.fetch(conn, statement.sql, *statement.args(sent))
     assert [r["facts"] for r in got] == [json.loads(d) for d in documents]

@@ -135,33 +135,32 @@ def insert_rows(
     return text(statement)
 
 
-def params(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, blobs: Sequence[str] = ()
-) -> dict[str, str | bytes]:
-    """Rows -> the statement's parameters: one array literal per column (`literal`), but a blob and its
-    places (`blob`) for each of `blobs` (the table's `as_blobs` for a statement `unnest` built)."""
+def params(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, str]:
+    """Rows -> the statement's parameters: one array literal per column (`literal`). A blob column's
+    parameters come from `blob` or `encoded_blob`."""
     cols = zip(*rows, strict=True) if rows else ((),) * len(columns)
-    values: dict[str, str | bytes] = {}
-    for c, col in zip(columns, cols, strict=True):
-        if c in blobs:
-            values.update(blob(c, col))
-        else:
-            values[c] = literal(col)
-    return values
+    return {c: literal(col) for c, col in zip(columns, cols, strict=True)}
 
 
-def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes]:
-    """A blob column's parameters: its values' bytes one after another, and where each begins (from 1, as
+def _placed(
+    column: str, data: bytes | bytearray, starts: list[int], lengths: list[int]
+) -> dict[str, str | bytes | bytearray]:
+    """A blob column's parameters: its rows' bytes one after another, and where each begins (from 1, as
     `substring` counts) and how long it is, as integer literals."""
+    return {column: data, f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
+
+
+def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes | bytearray]:
+    """A blob column's parameters (`_placed`) for these values' bytes."""
     lengths = [len(v) for v in values]
     starts = list(itertools.accumulate(lengths, initial=1))
     starts.pop()
-    return {column: b"".join(values), f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
+    return _placed(column, b"".join(values), starts, lengths)
 
 
 def encoded_blob(
     column: str, values: Iterable[Any], encode_into: Callable[[Any, bytearray, int], None]
-) -> dict[str, str | bytearray]:
+) -> dict[str, str | bytes | bytearray]:
     """`blob` of these values as `encode_into` (a msgspec encoder's) writes them, each appended to the one
     buffer the blob is. Encoded one by one, each value's output began in a buffer of msgspec's first 512
     bytes that grew several times for a 1-3 kB document (1.7 million resizes over the replay of 200,000
@@ -178,7 +177,7 @@ def encoded_blob(
         starts.append(end + 1)
         lengths.append(len(buffer) - end)
         end = len(buffer)
-    return {column: buffer, f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
+    return _placed(column, buffer, starts, lengths)
 
 
 # msgspec's JSON of a list is PostgreSQL's array literal but for its brackets: `null` is an unquoted NULL
