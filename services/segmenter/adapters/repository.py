@@ -438,8 +438,8 @@ _SAVE_PROFILES = insert_rows(
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE if c not in _PROFILE_KEY),
 )
 _SAVE_PROFILES_RAW = positional(_SAVE_PROFILES)
-(_PROFILE_DOCUMENT,) = as_blobs(profiles, _PROFILE)  # the documents, the last column
-_PROFILE_COLUMNS = _PROFILE[:-1]
+(_PROFILE_DOCUMENT,) = as_blobs(profiles, _PROFILE)  # the documents
+_PROFILE_COLUMNS = tuple(c for c in _PROFILE if c != _PROFILE_DOCUMENT)  # `_profile_row`'s, in its order
 
 
 def _fields(model: object) -> dict[str, Any]:
