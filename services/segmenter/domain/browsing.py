@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Final
 
 from services.segmenter.domain.profile import ViewedProduct
 from shared.storefront_event_structs import ProductViewedEvent
 
-MAX_VIEWED = 10
+MAX_VIEWED: Final = 10
 
 
 def viewed(history: tuple[ViewedProduct, ...], event: ProductViewedEvent) -> tuple[ViewedProduct, ...]:

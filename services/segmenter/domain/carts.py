@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
+from typing import Final
 
 from msgspec.structs import replace
 
 from services.segmenter.domain.profile import CartChange, CartFact, ItemFact, Profile
 from shared.storefront_event_structs import CartUpdated, LineItem
 
-MAX_CARTS = 10  # a customer with more open carts than this is a bot; keep the newest
+MAX_CARTS: Final = 10  # a customer with more open carts than this is a bot; keep the newest
 
 
 def timer_kind(cart_id: str) -> str:
@@ -37,8 +38,8 @@ def abandonment_due(cart: CartFact | None, delay: timedelta) -> datetime | None:
 
 # Sort keys by C's attrgetter rather than functions called in Python for each element: (time, event id) of
 # a change, (newest activity, id) of a cart.
-_change_key = attrgetter("at", "event_id")
-_cart_key = attrgetter("updated_at", "cart_id")
+_change_key: Final = attrgetter("at", "event_id")
+_cart_key: Final = attrgetter("updated_at", "cart_id")
 
 
 def _apply(current: tuple[ItemFact, ...], change: CartChange) -> tuple[ItemFact, ...]:

@@ -14,8 +14,9 @@ import itertools
 from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from services.segmenter.domain.vocabulary import NO_LEVEL
 from shared import funnel_event_structs as out
 from shared.events import MOST_MONEY
 from shared.funnel import SurveyLevel
@@ -23,21 +24,21 @@ from shared.funnel import SurveyLevel
 if TYPE_CHECKING:
     from services.segmenter.domain.profile import OrderFact, ProductFact, Profile, ViewedProduct
 
-LAST_PRODUCTS = 5
-FAVOURITE_CATEGORIES = 3
+LAST_PRODUCTS: Final = 5
+FAVOURITE_CATEGORIES: Final = 3
 
 # Orders' sort key, (placed_at, order_id), by C's attrgetter rather than a lambda called in Python.
-ORDER_KEY = attrgetter("placed_at", "order_id")
+ORDER_KEY: Final = attrgetter("placed_at", "order_id")
 
 # The counted orders of the last tuple of orders asked about. One decision asks for them again and again
 # (its stage, its health timer, the snapshot of each funnel event), always of the same tuple: model_copy
 # shares it between the copies of a profile whose orders did not change, so the tuple's identity is the
 # key. No cache on the model itself: model_copy would carry it over to a copy whose orders did change. The
 # memo holds the tuple, so its identity cannot be reused by another object meanwhile.
-_last_counted: list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]] = [((), ())]
+_last_counted: Final[list[tuple[tuple[OrderFact, ...], tuple[OrderFact, ...]]]] = [((), ())]
 
 
-_ZERO = Decimal(0)
+_ZERO: Final = Decimal(0)
 
 
 def order_counts(order: OrderFact) -> bool:
@@ -57,7 +58,7 @@ def counted(orders: tuple[OrderFact, ...]) -> tuple[OrderFact, ...]:
     return kept
 
 
-_CENT = Decimal("0.01")
+_CENT: Final = Decimal("0.01")
 
 
 def held_spend(spent: Decimal) -> Decimal:
@@ -137,8 +138,8 @@ _OrderFigures = tuple[
     tuple[str, ...],
     tuple[out.ProductRef, ...],
 ]
-_MEMO_SIZE = 64
-_figures_of: dict[int, tuple[tuple[OrderFact, ...], _OrderFigures]] = {}
+_MEMO_SIZE: Final = 64
+_figures_of: Final[dict[int, tuple[tuple[OrderFact, ...], _OrderFigures]]] = {}
 
 
 def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
@@ -168,7 +169,7 @@ def _order_figures(orders: tuple[OrderFact, ...]) -> _OrderFigures:
 
 
 # The viewed products of a snapshot, by the tuple of views they come from (as `_order_figures`).
-_refs_of: dict[int, tuple[tuple[ViewedProduct, ...], tuple[out.ProductRef, ...]]] = {}
+_refs_of: Final[dict[int, tuple[tuple[ViewedProduct, ...], tuple[out.ProductRef, ...]]]] = {}
 
 
 def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[out.ProductRef, ...]:
@@ -185,7 +186,7 @@ def _viewed_refs(viewed: tuple[ViewedProduct, ...]) -> tuple[out.ProductRef, ...
 def survey_level(profile: Profile) -> SurveyLevel:
     """The latest survey answer's level, NONE before any (`Profile.survey_level`, which calls this)."""
     survey = profile.survey
-    return survey.level if survey is not None else SurveyLevel.NONE
+    return survey.level if survey is not None else NO_LEVEL
 
 
 def profile_snapshot(profile: Profile) -> out.ProfileSnapshot:

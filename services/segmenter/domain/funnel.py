@@ -37,8 +37,8 @@ from services.segmenter.domain.profile import (
     one_order,
 )
 from services.segmenter.domain.survey import score
+from services.segmenter.domain.vocabulary import ACTIVE, HEALTH_OF, PROSPECT, STAGE_OF
 from shared.events import CONTACT_FIELDS, MOST_MONEY, SHOP_WIDE
-from shared.funnel import HEALTH_OF, STAGE_OF, Health, LoyaltyStage
 from shared.funnel_event_structs import (
     BirthdayDue,
     BirthdayDueEvent,
@@ -82,8 +82,8 @@ from shared.storefront_event_structs import (
 
 __all__ = ["HEALTH_TIMER"]
 
-BIRTHDAY_TIMER = "birthday"
-_NOTHING = Decimal("0")
+BIRTHDAY_TIMER: Final = "birthday"
+_NOTHING: Final = Decimal("0")
 
 
 @dataclass(slots=True, init=False)
@@ -175,7 +175,7 @@ def identifiers_of(customer: Customer) -> list[str]:
     return found
 
 
-_LINK_PREFIX = {"anonymous_id": "anon:", "store_customer_id": "id:", "email": "email:"}
+_LINK_PREFIX: Final = {"anonymous_id": "anon:", "store_customer_id": "id:", "email": "email:"}
 
 
 def event_identifiers(event: StorefrontEvent) -> list[str]:
@@ -331,7 +331,7 @@ def _refresh(d: Decision, rules: FunnelRules, before: tuple[Transition, ...]) ->
     """Derive the history again from the facts; announce the steps that are new (not merely re-dated)."""
     # A document written before histories were derived holds a stage but no history: what it had reached
     # before this event was announced then, and is not announced again.
-    legacy = not before and (d.profile.stage != LoyaltyStage.PROSPECT or d.profile.health != Health.ACTIVE)
+    legacy = not before and (d.profile.stage != PROSPECT or d.profile.health != ACTIVE)
     derived_from = d.profile
     d.profile, next_check = derive(derived_from, rules)
     if d.snapshot is not None and d.snapshot_of is derived_from:

@@ -13,10 +13,10 @@ trailing part; every other move is derived from the orders alone.
 
 from __future__ import annotations
 
-import bisect
+from bisect import insort
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Literal
+from typing import Final, Literal
 
 from msgspec.structs import replace
 
@@ -26,10 +26,21 @@ from services.segmenter.domain.figures import order_counts
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from services.segmenter.domain.records import Record
 from services.segmenter.domain.stages import earned
-from shared.funnel import HEALTH_OF, LEVEL_RANK, STAGE_OF, VALUE, Health, LoyaltyStage, SurveyLevel
+from services.segmenter.domain.vocabulary import (
+    ACTIVE,
+    AT_RISK,
+    HEALTH_OF,
+    LAPSED,
+    LEVEL_RANK,
+    NO_LEVEL,
+    PROSPECT,
+    STAGE_OF,
+    VALUE,
+)
+from shared.funnel import Health, SurveyLevel
 from shared.funnel_rules import FunnelRules, HealthRule
 
-HEALTH_TIMER = "health"
+HEALTH_TIMER: Final = "health"
 
 
 def timer_cause(store_id: str, customer_id: str, due_at: datetime) -> str:
@@ -39,7 +50,10 @@ def timer_cause(store_id: str, customer_id: str, due_at: datetime) -> str:
 
 # At one instant: orders first, then what they make possible (a survey answer given with the order), and a
 # refund last (a refund cannot precede its order).
-_ORDER, _SURVEY, _REFERRAL, _REFUND = range(4)
+_ORDER: Final = 0
+_SURVEY: Final = 1
+_REFERRAL: Final = 2
+_REFUND: Final = 3
 
 
 # A point of the stage history: (when, kind, cause, the order, the survey level). A plain tuple, which the
@@ -48,25 +62,24 @@ _ORDER, _SURVEY, _REFERRAL, _REFUND = range(4)
 # __init__ was five object.__setattr__ calls. Sorted by its first three fields (C's itemgetter).
 _Point = tuple[datetime, int, str, OrderFact | None, SurveyLevel]
 
-_POINT_ORDER = itemgetter(0, 1, 2)
-_NO_LEVEL = SurveyLevel.NONE
+_POINT_ORDER: Final = itemgetter(0, 1, 2)
 
 
 def _points(profile: Profile) -> list[_Point]:
     points: list[_Point] = []
     for o in profile.orders:
-        points.append((o.placed_at, _ORDER, o.event_id, o, _NO_LEVEL))
+        points.append((o.placed_at, _ORDER, o.event_id, o, NO_LEVEL))
         # An order that still counts (nearly every one) has no refund point: the compiled rule says so, and
         # only the others ask the interpreted property, for each order of each derivation.
         if order_counts(o):
             continue
         stop = o.stopped_counting
         if stop is not None:
-            points.append((max(stop.at, o.placed_at), _REFUND, stop.event_id, o, _NO_LEVEL))
+            points.append((max(stop.at, o.placed_at), _REFUND, stop.event_id, o, NO_LEVEL))
     for at, event_id, level in profile.survey_levels:
         points.append((at, _SURVEY, event_id, None, level))
     for m in profile.referred:
-        points.append((m.at, _REFERRAL, m.event_id, None, _NO_LEVEL))
+        points.append((m.at, _REFERRAL, m.event_id, None, NO_LEVEL))
     points.sort(key=_POINT_ORDER)
     return points
 
@@ -76,12 +89,12 @@ def stage_history(profile: Profile, rules: FunnelRules) -> list[Transition]:
     and a compiled generator's object and calls cost more than the list."""
     steps: list[Transition] = []
     placed: list[datetime] = []
-    level, referrals = SurveyLevel.NONE, 0
-    current = LoyaltyStage.PROSPECT
+    level, referrals = NO_LEVEL, 0
+    current = PROSPECT
     for at, kind, event_id, order, point_level in _points(profile):
         if kind == _ORDER:
             assert order is not None
-            bisect.insort(placed, order.placed_at)
+            insort(placed, order.placed_at)
         elif kind == _REFUND:
             assert order is not None
             placed.remove(order.placed_at)
@@ -91,7 +104,7 @@ def stage_history(profile: Profile, rules: FunnelRules) -> list[Transition]:
         else:
             referrals += 1
         stage, reason = earned(placed, level, referrals, rules)
-        if stage != current:
+        if stage is not current:  # members, one object each: a pointer compared, not a str's compare
             steps.append(_transition("stage", VALUE[current], VALUE[stage], reason, at, event_id))
             current = stage
     return steps
@@ -114,8 +127,8 @@ def _transition(
 # derivation asks for them, nearly always for the same few (no gap yet, one store's rule). Holds the rule, so
 # its id cannot be reused meanwhile; small, and emptied when full.
 _MovesMemo = tuple[HealthRule, tuple[tuple[timedelta, Health, str], tuple[timedelta, Health, str]]]
-_MOVES_MEMO_SIZE = 256
-_moves_of: dict[tuple[float | None, int], _MovesMemo] = {}
+_MOVES_MEMO_SIZE: Final = 256
+_moves_of: Final[dict[tuple[float | None, int], _MovesMemo]] = {}
 
 
 def _health_moves(
@@ -130,8 +143,8 @@ def _health_moves(
         held = _moves_of[key] = (
             rule,
             (
-                (at_risk_after, Health.AT_RISK, f"no order for {at_risk_after.days} days"),
-                (lapsed_after, Health.LAPSED, f"no order for {lapsed_after.days} days"),
+                (at_risk_after, AT_RISK, f"no order for {at_risk_after.days} days"),
+                (lapsed_after, LAPSED, f"no order for {lapsed_after.days} days"),
             ),
         )
         if len(_moves_of) > _MOVES_MEMO_SIZE:
@@ -160,18 +173,18 @@ def health_history(profile: Profile, rules: FunnelRules, seen_at: datetime | Non
     the moves whose time has come (`seen_at`: the latest health timer fired)."""
     counted = counted_orders(profile.orders)  # Profile.counted_orders, without its interpreted property
     out: list[Transition] = []
-    current = Health.ACTIVE
+    current = ACTIVE
     gaps: list[float] = []  # between the orders so far, sorted: their median is the customer's rhythm then
     for i, order in enumerate(counted):
         if i:
-            bisect.insort(gaps, (order.placed_at - counted[i - 1].placed_at).total_seconds() / 86400)
-        if current != Health.ACTIVE:
+            insort(gaps, (order.placed_at - counted[i - 1].placed_at).total_seconds() / 86400)
+        if current is not ACTIVE:
             out.append(
                 _transition(
                     "health", VALUE[current], "active", "ordered again", order.placed_at, order.event_id
                 )
             )
-            current = Health.ACTIVE
+            current = ACTIVE
         following = counted[i + 1].placed_at if i + 1 < len(counted) else None
         moves = _health_moves(order.placed_at, _median_days(gaps), rules)
         for at, to, reason in moves:
@@ -203,9 +216,7 @@ def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | No
     if not (profile.orders or profile.survey_levels or profile.referred):
         # No dated fact (a merge of two browsing profiles, mostly): no step, as the two histories below give
         # for no points and no orders, without building them.
-        empty = replace(
-            profile, transitions=(), stage=LoyaltyStage.PROSPECT, health=Health.ACTIVE, health_seen_at=None
-        )
+        empty = replace(profile, transitions=(), stage=PROSPECT, health=ACTIVE, health_seen_at=None)
         return empty, None
     stages = stage_history(profile, rules)
     healths = health_history(profile, rules, profile.health_seen_at)
@@ -220,8 +231,8 @@ def derive(profile: Profile, rules: FunnelRules) -> tuple[Profile, datetime | No
     derived = replace(
         profile,
         transitions=merged,
-        stage=STAGE_OF[stages[-1].to_value] if stages else LoyaltyStage.PROSPECT,
-        health=HEALTH_OF[moves[-1].to_value] if moves else Health.ACTIVE,
+        stage=STAGE_OF[stages[-1].to_value] if stages else PROSPECT,
+        health=HEALTH_OF[moves[-1].to_value] if moves else ACTIVE,
         health_seen_at=healths.seen_at,
     )
     return derived, healths.next_check

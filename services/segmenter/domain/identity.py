@@ -9,10 +9,11 @@ then an anonymous id, then an order), so the outcome does not depend on which ev
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from services.segmenter.domain.records import Record
 
-_RANK = {"email:": 1, "anon:": 2, "order:": 3}
+_RANK: Final = {"email:": 1, "anon:": 2, "order:": 3}
 
 
 def customer_id_for(identifier: str) -> str:

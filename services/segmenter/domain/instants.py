@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
 
 from msgspec.structs import force_setattr
 
 from shared.clock import EARLIEST_TIME, LATEST_TIME, out_of_range
 from shared.storefront_event_structs import OrderPlacedEvent, StorefrontEvent
 
-_ZONES: dict[timedelta, timezone] = {}
+_ZONES: Final[dict[timedelta, timezone]] = {}
 
 
 def standard(at: datetime) -> datetime:

@@ -7,9 +7,20 @@ when an event happens to be handled: a late, older order counts exactly as if it
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Final
 
 from services.segmenter.domain.profile import Profile
-from shared.funnel import LEVEL_RANK, STAGE_RANK, VALUE, LoyaltyStage, SurveyLevel
+from services.segmenter.domain.vocabulary import (
+    ADVOCATE,
+    FIRST_TIME,
+    LEVEL_RANK,
+    LOYAL,
+    PROSPECT,
+    REPEAT,
+    STAGE_RANK,
+    VALUE,
+)
+from shared.funnel import LoyaltyStage, SurveyLevel
 from shared.funnel_rules import FunnelRules
 
 
@@ -48,8 +59,8 @@ class _Ladder:
 
 
 # By the rules' id: nearly always the same few (the default rules, a store's own); emptied when full.
-_LADDERS_SIZE = 256
-_ladders: dict[int, _Ladder] = {}
+_LADDERS_SIZE: Final = 256
+_ladders: Final[dict[int, _Ladder]] = {}
 
 
 def _ladder(rules: FunnelRules) -> _Ladder:
@@ -68,25 +79,25 @@ def earned(
     and the referrals made."""
     ladder = _ladder(rules)
     orders = len(placed)
-    stage, reason = LoyaltyStage.PROSPECT, "no orders yet"
+    stage, reason = PROSPECT, "no orders yet"
     if orders >= ladder.first_time_orders:
-        stage, reason = LoyaltyStage.FIRST_TIME, _plural(orders, "order")
+        stage, reason = FIRST_TIME, _plural(orders, "order")
     if orders >= ladder.repeat_orders:
-        stage, reason = LoyaltyStage.REPEAT, _plural(orders, "order")
+        stage, reason = REPEAT, _plural(orders, "order")
     level_rank = LEVEL_RANK[level]
     most = _most_within(placed, ladder.loyal_within) if orders >= ladder.loyal_orders else 0
     if most >= ladder.loyal_orders:
-        stage, reason = LoyaltyStage.LOYAL, f"{_plural(most, 'order')} within {ladder.loyal_within.days} days"
+        stage, reason = LOYAL, f"{_plural(most, 'order')} within {ladder.loyal_within.days} days"
     elif orders >= ladder.loyal_orders_with_survey and level_rank >= ladder.loyal_survey_rank:
         stage, reason = (
-            LoyaltyStage.LOYAL,
+            LOYAL,
             f"{_plural(orders, 'order')} and a {VALUE[level]} survey answer",
         )
     if STAGE_RANK[stage] >= ladder.advocate_min_rank:
         if level_rank >= ladder.advocate_survey_rank:
-            stage, reason = LoyaltyStage.ADVOCATE, f"{VALUE[level]}-level survey answer"
+            stage, reason = ADVOCATE, f"{VALUE[level]}-level survey answer"
         elif ladder.referral_counts and referrals > 0:
-            stage, reason = LoyaltyStage.ADVOCATE, _plural(referrals, "referral")
+            stage, reason = ADVOCATE, _plural(referrals, "referral")
     return stage, reason
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from services.segmenter.adapters import repository
 from services.segmenter.domain.funnel import (
@@ -32,7 +33,7 @@ from shared.storefront_event_structs import CustomerErasedEvent, StorefrontEvent
 from shared.stores import StoreRegistry
 
 # Events decided between two turns of the event loop, for a batch decided while the batch before is written.
-TURN = 100
+TURN: Final = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -168,7 +169,7 @@ def _forgotten(p: Profile, also: set[str]) -> Send:
     return forget
 
 
-_DEFAULT_RULES = FunnelRules()
+_DEFAULT_RULES: Final = FunnelRules()
 
 
 def rules_for(stores: StoreRegistry, store_id: str) -> FunnelRules:
