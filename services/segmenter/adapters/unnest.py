@@ -142,15 +142,13 @@ def params(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, s
     return {c: literal(col) for c, col in zip(columns, cols, strict=True)}
 
 
-def _placed(
-    column: str, data: bytes | bytearray, starts: list[int], lengths: list[int]
-) -> dict[str, str | bytes | bytearray]:
+def _placed(column: str, data: bytes, starts: list[int], lengths: list[int]) -> dict[str, str | bytes]:
     """A blob column's parameters: its rows' bytes one after another, and where each begins (from 1, as
     `substring` counts) and how long it is, as integer literals."""
     return {column: data, f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
 
 
-def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes | bytearray]:
+def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes]:
     """A blob column's parameters (`_placed`) for these values' bytes."""
     lengths = [len(v) for v in values]
     starts = list(itertools.accumulate(lengths, initial=1))
@@ -160,24 +158,21 @@ def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes | bytear
 
 def encoded_blob(
     column: str, values: Iterable[Any], encode_into: Callable[[Any, bytearray, int], None]
-) -> dict[str, str | bytes | bytearray]:
-    """`blob` of these values as `encode_into` (a msgspec encoder's) writes them, each appended to the one
-    buffer the blob is. Encoded one by one, each value's output began in a buffer of msgspec's first 512
-    bytes that grew several times for a 1-3 kB document (1.7 million resizes over the replay of 200,000
-    events), then became a bytes object of its own that the blob's join copied again. Appended, the buffer
-    is still reallocated at nearly every value (msgspec asks for 1.5 times what it needs beyond the
-    bytearray's length, not its allocation), but mostly in place: the profiles' documents and the funnel
-    events of the test mix, 1,000 of each a batch, 3.77 -> 2.78 ms of CPU (bench/README.md, round 55)."""
-    buffer = bytearray()
-    starts: list[int] = []
-    lengths: list[int] = []
-    end = 0
+) -> dict[str, str | bytes]:
+    """`blob` of these values as `encode_into` (a msgspec encoder's) writes them. Each is written at the
+    start of one scratch buffer, copied out and joined: the scratch keeps its allocation from one value to
+    the next (msgspec sets its length, not its size), so it grows only for a value longer than any before.
+    Appended one after another to the blob's own buffer, as they were, nearly every value reallocated it
+    (msgspec asks for 1.5 times what it needs beyond the bytearray's length, not its allocation), and one
+    in 30 moved it, copying the blob so far: 6,917 copies of about 190 kB each over the replay of 200,000
+    events. Encoded one by one with `encode`, each began in msgspec's first 512 bytes and grew several
+    times for a 1-3 kB document (bench/README.md, rounds 55 and 57)."""
+    scratch = bytearray()
+    encoded: list[bytes] = []
     for value in values:
-        encode_into(value, buffer, -1)
-        starts.append(end + 1)
-        lengths.append(len(buffer) - end)
-        end = len(buffer)
-    return _placed(column, buffer, starts, lengths)
+        encode_into(value, scratch, 0)
+        encoded.append(bytes(scratch))
+    return blob(column, encoded)
 
 
 # msgspec's JSON of a list is PostgreSQL's array literal but for its brackets: `null` is an unquoted NULL
