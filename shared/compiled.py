@@ -50,8 +50,8 @@ from prometheus_client import Gauge
 # Package -> its modules compiled (their sources are <package dir>/<module>.py).
 COMPILED: dict[str, tuple[str, ...]] = {
     "services.segmenter.domain": (
-        "browsing", "carts", "event_ids", "figures", "funnel", "health", "history", "identity", "instants",
-        "stages", "survey", "vocabulary",
+        "browsing", "carts", "event_classes", "event_ids", "figures", "funnel", "health", "history",
+        "identity", "instants", "stages", "survey", "vocabulary",
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
     "services.segmenter.adapters": ("event_decoding",),

@@ -17,10 +17,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from msgspec.structs import force_setattr
+from msgspec import structs
 
+from services.segmenter.domain.event_classes import ORDER_PLACED
 from shared.clock import EARLIEST_TIME, LATEST_TIME, out_of_range
-from shared.storefront_event_structs import OrderPlacedEvent, StorefrontEvent
+from shared.storefront_event_structs import StorefrontEvent
+
+# The standard library's UTC (datetime.UTC) and msgspec's function, as compiled statics: an event reads
+# both up to four times, and an imported name is a look-up in the module's dict (event_classes.py).
+_UTC: Final = UTC
+force_setattr: Final = structs.force_setattr
 
 _ZONES: Final[dict[timedelta, timezone]] = {}
 
@@ -28,7 +34,7 @@ _ZONES: Final[dict[timedelta, timezone]] = {}
 def standard(at: datetime) -> datetime:
     """The same instant with a shared tzinfo object (UTC's when its offset is zero)."""
     zone = at.tzinfo
-    if zone is UTC:
+    if zone is _UTC:
         return at
     offset = at.utcoffset()
     if not offset:
@@ -37,7 +43,7 @@ def standard(at: datetime) -> datetime:
         # `occurred_at`, 3 alternated pairs), and an event has one to three of these. Not from another offset
         # (near year 1 or 9999 it could overflow where replace does not), nor for a naive value (offset None,
         # never an event's), labelled UTC.
-        return at.astimezone(UTC) if offset is not None else at.replace(tzinfo=UTC)
+        return at.astimezone(_UTC) if offset is not None else at.replace(tzinfo=_UTC)
     shared = _ZONES.get(offset)
     if shared is None:
         shared = _ZONES.setdefault(offset, timezone(offset))
@@ -51,19 +57,19 @@ def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
     doing it twice changes nothing. (`received_at` and a payload's `created_at` are never read here: left as
     they are.)"""
     at = event.occurred_at
-    if at.tzinfo is not UTC:
+    if at.tzinfo is not _UTC:
         force_setattr(event, "occurred_at", standard(at))
     customer = event.customer
     said = customer.updated_at
-    if said is not None and said.tzinfo is not UTC:
+    if said is not None and said.tzinfo is not _UTC:
         force_setattr(customer, "updated_at", standard(said))
     said = customer.consent_at
-    if said is not None and said.tzinfo is not UTC:
+    if said is not None and said.tzinfo is not _UTC:
         force_setattr(customer, "consent_at", standard(said))
-    if type(event) is OrderPlacedEvent:
+    if type(event) is ORDER_PLACED:
         # An order's version is compared with the placing time and other versions (profile.one_order).
         version = event.payload.updated_at
-        if version is not None and version.tzinfo is not UTC:
+        if version is not None and version.tzinfo is not _UTC:
             force_setattr(event.payload, "updated_at", standard(version))
     return event
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from services.segmenter.adapters import repository
+from services.segmenter.domain.event_classes import CUSTOMER_ERASED
 from services.segmenter.domain.funnel import (
     after_merge,
     decide,
@@ -107,7 +108,7 @@ def deciding(
         end = start + TURN
         for event, ids in zip(events[start:end], ids_of[start:end], strict=True):
             # The type inline: a call an event for the rare erasure would cost more than the test.
-            if type(event) is CustomerErasedEvent and is_shop_wide(event):
+            if type(event) is CUSTOMER_ERASED and is_shop_wide(event):
                 _erase_shop(event, loaded, changes, profiles)
             else:
                 store_id = event.store_id
@@ -171,7 +172,7 @@ def _apply_one(
     after = decision.profile
     loaded[survivor_key] = after
     changes.record(decision)
-    if type(event) is CustomerErasedEvent:
+    if type(event) is CUSTOMER_ERASED:
         # The erasure reaches every id merged into the customer, before this batch or in it.
         forgotten |= _merged_into(survivor_key, stored_merges, changes.merges)
     if forgotten:
