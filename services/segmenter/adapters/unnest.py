@@ -162,9 +162,9 @@ def encoded_blob(
     """`blob` of these values as `encode_into` (a msgspec encoder's) writes them. Each is written at the
     start of one scratch buffer, copied out and joined: the scratch keeps its allocation from one value to
     the next (msgspec sets its length, not its size), so it grows only for a value longer than any before.
-    Appended one after another to the blob's own buffer, as they were, nearly every value reallocated it
+    Appended one after another to the blob's own buffer, as they were, each value asked to grow the blob
     (msgspec asks for 1.5 times what it needs beyond the bytearray's length, not its allocation), and one
-    in 30 moved it, copying the blob so far: 6,917 copies of about 190 kB each over the replay of 200,000
+    in 30 reallocated it, copying the blob so far: 6,917 copies of about 150 kB over the replay of 200,000
     events. Encoded one by one with `encode`, each began in msgspec's first 512 bytes and grew several
     times for a 1-3 kB document (bench/README.md, rounds 55 and 57)."""
     scratch = bytearray()
