@@ -142,18 +142,13 @@ def params(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, s
     return {c: literal(col) for c, col in zip(columns, cols, strict=True)}
 
 
-def _placed(column: str, data: bytes, starts: list[int], lengths: list[int]) -> dict[str, str | bytes]:
-    """A blob column's parameters: its rows' bytes one after another, and where each begins (from 1, as
-    `substring` counts) and how long it is, as integer literals."""
-    return {column: data, f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
-
-
 def blob(column: str, values: Sequence[bytes]) -> dict[str, str | bytes]:
-    """A blob column's parameters (`_placed`) for these values' bytes."""
+    """A blob column's parameters: these values' bytes one after another, and where each begins (from 1,
+    as `substring` counts) and how long it is, as integer literals."""
     lengths = [len(v) for v in values]
     starts = list(itertools.accumulate(lengths, initial=1))
     starts.pop()
-    return _placed(column, b"".join(values), starts, lengths)
+    return {column: b"".join(values), f"{column}__at": literal(starts), f"{column}__len": literal(lengths)}
 
 
 def encoded_blob(

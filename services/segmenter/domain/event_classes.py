@@ -7,9 +7,9 @@ look-up of about 120 instructions. A `Final` name of a compiled module is a C st
 with it read in one (vocabulary.py). Every event goes through three such dispatches (the decoder's
 checks, the decision's handler, the identifiers it names), each testing its classes one after another.
 mypy narrows `type(event) is ORDER_PLACED` as it does the class's own name (the constant's type is the
-class's), so annotations keep the classes' names and only the tests read these. Over the benchmark's replay
-of 200,000 events, with the other imported names the rules call read as statics too: bench/README.md,
-fifty-seventh round."""
+class's), so annotations keep the classes' names and only those comparisons read these. Over the
+benchmark's replay of 200,000 events, with the other imported names the rules call read as statics too:
+bench/README.md, fifty-seventh round."""
 
 from __future__ import annotations
 
