@@ -51,7 +51,7 @@ from prometheus_client import Gauge
 COMPILED: dict[str, tuple[str, ...]] = {
     "services.segmenter.domain": (
         "browsing", "carts", "event_classes", "event_ids", "figures", "funnel", "health", "history",
-        "identity", "instants", "stages", "survey", "vocabulary",
+        "identity", "instants", "stages", "struct_functions", "survey", "vocabulary",
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
     "services.segmenter.adapters": ("event_decoding",),

@@ -17,9 +17,8 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Final
 
-from msgspec.structs import replace
-
 from services.segmenter.domain.profile import CartChange, CartFact, ItemFact, Profile
+from services.segmenter.domain.struct_functions import replace
 from shared.storefront_event_structs import CartUpdated, LineItem
 
 MAX_CARTS: Final = 10  # a customer with more open carts than this is a bot; keep the newest

@@ -13,8 +13,6 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from msgspec import structs
-
 from services.segmenter.domain import browsing, carts
 from services.segmenter.domain.event_classes import (
     CART_ABANDONED,
@@ -47,6 +45,7 @@ from services.segmenter.domain.profile import (
     Transition,
     one_order,
 )
+from services.segmenter.domain.struct_functions import astuple, replace
 from services.segmenter.domain.survey import score
 from services.segmenter.domain.vocabulary import ACTIVE, HEALTH_OF, PROSPECT, STAGE_OF
 from shared.events import CONTACT_FIELDS, MOST_MONEY, SHOP_WIDE
@@ -89,11 +88,6 @@ from shared.storefront_event_structs import (
 )
 
 __all__ = ["HEALTH_TIMER"]
-
-# msgspec's functions, called for nearly every event, as compiled statics: an imported name is a look-up
-# in the module's dict at every call (event_classes.py).
-replace: Final = structs.replace
-astuple: Final = structs.astuple
 
 BIRTHDAY_TIMER: Final = "birthday"
 _NOTHING: Final = Decimal("0")

@@ -18,14 +18,13 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Final, Literal
 
-from msgspec.structs import replace
-
 from services.segmenter.domain import health
 from services.segmenter.domain.figures import counted as counted_orders
 from services.segmenter.domain.figures import order_counts
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from services.segmenter.domain.records import Record
 from services.segmenter.domain.stages import earned
+from services.segmenter.domain.struct_functions import replace
 from services.segmenter.domain.vocabulary import (
     ACTIVE,
     AT_RISK,

@@ -17,16 +17,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from msgspec import structs
-
 from services.segmenter.domain.event_classes import ORDER_PLACED
+from services.segmenter.domain.struct_functions import force_setattr
 from shared.clock import EARLIEST_TIME, LATEST_TIME, out_of_range
 from shared.storefront_event_structs import StorefrontEvent
 
-# The standard library's UTC (datetime.UTC) and msgspec's function, as compiled statics: an event reads
-# both up to four times, and an imported name is a look-up in the module's dict (event_classes.py).
+# The standard library's UTC (datetime.UTC) as a compiled static: an event reads it up to four times, and
+# an imported name is a look-up in the module's dict (event_classes.py).
 _UTC: Final = UTC
-force_setattr: Final = structs.force_setattr
 
 _ZONES: Final[dict[timedelta, timezone]] = {}
 
