@@ -59,6 +59,32 @@ def test_standard_leaves_an_already_standard_datetime_as_it_is() -> None:
     assert standard(shared) is shared
 
 
+def test_the_first_plain_zone_met_for_an_offset_is_the_one_shared() -> None:
+    # An offset no other test uses: the first datetime met with it decides the shared object.
+    decoded = msgspec.json.decode(b'"2026-01-05T10:00:00+04:37"', type=datetime)
+    assert type(decoded.tzinfo) is timezone
+    assert standard(decoded) is decoded  # msgspec's own object for the offset, kept as it is
+    again = msgspec.json.decode(b'"2026-02-01T00:00:00+04:37"', type=datetime)
+    assert standard(again) is again  # msgspec keeps one object per offset
+    other = datetime(2026, 1, 5, 10, tzinfo=timezone(timedelta(hours=4, minutes=37)))
+    assert other.tzinfo is not decoded.tzinfo
+    moved = standard(other)
+    assert moved.tzinfo is decoded.tzinfo
+    assert moved == other
+    assert moved.isoformat() == other.isoformat() == "2026-01-05T10:00:00+04:37"
+
+
+def test_a_named_zone_met_first_is_not_shared() -> None:
+    # Its name would reach every datetime of the offset (`tzname()`, `%Z`): the plain offset is shared.
+    named = datetime(2026, 1, 5, 10, tzinfo=timezone(timedelta(hours=6, minutes=11), "Somewhere"))
+    held = standard(named)
+    assert held.tzinfo is not named.tzinfo
+    assert held.tzname() == "UTC+06:11"
+    assert held == named
+    plain = datetime(2026, 3, 1, tzinfo=timezone(timedelta(hours=6, minutes=11)))
+    assert standard(plain).tzinfo is held.tzinfo
+
+
 def test_a_standardised_event_is_the_same_event() -> None:
     event = segmenter_event(
         "s1",
@@ -95,7 +121,6 @@ def test_an_orders_version_is_standardised_too() -> None:
     zone = event.payload.updated_at.tzinfo
     standardise_event(event)
     assert event.payload.updated_at.tzinfo is standard(datetime(2026, 1, 1, tzinfo=zone)).tzinfo
-    assert event.payload.updated_at.tzinfo is not zone
     assert msgspec.json.encode(event) == before
 
 

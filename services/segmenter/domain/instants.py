@@ -8,7 +8,8 @@ A decision compares dates all the time (contact facts, orders and transitions so
 the history's points), so the datetimes of events are given the standard library's UTC (or one shared
 object per other offset), and the facts a decision makes from them carry it. The instant, its ISO text and
 its JSON are the same. Stored profiles need no conversion: msgspec decodes them (domain/profile.py) with the
-standard library's UTC, and the offsets they hold are rare.
+standard library's UTC, and another offset with the object msgspec keeps for it, which is the shared one
+(`standard`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,23 @@ def standard(at: datetime) -> datetime:
         return at.astimezone(_UTC) if offset is not None else at.replace(tzinfo=_UTC)
     shared = _ZONES.get(offset)
     if shared is None:
-        shared = _ZONES.setdefault(offset, timezone(offset))
+        shared = _ZONES.setdefault(offset, _first_zone(zone, offset))
     return at if zone is shared else at.replace(tzinfo=shared)
+
+
+def _first_zone(zone: object, offset: timedelta) -> timezone:
+    """The object shared for `offset`, chosen when it is first met: `zone` itself if it is a plain fixed
+    offset (as `timezone(offset)`, the same name), else `timezone(offset)`.
+
+    msgspec keeps one such object per offset for every datetime it decodes (events and stored documents
+    alike), so sharing that one leaves the events after the first as they are: `replace(tzinfo=...)` parses
+    its keywords, about 650 ns a call, and the benchmark's mix gives every order's version an offset of
+    -05:00 (bench/README.md, fifty-eighth round). Kept for the process, as msgspec's may not be: an event
+    with another object for the offset is moved onto it, as before."""
+    plain = timezone(offset)
+    if type(zone) is timezone and zone.tzname(None) == plain.tzname(None):
+        return zone
+    return plain
 
 
 def standardise_event(event: StorefrontEvent) -> StorefrontEvent:
