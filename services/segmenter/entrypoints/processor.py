@@ -55,10 +55,9 @@ log = get_logger(__name__)
 # Profiles remembered between batches (adapters/profile_cache.py): a backlog's batch of 3,000 events writes
 # about 2,000, and many of the profiles a batch loads were written by one of the batches just before it. A
 # profile found here is neither sent by PostgreSQL as text nor parsed again (about 35,000 instructions a
-# document).
-# Of the 120,897 profiles the replay of the benchmark's 200,000 events asks for, 1,000 entries answered
-# 34,861, 3,000 answer 66,979 and 8,000 would 69,051. Bounded by memory: 3,000 against 1,000 took the
-# segmenter's peak 164.5 -> 169.4 MiB (issue 14 allows 179), its CPU an event 73.7 -> 68.2 us and
+# document). Of the 120,897 profiles the replay of the benchmark's 200,000 events asks for, 1,000 entries
+# answered 34,861, 3,000 answer 66,979 and 8,000 would 69,051. Bounded by memory: 3,000 against 1,000 took
+# the segmenter's peak 164.5 -> 169.4 MiB (issue 14 allows 179), its CPU an event 73.7 -> 68.2 us and
 # PostgreSQL's 74.8 -> 68.5 (medians of 3 alternated runs; bench/README.md, fifty-eighth round).
 PROFILE_CACHE_SIZE = 3000
 
