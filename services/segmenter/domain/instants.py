@@ -9,7 +9,7 @@ the history's points), so the datetimes of events are given the standard library
 object per other offset), and the facts a decision makes from them carry it. The instant, its ISO text and
 its JSON are the same. Stored profiles need no conversion: msgspec decodes them (domain/profile.py) with the
 standard library's UTC, and another offset with the object msgspec keeps for it, which is the shared one
-(`standard`).
+whenever an event decoded by msgspec was the first to bring that offset (`standard`).
 """
 
 from __future__ import annotations
