@@ -294,6 +294,74 @@ async def test_woocommerce_code_already_on_the_site_is_not_created_twice(
     assert state.calls.count("POST /coupons") == 1
 
 
+async def test_woocommerce_first_try_of_a_code_already_on_the_site_finds_it(
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    site: tuple[str, woocommerce.SiteState],
+) -> None:
+    """A first try whose code is on the site all the same (a try nobody recorded): the site refuses the
+    duplicate (`woocommerce_rest_coupon_code_already_exists`) and the code is looked up, not made twice."""
+    url, state = site
+    n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, site_url=url))
+    await abandon(n, "804")
+    await n.send()
+    [coupon] = await n.coupons()
+    clients = PlatformClients(n.http, StoreRegistry([n.store]))
+    order = CouponOrder(
+        code=coupon.code,
+        kind=CouponKind.PERCENT,
+        value=coupon.value,
+        currency=None,
+        starts_at=n.clock.now,
+        expires_at=coupon.expires_at,
+        customer_id="804",
+        email="804@example.com",
+        title="again",
+        delivery=Delivery.CODE,
+        store_id=store_id,
+    )
+    confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order, first_try=True)
+    assert confirmed.created is False
+    assert confirmed.platform_id == coupon.platform_id
+    assert list(state.coupons) == [coupon.code.lower()]
+    assert state.calls[-2:] == ["POST /coupons", "GET /coupons"]
+
+
+@pytest.mark.parametrize("platform", ["shopify", "woocommerce"])
+async def test_a_coupons_first_try_creates_it_without_a_lookup_and_counts_the_try(
+    platform: str,
+    engine: AsyncEngine,
+    smtp_server: SmtpServer,
+    harness: list[Notifier],
+    store_id: str,
+    tmp_path: Path,
+    shop: tuple[str, shopify_admin.ShopState],
+    site: tuple[str, woocommerce.SiteState],
+) -> None:
+    """A coupon never tried in the platform before goes straight to the create: one call, where a look-up
+    first made two. (A later try looks it up first: the crash tests above.)"""
+    if platform == "shopify":
+        store = connected_store(store_id, tmp_path, shop_url=shop[0])
+        calls, lookup, create = shop[1].calls, "codeDiscountNodeByCode", "discountCodeBasicCreate"
+    else:
+        store = connected_store(store_id, tmp_path, site_url=site[0])
+        calls, lookup, create = site[1].calls, "GET /coupons", "POST /coupons"
+    n = notifier(harness, engine, smtp_server, store)
+    await abandon(n, "7011")
+    await n.send()
+    [row] = await n.rows("7011")
+    assert row.status == "sent"
+    assert calls.count(create) == 1
+    assert calls.count(lookup) == 0
+    [coupon] = await n.coupons()
+    assert coupon.platform == platform
+    assert coupon.platform_attempts == 1
+    assert len(await mails_for(smtp_server, "7011")) == 1
+
+
 async def test_revoked_token_skips_as_coupon_unavailable_and_shows_on_the_store(
     engine: AsyncEngine,
     smtp_server: SmtpServer,

@@ -1,5 +1,6 @@
 """The Shopify Admin API client against the test shop (deploy/platforms/shopify_admin.py), over real HTTP:
-the cost-based rate limit, THROTTLED, userErrors by field, and lookups before creates."""
+the cost-based rate limit, THROTTLED, userErrors by field, lookups before creates, and a first try's create
+without one."""
 
 from __future__ import annotations
 
@@ -112,6 +113,23 @@ async def test_existing_code_is_found_not_created(
     assert not again.created
     assert again.platform_id == first.platform_id
     assert state.calls.count("discountCodeBasicCreate") == 1
+
+
+async def test_a_first_try_creates_without_a_lookup_and_a_code_already_there_is_found(
+    shop: tuple[str, shopify_admin.ShopState], http: httpx.AsyncClient
+) -> None:
+    url, state = shop
+    client = ShopifyAdmin(http, url=url, token=TOKEN)
+    first = await client.ensure_discount(order("FIRSTTRY"), DiscountCombination(), first_try=True)
+    assert first.created
+    assert state.calls == ["discountCodeBasicCreate"]  # customer 42's GID needs no look-up either
+    # A try nobody recorded made the code already (a crash before our commit, under an older counting):
+    # the shop refuses it as TAKEN, and the code is found, not made twice.
+    again = await client.ensure_discount(order("firsttry"), DiscountCombination(), first_try=True)
+    assert not again.created
+    assert again.platform_id == first.platform_id
+    assert list(state.discounts) == ["FIRSTTRY"]
+    assert state.calls[1:] == ["discountCodeBasicCreate", "codeDiscountNodeByCode"]
 
 
 async def test_wrong_token_is_a_store_wide_refusal_without_the_token(

@@ -71,16 +71,20 @@ class PlatformClients:
             self._woo[store.store_id] = client
         return client
 
-    async def ensure(self, store: StoreConfig, platform: CouponPlatform, order: CouponOrder) -> Confirmed:
-        """The coupon exists where the store's checkout looks for it, exactly once."""
+    async def ensure(
+        self, store: StoreConfig, platform: CouponPlatform, order: CouponOrder, *, first_try: bool = False
+    ) -> Confirmed:
+        """The coupon exists where the store's checkout looks for it, exactly once. `first_try`: no earlier
+        try can have made it, so a code is created without a look-up first (a duplicate is still found).
+        Store credit is always looked up first: a second credit would not be refused."""
         if platform == CouponPlatform.SHOPIFY:
             assert store.shopify is not None
             client = self.shopify(store)
             if order.delivery == Delivery.STORE_CREDIT:
                 return await client.ensure_store_credit(order)
-            return await client.ensure_discount(order, store.shopify.combines_with)
+            return await client.ensure_discount(order, store.shopify.combines_with, first_try=first_try)
         if platform == CouponPlatform.WOOCOMMERCE:
-            return await self.woocommerce(store).ensure_coupon(order)
+            return await self.woocommerce(store).ensure_coupon(order, first_try=first_try)
         if platform == CouponPlatform.WEBHOOK:
             await self._post_coupon(store, order)
             return Confirmed(None, created=True)

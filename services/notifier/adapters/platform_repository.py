@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, case, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,18 +39,27 @@ async def release_stale_provisioning(conn: AsyncConnection, now: datetime, lease
     return len(released.all())
 
 
-async def coupon_row(conn: AsyncConnection, store_id: str, code: str) -> Any:
-    found = await conn.execute(select(coupons).where(coupons.c.store_id == store_id, coupons.c.code == code))
-    return found.one()
+async def begin_attempt(conn: AsyncConnection, store_id: str, code: str, platform: str, delivery: str) -> Any:
+    """The coupon's next try in its platform begins: where it must exist is set if new (kept once set: a
+    retry goes to the same place), the try is counted, and the row comes back (its terms as first issued).
 
-
-async def place_coupon(conn: AsyncConnection, store_id: str, code: str, platform: str, delivery: str) -> None:
-    """Where a new coupon must exist (kept once set: a retry goes to the same place)."""
-    await conn.execute(
+    Counted here, in the transaction that moves its message to `provisioning`, not after the platform
+    answers: a try that a crash cut short still counts, so a coupon whose count is 1 has never been sent to
+    the platform before, and only such a first try may skip the look-up before the create (the platform
+    refuses a code it already holds, and the adapters then look it up: coupon_platforms.py)."""
+    fresh = coupons.c.platform.is_(None)
+    found = await conn.execute(
         update(coupons)
-        .where(coupons.c.store_id == store_id, coupons.c.code == code, coupons.c.platform.is_(None))
-        .values(platform=platform, delivery=delivery)
+        .where(coupons.c.store_id == store_id, coupons.c.code == code)
+        .values(
+            # The right-hand sides read the row as it was (PostgreSQL's UPDATE): its platform before this.
+            platform=case((fresh, platform), else_=coupons.c.platform),
+            delivery=case((fresh, delivery), else_=coupons.c.delivery),
+            platform_attempts=coupons.c.platform_attempts + 1,
+        )
+        .returning(*coupons.c)
     )
+    return found.one()
 
 
 async def begin_provisioning(
@@ -64,16 +73,6 @@ async def begin_provisioning(
             .values(status=PROVISIONING, claimed_at=now, coupon_code=bindparam("claimed_coupon")),
             [{"message_id": message_id, "claimed_coupon": code} for message_id, code in claimed],
         )
-
-
-async def count_attempt(conn: AsyncConnection, store_id: str, code: str) -> int:
-    found = await conn.execute(
-        update(coupons)
-        .where(coupons.c.store_id == store_id, coupons.c.code == code)
-        .values(platform_attempts=coupons.c.platform_attempts + 1)
-        .returning(coupons.c.platform_attempts)
-    )
-    return int(found.scalar_one())
 
 
 async def confirm(

@@ -195,12 +195,17 @@ class ShopifyAdmin:
         node = data.get("codeDiscountNodeByCode")
         return str(node["id"]) if isinstance(node, dict) and node.get("id") else None
 
-    async def ensure_discount(self, order: CouponOrder, combines: DiscountCombination) -> Confirmed:
+    async def ensure_discount(
+        self, order: CouponOrder, combines: DiscountCombination, *, first_try: bool = False
+    ) -> Confirmed:
         """The code exists in the shop for this one customer: looked up first (a retry after a crash or a lost
-        answer finds it), created only when absent, and looked up again if Shopify says it is taken."""
-        found = await self.find_discount(order.code)
-        if found is not None:
-            return Confirmed(found, created=False)
+        answer finds it), created only when absent, and looked up if Shopify says it is taken. A `first_try`
+        (no earlier try can have made it) skips the first look-up: codes are unique in a shop, so a code
+        there all the same is refused as TAKEN and found then."""
+        if not first_try:
+            found = await self.find_discount(order.code)
+            if found is not None:
+                return Confirmed(found, created=False)
         # A customer the shop does not know (known to us only through Segment, say) still gets a working
         # code: single use and unguessable, open to any buyer, as Klaviyo's unique codes are.
         gid = await self.find_customer(order.customer_id, order.email)

@@ -69,12 +69,15 @@ class WooCommerceRest:
                 return str(coupon.get("id"))
         return None
 
-    async def ensure_coupon(self, order: CouponOrder) -> Confirmed:
+    async def ensure_coupon(self, order: CouponOrder, *, first_try: bool = False) -> Confirmed:
         """Looked up first (a retry after a crash finds it), created when absent; a duplicate answer means
-        it was created meanwhile, so it is looked up, never created twice."""
-        found = await self.find_coupon(order.code)
-        if found is not None:
-            return Confirmed(found, created=False)
+        it was created meanwhile, so it is looked up, never created twice. A `first_try` (no earlier try can
+        have made it) skips the first look-up: the site refuses an existing code
+        (`woocommerce_rest_coupon_code_already_exists`), which is found then."""
+        if not first_try:
+            found = await self.find_coupon(order.code)
+            if found is not None:
+                return Confirmed(found, created=False)
         if not order.email:
             # email_restrictions is what makes the code this customer's alone.
             raise PlatformRefused("woocommerce: a coupon for a customer without an email")

@@ -2,12 +2,17 @@
 platform, and only messages whose coupon the platform confirmed go on to be sent.
 
     decide (one transaction): guards pass -> coupon drawn -> message `provisioning`
-    provision (no transaction held): platform lookup, create only if absent
+    provision (no transaction held): create (a coupon's first try) or platform lookup, create only if
+                                     absent (a later try)
     record (one transaction): confirmed -> `sending` (then delivered); away -> `pending` again later;
                               refused -> `skipped` as `coupon_unavailable`
 
 A crash anywhere here leaves the message in `provisioning`; after a lease the sender takes it back, and the
 lookup before create finds what the platform already made, so nothing is created twice and nothing was sent.
+Only a coupon's first try (counted as 1 when its message was claimed, before any call) goes straight to
+the create, a call less: no try before it made the code, and should it exist all the same (a try made
+before an upgrade counted tries so, a code someone else made), the platform refuses the duplicate and the
+adapter looks it up.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class Pending:
     message_id: int
     send_before: datetime | None
     claimed_at: datetime
+    attempt: int  # which try in the platform this is, from 1 (counted as the message was claimed)
 
 
 class CouponProvisioning:
@@ -96,7 +102,6 @@ class CouponProvisioning:
             for item, outcome in zip(pending, results, strict=True):
                 platform = item.placement.platform.value
                 code = item.coupon.code
-                attempts = await platform_repository.count_attempt(conn, item.store.store_id, code)
                 if isinstance(outcome, Confirmed):
                     PROVISIONED.labels(platform, "created" if outcome.created else "found").inc()
                     await platform_repository.record_connection(
@@ -113,7 +118,7 @@ class CouponProvisioning:
                     ):
                         ready.append(item.claimed)
                     continue
-                verdict = after_failure(outcome, attempts=attempts, now=now, send_before=item.send_before)
+                verdict = after_failure(outcome, attempts=item.attempt, now=now, send_before=item.send_before)
                 if isinstance(verdict, Retry):
                     PROVISIONED.labels(platform, "deferred").inc()
                     await platform_repository.retry_later(
@@ -159,7 +164,11 @@ class CouponProvisioning:
             store_id=item.store.store_id,
         )
         try:
-            return await self._platforms.ensure(item.store, item.placement.platform, order)
+            # A first try skips the platform's look-up (one call less a coupon; the duplicate answer still
+            # finds a code made by a try nobody recorded: coupon_platforms.py).
+            return await self._platforms.ensure(
+                item.store, item.placement.platform, order, first_try=item.attempt == 1
+            )
         except PlatformError as exc:
             return exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

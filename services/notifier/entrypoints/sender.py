@@ -392,7 +392,7 @@ class MessageSender(Poller):
             if coupon is not None and self._provisioning is not None:
                 where = placement(store, coupon.kind)
                 if where.platform != CouponPlatform.OURS:
-                    coupon = await _placed(conn, store, coupon, where.platform.value, where.delivery)
+                    coupon, attempt = await _placed(conn, store, coupon, where.platform.value, where.delivery)
                     pending.append(
                         Pending(
                             claimed=Claimed(row, customer, store, rule, coupon),
@@ -405,6 +405,7 @@ class MessageSender(Poller):
                             message_id=row.id,
                             send_before=row.send_before,
                             claimed_at=now,
+                            attempt=attempt,
                         )
                     )
                     continue
@@ -749,12 +750,12 @@ def _reason(what: str, exc: BaseException) -> str:
 
 async def _placed(
     conn: AsyncConnection, store: StoreConfig, coupon: Coupon, platform: str, delivery: Delivery
-) -> Coupon:
+) -> tuple[Coupon, int]:
     """The coupon as stored (a message taken again after a deferral keeps its first terms and expiry,
-    which is what the platform holds), with where it lives."""
-    await platform_repository.place_coupon(conn, store.store_id, coupon.code, platform, delivery.value)
-    row = await platform_repository.coupon_row(conn, store.store_id, coupon.code)
-    return Coupon(
+    which is what the platform holds), with where it lives; and which try in the platform this is (from 1,
+    counted now: platform_repository.begin_attempt)."""
+    row = await platform_repository.begin_attempt(conn, store.store_id, coupon.code, platform, delivery.value)
+    placed = Coupon(
         row.code,
         coupon.kind,
         row.value,
@@ -762,3 +763,4 @@ async def _placed(
         row.expires_at,
         store_credit=row.delivery == Delivery.STORE_CREDIT.value,
     )
+    return placed, int(row.platform_attempts)
