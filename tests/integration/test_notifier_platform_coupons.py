@@ -343,6 +343,8 @@ async def test_a_coupons_first_try_creates_it_without_a_lookup_and_counts_the_tr
 ) -> None:
     """A coupon never tried in the platform before goes straight to the create: one call, where a look-up
     first made two. (A later try looks it up first: the crash tests above.)"""
+    # The SMTP server is the session's: a customer of each platform's run of its own.
+    customer = "7011" if platform == "shopify" else "7012"
     if platform == "shopify":
         store = connected_store(store_id, tmp_path, shop_url=shop[0])
         calls, lookup, create = shop[1].calls, "codeDiscountNodeByCode", "discountCodeBasicCreate"
@@ -350,16 +352,16 @@ async def test_a_coupons_first_try_creates_it_without_a_lookup_and_counts_the_tr
         store = connected_store(store_id, tmp_path, site_url=site[0])
         calls, lookup, create = site[1].calls, "GET /coupons", "POST /coupons"
     n = notifier(harness, engine, smtp_server, store)
-    await abandon(n, "7011")
+    await abandon(n, customer)
     await n.send()
-    [row] = await n.rows("7011")
+    [row] = await n.rows(customer)
     assert row.status == "sent"
     assert calls.count(create) == 1
     assert calls.count(lookup) == 0
     [coupon] = await n.coupons()
     assert coupon.platform == platform
     assert coupon.platform_attempts == 1
-    assert len(await mails_for(smtp_server, "7011")) == 1
+    assert len(await mails_for(smtp_server, customer)) == 1
 
 
 async def test_revoked_token_skips_as_coupon_unavailable_and_shows_on_the_store(
