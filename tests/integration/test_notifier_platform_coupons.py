@@ -138,6 +138,23 @@ async def abandon(n: Notifier, customer_id: str) -> None:
     await n.plan([funnel_event("cart_abandoned", n.store.store_id, customer_id, n.clock.now, payload)])
 
 
+def _again(n: Notifier, coupon: Any, customer_id: str) -> CouponOrder:
+    """The order of a coupon the sender already made, as a later try of it would ask for it."""
+    return CouponOrder(
+        code=coupon.code,
+        kind=CouponKind.PERCENT,
+        value=coupon.value,
+        currency=None,
+        starts_at=n.clock.now,
+        expires_at=coupon.expires_at,
+        customer_id=customer_id,
+        email=f"{customer_id}@example.com",
+        title="again",
+        delivery=Delivery.CODE,
+        store_id=n.store.store_id,
+    )
+
+
 async def test_shopify_code_exists_for_that_customer_before_the_email(
     engine: AsyncEngine,
     smtp_server: SmtpServer,
@@ -275,19 +292,7 @@ async def test_woocommerce_code_already_on_the_site_is_not_created_twice(
     [coupon] = await n.coupons()
     assert state.calls.count("POST /coupons") == 1
     clients = PlatformClients(n.http, StoreRegistry([n.store]))
-    order = CouponOrder(
-        code=coupon.code,
-        kind=CouponKind.PERCENT,
-        value=coupon.value,
-        currency=None,
-        starts_at=n.clock.now,
-        expires_at=coupon.expires_at,
-        customer_id="803",
-        email="803@example.com",
-        title="again",
-        delivery=Delivery.CODE,
-        store_id=store_id,
-    )
+    order = _again(n, coupon, "803")
     confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order)
     assert confirmed.created is False
     assert confirmed.platform_id == coupon.platform_id
@@ -310,19 +315,7 @@ async def test_woocommerce_first_try_of_a_code_already_on_the_site_finds_it(
     await n.send()
     [coupon] = await n.coupons()
     clients = PlatformClients(n.http, StoreRegistry([n.store]))
-    order = CouponOrder(
-        code=coupon.code,
-        kind=CouponKind.PERCENT,
-        value=coupon.value,
-        currency=None,
-        starts_at=n.clock.now,
-        expires_at=coupon.expires_at,
-        customer_id="804",
-        email="804@example.com",
-        title="again",
-        delivery=Delivery.CODE,
-        store_id=store_id,
-    )
+    order = _again(n, coupon, "804")
     confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order, first_try=True)
     assert confirmed.created is False
     assert confirmed.platform_id == coupon.platform_id
