@@ -10,9 +10,9 @@ platform, and only messages whose coupon the platform confirmed go on to be sent
 A crash anywhere here leaves the message in `provisioning`; after a lease the sender takes it back, and the
 lookup before create finds what the platform already made, so nothing is created twice and nothing was sent.
 Only a coupon's first try (counted as 1 when its message was claimed, before any call) goes straight to
-the create, a call less: no try before it made the code, and should it exist all the same (a try made
-before an upgrade counted tries so, a code someone else made), the platform refuses the duplicate and the
-adapter looks it up.
+the create, a call less: no try before it made the code, and should it exist all the same (made by a version
+that counted a try only once the platform answered, or by someone else), the platform refuses the duplicate
+and the adapter looks it up.
 """
 
 from __future__ import annotations
