@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.devstack.postgres import PostgresServer
 from services.segmenter.adapters import repository
+from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.domain.profile import Profile
 from shared.db import alembic_config, build_engine, upgrade_to_head
 from shared.raw_sql import fetch
@@ -55,8 +56,9 @@ async def _stored(engine: AsyncEngine, customer: str) -> tuple[str | None, int, 
 
 async def _read(engine: AsyncEngine, customer: str) -> Profile:
     async with engine.begin() as conn:
-        found = await repository.load_profiles_for_update(conn, [(STORE, customer)])
-    return found[(STORE, customer)]
+        # An empty cache: the document is read and parsed from the row.
+        loaded = await repository.load_profiles_with_versions(conn, [(STORE, customer)], ProfileCache(1))
+    return loaded.profiles[(STORE, customer)]
 
 
 @pytest.fixture

@@ -263,29 +263,6 @@ def _profile(facts: str) -> Profile:
 
 
 _PROFILE_KEY = ("store_id", "customer_id")
-_LOAD_PROFILES = (
-    "SELECT p.facts::text AS facts FROM segmenter.profiles p "  # noqa: S608 - our own names
-    f"JOIN {unnest(profiles, _PROFILE_KEY, 'w')} "
-    "ON p.store_id = w.store_id AND p.customer_id = w.customer_id "
-    "ORDER BY p.store_id, p.customer_id FOR UPDATE OF p"
-)
-_LOAD_PROFILES_LOCKED = text(_LOAD_PROFILES)
-_LOAD_PROFILES_SKIP_LOCKED = text(_LOAD_PROFILES + " SKIP LOCKED")
-
-
-async def load_profiles_for_update(
-    conn: AsyncConnection, keys: Iterable[CustomerKey], *, skip_locked: bool = False
-) -> dict[CustomerKey, Profile]:
-    # Sorted, so two instances locking overlapping customers (during a rebalance) cannot deadlock.
-    wanted = in_lock_order(set(keys))
-    if not wanted:
-        return {}
-    stmt = _LOAD_PROFILES_SKIP_LOCKED if skip_locked else _LOAD_PROFILES_LOCKED
-    result = await conn.execute(stmt, params(_PROFILE_KEY, wanted))
-    found = (_profile(r.facts) for r in result)
-    return {(p.store_id, p.customer_id): p for p in found}
-
-
 # The transaction's id (what the rows it writes will have as xmin), the first id not yet assigned when
 # the statement began (every writer whose row it can see has a smaller one) and which server this is.
 _WHO_AND_WHEN = (
@@ -333,7 +310,8 @@ class LoadedProfiles:
 async def load_profiles_with_versions(
     conn: AsyncConnection, keys: Iterable[CustomerKey], cache: ProfileCache, *, skip_locked: bool = False
 ) -> LoadedProfiles:
-    """`load_profiles_for_update`, taking from `cache` each profile whose row still holds the version the
+    """The profiles of `keys` that have a row, each row locked for update (or, with `skip_locked`, left out
+    when another transaction holds it), taking from `cache` each profile whose row still holds the version the
     cache remembers: PostgreSQL sends such a row's document as NULL and it is not parsed again."""
     # Not sorted here: the statement's ORDER BY is the order its FOR UPDATE locks the rows in (the rows are
     # locked as they leave the sort), which is what keeps two instances from deadlocking.
