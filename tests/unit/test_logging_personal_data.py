@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -79,3 +80,20 @@ def test_a_traceback_loses_the_values_it_quotes(capsys: pytest.CaptureFixture[st
 
 def test_redact_text_leaves_ordinary_messages_alone() -> None:
     assert redact_text("kafka broker 127.0.0.1:9092 unreachable") == "kafka broker 127.0.0.1:9092 unreachable"
+
+
+async def test_a_platform_call_does_not_log_its_url_and_the_coupon_code_in_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("notifier-test")
+    # httpx's own transport for tests: the request line is logged by the client, whatever carries it.
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=[]))
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(
+            "https://shop.example/wp-json/wc/v3/coupons", params={"code": "WELCOME-7KQ2X9"}
+        )
+    assert response.status_code == 200
+    logging.getLogger("httpx").warning("a warning still shows")
+    lines = _lines(capsys.readouterr().out)
+    assert [line["event"] for line in lines] == ["a warning still shows"]
+    assert "WELCOME-7KQ2X9" not in json.dumps(lines)
