@@ -16,21 +16,17 @@ coupons, it does not defer them to a shop that is not there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.smtp_sink import SmtpSink
 from deploy.devstack.kafka import KafkaBroker, kafka_process, start_kafka
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import PostgresServer, postgres_process, remove_server_data, start_postgres
@@ -63,34 +59,6 @@ REPORTED_SETTINGS = (
 )
 
 
-class TimestampingSmtpSink:
-    """An SMTP server that notes when each message was accepted (wall clock) and for whom."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._lock = threading.Lock()
-        self.received: list[tuple[float, tuple[str, ...]]] = []
-        self._controller = Controller(
-            self, hostname=HOST, port=port, server_hostname="bench-smtp.localhost", enable_SMTPUTF8=True
-        )
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self._lock:
-            self.received.append((time.time(), tuple(envelope.rcpt_tos)))
-        return "250 Message accepted for delivery"
-
-    def start(self) -> None:
-        self._controller.start()
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._controller.stop()
-
-    def snapshot(self) -> list[tuple[float, tuple[str, ...]]]:
-        with self._lock:
-            return list(self.received)
-
-
 def peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -119,7 +87,7 @@ class BenchStack:
     root: Path
     kafka: KafkaBroker
     postgres: PostgresServer
-    smtp: TimestampingSmtpSink
+    smtp: SmtpSink
     platforms: ManagedProcess
     stores_file: Path
     lock: IO[str] | None = None
@@ -157,7 +125,7 @@ class BenchStack:
         except BaseException:
             kafka.stop()
             raise
-        smtp = TimestampingSmtpSink(smtp_port)
+        smtp = SmtpSink(HOST, smtp_port)
         smtp.start()
         try:
             platforms, stores_file = _start_platforms(root, shop_port, site_port)
