@@ -105,8 +105,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # httpx and httpcore log every request at INFO with its whole URL: a WooCommerce coupon's look-up puts
-    # the code (a discount anyone holding it can spend) in its query string, and a line per platform call
-    # is noise next to our own lines, which say what was done and for which message.
+    # the code in its query string (a customer's discount, which the site lets whoever types that
+    # customer's billing email spend), and a line per platform call is noise next to our own lines, which
+    # say what was done and for which message.
     for noisy in ("aiokafka", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # uvicorn installs its own handlers; make its loggers use ours.
