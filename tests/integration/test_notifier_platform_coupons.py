@@ -138,9 +138,13 @@ async def abandon(n: Notifier, customer_id: str) -> None:
     await n.plan([funnel_event("cart_abandoned", n.store.store_id, customer_id, n.clock.now, payload)])
 
 
-def _again(n: Notifier, coupon: Any, customer_id: str) -> CouponOrder:
-    """The order of a coupon the sender already made, as a later try of it would ask for it."""
-    return CouponOrder(
+async def _made_then_asked_again(n: Notifier, customer_id: str) -> tuple[Any, PlatformClients, CouponOrder]:
+    """A coupon the sender made for an abandoned cart, the platform clients, and the coupon's order as a
+    later try of it would ask for it."""
+    await abandon(n, customer_id)
+    await n.send()
+    [coupon] = await n.coupons()
+    again = CouponOrder(
         code=coupon.code,
         kind=CouponKind.PERCENT,
         value=coupon.value,
@@ -153,6 +157,7 @@ def _again(n: Notifier, coupon: Any, customer_id: str) -> CouponOrder:
         delivery=Delivery.CODE,
         store_id=n.store.store_id,
     )
+    return coupon, PlatformClients(n.http, StoreRegistry([n.store])), again
 
 
 async def test_shopify_code_exists_for_that_customer_before_the_email(
@@ -287,12 +292,8 @@ async def test_woocommerce_code_already_on_the_site_is_not_created_twice(
     site (`GET /coupons?code=`) and found, and no second `POST /coupons` goes out."""
     url, state = site
     n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, site_url=url))
-    await abandon(n, "803")
-    await n.send()
-    [coupon] = await n.coupons()
+    coupon, clients, order = await _made_then_asked_again(n, "803")
     assert state.calls.count("POST /coupons") == 1
-    clients = PlatformClients(n.http, StoreRegistry([n.store]))
-    order = _again(n, coupon, "803")
     confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order)
     assert confirmed.created is False
     assert confirmed.platform_id == coupon.platform_id
@@ -311,11 +312,7 @@ async def test_woocommerce_first_try_of_a_code_already_on_the_site_finds_it(
     duplicate (`woocommerce_rest_coupon_code_already_exists`) and the code is looked up, not made twice."""
     url, state = site
     n = notifier(harness, engine, smtp_server, connected_store(store_id, tmp_path, site_url=url))
-    await abandon(n, "804")
-    await n.send()
-    [coupon] = await n.coupons()
-    clients = PlatformClients(n.http, StoreRegistry([n.store]))
-    order = _again(n, coupon, "804")
+    coupon, clients, order = await _made_then_asked_again(n, "804")
     confirmed = await clients.ensure(n.store, CouponPlatform.WOOCOMMERCE, order, first_try=True)
     assert confirmed.created is False
     assert confirmed.platform_id == coupon.platform_id
