@@ -33,7 +33,8 @@ CHROMIUM := /usr/bin/chromium
 
 help:
 	@echo "make install     virtualenv in $(VENV) with the project and its dev tools (from requirements-dev.lock),"
-	@echo "                 and the segmenter's rules, per-event service layer and event decoding compiled by mypyc into .build/"
+	@echo "                 and the segmenter's rules, per-event service layer and event decoding, and ingest's Segment"
+	@echo "                 reader and mapping, compiled by mypyc into .build/"
 	@echo "make lock        regenerate requirements.lock and requirements-dev.lock after changing pyproject.toml"
 	@echo "make up          start Kafka, Postgres, an SMTP sink and the three services (returns when ready)"
 	@echo "make status      what is running"
@@ -57,14 +58,15 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 		|| { echo "requirements-dev.lock does not cover pyproject.toml: run 'make lock'"; exit 1; }
 	touch $@
 
-# The segmenter's rules, per-event service layer and event decoding compiled to C extensions (gcc, Python's
-# headers): about a sixth less of its CPU an event. A package uses them only while they match the service's
+# The segmenter's rules, per-event service layer and event decoding, and ingest's reading and mapping of
+# Segment calls, compiled to C extensions (gcc, Python's headers): about a sixth less of the segmenter's CPU
+# an event, a third less of ingest's mapping a call. A package uses them only while they match the service's
 # sources and shared/'s, so an edit runs interpreted until this runs again (shared/compiled.py), which
 # rebuilds only when the build's manifest no longer matches the sources. Without a C compiler everything
 # still runs, interpreted: `make up` goes on, and `make test` says so (tests/unit/test_compiled_modules.py).
 compiled: $(INSTALL_STAMP) | c-compiler
 	$(PY) -m shared.compiled \
-		|| echo "warning: could not compile the segmenter's rules, service layer and event decoding (a C compiler and Python's headers are needed); they run interpreted"
+		|| echo "warning: could not compile the segmenter's rules, service layer and event decoding and ingest's Segment mapping (a C compiler and Python's headers are needed); they run interpreted"
 
 # Regenerate the lock files after changing a dependency in pyproject.toml (with uv, one of the dev tools).
 # requirements-dev.lock: the services' packages plus the tests' and tools'; requirements.lock: the services'

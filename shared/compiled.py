@@ -17,6 +17,14 @@ forty-second round). So is the decoding of every event it reads
 (services/segmenter/adapters/event_decoding.py: about 1,800 instructions an event fewer over the replay,
 fifty-second round); the adapters' other modules wait for the database and stay interpreted.
 
+Ingest's reading and mapping of Segment calls is compiled too (services/ingest/sources: segment_reader.py,
+which checks each field of a call as the models would, and segment.py, which maps the calls to canonical
+events): it was about two thirds of ingest's CPU a Segment batch at saturation. Over the benchmark's batch
+bodies in process (parsing, checking and mapping 100 calls a batch, written to their Kafka bytes), 23 -> 15
+us a call. Left interpreted there: segment_records.py, whose msgspec Structs take class keyword arguments
+(`kw_only=True, omit_defaults=True`), and the Shopify and WooCommerce readers, whose Structs msgspec decodes
+bodies by (their annotations: see profile.py below).
+
 `make install` (and the Docker image's build stage) compile the modules listed in COMPILED, in one build,
 into .build/mypyc/ with a manifest of the SHA-256 of every source they were compiled against: every module
 of their service and shared/'s, the code of ours they import (mypyc compiles a call or an attribute read
@@ -55,6 +63,7 @@ COMPILED: dict[str, tuple[str, ...]] = {
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
     "services.segmenter.adapters": ("event_decoding",),
+    "services.ingest.sources": ("segment_reader", "segment"),
 }  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

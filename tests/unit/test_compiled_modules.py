@@ -1,6 +1,7 @@
 """A package runs its mypyc-compiled modules only when the build holds them built from the current sources of
 their service and shared/, with every other package's of the build (shared/compiled.py), and `make install`
-builds the segmenter's rules, write set and event decoding so that they do."""
+builds the segmenter's rules, write set and event decoding, and ingest's Segment reader and mapping, so that
+they do."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import services.ingest.sources as ingest_sources
 import services.segmenter.domain as domain
+from services.ingest.sources import segment, segment_reader
 from services.segmenter.adapters import event_decoding
 from services.segmenter.domain import funnel, identity
 from services.segmenter.domain.records import Record
@@ -38,6 +41,8 @@ PACKAGE_DIR = ("services", "segmenter", "domain")
 SERVICE_DIR = PACKAGE_DIR[:-1]
 WRITE_SET = "services.segmenter.service_layer"
 DECODING = "services.segmenter.adapters"
+INGEST = "services.ingest.sources"
+INGEST_DIR = ("services", "ingest")
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +54,7 @@ def _sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
 def root(tmp_path: Path) -> Path:
     """A copy of the sources the compiled modules depend on, to edit."""
     copy = tmp_path / "repo"
-    for sources in (("shared",), SERVICE_DIR):
+    for sources in (("shared",), SERVICE_DIR, INGEST_DIR):
         shutil.copytree(
             REPO_ROOT.joinpath(*sources),
             copy.joinpath(*sources),
@@ -91,6 +96,8 @@ def test_a_build_of_the_current_sources_comes_first_on_the_package_path(root: Pa
         "services/segmenter/service_layer/write_set.py",
         "services/segmenter/adapters/repository.py",
         "shared/funnel.py",
+        # Another service's compiled module: the build is one library, used whole or not at all.
+        "services/ingest/sources/segment.py",
     ],
 )
 def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
@@ -103,6 +110,7 @@ def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
         f.write("# edited\n")
     assert not runs_compiled(PACKAGE, build_dir, root)
     assert not runs_compiled(WRITE_SET, build_dir, root)
+    assert not runs_compiled(INGEST, build_dir, root)
     path = [str(root.joinpath(*PACKAGE_DIR))]
     assert not use_compiled(PACKAGE, path, build_dir, root)
     assert path == [str(root.joinpath(*PACKAGE_DIR))]
@@ -110,7 +118,9 @@ def test_a_source_edited_since_the_build_runs_the_whole_package_interpreted(
     assert COMPILED_IN_USE.labels(PACKAGE)._value.get() == 0
 
 
-@pytest.mark.parametrize("left_out", [f"{PACKAGE}.{COMPILED[PACKAGE][0]}", f"{WRITE_SET}.write_set"])
+@pytest.mark.parametrize(
+    "left_out", [f"{PACKAGE}.{COMPILED[PACKAGE][0]}", f"{WRITE_SET}.write_set", f"{INGEST}.segment"]
+)
 def test_a_module_not_built_for_this_interpreter_runs_the_whole_package_interpreted(
     root: Path, tmp_path: Path, left_out: str
 ) -> None:
@@ -148,7 +158,7 @@ def test_a_build_of_the_current_sources_is_not_compiled_again(root: Path, tmp_pa
     assert (build_dir / MANIFEST).read_text() == manifest
 
 
-def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
+def test_after_make_install_the_segmenter_rules_and_ingest_mapping_run_compiled() -> None:
     # `make test` runs `make install`, which builds them; an edit since (a stale build) or a machine
     # without a C compiler would run them interpreted, and this says so.
     manifest = json.loads((BUILD_DIR / MANIFEST).read_text())
@@ -158,7 +168,12 @@ def test_after_make_install_the_segmenter_rules_run_compiled() -> None:
     assert Path(funnel.__file__).suffix == ".so"
     assert Path(write_set.__file__).suffix == ".so"
     assert Path(event_decoding.__file__).suffix == ".so"
-    assert compiled_now() == {PACKAGE: True, WRITE_SET: True, DECODING: True}
+    assert ingest_sources.__path__[0] == str(BUILD_DIR.joinpath(*INGEST_DIR, "sources"))
+    assert Path(segment.__file__).suffix == ".so"
+    assert Path(segment_reader.__file__).suffix == ".so"
+    assert compiled_now() == {PACKAGE: True, WRITE_SET: True, DECODING: True, INGEST: True}
+    # What ingest's /metrics says (the gauge is set as its package is imported).
+    assert COMPILED_IN_USE.labels(INGEST)._value.get() == 1
 
 
 def _structs_of_compiled_modules() -> list[type[msgspec.Struct]]:

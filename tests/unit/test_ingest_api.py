@@ -204,6 +204,8 @@ async def test_ops_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/readyz")).status_code == 200
     metrics = (await client.get("/metrics")).text
     assert "http_requests_total" in metrics
+    # Whether its Segment mapping runs compiled (shared/compiled.py), 1 or 0.
+    assert 'compiled_modules_in_use{package="services.ingest.sources"}' in metrics
     spec = (await client.get("/openapi.json")).json()
     assert "/webhooks/shopify" in spec["paths"]
 

@@ -276,12 +276,14 @@ def _map_batch(
 ) -> list[Any]:
     try:
         items, shared_context, sent_at = _envelope(payload, checked.nul_free)
-    except r.Invalid as exc:
+    # Not `exc`, as the calls' SegmentError below: compiled (shared/compiled.py), a function's variable has
+    # one type, its first, and a SegmentError bound to it later is a TypeError.
+    except r.Invalid as invalid:
         try:
             validated(_BatchEnvelope, payload, checked=checked)
         except SegmentError as error:
             raise at_root(error) from None
-        raise _mismatch(exc) from None
+        raise _mismatch(invalid) from None
     if len(items) > max_events:
         raise SegmentError([("batch", f"over the limit of {max_events} calls per batch ({len(items)} sent)")])
     events: list[Any] = []
