@@ -5,6 +5,7 @@ they do."""
 
 from __future__ import annotations
 
+import ast
 import gc
 import importlib
 import json
@@ -204,3 +205,32 @@ def test_the_compiled_modules_structs_are_frozen_and_untracked_as_written() -> N
         resolution.customer_id = "someone else"  # type: ignore[misc]
     assert not gc.is_tracked(resolution)
     assert hash(resolution) == hash(identity.Resolution(customer_id="1", absorbed=()))
+
+
+def _handlers_binding_two_types(tree: ast.Module) -> list[str]:
+    """`function: name` for each function that binds one name to two exception types in its handlers."""
+    found = []
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            types: dict[str, set[str]] = {}
+            for node in ast.walk(function):
+                if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                    types.setdefault(node.name, set()).add(ast.unparse(node.type))
+            found += [f"{function.name}: {name}" for name, seen in types.items() if len(seen) > 1]
+    return found
+
+
+def test_no_compiled_function_binds_one_name_to_two_exception_types() -> None:
+    # mypy accepts `except A as exc` and later `except B as exc` in one function; mypyc gives the variable
+    # one type, its first, so once compiled the second handler raises TypeError (ingest's batch mapping
+    # answered a bad call with a 500 that way before its first build was tested).
+    sources = [
+        REPO_ROOT.joinpath(*package.split("."), f"{module}.py")
+        for package, modules in COMPILED.items()
+        for module in modules
+    ]
+    assert _handlers_binding_two_types(
+        ast.parse("def f():\n    try: g()\n    except A as e: h(e)\n    try: g()\n    except B as e: h(e)\n")
+    ) == ["f: e"]
+    for source in sources:
+        assert _handlers_binding_two_types(ast.parse(source.read_text())) == [], source

@@ -277,7 +277,7 @@ def _map_batch(
     try:
         items, shared_context, sent_at = _envelope(payload, checked.nul_free)
     # Not `exc`, as the calls' SegmentError below: compiled (shared/compiled.py), a function's variable has
-    # one type, its first, and a SegmentError bound to it later is a TypeError.
+    # one type, its first (tests/unit/test_compiled_modules.py checks every compiled module for this).
     except r.Invalid as invalid:
         try:
             validated(_BatchEnvelope, payload, checked=checked)
