@@ -3,9 +3,9 @@
 # out, as a security update.
 FROM python:3.11.14-slim-bookworm AS compiled
 
-# The segmenter's rules and service layer, and ingest's Segment mapping, compiled by mypyc (shared/compiled.py,
-# what `make install` does) in a stage of its own: the C compiler and the dev tools (mypy) stay out of the
-# image, which takes only the built modules.
+# The segmenter's rules and service layer, and ingest's Segment and Shopify mapping, compiled by mypyc
+# (shared/compiled.py, what `make install` does) in a stage of its own: the C compiler and the dev tools
+# (mypy) stay out of the image, which takes only the built modules.
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

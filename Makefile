@@ -59,14 +59,15 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 	touch $@
 
 # The segmenter's rules, per-event service layer and event decoding, and ingest's reading and mapping of
-# Segment calls, compiled to C extensions (gcc, Python's headers): about a sixth less of the segmenter's CPU
-# an event, a third less of ingest's mapping a call. A package uses them only while they match the service's
-# sources and shared/'s, so an edit runs interpreted until this runs again (shared/compiled.py), which
-# rebuilds only when the build's manifest no longer matches the sources. Without a C compiler everything
-# still runs, interpreted: `make up` goes on, and `make test` says so (tests/unit/test_compiled_modules.py).
+# Segment calls and Shopify webhooks, compiled to C extensions (gcc, Python's headers): about a sixth less of
+# the segmenter's CPU an event, a third less of ingest's mapping a call. A package uses them only while they
+# match the service's sources and shared/'s, so an edit runs interpreted until this runs again
+# (shared/compiled.py), which rebuilds only when the build's manifest no longer matches the sources. Without a
+# C compiler everything still runs, interpreted: `make up` goes on, and `make test` says so
+# (tests/unit/test_compiled_modules.py).
 compiled: $(INSTALL_STAMP) | c-compiler
 	$(PY) -m shared.compiled \
-		|| echo "warning: could not compile the segmenter's rules, service layer and event decoding and ingest's Segment mapping (a C compiler and Python's headers are needed); they run interpreted"
+		|| echo "warning: could not compile the segmenter's rules, service layer and event decoding and ingest's Segment and Shopify mapping (a C compiler and Python's headers are needed); they run interpreted"
 
 # Regenerate the lock files after changing a dependency in pyproject.toml (with uv, one of the dev tools).
 # requirements-dev.lock: the services' packages plus the tests' and tools'; requirements.lock: the services'

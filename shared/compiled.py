@@ -21,9 +21,11 @@ Ingest's reading and mapping of Segment calls is compiled too (services/ingest/s
 which checks each field of a call as the models would, and segment.py, which maps the calls to canonical
 events): 57 % of ingest's CPU at saturation on Segment batches (py-spy). Over the benchmark's batch
 bodies in process (parsing, checking and mapping 100 calls a batch, written to their Kafka bytes), 23 -> 15
-us a call. Left interpreted there: segment_records.py, whose msgspec Structs take class keyword arguments
-(`kw_only=True, omit_defaults=True`), and the Shopify and WooCommerce readers, whose Structs msgspec decodes
-bodies by (their annotations: see profile.py below).
+us a call. So is the Shopify webhooks' hand reader (shopify_reader.py: checking an order's, a checkout's,
+a refund's or a customer's fields and building the canonical event), whose Structs, which msgspec decodes
+a raw body into by their annotations (see profile.py below), are a module of their own, interpreted
+(shopify_structs.py). Left interpreted there: segment_records.py, whose msgspec Structs take class keyword
+arguments (`kw_only=True, omit_defaults=True`), the WooCommerce mapping, and the routes.
 
 `make install` (and the Docker image's build stage) compile the modules listed in COMPILED, in one build,
 into .build/mypyc/ with a manifest of the SHA-256 of every source they were compiled against: every module
@@ -63,7 +65,7 @@ COMPILED: dict[str, tuple[str, ...]] = {
     ),
     "services.segmenter.service_layer": ("deciding", "write_set"),
     "services.segmenter.adapters": ("event_decoding",),
-    "services.ingest.sources": ("segment_reader", "segment"),
+    "services.ingest.sources": ("segment_reader", "segment", "shopify_reader"),
 }  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
