@@ -253,3 +253,31 @@ def test_the_compiled_shopify_reader_decodes_bodies_by_structs_left_interpreted(
     }
     with pytest.raises(msgspec.ValidationError, match=r"\$\.customer"):
         shopify_structs.DECODERS["orders/create"].decode(b'{"customer": 5}')
+
+
+def test_a_build_leaves_no_extension_of_a_module_it_no_longer_compiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A build from an older commit, which compiled fewer modules, left a newer commit's extensions in
+    # place: first on the package's path, they ran instead of the sources (and failed to import theirs).
+    # A real build (mypyc and gcc) of a one-module package, twice.
+    root = tmp_path / "repo"
+    package_dir = root / "services" / "tiny" / "rules"
+    package_dir.mkdir(parents=True)
+    (root / "shared").mkdir()
+    for package in (root / "services", root / "services" / "tiny", package_dir):
+        (package / "__init__.py").touch()
+    (package_dir / "first.py").write_text("def f(n: int) -> int:\n    return n + 1\n")
+    (package_dir / "second.py").write_text("def g(n: int) -> int:\n    return n * 2\n")
+    build_dir = tmp_path / "build" / "mypyc"
+    monkeypatch.chdir(tmp_path)  # mypy's cache
+    monkeypatch.setattr("shared.compiled.COMPILED", {"services.tiny.rules": ("first",)})
+    assert build(build_dir, root)
+    built = build_dir / "services" / "tiny" / "rules"
+    assert (built / f"first{EXTENSION_SUFFIXES[0]}").is_file()
+
+    monkeypatch.setattr("shared.compiled.COMPILED", {"services.tiny.rules": ("second",)})
+    assert build(build_dir, root)
+    assert (built / f"second{EXTENSION_SUFFIXES[0]}").is_file()
+    assert not list(built.glob("first*")), "the first build's extension is still there"
+    assert runs_compiled("services.tiny.rules", build_dir, root)
