@@ -173,7 +173,7 @@ def build(build_dir: Path = BUILD_DIR, root: Path = REPO_ROOT) -> bool:
     # No file of an earlier build kept: an extension of a module no longer in COMPILED (after a checkout of
     # an older commit) would come first on its package's path and run instead of its source. The directories
     # stay (setuptools remembers, within a process, the ones it made).
-    for stale in sorted(build_dir.rglob("*")):
+    for stale in build_dir.rglob("*"):
         if stale.is_file():
             stale.unlink()
     sources = [

@@ -179,7 +179,10 @@ def test_after_make_install_the_segmenter_rules_and_ingest_mapping_run_compiled(
 
 
 def _structs_of_compiled_modules() -> list[type[msgspec.Struct]]:
-    modules = [importlib.import_module(f"{PACKAGE}.{name}") for name in COMPILED[PACKAGE]]
+    # Every package's: a Struct a compiled module defines is compiled with it, whichever service it serves.
+    modules = [
+        importlib.import_module(f"{package}.{name}") for package, names in COMPILED.items() for name in names
+    ]
     return [
         value
         for module in modules
@@ -238,9 +241,9 @@ def test_no_compiled_function_binds_one_name_to_two_exception_types() -> None:
 
 
 def test_the_compiled_shopify_reader_decodes_bodies_by_structs_left_interpreted() -> None:
-    # msgspec decodes by a Struct's annotations, and a compiled class keeps them only in part: compiled,
-    # the order's `customer: _Customer | UnsetType | None` became `type`, and every body with a customer
-    # or a line item failed to decode (each then parsed and mapped the slow way, by the pydantic models).
+    # msgspec decodes by a Struct's annotations, and a compiled class keeps them only in part: these Structs
+    # compiled (tried with mypyc) had every field's annotation `type`, and every body failed to decode (each
+    # webhook then parsed and mapped the slow way, by the pydantic models).
     assert Path(shopify_reader.__file__).suffix == ".so"
     assert Path(shopify_structs.__file__).suffix == ".py"
     order = shopify_structs.DECODERS["orders/create"].decode(
