@@ -21,18 +21,21 @@ import contextlib
 import copy
 import json
 import re
+import typing
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
+import msgspec
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.ingest.body import parse_json
 from services.ingest.sources import shopify as new
-from services.ingest.sources import shopify_reader
+from services.ingest.sources import shopify_reader, shopify_structs
 from services.ingest.sources.base import NOTHING_CHECKED, Checked
 from shared.events import OrderPlacedEvent, StorefrontEvent, encode_event
 from shared.web import ApiError, validation_errors
@@ -415,3 +418,51 @@ def test_the_examples_are_read_from_their_bytes() -> None:
             topic, raw, store_id="demo", event_id="shopify:ev-1", received_at=NOW
         )
         assert event is not None or topic.startswith("checkouts/")
+
+
+# -- the Structs a raw body is decoded into hold every field the payload models read -----------------------
+# shopify_structs.py declares the models' fields again, as msgspec Structs: a field added to a model and not
+# to its Struct would be missing from every body the hand reader reads, silently, while the models, which
+# parse the whole body for the bodies the reader leaves to them, still read it.
+
+STRUCT_OF_MODEL: dict[type[BaseModel], type[msgspec.Struct]] = {
+    new.ShopifyAddress: shopify_structs._Address,
+    new.ShopifyMarketingConsent: shopify_structs._Consent,
+    new.ShopifyCustomer: shopify_structs._Customer,
+    new.ShopifyLineItem: shopify_structs._LineItem,
+    new.ShopifyDiscountCode: shopify_structs._DiscountCode,
+    new.ShopifyOrder: shopify_structs._Order,
+    new.ShopifyCheckout: shopify_structs._Checkout,
+    new.ShopifyTransaction: shopify_structs._Transaction,
+    new.ShopifyRefund: shopify_structs._Refund,
+}
+
+
+def _classes_in(annotation: Any) -> set[type]:
+    """The model or Struct classes an annotation names, through unions, optionals and sequences."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel | msgspec.Struct):
+        return {annotation}
+    return {c for arg in typing.get_args(annotation) for c in _classes_in(arg)}
+
+
+@pytest.mark.parametrize("model", list(STRUCT_OF_MODEL), ids=lambda m: m.__name__)
+def test_a_struct_holds_each_field_of_its_model_by_the_same_name(model: type[BaseModel]) -> None:
+    struct = STRUCT_OF_MODEL[model]
+    assert not any(f.alias or f.validation_alias for f in model.model_fields.values())  # a body's keys
+    assert struct.__struct_fields__ == tuple(model.model_fields)
+    hints = typing.get_type_hints(struct)
+    for name, field in model.model_fields.items():
+        nested = {STRUCT_OF_MODEL[typing.cast(type[BaseModel], m)] for m in _classes_in(field.annotation)}
+        assert _classes_in(hints[name]) == nested, name
+
+
+def test_each_topic_is_decoded_into_the_struct_of_the_model_that_maps_it() -> None:
+    model_of_topic: dict[str, type[BaseModel]] = {
+        **dict.fromkeys((*new.ORDER_TOPICS, "orders/cancelled"), new.ShopifyOrder),
+        "refunds/create": new.ShopifyRefund,
+        **dict.fromkeys(new.CHECKOUT_TOPICS, new.ShopifyCheckout),
+        **dict.fromkeys(new.CUSTOMER_TOPICS, new.ShopifyCustomer),
+    }
+    assert model_of_topic.keys() == shopify_structs.DECODERS.keys()
+    for topic, model in model_of_topic.items():
+        assert shopify_structs.DECODERS[topic].type is STRUCT_OF_MODEL[model], topic

@@ -3,7 +3,11 @@
 Decoding a body into them skips the fields no payload model reads (an order's body holds about 60, with
 addresses, taxes and fulfilments) instead of building Python objects for them. Every field is Any (the
 reader checks the types exactly as it checks a parsed dict's) and UNSET when absent, so
-`msgspec.to_builtins` gives the parsed body's dict less the fields nobody reads.
+`msgspec.to_builtins` gives the parsed body's dict less the fields nobody reads. Each Struct holds the
+fields of one payload model of shopify.py, by the same names and in the same order (`_Order` and `_Checkout`
+look alike because ShopifyOrder and ShopifyCheckout do); tests/unit/test_shopify_reader_equivalence.py keeps
+them so: a field left out here would be missing from every body the reader reads (the usual webhook), while
+the models, which parse the whole body, still read it for the rest.
 
 A module of their own, interpreted, while the reader is compiled by mypyc (shared/compiled.py): msgspec
 decodes a body by a Struct's field annotations, which a compiled class definition keeps only in part
