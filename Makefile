@@ -60,7 +60,8 @@ $(INSTALL_STAMP): pyproject.toml requirements-dev.lock
 
 # The segmenter's rules, per-event service layer and event decoding, and ingest's reading and mapping of
 # Segment calls and Shopify webhooks, compiled to C extensions (gcc, Python's headers): about a sixth less of
-# the segmenter's CPU an event, a third less of ingest's mapping a call. A package uses them only while they
+# the segmenter's CPU an event, a third less of ingest's CPU mapping a Segment call, a fifth fewer
+# instructions mapping a webhook (bench/README.md, rounds 62 and 63). A package uses them only while they
 # match the service's sources and shared/'s, so an edit runs interpreted until this runs again
 # (shared/compiled.py), which rebuilds only when the build's manifest no longer matches the sources. Without a
 # C compiler everything still runs, interpreted: `make up` goes on, and `make test` says so
