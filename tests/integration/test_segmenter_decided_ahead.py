@@ -26,6 +26,8 @@ from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.entrypoints.claim_ahead import ClaimAhead
 from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
+from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.service_layer.write_set import Changes
 from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
@@ -385,3 +387,54 @@ async def test_relocking_says_whether_each_row_still_holds_the_version_read(
             {"s": store_id},
         )
     assert not await relocked(read.versions)
+
+
+async def timers_of(engine: AsyncEngine, store_id: str, customer: str) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT kind FROM segmenter.timers WHERE store_id = :s AND customer_id = :c ORDER BY kind"),
+            {"s": store_id, "c": customer},
+        )
+        return list(rows.scalars())
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one process", "timers apart"])
+async def test_a_timer_round_leaves_a_customer_read_ahead_until_the_batch_has_locked_it(
+    engine: AsyncEngine, store_id: str, shared: bool
+) -> None:
+    # The benchmark's backlog: carts days old, whose abandonment timers are due while the batches of the
+    # same customers' later events are decided ahead (profiles_ahead.py).
+    profiles_ahead = ProfilesAhead()
+    processor = FunnelProcessor(
+        engine, registry(store_id), hold_connection=True, claim_ahead=True, profiles_ahead=profiles_ahead
+    )
+    # The worker serves every store: other tests' timers may fire too; only this store's rows are read.
+    timers = TimerWorker(
+        engine,
+        registry(store_id),
+        lambda: T0 + timedelta(days=30),
+        profiles_ahead=profiles_ahead if shared else None,
+    )
+    ann = {"store_customer_id": "ann", "email": "ann@x.io"}
+    bob = {"store_customer_id": "bob", "email": "bob@x.io"}
+    first = [cart(store_id, ann, "k1", T0), order(store_id, bob, "b1", T0)]
+    second = [order(store_id, bob, "b2", T0 + timedelta(days=1))]
+    third = [order(store_id, ann, "a1", T0 + timedelta(days=2))]
+    try:
+        before = decided_outcomes()
+        await handled_with_the_next_sent(processor, first, second)
+        await handled_with_the_next_sent(processor, second, third)  # the third read ann's profile ahead
+        assert await timers_of(engine, store_id, "ann") == ["cart:k1"]
+        while await timers.fire_due():
+            pass
+        # Shared, the round left ann's timer for later; apart, it fired: ann's cart abandoned.
+        assert await timers_of(engine, store_id, "ann") == (["cart:k1"] if shared else [])
+        await asyncio.wait_for(processor(third), 10)
+    finally:
+        await processor.close()
+    assert grew(before, "stale") == (0 if shared else 1)
+    assert grew(before, "used") == (1 if shared else 0)
+    while await timers.fire_due():  # the batch has committed: nothing is read ahead any more
+        pass
+    assert "cart:k1" not in await timers_of(engine, store_id, "ann")
+    assert await orders_of(engine, store_id, "ann") == ["a1"]

@@ -13,6 +13,7 @@ from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.tables import outbox
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelProcessor
+from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
 from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.settings import SegmenterSettings
 from shared.clock import Clock, utcnow
@@ -59,6 +60,9 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
         # its rounds are full, so a backlog drains as fast.
         # One cache of the profiles this process wrote, for the consumer and the timers alike.
         profile_cache = ProfileCache(PROFILE_CACHE_SIZE)
+        # The customers a batch decided ahead is reading, which the timers leave for a later round, and those
+        # a timer round holds, which such a batch waits for (profiles_ahead.py).
+        profiles_ahead = ProfilesAhead()
         timers = TimerWorker(
             runtime.engine,
             runtime.stores,
@@ -66,6 +70,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             batch_size=100,
             on_outbox_written=relay.wake,
             profile_cache=profile_cache,
+            profiles_ahead=profiles_ahead,
         )
         # The consumer's batches run one at a time on one connection kept between them; in a backlog, each
         # batch's claim is sent on another while the batch before is handled (claim_ahead.py).
@@ -76,6 +81,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             profile_cache=profile_cache,
             hold_connection=True,
             claim_ahead=True,
+            profiles_ahead=profiles_ahead,
         )
         pipeline: ConsumerPipeline[object] = ConsumerPipeline(
             name="segmenter",

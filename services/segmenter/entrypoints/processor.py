@@ -32,6 +32,7 @@ from services.segmenter.adapters.writes_in_order import alongside
 from services.segmenter.domain.instants import standardise_events
 from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.claim_ahead import Begun, ClaimAhead
+from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
 from services.segmenter.service_layer.deciding import Keys, Loaded, deciding, is_shop_wide
 from services.segmenter.service_layer.write_set import Changes, Key, first_copies
 from shared.kept_connection import KeptConnection
@@ -163,6 +164,7 @@ class FunnelProcessor:
         profile_cache: ProfileCache | None = None,
         hold_connection: bool = False,
         claim_ahead: bool = False,
+        profiles_ahead: ProfilesAhead | None = None,
     ) -> None:
         self._engine = engine
         self._stores = stores
@@ -177,6 +179,9 @@ class FunnelProcessor:
         # handled, has its transaction begun and its claim sent at once on a connection of its own
         # (claim_ahead.py).
         self._pause_ahead = PauseAhead()
+        # The profiles a batch decided ahead reads, kept from the timer worker's rounds that share them
+        # (profiles_ahead.py) until the batch has locked them.
+        self._profiles_ahead = profiles_ahead if profiles_ahead is not None else ProfilesAhead()
         self._ahead: _Ahead | None = (
             ClaimAhead(engine, repository.claim_events, _claim_key) if claim_ahead else None
         )
@@ -185,6 +190,7 @@ class FunnelProcessor:
         """Roll back a claim sent ahead, and give the connections kept between batches back to the pool."""
         if self._ahead is not None:
             await self._ahead.close()
+        self._profiles_ahead.clear()
         await self._connections.close()
 
     def announce(self, values: Sequence[bytes | None]) -> None:
@@ -214,6 +220,7 @@ class FunnelProcessor:
         if self._ahead is not None:
             await self._ahead.clear()
             self._ahead.release()
+        self._profiles_ahead.clear()
 
     async def __call__(self, events: Sequence[StorefrontEvent]) -> None:
         standardise_events(events)
@@ -221,7 +228,12 @@ class FunnelProcessor:
         if ahead is None:
             result = await self._connections.transaction(lambda conn: self._batch(conn, events))
         else:
-            result = await self._claimed_ahead(ahead, events)
+            if not self._profiles_ahead.reading(events):
+                self._profiles_ahead.clear()  # read ahead for a batch that did not come as it was sent
+            try:
+                result = await self._claimed_ahead(ahead, events)
+            finally:
+                self._profiles_ahead.locked(events)
         written, writer, changes = result
         MERGES.inc(len(changes.merges))  # counted once committed: a batch decided ahead may be decided again
         # Committed: these rows now hold what this transaction wrote.
@@ -351,6 +363,8 @@ class FunnelProcessor:
         if unknown and await repository.load_forgotten(conn, unknown):
             return None
         candidates = {(s, c) for (s, _), c in identities.items()} | keys.named_alone
+        # From here until this batch locks them, this process's timer rounds leave these customers alone.
+        await self._profiles_ahead.read(events, candidates)
         held = candidates & basis.profiles.keys()
         read = await repository.read_profiles_with_versions(conn, candidates - held, self._cache)
         profiles = read.profiles

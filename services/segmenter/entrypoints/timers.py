@@ -9,6 +9,7 @@ simply picked up on the next round.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.domain.funnel import decide_timer
+from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
 from services.segmenter.service_layer.write_set import Changes, rules_for
 from shared.clock import Clock
 from shared.logging import get_logger
@@ -42,8 +44,13 @@ class TimerWorker(Poller):
         max_sleep_seconds: float = 1.0,
         on_outbox_written: Callable[[], None] = lambda: None,
         profile_cache: ProfileCache | None = None,
+        profiles_ahead: ProfilesAhead | None = None,
     ) -> None:
         self._engine = engine
+        # The consumer's, when they share a process: a round leaves the customers whose profiles a batch
+        # decided ahead is reading for a later round, so that the batch is not decided again
+        # (profiles_ahead.py).
+        self._profiles_ahead = profiles_ahead
         # The consumer's, when they share a process: the profiles a timer fires on were mostly written by
         # a recent batch, and the next batch finds those a round wrote.
         self._cache = profile_cache if profile_cache is not None else ProfileCache(0)
@@ -59,11 +66,21 @@ class TimerWorker(Poller):
     async def fire_due(self) -> int:
         """Fire every timer due now (one transaction); return how many fired."""
         now = self._clock()
+        ahead = self._profiles_ahead
+        try:
+            return await self._fire_due(now, ahead)
+        finally:
+            if ahead is not None:
+                ahead.fired()  # committed or rolled back: the round's customers are free again
+
+    async def _fire_due(self, now: datetime, ahead: ProfilesAhead | None) -> int:
         async with self._engine.begin() as conn:
             due = await repository.claim_due_timers(conn, now, self._batch_size)
             if not due:
                 return 0
             keys = {(t.store_id, t.customer_id) for t in due}
+            if ahead is not None:
+                keys = ahead.fire(keys)  # a timer whose profile is read ahead stays due, as a locked one does
             loaded = await repository.load_profiles_with_versions(conn, keys, self._cache, skip_locked=True)
             profiles = loaded.profiles
             # What the rows held, as the consumer's batches tell it (processor.py): a profile a timer leaves
@@ -75,7 +92,7 @@ class TimerWorker(Poller):
                 key = (timer.store_id, timer.customer_id)
                 profile = profiles.get(key)
                 if profile is None:
-                    continue  # the consumer holds this profile right now: fire it next round
+                    continue  # the consumer holds or reads ahead this profile right now: fire it next round
                 decision = decide_timer(
                     profile, timer.kind, timer.due_at, now, rules_for(self._stores, timer.store_id)
                 )
