@@ -3,7 +3,8 @@
 Timers live in Postgres with an index on due_at, so nothing scans all customers and nothing is lost on a
 restart. Several instances share the work: timers and then their profiles are locked with SKIP LOCKED, so a
 worker never waits on a profile the consumer holds (and so can never deadlock with it); a skipped timer is
-simply picked up on the next round.
+simply picked up on the next round. The same goes for a profile the consumer of the same process is reading
+for a batch decided ahead, which holds no lock yet (profiles_ahead.py).
 """
 
 from __future__ import annotations
