@@ -33,7 +33,7 @@ from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from shared.storefront_event_structs import StorefrontEvent
 from tests.integration.test_segmenter_claim_ahead import claim_held_open, decided_outcomes, orders_of
-from tests.integration.test_segmenter_engine import _history, cart, event, order, registry
+from tests.integration.test_segmenter_engine import _history, cart, event, order, pending_timers, registry
 from tests.integration.test_segmenter_profile_cache import stored
 
 pytestmark = pytest.mark.integration
@@ -390,12 +390,7 @@ async def test_relocking_says_whether_each_row_still_holds_the_version_read(
 
 
 async def timers_of(engine: AsyncEngine, store_id: str, customer: str) -> list[str]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT kind FROM segmenter.timers WHERE store_id = :s AND customer_id = :c ORDER BY kind"),
-            {"s": store_id, "c": customer},
-        )
-        return list(rows.scalars())
+    return sorted(kind for who, kind in await pending_timers(engine, store_id) if who == customer)
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one process", "timers apart"])
