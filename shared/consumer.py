@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import TopicPartition
@@ -21,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from shared.consumer_progress import ReadProgress
 from shared.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic, start_forever
 from shared.logging import get_logger
 from shared.transient import is_bad_data, is_transient
@@ -57,6 +59,9 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int:
+        """When the producer appended it, in milliseconds since the epoch (-1 when it has none)."""
 
 
 Batches = Mapping[TopicPartition, Sequence[Record]]
@@ -83,6 +88,15 @@ class Consumer(Protocol):
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions assigned to this member now."""
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record getmany returns of the partition (waits while it has none)."""
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end offset as its last fetch saw it (None before any fetch)."""
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        """When the partition's last fetch answered, in milliseconds since the epoch (None before any)."""
 
 
 class Producer(Protocol):
@@ -170,6 +184,7 @@ class ConsumerPipeline(Generic[T]):
         prepare: Callable[[Sequence[T]], None] | None = None,
         unprepare: Callable[[], Awaitable[None]] | None = None,
         announce: Callable[[Sequence[bytes | None]], None] | None = None,
+        progress: ReadProgress | None = None,
     ) -> None:
         self._name = name
         self._consumer_factory = consumer_factory
@@ -200,6 +215,9 @@ class ConsumerPipeline(Generic[T]):
         # With `catch_up_ms`, a batch taken from records the consumer had buffered while the previous batch
         # was handled is topped up by one more poll, waiting at most that long (see _caught_up).
         self._catch_up_ms = catch_up_ms
+        # With `progress`, how far the batches handled have read each partition, in the records' time
+        # (shared/consumer_progress.py): the segmenter's timers wait for it.
+        self._progress = progress
         self._consumer: Consumer | None = None
         self._stopping = False
 
@@ -211,6 +229,13 @@ class ConsumerPipeline(Generic[T]):
         """The partitions this instance holds now (empty before it joined its group)."""
         consumer = self._consumer
         return set(consumer.assignment()) if consumer is not None else set()
+
+    def read_before(self) -> dict[TopicPartition, datetime]:
+        """Of each partition this instance holds now, a time before which every record sent to it has been
+        handled, when known (with `progress`; shared/consumer_progress.py)."""
+        if self._progress is None:
+            return {}
+        return self._progress.read_before(self.assignment())
 
     async def run_forever(self) -> None:
         self._consumer = await start_forever(self._consumer_factory, self._name, log)
@@ -235,12 +260,15 @@ class ConsumerPipeline(Generic[T]):
                         batches = await self._caught_up(consumer, batches)
                     polled = time.monotonic()
                 if not batches:
+                    await self._note_caught_up(consumer)
                     continue
                 # Only a full batch says more is waiting; live traffic's small polls are left as they are.
                 reads_ahead = self._decode_ahead or self._prepare is not None
                 if reads_ahead and sum(len(r) for r in batches.values()) >= self._max_records:
                     ahead = asyncio.create_task(self._read_ahead(consumer))
                 await self.process(consumer, batches, decoded)
+                if ahead is None:
+                    await self._note_caught_up(consumer)
         finally:
             if ahead is not None:
                 # Taken but not handled, so not committed: the partitions' next owner (or we, on a restart)
@@ -252,6 +280,12 @@ class ConsumerPipeline(Generic[T]):
                 await self._unprepared()
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+
+    async def _note_caught_up(self, consumer: Consumer) -> None:
+        """Every record the consumer returned is handled now: the partitions it has read to their end are
+        read up to their last fetch."""
+        if self._progress is not None:
+            await self._progress.caught_up(consumer)
 
     def _stale(self, polled: float, called: float) -> bool:
         """Whether the records a poll called at `called` returned were taken from the consumer's buffer
@@ -353,6 +387,8 @@ class ConsumerPipeline(Generic[T]):
                 self._count_invalid(invalid)
                 await self._dead_letter(invalid)
             await self._commit(consumer, batches)
+        if self._progress is not None:
+            self._progress.handled(batches)
         CONSUMED.labels(self._name, "processed").inc(sum(len(r) for r in batches.values()) - len(invalid))
         CONSUMED.labels(self._name, "dead_lettered").inc(len(invalid))
 

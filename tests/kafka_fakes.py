@@ -21,6 +21,7 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = -1  # milliseconds since the epoch; -1: none, as a record of Kafka's oldest format
 
 
 @dataclass
@@ -39,6 +40,9 @@ class FakeConsumer:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     positions: dict[TopicPartition, int] = field(default_factory=dict)
     started: bool = False
+    # When the last fetch answered, in milliseconds since the epoch: each partition is always fetched to its
+    # end, so its highwater is its log's length (None: never fetched, so never known to be caught up).
+    fetched_at_ms: int | None = None
 
     @classmethod
     def of(cls, journal: Journal, values: Mapping[tuple[str, int], Sequence[bytes | None]]) -> FakeConsumer:
@@ -84,6 +88,15 @@ class FakeConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.logs)
+
+    async def position(self, partition: TopicPartition) -> int:
+        return self.positions.get(partition, self.committed.get(partition, 0))
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return len(self.logs[partition]) if self.fetched_at_ms is not None else None
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        return self.fetched_at_ms
 
     def batch(self) -> dict[TopicPartition, list[FakeRecord]]:
         """Everything not yet committed, as one getmany would return it."""

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.segmenter.adapters.event_decoding import decode_decidable
 from shared.consumer import ConsumerPipeline, DlqLimit
+from shared.consumer_progress import ReadProgress
 from shared.storefront_event_structs import StorefrontEvent
 
 
@@ -59,6 +60,7 @@ def storefront_pipeline(
     prepare: Callable[[Sequence[StorefrontEvent]], None] | None = None,
     unprepare: Callable[[], Awaitable[None]] | None = None,
     announce: Callable[[Sequence[bytes | None]], None] | None = None,
+    progress: ReadProgress | None = None,
     **consumer_options: Any,
 ) -> ConsumerPipeline[StorefrontEvent]:
     """The consumer pipeline as the segmenter runs it, on a test topic and group of the test's choosing
@@ -82,4 +84,5 @@ def storefront_pipeline(
         prepare=prepare,
         unprepare=unprepare,
         announce=announce,
+        progress=progress,
     )

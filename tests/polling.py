@@ -15,3 +15,8 @@ async def eventually(
     while not await check():
         assert loop.time() < deadline, f"not within {within:.0f} s: {what}"
         await asyncio.sleep(every)
+
+
+async def now_true(value: bool) -> bool:
+    """A condition checked in-process, as `eventually` takes it: `eventually(lambda: now_true(...), ...)`."""
+    return value

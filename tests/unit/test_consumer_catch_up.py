@@ -77,6 +77,15 @@ class BufferingConsumer:
         self.journal.entries.append(("commit", dict(offsets)))
         self.committed.update(offsets)
 
+    async def position(self, partition: TopicPartition) -> int:
+        return self.fetched - len(self.buffered)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return None  # catching up is not what these tests are about
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        return None
+
     def assignment(self) -> set[TopicPartition]:
         return {TP}
 

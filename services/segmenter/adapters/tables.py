@@ -123,6 +123,17 @@ timers = Table(
     Index("ix_timers_due", "due_at"),
 )
 
+# How far the consumer has read each partition of its topic, in its records' time: every record sent to the
+# partition before `read_before` has been handled. The timers fire only what came due before every
+# partition's bound (shared/consumer_progress.py, entrypoints/timers.py).
+consumer_progress = Table(
+    "consumer_progress",
+    metadata,
+    Column("topic", String(249), primary_key=True),  # Kafka's longest topic name
+    Column("partition", Integer, primary_key=True),
+    Column("read_before", DateTime(timezone=True), nullable=False),
+)
+
 # One row per order, for retention figures over date ranges (a projection of the profiles' facts).
 orders = Table(
     "orders",

@@ -1,0 +1,191 @@
+"""Timers wait for the consumer, against a real broker and a real PostgreSQL: after an outage, a cart's
+abandonment timer that came due while the customer's order waited in Kafka fires after that order is
+handled, and so finds the cart closed instead of telling a buyer their cart was abandoned
+(services/segmenter/entrypoints/timers.py, shared/consumer_progress.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.segmenter.adapters import consumer_progress
+from services.segmenter.adapters.tables import consumer_progress as progress_rows
+from services.segmenter.entrypoints.processor import FunnelProcessor
+from services.segmenter.entrypoints.timers import LATE_RECORDS, ConsumerBounds, TimerWorker
+from shared.consumer_progress import ReadProgress
+from shared.events import StorefrontEvent, encode_event
+from shared.kafka import ensure_topics
+from shared.settings import KafkaSettings
+from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
+from tests.builders import canonical_event
+from tests.integration.test_segmenter_engine import cart, funnel_events, pending_timers, registry
+from tests.kafka_helpers import partitions, storefront_pipeline
+from tests.polling import eventually, now_true
+
+pytestmark = pytest.mark.integration
+
+ANN = {"store_customer_id": "ann", "email": "ann@example.com"}
+ITEMS = [{"product_id": "p7", "price": "30"}]
+
+
+async def _topic(kafka_bootstrap: str) -> str:
+    topic = f"storefront-timers-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), [topic], partitions=2)
+    return topic
+
+
+async def _send(producer: AIOKafkaProducer, topic: str, event: StorefrontEvent, sent_at: datetime) -> None:
+    """As ingest sends it, stamped with the time it was accepted (here one in the past: the outage's)."""
+    await producer.send_and_wait(
+        topic,
+        encode_event(event),
+        key=event.partition_key.encode(),
+        timestamp_ms=int(sent_at.timestamp() * 1000),
+    )
+
+
+async def _cart_timers(engine: AsyncEngine, store_id: str) -> list[str]:
+    timers = await pending_timers(engine, store_id)
+    return sorted(kind for (who, kind) in timers if who == "ann" and kind.startswith("cart:"))
+
+
+async def _abandoned(engine: AsyncEngine, store_id: str) -> int:
+    return sum(1 for e in await funnel_events(engine, store_id) if e.type == "cart_abandoned")
+
+
+async def _rounds(timers: TimerWorker) -> None:
+    while await timers.fire_due():
+        pass
+
+
+@pytest.mark.parametrize("waits", [True, False], ids=["waiting for the consumer", "by the clock alone"])
+async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_order(
+    engine: AsyncEngine, store_id: str, kafka_bootstrap: str, producer: AIOKafkaProducer, waits: bool
+) -> None:
+    # Two hours ago ann filled a cart; half an hour ago she ordered. Ingest took both, but the segmenter's
+    # database was away meanwhile: the cart was handled before it went, the order waits in Kafka. The
+    # cart's timer (an hour after its last activity) is due by the wall clock.
+    now = datetime.now(UTC)
+    topic = await _topic(kafka_bootstrap)
+    cart = canonical_event(
+        store_id,
+        "cart_updated",
+        now - timedelta(hours=2),
+        ANN,
+        {"cart_id": "k1", "currency": "EUR", "total": "30.00", "line_items": ITEMS},
+    )
+    order = canonical_event(
+        store_id,
+        "order_placed",
+        now - timedelta(minutes=30),
+        ANN,
+        {"order_id": "o1", "total": "30.00", "currency": "EUR", "line_items": ITEMS},
+    )
+    await _send(producer, topic, cart, now - timedelta(hours=2))
+    await _send(producer, topic, order, now - timedelta(minutes=30))
+
+    processor = FunnelProcessor(engine, registry(store_id))
+    back = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(events: Sequence[SegmenterEvent]) -> None:
+        if handled:
+            await back.wait()  # the database is away for the second batch
+        await processor(events)
+        handled.append(len(events))
+
+    pipeline = storefront_pipeline(
+        kafka_bootstrap, topic, f"g-{uuid.uuid4().hex[:8]}", handle, max_records=1, progress=ReadProgress()
+    )
+    # The worker serves every store: other tests' timers may fire too; only this store's rows are read.
+    timers = TimerWorker(
+        engine,
+        registry(store_id),
+        lambda: datetime.now(UTC),
+        consumer=ConsumerBounds(topic, pipeline.read_before) if waits else None,
+    )
+    running = asyncio.create_task(pipeline.run_forever())
+    try:
+        await eventually(lambda: now_true(handled == [1]), 30, "the cart handled")
+        assert await _cart_timers(engine, store_id) == ["cart:k1"]
+        # The database is back for the timers first (they run on their own): a round now.
+        await _rounds(timers)
+        if waits:
+            # Ann's partition is read up to the cart (sent two hours ago): her timer is left due.
+            assert await _cart_timers(engine, store_id) == ["cart:k1"]
+            assert await _abandoned(engine, store_id) == 0
+        else:
+            # The defect: the buyer's cart is abandoned (and the email sent) before her order is read.
+            assert await _cart_timers(engine, store_id) == []
+            assert await _abandoned(engine, store_id) == 1
+        back.set()
+        await eventually(lambda: now_true(handled == [1, 1]), 30, "the order handled")
+        # Both partitions read to their end (the other never had a record): read up to their last fetch.
+        tps = set(await partitions(kafka_bootstrap, topic))
+        await eventually(
+            lambda: now_true(
+                set(pipeline.read_before()) == tps and min(pipeline.read_before().values()) > now
+            ),
+            30,
+            "both partitions caught up",
+        )
+
+        async def fired() -> bool:
+            await _rounds(timers)
+            return await _cart_timers(engine, store_id) == []
+
+        await eventually(fired, 30, "the cart's timer gone")
+        # Waiting, the timer found the cart closed by the order: nobody is told it was abandoned.
+        assert await _abandoned(engine, store_id) == (0 if waits else 1)
+    finally:
+        pipeline.stop_after_batch()
+        back.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncEngine, store_id: str) -> None:
+    # Another instance holds the topic's second partition and has read it only up to a day ago (a backlog
+    # after its restart); this one's partition is read up to now.
+    now = datetime.now(UTC)
+    topic = f"storefront-timers-{uuid.uuid4().hex[:8]}"
+    mine, theirs = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    async with engine.begin() as conn:
+        await consumer_progress.record(conn, {theirs: now - timedelta(days=1)})
+    timers = TimerWorker(
+        engine, registry(store_id), lambda: now, consumer=ConsumerBounds(topic, lambda: {mine: now})
+    )
+    processor = FunnelProcessor(engine, registry(store_id))
+    # Carts whose timers (an hour after their last activity) are due two days ago, an hour ago, and just
+    # before the other partition's bound once it has moved to a minute ago: within the margin for records
+    # that reach the broker after their time.
+    hour = timedelta(hours=1)
+    edge = now - timedelta(minutes=1) - LATE_RECORDS / 2 - hour
+    for cart_id, at in (("old", now - timedelta(days=2) - hour), ("new", now - 2 * hour), ("edge", edge)):
+        await processor([cart(store_id, ANN, cart_id, at)])
+    await _rounds(timers)
+    assert await _cart_timers(engine, store_id) == ["cart:edge", "cart:new"]  # due after their bound
+    async with engine.begin() as conn:
+        # A member that knows less of a partition than the table does (it took it over in a rebalance)
+        # does not move its bound back.
+        await consumer_progress.record(conn, {theirs: now - timedelta(days=2)})
+        assert await consumer_progress.least(conn, topic) == now - timedelta(days=1)
+        await consumer_progress.record(conn, {theirs: now - timedelta(minutes=1)})
+    await _rounds(timers)
+    assert await _cart_timers(engine, store_id) == ["cart:edge"]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(progress_rows.c.partition, progress_rows.c.read_before).where(
+                    progress_rows.c.topic == topic
+                )
+            )
+        ).all()
+    # Each round recorded this member's bound beside the other's.
+    assert dict(rows) == {0: now, 1: now - timedelta(minutes=1)}
