@@ -1,13 +1,13 @@
 """Timers wait for the consumer, against a real broker and a real PostgreSQL: after an outage, a cart's
 abandonment timer that came due while the customer's order waited in Kafka fires after that order is
 handled, and so finds the cart closed instead of telling a buyer their cart was abandoned
-(services/segmenter/entrypoints/timers.py, shared/consumer_progress.py)."""
+(services/segmenter/entrypoints/timers.py, shared/consumer_wait.py, shared/consumer_progress.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,11 +15,12 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.segmenter.adapters import consumer_progress
 from services.segmenter.adapters.tables import consumer_progress as progress_rows
 from services.segmenter.entrypoints.processor import FunnelProcessor
-from services.segmenter.entrypoints.timers import LATE_RECORDS, ConsumerBounds, TimerWorker
+from services.segmenter.entrypoints.timers import TimerWorker
+from shared import consumer_wait
 from shared.consumer_progress import ReadProgress
+from shared.consumer_wait import LATE_RECORDS, ConsumerWait
 from shared.events import StorefrontEvent, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
@@ -35,20 +36,27 @@ ANN = {"store_customer_id": "ann", "email": "ann@example.com"}
 ITEMS = [{"product_id": "p7", "price": "30"}]
 
 
+def _waiting(topic: str, read_before: Callable[[], Mapping[TopicPartition, datetime]]) -> ConsumerWait:
+    return ConsumerWait("timers", progress_rows, topic, read_before)
+
+
 async def _topic(kafka_bootstrap: str) -> str:
     topic = f"storefront-timers-{uuid.uuid4().hex[:8]}"
     await ensure_topics(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), [topic], partitions=2)
     return topic
 
 
-async def _send(producer: AIOKafkaProducer, topic: str, event: StorefrontEvent, sent_at: datetime) -> None:
+async def _send(
+    producer: AIOKafkaProducer, topic: str, event: StorefrontEvent, sent_at: datetime
+) -> TopicPartition:
     """As ingest sends it, stamped with the time it was accepted (here one in the past: the outage's)."""
-    await producer.send_and_wait(
+    sent = await producer.send_and_wait(
         topic,
         encode_event(event),
         key=event.partition_key.encode(),
         timestamp_ms=int(sent_at.timestamp() * 1000),
     )
+    return TopicPartition(topic, sent.partition)
 
 
 async def _cart_timers(engine: AsyncEngine, store_id: str) -> list[str]:
@@ -88,7 +96,7 @@ async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_o
         ANN,
         {"order_id": "o1", "total": "30.00", "currency": "EUR", "line_items": ITEMS},
     )
-    await _send(producer, topic, cart, now - timedelta(hours=2))
+    anns = await _send(producer, topic, cart, now - timedelta(hours=2))
     await _send(producer, topic, order, now - timedelta(minutes=30))
 
     processor = FunnelProcessor(engine, registry(store_id))
@@ -109,11 +117,14 @@ async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_o
         engine,
         registry(store_id),
         lambda: datetime.now(UTC),
-        consumer=ConsumerBounds(topic, pipeline.read_before) if waits else None,
+        consumer=_waiting(topic, pipeline.read_before) if waits else None,
     )
     running = asyncio.create_task(pipeline.run_forever())
     try:
-        await eventually(lambda: now_true(handled == [1]), 30, "the cart handled")
+        # The cart's batch committed.
+        await eventually(
+            lambda: now_true(handled == [1] and anns in pipeline.read_before()), 30, "the cart handled"
+        )
         assert await _cart_timers(engine, store_id) == ["cart:k1"]
         # The database is back for the timers first (they run on their own): a round now.
         await _rounds(timers)
@@ -127,8 +138,8 @@ async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_o
             assert await _abandoned(engine, store_id) == 1
         back.set()
         await eventually(lambda: now_true(handled == [1, 1]), 30, "the order handled")
-        # Both partitions read to their end (the other never had a record): read up to their last fetch.
         tps = set(await partitions(kafka_bootstrap, topic))
+        # Both partitions read to their end (the other never had a record): read up to their last fetch.
         await eventually(
             lambda: now_true(
                 set(pipeline.read_before()) == tps and min(pipeline.read_before().values()) > now
@@ -157,9 +168,9 @@ async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncE
     topic = f"storefront-timers-{uuid.uuid4().hex[:8]}"
     mine, theirs = TopicPartition(topic, 0), TopicPartition(topic, 1)
     async with engine.begin() as conn:
-        await consumer_progress.record(conn, {theirs: now - timedelta(days=1)})
+        await consumer_wait.record(conn, progress_rows, {theirs: now - timedelta(days=1)})
     timers = TimerWorker(
-        engine, registry(store_id), lambda: now, consumer=ConsumerBounds(topic, lambda: {mine: now})
+        engine, registry(store_id), lambda: now, consumer=_waiting(topic, lambda: {mine: now})
     )
     processor = FunnelProcessor(engine, registry(store_id))
     # Carts whose timers (an hour after their last activity) are due two days ago, an hour ago, and just
@@ -174,11 +185,16 @@ async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncE
     async with engine.begin() as conn:
         # A member that knows less of a partition than the table does (it took it over in a rebalance)
         # does not move its bound back.
-        await consumer_progress.record(conn, {theirs: now - timedelta(days=2)})
-        assert await consumer_progress.least(conn, topic) == now - timedelta(days=1)
-        await consumer_progress.record(conn, {theirs: now - timedelta(minutes=1)})
+        await consumer_wait.record(conn, progress_rows, {theirs: now - timedelta(days=2)})
+        assert await consumer_wait.least(conn, progress_rows, topic) == now - timedelta(days=1)
+        await consumer_wait.record(conn, progress_rows, {theirs: now - timedelta(minutes=1)})
     await _rounds(timers)
     assert await _cart_timers(engine, store_id) == ["cart:edge"]
+    # Read to within the margin of the clock: the consumers keep up, and timers go by the clock.
+    async with engine.begin() as conn:
+        await consumer_wait.record(conn, progress_rows, {theirs: now - LATE_RECORDS / 2})
+    await _rounds(timers)
+    assert await _cart_timers(engine, store_id) == []
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -188,4 +204,4 @@ async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncE
             )
         ).all()
     # Each round recorded this member's bound beside the other's.
-    assert dict(rows) == {0: now, 1: now - timedelta(minutes=1)}
+    assert dict(rows) == {0: now, 1: now - LATE_RECORDS / 2}

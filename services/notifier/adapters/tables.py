@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.consumer_wait import consumer_progress_table
+
 SCHEMA = "notifier"
 metadata = MetaData(schema=SCHEMA)
 MONEY = Numeric(14, 2)
@@ -251,3 +253,7 @@ consent_changes = Table(
     Column("last_error", Text),
     Index("ix_consent_changes_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
 )
+
+# How far the consumer has read each partition of funnel-events: the senders take only messages that came due
+# before every partition's bound (shared/consumer_wait.py, migration 0007).
+consumer_progress = consumer_progress_table(metadata)

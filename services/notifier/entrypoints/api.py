@@ -13,6 +13,7 @@ from services.notifier.adapters.audience_repository import refresh_memberships
 from services.notifier.adapters.coupon_platforms import PlatformClients
 from services.notifier.adapters.recommendations import Recommender
 from services.notifier.adapters.smtp import SmtpSender
+from services.notifier.adapters.tables import consumer_progress
 from services.notifier.adapters.templates import TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.entrypoints import platform_routes, preview_routes, routes, unsubscribe
@@ -27,6 +28,8 @@ from services.notifier.entrypoints.sender import MessageSender
 from services.notifier.settings import NotifierSettings
 from shared.clock import Clock, utcnow
 from shared.consumer import LIVE_CATCH_UP_MS, ConsumerPipeline
+from shared.consumer_progress import ReadProgress
+from shared.consumer_wait import ConsumerWait
 from shared.funnel_events import decode_funnel_event
 from shared.kafka import FUNNEL_EVENTS, build_consumer, dlq_topic
 from shared.service_app import Runtime, Wiring, consuming_service_app
@@ -76,9 +79,16 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             lease=timedelta(seconds=settings.notifier_send_lease_seconds),
             provisioning_lease=timedelta(seconds=settings.notifier_provisioning_lease_seconds),
         )
-        sender = MessageSender(**sending)
+
+        # Each sender takes a message only once every funnel event sent before it came due has been read (by
+        # this member's consumer and the others'), so that its guards know of an order queued behind it
+        # after an outage (shared/consumer_wait.py).
+        def waiting(worker: str) -> ConsumerWait:
+            return ConsumerWait(worker, consumer_progress, FUNNEL_EVENTS, lambda: pipeline.read_before())
+
+        sender = MessageSender(**sending, consumer=waiting("sender"))
         # Transactional messages due while the sender works a claim go out beside it, on the same connections.
-        express = ExpressSender(main=sender, **sending)
+        express = ExpressSender(main=sender, **sending, consumer=waiting("express-sender"))
 
         def messages_due() -> None:
             sender.wake()
@@ -97,6 +107,8 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
             max_records=settings.notifier_max_batch,
             # Live traffic: a batch also takes what reached the broker while the previous one was handled.
             catch_up_ms=LIVE_CATCH_UP_MS,
+            # How far this member has read its partitions, which the senders record and wait for.
+            progress=ReadProgress(),
         )
         consent = ConsentSync(engine=engine, stores=stores, platforms=platforms, clock=clock)
         audiences = AudienceWorker(engine=engine, stores=stores, clock=clock)

@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiokafka import TopicPartition
 from liquid.exceptions import LiquidError
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -49,6 +50,7 @@ from services.notifier.domain.samples import data_for
 from services.notifier.domain.support import alert_subject, support_alert
 from services.notifier.entrypoints.coupon_provisioning import CouponProvisioning, Pending
 from shared.clock import Clock
+from shared.consumer_wait import ConsumerWait
 from shared.funnel_events import OrderRecorded
 from shared.logging import get_logger
 from shared.notifier_rules import Channel, FlowName, FlowRule
@@ -239,8 +241,13 @@ class MessageSender(Poller):
         provisioning_lease: timedelta = PROVISIONING_LEASE,
         transactional_only: bool = False,
         name: str = "sender",
+        consumer: ConsumerWait | None = None,
     ) -> None:
         self._engine = engine
+        # In the service: a message is taken once every funnel event sent before it came due has been read,
+        # so that its guards know of an order queued behind it in a backlog (shared/consumer_wait.py).
+        # Without it (tests of other concerns), by the clock alone.
+        self._consumer = consumer
         self._stores = stores
         self._renderer = renderer
         self._smtp = smtp
@@ -305,16 +312,22 @@ class MessageSender(Poller):
     async def _claim(self, claim: _Claim, now: datetime) -> list[Message]:
         """Decide the due messages, claiming those to send; returns the messages looked at."""
         rows: list[Message] = []
+        until = now
         try:
             async with self._engine.begin() as conn:
+                recorded: Mapping[TopicPartition, datetime] = {}
+                if self._consumer is not None:
+                    recorded, until = await self._consumer.until(conn, now)
                 if self._provisioning is not None:
                     await platform_repository.release_stale_provisioning(conn, now, self._provisioning_lease)
                 rows = await repository.due_messages(
-                    conn, now, self._batch_size, transactional_only=self._transactional_only
+                    conn, until, self._batch_size, transactional_only=self._transactional_only
                 )
                 pending: list[Pending] = []
                 decided = await self._decide(conn, rows, now, pending) if rows else []
                 places = await self._record_claim(conn, claim, decided, pending, now)
+            if self._consumer is not None:
+                self._consumer.committed(recorded)
             claim.claimed += decided
             claim.pending += pending
             claim.places |= places
@@ -328,7 +341,7 @@ class MessageSender(Poller):
         for row in rows:
             try:
                 async with self._engine.begin() as conn:
-                    again = await repository.due_message(conn, row.id, now)
+                    again = await repository.due_message(conn, row.id, until)
                     pending = []
                     decided = await self._decide(conn, [again], now, pending) if again is not None else []
                     places = await self._record_claim(conn, claim, decided, pending, now)

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.consumer_wait import consumer_progress_table
+
 SCHEMA = "segmenter"
 metadata = MetaData(schema=SCHEMA)
 
@@ -123,16 +125,9 @@ timers = Table(
     Index("ix_timers_due", "due_at"),
 )
 
-# How far the consumer has read each partition of its topic, in its records' time: every record sent to the
-# partition before `read_before` has been handled. The timers fire only what came due before every
-# partition's bound (shared/consumer_progress.py, entrypoints/timers.py).
-consumer_progress = Table(
-    "consumer_progress",
-    metadata,
-    Column("topic", String(249), primary_key=True),  # Kafka's longest topic name
-    Column("partition", Integer, primary_key=True),
-    Column("read_before", DateTime(timezone=True), nullable=False),
-)
+# How far the consumer has read each partition of its topic: the timers take only what came due before every
+# partition's bound (shared/consumer_wait.py, migration 0007).
+consumer_progress = consumer_progress_table(metadata)
 
 # One row per order, for retention figures over date ranges (a projection of the profiles' facts).
 orders = Table(

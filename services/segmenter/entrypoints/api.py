@@ -10,15 +10,16 @@ from fastapi import FastAPI
 
 from services.segmenter.adapters.event_decoding import decode_decidable
 from services.segmenter.adapters.profile_cache import ProfileCache
-from services.segmenter.adapters.tables import outbox
+from services.segmenter.adapters.tables import consumer_progress, outbox
 from services.segmenter.entrypoints import routes
 from services.segmenter.entrypoints.processor import PROFILE_CACHE_SIZE, FunnelProcessor
 from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
-from services.segmenter.entrypoints.timers import ConsumerBounds, TimerWorker
+from services.segmenter.entrypoints.timers import TimerWorker
 from services.segmenter.settings import SegmenterSettings
 from shared.clock import Clock, utcnow
 from shared.consumer import LIVE_CATCH_UP_MS, ConsumerPipeline, DlqLimit
 from shared.consumer_progress import ReadProgress
+from shared.consumer_wait import ConsumerWait
 from shared.kafka import FUNNEL_EVENTS, STOREFRONT_EVENTS, build_consumer, dlq_topic
 from shared.outbox import OutboxRelay
 from shared.registry_checks import sha256_hex
@@ -65,7 +66,7 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
         # a timer round holds, which such a batch waits for (profiles_ahead.py).
         profiles_ahead = ProfilesAhead()
         # How far this member's consumer has read its partitions, which each timer round records and
-        # waits for with every member's (shared/consumer_progress.py, timers.py).
+        # waits for with every member's (shared/consumer_progress.py, shared/consumer_wait.py).
         progress = ReadProgress()
         timers = TimerWorker(
             runtime.engine,
@@ -75,7 +76,9 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             on_outbox_written=relay.wake,
             profile_cache=profile_cache,
             profiles_ahead=profiles_ahead,
-            consumer=ConsumerBounds(STOREFRONT_EVENTS, lambda: pipeline.read_before()),
+            consumer=ConsumerWait(
+                "timers", consumer_progress, STOREFRONT_EVENTS, lambda: pipeline.read_before()
+            ),
         )
         # The consumer's batches run one at a time on one connection kept between them; in a backlog, each
         # batch's claim is sent on another while the batch before is handled (claim_ahead.py).

@@ -6,26 +6,23 @@ worker never waits on a profile the consumer holds (and so can never deadlock wi
 simply picked up on the next round. The same goes for a profile the consumer of the same process is reading
 for a batch decided ahead, which holds no lock yet (profiles_ahead.py).
 
-In the service, a round fires only the timers that came due before what the consumers have read: before the
-least of their partitions' bounds (a time before which every event sent has been handled; each round records
-its own consumer's, shared/consumer_progress.py). While the consumer keeps up that is the wall clock, less
-a few seconds; after an outage of the database or of the segmenter, the timers wait while the consumer
-reads what was sent meanwhile, so that a cart's timer sees the order queued behind it instead of sending
-its buyer an abandoned-cart email.
+In the service, a round fires only the timers that came due before every event sent by then has been read
+(shared/consumer_wait.py): after an outage of the database or of the segmenter, the timers wait while the
+consumer reads what was sent meanwhile, so that a cart's timer sees the order queued behind it instead of
+having its buyer sent an abandoned-cart email.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 from aiokafka import TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.segmenter.adapters import consumer_progress, repository
+from services.segmenter.adapters import repository
 from services.segmenter.adapters.profile_cache import ProfileCache
 from services.segmenter.adapters.repository import Writer
 from services.segmenter.domain.funnel import decide_timer
@@ -33,6 +30,7 @@ from services.segmenter.domain.profile import Profile
 from services.segmenter.entrypoints.profiles_ahead import ProfilesAhead
 from services.segmenter.service_layer.write_set import Changes, rules_for
 from shared.clock import Clock
+from shared.consumer_wait import ConsumerWait
 from shared.logging import get_logger
 from shared.stores import StoreRegistry
 from shared.workers import Poller
@@ -40,25 +38,6 @@ from shared.workers import Poller
 log = get_logger(__name__)
 
 FIRED = Counter("segmenter_timers_fired_total", "Timers fired, by kind", ["kind"])
-HELD_BACK = Gauge(
-    "segmenter_timers_held_back_seconds",
-    "How far behind the wall clock the last round fired timers, waiting for the consumers to read what was "
-    "sent before they came due (the margin for late records while they keep up)",
-)
-
-# Records reach the broker a little after the time they were stamped with (ingest's producer lingers and
-# waits for the broker's acknowledgement), and hosts' clocks differ by a little: a partition read up to a
-# time may still get a record stamped a moment before it. A timer fires this much later than it would.
-LATE_RECORDS = timedelta(seconds=5)
-
-
-@dataclass(frozen=True)
-class ConsumerBounds:
-    """The consumer the timers wait for: its topic, and the bounds of the partitions this process's member
-    holds (ConsumerPipeline.read_before)."""
-
-    topic: str
-    read_before: Callable[[], Mapping[TopicPartition, datetime]]
 
 
 def _kind_label(kind: str) -> str:
@@ -87,12 +66,11 @@ class TimerWorker(Poller):
         on_outbox_written: Callable[[], None] = lambda: None,
         profile_cache: ProfileCache | None = None,
         profiles_ahead: ProfilesAhead | None = None,
-        consumer: ConsumerBounds | None = None,
+        consumer: ConsumerWait | None = None,
     ) -> None:
         self._engine = engine
         # Without it (tests of the rules alone), timers fire by the clock alone.
         self._consumer = consumer
-        self._recorded: dict[TopicPartition, datetime] = {}
         # The consumer's, when they share a process: a round leaves the customers whose profiles a batch
         # decided ahead is reading for a later round, so that the batch is not decided again
         # (profiles_ahead.py).
@@ -124,28 +102,17 @@ class TimerWorker(Poller):
         async with self._engine.begin() as conn:
             until = now
             if self._consumer is not None:
-                moved, until = await self._read_by_consumers(conn, self._consumer, now)
+                moved, until = await self._consumer.until(conn, now)
             done = await self._fire(conn, now, until, ahead)
         # Committed: the progress recorded is the table's, and these rows now hold what this round wrote.
-        self._recorded.update(moved)
+        if self._consumer is not None:
+            self._consumer.committed(moved)
         if done.written_profiles:
             assert done.writer is not None
             self._cache.remember(done.written_profiles, done.writer.xid, done.writer.server)
         if done.outbox_rows:
             self._on_outbox_written()
         return done.fired
-
-    async def _read_by_consumers(
-        self, conn: AsyncConnection, consumer: ConsumerBounds, now: datetime
-    ) -> tuple[Mapping[TopicPartition, datetime], datetime]:
-        """Record this member's bounds that moved since the last round (returned, to be remembered once
-        committed), and say until when timers may fire: the least bound of all, less LATE_RECORDS."""
-        moved = {tp: at for tp, at in consumer.read_before().items() if self._recorded.get(tp) != at}
-        await consumer_progress.record(conn, moved)
-        least = await consumer_progress.least(conn, consumer.topic)
-        until = now if least is None else min(now, least - LATE_RECORDS)
-        HELD_BACK.set(max(0.0, (now - until).total_seconds()))
-        return moved, until
 
     async def _fire(
         self, conn: AsyncConnection, now: datetime, until: datetime, ahead: ProfilesAhead | None

@@ -3,8 +3,10 @@
 After an outage of the database or of the segmenter, the wall clock has moved on while the events sent
 meanwhile wait in Kafka: a cart's abandonment timer fired then did not know of the order queued behind it,
 and the buyer was sent an abandoned-cart email. Each consumer now records, per partition, a time before
-which every record sent has been handled, and timers fire only what came due before all of them. An empty
-table (before the consumer's first batch after the upgrade) holds timers back in nothing, as before.
+which every record sent has been handled; while every partition is read to within a few seconds of the
+clock, timers go by the clock as before, and in a backlog only those that came due before all of them fire
+(shared/consumer_wait.py). An empty table (before the consumer's first batch after the upgrade) holds
+nothing back.
 
 Revision ID: 0007
 Revises: 0006
