@@ -88,6 +88,9 @@ class ConsumerWait:
     table: Table
     topic: str
     read_before: Callable[[], Mapping[TopicPartition, datetime]]
+    # False for a second worker of the same process that only reads what the first records: each round's
+    # transaction holds the rows it wrote until it commits, and the two would wait on each other.
+    records: bool = True
     _recorded: dict[TopicPartition, datetime] = field(default_factory=dict)
 
     async def until(
@@ -95,8 +98,10 @@ class ConsumerWait:
     ) -> tuple[Mapping[TopicPartition, datetime], datetime]:
         """In the round's transaction: record this member's bounds that moved since the last round, and say
         until when due work may be taken. The bounds recorded are returned for `committed`."""
-        moved = {tp: at for tp, at in self.read_before().items() if self._recorded.get(tp) != at}
-        await record(conn, self.table, moved)
+        moved = {}
+        if self.records:
+            moved = {tp: at for tp, at in self.read_before().items() if self._recorded.get(tp) != at}
+            await record(conn, self.table, moved)
         bound = await least(conn, self.table, self.topic)
         until = now if bound is None or bound >= now - LATE_RECORDS else bound - LATE_RECORDS
         WAITING.labels(self.worker).set(max(0.0, (now - until).total_seconds()))

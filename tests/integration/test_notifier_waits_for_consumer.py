@@ -11,14 +11,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier.adapters.tables import consumer_progress
 from services.notifier.entrypoints.processor import MessagePlanner
 from services.notifier.entrypoints.sender import MessageSender
+from shared import consumer_wait
 from shared.consumer import ConsumerPipeline
 from shared.consumer_progress import ReadProgress
-from shared.consumer_wait import ConsumerWait
+from shared.consumer_wait import LATE_RECORDS, ConsumerWait
 from shared.funnel_events import FunnelEvent, decode_funnel_event, encode_funnel_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
@@ -137,3 +139,21 @@ async def test_a_cart_email_planned_from_a_backlog_waits_for_the_order_behind_it
         back.set()
         await asyncio.wait_for(running, 30)
         await notifier.http.aclose()
+
+
+async def test_the_express_sender_reads_the_progress_and_records_none(engine: AsyncEngine) -> None:
+    # The express sender shares its process's consumer with the main sender, which records its progress.
+    now = datetime.now(UTC)
+    topic = f"funnel-waits-{uuid.uuid4().hex[:8]}"
+    mine, theirs = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    express = ConsumerWait("express-sender", consumer_progress, topic, lambda: {mine: now}, records=False)
+    async with engine.begin() as conn:
+        assert await express.until(conn, now) == ({}, now)  # nothing recorded: by the clock
+        await consumer_wait.record(conn, consumer_progress, {theirs: now - timedelta(hours=1)})
+        assert await express.until(conn, now) == ({}, now - timedelta(hours=1) - LATE_RECORDS)
+        rows = (
+            await conn.execute(
+                select(consumer_progress.c.partition).where(consumer_progress.c.topic == topic)
+            )
+        ).scalars()
+        assert list(rows) == [1]

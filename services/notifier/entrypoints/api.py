@@ -83,12 +83,15 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         # Each sender takes a message only once every funnel event sent before it came due has been read (by
         # this member's consumer and the others'), so that its guards know of an order queued behind it
         # after an outage (shared/consumer_wait.py).
-        def waiting(worker: str) -> ConsumerWait:
-            return ConsumerWait(worker, consumer_progress, FUNNEL_EVENTS, lambda: pipeline.read_before())
+        # The main sender records this member's progress; the express sender reads it.
+        def waiting(worker: str, *, records: bool) -> ConsumerWait:
+            return ConsumerWait(
+                worker, consumer_progress, FUNNEL_EVENTS, lambda: pipeline.read_before(), records=records
+            )
 
-        sender = MessageSender(**sending, consumer=waiting("sender"))
+        sender = MessageSender(**sending, consumer=waiting("sender", records=True))
         # Transactional messages due while the sender works a claim go out beside it, on the same connections.
-        express = ExpressSender(main=sender, **sending, consumer=waiting("express-sender"))
+        express = ExpressSender(main=sender, **sending, consumer=waiting("express-sender", records=False))
 
         def messages_due() -> None:
             sender.wake()
