@@ -1,8 +1,10 @@
-"""Reading a topic's shape and offsets from the broker, for assertions."""
+"""Reading a topic's shape and offsets from the broker, for assertions; consuming and sending as the
+services do."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -68,14 +70,7 @@ def storefront_pipeline(
     segmenter hands it to its processor's `send_ahead`; with `announce`, its raw messages first)."""
     return ConsumerPipeline(
         name=f"test-{group}",
-        consumer_factory=lambda: AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **consumer_options,
-        ),
+        consumer_factory=lambda: group_consumer(bootstrap, topic, group, **consumer_options),
         dlq_producer=lambda: dlq_producer,
         decode=decode_decidable,
         handle=handle,
@@ -86,3 +81,24 @@ def storefront_pipeline(
         announce=announce,
         progress=progress,
     )
+
+
+def group_consumer(bootstrap: str, topic: str, group: str, **options: Any) -> AIOKafkaConsumer:
+    """A member of `group` reading `topic` from its start, committing by hand as the services do."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **options,
+    )
+
+
+async def send_stamped(
+    producer: AIOKafkaProducer, topic: str, value: bytes, key: bytes, sent_at: datetime
+) -> TopicPartition:
+    """Send a record stamped with `sent_at` (as its producer would have stamped it then); the partition it
+    went to."""
+    sent = await producer.send_and_wait(topic, value, key=key, timestamp_ms=int(sent_at.timestamp() * 1000))
+    return TopicPartition(topic, sent.partition)

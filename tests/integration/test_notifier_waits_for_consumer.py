@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,6 +29,7 @@ from tests.builders import funnel_event
 from tests.fixtures.stack import SmtpServer
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
 from tests.integration.test_notifier_delivery import CART, ORDER
+from tests.kafka_helpers import group_consumer, send_stamped
 from tests.polling import eventually, now_true
 
 pytestmark = pytest.mark.integration
@@ -38,13 +39,8 @@ async def _send(
     producer: AIOKafkaProducer, topic: str, event: FunnelEvent, sent_at: datetime
 ) -> TopicPartition:
     """As the segmenter's outbox relay publishes it, stamped with the time it did (here one in the past)."""
-    sent = await producer.send_and_wait(
-        topic,
-        encode_funnel_event(event),
-        key=f"{event.store_id}:{event.customer_id}".encode(),
-        timestamp_ms=int(sent_at.timestamp() * 1000),
-    )
-    return TopicPartition(topic, sent.partition)
+    key = f"{event.store_id}:{event.customer_id}".encode()
+    return await send_stamped(producer, topic, encode_funnel_event(event), key, sent_at)
 
 
 @pytest.mark.parametrize("waits", [True, False], ids=["waiting for the consumer", "by the clock alone"])
@@ -87,13 +83,7 @@ async def test_a_cart_email_planned_from_a_backlog_waits_for_the_order_behind_it
     group = f"g-{uuid.uuid4().hex[:8]}"
     pipeline: ConsumerPipeline[FunnelEvent] = ConsumerPipeline(
         name="test-notifier",
-        consumer_factory=lambda: AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        ),
+        consumer_factory=lambda: group_consumer(kafka_bootstrap, topic, group),
         dlq_producer=lambda: None,
         decode=decode_funnel_event,
         handle=handle,

@@ -27,7 +27,7 @@ from shared.settings import KafkaSettings
 from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
 from tests.builders import canonical_event
 from tests.integration.test_segmenter_engine import cart, funnel_events, pending_timers, registry
-from tests.kafka_helpers import partitions, storefront_pipeline
+from tests.kafka_helpers import partitions, send_stamped, storefront_pipeline
 from tests.polling import eventually, now_true
 
 pytestmark = pytest.mark.integration
@@ -50,13 +50,7 @@ async def _send(
     producer: AIOKafkaProducer, topic: str, event: StorefrontEvent, sent_at: datetime
 ) -> TopicPartition:
     """As ingest sends it, stamped with the time it was accepted (here one in the past: the outage's)."""
-    sent = await producer.send_and_wait(
-        topic,
-        encode_event(event),
-        key=event.partition_key.encode(),
-        timestamp_ms=int(sent_at.timestamp() * 1000),
-    )
-    return TopicPartition(topic, sent.partition)
+    return await send_stamped(producer, topic, encode_event(event), event.partition_key.encode(), sent_at)
 
 
 async def _cart_timers(engine: AsyncEngine, store_id: str) -> list[str]:
