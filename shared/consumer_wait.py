@@ -91,7 +91,7 @@ class ConsumerWait:
     # False for a second worker of the same process that only reads what the first records: each round's
     # transaction holds the rows it wrote until it commits, and the two would wait on each other.
     records: bool = True
-    _recorded: dict[TopicPartition, datetime] = field(default_factory=dict)
+    _recorded: dict[TopicPartition, datetime] = field(default_factory=dict, init=False)
 
     async def until(
         self, conn: AsyncConnection, now: datetime

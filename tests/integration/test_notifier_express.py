@@ -23,7 +23,7 @@ from shared.db import upgrade_to_head
 from shared.settings import REPO_ROOT
 from tests.builders import funnel_event
 from tests.integration.notifier_harness import Clock, Notifier, dev_store
-from tests.polling import eventually
+from tests.polling import eventually, now_true
 
 pytestmark = pytest.mark.integration
 
@@ -76,11 +76,11 @@ async def test_a_welcome_due_during_a_claim_goes_out_beside_it(engine: AsyncEngi
     express = ExpressSender(main=main, **settings | {"lanes": LANES})  # the same SMTP connections
     workers = [asyncio.create_task(main.run_forever()), asyncio.create_task(express.run_forever())]
     try:
-        await eventually(lambda: _true(main.sending), 60, "the sender working its claim of promotions")
+        await eventually(lambda: now_true(main.sending), 60, "the sender working its claim of promotions")
         welcome = f"w-{run}"
         await harness.plan([funnel_event("stage_changed", "demo", welcome, harness.clock.now, FIRST)])
         express.wake()  # as the planner does once it committed new messages
-        await eventually(lambda: _true(len(handler.arrived) == PROMOTIONS + 1), 120, "every message")
+        await eventually(lambda: now_true(len(handler.arrived) == PROMOTIONS + 1), 120, "every message")
     finally:
         for worker in workers:
             worker.cancel()
@@ -108,7 +108,3 @@ async def test_the_express_sender_leaves_everything_to_an_idle_sender(engine: As
         await harness.http.aclose()
     [row] = await harness.rows(welcome)
     assert (row.status, row.claim_id) == ("pending", None)
-
-
-async def _true(value: bool) -> bool:
-    return value
