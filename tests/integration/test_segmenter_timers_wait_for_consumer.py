@@ -21,19 +21,17 @@ from services.segmenter.entrypoints.timers import TimerWorker
 from shared import consumer_wait
 from shared.consumer_progress import ReadProgress
 from shared.consumer_wait import LATE_RECORDS, ConsumerWait
-from shared.events import StorefrontEvent, encode_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 from shared.storefront_event_structs import StorefrontEvent as SegmenterEvent
-from tests.builders import canonical_event
-from tests.integration.test_segmenter_engine import cart, funnel_events, pending_timers, registry
+from tests.builders import contract_bytes
+from tests.integration.test_segmenter_engine import cart, funnel_events, order, pending_timers, registry
 from tests.kafka_helpers import partitions, send_stamped, storefront_pipeline
 from tests.polling import eventually, now_true
 
 pytestmark = pytest.mark.integration
 
 ANN = {"store_customer_id": "ann", "email": "ann@example.com"}
-ITEMS = [{"product_id": "p7", "price": "30"}]
 
 
 def _waiting(topic: str, read_before: Callable[[], Mapping[TopicPartition, datetime]]) -> ConsumerWait:
@@ -47,10 +45,10 @@ async def _topic(kafka_bootstrap: str) -> str:
 
 
 async def _send(
-    producer: AIOKafkaProducer, topic: str, event: StorefrontEvent, sent_at: datetime
+    producer: AIOKafkaProducer, topic: str, event: SegmenterEvent, sent_at: datetime
 ) -> TopicPartition:
     """As ingest sends it, stamped with the time it was accepted (here one in the past: the outage's)."""
-    return await send_stamped(producer, topic, encode_event(event), event.partition_key.encode(), sent_at)
+    return await send_stamped(producer, topic, contract_bytes(event), event.partition_key.encode(), sent_at)
 
 
 async def _cart_timers(engine: AsyncEngine, store_id: str) -> list[str]:
@@ -76,22 +74,11 @@ async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_o
     # cart's timer (an hour after its last activity) is due by the wall clock.
     now = datetime.now(UTC)
     topic = await _topic(kafka_bootstrap)
-    cart = canonical_event(
-        store_id,
-        "cart_updated",
-        now - timedelta(hours=2),
-        ANN,
-        {"cart_id": "k1", "currency": "EUR", "total": "30.00", "line_items": ITEMS},
-    )
-    order = canonical_event(
-        store_id,
-        "order_placed",
-        now - timedelta(minutes=30),
-        ANN,
-        {"order_id": "o1", "total": "30.00", "currency": "EUR", "line_items": ITEMS},
-    )
-    anns = await _send(producer, topic, cart, now - timedelta(hours=2))
-    await _send(producer, topic, order, now - timedelta(minutes=30))
+    # The engine tests' cart (cart k1 of product p7) and an order of that product.
+    abandoned = cart(store_id, ANN, "k1", now - timedelta(hours=2))
+    ordered = order(store_id, ANN, "o1", now - timedelta(minutes=30), "p7")
+    anns = await _send(producer, topic, abandoned, now - timedelta(hours=2))
+    await _send(producer, topic, ordered, now - timedelta(minutes=30))
 
     processor = FunnelProcessor(engine, registry(store_id))
     back = asyncio.Event()
