@@ -155,7 +155,7 @@ lint: install
 
 test: install kafka-jars postgres js-clients java-clients chromium
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest
+	$(PY) -m tests.suites
 
 demo: up
 	$(PY) -m deploy.demo

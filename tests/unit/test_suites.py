@@ -1,0 +1,64 @@
+"""`make test`'s runner (tests/suites.py): both halves run, the unit tests' report comes after the stack's
+whole, a failure in either half fails the run, and the unit tests do not outlive the runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests import suites
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize(("stack", "unit", "status"), [(0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 1, 2)])
+def test_the_run_fails_when_either_half_fails_and_prints_the_unit_report_after_the_stacks(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stack: int, unit: int, status: int
+) -> None:
+    # The unit half writes at once and the stack half later: its output must still come first.
+    monkeypatch.setattr(suites, "unit_command", lambda _: _python(f"print('unit report'); exit({unit})"))
+    monkeypatch.setattr(
+        suites,
+        "stack_command",
+        lambda _: _python(f"import time; time.sleep(0.5); print('stack report'); exit({stack})"),
+    )
+    assert suites.run([]) == status
+    out = capfd.readouterr().out
+    assert out.index("stack report") < out.index("unit report")
+    assert f"integration and end to end: exit {stack}; unit: exit {unit}" in out
+
+
+def test_the_options_reach_both_halves_and_the_stack_half_is_all_but_the_unit_tests() -> None:
+    unit = suites.unit_command(["-x", "-k", "name"])
+    stack = suites.stack_command(["-x", "-k", "name"])
+    assert unit[:3] == ["nice", "-n", str(suites.UNIT_NICENESS)]
+    assert unit[-3:] == stack[-3:] == ["-x", "-k", "name"]
+    assert str(suites.UNIT) in unit
+    assert f"--ignore={suites.UNIT}" in stack  # everything else under tests/, directories added later too
+    assert str(suites.TESTS) in stack
+
+
+def test_the_unit_tests_end_with_the_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pid_file = tmp_path / "unit.pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    monkeypatch.setattr(suites, "unit_command", lambda _: _python(sleeper))
+
+    def stack_fails_to_start(_: Sequence[str]) -> list[str]:
+        while not pid_file.exists() or not pid_file.read_text():
+            pass
+        return [str(tmp_path / "no-such-program")]
+
+    monkeypatch.setattr(suites, "stack_command", stack_fails_to_start)
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError):
+        suites.run([])
+    assert time.monotonic() - started < 60  # ended, not waited for
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
