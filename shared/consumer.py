@@ -98,6 +98,9 @@ class Consumer(Protocol):
     def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
         """When the partition's last fetch answered, in milliseconds since the epoch (None before any)."""
 
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The topic's partitions, from the cluster's metadata (None before the consumer has it)."""
+
 
 class Producer(Protocol):
     """What the pipeline needs of a producer to dead-letter (aiokafka's AIOKafkaProducer)."""
@@ -236,6 +239,14 @@ class ConsumerPipeline(Generic[T]):
         if self._progress is None:
             return {}
         return self._progress.read_before(self.assignment())
+
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions the topic has, once this instance's consumer has its metadata (every member's
+        partitions, not only those it holds)."""
+        if self._consumer is None:
+            return None
+        found = self._consumer.partitions_for_topic(topic)
+        return len(found) if found else None
 
     async def run_forever(self) -> None:
         self._consumer = await start_forever(self._consumer_factory, self._name, log)

@@ -98,6 +98,9 @@ class FakeConsumer:
     def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
         return self.fetched_at_ms
 
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {tp.partition for tp in self.logs if tp.topic == topic} or None
+
     def batch(self) -> dict[TopicPartition, list[FakeRecord]]:
         """Everything not yet committed, as one getmany would return it."""
         return {

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.notifier.adapters.tables import consumer_progress
 from services.notifier.entrypoints.processor import MessagePlanner
@@ -20,7 +20,7 @@ from services.notifier.entrypoints.sender import MessageSender
 from shared import consumer_wait
 from shared.consumer import ConsumerPipeline
 from shared.consumer_progress import ReadProgress
-from shared.consumer_wait import LATE_RECORDS, ConsumerWait
+from shared.consumer_wait import HELD, LATE_RECORDS, ConsumerWait
 from shared.funnel_events import FunnelEvent, decode_funnel_event, encode_funnel_event
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
@@ -90,7 +90,9 @@ async def test_a_cart_email_planned_from_a_backlog_waits_for_the_order_behind_it
         max_records=1,
         progress=ReadProgress(),
     )
-    waiting = ConsumerWait("sender", consumer_progress, topic, pipeline.read_before)
+    waiting = ConsumerWait(
+        "sender", consumer_progress, topic, pipeline.read_before, lambda: pipeline.partition_count(topic)
+    )
     sender = MessageSender(**notifier.sender_settings(), consumer=waiting if waits else None)
     running = asyncio.create_task(pipeline.run_forever())
     try:
@@ -136,14 +138,18 @@ async def test_the_express_sender_reads_the_progress_and_records_none(engine: As
     now = datetime.now(UTC)
     topic = f"funnel-waits-{uuid.uuid4().hex[:8]}"
     mine, theirs = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    express = ConsumerWait("express-sender", consumer_progress, topic, lambda: {mine: now}, records=False)
+    express = ConsumerWait(
+        "express-sender", consumer_progress, topic, lambda: {mine: now}, lambda: 2, records=False
+    )
+
+    async def recorded(conn: AsyncConnection) -> list[int]:
+        query = select(consumer_progress.c.partition).where(consumer_progress.c.topic == topic)
+        return list((await conn.execute(query)).scalars())
+
     async with engine.begin() as conn:
-        assert await express.until(conn, now) == ({}, now)  # nothing recorded: by the clock
+        assert await express.until(conn, now) == ({}, HELD)  # no partition has a bound yet
         await consumer_wait.record(conn, consumer_progress, {theirs: now - timedelta(hours=1)})
+        assert await express.until(conn, now) == ({}, HELD)  # its own is for the main sender to record
+        assert await recorded(conn) == [1]
+        await consumer_wait.record(conn, consumer_progress, {mine: now})  # as the main sender does
         assert await express.until(conn, now) == ({}, now - timedelta(hours=1) - LATE_RECORDS)
-        rows = (
-            await conn.execute(
-                select(consumer_progress.c.partition).where(consumer_progress.c.topic == topic)
-            )
-        ).scalars()
-        assert list(rows) == [1]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,8 +35,12 @@ pytestmark = pytest.mark.integration
 ANN = {"store_customer_id": "ann", "email": "ann@example.com"}
 
 
-def _waiting(topic: str, read_before: Callable[[], Mapping[TopicPartition, datetime]]) -> ConsumerWait:
-    return ConsumerWait("timers", progress_rows, topic, read_before)
+def _waiting(
+    topic: str,
+    read_before: Callable[[], Mapping[TopicPartition, datetime]],
+    partitions: Callable[[], int | None] = lambda: 2,
+) -> ConsumerWait:
+    return ConsumerWait("timers", progress_rows, topic, read_before, partitions)
 
 
 async def _topic(kafka_bootstrap: str) -> str:
@@ -98,7 +103,9 @@ async def test_a_cart_timer_due_while_the_order_waits_in_kafka_fires_after_the_o
         engine,
         registry(store_id),
         lambda: datetime.now(UTC),
-        consumer=_waiting(topic, pipeline.read_before) if waits else None,
+        consumer=_waiting(topic, pipeline.read_before, lambda: pipeline.partition_count(topic))
+        if waits
+        else None,
     )
     running = asyncio.create_task(pipeline.run_forever())
     try:
@@ -167,7 +174,7 @@ async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncE
         # A member that knows less of a partition than the table does (it took it over in a rebalance)
         # does not move its bound back.
         await consumer_wait.record(conn, progress_rows, {theirs: now - timedelta(days=2)})
-        assert await consumer_wait.least(conn, progress_rows, topic) == now - timedelta(days=1)
+        assert await consumer_wait.least(conn, progress_rows, topic, 2) == (2, now - timedelta(days=1))
         await consumer_wait.record(conn, progress_rows, {theirs: now - timedelta(minutes=1)})
     await _rounds(timers)
     assert await _cart_timers(engine, store_id) == ["cart:edge"]
@@ -186,3 +193,34 @@ async def test_timers_wait_for_the_partition_another_member_reads(engine: AsyncE
         ).all()
     # Each round recorded this member's bound beside the other's.
     assert dict(rows) == {0: now, 1: now - LATE_RECORDS / 2}
+
+
+async def test_a_partition_without_a_bound_holds_every_timer(engine: AsyncEngine, store_id: str) -> None:
+    # The first start on a backlog: this member has read its partition to now, but no member has recorded
+    # the other one yet (its owner has handled no batch of it). It may hold the order behind any cart.
+    now = datetime.now(UTC)
+    topic = f"storefront-timers-{uuid.uuid4().hex[:8]}"
+    mine, theirs = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    before_metadata = ConsumerWait("timers", progress_rows, topic, lambda: {}, lambda: None, records=False)
+    async with engine.begin() as conn:
+        # Before the consumer knows the topic (not in its group yet, or no broker since the start), the
+        # table alone says, and an empty one holds nothing back.
+        assert await before_metadata.until(conn, now) == ({}, now)
+    timers = TimerWorker(
+        engine, registry(store_id), lambda: now, consumer=_waiting(topic, lambda: {mine: now})
+    )
+    processor = FunnelProcessor(engine, registry(store_id))
+    await processor([cart(store_id, ANN, "old", now - timedelta(days=2))])
+    await _rounds(timers)  # one partition of two has a bound
+    assert await _cart_timers(engine, store_id) == ["cart:old"]
+    assert REGISTRY.get_sample_value("consumer_wait_seconds", {"worker": "timers"}) == float("inf")
+    async with engine.begin() as conn:
+        # A row of a partition the topic no longer has (made again with fewer) is not one of its bounds.
+        await consumer_wait.record(conn, progress_rows, {TopicPartition(topic, 2): now})
+    await _rounds(timers)
+    assert await _cart_timers(engine, store_id) == ["cart:old"]
+    async with engine.begin() as conn:
+        await consumer_wait.record(conn, progress_rows, {theirs: now - LATE_RECORDS / 2})
+    await _rounds(timers)  # every partition read to within the margin: by the clock
+    assert await _cart_timers(engine, store_id) == []
+    assert REGISTRY.get_sample_value("consumer_wait_seconds", {"worker": "timers"}) == 0

@@ -86,6 +86,9 @@ class BufferingConsumer:
     def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
         return None
 
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {TP.partition}
+
     def assignment(self) -> set[TopicPartition]:
         return {TP}
 

@@ -86,7 +86,12 @@ def create_app(settings: NotifierSettings, *, clock: Clock = utcnow) -> FastAPI:
         # The main sender records this member's progress; the express sender reads it.
         def waiting(worker: str, *, records: bool) -> ConsumerWait:
             return ConsumerWait(
-                worker, consumer_progress, FUNNEL_EVENTS, lambda: pipeline.read_before(), records=records
+                worker,
+                consumer_progress,
+                FUNNEL_EVENTS,
+                lambda: pipeline.read_before(),
+                lambda: pipeline.partition_count(FUNNEL_EVENTS),
+                records=records,
             )
 
         sender = MessageSender(**sending, consumer=waiting("sender", records=True))

@@ -77,7 +77,11 @@ def create_app(settings: SegmenterSettings, *, clock: Clock = utcnow) -> FastAPI
             profile_cache=profile_cache,
             profiles_ahead=profiles_ahead,
             consumer=ConsumerWait(
-                "timers", consumer_progress, STOREFRONT_EVENTS, lambda: pipeline.read_before()
+                "timers",
+                consumer_progress,
+                STOREFRONT_EVENTS,
+                lambda: pipeline.read_before(),
+                lambda: pipeline.partition_count(STOREFRONT_EVENTS),
             ),
         )
         # The consumer's batches run one at a time on one connection kept between them; in a backlog, each

@@ -6,8 +6,8 @@ sent meanwhile wait in Kafka: a message due then was decided without them, and a
 to a buyer whose order was queued behind it (the flow exits on an order, but the order was not read yet).
 Each consumer now records, per partition, a time before which every funnel event sent has been handled;
 while every partition is read to within a few seconds of the clock, messages go by the clock as before, and
-in a backlog only those that came due before all of them (shared/consumer_wait.py). An empty table (before
-the consumer's first batch after the upgrade) holds nothing back.
+in a backlog only those that came due before all of them (shared/consumer_wait.py). Once the consumer
+knows the topic's partitions, nothing is taken until each has a row.
 
 Revision ID: 0007
 Revises: 0006

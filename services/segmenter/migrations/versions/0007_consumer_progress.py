@@ -5,8 +5,8 @@ meanwhile wait in Kafka: a cart's abandonment timer fired then did not know of t
 and the buyer was sent an abandoned-cart email. Each consumer now records, per partition, a time before
 which every record sent has been handled; while every partition is read to within a few seconds of the
 clock, timers go by the clock as before, and in a backlog only those that came due before all of them fire
-(shared/consumer_wait.py). An empty table (before the consumer's first batch after the upgrade) holds
-nothing back.
+(shared/consumer_wait.py). Once the consumer knows the topic's partitions, nothing is taken until each
+has a row.
 
 Revision ID: 0007
 Revises: 0006
