@@ -9,7 +9,9 @@ that the services under test, whose timeouts are what could fail, keep the cores
 
 The stack's output streams as it runs; the unit tests' is kept and printed after it, so that neither
 interleaves with the other. The exit status is the first failing half's (pytest's own codes), 0 when both
-pass. Ctrl-C reaches both (one process group); any other end of this runner ends the unit tests too.
+pass. Ctrl-C reaches both halves (one process group) and SIGTERM is passed on to them as one: each then
+stops what it started (the broker, PostgreSQL, the services) before this runner ends. Should the runner
+fail itself, it ends the halves still running.
 """
 
 from __future__ import annotations
@@ -45,34 +47,56 @@ def stack_command(options: Sequence[str]) -> list[str]:
     return _pytest(str(TESTS), f"--ignore={UNIT}", *options)
 
 
-def _stop(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signal.SIGTERM)
+# The halves running now, for the signal handlers.
+_running: list[subprocess.Popen[bytes]] = []
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM: interrupt both halves as Ctrl-C does, so that each tears down what it started."""
+    for half in _running:
+        if half.poll() is None:
+            half.send_signal(signal.SIGINT)
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """Ctrl-C: the halves got it too; this runner waits for them to stop. (A handler, not SIG_IGN, which
+    the halves would inherit.)"""
 
 
 def run(options: Sequence[str]) -> int:
     started = time.monotonic()
     with tempfile.TemporaryFile() as unit_output:
         unit = subprocess.Popen(unit_command(options), stdout=unit_output, stderr=subprocess.STDOUT)
+        _running.append(unit)
         try:
-            stack = subprocess.run(stack_command(options), check=False).returncode
+            stack = subprocess.Popen(stack_command(options))
+            _running.append(stack)
+            stack_status = stack.wait()
             stack_done = time.monotonic() - started
             unit_status = unit.wait()
         finally:
-            if unit.poll() is None:
-                unit.terminate()
-                unit.wait()
+            for half in _running:
+                if half.poll() is None:
+                    half.terminate()
+                    half.wait()
+            _running.clear()
         print(f"\n---- the unit tests, run beside the {stack_done:.0f} s above ----", flush=True)
         unit_output.seek(0)
         shutil.copyfileobj(unit_output, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     print(
-        f"---- integration and end to end: exit {stack}; unit: exit {unit_status}; "
+        f"---- integration and end to end: exit {stack_status}; unit: exit {unit_status}; "
         f"{time.monotonic() - started:.0f} s in all ----",
         flush=True,
     )
-    return stack or unit_status
+    return stack_status or unit_status
+
+
+def main(options: Sequence[str]) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _ignore)
+    return run(options)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _stop)
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,12 @@
 """`make test`'s runner (tests/suites.py): both halves run, the unit tests' report comes after the stack's
-whole, a failure in either half fails the run, and the unit tests do not outlive the runner."""
+whole, a failure in either half fails the run, SIGTERM interrupts both halves as Ctrl-C does (so that each
+stops what it started), and the halves do not outlive a runner that failed itself."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -62,3 +65,41 @@ def test_the_unit_tests_end_with_the_runner(monkeypatch: pytest.MonkeyPatch, tmp
     assert time.monotonic() - started < 60  # ended, not waited for
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_sigterm_interrupts_both_halves_as_ctrl_c_does_and_the_runner_waits_for_them(tmp_path: Path) -> None:
+    # Each stand-in half says when it runs, and on SIGINT (pytest's KeyboardInterrupt: its fixtures' teardown
+    # stops the broker and PostgreSQL it started) says so and exits as pytest does when interrupted.
+    half = (
+        "import pathlib, signal, sys, time\n"
+        "def interrupted(*_):\n"
+        "    pathlib.Path(sys.argv[1] + '.interrupted').write_text('')\n"
+        "    sys.exit(2)\n"
+        "signal.signal(signal.SIGINT, interrupted)\n"
+        "pathlib.Path(sys.argv[1] + '.running').write_text('')\n"
+        "time.sleep(60)\n"
+    )
+    unit, stack = tmp_path / "unit", tmp_path / "stack"
+    runner = (
+        "import sys\n"
+        "from tests import suites\n"
+        f"suites.unit_command = lambda _: [sys.executable, '-c', {half!r}, {str(unit)!r}]\n"
+        f"suites.stack_command = lambda _: [sys.executable, '-c', {half!r}, {str(stack)!r}]\n"
+        "sys.exit(suites.main([]))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", runner], cwd=suites.TESTS.parent, stdout=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (unit.with_suffix(".running").exists() and stack.with_suffix(".running").exists()):
+            assert time.monotonic() < deadline, "the halves did not start"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert unit.with_suffix(".interrupted").exists()
+    assert stack.with_suffix(".interrupted").exists()
