@@ -21,6 +21,14 @@ def _python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def _until_written(*paths: Path) -> None:
+    """Until a stand-in half has written each of `paths` (it runs)."""
+    deadline = time.monotonic() + 30
+    while not all(path.exists() and path.read_text() for path in paths):
+        assert time.monotonic() < deadline, "the halves did not start"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(("stack", "unit", "status"), [(0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 1, 2)])
 def test_the_run_fails_when_either_half_fails_and_prints_the_unit_report_after_the_stacks(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], stack: int, unit: int, status: int
@@ -54,8 +62,7 @@ def test_the_unit_tests_end_with_the_runner(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(suites, "unit_command", lambda _: _python(sleeper))
 
     def stack_fails_to_start(_: Sequence[str]) -> list[str]:
-        while not pid_file.exists() or not pid_file.read_text():
-            pass
+        _until_written(pid_file)
         return [str(tmp_path / "no-such-program")]
 
     monkeypatch.setattr(suites, "stack_command", stack_fails_to_start)
@@ -76,7 +83,7 @@ def test_sigterm_interrupts_both_halves_as_ctrl_c_does_and_the_runner_waits_for_
         "    pathlib.Path(sys.argv[1] + '.interrupted').write_text('')\n"
         "    sys.exit(2)\n"
         "signal.signal(signal.SIGINT, interrupted)\n"
-        "pathlib.Path(sys.argv[1] + '.running').write_text('')\n"
+        "pathlib.Path(sys.argv[1] + '.running').write_text('yes')\n"
         "time.sleep(60)\n"
     )
     unit, stack = tmp_path / "unit", tmp_path / "stack"
@@ -88,13 +95,10 @@ def test_sigterm_interrupts_both_halves_as_ctrl_c_does_and_the_runner_waits_for_
         "sys.exit(suites.main([]))\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", runner], cwd=suites.TESTS.parent, stdout=subprocess.PIPE
+        [sys.executable, "-c", runner], cwd=suites.TESTS.parent, stdout=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (unit.with_suffix(".running").exists() and stack.with_suffix(".running").exists()):
-            assert time.monotonic() < deadline, "the halves did not start"
-            time.sleep(0.05)
+        _until_written(unit.with_suffix(".running"), stack.with_suffix(".running"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 2
     finally:
