@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -262,6 +262,11 @@ class ConsumerPipeline(Generic[T]):
                     batches, decoded = self._still_assigned(consumer, taken)
                     if batches is not taken.batches:
                         await self._unprepared()
+                    # In a backlog every batch is read ahead, so the check after a batch below never runs;
+                    # without this one, a partition with nothing left to read (no traffic, or its share of
+                    # the backlog done) kept its bound until the whole backlog drained, and held every timer
+                    # that long. What the consumer returned of the partitions outside this batch is handled.
+                    await self._note_caught_up(consumer, pending=batches.keys())
                 else:
                     called = time.monotonic()
                     batches = await consumer.getmany(
@@ -292,11 +297,11 @@ class ConsumerPipeline(Generic[T]):
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
-    async def _note_caught_up(self, consumer: Consumer) -> None:
-        """Every record the consumer returned is handled now: the partitions it has read to their end are
-        read up to their last fetch."""
+    async def _note_caught_up(self, consumer: Consumer, pending: Collection[TopicPartition] = ()) -> None:
+        """Every record the consumer returned is handled now, but those of `pending` (a batch in hand): the
+        other partitions it has read to their end are read up to their last fetch."""
         if self._progress is not None:
-            await self._progress.caught_up(consumer)
+            await self._progress.caught_up(consumer, pending)
 
     def _stale(self, polled: float, called: float) -> bool:
         """Whether the records a poll called at `called` returned were taken from the consumer's buffer

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -67,15 +67,18 @@ class ReadProgress:
             if records:
                 self._advance(tp, records[-1].timestamp)
 
-    async def caught_up(self, consumer: Watermarks) -> None:
-        """Called when every record the consumer returned has been handled (no batch in hand or read ahead):
-        each partition whose position has reached the highwater its last fetch saw is read up to that fetch.
-        At most every CAUGHT_UP_CHECK_SECONDS."""
+    async def caught_up(self, consumer: Watermarks, pending: Collection[TopicPartition] = ()) -> None:
+        """Called when every record the consumer returned has been handled, but those of the partitions in
+        `pending` (a batch in hand, read ahead in a backlog): each other partition whose position has reached
+        the highwater its last fetch saw is read up to that fetch. At most every CAUGHT_UP_CHECK_SECONDS."""
         now = time.monotonic()
         if now - self._checked < CAUGHT_UP_CHECK_SECONDS:
             return
         self._checked = now
         for tp in consumer.assignment():
+            if tp in pending:
+                # Its position counts the batch's records, which are not handled yet.
+                continue
             try:
                 highwater, fetched_at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
                 if highwater is None or fetched_at is None:

@@ -20,6 +20,7 @@ from services.segmenter.adapters.tables import consumer_progress as progress_row
 from services.segmenter.entrypoints.processor import FunnelProcessor
 from services.segmenter.entrypoints.timers import TimerWorker
 from shared import consumer_wait
+from shared.consumer import ConsumerPipeline
 from shared.consumer_progress import ReadProgress
 from shared.consumer_wait import LATE_RECORDS, ConsumerWait
 from shared.kafka import ensure_topics
@@ -224,3 +225,54 @@ async def test_a_partition_without_a_bound_holds_every_timer(engine: AsyncEngine
     await _rounds(timers)  # every partition read to within the margin: by the clock
     assert await _cart_timers(engine, store_id) == []
     assert REGISTRY.get_sample_value("consumer_wait_seconds", {"worker": "timers"}) == 0
+
+
+async def test_in_a_backlog_a_partition_with_nothing_to_read_is_read_to_its_end_before_the_backlog_drains(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, store_id: str
+) -> None:
+    # A backlog on ann's partition (an outage's events, a second apart, read ahead batch after batch as the
+    # segmenter reads them); the other partition has no record at all. Its bound must not wait for the
+    # backlog to drain: until it has one, no timer of any partition fires. And ann's partition is read only
+    # as far as the batches handled, though the consumer has taken all of it (read ahead).
+    now = datetime.now(UTC)
+    topic = await _topic(kafka_bootstrap)
+    start = now - timedelta(hours=1)
+    stamps = [start + timedelta(seconds=i) for i in range(40)]
+    sent = {await _send(producer, topic, cart(store_id, ANN, f"k{i}", at), at) for i, at in enumerate(stamps)}
+    [anns] = sent
+    [quiet] = set(await partitions(kafka_bootstrap, topic)) - sent
+    seen: list[tuple[datetime, dict[TopicPartition, datetime]]] = []
+    handled: list[int] = []
+    pipeline: ConsumerPipeline[SegmenterEvent]
+
+    async def handle(events: Sequence[SegmenterEvent]) -> None:
+        # Before this batch commits: the earliest record it holds, and the bounds.
+        seen.append((min(e.occurred_at for e in events), pipeline.read_before()))
+        await asyncio.sleep(0.25)  # the database's time for a batch
+        handled.append(len(events))
+
+    pipeline = storefront_pipeline(
+        kafka_bootstrap,
+        topic,
+        f"g-{uuid.uuid4().hex[:8]}",
+        handle,
+        max_records=4,
+        prepare=lambda events: None,  # read ahead, as the segmenter does
+        progress=ReadProgress(),
+    )
+    running = asyncio.create_task(pipeline.run_forever())
+    try:
+        await eventually(lambda: now_true(sum(handled) == len(stamps)), 30, "the backlog handled")
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(running, 30)
+    assert len(seen) >= 10  # batches of four at most
+    # Read to its end (its last fetch's time) within a caught-up check or two of the backlog's start (they
+    # run every half second at most), with half of it or more still to come.
+    quiet_from = next((i for i, (_, bounds) in enumerate(seen) if quiet in bounds), None)
+    assert quiet_from is not None, [sorted(bounds) for _, bounds in seen]
+    assert quiet_from <= 5
+    assert seen[quiet_from][1][quiet] > now
+    for first, bounds in seen:
+        # Never past what was handled: every record before the batch in hand, none of it.
+        assert anns not in bounds or bounds[anns] < first

@@ -104,3 +104,54 @@ async def test_the_pipeline_moves_the_bounds_as_it_handles_and_catches_up() -> N
     finally:
         pipeline.stop_after_batch()
         await asyncio.wait_for(running, 5)
+
+
+async def test_the_check_skips_the_partitions_of_a_batch_in_hand() -> None:
+    consumer = FakeConsumer({A: records(A, 1_000), B: []}, Journal(), fetched_at_ms=FETCHED_MS)
+    await consumer.getmany()  # A's record returned, in a batch not handled yet
+    progress = ReadProgress()
+    await progress.caught_up(consumer, pending={A})
+    # A's position has reached its highwater, but only by the batch in hand.
+    assert progress.read_before({A, B}) == {B: at(FETCHED_MS)}
+
+
+@pytest.mark.parametrize("reads_ahead", ["decode_ahead", "prepare"])
+async def test_in_a_backlog_a_partition_read_to_its_end_moves_while_the_others_are_handled(
+    reads_ahead: str,
+) -> None:
+    # A backlog on A (three full batches, each read ahead while the one before is handled); B has no
+    # record at all. B is read to its end from the start, and must not wait for A's backlog to drain to
+    # say so; A, whose last records sit in the batch read ahead, must not be counted as read to its end.
+    consumer = FakeConsumer(
+        {A: records(A, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000), B: []}, Journal(), fetched_at_ms=FETCHED_MS
+    )
+    seen: list[dict[TopicPartition, datetime]] = []
+    pipeline: ConsumerPipeline[bytes]
+
+    async def handle(values: Sequence[bytes]) -> None:
+        seen.append(pipeline.read_before())  # before this batch commits
+
+    options: dict[str, object] = (
+        {"decode_ahead": 2} if reads_ahead == "decode_ahead" else {"prepare": lambda values: None}
+    )
+    pipeline = ConsumerPipeline(
+        name="test",
+        consumer_factory=lambda: consumer,
+        dlq_producer=lambda: None,
+        decode=lambda value: value,
+        handle=handle,
+        max_records=2,
+        progress=ReadProgress(),
+        **options,  # type: ignore[arg-type]
+    )
+    running = asyncio.create_task(pipeline.run_forever())
+    try:
+        await eventually(lambda: now_true(len(seen) >= 3), 5, "A's three batches handled")
+        assert seen[:3] == [
+            {},  # nothing handled or checked yet
+            {A: at(2_000), B: at(FETCHED_MS)},  # B read to its end while A's backlog goes on
+            {A: at(4_000), B: at(FETCHED_MS)},  # A's position is at its highwater, by the batch in hand
+        ]
+    finally:
+        pipeline.stop_after_batch()
+        await asyncio.wait_for(running, 5)
