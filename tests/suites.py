@@ -37,8 +37,14 @@ def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", *args]
 
 
+# The unit half's pytest cache (relative to the rootdir), apart from the stack half's: each half saves the
+# failures it saw over what it read at its start, so with one cache the half that ended last dropped the
+# other's, and `--lf` (or `--ff`) then reran that half whole.
+UNIT_CACHE = ".pytest_cache/unit"
+
+
 def unit_command(options: Sequence[str]) -> list[str]:
-    return ["nice", "-n", str(UNIT_NICENESS), *_pytest(str(UNIT), *options)]
+    return ["nice", "-n", str(UNIT_NICENESS), *_pytest(str(UNIT), "-o", f"cache_dir={UNIT_CACHE}", *options)]
 
 
 def stack_command(options: Sequence[str]) -> list[str]:

@@ -107,3 +107,38 @@ def test_sigterm_interrupts_both_halves_as_ctrl_c_does_and_the_runner_waits_for_
             process.wait()
     assert unit.with_suffix(".interrupted").exists()
     assert stack.with_suffix(".interrupted").exists()
+
+
+def test_each_half_reruns_its_own_last_failures(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A project of two halves, each with a failing and a passing test, run by real pytest processes as
+    # `make test` runs them (one rootdir, so one cache unless the runner keeps them apart).
+    # Each failing test waits for the other half's to start, so that both halves have read the cache before
+    # either saves what it saw (as when `make test`'s halves run for minutes side by side).
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    started = tmp_path / "started"
+    started.mkdir()
+    tests = tmp_path / "tests"
+    (tests / "unit").mkdir(parents=True)
+    for path, name in ((tests / "unit" / "test_u.py", "unit"), (tests / "test_s.py", "stack")):
+        path.write_text(
+            "import time\nfrom pathlib import Path\n\n"
+            f"def test_{name}_fails():\n"
+            f"    (Path({str(started)!r}) / {name!r}).touch()\n"
+            "    deadline = time.monotonic() + 30\n"
+            f"    while len(list(Path({str(started)!r}).iterdir())) < 2 and time.monotonic() < deadline:\n"
+            "        time.sleep(0.01)\n"
+            "    assert False\n\n"
+            f"def test_{name}_passes():\n    pass\n"
+        )
+    monkeypatch.setattr(suites, "TESTS", tests)
+    monkeypatch.setattr(suites, "UNIT", tests / "unit")
+    assert suites.run(["-q", "-p", "no:randomly"]) == 1
+    capfd.readouterr()
+    # `--lf`: each half knows its own failure still, whichever half ended last.
+    assert suites.run(["-q", "-p", "no:randomly", "--lf"]) == 1
+    out = capfd.readouterr().out
+    # (A half that lost its failures reruns both of its tests: "1 failed, 1 passed".)
+    assert out.count("1 failed in ") == 2, out
+    assert "passed" not in out, out
