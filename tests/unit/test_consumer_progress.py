@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -27,6 +28,32 @@ def at(ms: int) -> datetime:
 
 def records(tp: TopicPartition, *stamps: int) -> list[FakeRecord]:
     return [FakeRecord(tp.topic, tp.partition, i, b"k", b"v", stamp) for i, stamp in enumerate(stamps)]
+
+
+def _noting_bounds(
+    consumer: FakeConsumer, **options: Any
+) -> tuple[ConsumerPipeline[bytes], list[dict[TopicPartition, datetime]], list[int]]:
+    """A pipeline of batches of two over `consumer`, whose handler notes the bounds as each batch comes
+    (before it commits) and how many records each had."""
+    seen: list[dict[TopicPartition, datetime]] = []
+    handled: list[int] = []
+    pipeline: ConsumerPipeline[bytes]
+
+    async def handle(values: Sequence[bytes]) -> None:
+        seen.append(pipeline.read_before())  # before this batch commits
+        handled.append(len(values))
+
+    pipeline = ConsumerPipeline(
+        name="test",
+        consumer_factory=lambda: consumer,
+        dlq_producer=lambda: None,
+        decode=lambda value: value,
+        handle=handle,
+        max_records=2,
+        progress=ReadProgress(),
+        **options,
+    )
+    return pipeline, seen, handled
 
 
 @pytest.fixture(autouse=True)
@@ -73,23 +100,7 @@ async def test_the_check_runs_at_most_every_half_second(monkeypatch: pytest.Monk
 async def test_the_pipeline_moves_the_bounds_as_it_handles_and_catches_up() -> None:
     journal = Journal()
     consumer = FakeConsumer({A: records(A, 1_000, 2_000, 3_000), B: []}, journal, fetched_at_ms=None)
-    handled: list[int] = []
-    seen: list[dict[TopicPartition, datetime]] = []
-    pipeline: ConsumerPipeline[bytes]
-
-    async def handle(values: Sequence[bytes]) -> None:
-        seen.append(pipeline.read_before())  # before this batch commits
-        handled.append(len(values))
-
-    pipeline = ConsumerPipeline(
-        name="test",
-        consumer_factory=lambda: consumer,
-        dlq_producer=lambda: None,
-        decode=lambda value: value,
-        handle=handle,
-        max_records=2,
-        progress=ReadProgress(),
-    )
+    pipeline, seen, handled = _noting_bounds(consumer)
     running = asyncio.create_task(pipeline.run_forever())
     try:
         await eventually(
@@ -125,25 +136,10 @@ async def test_in_a_backlog_a_partition_read_to_its_end_moves_while_the_others_a
     consumer = FakeConsumer(
         {A: records(A, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000), B: []}, Journal(), fetched_at_ms=FETCHED_MS
     )
-    seen: list[dict[TopicPartition, datetime]] = []
-    pipeline: ConsumerPipeline[bytes]
-
-    async def handle(values: Sequence[bytes]) -> None:
-        seen.append(pipeline.read_before())  # before this batch commits
-
-    options: dict[str, object] = (
+    options: dict[str, Any] = (
         {"decode_ahead": 2} if reads_ahead == "decode_ahead" else {"prepare": lambda values: None}
     )
-    pipeline = ConsumerPipeline(
-        name="test",
-        consumer_factory=lambda: consumer,
-        dlq_producer=lambda: None,
-        decode=lambda value: value,
-        handle=handle,
-        max_records=2,
-        progress=ReadProgress(),
-        **options,  # type: ignore[arg-type]
-    )
+    pipeline, seen, _ = _noting_bounds(consumer, **options)
     running = asyncio.create_task(pipeline.run_forever())
     try:
         await eventually(lambda: now_true(len(seen) >= 3), 5, "A's three batches handled")
