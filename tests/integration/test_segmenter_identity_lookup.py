@@ -11,7 +11,9 @@ read every identity of the store for each pair (bench/README.md, thirty-fifth ro
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -69,11 +71,11 @@ def _customers(n: int) -> Fill:
     return fill
 
 
-async def _plan(engine: AsyncEngine, keys: list[tuple[str, str]]) -> str:
+async def _plan(engine: AsyncEngine, keys: list[tuple[str, str]], explain: str = "EXPLAIN") -> str:
     statement = repository._LOAD_IDENTITIES_RAW
     async with engine.connect() as conn:
         rows = await fetch(
-            conn, f"EXPLAIN {statement.sql}", *statement.args(params(repository._IDENTITY_KEY, keys))
+            conn, f"{explain} {statement.sql}", *statement.args(params(repository._IDENTITY_KEY, keys))
         )
     return "\n".join(row[0] for row in rows)
 
@@ -91,7 +93,8 @@ async def test_a_batch_finds_its_identities_and_only_those(grown: AsyncEngine) -
     unknown = [(STORE, "anon:none"), ("other", "email:early1x"), (STORE, "zzz"), ("elsewhere", "anon:1")]
     async with grown.connect() as conn:
         found = await repository.load_identities(conn, [*known, *unknown, next(iter(known))])
-    assert found == known
+    assert found.identities == known
+    assert found.forgotten == {}
 
 
 async def test_the_look_up_probes_the_primary_key_instead_of_reading_the_table(grown: AsyncEngine) -> None:
@@ -110,4 +113,65 @@ async def test_before_the_first_analyze_the_look_up_probes_the_primary_key(
     assert "Seq Scan on identities" not in plan, plan
     async with never_analyzed.connect() as conn:
         found = await repository.load_identities(conn, [*keys, (STORE, "anon:none")])
-    assert found == {k: f"cust-{i}" for k, i in zip(keys, range(1, NEW + 1, 10), strict=True)}
+    assert found.identities == {k: f"cust-{i}" for k, i in zip(keys, range(1, NEW + 1, 10), strict=True)}
+
+
+ERASED_AT = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def _forget(engine: AsyncEngine, store_id: str, identifiers: list[str], customer_id: str) -> None:
+    """Forgotten look-ups as an erasure leaves them (`repository.forget_identities`: the digest alone)."""
+    async with engine.begin() as conn:
+        for identifier in identifiers:
+            await conn.execute(
+                text(
+                    "INSERT INTO segmenter.forgotten_identities (store_id, digest, customer_id, erased_at) "
+                    "VALUES (:store, sha256(convert_to(:identifier, 'UTF8')), :customer, :at)"
+                ),
+                {"store": store_id, "identifier": identifier, "customer": customer_id, "at": ERASED_AT},
+            )
+
+
+async def test_the_same_statement_finds_the_unknown_emails_and_anonymous_ids_an_erasure_forgot(
+    grown: AsyncEngine,
+) -> None:
+    # Forgotten by an erasure: an email and an anonymous id no look-up knows (found as forgotten); one a
+    # customer has since been known by again (its look-up wins); the same email in another store (not this
+    # store's); a store customer id and an order id, kinds an erasure never forgets (never looked for).
+    known = _known(7)
+    await _forget(
+        grown, STORE, ["email:gone@example.com", "anon:gone", known[1], "id:gone", "order:gone"], "x"
+    )
+    await _forget(grown, "other", ["email:elsewhere@example.com"], "y")
+    wanted = [
+        known,
+        (STORE, "email:gone@example.com"),
+        (STORE, "anon:gone"),
+        (STORE, "email:elsewhere@example.com"),
+        (STORE, "id:gone"),
+        (STORE, "order:gone"),
+        (STORE, "email:new@example.com"),
+    ]
+    async with grown.connect() as conn:
+        found = await repository.load_identities(conn, wanted)
+    assert found.identities == {known: "cust-7"}
+    gone = repository.Forgotten("x", ERASED_AT)
+    assert found.forgotten == {(STORE, "email:gone@example.com"): gone, (STORE, "anon:gone"): gone}
+
+
+async def test_the_forgotten_look_up_probes_only_the_unknown_emails_and_anonymous_ids(
+    grown: AsyncEngine,
+) -> None:
+    await _forget(grown, STORE, ["email:gone@example.com"], "x")
+    known = [_known(i) for i in range(1, 41)]
+    unknown = [(STORE, f"email:new{i}@example.com") for i in range(7)] + [
+        (STORE, f"anon:new{i}") for i in range(5)
+    ]
+    others = [(STORE, f"order:{i}") for i in range(9)] + [(STORE, f"id:{i}") for i in range(3)]
+    plan = await _plan(grown, [*known, *unknown, *others], "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)")
+    # The probe of the forgotten table (and its digest) runs once for each unknown email or anonymous id.
+    probes = [line for line in plan.splitlines() if "forgotten_identities" in line and "Scan" in line]
+    assert len(probes) == 1, plan
+    loops = re.search(r"loops=(\d+)", probes[0])
+    assert loops is not None, plan
+    assert int(loops.group(1)) == len(unknown), plan

@@ -50,6 +50,7 @@ from services.segmenter.adapters.unnest import (
     unnest,
 )
 from services.segmenter.domain.figures import counted, survey_level, total_spent
+from services.segmenter.domain.identity import FORGETTABLE
 from services.segmenter.domain.profile import OrderFact, Profile, Transition
 from shared.funnel_event_structs import FunnelEvent, encode_funnel_event_into
 from shared.kafka import FUNNEL_EVENTS
@@ -132,6 +133,16 @@ async def claim_events(conn: AsyncConnection, events: Sequence[tuple[str, str]])
 
 
 _IDENTITY_KEY = ("store_id", "identifier")
+
+
+def _forgettable(column: str) -> str:
+    """SQL: the identifier in `column` is of a kind an erasure forgets (`FORGETTABLE`)."""
+    return " OR ".join(f"{column} LIKE '{prefix}%'" for prefix in FORGETTABLE)
+
+
+# A batch's look-ups and, of its emails and anonymous ids that no look-up knows (a new customer's, nearly
+# always), those an erasure forgot: one statement, one round trip.
+#
 # One probe of the primary key per pair, whatever the table's statistics say. As a plain join, PostgreSQL
 # hashed a live batch's pairs and read the whole table for each batch (4-7 ms a batch of 50-100 events at
 # 1,000 events/s, its costliest statement): the statistics were those of the table before it grew. A probe
@@ -141,38 +152,28 @@ _IDENTITY_KEY = ("store_id", "identifier")
 # pair and a filter kept the exact matches (4 alternated replays each). The row comparison stays beside the
 # equalities: only the primary key serves it (its two columns in order), and it keeps the planner there
 # before the table's first ANALYZE, where the equalities alone took the customer index (the store's column
-# alone) and read every identity of the store for each pair (1-2 s a batch of 3,000 events). The LIMIT
-# keeps the subquery from being flattened back into a join.
+# alone) and read every identity of the store for each pair (1-2 s a batch of 3,000 events). The LIMITs
+# keep the subqueries from being flattened back into joins.
+#
+# The forgotten look-ups were a second statement, sent once the first had answered with the pairs it did
+# not know: a round trip a batch, one of the three reads a batch decided ahead waits for one after another
+# (bench/README.md, sixty-eighth round). Here the second probe is made for those pairs only: its conditions
+# on the first probe's answer and on the identifier's kind reach no column of the forgotten table, so the
+# planner makes them a one-time filter, tested before the probe and its digest (EXPLAIN ANALYZE: the probe
+# runs once per unknown email or anonymous id, not once per pair). A pair with neither answer is left out.
 _LOAD_IDENTITIES = text(
-    "SELECT w.store_id, w.identifier, i.customer_id "  # noqa: S608 - our own names
+    "SELECT w.store_id, w.identifier, i.customer_id, f.customer_id, f.erased_at "  # noqa: S608 - our names
     f"FROM {unnest(identities, _IDENTITY_KEY, 'w')} "
-    "CROSS JOIN LATERAL (SELECT customer_id FROM segmenter.identities "
+    "LEFT JOIN LATERAL (SELECT customer_id FROM segmenter.identities "
     "WHERE store_id = w.store_id AND identifier = w.identifier "
-    "AND (store_id, identifier) >= (w.store_id, w.identifier) ORDER BY store_id, identifier LIMIT 1) i"
+    "AND (store_id, identifier) >= (w.store_id, w.identifier) "
+    "ORDER BY store_id, identifier LIMIT 1) i ON true "
+    "LEFT JOIN LATERAL (SELECT customer_id, erased_at "
+    f"FROM {forgotten_identities.fullname} WHERE i.customer_id IS NULL AND ({_forgettable('w.identifier')}) "
+    "AND store_id = w.store_id AND digest = sha256(convert_to(w.identifier, 'UTF8')) LIMIT 1) f ON true "
+    "WHERE i.customer_id IS NOT NULL OR f.customer_id IS NOT NULL"
 )
 _LOAD_IDENTITIES_RAW = positional(_LOAD_IDENTITIES)
-
-
-async def load_identities(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
-    # In any order: a plain read, no lock taken, and the answer is a mapping. Sorting a batch's ~5,000
-    # (store, identifier) pairs first cost 2.5 ms of the client's CPU a batch of 3,000 events.
-    wanted = list(set(keys))
-    if not wanted:
-        return {}
-    result = await _run(conn, _LOAD_IDENTITIES_RAW, params(_IDENTITY_KEY, wanted))
-    return {(r[0], r[1]): r[2] for r in result}
-
-
-# The digest is PostgreSQL's: the text of a forgotten look-up never leaves the statement that forgets it.
-_LOAD_FORGOTTEN = text(
-    "SELECT w.store_id, w.identifier, f.customer_id, f.erased_at "  # noqa: S608 - our own names
-    f"FROM {unnest(identities, _IDENTITY_KEY, 'w')} "
-    f"JOIN {forgotten_identities.fullname} f "
-    "ON f.store_id = w.store_id AND f.digest = sha256(convert_to(w.identifier, 'UTF8'))"
-)
-_LOAD_FORGOTTEN_RAW = positional(_LOAD_FORGOTTEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,15 +184,31 @@ class Forgotten:
     erased_at: datetime
 
 
-async def load_forgotten(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Forgotten]:
-    """Of these (store, identifier) pairs, those an erasure forgot (`forget_identities`)."""
+@dataclass(frozen=True, slots=True)
+class LookedUp:
+    """What `load_identities` found: the pairs' customers, and the pairs an erasure forgot among the emails
+    and anonymous ids that no look-up knows."""
+
+    identities: dict[tuple[str, str], str]
+    forgotten: dict[tuple[str, str], Forgotten]
+
+
+async def load_identities(conn: AsyncConnection, keys: Iterable[tuple[str, str]]) -> LookedUp:
+    # In any order: a plain read, no lock taken, and the answer is a mapping. Sorting a batch's ~5,000
+    # (store, identifier) pairs first cost 2.5 ms of the client's CPU a batch of 3,000 events.
     wanted = list(set(keys))
     if not wanted:
-        return {}
-    result = await _run(conn, _LOAD_FORGOTTEN_RAW, params(_IDENTITY_KEY, wanted))
-    return {(r[0], r[1]): Forgotten(r[2], r[3]) for r in result}
+        return LookedUp({}, {})
+    found: dict[tuple[str, str], str] = {}
+    forgotten: dict[tuple[str, str], Forgotten] = {}
+    for store_id, identifier, customer_id, erased_id, erased_at in await _run(
+        conn, _LOAD_IDENTITIES_RAW, params(_IDENTITY_KEY, wanted)
+    ):
+        if customer_id is not None:
+            found[(store_id, identifier)] = customer_id
+        else:
+            forgotten[(store_id, identifier)] = Forgotten(erased_id, erased_at)
+    return LookedUp(found, forgotten)
 
 
 _IDENTITY = ("store_id", "identifier", "customer_id")
@@ -251,7 +268,7 @@ _FORGET_IDENTITIES = text(
     "named AS (SELECT identifier FROM gone UNION SELECT unnest(CAST(:also AS text[]))) "
     f"INSERT INTO {forgotten_identities.fullname} AS f (store_id, digest, customer_id, erased_at) "
     "SELECT :store_id, sha256(convert_to(identifier, 'UTF8')), :customer_id, :erased_at FROM named "
-    "WHERE identifier LIKE 'email:%' OR identifier LIKE 'anon:%' "
+    f"WHERE {_forgettable('identifier')} "
     "ON CONFLICT (store_id, digest) DO UPDATE SET customer_id = excluded.customer_id, "
     "erased_at = excluded.erased_at WHERE f.erased_at < excluded.erased_at"
 )

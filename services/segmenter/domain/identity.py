@@ -14,6 +14,9 @@ from typing import Final
 from services.segmenter.domain.records import Record
 
 _RANK: Final = {"email:": 1, "anon:": 2, "order:": 3}
+# The identifiers an erasure forgets (and remembers as forgotten, by their digest, for the late events that
+# name them): a customer's emails and anonymous ids. The store's own customer id and order ids stay.
+FORGETTABLE: Final = ("email:", "anon:")
 
 
 def customer_id_for(identifier: str) -> str:

@@ -353,15 +353,15 @@ class FunnelProcessor:
         # As the batch before leaves them: its look-ups written, then its merges' repointing. The look-ups
         # it holds are not read: the database holds what it read of them, or less (`theirs` wins below).
         theirs = basis.identities
-        stored = await repository.load_identities(conn, (k for k in keys.wanted if k not in theirs))
+        looked_up = await repository.load_identities(conn, (k for k in keys.wanted if k not in theirs))
+        if looked_up.forgotten:
+            return None
+        stored = looked_up.identities
         identities: dict[tuple[str, str], str] = {}
         for key in keys.wanted:
             customer = theirs.get(key) or stored.get(key)
             if customer is not None:
                 identities[key] = basis.owners.get((key[0], customer), customer)
-        unknown = [k for k in keys.wanted if k not in identities and k[1].startswith(("email:", "anon:"))]
-        if unknown and await repository.load_forgotten(conn, unknown):
-            return None
         candidates = {(s, c) for (s, _), c in identities.items()} | keys.named_alone
         # From here until this batch locks them, this process's timer rounds leave these customers alone.
         await self._profiles_ahead.read(events, candidates)
@@ -404,11 +404,11 @@ class FunnelProcessor:
 
     async def _load(self, conn: AsyncConnection, events: Sequence[StorefrontEvent], keys: Keys) -> Loaded:
         """What deciding `events` reads, its profiles locked (a whole store's for a shop-wide erasure)."""
-        found = await repository.load_identities(conn, keys.wanted)
-        # Emails and anonymous ids no look-up knows (a new customer's, nearly always): an erasure may have
-        # forgotten one (it forgets no other kind; a batch's new orders alone are a third of its identifiers).
-        unknown = [k for k in keys.wanted if k not in found and k[1].startswith(("email:", "anon:"))]
-        forgotten = await repository.load_forgotten(conn, unknown) if unknown else {}
+        # The look-ups, and which of the emails and anonymous ids no look-up knows (a new customer's, nearly
+        # always) an erasure forgot (it forgets no other kind; a batch's new orders alone are a third of its
+        # identifiers).
+        looked_up = await repository.load_identities(conn, keys.wanted)
+        found, forgotten = looked_up.identities, looked_up.forgotten
         candidates = {(s, c) for (s, _), c in found.items()} | keys.named_alone
         candidates |= {(s, f.customer_id) for (s, _), f in forgotten.items()}
         versioned = await repository.load_profiles_with_versions(conn, candidates, self._cache)

@@ -25,7 +25,7 @@ from services.segmenter.domain.funnel import (
     merge,
     tombstone,
 )
-from services.segmenter.domain.identity import named_alone, resolve
+from services.segmenter.domain.identity import FORGETTABLE, named_alone, resolve
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, rules_for
 from shared.events import SHOP_WIDE
@@ -243,7 +243,7 @@ def _forget_look_ups(
     assert after.erased_at is not None
     held = set(after.identifiers)
     named = {i for p in before for i in p.identifiers} | set(ids)
-    dropped = sorted(i for i in named - held if i.startswith(("email:", "anon:")))
+    dropped = sorted(i for i in named - held if i.startswith(FORGETTABLE))
     if not dropped:
         return
     store_id, customer_id = after.store_id, after.customer_id
