@@ -116,6 +116,13 @@ def _owned_dir(path: Path, user: str | None) -> Path:
     return path
 
 
+# How every cluster of ours is initialised, and docker compose's (tests/unit/test_compose.py): UTF-8, and the
+# C locale, whose collation compares text byte by byte, in the order Python sorts the same strings in. The
+# postgres image's default, en_US.utf8, follows the language's rules: on the benchmark's segmenter phase,
+# PostgreSQL's CPU an event about 1.5x and pgbench's limit about half (bench/README.md, sixty-ninth round).
+INITDB_LOCALE = ("--encoding=UTF8", "--locale=C")
+
+
 def _initdb(bindir: Path, data: Path, run_dir: Path, user: str | None, fast: bool) -> None:
     pwfile = run_dir / "superuser.pw"
     pwfile.write_text(SUPERUSER_PASSWORD + "\n")
@@ -123,7 +130,7 @@ def _initdb(bindir: Path, data: Path, run_dir: Path, user: str | None, fast: boo
         shutil.chown(pwfile, user, user)
     argv = [str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}"]
     # Password (SCRAM) over TCP; trust only on the socket, which sits in a directory only we can enter.
-    argv += ["--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C"]
+    argv += ["--auth-host=scram-sha-256", "--auth-local=trust", *INITDB_LOCALE]
     if fast:
         argv.append("--no-sync")
     try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from deploy.devstack.postgres import INITDB_LOCALE
 from shared.settings import REPO_ROOT, KafkaSettings
 
 APP_PORTS = {"ingest": 8000, "segmenter": 8001, "notifier": 8002}
@@ -171,3 +173,12 @@ def test_the_services_know_every_broker_and_create_replicated_topics(
         assert {b: service["depends_on"][b]["condition"] for b in CLUSTER} == dict.fromkeys(
             CLUSTER, "service_healthy"
         )
+
+
+def test_postgres_is_initialised_with_the_locale_the_local_stack_and_the_tests_use(
+    compose: dict[str, Any],
+) -> None:
+    # The image's default is en_US.utf8: keys compared by the language's rules, orders of text not those
+    # the tests and the benchmark saw.
+    args = shlex.split(compose["services"]["postgres"]["environment"]["POSTGRES_INITDB_ARGS"])
+    assert [a for a in args if a.startswith(("--encoding", "--locale", "--lc-"))] == list(INITDB_LOCALE)
