@@ -161,6 +161,7 @@ def _forgettable(column: str) -> str:
 # on the first probe's answer and on the identifier's kind reach no column of the forgotten table, so the
 # planner makes them a one-time filter, tested before the probe and its digest (EXPLAIN ANALYZE: the probe
 # runs once per unknown email or anonymous id, not once per pair). A pair with neither answer is left out.
+# The digest is PostgreSQL's: the text of a forgotten look-up never leaves the statement that forgets it.
 _LOAD_IDENTITIES = text(
     "SELECT w.store_id, w.identifier, i.customer_id, f.customer_id, f.erased_at "  # noqa: S608 - our names
     f"FROM {unnest(identities, _IDENTITY_KEY, 'w')} "
