@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import structlog
 import typer
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from shared.cli import serve as serve_app
 from shared.db import upgrade_to_head
+from shared.db_collation import read_collation, report_collation
 from shared.logging import configure_logging, get_logger
 
 
@@ -65,6 +70,18 @@ def service_cli(
                 time.sleep(1)
                 continue
             log.info("migrated", service=name)
+            # Where a deployment's first output is read: say here too if the database is not in C.
+            asyncio.run(_report_collation(settings.database_url, log))
             return
 
     return cli
+
+
+async def _report_collation(database_url: str, log: structlog.stdlib.BoundLogger) -> None:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        report_collation(await read_collation(engine))
+    except Exception as exc:  # advice only: the migration itself succeeded
+        log.warning("database_collation_unread", error=type(exc).__name__)
+    finally:
+        await engine.dispose()

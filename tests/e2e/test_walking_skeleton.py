@@ -136,6 +136,22 @@ async def test_every_service_reports_its_event_loop_lag(services: RunningService
             assert 'event_loop_lag_seconds_bucket{le="0.001"}' in text
 
 
+async def test_the_database_backed_services_report_their_databases_collation(
+    services: RunningServices,
+) -> None:
+    # shared/db_collation.py, started by the segmenter's and the notifier's lifespan: the stack's database is
+    # created in C (deploy/devstack/postgres.py), so the metric says its text keys are compared byte by byte.
+    name = 'database_collation_info{collation="C",compares_bytes="true",provider="libc"}'
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in (services.segmenter, services.notifier):
+
+            async def reported(url: str = url) -> bool:
+                return await _metric(client, url, name) == 1.0
+
+            await eventually(reported, 10, f"{url} reported its database's collation")
+            assert 'compares_bytes="false"' not in (await client.get(f"{url}/metrics")).text
+
+
 async def test_bad_signature_gets_401_and_nothing_reaches_kafka(
     services: RunningServices, kafka_bootstrap: str
 ) -> None:
