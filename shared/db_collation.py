@@ -84,19 +84,20 @@ def report_collation(collation: Collation) -> None:
     )
 
 
-async def report_collation_once_reachable(engine: AsyncEngine) -> None:
-    """A worker: read and report the collation as soon as the database answers (it may start after us)."""
+async def report_database_collation(engine: AsyncEngine, *, wait_for_outages: bool) -> None:
+    """Read and report the collation. `wait_for_outages`: retry while the database is away (a service's
+    worker: its database may start after it), else one try (`migrate`, which has just reached it). What it
+    tells is advice: a database that will not say is logged, and stops nothing."""
     attempt = 0
     while True:
         try:
             collation = await read_collation(engine)
         except Exception as exc:
-            if not is_transient(exc):
-                # What it tells is advice: a database that will not say must not stop the service.
-                log.warning("database_collation_unread", error=type(exc).__name__)
-                return
-            await sleep_backoff(attempt)
-            attempt += 1
-            continue
+            if wait_for_outages and is_transient(exc):
+                await sleep_backoff(attempt)
+                attempt += 1
+                continue
+            log.warning("database_collation_unread", error=type(exc).__name__)
+            return
         report_collation(collation)
         return

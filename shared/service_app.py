@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.clock import Clock
 from shared.consumer import ConsumerPipeline
 from shared.db import build_engine, database_reachable
-from shared.db_collation import report_collation_once_reachable
+from shared.db_collation import report_database_collation
 from shared.kafka import build_producer, ensure_topics, kafka_reachable, start_forever
 from shared.logging import get_logger
 from shared.loop_lag import watch_loop_lag
@@ -106,7 +106,7 @@ def consuming_service_app(
             workers.start(worker, run())
         workers.start("kafka-connect", connect())
         workers.start("loop-lag", watch_loop_lag())
-        workers.start("database-collation", report_collation_once_reachable(engine))
+        workers.start("database-collation", report_database_collation(engine, wait_for_outages=True))
         try:
             yield
         finally:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import structlog
 import typer
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
@@ -17,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from shared.cli import serve as serve_app
 from shared.db import upgrade_to_head
-from shared.db_collation import read_collation, report_collation
+from shared.db_collation import report_database_collation
 from shared.logging import configure_logging, get_logger
 
 
@@ -71,17 +70,15 @@ def service_cli(
                 continue
             log.info("migrated", service=name)
             # Where a deployment's first output is read: say here too if the database is not in C.
-            asyncio.run(_report_collation(settings.database_url, log))
+            asyncio.run(_report_collation(settings.database_url))
             return
 
     return cli
 
 
-async def _report_collation(database_url: str, log: structlog.stdlib.BoundLogger) -> None:
-    engine = create_async_engine(database_url, poolclass=NullPool)
+async def _report_collation(database_url: str) -> None:
+    engine = create_async_engine(database_url, poolclass=NullPool, connect_args={"timeout": 5})
     try:
-        report_collation(await read_collation(engine))
-    except Exception as exc:  # advice only: the migration itself succeeded
-        log.warning("database_collation_unread", error=type(exc).__name__)
+        await report_database_collation(engine, wait_for_outages=False)
     finally:
         await engine.dispose()

@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import ROLE, PostgresServer, start_postgres
-from shared.db_collation import COLLATION, Collation, read_collation, report_collation_once_reachable
+from shared.db_collation import COLLATION, Collation, read_collation, report_database_collation
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ async def test_a_service_reports_the_collation_once_a_late_database_answers(stac
     engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 2})
     COLLATION.clear()
     # The worker starts first, as in a service whose database is not up yet: it must wait, not fail.
-    worker = asyncio.create_task(report_collation_once_reachable(engine))
+    worker = asyncio.create_task(report_database_collation(engine, wait_for_outages=True))
     try:
         await asyncio.sleep(1.0)
         assert not worker.done()
