@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.devstack.ports import free_ports
-from deploy.devstack.postgres import ROLE, PostgresServer, start_postgres
+from deploy.devstack.postgres import DATABASE, HOST, ROLE, ROLE_PASSWORD, PostgresServer, start_postgres
 from shared.db_collation import COLLATION, Collation, read_collation, report_database_collation
 
 pytestmark = pytest.mark.integration
@@ -59,9 +59,11 @@ async def test_an_icu_database_and_a_libc_c_utf8_one_are_told_apart_from_c(
 ) -> None:
     icu = _create(postgres_server, "collation_icu", "LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
     c_utf8 = _create(postgres_server, "collation_c_utf8", "LOCALE 'C.UTF-8'")
-    assert await _read(icu) == Collation("en-US", "icu")
-    assert await _read(c_utf8) == Collation("C.UTF-8", "libc")
-    assert not Collation("en-US", "icu").compares_bytes
+    on_icu, on_c_utf8 = await _read(icu), await _read(c_utf8)
+    assert on_icu == Collation("en-US", "icu")
+    assert on_c_utf8 == Collation("C.UTF-8", "libc")
+    assert not on_icu.compares_bytes
+    assert not on_c_utf8.compares_bytes
 
 
 def _sample(collation: str, provider: str, compares_bytes: str) -> float | None:
@@ -72,7 +74,7 @@ def _sample(collation: str, provider: str, compares_bytes: str) -> float | None:
 async def test_a_service_reports_the_collation_once_a_late_database_answers(stack_dir: Path) -> None:
     run_dir = stack_dir / "pg-collation-late"
     [port] = free_ports(1)
-    url = f"postgresql+asyncpg://{ROLE}:{ROLE}@127.0.0.1:{port}/loyalty"
+    url = f"postgresql+asyncpg://{ROLE}:{ROLE_PASSWORD}@{HOST}:{port}/{DATABASE}"
     engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 2})
     COLLATION.clear()
     # The worker starts first, as in a service whose database is not up yet: it must wait, not fail.
