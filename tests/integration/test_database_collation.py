@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ from sqlalchemy.pool import NullPool
 from deploy.devstack.ports import free_ports
 from deploy.devstack.postgres import DATABASE, HOST, ROLE, ROLE_PASSWORD, PostgresServer, start_postgres
 from shared.db_collation import COLLATION, Collation, read_collation, report_database_collation
+from shared.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _create(server: PostgresServer, name: str, locale_clause: str) -> str:
@@ -39,13 +37,6 @@ async def _read(url: str) -> Collation:
         return await read_collation(engine)
     finally:
         await engine.dispose()
-
-
-@pytest.fixture
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(postgres_url, poolclass=NullPool)
-    yield engine
-    await engine.dispose()
 
 
 async def test_the_stacks_database_is_in_c(engine: AsyncEngine) -> None:
