@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from deploy.devstack.ports import free_ports
-from deploy.devstack.postgres import DATABASE, HOST, ROLE, ROLE_PASSWORD, PostgresServer, start_postgres
+from deploy.devstack.postgres import (
+    HOST,
+    ROLE,
+    SUPERUSER,
+    SUPERUSER_PASSWORD,
+    PostgresServer,
+    start_postgres,
+)
 from shared.db_collation import COLLATION, Collation, read_collation, report_database_collation
 from shared.settings import REPO_ROOT
 
@@ -65,7 +72,10 @@ def _sample(collation: str, provider: str, compares_bytes: str) -> float | None:
 async def test_a_service_reports_the_collation_once_a_late_database_answers(stack_dir: Path) -> None:
     run_dir = stack_dir / "pg-collation-late"
     [port] = free_ports(1)
-    url = f"postgresql+asyncpg://{ROLE}:{ROLE_PASSWORD}@{HOST}:{port}/{DATABASE}"
+    # As the superuser, on the database initdb makes: both exist from the moment the server accepts logins.
+    # The stack's role and database are created a moment later (start_postgres), and a worker that logged
+    # in between would be refused for a role that does not exist yet, which is not an outage.
+    url = f"postgresql+asyncpg://{SUPERUSER}:{SUPERUSER_PASSWORD}@{HOST}:{port}/postgres"
     engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 2})
     COLLATION.clear()
     # The worker starts first, as in a service whose database is not up yet: it must wait, not fail.
