@@ -11,13 +11,12 @@ from typing import Protocol, TypeVar
 import typer
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from shared.cli import serve as serve_app
-from shared.db import upgrade_to_head
+from shared.db import build_engine, upgrade_to_head
 from shared.db_collation import report_database_collation
 from shared.logging import configure_logging, get_logger
+from shared.settings import DatabaseSettings
 
 
 class _ServiceSettings(Protocol):
@@ -77,7 +76,8 @@ def service_cli(
 
 
 async def _report_collation(database_url: str) -> None:
-    engine = create_async_engine(database_url, poolclass=NullPool, connect_args={"timeout": 5})
+    # The services' own engine (their connect and statement timeouts), with the one connection it needs.
+    engine = build_engine(DatabaseSettings(database_url=database_url, database_pool_size=1))
     try:
         await report_database_collation(engine, wait_for_outages=False)
     finally:
