@@ -143,21 +143,9 @@ async def _send_in_batches(
             batch = open_batches[(topic, partition)] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None) is None:
             # Full: send it and start the partition's next one (a fresh batch takes any one record).
-            futures.append(await _submit(producer, batch, topic, partition))
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = open_batches[(topic, partition)] = producer.create_batch()
             batch.append(key=key, value=value, timestamp=None)
     for (topic, partition), batch in open_batches.items():
-        futures.append(await _submit(producer, batch, topic, partition))
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
-
-
-async def _submit(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-    """Hand a whole record batch to the producer, closed first: aiokafka holds a batch left open for its
-    linger (5 ms, shared/kafka.py) in case `send` adds records to it, and nothing will. Open, each round
-    waited that out before its produce request left, and so did every commit that woke the relay meanwhile:
-    a round of 10 rows (publish, acknowledgement, delete, commit) took 9.7 ms at the median, closed 4.1
-    (200 rounds each, alternated, against the test stack's broker and PostgreSQL). aiokafka's own advice:
-    "For complete control over the batch's contents, close before submission" (BatchBuilder.close)."""
-    batch.close()
-    delivered: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-    return delivered

@@ -1,7 +1,6 @@
 """The segmenter's outbox relay against a real Postgres and Kafka: rows leave as record batches per
 partition, each on the partition `producer.send` would have chosen for its key, in id order per partition,
-and are deleted once delivered; a round Kafka refuses deletes nothing; a round's batches do not wait out the
-producer's linger."""
+and are deleted once delivered; a round Kafka refuses deletes nothing."""
 
 from __future__ import annotations
 
@@ -147,33 +146,3 @@ async def test_a_round_kafka_refuses_deletes_nothing_and_the_next_one_publishes_
     # not yet (the new limit reaching it) rolls back and publishes those records again in the next.
     received = await _read_all(kafka_bootstrap, topic, await end_offsets(kafka_bootstrap, topic))
     assert {value for _, _, value in received} == set(values)
-
-
-async def test_a_rounds_batches_go_to_the_broker_without_waiting_out_the_producers_linger(
-    engine: AsyncEngine, relay_table: Table, kafka_bootstrap: str
-) -> None:
-    # A round hands aiokafka whole record batches and waits for their acknowledgement before it deletes
-    # its rows and commits. aiokafka holds a batch left open for its linger (more records may join it), so
-    # each round waited the producer's 5 ms for records that never come, and every commit behind it waited
-    # too. A batch closed before submission is sent at once ("for complete control over the batch's
-    # contents, close before submission", aiokafka's BatchBuilder.close). A linger of a minute makes the
-    # difference plain: with open batches this round would wait that long.
-    topic = f"relay-linger-{uuid.uuid4().hex[:8]}"
-    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap)
-    await ensure_topics(settings, [topic], partitions=PARTITIONS)
-    rows = [{"topic": topic, "key": b"demo:c-%d" % n, "value": b"%04d" % n} for n in range(30)]
-    async with engine.begin() as conn:
-        await conn.execute(insert(relay_table), rows)
-    producer = build_producer(settings, "test-relay-linger", linger_ms=60_000)
-    await producer.start()
-    try:
-        relay = OutboxRelay(
-            name="test", engine=engine, table=relay_table, producer=lambda: producer, lock_key=0x7E57_0004
-        )
-
-        published = await asyncio.wait_for(relay.publish_batch(), timeout=20)
-
-        assert published == len(rows)
-        assert await end_offsets(kafka_bootstrap, topic) == len(rows)
-    finally:
-        await producer.stop()
