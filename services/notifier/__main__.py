@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from services.notifier.adapters.pidfile import NoRunningProcess, running_pid
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.entrypoints.api import create_app
 from services.notifier.entrypoints.reload import load_checked, status_path
@@ -64,15 +65,16 @@ def reload(
         raise typer.Exit(1)
     pidfile = settings.pidfile
     try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        console.print(f"[red]✗[/red] no running notifier: cannot read {pidfile} (NOTIFIER_PIDFILE)")
+        # Only a pid whose notifier still holds the file: a stale one may name an unrelated process now.
+        pid = running_pid(pidfile)
+    except NoRunningProcess as exc:
+        console.print(f"[red]✗[/red] no running notifier: {exc} (NOTIFIER_PIDFILE)", highlight=False)
         raise typer.Exit(2) from None
     status = status_path(pidfile)
     before = status.read_text() if status.exists() else None
     try:
         os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
+    except ProcessLookupError:  # it ended between the two calls
         console.print(f"[red]✗[/red] no process {pid} (stale {pidfile})")
         raise typer.Exit(2) from None
     deadline = time.monotonic() + wait_seconds

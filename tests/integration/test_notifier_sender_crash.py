@@ -131,6 +131,8 @@ async def test_a_sender_killed_mid_batch_loses_no_welcome_and_duplicates_no_prom
         "STORES_FILE": str(REPO_ROOT / "deploy" / "stores.dev.yaml"),
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port}",  # the sender needs no broker
         "NOTIFIER_PORT": str(api_port),
+        # Killed below, it leaves its pidfile behind: here, not in the repository's .run/.
+        "NOTIFIER_PIDFILE": str(tmp_path / "notifier-run.pid"),
         "NOTIFIER_SEND_BATCH": "50",
         "NOTIFIER_SEND_LEASE_SECONDS": str(LEASE_SECONDS),
         "ENVIRONMENT": "test",

@@ -254,6 +254,7 @@ async def test_sighup_reloads_the_running_process(tmp_path: Path) -> None:
     finally:
         reloader.stop()
     assert not (tmp_path / "notifier.pid").exists()
+    assert not status.exists()
 
 
 def test_a_draft_shows_the_files_on_disk_without_touching_the_running_set(tmp_path: Path) -> None:

@@ -3,17 +3,19 @@ reload`.
 
 Chosen over an admin endpoint: no new credential to guard, and only someone allowed to signal the process
 can send it. The running notifier writes its pid to NOTIFIER_PIDFILE (by default one per port under
-.run/). A reload first loads and validates the new registry and every store's templates; only when all of
-it is good are they swapped in, templates first, then the registry (which carries each store's notifier
-settings). A reload that fails keeps what is running, logs why, and records the outcome next to the pidfile
-(`<pidfile>.reload.json`), where the `reload` command reads it to report and to set its exit status.
+.run/) and holds the file locked while it runs, so that a file a crash left behind is known to be stale
+(`adapters/pidfile.py`). A reload first loads and validates the new registry and every store's templates;
+only when all of it is good are they swapped in, templates first, then the registry (which carries each
+store's notifier settings). A reload that fails keeps what is running, logs why, and records the outcome
+next to the pidfile (`<pidfile>.reload.json`), where the `reload` command reads it to report and to set its
+exit status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from services.notifier.adapters.pidfile import PidFile, PidFileHeld
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from shared.logging import get_logger
 from shared.stores import StoreRegistry, StoreRegistryError
@@ -69,6 +72,7 @@ class Reloader:
         self._generation = 0
         self._lock = threading.Lock()
         self._listening = False
+        self._held: PidFile | None = None
 
     def reload(self) -> ReloadOutcome:
         with self._lock:  # two SIGHUPs in a row reload one after the other
@@ -102,12 +106,16 @@ class Reloader:
         return outcome
 
     def start(self) -> None:
-        """Write the pidfile and reload on SIGHUP (the validation runs in a thread: it takes a second)."""
+        """Hold the pidfile and reload on SIGHUP (the validation runs in a thread: it takes a second)."""
         if self._pidfile is not None:
             try:
-                self._pidfile.parent.mkdir(parents=True, exist_ok=True)
-                status_path(self._pidfile).unlink(missing_ok=True)
-                self._pidfile.write_text(f"{os.getpid()}\n")
+                self._held = PidFile.acquire(self._pidfile)
+                with contextlib.suppress(OSError):  # the command compares it before and after anyway
+                    status_path(self._pidfile).unlink(missing_ok=True)
+            except PidFileHeld:
+                # Another live notifier was given the same file: `reload` keeps signalling that one.
+                log.warning("pidfile_held", pidfile=str(self._pidfile))
+                self._pidfile = None
             except OSError as exc:
                 # A read-only install (a container image): SIGHUP works, only the command cannot find us.
                 log.warning("pidfile_unwritable", pidfile=str(self._pidfile), error=type(exc).__name__)
@@ -127,9 +135,8 @@ class Reloader:
         if self._listening:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             self._listening = False
-        if self._pidfile is not None:
-            try:
-                if self._pidfile.read_text().strip() == str(os.getpid()):
-                    self._pidfile.unlink()
-            except OSError:
-                pass
+        if self._held is not None:
+            self._held.release()
+            with contextlib.suppress(OSError):  # its verdicts go with it
+                status_path(self._held.path).unlink(missing_ok=True)
+            self._held = None
