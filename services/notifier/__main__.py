@@ -68,7 +68,10 @@ def reload(
         # Only a pid whose notifier still holds the file: a stale one may name an unrelated process now.
         pid = running_pid(pidfile)
     except NoRunningProcess as exc:
-        console.print(f"[red]✗[/red] no running notifier: {exc} (NOTIFIER_PIDFILE)", highlight=False)
+        console.print(f"[red]✗[/red] no running notifier: {exc}", highlight=False)
+        console.print(
+            "  (NOTIFIER_PIDFILE sets the file; by default .run/notifier-<port>.pid)", highlight=False
+        )
         raise typer.Exit(2) from None
     status = status_path(pidfile)
     before = status.read_text() if status.exists() else None

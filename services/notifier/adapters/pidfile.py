@@ -85,7 +85,8 @@ def running_pid(path: Path) -> int:
             if not text.isdigit():
                 raise NoRunningProcess(f"{path} holds no pid yet (a notifier starting?)") from None
             return int(text)
-        stale = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "none"
-        raise NoRunningProcess(f"{path} is stale: no process holds it (it names pid {stale})")
+        named = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        reason = f"{path} is stale: no process holds it"
+        raise NoRunningProcess(f"{reason}, so pid {named} is not signalled" if named.isdigit() else reason)
     finally:
         os.close(fd)
