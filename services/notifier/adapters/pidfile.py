@@ -51,8 +51,8 @@ class PidFile:
         except BaseException:
             os.close(fd)
             raise
-        # Locked before written: a reader that finds the lock held reads a pid, or, in the instant between
-        # the two, an empty file, which it reports as unreadable rather than as someone else's pid.
+        # Locked before written: a reader that finds the lock held reads our pid, or, in the instant between
+        # the two, an empty file, which it reports as holding no pid yet, never as an earlier holder's.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
@@ -62,7 +62,7 @@ class PidFile:
         if self._fd is None:
             return
         try:
-            if os.fstat(self._fd).st_ino == self.path.stat().st_ino:
+            if os.path.samestat(os.fstat(self._fd), self.path.stat()):  # not a successor's new file
                 self.path.unlink()
         except OSError:
             pass
