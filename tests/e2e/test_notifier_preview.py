@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.notifier.domain.samples import EMAIL_FLOWS
-from shared.settings import REPO_ROOT
 from tests.e2e.conftest import RunningServices
 from tests.e2e.test_notifier_flows import _order, _signed
 from tests.fixtures.stack import SmtpServer
+from tests.notifier_cli import run_reload
 from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -161,15 +160,7 @@ def _with_broken_template(stores_file: Path, directory: Path) -> Path:
 
 
 def _reload(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.notifier", "reload", "--wait-seconds", "60"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_reload(env, wait_seconds=60)
 
 
 async def test_reload_command_signals_the_running_notifier_and_refuses_a_broken_registry(

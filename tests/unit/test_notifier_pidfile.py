@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.notifier.adapters.pidfile import NoRunningProcess, PidFile, PidFileHeld, running_pid
+from tests.notifier_cli import run_reload
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,15 +98,7 @@ def test_reload_leaves_alone_the_process_a_stale_pidfile_names(tmp_path: Path) -
             "NOTIFIER_PIDFILE": str(pidfile),
             "STORES_FILE": str(REPO_ROOT / "deploy" / "stores.dev.yaml"),
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "services.notifier", "reload", "--wait-seconds", "2"],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_reload(env, wait_seconds=2)
         assert done.returncode == 2, done.stderr
         assert "stale" in done.stderr
         assert bystander.poll() is None, "reload signalled a process the notifier's stale pidfile named"
