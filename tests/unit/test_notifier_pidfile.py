@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from services.notifier.adapters.pidfile import NoRunningProcess, PidFile, PidFileHeld, running_pid
+from shared.settings import REPO_ROOT
 from tests.notifier_cli import run_reload
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_holder_is_the_running_pid_until_it_lets_go(tmp_path: Path) -> None:
