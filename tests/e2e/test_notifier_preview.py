@@ -5,7 +5,6 @@ status of `reload`."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -159,19 +158,17 @@ def _with_broken_template(stores_file: Path, directory: Path) -> Path:
     return path
 
 
-def _reload(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return run_reload(env, wait_seconds=60)
-
-
 async def test_reload_command_signals_the_running_notifier_and_refuses_a_broken_registry(
     services: RunningServices, tmp_path: Path
 ) -> None:
-    done = await asyncio.to_thread(_reload, services.env)
+    done = await asyncio.to_thread(run_reload, services.env, wait_seconds=60)
     assert done.returncode == 0, done.stderr
     assert "reloaded" in done.stderr
 
     broken_registry = _with_broken_template(Path(services.env["STORES_FILE"]), tmp_path)
-    refused = await asyncio.to_thread(_reload, {**services.env, "STORES_FILE": str(broken_registry)})
+    refused = await asyncio.to_thread(
+        run_reload, {**services.env, "STORES_FILE": str(broken_registry)}, wait_seconds=60
+    )
     assert refused.returncode == 1
     assert "demo/welcome/en/subject.liquid:1" in refused.stderr
     assert "keeps its registry and templates" in refused.stderr

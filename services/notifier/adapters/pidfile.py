@@ -81,6 +81,8 @@ def running_pid(path: Path) -> int:
             # A shared lock is granted only while no process holds the exclusive one.
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            # Read only now that a holder is known: read before, the pid could be a crashed notifier's that
+            # a successor replaced in between.
             text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
             if not text.isdigit():
                 raise NoRunningProcess(f"{path} holds no pid yet (a notifier starting?)") from None
