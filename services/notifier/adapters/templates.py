@@ -5,7 +5,8 @@ replaces the built-in file of the same name, and every file it does not have fal
 All files are read into memory when the catalogue is built and validated before it is used: parsed (a syntax
 error names the file and line), analysed (a variable the flow does not hand over is an error, not a blank in a
 customer's inbox) and rendered once with sample data. Templates see only the flow's data and can include only
-files of their own set: no paths outside it, no file system, no network, bounded loops and output.
+files of their own set: no paths outside it, no file system, no network, bounded loops and output, and no
+value bigger than an email nor a render longer than a second (template_limits.py).
 
 The HTML part is autoescaped (customer names come from storefront input) and its CSS is inlined by css-inline
 at render time, so mail clients that drop <style> (Gmail's app, Outlook) still show the layout; subject and
@@ -25,9 +26,18 @@ from typing import Any, TextIO
 
 import css_inline
 from liquid import BoundTemplate, Environment, FalsyStrictUndefined, RenderContext
+from liquid.ast import Node
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.loader import BaseLoader, TemplateSource
 
+from services.notifier.adapters.template_limits import (
+    MAX_ITEMS,
+    MAX_TEXT,
+    BoundedContext,
+    BoundedFilter,
+    bound_filters,
+    bound_ranges,
+)
 from shared.stores import StoreConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -75,6 +85,7 @@ class _PartialTemplate(BoundTemplate):
     values first (looking values up was 1.4-2.9 % of the notifier's busy samples at 1,000 events/s, and for
     a first name all of it finds nothing; rendering 922 -> 860 us a message in process)."""
 
+    context_class = BoundedContext  # each render's deadline (template_limits.py)
     _KEPT = 32
     _JUDGED = 256
     _PURE_TAGS = frozenset({"if", "unless", "case", "comment", "raw"})
@@ -157,10 +168,23 @@ class _Environment(Environment):
     # reached gigabytes before anything was written (python-liquid measures the namespace with
     # sys.getsizeof, so a string counts its length).
     context_depth_limit = 30
-    loop_iteration_limit = 10_000
-    output_stream_limit = 512 * 1024
+    loop_iteration_limit = MAX_ITEMS
+    output_stream_limit = MAX_TEXT
     local_namespace_limit = 512 * 1024
     template_class = _PartialTemplate
+
+    # What a filter makes and a range holds, and how long a render runs, are bounded in template_limits.py.
+    def setup_tags_and_filters(self, *, extra: bool = False) -> None:
+        super().setup_tags_and_filters(extra=extra)
+        self.filters = bound_filters(self.filters)
+
+    def add_filter(self, name: str, func: Callable[..., Any]) -> None:
+        super().add_filter(name, BoundedFilter(name, func))
+
+    def _parse(self, source: str) -> list[Node]:
+        nodes = super()._parse(source)
+        bound_ranges(self, nodes)
+        return nodes
 
 
 class _SnapshotLoader(BaseLoader):

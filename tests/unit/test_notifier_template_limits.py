@@ -1,0 +1,92 @@
+"""One render of a store's template costs at most an email's worth of memory and a second of CPU: what a
+filter would make and what a range holds are bounded before they are made, a render stops at its deadline
+(partials included), and a filter's own Python exception is a template error naming file and line. Before, a
+template of a few hundred bytes could hold the notifier for minutes or take gigabytes from every store's
+email."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.notifier.adapters import template_limits
+from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
+from tests.unit.test_notifier_store_templates import render, store, write
+
+WHERE = "shop/welcome/en/subject.liquid:1: "
+FIVE_REPLACES = '{{ "aaaaaaaaaa"' + ' | replace: "a", "aaaaaaaaaa"' * 5 + " | size }}"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # (1..100000000) | join took 27 s and 7.8 GB before the output limit could see anything.
+        ('{{ (1..20000) | join: "," | size }}', "a range may hold at most 10,000 numbers; this one holds"),
+        # `contains` walks a range in C when it looks for anything but a whole number.
+        ('{% if (1..30000) contains "x" %}x{% endif %}', "a range may hold at most 10,000 numbers"),
+        # Ten characters made a megabyte here; three more replaces would be a gigabyte.
+        (FIVE_REPLACES, "replace: would make 1,000,000 characters, more than 524,288"),
+        ('{{ "a,b,c,d,e,f" | split: "," | join: "' + "x" * 120_000 + '" }}', "join: 6 items joined by 120,"),
+        ('{{ "' + "a" * 20_001 + '" | split: "" | size }}', "split: would make a list of over 10,000 items"),
+        (
+            '{% assign s = "' + "a" * 100_000 + '" | split: "," %}'
+            "{% for i in (1..5) %}{% assign s = s | concat: s %}{% endfor %}{{ s | size }}",
+            "concat: would make a list of over 524,288 characters",
+        ),
+        (
+            "{% assign n = 99999999999999999999 %}"
+            "{% for i in (1..10) %}{% assign n = n | times: n %}{% endfor %}{{ n | size }}",
+            "times: would make a number of over 4,300 digits",
+        ),
+        # Python's own exceptions, which escaped validation (and the preview API, as a 500) before.
+        ('{{ "1e999" | floor }}', "floor: cannot convert float infinity to integer"),
+        ('{{ "1e99999999" | modulo: 7 }}', "modulo: a number out of its range"),
+    ],
+)
+def test_a_template_that_would_make_too_much_is_refused_naming_file_and_line(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    write(tmp_path, "welcome/en/subject.liquid", source)
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    problems = caught.value.problems
+    assert any(problem.startswith(WHERE + expected) for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Each loop within the loop limit: a thousand in a row ran for seconds.
+        "{% for i in (1..10000) %}{% endfor %}" * 1000 + "Hi",
+        # The same in partials, each in a context of its own that keeps the including one's deadline.
+        "{% render '_partials/en/loop.liquid' %}" * 1000 + "Hi",
+    ],
+)
+def test_a_render_stops_at_its_deadline_partials_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    monkeypatch.setattr(template_limits, "RENDER_SECONDS", 0.05)
+    write(tmp_path, "_partials/en/loop.liquid", "{% for i in (1..10000) %}{% endfor %}")
+    write(tmp_path, "welcome/en/subject.liquid", source)
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    assert f"{WHERE}the template did not finish rendering within 0.05 s" in (caught.value.problems)
+
+
+def test_filters_still_get_their_context_and_environment_and_their_argument_checks(tmp_path: Path) -> None:
+    # `join` reads the environment (autoescape), `default` takes a keyword, and a filter given the wrong
+    # arguments is still refused.
+    write(
+        tmp_path,
+        "welcome/en/subject.liquid",
+        '{{ "a,b" | split: "," | join: "+" }} {{ false | default: "x", allow_false: true }} '
+        '{{ "2026-12-07" | date: "%Y" }} {{ (1..10000) | size }} {{ customer.first_name | upcase }}',
+    )
+    config = store(tmp_path)
+    assert render(TemplateRenderer(stores=[config]), config, "welcome", "en").subject == (
+        "a+b false 2026 10000 ALEX"
+    )
+    write(tmp_path, "welcome/en/subject.liquid", '{{ "a" | join: "+", "-" }}')
+    with pytest.raises(TemplateProblem):
+        TemplateRenderer(stores=[store(tmp_path)])
