@@ -42,6 +42,10 @@ FIVE_REPLACES = '{{ "aaaaaaaaaa"' + ' | replace: "a", "aaaaaaaaaa"' * 5 + " | si
         # Python's own exceptions, which escaped validation (and the preview API, as a 500) before.
         ('{{ "1e999" | floor }}', "floor: cannot convert float infinity to integer"),
         ('{{ "1e99999999" | modulo: 7 }}', "modulo: a number out of its range"),
+        (
+            '{{ "a" | compact: -99999999999999999999 }}',
+            "compact: cannot fit 'int' into an index-sized integer",
+        ),
     ],
 )
 def test_a_template_that_would_make_too_much_is_refused_naming_file_and_line(
@@ -52,6 +56,20 @@ def test_a_template_that_would_make_too_much_is_refused_naming_file_and_line(
         TemplateRenderer(stores=[store(tmp_path)])
     problems = caught.value.problems
     assert any(problem.startswith(WHERE + expected) for problem in problems), problems
+
+
+def test_a_tag_that_fails_with_pythons_own_exception_is_a_template_error(tmp_path: Path) -> None:
+    # python-liquid's `for` hands a negative limit to islice, whose ValueError escaped the validation (a
+    # notifier that would not start, a reload or a preview that failed with a traceback).
+    write(
+        tmp_path, "welcome/en/subject.liquid", "{% for i in (1..3) limit: -1 offset: -1 %}{{ i }}{% endfor %}"
+    )
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    assert caught.value.problems == [
+        "shop/welcome/en/subject.liquid: ValueError: Indices for islice() must be None or an integer: "
+        "0 <= x <= sys.maxsize."
+    ]
 
 
 @pytest.mark.parametrize(

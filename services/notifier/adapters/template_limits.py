@@ -14,7 +14,8 @@ experiment) must not stall or exhaust it for all the others. So, in every render
   filters that can make far more than that in one call (`join`, `replace`) are checked before they run, the
   others (at most a dozen times their input, or a product of two bounded numbers) after;
 - a filter that fails on a value (`floor` of infinity, a decimal `modulo` out of range) fails as a template
-  error naming the filter, as python-liquid's own checks do, not as an exception the caller never expected;
+  error naming the filter, as python-liquid's own checks do, not as an exception the caller never expected
+  (and so does a tag, in templates.py);
 - a render still running after RENDER_SECONDS stops at its next filter or loop.
 
 Each of these is a Liquid error carrying the filter's place in the template, so validation names the file
@@ -51,7 +52,7 @@ class RenderTimeLimitError(TemplateLimitError):
 
 
 class TemplateValueError(FilterArgumentError):
-    """A filter that failed on its value with Python's own exception (OverflowError, decimal's
+    """A filter or a tag that failed on its value with Python's own exception (OverflowError, decimal's
     InvalidOperation, ValueError), told as a template error like python-liquid's checks."""
 
 
@@ -140,7 +141,7 @@ class BoundedFilter:
             kwargs["context"] = context
         try:
             result = self.func(left, *args, **kwargs)
-        except (ArithmeticError, ValueError) as exc:
+        except (ArithmeticError, LookupError, ValueError) as exc:
             # decimal's exceptions say only their class ("[<class 'decimal.InvalidOperation'>]").
             reason = "a number out of its range" if isinstance(exc, decimal.DecimalException) else str(exc)
             raise TemplateValueError(f"{self.name}: {reason}", token=None) from exc

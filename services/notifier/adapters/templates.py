@@ -35,6 +35,7 @@ from services.notifier.adapters.template_limits import (
     MAX_TEXT,
     BoundedContext,
     BoundedFilter,
+    TemplateValueError,
     bound_filters,
     bound_ranges,
 )
@@ -99,6 +100,15 @@ class _PartialTemplate(BoundTemplate):
         self._keeping = True
         self._judged = 0  # lookups since the outputs were full, up to _JUDGED
         self._found = 0
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return super().render(*args, **kwargs)
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            # python-liquid's own tags can fail so on odd values (`{% for x in xs limit: -1 offset: -1 %}`
+            # raises islice's ValueError): the template's problem, told as one, not an exception that the
+            # validation, the preview API and the sender never expected.
+            raise TemplateValueError(f"{type(exc).__name__}: {exc}", token=None) from exc
 
     def render_with_context(
         self,
