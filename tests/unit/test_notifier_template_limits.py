@@ -15,6 +15,7 @@ from services.notifier.adapters.templates import TemplateProblem, TemplateRender
 from tests.unit.test_notifier_store_templates import render, store, write
 
 WHERE = "shop/welcome/en/subject.liquid:1: "
+IFS = "{% if customer.first_name == 'x' %}{% endif %}" * 1000
 FIVE_REPLACES = '{{ "aaaaaaaaaa"' + ' | replace: "a", "aaaaaaaaaa"' * 5 + " | size }}"
 
 
@@ -79,6 +80,10 @@ def test_a_tag_that_fails_with_pythons_own_exception_is_a_template_error(tmp_pat
         "{% for i in (1..10000) %}{% endfor %}" * 1000 + "Hi",
         # The same in partials, each in a context of its own that keeps the including one's deadline.
         "{% render '_partials/en/loop.liquid' %}" * 1000 + "Hi",
+        # One loop whose every turn is long, and partials with neither loops nor filters: the deadline is
+        # looked at each turn and each partial, not only as a loop starts.
+        "{% for i in (1..10000) %}" + IFS + "{% endfor %}Hi",
+        "{% include '_partials/en/ifs.liquid' %}" * 1000 + "Hi",
     ],
 )
 def test_a_render_stops_at_its_deadline_partials_included(
@@ -86,6 +91,8 @@ def test_a_render_stops_at_its_deadline_partials_included(
 ) -> None:
     monkeypatch.setattr(template_limits, "RENDER_SECONDS", 0.05)
     write(tmp_path, "_partials/en/loop.liquid", "{% for i in (1..10000) %}{% endfor %}")
+    # (An assign, so that its output is not kept from one include to the next: templates.py's partials.)
+    write(tmp_path, "_partials/en/ifs.liquid", "{% assign seen = true %}" + IFS)
     write(tmp_path, "welcome/en/subject.liquid", source)
     with pytest.raises(TemplateProblem) as caught:
         TemplateRenderer(stores=[store(tmp_path)])

@@ -16,7 +16,7 @@ experiment) must not stall or exhaust it for all the others. So, in every render
 - a filter that fails on a value (`floor` of infinity, a decimal `modulo` out of range) fails as a template
   error naming the filter, as python-liquid's own checks do, not as an exception the caller never expected
   (and so does a tag, in templates.py);
-- a render still running after RENDER_SECONDS stops at its next filter or loop.
+- a render still running after RENDER_SECONDS stops at its next filter, loop turn or partial.
 
 Each of these is a Liquid error carrying the filter's place in the template, so validation names the file
 and line, the preview API answers 422, and the sender fails that one message (tries it again later, for the
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import decimal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from liquid import BoundTemplate, Environment, RenderContext
@@ -58,20 +59,41 @@ class TemplateValueError(FilterArgumentError):
 
 class BoundedContext(RenderContext):
     """A render context with a deadline: set when a template's render starts, shared by every partial it
-    renders (python-liquid makes their contexts with `self.__class__`, passing this one as the parent)."""
+    renders (python-liquid makes their contexts with `self.__class__`, passing this one as the parent).
+
+    The deadline is looked at wherever a render can repeat work: each filter, each loop's every turn, each
+    partial included or rendered. What runs between two looks is one template's own nodes, once."""
 
     __slots__ = ("deadline",)
 
     def __init__(self, template: BoundTemplate, **kwargs: Any) -> None:
         super().__init__(template, **kwargs)
         parent = kwargs.get("parent_context")
-        self.deadline: float = (
-            parent.deadline if isinstance(parent, BoundedContext) else time.monotonic() + RENDER_SECONDS
-        )
+        if isinstance(parent, BoundedContext):  # a partial's, by `render`
+            self.deadline: float = parent.deadline
+            self.check_time()
+        else:
+            self.deadline = time.monotonic() + RENDER_SECONDS
 
-    def raise_for_loop_limit(self, length: int = 1) -> None:
-        super().raise_for_loop_limit(length)
-        self.check_time()
+    @contextmanager
+    def extend(
+        self, namespace: Mapping[str, object], template: BoundTemplate | None = None
+    ) -> Iterator[RenderContext]:
+        self.check_time()  # a partial by `include`, and each loop
+        with super().extend(namespace, template) as context:
+            yield context
+
+    @contextmanager
+    def loop(self, namespace: Mapping[str, object], forloop: Any) -> Iterator[RenderContext]:
+        # `for` and `tablerow` step through their loop object's `it`: each turn looks at the clock first.
+        forloop.it = self._on_time(forloop.it)
+        with super().loop(namespace, forloop) as context:
+            yield context
+
+    def _on_time(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            self.check_time()
+            yield item
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
