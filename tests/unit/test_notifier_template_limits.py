@@ -96,7 +96,28 @@ def test_a_render_stops_at_its_deadline_partials_included(
     write(tmp_path, "welcome/en/subject.liquid", source)
     with pytest.raises(TemplateProblem) as caught:
         TemplateRenderer(stores=[store(tmp_path)])
-    assert f"{WHERE}the template did not finish rendering within 0.05 s" in (caught.value.problems)
+    assert caught.value.problems == [
+        f"{WHERE}the template did not finish rendering within 0.05 s (the set's other templates were not "
+        "checked)"
+    ]
+
+
+def test_a_set_stops_being_checked_at_its_first_render_past_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every part of every flow slow: checked one by one, the validation (of a start, a reload, each draft
+    # preview) would have spent the deadline thirty times over; one is enough to refuse the set.
+    monkeypatch.setattr(template_limits, "RENDER_SECONDS", 0.05)
+    slow = "{% for i in (1..10000) %}" + IFS + "{% endfor %}"
+    for flow in ("welcome", "vip", "win_back"):
+        for part in ("subject", "text", "html"):
+            write(tmp_path, f"{flow}/en/{part}.liquid", slow)
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(tmp_path)])
+    assert [problem for problem in caught.value.problems if "did not finish" in problem] == [
+        f"{WHERE}the template did not finish rendering within 0.05 s (the set's other templates were not "
+        "checked)"
+    ]
 
 
 def test_filters_still_get_their_context_and_environment_and_their_argument_checks(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from services.notifier.adapters.template_limits import (
     MAX_TEXT,
     BoundedContext,
     BoundedFilter,
+    RenderTimeLimitError,
     TemplateValueError,
     bound_filters,
     bound_ranges,
@@ -418,13 +419,27 @@ def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, la
         sample = samples(flow)
         for locale in sorted(locales):
             for part in PARTS:
-                for problem in _check_one(templates, flow, locale, part, sample, label):
+                try:
+                    found = _check_one(templates, flow, locale, part, sample, label)
+                except _TooSlow as exc:
+                    # One render past its deadline refuses the set: the rest is not rendered, so a set of
+                    # two thousand slow templates costs the validation (a start, a reload, a draft preview)
+                    # one deadline, not two thousand.
+                    problems.append(f"{exc.problem} (the set's other templates were not checked)")
+                    return problems
+                for problem in found:
                     # A broken partial shows once, under the first flow that includes it.
                     where = problem.split(": ", 1)[0]
                     if where not in seen:
                         seen.add(where)
                         problems.append(problem)
     return problems
+
+
+class _TooSlow(Exception):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 def _check_one(
@@ -451,6 +466,8 @@ def _check_one(
         return problems
     try:
         template.render(**sample)
+    except RenderTimeLimitError as exc:
+        raise _TooSlow(describe(exc, where)) from exc
     except LiquidError as exc:
         return [describe(exc, where)]
     return []
