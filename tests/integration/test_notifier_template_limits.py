@@ -1,7 +1,6 @@
-"""A store's template that runs past its render deadline for one customer's data holds up neither that store's
-other mail nor anyone else's: that one message is tried again later (the deadline can come of the machine's
-load, not of the template), and the others go out. Before, the render ran to its end on the sender's event
-loop, however long that took (a second here at most, with the deadline, against seconds without)."""
+"""A store's template that uses more than a render's CPU for one customer's data holds up neither that
+store's other mail nor anyone else's: that one message fails as a template error, and the others go out.
+Before, the render ran to its end on the sender's event loop, however long that took (seconds here)."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ SLOW_FOR_ONE = (
 )
 
 
-async def test_a_render_past_its_deadline_is_retried_and_holds_up_no_other_message(
+async def test_a_render_past_its_cpu_deadline_fails_that_message_and_holds_up_no_other(
     engine: AsyncEngine,
     smtp_server: SmtpServer,
     store_id: str,
@@ -54,8 +53,7 @@ async def test_a_render_past_its_deadline_is_retried_and_holds_up_no_other_messa
         assert [m["To"] for m in smtp_server.messages if m["To"].endswith(f"-{store_id}@example.com")] == [
             f"{quick}@example.com"
         ]
-        assert rows[slow].status == "pending", rows[slow].last_error
-        assert rows[slow].due_at > T0
+        assert rows[slow].status == "failed"
         assert rows[slow].last_error == "template error: RenderTimeLimitError"
     finally:
         await notifier.http.aclose()

@@ -6,7 +6,7 @@ All files are read into memory when the catalogue is built and validated before 
 error names the file and line), analysed (a variable the flow does not hand over is an error, not a blank in a
 customer's inbox) and rendered once with sample data. Templates see only the flow's data and can include only
 files of their own set: no paths outside it, no file system, no network, bounded loops and output, and no
-value bigger than an email nor a render longer than a second (template_limits.py).
+value bigger than an email nor a render of more than a second of CPU (template_limits.py).
 
 The HTML part is autoescaped (customer names come from storefront input) and its CSS is inlined by css-inline
 at render time, so mail clients that drop <style> (Gmail's app, Outlook) still show the layout; subject and

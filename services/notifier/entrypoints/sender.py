@@ -38,7 +38,6 @@ from services.notifier.adapters.smtp import (
     SmtpUnavailable,
     prepare_email,
 )
-from services.notifier.adapters.template_limits import RenderTimeLimitError
 from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain import coupons as coupon_rules
@@ -561,10 +560,6 @@ class MessageSender(Poller):
             raise
         except DeliveryError as exc:
             return exc
-        except RenderTimeLimitError as exc:
-            # The one template error that can come of the machine's load rather than the template: tried
-            # again (within the attempts allowed) rather than failed for good.
-            return DeliveryError(_reason("template error", exc), retryable=True)
         except (LiquidError, TemplateProblem) as exc:
             return DeliveryError(_reason("template error", exc), retryable=False)
         except Exception as exc:
