@@ -49,6 +49,13 @@ def write(root: Path, name: str, text: str) -> Path:
     return path
 
 
+def refused(root: Path) -> list[str]:
+    """The problems that keep the store whose own templates are in `root` from being loaded."""
+    with pytest.raises(TemplateProblem) as caught:
+        TemplateRenderer(stores=[store(root)])
+    return caught.value.problems
+
+
 def render(renderer: TemplateRenderer, config: StoreConfig, flow: str, locale: str | None) -> Any:
     profile = sample_profile(LoyaltyStage.FIRST_TIME, locale, "Bandung", "Indonesia")
     data = data_for(
@@ -132,17 +139,14 @@ def test_a_broken_template_is_refused_naming_file_and_line(
     tmp_path: Path, source: str, expected: str
 ) -> None:
     write(tmp_path, "welcome/en/subject.liquid", source)
-    with pytest.raises(TemplateProblem) as caught:
-        TemplateRenderer(stores=[store(tmp_path)])
-    assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
+    problems = refused(tmp_path)
+    assert any(problem.startswith(expected) for problem in problems), problems
 
 
 def test_a_partial_with_an_unknown_variable_names_the_partial(tmp_path: Path) -> None:
     write(tmp_path, "_partials/en/greeting.liquid", "Hi\n{{ customer.nickname }},")
-    with pytest.raises(TemplateProblem) as caught:
-        TemplateRenderer(stores=[store(tmp_path)])
     assert "shop/_partials/en/greeting.liquid:2: the welcome flow has no variable 'customer.nickname'" in (
-        caught.value.problems
+        refused(tmp_path)
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import decimal
 import gc
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from liquid.expression import Expression
 MAX_TEXT = 512 * 1024  # also the environment's output_stream_limit: what one part of one email may hold
 MAX_ITEMS = 10_000  # also the environment's loop_iteration_limit
 MAX_DIGITS = 4300  # CPython's own bound on converting an int to text
+_MAX_BITS = int(MAX_DIGITS * math.log2(10))
 RENDER_SECONDS = 1.0  # of the rendering thread's CPU; the built-in templates use about a millisecond a part
 
 
@@ -202,11 +204,8 @@ class BoundedFilter:
         return result
 
 
-def bound_filters(filters: Mapping[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
-    return {
-        name: func if isinstance(func, BoundedFilter) else BoundedFilter(name, func)
-        for name, func in filters.items()
-    }
+def bounded(name: str, func: Callable[..., Any]) -> BoundedFilter:
+    return func if isinstance(func, BoundedFilter) else BoundedFilter(name, func)
 
 
 def _check_result(name: str, value: object) -> None:
@@ -226,7 +225,7 @@ def _check_items(name: str, value: list[object] | tuple[object, ...]) -> None:
     flattens them), stopping as soon as either is passed."""
     items = 0
     text = 0
-    pending: list[object] = list(reversed(value))
+    pending: list[object] = list(value)
     while pending:
         item = pending.pop()
         if isinstance(item, (list, tuple)):
@@ -239,9 +238,6 @@ def _check_items(name: str, value: list[object] | tuple[object, ...]) -> None:
             raise TemplateLimitError(f"{name}: would make a list of over {MAX_ITEMS:,} items", token=None)
         if text > MAX_TEXT:
             raise TemplateLimitError(f"{name}: would make a list of over {MAX_TEXT:,} characters", token=None)
-
-
-_MAX_BITS = int(MAX_DIGITS * 3.3219280948873626)  # log2(10) bits a decimal digit
 
 
 def _join_before(left: object, args: tuple[object, ...]) -> None:

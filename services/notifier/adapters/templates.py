@@ -34,11 +34,10 @@ from services.notifier.adapters.template_limits import (
     MAX_ITEMS,
     MAX_TEXT,
     BoundedContext,
-    BoundedFilter,
     RenderTimeLimitError,
     TemplateValueError,
-    bound_filters,
     bound_ranges,
+    bounded,
 )
 from shared.stores import StoreConfig
 
@@ -187,10 +186,10 @@ class _Environment(Environment):
     # What a filter makes and a range holds, and how long a render runs, are bounded in template_limits.py.
     def setup_tags_and_filters(self, *, extra: bool = False) -> None:
         super().setup_tags_and_filters(extra=extra)
-        self.filters = bound_filters(self.filters)
+        self.filters = {name: bounded(name, func) for name, func in self.filters.items()}
 
     def add_filter(self, name: str, func: Callable[..., Any]) -> None:
-        super().add_filter(name, BoundedFilter(name, func))
+        super().add_filter(name, bounded(name, func))
 
     def _parse(self, source: str) -> list[Node]:
         nodes = super()._parse(source)
