@@ -245,10 +245,10 @@ def _join_before(left: object, args: tuple[object, ...]) -> None:
     if not isinstance(left, (list, tuple)):
         return  # a string or a single value is joined as one item: no separator
     count = len(left)  # nested lists flatten to more, and each of those is a result checked already
-    if count > 1 and (count - 1) * len(str(separator)) > MAX_TEXT:
+    width = len(str(separator))
+    if count > 1 and (count - 1) * width > MAX_TEXT:
         raise TemplateLimitError(
-            f"join: {count:,} items joined by {len(str(separator)):,} characters would make more than "
-            f"{MAX_TEXT:,}",
+            f"join: {count:,} items joined by {width:,} characters would make more than {MAX_TEXT:,}",
             token=None,
         )
 

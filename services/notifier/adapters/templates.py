@@ -424,7 +424,7 @@ def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, la
                     # One render past its deadline refuses the set: the rest is not rendered, so a set of
                     # two thousand slow templates costs the validation (a start, a reload, a draft preview)
                     # one deadline, not two thousand.
-                    problems.append(f"{exc.problem} (the set's other templates were not checked)")
+                    problems.append(f"{exc} (the set's other templates were not checked)")
                     return problems
                 for problem in found:
                     # A broken partial shows once, under the first flow that includes it.
@@ -436,9 +436,7 @@ def validate(templates: TemplateSet, flows: Sequence[str], samples: FlowData, la
 
 
 class _TooSlow(Exception):
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
+    """A render of the validation past its deadline; its text is the problem, naming file and line."""
 
 
 def _check_one(
