@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.adapters.templates import TemplateProblem, TemplateRenderer
+from services.notifier.adapters.templates import TEMPLATES_DIR, TemplateProblem, TemplateRenderer
 from services.notifier.domain.personalisation import StoreFacts
 from services.notifier.domain.samples import data_for, sample_profile, sample_trigger, template_data
 from services.notifier.entrypoints.reload import Reloader, load_checked, status_path
@@ -83,6 +84,36 @@ def test_a_stores_file_replaces_only_that_file(tmp_path: Path) -> None:
     theirs = render(renderer, plain, "welcome", "en")
     assert theirs.subject == "Thank you for your order, Alex!"
     assert theirs.text.startswith("Hi Alex,")
+
+
+def test_a_store_shares_the_built_in_templates_that_read_none_of_its_files(tmp_path: Path) -> None:
+    write(tmp_path, "_partials/en/greeting.liquid", "Hey {{ customer.first_name | default: 'friend' }},")
+    own, malay = store(tmp_path), store(None, "kedai", locale="ms-MY")
+    renderer = TemplateRenderer(stores=[own, malay])
+    builtin, mine, theirs = (renderer.templates_for(s) for s in (None, own, malay))
+    names = [name.removesuffix(".liquid").split("/") for name in builtin.reads]
+    # Every flow, language and part of the built-ins, validated once.
+    assert set(builtin.reads) == {name for name in builtin.sources if not name.startswith("_partials/")}
+    # A store that only has its own language renders every template as the built-in set does.
+    assert all(theirs.template(*name) is builtin.template(*name) for name in names)
+    # One that has its own greeting has its own copy of each template including it, validated as its own;
+    # the others (subjects, other languages) are the built-in ones.
+    reading = {name for name, read in builtin.reads.items() if "_partials/en/greeting.liquid" in read}
+    assert "welcome/en/text.liquid" in reading
+    assert "welcome/en/subject.liquid" not in reading
+    assert set(mine.reads) == reading
+    for name in names:
+        shared = "/".join(name) + ".liquid" not in reading
+        assert (mine.template(*name) is builtin.template(*name)) == shared, name
+
+
+def test_built_in_templates_include_partials_by_literal_names() -> None:
+    # What a store's set shares with the built-in one rests on this: the files a built-in template's
+    # validation loaded are all that any render of it may load, whatever the customer's data.
+    tags = re.compile(r"(?:\{%-?|^)\s*(?:include|render)\s+(.)", re.MULTILINE)
+    for path in TEMPLATES_DIR.rglob("*.liquid"):
+        quoted = [mark in "'\"" for mark in tags.findall(path.read_text())]
+        assert all(quoted), path
 
 
 def test_a_store_may_add_a_language(tmp_path: Path) -> None:
