@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -34,6 +32,7 @@ from shared.credentials import CredentialError, read_credential
 from shared.funnel_rules import FunnelRules
 from shared.logging import get_logger
 from shared.notifier_rules import Brand, NotifierRules
+from shared.origins import AllowedOrigin, OriginSet, origin_set
 from shared.registry_checks import (
     SecretFacts,
     duplicates,
@@ -171,57 +170,12 @@ class WriteKeyKind(StrEnum):
     BROWSER = "browser"
 
 
-_ORIGIN = re.compile(
-    r"^(?P<scheme>https?)://(?P<host>(\*\.)?[a-z0-9.-]+|\[[0-9a-f:]+\])(:(?P<port>\*|[0-9]{1,5}))?$"
-)
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
-
-
-class AllowedOrigin(_Model):
-    """One entry of a store's `allowed_origins`: `scheme://host[:port]`, where the port may be `*` (any port)
-    and the host may start with `*.` (any subdomain, not the bare domain). Without a port, the scheme's
-    default port, as browsers write such an origin without one."""
-
-    scheme: str
-    host: str
-    port: str
-
-    @classmethod
-    def parse(cls, text: str) -> AllowedOrigin:
-        match = _ORIGIN.match(text.strip().lower().rstrip("/"))
-        if match is None:
-            raise ValueError(
-                f"{text!r} is not an origin such as https://shop.example.com, http://127.0.0.1:* or "
-                "https://*.example.com (no path)"
-            )
-        scheme = match["scheme"]
-        return cls(scheme=scheme, host=match["host"], port=match["port"] or _DEFAULT_PORTS[scheme])
-
-    def matches(self, origin: str) -> bool:
-        match = _ORIGIN.match(origin.lower())
-        if match is None or match["scheme"] != self.scheme or match["host"].startswith("*"):
-            return False
-        port = match["port"] or _DEFAULT_PORTS[self.scheme]
-        if self.port not in ("*", port):
-            return False
-        host = match["host"]
-        if self.host.startswith("*."):
-            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
-        return host == self.host
-
-
 class EmailConfig(_Model):
     from_address: str = "hello@example.com"
     from_name: str = "Our store"
     reply_to: str | None = None
     # Addresses the store may send test emails to (POST .../flows/{flow}/test-send); nobody else.
     test_recipients: tuple[str, ...] = ()
-
-
-@lru_cache(maxsize=1024)
-def _allowed_origin(text: str) -> AllowedOrigin:
-    # Parsed once per registry entry, not once per browser request.
-    return AllowedOrigin.parse(text)
 
 
 class StoreConfig(_Model):
@@ -265,7 +219,7 @@ class StoreConfig(_Model):
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a page of `origin` (the browser's Origin header) may call with this store's keys."""
-        return any(_allowed_origin(allowed).matches(origin) for allowed in self.allowed_origins)
+        return origin_set(self.allowed_origins).allows(origin)
 
     @model_validator(mode="before")
     @classmethod
@@ -392,6 +346,10 @@ class StoreRegistry:
                         "(every write key must be unique across stores and kinds)"
                     )
                 self._by_write_key[digest] = (s, kind)
+        # Every store's origins in one index: a preflight costs its origin's labels, not the registry's size.
+        self._origins = OriginSet.of(
+            AllowedOrigin.parse(origin) for store in stores for origin in store.allowed_origins
+        )
         self._credentials: dict[str, PlatformCredentials] = {}
         self._development = True
 
@@ -488,7 +446,7 @@ class StoreRegistry:
 
     def allows_origin_anywhere(self, origin: str) -> bool:
         """Whether any store lists `origin`: what a CORS preflight, which carries no write key, can check."""
-        return any(store.allows_origin(origin) for store in self._by_id.values())
+        return self._origins.allows(origin)
 
     def __iter__(self) -> Iterator[StoreConfig]:
         return iter(self._by_id.values())

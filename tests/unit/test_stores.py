@@ -2,12 +2,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.funnel_rules import FunnelRules
+from shared.origins import AllowedOrigin, OriginSet
 from shared.settings import REPO_ROOT
-from shared.stores import AllowedOrigin, StoreRegistry, StoreRegistryError, WriteKeyKind
+from shared.stores import StoreConfig, StoreRegistry, StoreRegistryError, WriteKeyKind
 
 DEV = REPO_ROOT / "deploy" / "stores.dev.yaml"
 
@@ -70,14 +74,70 @@ def test_demo_store_has_a_public_browser_key_and_local_origins() -> None:
         ("https://shop.example.com", "https://shop.example.com:443", True),
         ("https://shop.example.com", "https://shop.example.com:8443", False),
         ("https://*.example.com", "https://www.example.com", True),
+        ("https://*.example.com", "https://a.b.example.com", True),
         ("https://*.example.com", "https://example.com", False),
+        ("https://*.example.com", "https://.example.com", False),
         ("https://*.example.com", "https://evilexample.com", False),
         ("http://127.0.0.1:*", "http://127.0.0.1:9", True),
         ("HTTPS://Shop.Example.com/", "https://shop.example.com", True),
     ],
 )
 def test_allowed_origin_patterns(allowed: str, origin: str, matches: bool) -> None:
-    assert AllowedOrigin.parse(allowed).matches(origin) is matches
+    assert OriginSet.of([AllowedOrigin.parse(allowed)]).allows(origin) is matches
+
+
+def one_entry_allows(entry: AllowedOrigin, origin: str) -> bool:
+    """The rule of one entry as the README states it, entry by entry (what the index must agree with)."""
+    parts = urlsplit(origin.lower())
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    port = parts.netloc[len(host) + 1 :] or {"http": "80", "https": "443"}.get(parts.scheme, "")
+    if parts.scheme != entry.scheme or entry.port not in ("*", port) or not host or "*" in host:
+        return False
+    if entry.host.startswith("*."):
+        return host.endswith(entry.host[1:]) and len(host) > len(entry.host) - 1
+    return host == entry.host
+
+
+LABELS = st.sampled_from(["shop", "example", "com", "a", "b", "www", "127", "0", "1"])
+HOSTS = st.lists(LABELS, min_size=1, max_size=4).map(".".join) | st.just("[::1]")
+PORTS = st.sampled_from(["", ":80", ":443", ":8080"])
+ORIGINS = st.builds(lambda s, h, p: f"{s}://{h}{p}", st.sampled_from(["http", "https"]), HOSTS, PORTS)
+ENTRIES = st.builds(
+    lambda s, wild, h, p: f"{s}://{'*.' if wild else ''}{h}{p}",
+    st.sampled_from(["http", "https"]),
+    st.booleans(),
+    HOSTS.filter(lambda h: not h.startswith("[")),
+    PORTS | st.just(":*"),
+)
+
+
+@given(entries=st.lists(ENTRIES, max_size=6), origin=ORIGINS)
+def test_the_index_allows_what_some_entry_allows(entries: list[str], origin: str) -> None:
+    parsed = [AllowedOrigin.parse(entry) for entry in entries]
+    expected = any(one_entry_allows(entry, origin) for entry in parsed)
+    assert OriginSet.of(parsed).allows(origin) is expected
+
+
+def test_any_stores_origin_is_found_in_a_large_registry() -> None:
+    # 2,000 entries: past the 1,024 parsed entries the look-up entry by entry used to keep.
+    stores = [
+        StoreConfig.model_validate(
+            {
+                "store_id": f"s{n}",
+                "name": "Shop",
+                "api_key": f"key-{n}",
+                "allowed_origins": [f"https://shop{n}.example.com", f"https://*.shop{n}.example.net:*"],
+            }
+        )
+        for n in range(1000)
+    ]
+    registry = StoreRegistry(stores)
+    assert registry.allows_origin_anywhere("https://shop999.example.com")
+    assert registry.allows_origin_anywhere("https://www.shop0.example.net:8443")
+    assert not registry.allows_origin_anywhere("https://shop1000.example.com")
+    assert not registry.allows_origin_anywhere("https://shop9.example.net")  # the bare domain
+    assert stores[5].allows_origin("https://a.b.shop5.example.net")
+    assert not stores[5].allows_origin("https://shop6.example.com")
 
 
 def test_an_origin_with_a_path_is_refused_naming_the_store(tmp_path: Path) -> None:
