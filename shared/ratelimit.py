@@ -110,6 +110,27 @@ def client_address(
     return current
 
 
+# An IPv6 host is handed a whole /64 (RFC 6177; what SLAAC and every hosting provider give one machine), so
+# one client can send from as many addresses as it likes within it: its limit is its /64's.
+IPV6_CLIENT_PREFIX = 64
+
+
+def limit_key(address: str) -> str:
+    """What a per-client limit counts by: an IPv4 address (an IPv4-mapped IPv6 one included) as it is, an
+    IPv6 address by its /64, anything else (no peer, a proxy's odd hop) as written."""
+    if ":" not in address:
+        return address  # IPv4 as the server wrote it, or no address: no parse on every request
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+
+
 def _within(address: str, networks: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -148,7 +169,7 @@ class ClientRateLimitMiddleware:
             else []
         )
         address = client_address(peer[0] if peer else None, forwarded, self._trusted)
-        wait = self._limiter.take(address, 1, self._clock())
+        wait = self._limiter.take(limit_key(address), 1, self._clock())
         if wait <= 0:
             await self._app(scope, receive, send)
             return

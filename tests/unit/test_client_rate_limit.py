@@ -6,7 +6,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from shared.ratelimit import ClientRateLimitMiddleware, RateLimiter, client_address, parse_networks
+from shared.ratelimit import (
+    ClientRateLimitMiddleware,
+    RateLimiter,
+    client_address,
+    limit_key,
+    parse_networks,
+)
 
 
 def _app(trusted: str = "", now: list[float] | None = None) -> tuple[FastAPI, list[int]]:
@@ -53,6 +59,31 @@ def test_another_address_has_its_own_bucket_and_health_checks_are_never_limited(
         assert all(flooder.get("/healthz").status_code == 200 for _ in range(10))
     with TestClient(app, client=("198.51.100.9", 5000)) as other:
         assert other.post("/v1/things").status_code == 200
+
+
+def test_an_ipv6_client_is_limited_by_its_64_not_by_each_address_in_it() -> None:
+    app, _ = _app()
+    codes = []
+    for host in range(5):  # a new address of the same /64 for each request, as any IPv6 host can
+        with TestClient(app, client=(f"2001:db8:1:2::{host + 1:x}", 5000)) as client:
+            codes.append(client.post("/v1/things").status_code)
+    assert codes == [200, 200, 200, 429, 429]
+    with TestClient(app, client=("2001:db8:1:3::1", 5000)) as neighbour:  # another /64
+        assert neighbour.post("/v1/things").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client on a dual-stack socket
+        ("unknown", "unknown"),
+    ],
+)
+def test_what_a_client_limit_counts_by(address: str, key: str) -> None:
+    assert limit_key(address) == key
 
 
 def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() -> None:

@@ -306,6 +306,23 @@ async def test_browser_key_is_limited_per_client_address(publisher: FakePublishe
         assert (await http.post("/v1/track", content=body, headers=SERVER)).status_code == 200
 
 
+async def test_browser_key_is_limited_per_ipv6_64_not_per_address(publisher: FakePublisher) -> None:
+    async for http in _client(
+        publisher,
+        ingest_browser_client_rate_limit_per_second=0.01,
+        ingest_browser_client_rate_limit_burst=2,
+        trusted_proxies="127.0.0.1",  # the test transport's peer: a proxy that names each client
+    ):
+        body = _text(_call("track__product_viewed"))
+        # A visitor's browser may use a new address of its /64 for each call (privacy extensions, RFC 8981).
+        addresses = [*(f"2001:db8:7:9::{n + 1:x}" for n in range(3)), "2001:db8:7:a::1"]
+        statuses = [
+            (await http.post("/v1/t", content=body, headers={**BROWSER, "X-Forwarded-For": a})).status_code
+            for a in addresses
+        ]
+        assert statuses == [200, 200, 429, 200]  # the last from another /64: another visitor
+
+
 async def test_browser_key_has_a_bucket_of_its_own(publisher: FakePublisher) -> None:
     async for http in _client(
         publisher,

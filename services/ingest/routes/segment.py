@@ -23,7 +23,7 @@ from services.ingest.cors import check_origin
 from services.ingest.sources import segment, segment_browser
 from services.ingest.sources.base import Checked
 from shared.events import CartUpdatedEvent, PublishableEvent, StorefrontEvent
-from shared.ratelimit import Network, client_address, parse_networks
+from shared.ratelimit import Network, client_address, limit_key, parse_networks
 from shared.stores import StoreConfig, WriteKeyKind
 from shared.web import ApiError, DirectHandler, ErrorBody, FieldError
 
@@ -170,7 +170,7 @@ def _check_browser_rate(request: Request, ctx: IngestContext, sender: _Sender, c
         store_id,
         "segment",
         cost,
-        key=f"{store_id}\x00{client}",
+        key=f"{store_id}\x00{limit_key(client)}",
         what="this client address",
     )
 
