@@ -300,3 +300,23 @@ async def test_two_instances_never_push_a_member_twice(
     added = [m["email_sha256"] for b in receiver.batches() for m in b["added"]]
     assert sorted(added) == sorted(email_hash(c)["email_sha256"] for c in ids)
     assert all(len(b["added"]) <= 3 for b in receiver.batches())
+
+
+async def test_a_stores_backlog_does_not_hold_back_the_others(
+    engine: AsyncEngine, store_id: str, receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    # Two stores with members to push and a budget of one batch a step: each step begins with the other.
+    first, second = (sync_store(f"{store_id}-{suffix}", receiver.url, batch_size=1) for suffix in "ab")
+    for store in (first, second):
+        await put_customers(engine, store, [{"customer_id": f"c{n}"} for n in range(3)])
+    sync_worker = AudienceWorker(
+        engine=engine,
+        stores=StoreRegistry([first, second]),
+        clock=lambda: T0,
+        sync_client=AudienceSyncClient(http, attempts=1),
+        batches_per_step=1,
+    )
+    for _ in range(4):
+        await sync_worker.step()
+    pushed = [batch["store_id"] for batch in receiver.batches()]
+    assert pushed == [first.store_id, second.store_id, first.store_id, second.store_id]

@@ -347,12 +347,20 @@ async def mark_pending_for_sync(conn: AsyncConnection, store_id: str) -> int:
     return result.rowcount
 
 
-async def audiences_pending_sync(conn: AsyncConnection, store_id: str) -> list[str]:
+async def audiences_pending_sync(conn: AsyncConnection, store_ids: Collection[str]) -> dict[str, list[str]]:
+    """Each of these stores' audiences with members waiting to be pushed (by store id), in one query: asked
+    store by store, a thousand syncing stores made two hundred queries a second with nothing pending."""
     m = audience_members.c
     rows = await conn.execute(
-        select(m.audience).where(m.store_id == store_id, m.sync_pending).group_by(m.audience)
+        select(m.store_id, m.audience)
+        .where(m.store_id.in_(list(store_ids)), m.sync_pending)
+        .group_by(m.store_id, m.audience)
+        .order_by(m.store_id, m.audience)
     )
-    return list(rows.scalars())
+    pending: dict[str, list[str]] = {}
+    for store_id, audience in rows:
+        pending.setdefault(store_id, []).append(audience)
+    return pending
 
 
 async def lock_pending_members(

@@ -10,6 +10,7 @@ customer who withdrew consent in the advertiser's audience.
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from datetime import datetime, timedelta
 
@@ -66,6 +67,7 @@ class AudienceWorker(Poller):
         self._max_retry = max_retry
         self._batches_per_step = batches_per_step
         self._prepared = False
+        self._began_with = ""  # the store whose pending members the last step built batches of first
 
     async def run_forever(self) -> None:
         if self._sync_client is not None:
@@ -123,9 +125,18 @@ class AudienceWorker(Poller):
         stores = self._syncing_stores()
         if not stores:
             return 0, 0
+        async with self._engine.connect() as conn:
+            pending = await repo.audiences_pending_sync(conn, stores.keys())
+        # Each step begins with the store after the one the step before began with: a store with a long
+        # backlog (sync just switched on for a million customers) takes its turn, not every step's budget.
+        ids = sorted(pending)
+        start = bisect.bisect_right(ids, self._began_with)
+        ids = ids[start:] + ids[:start]
+        self._began_with = ids[0] if ids else ""
         built = 0
-        for store in stores.values():
-            built += await self._build_batches(store, now, self._batches_per_step - built)
+        for store_id in ids:
+            budget = self._batches_per_step - built
+            built += await self._build_batches(stores[store_id], pending[store_id], now, budget)
         delivered = 0
         for _ in range(self._batches_per_step):
             outcome = await self._deliver_one(stores, now)
@@ -134,12 +145,12 @@ class AudienceWorker(Poller):
             delivered += outcome
         return built, delivered
 
-    async def _build_batches(self, store: StoreConfig, now: datetime, budget: int) -> int:
+    async def _build_batches(
+        self, store: StoreConfig, audiences: list[str], now: datetime, budget: int
+    ) -> int:
         sync = store.audiences.sync
         assert sync is not None
         built = 0
-        async with self._engine.connect() as conn:
-            audiences = await repo.audiences_pending_sync(conn, store.store_id)
         for audience in audiences:
             while built < budget:
                 async with self._engine.begin() as conn:
