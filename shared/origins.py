@@ -20,10 +20,10 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict
 
-ORIGIN = re.compile(
+_ORIGIN = re.compile(
     r"^(?P<scheme>https?)://(?P<host>(\*\.)?[a-z0-9.-]+|\[[0-9a-f:]+\])(:(?P<port>\*|[0-9]{1,5}))?$"
 )
-DEFAULT_PORTS = {"http": "80", "https": "443"}
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 class AllowedOrigin(BaseModel):
@@ -37,14 +37,14 @@ class AllowedOrigin(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> AllowedOrigin:
-        match = ORIGIN.match(text.strip().lower().rstrip("/"))
+        match = _ORIGIN.match(text.strip().lower().rstrip("/"))
         if match is None:
             raise ValueError(
                 f"{text!r} is not an origin such as https://shop.example.com, http://127.0.0.1:* or "
                 "https://*.example.com (no path)"
             )
         scheme = match["scheme"]
-        return cls(scheme=scheme, host=match["host"], port=match["port"] or DEFAULT_PORTS[scheme])
+        return cls(scheme=scheme, host=match["host"], port=match["port"] or _DEFAULT_PORTS[scheme])
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,11 @@ class OriginSet:
         """Whether a page of `origin` (a browser's Origin header, or a page URL's origin) is allowed."""
         if not self.ports:
             return False
-        match = ORIGIN.match(origin.lower())
+        match = _ORIGIN.match(origin.lower())
         if match is None or match["host"].startswith("*"):  # a pattern is not an origin
             return False
         scheme, host = match["scheme"], match["host"]
-        port = match["port"] or DEFAULT_PORTS[scheme]
+        port = match["port"] or _DEFAULT_PORTS[scheme]
         if self._lists(scheme, host, port):
             return True
         # `*.example.com` allows `a.example.com` and `a.b.example.com`: each dot with a label before it.

@@ -136,6 +136,8 @@ class AudienceWorker(Poller):
         built = 0
         for store_id in ids:
             budget = self._batches_per_step - built
+            if budget <= 0:
+                break
             built += await self._build_batches(stores[store_id], pending[store_id], now, budget)
         delivered = 0
         for _ in range(self._batches_per_step):
