@@ -60,6 +60,15 @@ class OriginSet:
             ports.setdefault((entry.scheme, entry.host), set()).add(entry.port)
         return cls({key: frozenset(found) for key, found in ports.items()})
 
+    @classmethod
+    def union(cls, sets: Iterable[OriginSet]) -> OriginSet:
+        """What any of these sets allows, in one index (every store's, for a preflight)."""
+        ports: dict[tuple[str, str], frozenset[str]] = {}
+        for each in sets:
+            for key, found in each.ports.items():
+                ports[key] = ports.get(key, frozenset()) | found
+        return cls(ports)
+
     def allows(self, origin: str) -> bool:
         """Whether a page of `origin` (a browser's Origin header, or a page URL's origin) is allowed."""
         if not self.ports:

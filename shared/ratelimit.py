@@ -121,10 +121,8 @@ def limit_key(address: str) -> str:
     if ":" not in address:
         return address  # IPv4 as the server wrote it, or no address: no parse on every request
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.IPv6Address(address)
     except ValueError:
-        return address
-    if not isinstance(ip, ipaddress.IPv6Address):
         return address
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)

@@ -347,9 +347,7 @@ class StoreRegistry:
                     )
                 self._by_write_key[digest] = (s, kind)
         # Every store's origins in one index: a preflight costs its origin's labels, not the registry's size.
-        self._origins = OriginSet.of(
-            AllowedOrigin.parse(origin) for store in stores for origin in store.allowed_origins
-        )
+        self._origins = OriginSet.union(origin_set(store.allowed_origins) for store in stores)
         self._credentials: dict[str, PlatformCredentials] = {}
         self._development = True
 
