@@ -737,6 +737,29 @@ def repoint_write(merges: Sequence[tuple[str, str, str]]) -> Write | None:
     return Write(_REPOINT_RAW, params(("store_ids", "absorbed", "survivors"), rows))
 
 
+# A look-up (store, identifier) goes only if it still names the customer given: later in the same batch, an
+# event may have given the identifier to another.
+_DROP_IDENTITIES = text(
+    f"DELETE FROM {identities.fullname} i USING unnest({array('store_ids', 'text')}, "  # noqa: S608 - ours
+    f"{array('dropped', 'text')}, {array('owners', 'text')}) AS d(store_id, identifier, customer_id) "
+    "WHERE i.store_id = d.store_id AND i.identifier = d.identifier AND i.customer_id = d.customer_id"
+)
+_DROP_IDENTITIES_RAW = positional(_DROP_IDENTITIES)
+
+
+def drop_identities_write(
+    dropped: Iterable[tuple[str, str, str]], merges: Sequence[tuple[str, str, str]]
+) -> Write | None:
+    """The look-ups (store, identifier, customer) that a merge left its survivor without (the bound on a
+    profile's emails and anonymous ids): after the batch's repointing, which gave them to the survivor's own
+    survivor, if it was absorbed later in the batch (`final_owners`)."""
+    owners = final_owners(merges)
+    rows = sorted((s, i, owners.get((s, c), c)) for s, i, c in dropped)
+    if not rows:
+        return None
+    return Write(_DROP_IDENTITIES_RAW, params(("store_ids", "dropped", "owners"), rows))
+
+
 _OUTBOX = ("topic", "key", "value")
 # In the order given: the relay publishes by id, and one customer's events must keep their order.
 _ADD_TO_OUTBOX = insert_rows(outbox, _OUTBOX, ordered=True)

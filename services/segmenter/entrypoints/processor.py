@@ -84,14 +84,15 @@ class _Basis:
     @classmethod
     def of(cls, events: Sequence[StorefrontEvent], loaded: Loaded, changes: Changes) -> _Basis | None:
         """None for a batch the next one's look-ups could not follow from memory: one whose erasures forget
-        identities or reach customers' merged ids (rare), or whose transaction is not known yet (no row
-        read: the first batches)."""
+        identities or reach customers' merged ids, or whose merges drop look-ups (all rare), or whose
+        transaction is not known yet (no row read: the first batches)."""
         if (
             loaded.writer is None
             or loaded.forgotten
             or loaded.shops
             or loaded.merged
             or changes.forgotten
+            or changes.dropped
             or any(type(e) is CustomerErasedEvent for e in events)
         ):
             return None

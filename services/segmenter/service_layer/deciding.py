@@ -25,7 +25,7 @@ from services.segmenter.domain.funnel import (
     merge,
     tombstone,
 )
-from services.segmenter.domain.identity import FORGETTABLE, named_alone, resolve
+from services.segmenter.domain.identity import FORGETTABLE, holds, named_alone, resolve
 from services.segmenter.domain.profile import Profile
 from services.segmenter.service_layer.write_set import Changes, Key, rules_for
 from shared.events import SHOP_WIDE
@@ -153,6 +153,10 @@ def _apply_one(
             update={"customer_id": resolution.customer_id, "identifiers": ()}
         )
         merged = merge(base, absorbed)
+        if merged.erased_at is None and len(merged.identifiers) < len(absorbed.identifiers) + len(
+            base.identifiers
+        ):
+            _drop_look_ups(merged, absorbed, in_store, changes)
         if profile is not None:
             # One of the two erased before we heard of the link, and the other gave no details since:
             # what the notifier heard under the other's ids is what that erasure forgot, as if the link
@@ -184,18 +188,39 @@ def _apply_one(
     # `decide` and `merge`, and the event's may be older: an erased customer who came back with new
     # details (no longer `erased`) must not be found again by an old email or anonymous id.
     held = after.identifiers
-    for identifier in held:
-        in_store[identifier] = customer_id
+    # The look-ups of a profile that kept its very tuple name it already (every one the batch's events name
+    # was read, and a merge or a new identifier makes a new tuple): nearly every event, and a customer of many
+    # identifiers would set each again.
+    if not (len(before) == 1 and before[0].identifiers is held and after.erased_at is None):
+        for identifier in held:
+            in_store[identifier] = customer_id
     if after.erased_at is None:
         identities = changes.identities
         for identifier in ids:
             # Most of the event's are the profile's own, set in both just now: a look in the tuple of a few
             # costs less than a key built, hashed and set again (about 650 instructions each, callgrind).
-            if identifier not in held:
+            # An email or anonymous id it does not hold is one the bound on them left out (`decide` joins
+            # every other the event names): it finds no one.
+            if not (identifier in held if len(held) <= 16 else holds(held, identifier)) and not (
+                identifier.startswith(FORGETTABLE)
+            ):
                 in_store[identifier] = customer_id
                 identities[(store_id, identifier)] = customer_id
     else:
         _forget_look_ups(after, before, ids, in_store, changes, forgotten_ids)
+
+
+def _drop_look_ups(merged: Profile, absorbed: Profile, in_store: dict[str, str], changes: Changes) -> None:
+    """The absorbed profile's emails and anonymous ids that a merge left out (the bound on them,
+    `identity.merged_identifiers`) find no one from now on, later in this batch either: their look-ups,
+    which the merge's repointing would give the survivor, go (`Changes.dropped`)."""
+    held = merged.identifiers
+    store_id, survivor = merged.store_id, merged.customer_id
+    for identifier in absorbed.identifiers:
+        if not holds(held, identifier):
+            in_store.pop(identifier, None)
+            changes.identities.pop((store_id, identifier), None)
+            changes.dropped.add((store_id, identifier, survivor))
 
 
 def _as_when_said(

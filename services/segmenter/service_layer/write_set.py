@@ -64,14 +64,22 @@ class Changes:
     # An erased customer -> the emails and anonymous ids it no longer holds that this batch named
     # (deciding._forget_look_ups): remembered as forgotten with those its look-ups lose.
     forgotten: dict[Key, set[str]] = field(default_factory=dict)
+    # (store, identifier, survivor): an absorbed profile's look-ups that its merge left out (the bound on a
+    # profile's emails and anonymous ids, `deciding._drop_look_ups`), deleted after the repointing.
+    dropped: set[tuple[str, str, str]] = field(default_factory=set)
 
     def record(self, decision: Decision) -> None:
         p = decision.profile
         store_id, customer_id = p.store_id, p.customer_id
-        self.profiles[(store_id, customer_id)] = p
-        identities = self.identities
-        for identifier in p.identifiers:
-            identities[(store_id, identifier)] = customer_id
+        key = (store_id, customer_id)
+        prior = self.profiles.get(key) or self.stored_profiles.get(key)
+        self.profiles[key] = p
+        # The look-ups of identifiers the profile held already are stored (or recorded earlier in the batch):
+        # only new ones are set, and nearly every event leaves the profile its very tuple. Setting every one
+        # for each event cost a customer of many identifiers (many orders, or anonymous ids up to the bound)
+        # a key built and set for each, and a row sent for each every batch.
+        if prior is None or prior.identifiers is not p.identifiers:
+            self._look_ups(store_id, customer_id, p.identifiers, () if prior is None else prior.identifiers)
         # Most decisions make no transition, funnel event or order: nothing to extend then.
         if decision.transitions:
             self.transitions.extend((p, t) for t in decision.transitions)
@@ -86,6 +94,14 @@ class Changes:
             # An edit's products replace what the order counted before among the products bought together.
             for was, now in decision.edited_orders:
                 self.bought.extend(((store_id, was, -1), (store_id, now, 1)))
+
+    def _look_ups(self, store_id: str, customer_id: str, held: Sequence[str], before: Sequence[str]) -> None:
+        """The look-ups of the identifiers in `held` that were not in `before`, for this customer."""
+        known = set(before)
+        identities = self.identities
+        for identifier in held:
+            if identifier not in known:
+                identities[(store_id, identifier)] = customer_id
 
     async def write(self, conn: AsyncConnection) -> int:
         # Profiles are immutable and `decide` returns the very profile it got when nothing changed, so
@@ -122,6 +138,7 @@ class Changes:
             if repoint is not None:
                 await writes.then(_sent(repoint))
                 await writes.then(_sent(histories))
+                await writes.then(_sent(repository.drop_identities_write(self.dropped, self.merges)))
             # An erased customer can no longer be found by an email or anonymous id from before the erasure,
             # nor by those of profiles merged into them (their look-ups moved with the merge): only by the
             # identifiers the profile holds, which are those an erasure keeps and those said since.
