@@ -147,7 +147,7 @@ def cart_of(
 
 def _folded(cart_id: str, kept: Sequence[CartChange], abandonments: Iterable[datetime | None]) -> CartFact:
     """The cart these changes make, kept as `cart_of` keeps them: in (time, event id) order, one a key, the
-    first a snapshot unless none is."""
+    first a snapshot unless none is, and at most `MAX_CART_CHANGES` of them (`_compacted`)."""
     if len(kept) > MAX_CART_CHANGES:
         kept = _compacted(kept)
     items = _fold(kept)

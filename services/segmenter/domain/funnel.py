@@ -225,17 +225,9 @@ def _contact_is_newer(profile: Profile, name: str, value: object, at: datetime) 
 def _joined(held: tuple[str, ...], new: Iterable[str], *, orders: bool = True) -> tuple[str, ...] | None:
     """`held` with the `new` identifiers in it (without the orders' among them unless `orders`), within the
     bound on emails and anonymous ids (`identity.joined_identifiers`); None when none is new and taken (the
-    profile keeps its very tuple). A profile of a few identifiers, nearly every one, is looked through; a
-    longer one (a customer of many orders) is bisected."""
-    if len(held) <= _LOOKED_THROUGH:
-        fresh = [i for i in new if i not in held and (orders or not i.startswith("order:"))]
-    else:
-        fresh = [i for i in new if (orders or not i.startswith("order:")) and not holds(held, i)]
+    profile keeps its very tuple). Held ones (nearly all) are passed over first."""
+    fresh = [i for i in new if not holds(held, i) and (orders or not i.startswith("order:"))]
     return joined_identifiers(held, fresh) if fresh else None
-
-
-# Up to this many identifiers `in` on the tuple costs less than a bisection's call.
-_LOOKED_THROUGH: Final = 16
 
 
 def _with_identifiers(profile: Profile, new: Sequence[str]) -> Profile:

@@ -153,9 +153,7 @@ def _apply_one(
             update={"customer_id": resolution.customer_id, "identifiers": ()}
         )
         merged = merge(base, absorbed)
-        if merged.erased_at is None and len(merged.identifiers) < len(absorbed.identifiers) + len(
-            base.identifiers
-        ):
+        if merged.erased_at is None:
             _drop_look_ups(merged, absorbed, in_store, changes)
         if profile is not None:
             # One of the two erased before we heard of the link, and the other gave no details since:
@@ -201,9 +199,7 @@ def _apply_one(
             # costs less than a key built, hashed and set again (about 650 instructions each, callgrind).
             # An email or anonymous id it does not hold is one the bound on them left out (`decide` joins
             # every other the event names): it finds no one.
-            if not (identifier in held if len(held) <= 16 else holds(held, identifier)) and not (
-                identifier.startswith(FORGETTABLE)
-            ):
+            if not holds(held, identifier) and not identifier.startswith(FORGETTABLE):
                 in_store[identifier] = customer_id
                 identities[(store_id, identifier)] = customer_id
     else:
