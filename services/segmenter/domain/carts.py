@@ -96,9 +96,14 @@ def _compacted(kept: Sequence[CartChange]) -> tuple[CartChange, ...]:
         items=items,
         total=_total(folded, items),
         currency=last.currency,
-        recovery_url=next((c.recovery_url for c in reversed(folded) if c.recovery_url), None),
+        recovery_url=_recovery_url(folded),
     )
     return (snapshot, *kept[cut:])
+
+
+def _recovery_url(kept: Sequence[CartChange]) -> str | None:
+    """A cart's recovery link: the newest one its changes gave."""
+    return next((c.recovery_url for c in reversed(kept) if c.recovery_url), None)
 
 
 def _total(kept: Sequence[CartChange], items: tuple[ItemFact, ...]) -> Decimal:
@@ -158,7 +163,7 @@ def _folded(cart_id: str, kept: Sequence[CartChange], abandonments: Iterable[dat
         items=items,
         total=_total(kept, items),
         currency=newest.currency,
-        recovery_url=next((c.recovery_url for c in reversed(kept) if c.recovery_url), None),
+        recovery_url=_recovery_url(kept),
         updated_at=updated_at,
         abandoned_at=min((a for a in abandonments if a is not None and a >= updated_at), default=None),
         changes=tuple(kept),
